@@ -1,0 +1,496 @@
+"""MemoryStore: a bounded, self-purging in-memory session store for one process."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .errors import InvalidOption, SessionTooLarge
+from .protocol import Stats
+from .serializers import Serializer, dumps_session, get_serializer, loads_session
+from .size import format_size, parse_size
+
+__all__ = ["ENTRY_OVERHEAD", "MemoryStore"]
+
+log = logging.getLogger("lembro")
+
+# Bytes each session costs beyond its id's and payload's lengths, as tracemalloc counts
+# them: the id str and bytes object headers, the entry record and its expiry float, the
+# dict and OrderedDict slots, the heap's tuple and slot, with the tables' slack at their
+# fullest. Measured on CPython 3.10-3.13 (tests/test_memory_bound.py pins it).
+ENTRY_OVERHEAD = 400
+
+# The background purge removes at most this many sessions per hold of the lock, so a
+# mass expiry never stalls requests for long.
+_PURGE_BATCH = 1024
+
+
+class _Entry:
+    """One session: its serialized data, its expiry and the expiry the heap holds for it."""
+
+    __slots__ = ("data", "expires", "heap_key")
+
+    def __init__(self, data: bytes, expires: float) -> None:
+        self.data = data
+        self.expires = expires
+        self.heap_key = expires
+
+
+def _check_ttl(ttl: float, name: str = "ttl") -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (0 < ttl < math.inf):
+        raise InvalidOption(name, ttl, "a positive finite number of seconds")
+    return float(ttl)
+
+
+def _check_sid(sid: object) -> str:
+    if not isinstance(sid, str) or not sid:
+        raise InvalidOption("session id", sid, "a non-empty str")
+    return sid
+
+
+class MemoryStore:
+    """A session store in this process's memory, capped at ``max_size`` bytes.
+
+    ``max_size`` (bytes, or a size string such as ``"4M"``) bounds the memory the store
+    holds, as tracemalloc counts it. When a ``set`` takes it over, the store prunes to
+    ``low_water * max_size``: expired sessions first, then sessions never read since they
+    were created (probation), least recently used first, then the rest, least recently
+    used first. Expired sessions are also removed on access and by a background purge
+    every ``interval`` seconds (``None`` or ``0``: none). ``ttl`` is the default lifetime
+    in seconds. ``clock`` returns seconds; inject one for tests. ``on_error`` receives any
+    exception the background purge raises (default: logged).
+
+    Every method is thread-safe. Sessions are held serialized, so each ``get`` returns a
+    fresh dict that no other request shares.
+    """
+
+    blocking = False  # calls take microseconds and do no I/O: async callers may call inline
+
+    def __init__(
+        self,
+        max_size: int | str = "4M",
+        interval: float | None = 360.0,
+        *,
+        ttl: float = 86400.0,
+        low_water: float = 0.75,
+        serializer: str | Serializer = "msgpack",
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self.max_size = parse_size(max_size)
+        self.ttl = _check_ttl(ttl)
+        if (
+            isinstance(low_water, bool)
+            or not isinstance(low_water, (int, float))
+            or not (0 < low_water < 1)
+        ):
+            raise InvalidOption("low_water", low_water, "a fraction between 0 and 1, exclusive")
+        self.low_water = float(low_water)
+        if interval is not None and interval != 0:
+            interval = _check_ttl(interval, "interval")
+        self.interval: float | None = interval or None
+        if not callable(clock):
+            raise InvalidOption("clock", clock, "a callable returning seconds")
+        if on_error is not None and not callable(on_error):
+            raise InvalidOption("on_error", on_error, "a callable taking an exception")
+        self._serializer = get_serializer(serializer)
+        self._dumps = self._serializer.dumps
+        self._clock = clock
+        self.on_error = on_error
+
+        self._lock = threading.Lock()
+        # Recency: sessions not read since they were created, and the rest; both in
+        # least-recently-used-first order. Together they are the index of all sessions.
+        self._probation: OrderedDict[str, _Entry] = OrderedDict()
+        self._protected: OrderedDict[str, _Entry] = OrderedDict()
+        # (expiry, sid), a min-heap; an item whose sid is gone or whose heap_key moved is stale.
+        self._heap: list[tuple[float, str]] = []
+        self._stale = 0
+        self._size = 0
+        self._hits = 0
+        self._misses = 0
+        self._expired = 0
+        self._evicted = 0
+        self._purges = 0
+        self._warned_evicting = False
+        self._closed = False
+        self._pid = os.getpid()
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        _LIVE_STORES.add(self)
+        self._start_purger()
+
+    # ---- public API -------------------------------------------------------------------
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
+        now = self._clock()
+        with self._lock:
+            entry = self._protected.get(sid)
+            if entry is not None:
+                self._protected.move_to_end(sid)
+            else:
+                entry = self._probation.pop(sid, None)
+                if entry is None:
+                    self._misses += 1
+                    return None
+                self._protected[sid] = entry  # read again: no longer on probation
+            if entry.expires <= now:
+                self._remove_locked(sid, entry)
+                self._expired += 1
+                self._misses += 1
+                return None
+            self._hits += 1
+            data = entry.data
+        return loads_session(self._serializer, data)
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
+
+        Raises ``SerializationError`` when ``data`` does not serialize and
+        ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
+        unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
+        """
+        _check_sid(sid)
+        lifetime = self.ttl if ttl is None else _check_ttl(ttl)
+        blob = dumps_session(self._serializer, data)
+        cost = len(sid) + len(blob) + ENTRY_OVERHEAD
+        if cost > self.max_size:
+            raise SessionTooLarge(cost, self.max_size)
+        now = self._clock()
+        with self._lock:
+            entry = self._protected.get(sid)
+            if entry is not None:
+                self._protected.move_to_end(sid)
+            else:
+                entry = self._probation.get(sid)
+                if entry is not None:
+                    self._probation.move_to_end(sid)
+            if entry is None:
+                self._add_locked(sid, _Entry(blob, now + lifetime))
+            else:
+                self._size += len(blob) - len(entry.data)
+                entry.data = blob
+                self._set_expiry_locked(sid, entry, now + lifetime)
+            if self._size > self.max_size:
+                self._prune_locked(now, keep=sid)
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
+
+        Returns ``False`` when the session is absent or expired. Counts as a return visit.
+        """
+        lifetime = self.ttl if ttl is None else _check_ttl(ttl)
+        now = self._clock()
+        with self._lock:
+            entry = self._protected.get(sid)
+            if entry is not None:
+                self._protected.move_to_end(sid)
+            else:
+                entry = self._probation.pop(sid, None)
+                if entry is None:
+                    return False
+                self._protected[sid] = entry
+            if entry.expires <= now:
+                self._remove_locked(sid, entry)
+                self._expired += 1
+                return False
+            self._set_expiry_locked(sid, entry, now + lifetime)
+            return True
+
+    def destroy(self, sid: str) -> None:
+        """Remove session ``sid``; nothing happens when there is none."""
+        with self._lock:
+            entry = self._find_locked(sid)
+            if entry is not None:
+                self._remove_locked(sid, entry)
+                self._compact_if_stale_locked()
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        """Return a fresh copy of every live session, by id."""
+        now = self._clock()
+        with self._lock:
+            blobs = [
+                (sid, entry.data)
+                for segment in (self._probation, self._protected)
+                for sid, entry in segment.items()
+                if entry.expires > now
+            ]
+        return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
+
+    def __len__(self) -> int:
+        """The number of live sessions (expired ones are purged first: O(expired) amortized)."""
+        now = self._clock()
+        with self._lock:
+            self._purge_locked(now, None)
+            return len(self._probation) + len(self._protected)
+
+    def __contains__(self, sid: object) -> bool:
+        """Whether ``sid`` is a live session; neither a hit nor a miss nor a visit."""
+        if not isinstance(sid, str):
+            return False
+        now = self._clock()
+        with self._lock:
+            entry = self._find_locked(sid)
+            return entry is not None and entry.expires > now
+
+    def clear(self) -> None:
+        """Remove every session. Counters (hits, misses, ...) are kept."""
+        with self._lock:
+            self._probation.clear()
+            self._protected.clear()
+            self._heap = []
+            self._stale = 0
+            self._size = 0
+
+    def purge(self) -> int:
+        """Remove expired sessions now; return how many. Costs O(expired * log n)."""
+        return self._purge(None)
+
+    def prune(self) -> int:
+        """Shrink to ``low_water * max_size`` now; return how many live sessions were evicted."""
+        now = self._clock()
+        with self._lock:
+            return self._prune_locked(now, keep=None)
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as accounted: ids, payloads and ``ENTRY_OVERHEAD`` per session."""
+        return self._size
+
+    def stats(self) -> Stats:
+        """The store's counters now."""
+        now = self._clock()
+        with self._lock:
+            self._purge_locked(now, None)
+            return Stats(
+                sessions=len(self._probation) + len(self._protected),
+                size=self._size,
+                max_size=self.max_size,
+                hits=self._hits,
+                misses=self._misses,
+                expired=self._expired,
+                evicted=self._evicted,
+                purges=self._purges,
+            )
+
+    def close(self) -> None:
+        """Stop the background purge. Idempotent; the sessions stay readable."""
+        self._closed = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        self._thread = None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryStore {len(self._probation) + len(self._protected)} sessions, "
+            f"{format_size(self._size)} of {format_size(self.max_size)}>"
+        )
+
+    # ---- bookkeeping: the one place size, counts and the expiry index change ----------
+
+    def _add_locked(self, sid: str, entry: _Entry) -> None:
+        """Insert a new session on probation. The lock is held; ``sid`` is not present."""
+        self._probation[sid] = entry
+        heapq.heappush(self._heap, (entry.heap_key, sid))
+        self._size += len(sid) + len(entry.data) + ENTRY_OVERHEAD
+
+    def _remove_locked(self, sid: str, entry: _Entry) -> None:
+        """Remove a present session. The lock is held; its heap item turns stale."""
+        if self._probation.pop(sid, None) is None:
+            del self._protected[sid]
+        self._stale += 1
+        self._size -= len(sid) + len(entry.data) + ENTRY_OVERHEAD
+
+    def _set_expiry_locked(self, sid: str, entry: _Entry, expires: float) -> None:
+        """Move a present session's expiry. The lock is held.
+
+        A later expiry leaves the heap alone (the purge re-files the item when it surfaces);
+        only an earlier one needs a new item, and the old one turns stale.
+        """
+        entry.expires = expires
+        if expires < entry.heap_key:
+            entry.heap_key = expires
+            heapq.heappush(self._heap, (expires, sid))
+            self._stale += 1
+
+    # ---- helpers that assume the lock is held -------------------------------------------
+
+    def _find_locked(self, sid: str) -> _Entry | None:
+        entry = self._protected.get(sid)
+        if entry is None:
+            entry = self._probation.get(sid)
+        return entry
+
+    def _purge_locked(self, now: float, limit: int | None) -> tuple[int, bool]:
+        """Remove up to ``limit`` expired sessions; return (removed, whether any remain)."""
+        heap = self._heap
+        removed = 0
+        while heap and heap[0][0] <= now:
+            if limit is not None and removed >= limit:
+                return removed, True
+            key, sid = heapq.heappop(heap)
+            entry = self._find_locked(sid)
+            if entry is None or entry.heap_key != key:
+                self._stale -= 1
+                continue
+            if entry.expires > now:  # touched since: file it under its new expiry
+                entry.heap_key = entry.expires
+                heapq.heappush(heap, (entry.expires, sid))
+                continue
+            self._stale -= 1  # _remove_locked counts its item stale; it is already popped
+            self._remove_locked(sid, entry)
+            removed += 1
+        self._expired += removed
+        return removed, False
+
+    def _prune_locked(self, now: float, keep: str | None) -> int:
+        """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions."""
+        target = int(self.max_size * self.low_water)
+        before, count = self._size, len(self._probation) + len(self._protected)
+        log.debug(
+            "prune start: %s in %d sessions, max %s, target %s",
+            format_size(before),
+            count,
+            format_size(self.max_size),
+            format_size(target),
+        )
+        self._purge_locked(now, None)
+        evicted = 0
+        for segment in (self._probation, self._protected):
+            while self._size > target and segment:
+                sid = next(iter(segment))
+                if sid == keep:  # the most recent of its segment: nothing older is left
+                    break
+                self._remove_locked(sid, segment[sid])
+                evicted += 1
+        self._evicted += evicted
+        self._compact_if_stale_locked()
+        log.debug(
+            "prune end: %s in %d sessions (%d evicted)",
+            format_size(self._size),
+            len(self._probation) + len(self._protected),
+            evicted,
+        )
+        if evicted and not self._warned_evicting:
+            self._warned_evicting = True
+            log.warning(
+                "max_size %s is too small: evicted %d live sessions to fit; the store holds "
+                "%d sessions in %s. Raise max_size to keep sessions until they expire.",
+                format_size(self.max_size),
+                evicted,
+                len(self._probation) + len(self._protected),
+                format_size(self._size),
+            )
+        return evicted
+
+    def _compact_if_stale_locked(self) -> None:
+        """Rebuild the heap when stale items pass a quarter of the live ones: O(1) amortized."""
+        live = len(self._probation) + len(self._protected)
+        if self._stale <= 64 or self._stale * 4 <= live:
+            return
+        heap = [(e.heap_key, sid) for sid, e in self._probation.items()]
+        heap += [(e.heap_key, sid) for sid, e in self._protected.items()]
+        heapq.heapify(heap)
+        self._heap = heap
+        self._stale = 0
+
+    # ---- the background purge --------------------------------------------------------
+
+    def _purge(self, batch: int | None) -> int:
+        total = 0
+        while True:
+            now = self._clock()
+            with self._lock:
+                removed, more = self._purge_locked(now, batch)
+                if not more:
+                    self._purges += 1
+                    self._compact_if_stale_locked()
+            total += removed
+            if not more:
+                return total
+
+    def _start_purger(self) -> None:
+        if self.interval is None or self._closed:
+            return
+        self._stop = threading.Event()
+        thread = threading.Thread(
+            target=_purge_loop,
+            args=(weakref.ref(self), self._stop, self.interval),
+            name="lembro-purge",
+            daemon=True,
+        )
+        self._thread = thread
+        weakref.finalize(self, self._stop.set)
+        thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """Give the child a fresh lock and its own purge thread; say that sessions split."""
+        self._lock = threading.Lock()
+        self._thread = None
+        held = len(self._probation) + len(self._protected)
+        parent, self._pid = self._pid, os.getpid()
+        if held:
+            log.warning(
+                "MemoryStore forked from process %d with %d sessions: process %d now has its "
+                "own copy, and sessions written in one worker are not seen by another. Run "
+                "one worker process (with threads), or use lembro.RedisStore for several.",
+                parent,
+                held,
+                self._pid,
+            )
+        self._start_purger()
+
+
+def _purge_loop(ref: weakref.ref[MemoryStore], stop: threading.Event, interval: float) -> None:
+    """Purge every ``interval`` seconds while the store lives; holds it only during a purge."""
+    while not stop.wait(interval):
+        store = ref()
+        if store is None:
+            return
+        try:
+            store._purge(_PURGE_BATCH)
+        except Exception as e:  # a failing purge must not end the thread
+            handler = store.on_error
+            if handler is None:
+                log.exception("background purge failed")
+            else:
+                try:
+                    handler(e)
+                except Exception:
+                    log.exception("on_error handler failed")
+        del store
+
+
+_LIVE_STORES: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _restart_after_fork() -> None:
+    for store in list(_LIVE_STORES):
+        store._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_restart_after_fork)

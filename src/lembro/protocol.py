@@ -1,0 +1,176 @@
+"""The store contract the framework integrations rely on, sync and async.
+
+Every store (``MemoryStore``, ``RedisStore``, ``AsyncRedisStore``) keeps sessions as
+``dict`` values under string ids, with a lifetime in seconds. Integrations talk only to
+these methods, never to a store's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["AsyncSessionStore", "SessionStore", "Stats", "as_async"]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A store's counters at one moment.
+
+    ``sessions`` live sessions; ``size`` and ``max_size`` in bytes (``max_size`` is
+    ``None`` where the backend bounds memory itself, as Redis's ``maxmemory`` does);
+    ``hits`` and ``misses`` of ``get``; ``expired`` sessions removed because their
+    lifetime ended; ``evicted`` live sessions removed to stay under ``max_size``;
+    ``purges`` runs of the expiry purge.
+    """
+
+    sessions: int
+    size: int
+    max_size: int | None
+    hits: int
+    misses: int
+    expired: int
+    evicted: int
+    purges: int
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """A synchronous session store."""
+
+    @property
+    def ttl(self) -> float:
+        """The default lifetime of a session, in seconds."""
+
+    def get(self, sid: str) -> dict[str, Any] | None: ...
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    def touch(self, sid: str, ttl: float | None = None) -> bool: ...
+    def destroy(self, sid: str) -> None: ...
+    def all(self) -> dict[str, dict[str, Any]]: ...
+    def clear(self) -> None: ...
+    def purge(self) -> int: ...
+    def stats(self) -> Stats: ...
+    def close(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, sid: object) -> bool: ...
+
+
+@runtime_checkable
+class AsyncSessionStore(Protocol):
+    """The same contract with coroutine methods, for ASGI apps."""
+
+    @property
+    def ttl(self) -> float:
+        """The default lifetime of a session, in seconds."""
+
+    async def get(self, sid: str) -> dict[str, Any] | None: ...
+    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    async def touch(self, sid: str, ttl: float | None = None) -> bool: ...
+    async def destroy(self, sid: str) -> None: ...
+    async def all(self) -> dict[str, dict[str, Any]]: ...
+    async def clear(self) -> None: ...
+    async def purge(self) -> int: ...
+    async def stats(self) -> Stats: ...
+    async def close(self) -> None: ...
+    async def length(self) -> int: ...
+    async def contains(self, sid: str) -> bool: ...
+
+
+class _InlineAsync:
+    """An async face for a store whose calls never block (``MemoryStore``: microseconds, no I/O)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.sync = store
+
+    @property
+    def ttl(self) -> float:
+        return self.sync.ttl
+
+    async def get(self, sid: str) -> dict[str, Any] | None:
+        return self.sync.get(sid)
+
+    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        self.sync.set(sid, data, ttl)
+
+    async def touch(self, sid: str, ttl: float | None = None) -> bool:
+        return self.sync.touch(sid, ttl)
+
+    async def destroy(self, sid: str) -> None:
+        self.sync.destroy(sid)
+
+    async def all(self) -> dict[str, dict[str, Any]]:
+        return self.sync.all()
+
+    async def clear(self) -> None:
+        self.sync.clear()
+
+    async def purge(self) -> int:
+        return self.sync.purge()
+
+    async def stats(self) -> Stats:
+        return self.sync.stats()
+
+    async def close(self) -> None:
+        self.sync.close()
+
+    async def length(self) -> int:
+        return len(self.sync)
+
+    async def contains(self, sid: str) -> bool:
+        return sid in self.sync
+
+
+class _ThreadAsync(_InlineAsync):
+    """An async face for a blocking store: each call runs in a worker thread."""
+
+    async def get(self, sid: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.sync.get, sid)
+
+    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        await asyncio.to_thread(self.sync.set, sid, data, ttl)
+
+    async def touch(self, sid: str, ttl: float | None = None) -> bool:
+        return await asyncio.to_thread(self.sync.touch, sid, ttl)
+
+    async def destroy(self, sid: str) -> None:
+        await asyncio.to_thread(self.sync.destroy, sid)
+
+    async def all(self) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.all)
+
+    async def clear(self) -> None:
+        await asyncio.to_thread(self.sync.clear)
+
+    async def purge(self) -> int:
+        return await asyncio.to_thread(self.sync.purge)
+
+    async def stats(self) -> Stats:
+        return await asyncio.to_thread(self.sync.stats)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def length(self) -> int:
+        return await asyncio.to_thread(len, self.sync)
+
+    async def contains(self, sid: str) -> bool:
+        return await asyncio.to_thread(self.sync.__contains__, sid)
+
+
+def as_async(store: SessionStore | AsyncSessionStore) -> AsyncSessionStore:
+    """Return an async face for ``store`` that never blocks the event loop.
+
+    An async store is returned as is; a store with an ``as_async()`` method (``RedisStore``)
+    gives its async twin; a store that declares ``blocking = False`` (``MemoryStore``) is
+    called inline; any other sync store runs in a worker thread.
+    """
+    if isinstance(store, AsyncSessionStore):
+        return store
+    twin = getattr(store, "as_async", None)
+    if callable(twin):
+        result: AsyncSessionStore = twin()
+        return result
+    if getattr(store, "blocking", True) is False:
+        return _InlineAsync(store)
+    return _ThreadAsync(store)

@@ -1,0 +1,106 @@
+"""Serializers turn a session dict into bytes and back: msgpack (default), json, pickle."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from .errors import InvalidOption, SerializationError
+
+__all__ = [
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "get_serializer",
+]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Anything with ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``."""
+
+    def dumps(self, obj: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class MsgpackSerializer:
+    """MessagePack through msgspec: compact and fast; tuples come back as lists."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder()
+        self.dumps = self._encoder.encode
+        self.loads = self._decoder.decode
+
+
+class JsonSerializer:
+    """JSON through msgspec: readable; keys must be strings."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder()
+        self.dumps = self._encoder.encode
+        self.loads = self._decoder.decode
+
+
+class PickleSerializer:
+    """Pickle: any picklable object. Only for data you trust: never load a foreign snapshot."""
+
+    def dumps(self, obj: Any) -> bytes:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)  # noqa: S301 - bytes only ever come from this process's store
+
+
+_BY_NAME: dict[str, type[Serializer]] = {
+    "msgpack": MsgpackSerializer,
+    "json": JsonSerializer,
+    "pickle": PickleSerializer,
+}
+
+
+def get_serializer(serializer: str | Serializer) -> Serializer:
+    """Return the serializer named "msgpack", "json" or "pickle", or ``serializer`` itself."""
+    if isinstance(serializer, str):
+        try:
+            return _BY_NAME[serializer]()
+        except KeyError:
+            raise InvalidOption(
+                "serializer", serializer, f"one of {sorted(_BY_NAME)} or an object with dumps/loads"
+            ) from None
+    if callable(getattr(serializer, "dumps", None)) and callable(
+        getattr(serializer, "loads", None)
+    ):
+        return serializer
+    raise InvalidOption(
+        "serializer", serializer, f"one of {sorted(_BY_NAME)} or an object with dumps/loads"
+    )
+
+
+def dumps_session(serializer: Serializer, data: Any) -> bytes:
+    """Serialize one session's ``data`` (a dict), raising :class:`SerializationError` on failure."""
+    if not isinstance(data, dict):
+        raise SerializationError(f"session data must be a dict, not {type(data).__name__}")
+    try:
+        blob = serializer.dumps(data)
+    except Exception as e:
+        raise SerializationError(f"session data does not serialize: {e}") from e
+    if not isinstance(blob, bytes):
+        raise SerializationError(f"serializer returned {type(blob).__name__}, expected bytes")
+    return blob
+
+
+def loads_session(serializer: Serializer, blob: bytes) -> dict[str, Any]:
+    """Deserialize bytes the store holds back into a session dict."""
+    try:
+        data = serializer.loads(blob)
+    except Exception as e:
+        raise SerializationError(f"stored session does not deserialize: {e}") from e
+    if not isinstance(data, dict):
+        raise SerializationError(f"stored session is a {type(data).__name__}, not a dict")
+    return data
