@@ -1,0 +1,332 @@
+"""Flask integration: server-side sessions behind Flask's own ``session``.
+
+``Lembro(app)`` swaps the app's cookie sessions for sessions held in a lembro store. The
+cookie carries only a 256-bit session id signed with ``app.secret_key``; the data stays on
+the server. Everything else is Flask's: the ``SESSION_COOKIE_*`` settings,
+``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST``, ``session.permanent``,
+``session.modified``, and the tagged JSON types (datetime, bytes, tuple, UUID, Markup).
+
+Concurrency: each request loads its own copy of the session and writes it back whole when
+it changed, so of two concurrent requests of one session the last to finish wins, and the
+other's changes are lost. Keep such writes idempotent, or serialize them yourself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+try:
+    from flask import Flask
+    from flask.json.tag import TaggedJSONSerializer
+    from flask.sessions import SessionInterface, SessionMixin
+    from itsdangerous import BadSignature, Signer
+    from werkzeug.datastructures import CallbackDict
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("lembro.flask needs Flask and itsdangerous: pip install lembro[flask]") from e
+
+from .errors import InvalidOption, SerializationError
+from .ids import is_session_id, new_session_id, redact
+from .memory import MemoryStore
+from .protocol import SessionStore
+
+if TYPE_CHECKING:
+    from flask import Request, Response
+
+__all__ = ["Lembro", "LembroSession", "LembroSessionInterface"]
+
+log = logging.getLogger("lembro")
+
+# A signed id is 43 + 1 + 43 characters; anything much longer is not ours, and rejecting
+# it before any HMAC keeps a flood of huge cookies cheap.
+_MAX_COOKIE_LENGTH = 256
+
+# Flask keeps ``session.permanent`` as this key in the data. On its own it is not data
+# someone wrote: a ``before_request`` that sets ``session.permanent = True`` for everyone
+# must not create a record for every cookieless visitor.
+_PERMANENT_KEY = "_permanent"
+
+
+class LembroSession(CallbackDict[str, Any], SessionMixin):
+    """One request's session: a dict that tracks ``modified`` and ``accessed``.
+
+    ``sid`` is the session id, ``None`` until the session is first saved. ``new`` is true
+    when no stored session was found for the request. Changes inside nested mutable
+    values are not seen: set ``modified = True`` after them, as with Flask's sessions.
+    """
+
+    modified = False
+
+    def __init__(
+        self,
+        initial: Mapping[str, Any] | None = None,
+        sid: str | None = None,
+        *,
+        new: bool = False,
+    ) -> None:
+        def on_update(session: LembroSession) -> None:
+            session.modified = True
+            session.accessed = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid
+        self.new = new
+        self.modified = False
+        self.accessed = False
+        self._regenerate = False
+        self._resign = False  # the cookie was signed with a fallback key: sign it anew
+
+    # Flask < 3.1.3 leaves ``accessed`` to the session; newer Flask sets it on every
+    # access through the request context as well.
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().setdefault(key, default)
+
+    def regenerate(self) -> None:
+        """Move this session to a fresh id when the response is saved.
+
+        The data is kept; the old id's record is destroyed, so a planted or leaked id
+        stops working. Call it on login and on any change of privilege.
+        """
+        self._regenerate = True
+        self.modified = True
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the session holds nothing but, perhaps, its ``permanent`` flag."""
+        return all(key == _PERMANENT_KEY for key in self.keys())
+
+
+class LembroSessionInterface(SessionInterface):
+    """A Flask ``SessionInterface`` that keeps sessions in a lembro ``store``.
+
+    Only the store protocol (``get``/``set``/``touch``/``destroy``) is used, so any store
+    works: ``MemoryStore`` or ``RedisStore``. The server-side record lives for the store's
+    ``ttl`` seconds after its last write or touch; a session that is not permanent gets a
+    cookie that ends with the browser session.
+
+    Errors: a cookie that is missing, malformed, badly signed, unknown or expired, and a
+    stored record that no longer deserializes, all give a fresh, empty session. A store
+    that cannot be reached raises ``lembro.StoreUnavailable`` from ``open_session``; Flask
+    turns it into a 500 (see ``e.original_exception`` in a 500 handler). Writing data the
+    store cannot serialize raises ``lembro.SerializationError``.
+
+    Concurrency: the last writer wins between concurrent requests of one session.
+    """
+
+    session_class = LembroSession
+    #: The salt that separates these signatures from others made with the same key.
+    salt = "lembro-session"
+    #: The digest of the HMAC that signs the id.
+    digest_method = staticmethod(hashlib.sha256)
+
+    def __init__(self, store: SessionStore) -> None:
+        if not isinstance(store, SessionStore):
+            raise InvalidOption("store", store, "a lembro SessionStore (get/set/touch/destroy)")
+        self.store = store
+        #: Tags Flask's extra JSON types so any store serializer carries them. Register
+        #: more tags on it as with ``SecureCookieSessionInterface.serializer``.
+        self.serializer = TaggedJSONSerializer()
+
+    # ---- signing ----------------------------------------------------------------------
+
+    def get_signer(self, app: Flask) -> Signer | None:
+        """The signer of session ids, or ``None`` when the app has no ``secret_key``.
+
+        It signs with ``secret_key`` and also accepts ``SECRET_KEY_FALLBACKS``.
+        """
+        if not app.secret_key:
+            return None
+        # itsdangerous signs with the last key and verifies with any.
+        given = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
+        keys = [key.encode() if isinstance(key, str) else key for key in given]
+        return Signer(keys, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method)
+
+    def _unsign(self, signer: Signer, cookie: str) -> tuple[str | None, bool]:
+        """Return the id in ``cookie`` (or ``None``) and whether it needs signing anew."""
+        if len(cookie) > _MAX_COOKIE_LENGTH:
+            return None, False
+        try:
+            sid = signer.unsign(cookie).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None, False
+        if not is_session_id(sid):
+            return None, False
+        return sid, signer.sign(sid).decode("ascii") != cookie
+
+    # ---- settings Flask < 3.1 does not have -------------------------------------------
+
+    def get_cookie_partitioned(self, app: Flask) -> bool:
+        """Whether the cookie is ``Partitioned``: ``SESSION_COOKIE_PARTITIONED``."""
+        return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
+
+    # ---- tagging ----------------------------------------------------------------------
+
+    def _untag(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self.serializer.untag({k: self._untag(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [self._untag(item) for item in value]
+        return value
+
+    def _load(self, sid: str) -> dict[str, Any] | None:
+        """The stored session ``sid``, untagged; ``None`` when absent or corrupt."""
+        try:
+            stored = self.store.get(sid)
+        except SerializationError as e:
+            self._discard(sid, e)
+            return None
+        if stored is None:
+            return None
+        try:
+            data = self._untag(stored)
+        # Tags come only from this module, so a failure here means a record written by
+        # something else, or damaged.
+        except Exception as e:
+            self._discard(sid, e)
+            return None
+        if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+            self._discard(sid, TypeError("stored session is not a dict of str keys"))
+            return None
+        return data
+
+    def _discard(self, sid: str, error: Exception) -> None:
+        """Drop a record that cannot be loaded, so it costs one warning, not a 500 each time."""
+        log.warning("discarding corrupt session %s: %s", redact(sid), error)
+        self.store.destroy(sid)
+
+    # ---- the SessionInterface contract ------------------------------------------------
+
+    def open_session(self, app: Flask, request: Request) -> LembroSession | None:
+        """Load the session the request's cookie names, or a fresh, empty one."""
+        signer = self.get_signer(app)
+        if signer is None:
+            return None  # Flask's null session: readable, and says why on write
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if not cookie:
+            return self.session_class(new=True)
+        sid, resign = self._unsign(signer, cookie)
+        if sid is None:
+            return self.session_class(new=True)
+        data = self._load(sid)
+        if data is None:
+            return self.session_class(new=True)
+        session = self.session_class(data, sid)
+        session._resign = resign
+        return session
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Write back what changed, and set, refresh or delete the cookie to match."""
+        # Flask calls this with no session at all when open_session raised.
+        if not isinstance(session, LembroSession):
+            return
+        name = self.get_cookie_name(app)
+        cookie: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "httponly": self.get_cookie_httponly(app),
+            "samesite": self.get_cookie_samesite(app),
+        }
+        partitioned = self.get_cookie_partitioned(app)
+        if partitioned:  # only then: Werkzeug < 3.0 has no such argument
+            cookie["partitioned"] = True
+
+        if session.accessed:
+            response.vary.add("Cookie")
+
+        old_sid = session.sid
+        regenerate, session._regenerate = session._regenerate, False
+        if session.is_empty:
+            if old_sid is not None and session.modified:
+                self.store.destroy(old_sid)
+                session.sid = None
+                response.delete_cookie(name, **cookie)
+                response.vary.add("Cookie")
+            return
+
+        if old_sid is None or regenerate:
+            sid = new_session_id()
+            self.store.set(sid, self.serializer.tag(dict(session)))
+            if old_sid is not None:  # after the write: a failed write keeps the old session
+                self.store.destroy(old_sid)
+            session.sid = sid
+        elif session.modified:
+            sid = old_sid
+            self.store.set(sid, self.serializer.tag(dict(session)))
+        elif app.config["SESSION_REFRESH_EACH_REQUEST"] or session._resign:
+            sid = old_sid
+            if not self.store.touch(sid):
+                return  # gone since it was loaded: no cookie for a record that is not there
+            if not (session.permanent or session._resign):
+                return  # a browser-session cookie needs no refresh
+        else:
+            return
+
+        signer = self.get_signer(app)
+        if signer is None:  # the secret key was removed during the request
+            raise RuntimeError("the session cannot be saved: the app has no secret_key")
+        response.set_cookie(
+            name,
+            signer.sign(sid).decode("ascii"),
+            expires=self.get_expiration_time(app, session),
+            **cookie,
+        )
+        response.vary.add("Cookie")
+
+
+class Lembro:
+    """The Flask extension: ``Lembro(app)`` or ``Lembro().init_app(app)``.
+
+    With no ``store``, each app gets a ``MemoryStore`` built from its config:
+    ``LEMBRO_MAX_SIZE`` (bytes or a size string, default ``"4M"``), ``LEMBRO_INTERVAL``
+    (seconds between expiry purges, default 360; 0 for none), ``LEMBRO_TTL`` (seconds a
+    session lives after its last use, default ``PERMANENT_SESSION_LIFETIME``),
+    ``LEMBRO_LOW_WATER`` (fraction of ``max_size`` to prune back to, default 0.75) and
+    ``LEMBRO_SERIALIZER`` (``"msgpack"``, ``"json"``, ``"pickle"`` or an object,
+    default ``"msgpack"``). ``store`` is the store of the app last initialized;
+    ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
+    each app's own store.
+    """
+
+    def __init__(self, app: Flask | None = None, store: SessionStore | None = None) -> None:
+        self.store: SessionStore | None = store
+        self._given_store = store
+        if app is not None:
+            self.init_app(app, store)
+
+    def init_app(self, app: Flask, store: SessionStore | None = None) -> None:
+        """Make ``app`` keep its sessions in ``store`` (default: one built from config)."""
+        if store is None:
+            store = self._given_store
+        if store is None:  # not ``or``: an empty store is falsy
+            store = self._store_from_config(app)
+        app.session_interface = LembroSessionInterface(store)
+        app.extensions["lembro"] = self
+        self.store = store
+
+    @staticmethod
+    def _store_from_config(app: Flask) -> MemoryStore:
+        config = app.config
+        config.setdefault("LEMBRO_MAX_SIZE", "4M")
+        config.setdefault("LEMBRO_INTERVAL", 360)
+        config.setdefault("LEMBRO_TTL", app.permanent_session_lifetime.total_seconds())
+        config.setdefault("LEMBRO_LOW_WATER", 0.75)
+        config.setdefault("LEMBRO_SERIALIZER", "msgpack")
+        return MemoryStore(
+            config["LEMBRO_MAX_SIZE"],
+            config["LEMBRO_INTERVAL"],
+            ttl=config["LEMBRO_TTL"],
+            low_water=config["LEMBRO_LOW_WATER"],
+            serializer=config["LEMBRO_SERIALIZER"],
+        )
