@@ -1,5 +1,7 @@
 """lembro: server-side sessions in one process's memory, bounded and self-purging."""
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     InvalidOption,
     InvalidSize,
@@ -13,12 +15,17 @@ from .protocol import AsyncSessionStore, SessionStore, Stats, as_async
 from .serializers import Serializer
 from .size import format_size, parse_size
 
+if TYPE_CHECKING:
+    from .redis import AsyncRedisStore, RedisStore
+
 __all__ = [
+    "AsyncRedisStore",
     "AsyncSessionStore",
     "InvalidOption",
     "InvalidSize",
     "LembroError",
     "MemoryStore",
+    "RedisStore",
     "SerializationError",
     "Serializer",
     "SessionStore",
@@ -31,3 +38,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis stores load redis-py on first use, so `import lembro` never needs it.
+    if name in ("RedisStore", "AsyncRedisStore"):
+        from . import redis
+
+        return getattr(redis, name)
+    raise AttributeError(f"module 'lembro' has no attribute {name!r}")
