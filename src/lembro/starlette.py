@@ -1,0 +1,265 @@
+"""Server-side sessions for Starlette and FastAPI: a drop-in for Starlette's SessionMiddleware.
+
+Change ``from starlette.middleware.sessions import SessionMiddleware`` to
+``from lembro.starlette import SessionMiddleware`` and the session data moves out of the
+cookie into a store (a :class:`lembro.MemoryStore` unless ``store=`` names another); the
+cookie keeps only the session id, signed with itsdangerous as Starlette signs its cookie.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+try:
+    import itsdangerous
+    from itsdangerous.exc import BadSignature
+    from starlette.datastructures import MutableHeaders, Secret
+    from starlette.requests import HTTPConnection
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "lembro.starlette needs Starlette and itsdangerous: pip install 'lembro[starlette]'"
+    ) from e
+
+from .errors import SerializationError
+from .ids import is_session_id, new_session_id, redact
+from .memory import MemoryStore
+from .protocol import AsyncSessionStore, SessionStore, as_async
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
+
+__all__ = ["Session", "SessionMiddleware", "regenerate"]
+
+log = logging.getLogger("lembro")
+
+_CLEARED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+
+
+class Session(dict[str, Any]):
+    """The dict in ``scope["session"]``, as Starlette's ``Session``: ``accessed`` once read
+    or written, ``modified`` once written through its own methods."""
+
+    accessed: bool = False
+    modified: bool = False
+    _regenerate: bool = False
+
+    def mark_accessed(self) -> None:
+        self.accessed = True
+
+    def mark_modified(self) -> None:
+        self.accessed = True
+        self.modified = True
+
+    # Reads count as access even when the app bypasses ``request.session`` (which marks it
+    # itself), so ``Vary: Cookie`` is sent wherever the response may depend on the session.
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return super().__len__()
+
+    def keys(self) -> dict_keys[str, Any]:
+        self.accessed = True
+        return super().keys()
+
+    def values(self) -> dict_values[str, Any]:
+        self.accessed = True
+        return super().values()
+
+    def items(self) -> dict_items[str, Any]:
+        self.accessed = True
+        return super().items()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.mark_modified()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.mark_modified()
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        self.mark_modified()
+        super().clear()
+
+    def pop(self, key: str, *args: Any) -> Any:
+        if dict.__contains__(self, key):
+            self.mark_modified()
+        return super().pop(key, *args)
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self.mark_modified()
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        if not dict.__contains__(self, key):
+            self.mark_modified()
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.mark_modified()
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override,misc]
+        self.mark_modified()
+        return super().__ior__(other)
+
+
+def regenerate(connection: HTTPConnection) -> None:
+    """Give the session a new id when the response starts and destroy the old record.
+
+    Call it on login and on any change of privilege, so an id known before (planted or
+    leaked) is worth nothing after. The data is kept; clear the session too on logout.
+    """
+    session = connection.scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError("regenerate() needs lembro.starlette.SessionMiddleware installed")
+    session._regenerate = True
+    session.mark_accessed()
+
+
+class SessionMiddleware:
+    """Starlette's ``SessionMiddleware`` with the data kept in ``store``, not the cookie.
+
+    Same arguments as Starlette's; ``max_age`` (seconds) is both the cookie's lifetime and
+    the record's, and with ``max_age=None`` (a browser-session cookie) the record lives
+    the store's ``ttl`` seconds from the last request that carried the cookie. ``store``
+    is any :class:`~lembro.SessionStore` or :class:`~lembro.AsyncSessionStore`; a sync
+    store that may block runs in a worker thread, so the event loop never waits on it.
+
+    Concurrent requests of one session each load it, and the last to write wins, as with
+    any server-side session store; a record destroyed meanwhile (logout, regenerate) is
+    never written back under its old id.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | Secret,
+        session_cookie: str = "session",
+        max_age: int | None = 14 * 24 * 60 * 60,  # 14 days, in seconds
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        *,
+        store: SessionStore | AsyncSessionStore | None = None,
+    ) -> None:
+        self.app = app
+        self.signer = itsdangerous.TimestampSigner(str(secret_key))
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.path = path
+        self.security_flags = "httponly; samesite=" + same_site
+        if https_only:
+            self.security_flags += "; secure"
+        if domain is not None:
+            self.security_flags += f"; domain={domain}"
+        if partitioned:
+            self.security_flags += "; partitioned"
+        self.store: SessionStore | AsyncSessionStore = MemoryStore() if store is None else store
+        self._store = as_async(self.store)
+        self._ttl: float | None = None if max_age is None else float(max_age)
+        # A cookie with max_age <= 0 is dead on arrival (Starlette still sends it): no record.
+        self._persist = max_age is None or max_age > 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        sid, data = await self._load(HTTPConnection(scope))
+        loaded = copy.deepcopy(data)  # what the store holds, to tell a change from a re-set
+        scope["session"] = Session(data)
+        if scope["type"] == "websocket":
+            # No response headers to carry a cookie: a websocket's session is read-only.
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                await self._commit(scope["session"], sid, loaded, MutableHeaders(scope=message))
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _load(self, connection: HTTPConnection) -> tuple[str | None, dict[str, Any]]:
+        """The session id and data a request's cookie names; ``(None, {})`` for any other."""
+        cookie = connection.cookies.get(self.session_cookie)
+        if cookie is None:
+            return None, {}
+        try:
+            sid = self.signer.unsign(cookie.encode(), max_age=self.max_age).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None, {}
+        if not is_session_id(sid):
+            return None, {}
+        try:
+            data = await self._store.get(sid)
+        except SerializationError:
+            log.warning("session %s cannot be read back; starting a new one", redact(sid))
+            return None, {}
+        if not data:  # unknown or expired: never adopted, a new id is made on write
+            return None, {}
+        return sid, data
+
+    async def _commit(
+        self, session: Any, sid: str | None, loaded: dict[str, Any], headers: MutableHeaders
+    ) -> None:
+        """Write what changed to the store and the cookie, as the response starts."""
+        if not isinstance(session, Session):  # the app replaced it: take it as written
+            session = Session(session)
+            session.mark_modified()
+        if session.accessed:
+            headers.add_vary_header("Cookie")
+        data = dict.copy(session)
+        if not data:
+            if sid is not None:  # a stored session is never empty: this one was emptied
+                await self._store.destroy(sid)
+                headers.append("Set-Cookie", self._cookie("null", _CLEARED))
+            return
+        changed = session.accessed and data != loaded
+        if not (changed or session.modified or session._regenerate):
+            # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
+            # record may slide; with max_age it ends when the cookie's signature does.
+            if sid is not None and self.max_age is None:
+                await self._store.touch(sid)
+            return
+        if sid is not None and session._regenerate:
+            await self._store.destroy(sid)
+            sid = None
+        fresh = sid is None
+        sid = sid or new_session_id()
+        if self._persist:
+            if not fresh and not await self._store.touch(sid, self._ttl):
+                # Destroyed since it was loaded (a logout, a regenerate): never revive it.
+                sid, fresh = new_session_id(), True
+            if fresh or changed:
+                await self._store.set(sid, data, self._ttl)
+        lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
+        headers.append("Set-Cookie", self._cookie(self.signer.sign(sid).decode(), lifetime))
+
+    def _cookie(self, value: str, lifetime: str) -> str:
+        return f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
