@@ -1,0 +1,243 @@
+"""Django sessions in a lembro store: ``SESSION_ENGINE = "lembro.django"``.
+
+Options come from the ``LEMBRO`` settings dict (every key optional)::
+
+    LEMBRO = {
+        "STORE": "memory",      # "memory", "redis", or a store object you built
+        "MAX_SIZE": "4M",       # bytes, or a size string; memory store only
+        "INTERVAL": 360,        # seconds between background purges; memory store only
+        "LOW_WATER": 0.75,      # prune to this fraction of MAX_SIZE when full
+        "SERIALIZER": "msgpack",
+        "TTL": None,            # default lifetime in seconds; None: SESSION_COOKIE_AGE
+        "URL": None,            # the Redis URL, for "STORE": "redis"
+        "PREFIX": "lembro:",    # Redis key prefix, for "STORE": "redis"
+    }
+
+The store is built once per process, on first use, and rebuilt when ``LEMBRO`` changes
+(``override_settings`` in tests). Each session record lives ``get_expiry_age()`` seconds
+from its last save, as with Django's own engines; ``manage.py clearsessions`` purges
+expired records now.
+
+Where lembro differs from Django's engines, it is stricter: session keys are 256-bit
+(:func:`lembro.ids.new_session_id`), a key the server did not issue is never adopted, and an
+empty session is never stored (saving one removes its record). With Django's
+``SessionMiddleware``, a session emptied without ``flush()`` keeps its cookie until the
+next request that reads it; ``flush()`` (``logout()``) removes record and cookie at once.
+
+Like Django's cache engine, ``save()`` of an existing session checks that the record is
+still there and then writes it: a logout racing that window in another thread can lose.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from django.conf import settings
+    from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.signals import setting_changed
+except ImportError as e:  # pragma: no cover - exercised only without Django
+    raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
+
+from .errors import LembroError, SerializationError
+from .ids import is_session_id, new_session_id, redact
+from .memory import MemoryStore
+from .protocol import SessionStore as StoreProtocol
+
+__all__ = ["SessionStore", "build_store", "get_store"]
+
+log = logging.getLogger("lembro.django")
+
+_OPTIONS = frozenset(
+    {"STORE", "MAX_SIZE", "INTERVAL", "LOW_WATER", "SERIALIZER", "TTL", "URL", "PREFIX"}
+)
+
+_lock = threading.Lock()
+_store: StoreProtocol | None = None
+_owned = False  # whether _store was built here (and so is ours to close)
+
+
+def build_store(options: Mapping[str, Any]) -> StoreProtocol:
+    """Build the store a ``LEMBRO`` settings dict describes.
+
+    ``"STORE"`` selects it: ``"memory"`` (the default) builds a :class:`lembro.MemoryStore`;
+    ``"redis"`` a ``lembro.RedisStore`` on ``"URL"`` (keys under ``"PREFIX"``); a store
+    object is returned as is.
+    Raises ``ImproperlyConfigured`` for unknown keys and values the store rejects.
+    """
+    if not isinstance(options, Mapping):
+        raise ImproperlyConfigured(f"LEMBRO must be a dict, not {type(options).__name__}")
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"unknown LEMBRO option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}"
+        )
+    kind = options.get("STORE", "memory")
+    if isinstance(kind, StoreProtocol):
+        return kind
+    ttl = options.get("TTL")
+    if ttl is None:
+        ttl = settings.SESSION_COOKIE_AGE
+    serializer = options.get("SERIALIZER", "msgpack")
+    try:
+        if kind == "memory":
+            return MemoryStore(
+                options.get("MAX_SIZE", "4M"),
+                options.get("INTERVAL", 360),
+                ttl=ttl,
+                low_water=options.get("LOW_WATER", 0.75),
+                serializer=serializer,
+            )
+        if kind == "redis":
+            return _redis_store(options, ttl, serializer)
+    except LembroError as e:
+        raise ImproperlyConfigured(f"LEMBRO: {e}") from e
+    raise ImproperlyConfigured(
+        f"LEMBRO['STORE'] is {kind!r}: expected 'memory', 'redis' or a store object"
+    )
+
+
+def _redis_store(options: Mapping[str, Any], ttl: float, serializer: Any) -> StoreProtocol:
+    """The hook for ``"STORE": "redis"``: imported only when asked for, so Redis stays optional."""
+    url = options.get("URL")
+    if not isinstance(url, str) or not url:
+        raise ImproperlyConfigured("LEMBRO['STORE'] = 'redis' needs LEMBRO['URL'], a Redis URL")
+    try:
+        from . import RedisStore  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as e:
+        raise ImproperlyConfigured(
+            "LEMBRO['STORE'] = 'redis' needs lembro.RedisStore, which this installation "
+            f"does not provide ({e}); install it with: pip install lembro[redis]"
+        ) from e
+    return RedisStore(url, prefix=options.get("PREFIX", "lembro:"), ttl=ttl, serializer=serializer)
+
+
+def get_store() -> StoreProtocol:
+    """The process-wide store the engine uses, built from ``settings.LEMBRO`` on first call."""
+    store = _store
+    if store is not None:
+        return store
+    return _build_once()
+
+
+def _build_once() -> StoreProtocol:
+    global _store, _owned
+    with _lock:
+        if _store is None:  # another thread may have built it while this one waited
+            options = getattr(settings, "LEMBRO", None) or {}
+            store = build_store(options)
+            _owned = store is not options.get("STORE")  # a store the user built stays theirs
+            _store = store
+        return _store
+
+
+def _reset(**kwargs: Any) -> None:
+    """Drop the store when ``LEMBRO`` changes, so the next request builds the new one."""
+    global _store, _owned
+    if kwargs.get("setting") != "LEMBRO":
+        return
+    with _lock:
+        old, owned = _store, _owned
+        _store, _owned = None, False
+    if old is not None and owned:
+        old.close()
+
+
+setting_changed.connect(_reset, dispatch_uid="lembro.django.reset")
+
+
+class SessionStore(SessionBase):  # type: ignore[misc]
+    """A Django session engine over the lembro store from :func:`get_store`.
+
+    The record under a key is the session dict itself (the store serializes it), alive
+    ``get_expiry_age()`` seconds from its last save.
+    """
+
+    _session_key: str | None  # a property of SessionBase: None for a key it rejects
+
+    def load(self) -> dict[str, Any]:
+        """Return the session's data; a missing, expired or malformed key gets a new session."""
+        key = self.session_key
+        data: dict[str, Any] | None = None
+        if is_session_id(key):
+            try:
+                data = get_store().get(key)
+            except SerializationError:
+                log.warning("session %s does not deserialize: starting a new one", redact(key))
+        if data is None:
+            # Never adopt a key the store does not hold: the next save makes a new one.
+            self._session_key = None
+            return {}
+        return data
+
+    def exists(self, session_key: str | None) -> bool:
+        """Whether the store holds a live session under ``session_key``."""
+        return is_session_id(session_key) and session_key in get_store()
+
+    def create(self) -> None:
+        """Give the session a new key and save it (an empty session is not stored)."""
+        while True:
+            self._session_key = self._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:  # another session took the key meanwhile: draw again
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        """Write the session for ``get_expiry_age()`` seconds.
+
+        ``must_create``: raise ``CreateError`` if the key is taken; otherwise raise
+        ``UpdateError`` if the record is gone (a logout elsewhere), never resurrecting it.
+        An empty session is not stored, and saving one removes its record.
+        """
+        data = self._get_session(no_load=must_create)
+        key = self.session_key
+        if not is_session_id(key):  # no key yet, or one this server did not issue
+            self._session_key = None
+            self.create()
+            return
+        store = get_store()
+        if not data:
+            store.destroy(key)
+            return
+        if must_create:
+            if key in store:
+                raise CreateError
+        elif key not in store:
+            raise UpdateError
+        age = self.get_expiry_age()
+        if age <= 0:  # an expiry in the past: the session is already over
+            store.destroy(key)
+            return
+        store.set(key, data, ttl=age)
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Remove the record under ``session_key`` (default: this session's key)."""
+        if session_key is None:
+            session_key = self.session_key
+        if session_key:
+            get_store().destroy(session_key)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Remove expired records now (``manage.py clearsessions``)."""
+        get_store().purge()
+
+    def _get_new_session_key(self) -> str:
+        """A new 256-bit key that no live session holds."""
+        while True:
+            key = new_session_id()
+            if not self.exists(key):
+                return key
+
+    async def _aget_new_session_key(self) -> str:
+        while True:
+            key = new_session_id()
+            if not await self.aexists(key):
+                return key

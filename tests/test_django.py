@@ -1,0 +1,362 @@
+"""lembro.django through Django's real test client, SessionMiddleware and management commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import django
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, override_settings
+from django.urls import path
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lembro
+from lembro import MemoryStore
+from lembro.django import SessionStore, build_store, get_store
+from lembro.ids import is_session_id, new_session_id
+from tests.conftest import FakeClock
+
+COOKIE = "sessionid"
+
+
+def configure_django() -> None:
+    """Configure Django once for this pytest process: settings only, nothing global else.
+
+    Both Django test modules call this; the Flask and Starlette tests never read Django's
+    settings, so configuring them here cannot change what those tests see.
+    """
+    if settings.configured:
+        return
+    settings.configure(
+        SECRET_KEY="lembro-tests-only",
+        ALLOWED_HOSTS=["testserver"],
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django.contrib.sessions",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+        ROOT_URLCONF=__name__,
+        SESSION_ENGINE="lembro.django",
+        USE_TZ=True,
+        LEMBRO={"INTERVAL": None},  # tests purge explicitly: no background thread
+    )
+    django.setup()
+
+
+configure_django()
+
+
+# ---- a tiny app -------------------------------------------------------------------------
+
+
+def count(request: HttpRequest) -> HttpResponse:
+    n = request.session.get("n", 0) + 1
+    request.session["n"] = n
+    return HttpResponse(str(n))
+
+
+def read(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(request.session.get("n")))
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()  # what django.contrib.auth.login does first
+    request.session["user"] = "alice"
+    return HttpResponse("in")
+
+
+def logout(request: HttpRequest) -> HttpResponse:
+    request.session.flush()  # what django.contrib.auth.logout does
+    return HttpResponse("out")
+
+
+def forget(request: HttpRequest) -> HttpResponse:
+    request.session.pop("n", None)
+    return HttpResponse("forgot")
+
+
+def expire(request: HttpRequest, seconds: int) -> HttpResponse:
+    request.session.set_expiry(seconds)
+    request.session["n"] = 1
+    return HttpResponse("set")
+
+
+urlpatterns = [
+    path("count", count),
+    path("read", read),
+    path("login", login),
+    path("logout", logout),
+    path("forget", forget),
+    path("expire/<int:seconds>", expire),
+]
+
+
+# ---- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine_store(store: MemoryStore) -> Iterator[MemoryStore]:
+    """The conftest's MemoryStore (fake clock, no purge thread), as the engine's store."""
+    with override_settings(LEMBRO={"STORE": store}):
+        yield store
+
+
+@pytest.fixture
+def client(engine_store: MemoryStore) -> Client:
+    return Client()
+
+
+def session_cookie(client: Client) -> str:
+    return client.cookies[COOKIE].value
+
+
+# ---- behaviour --------------------------------------------------------------------------
+
+
+def test_counter_round_trips_through_the_store(client: Client, engine_store: MemoryStore) -> None:
+    bodies = [client.get("/count").content for _ in range(3)]
+    assert bodies == [b"1", b"2", b"3"]
+    sid = session_cookie(client)
+    assert is_session_id(sid)
+    assert engine_store.get(sid) == {"n": 3}
+    assert len(engine_store) == 1
+
+
+def test_session_response_varies_on_cookie(client: Client) -> None:
+    response = client.get("/count")
+    assert response.headers["Vary"] == "Cookie"
+
+
+def test_request_that_only_reads_creates_nothing(client: Client, engine_store: MemoryStore) -> None:
+    response = client.get("/read")
+    assert response.content == b"None"
+    assert COOKIE not in response.cookies
+    assert len(engine_store) == 0
+
+
+_LATIN1_TEXT = st.text(st.characters(max_codepoint=255, exclude_characters=";"), max_size=80)
+_WELL_FORMED_UNKNOWN = st.from_regex(r"\A[A-Za-z0-9_-]{43}\Z")
+
+
+@given(planted=st.one_of(_LATIN1_TEXT, _WELL_FORMED_UNKNOWN))
+def test_a_cookie_the_server_did_not_issue_is_never_adopted(planted: str) -> None:
+    with MemoryStore("1M", None) as store, override_settings(LEMBRO={"STORE": store}):
+        client = Client(HTTP_COOKIE=f"{COOKIE}={planted}")
+        response = client.get("/count")
+        assert response.status_code == 200
+        assert response.content == b"1"  # a fresh, empty session
+        issued = response.cookies[COOKIE].value
+        assert issued != planted.strip()
+        assert is_session_id(issued)
+        assert list(store.all()) == [issued]
+
+
+def test_a_bad_cookie_on_a_reading_request_is_deleted_and_stores_nothing(
+    engine_store: MemoryStore,
+) -> None:
+    client = Client(HTTP_COOKIE=f"{COOKIE}={new_session_id()}")
+    response = client.get("/read")
+    assert response.status_code == 200
+    assert response.cookies[COOKIE].value == ""  # Django's delete_cookie
+    assert response.cookies[COOKIE]["max-age"] == 0
+    assert len(engine_store) == 0
+
+
+def test_an_expired_session_is_not_revived(
+    client: Client, engine_store: MemoryStore, clock: FakeClock
+) -> None:
+    client.get("/count")
+    old = session_cookie(client)
+    clock.advance(settings.SESSION_COOKIE_AGE + 1)
+    assert client.get("/count").content == b"1"
+    assert session_cookie(client) != old
+    assert old not in engine_store
+
+
+def test_login_cycles_the_key_and_destroys_the_old_record(
+    client: Client, engine_store: MemoryStore
+) -> None:
+    client.get("/count")
+    before = session_cookie(client)
+    client.get("/login")
+    after = session_cookie(client)
+    assert after != before
+    assert is_session_id(after)
+    assert before not in engine_store
+    assert engine_store.get(after) == {"n": 1, "user": "alice"}
+
+
+def test_logout_flush_destroys_the_record_and_the_cookie(
+    client: Client, engine_store: MemoryStore
+) -> None:
+    client.get("/count")
+    sid = session_cookie(client)
+    response = client.get("/logout")
+    assert response.cookies[COOKIE].value == ""
+    assert response.cookies[COOKIE]["max-age"] == 0
+    assert sid not in engine_store
+    assert len(engine_store) == 0
+
+
+def test_an_emptied_session_has_no_record(client: Client, engine_store: MemoryStore) -> None:
+    client.get("/count")
+    sid = session_cookie(client)
+    client.get("/forget")
+    assert sid not in engine_store
+    # Django's middleware re-sent the cookie; the next request that reads it drops it.
+    response = client.get("/read")
+    assert response.cookies[COOKIE]["max-age"] == 0
+    assert len(engine_store) == 0
+
+
+def test_set_expiry_is_the_record_lifetime(
+    client: Client, engine_store: MemoryStore, clock: FakeClock
+) -> None:
+    client.get("/expire/60")
+    sid = session_cookie(client)
+    clock.advance(59)
+    assert sid in engine_store
+    clock.advance(2)
+    assert sid not in engine_store
+
+
+@override_settings(SESSION_COOKIE_AGE=100)
+def test_default_lifetime_is_session_cookie_age(
+    client: Client, engine_store: MemoryStore, clock: FakeClock
+) -> None:
+    client.get("/count")
+    sid = session_cookie(client)
+    clock.advance(99)
+    assert sid in engine_store
+    clock.advance(2)
+    assert sid not in engine_store
+
+
+def test_saving_restarts_the_lifetime(
+    client: Client, engine_store: MemoryStore, clock: FakeClock
+) -> None:
+    client.get("/expire/60")
+    clock.advance(50)
+    client.get("/count")  # modified: saved again with a fresh 60 seconds
+    clock.advance(50)
+    assert client.get("/read").content == b"2"
+
+
+def test_expiry_in_the_past_stores_nothing(engine_store: MemoryStore) -> None:
+    session = SessionStore()
+    session["n"] = 1
+    session.set_expiry(-10)
+    session.save()
+    assert len(engine_store) == 0
+
+
+def test_clearsessions_purges_expired_records(
+    client: Client, engine_store: MemoryStore, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        Client().get("/count")
+    client.get("/expire/2000000")
+    keep = session_cookie(client)
+    clock.advance(settings.SESSION_COOKIE_AGE + 1)
+    held = engine_store.size
+    call_command("clearsessions")
+    assert engine_store.stats().expired == 3
+    assert 0 < engine_store.size < held
+    assert list(engine_store.all()) == [keep]
+
+
+def test_session_keys_are_256_bit_ids(engine_store: MemoryStore) -> None:
+    keys = {SessionStore()._get_new_session_key() for _ in range(100)}
+    assert len(keys) == 100
+    assert all(is_session_id(key) for key in keys)
+
+
+def test_a_key_the_store_lacks_is_replaced_on_save(engine_store: MemoryStore) -> None:
+    planted = new_session_id()
+    session = SessionStore(planted)
+    session["n"] = 1
+    session.save()
+    assert session.session_key != planted
+    assert planted not in engine_store
+    assert engine_store.get(session.session_key) == {"n": 1}
+
+
+# ---- settings -----------------------------------------------------------------------------
+
+
+def test_lembro_settings_build_the_store() -> None:
+    options = {
+        "MAX_SIZE": "64K",
+        "INTERVAL": None,
+        "LOW_WATER": 0.5,
+        "SERIALIZER": "json",
+        "TTL": 77,
+    }
+    with override_settings(LEMBRO=options):
+        store = get_store()
+        assert isinstance(store, MemoryStore)
+        assert (store.max_size, store.interval, store.low_water, store.ttl) == (
+            64 * 1024,
+            None,
+            0.5,
+            77.0,
+        )
+        assert get_store() is store  # built once
+
+
+@override_settings(SESSION_COOKIE_AGE=1234)
+def test_ttl_defaults_to_session_cookie_age() -> None:
+    with override_settings(LEMBRO={"INTERVAL": None}):
+        assert get_store().ttl == 1234.0
+
+
+def test_changing_lembro_rebuilds_and_closes_the_store_it_built() -> None:
+    with override_settings(LEMBRO={"INTERVAL": 3600}):
+        first = get_store()
+        assert isinstance(first, MemoryStore)
+        assert first._thread is not None
+        with override_settings(LEMBRO={"INTERVAL": None}):
+            assert get_store() is not first
+        assert first._thread is None  # closed: its purge thread stopped
+
+
+def test_a_store_given_in_settings_is_used_and_left_open() -> None:
+    with MemoryStore("1M", 3600) as mine:
+        with override_settings(LEMBRO={"STORE": mine}):
+            assert get_store() is mine
+        assert mine._thread is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"MAX_SIZ": "4M"}, "unknown LEMBRO option(s) MAX_SIZ"),
+        ({"MAX_SIZE": "lots"}, "invalid size 'lots'"),
+        ({"LOW_WATER": 2}, "invalid low_water 2"),
+        ({"SERIALIZER": "yaml"}, "invalid serializer 'yaml'"),
+        ({"STORE": "sqlite"}, "LEMBRO['STORE'] is 'sqlite'"),
+        ({"STORE": "redis"}, "needs LEMBRO['URL']"),
+    ],
+)
+def test_bad_settings_are_improperly_configured(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        build_store(options)
+
+
+def test_redis_store_is_built_only_when_asked_for() -> None:
+    options = {"STORE": "redis", "URL": "redis://127.0.0.1:6379/0"}
+    if hasattr(lembro, "RedisStore"):
+        store = build_store(options)
+        assert isinstance(store, lembro.RedisStore)
+        store.close()
+    else:
+        with pytest.raises(ImproperlyConfigured, match=r"needs lembro\.RedisStore"):
+            build_store(options)
