@@ -1,0 +1,331 @@
+"""One store contract, run against every store so their semantics cannot drift apart.
+
+After Django's ``SessionTestsMixin`` (tests/sessions_tests/tests.py): one behaviour
+suite, bound to each backend by a parametrized fixture. MemoryStore runs on a fake clock;
+RedisStore and AsyncRedisStore run against the session's real redis-server, with short
+real lifetimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from lembro import (
+    AsyncRedisStore,
+    InvalidOption,
+    LembroError,
+    MemoryStore,
+    RedisStore,
+    SerializationError,
+    Stats,
+)
+from lembro.ids import new_session_id
+
+from .conftest import FakeClock
+from .redis_server import RedisServer
+
+T = TypeVar("T")
+
+SHORT = 0.2  # seconds: a lifetime tests wait out
+LONG = 60.0  # seconds: a lifetime no test outlives
+
+
+class SyncFace:
+    """Drives an ``AsyncRedisStore`` from sync tests, on one event loop of its own."""
+
+    def __init__(self, store: AsyncRedisStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.prefix = store.prefix
+        self._loop = loop
+
+    @property
+    def ttl(self) -> float:
+        return self.store.ttl
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(coro)
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        return self._run(self.store.get(sid))
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        self._run(self.store.set(sid, data, ttl))
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        return self._run(self.store.touch(sid, ttl))
+
+    def destroy(self, sid: str) -> None:
+        self._run(self.store.destroy(sid))
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return self._run(self.store.all())
+
+    def clear(self) -> None:
+        self._run(self.store.clear())
+
+    def purge(self) -> int:
+        return self._run(self.store.purge())
+
+    def stats(self) -> Stats:
+        return self._run(self.store.stats())
+
+    def close(self) -> None:
+        self._run(self.store.close())
+
+    def __len__(self) -> int:
+        return self._run(self.store.length())
+
+    def __contains__(self, sid: Any) -> bool:
+        return self._run(self.store.contains(sid))
+
+
+class Backend:
+    """Makes stores of one kind for a test, lets time pass for them, and cleans up."""
+
+    def __init__(self, kind: str, clock: FakeClock, server: RedisServer | None) -> None:
+        self.kind = kind
+        self.clock = clock
+        self.server = server
+        self.stores: list[Any] = []
+        self.loop = asyncio.new_event_loop() if kind == "async-redis" else None
+        self.raw = redis.Redis.from_url(server.url) if server is not None else None
+
+    def new(self, **options: Any) -> Any:
+        """A fresh, empty store; each Redis one under a prefix of its own."""
+        if self.kind == "memory":
+            store: Any = MemoryStore("1M", None, clock=self.clock, **options)
+        else:
+            assert self.server is not None
+            prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+            if self.kind == "redis":
+                store = RedisStore(self.server.url, prefix=prefix, **options)
+            else:
+                assert self.loop is not None
+                store = SyncFace(
+                    AsyncRedisStore(self.server.url, prefix=prefix, **options), self.loop
+                )
+        self.stores.append(store)
+        return store
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass: on the fake clock, or really (kept under a second)."""
+        if self.kind == "memory":
+            self.clock.advance(seconds)
+        else:
+            assert seconds <= SHORT
+            time.sleep(seconds)
+
+    def wait_expired(self, store: Any, *sids: str) -> None:
+        """Let ``SHORT`` seconds pass, and for Redis poll until it has expired ``sids``."""
+        self.wait(SHORT)
+        if self.raw is None:
+            return
+        keys = [store.prefix + sid for sid in sids]
+        deadline = time.monotonic() + 1.0
+        while self.raw.exists(*keys) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        for store in self.stores:
+            if self.kind != "memory":
+                store.clear()
+            store.close()
+        if self.loop is not None:
+            self.loop.close()
+        if self.raw is not None:
+            self.raw.close()
+
+
+@pytest.fixture(params=["memory", "redis", "async-redis"])
+def backend(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Backend]:
+    server = request.getfixturevalue("redis_server") if request.param != "memory" else None
+    b = Backend(request.param, clock, server)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Any:
+    return backend.new()
+
+
+def sid() -> str:
+    return new_session_id()
+
+
+def test_get_returns_a_fresh_copy(store: Any) -> None:
+    s = sid()
+    data = {"user": "ana", "cart": [1, 2], "prefs": {"lang": "pt"}}
+    store.set(s, data)
+    data["cart"].append(3)  # changing what was stored does not change the store
+    first = store.get(s)
+    assert first == {"user": "ana", "cart": [1, 2], "prefs": {"lang": "pt"}}
+    first["prefs"]["lang"] = "en"
+    first["cart"].clear()
+    second = store.get(s)
+    assert second == {"user": "ana", "cart": [1, 2], "prefs": {"lang": "pt"}}
+    assert second is not first
+
+
+def test_get_of_an_unknown_session_is_none(store: Any) -> None:
+    assert store.get(sid()) is None
+    assert store.get("") is None
+
+
+def test_set_replaces_the_whole_session(store: Any) -> None:
+    s = sid()
+    store.set(s, {"a": 1, "b": 2})
+    store.set(s, {"c": 3})
+    assert store.get(s) == {"c": 3}
+    assert len(store) == 1
+
+
+def test_session_expires_after_its_ttl(backend: Backend, store: Any) -> None:
+    short, long = sid(), sid()
+    store.set(short, {"n": 1}, ttl=SHORT)
+    store.set(long, {"n": 2}, ttl=LONG)
+    assert store.get(short) == {"n": 1}
+    backend.wait_expired(store, short)
+    assert store.get(short) is None
+    assert short not in store
+    assert store.touch(short) is False
+    assert store.get(long) == {"n": 2}
+    assert store.all() == {long: {"n": 2}}
+    assert len(store) == 1
+
+
+def test_store_ttl_is_the_default_lifetime(backend: Backend) -> None:
+    store = backend.new(ttl=SHORT)
+    s = sid()
+    store.set(s, {"n": 1})
+    assert store.ttl == SHORT
+    backend.wait_expired(store, s)
+    assert store.get(s) is None
+
+
+def test_touch_extends_the_lifetime(backend: Backend, store: Any) -> None:
+    touched, control = sid(), sid()
+    store.set(touched, {"kept": True}, ttl=SHORT)
+    store.set(control, {"kept": False}, ttl=SHORT)
+    assert store.touch(touched, ttl=LONG) is True
+    backend.wait_expired(store, control)
+    assert store.get(control) is None
+    assert store.get(touched) == {"kept": True}  # touch keeps the data as it was
+
+
+def test_touch_of_an_absent_session_is_false_and_creates_nothing(store: Any) -> None:
+    s = sid()
+    assert store.touch(s) is False
+    assert store.touch(s, ttl=LONG) is False
+    assert s not in store
+    assert store.get(s) is None
+    assert len(store) == 0
+
+
+def test_destroy_removes_and_is_idempotent(store: Any) -> None:
+    gone, kept = sid(), sid()
+    store.set(gone, {"a": 1})
+    store.set(kept, {"b": 2})
+    store.destroy(gone)
+    store.destroy(gone)
+    store.destroy(sid())  # never existed
+    assert store.get(gone) is None
+    assert gone not in store
+    assert store.all() == {kept: {"b": 2}}
+
+
+def test_all_len_and_contains_see_live_sessions_only(backend: Backend, store: Any) -> None:
+    live = {sid(): {"i": i} for i in range(5)}
+    dead = [sid() for _ in range(3)]
+    for s, data in live.items():
+        store.set(s, data, ttl=LONG)
+    for s in dead:
+        store.set(s, {"dead": True}, ttl=SHORT)
+    assert len(store) == 8
+    backend.wait_expired(store, *dead)
+    assert store.all() == live
+    assert len(store) == 5
+    assert all(s in store for s in live)
+    assert not any(s in store for s in dead)
+    assert 42 not in store
+
+
+def test_clear_removes_only_this_stores_sessions(backend: Backend) -> None:
+    mine, theirs = backend.new(), backend.new()
+    a, b = sid(), sid()
+    mine.set(a, {"x": 1})
+    theirs.set(b, {"y": 2})
+    assert mine.get(a) == {"x": 1}
+    mine.clear()
+    assert mine.get(a) is None
+    assert len(mine) == 0
+    assert mine.all() == {}
+    assert theirs.get(b) == {"y": 2}
+    assert mine.stats().hits == 1  # counters survive clear
+
+
+@pytest.mark.parametrize("ttl", [0, -1, math.inf, math.nan, True, "60", None])
+def test_bad_ttl_raises_and_keeps_the_old_value(store: Any, ttl: Any) -> None:
+    s = sid()
+    store.set(s, {"v": "old"})
+    if ttl is None:  # None means "the default": it is valid for set, so test touch only
+        assert store.touch(s, ttl) is True
+    else:
+        with pytest.raises(InvalidOption):
+            store.set(s, {"v": "new"}, ttl=ttl)
+        with pytest.raises(InvalidOption):
+            store.touch(s, ttl=ttl)
+    assert store.get(s) == {"v": "old"}
+    assert len(store) == 1
+
+
+@pytest.mark.parametrize("bad", ["", None, 7, b"bytes"])
+def test_bad_session_id_raises_and_stores_nothing(store: Any, bad: Any) -> None:
+    with pytest.raises(InvalidOption) as info:
+        store.set(bad, {"v": 1})
+    assert isinstance(info.value, (LembroError, ValueError))
+    assert len(store) == 0
+    assert store.all() == {}
+
+
+@pytest.mark.parametrize("data", [{"f": object()}, {"big": 2**70}, ["not", "a", "dict"], None])
+def test_unserializable_data_raises_and_keeps_the_old_value(store: Any, data: Any) -> None:
+    s = sid()
+    store.set(s, {"v": "old"})
+    with pytest.raises(SerializationError) as info:
+        store.set(s, data)
+    assert isinstance(info.value, (LembroError, TypeError))
+    assert store.get(s) == {"v": "old"}
+
+
+def test_stats_count_hits_and_misses(store: Any) -> None:
+    a, b = sid(), sid()
+    store.set(a, {"payload": "x" * 100})
+    store.set(b, {"payload": "y"})
+    assert store.get(a) is not None
+    assert store.get(b) is not None
+    assert store.get(sid()) is None
+    assert a in store  # neither a hit nor a miss
+    stats = store.stats()
+    assert isinstance(stats, Stats)
+    assert (stats.hits, stats.misses) == (2, 1)
+    assert stats.sessions == 2
+    assert stats.size > 100  # bytes: at least the larger payload
+
+
+def test_purge_leaves_live_sessions(backend: Backend, store: Any) -> None:
+    live, dead = sid(), sid()
+    store.set(live, {"a": 1}, ttl=LONG)
+    store.set(dead, {"b": 2}, ttl=SHORT)
+    backend.wait_expired(store, dead)
+    assert store.purge() >= 0
+    assert store.all() == {live: {"a": 1}}
+    assert store.stats().sessions == 1
