@@ -1,0 +1,431 @@
+"""RedisStore and AsyncRedisStore against a real redis-server: keys, round trips, faults.
+
+The shared semantics (get/set/touch/expiry/...) are pinned in test_contract.py; this file
+holds what only a Redis store has. Fault tests run their own redis-server, so the
+session's shared one keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+import lembro
+from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, StoreUnavailable
+from lembro.ids import new_session_id, redact
+
+from .conftest import start_redis_server
+from .redis_server import RedisServer
+
+T = TypeVar("T")
+
+
+def unique_prefix() -> str:
+    return f"lembro-test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the shared server, to look behind the store's back."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    with RedisStore(redis_server.url, prefix=unique_prefix()) as s:
+        yield s
+        s.clear()
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A redis-server for this test alone, free to be killed, paused and restarted."""
+    server = start_redis_server()
+    yield server
+    server.close()
+
+
+def command_calls(raw: redis.Redis) -> dict[str, int]:
+    """Calls per command so far, from INFO commandstats (the INFO itself excluded)."""
+    stats = raw.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    calls.pop("info", None)
+    return calls
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+
+def finishes(call: Callable[[], T], limit: float = 30.0) -> T:
+    """Run ``call`` in a thread and return its result; fail (not hang) if it never returns.
+
+    A guard against a hang, not a timing assertion: the limit is far above any timeout.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"call still blocked after {limit}s: the store hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+# ---- the public namespace -----------------------------------------------------------
+
+
+def test_import_lembro_does_not_import_redis() -> None:
+    code = (
+        "import sys, lembro\n"
+        "assert 'redis' not in sys.modules, 'import lembro imported redis'\n"
+        "assert 'lembro.redis' not in sys.modules\n"
+        "lembro.RedisStore\n"
+        "assert 'redis' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lembro_exports_the_redis_stores() -> None:
+    import lembro.redis
+
+    assert lembro.RedisStore is lembro.redis.RedisStore
+    assert lembro.AsyncRedisStore is lembro.redis.AsyncRedisStore
+    assert {"RedisStore", "AsyncRedisStore"} <= set(lembro.__all__)
+    with pytest.raises(AttributeError):
+        lembro.NoSuchStore  # noqa: B018
+
+
+def test_protocols_are_met(store: RedisStore) -> None:
+    assert isinstance(store, lembro.SessionStore)
+    assert isinstance(store.as_async(), lembro.AsyncSessionStore)
+
+
+# ---- keys, prefixes and sharing -------------------------------------------------------
+
+
+def test_sessions_are_one_key_each_with_the_ttl_as_expiry(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    sid = new_session_id()
+    store.set(sid, {"a": 1}, ttl=100)
+    key = store.prefix + sid
+    assert raw.type(key) == b"string"
+    assert 99_000 < raw.pttl(key) <= 100_000  # milliseconds
+    assert store.touch(sid, ttl=1000) is True
+    assert 100_000 < raw.pttl(key) <= 1_000_000
+    store.set(sid, {"a": 2})  # the store's default ttl: a day
+    assert 1_000_000 < raw.pttl(key) <= 86_400_000
+
+
+def test_stores_on_one_prefix_share_sessions(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    with (
+        RedisStore(redis_server.url, prefix=prefix) as worker1,
+        RedisStore(redis_server.url, prefix=prefix) as worker2,
+    ):
+        sid = new_session_id()
+        worker1.set(sid, {"cart": [1]})
+        assert worker2.get(sid) == {"cart": [1]}
+        worker2.destroy(sid)
+        assert worker1.get(sid) is None
+
+
+def test_clear_leaves_other_prefixes_and_foreign_keys(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    # "t[1]*:" read as a glob would also match every key under "t1:" - so it must be escaped.
+    globby = RedisStore(redis_server.url, prefix=f"{tag}t[1]*:")
+    plain = RedisStore(redis_server.url, prefix=f"{tag}t1:")
+    foreign = f"{tag}t1x-not-a-session"
+    raw.set(foreign, b"keep me")
+    try:
+        a, b = new_session_id(), new_session_id()
+        globby.set(a, {"from": "globby"})
+        plain.set(b, {"from": "plain"})
+        assert globby.all() == {a: {"from": "globby"}}
+        assert len(globby) == 1
+        globby.clear()
+        assert len(globby) == 0
+        assert plain.get(b) == {"from": "plain"}
+        assert raw.get(foreign) == b"keep me"
+        plain.clear()
+        assert plain.all() == {}
+        assert raw.get(foreign) == b"keep me"
+    finally:
+        raw.delete(foreign)
+        globby.clear()
+        plain.clear()
+        globby.close()
+        plain.close()
+
+
+def test_all_len_and_clear_use_scan_over_many_pages(store: RedisStore, raw: redis.Redis) -> None:
+    sids = [new_session_id() for _ in range(1300)]  # several SCAN pages and MGET batches
+    with raw.pipeline(transaction=False) as pipe:
+        for i, sid in enumerate(sids):
+            pipe.set(store.prefix + sid, store._serializer.dumps({"i": i}), px=60_000)
+        pipe.execute()
+    before = command_calls(raw)
+    assert len(store) == 1300
+    everything = store.all()
+    assert len(everything) == 1300
+    assert everything[sids[7]] == {"i": 7}
+    store.clear()
+    assert len(store) == 0
+    used = delta(before, command_calls(raw))
+    assert used.get("scan", 0) > 3
+    assert used.get("mget", 0) >= 3
+    assert not {"keys", "flushdb", "flushall", "dbsize"} & used.keys()
+
+
+# ---- round trips ----------------------------------------------------------------------
+
+
+def test_each_call_is_one_round_trip(store: RedisStore, raw: redis.Redis) -> None:
+    sid = new_session_id()
+    store.set(new_session_id(), {"warm": "up"})  # the connection's handshake is not counted
+    calls = []
+    for op, command in [
+        (lambda: store.set(sid, {"a": 1}), "set"),
+        (lambda: store.get(sid), "get"),
+        (lambda: store.get(new_session_id()), "get"),
+        (lambda: store.touch(sid), "pexpire"),
+        (lambda: sid in store, "exists"),
+        (lambda: store.destroy(sid), "del"),
+    ]:
+        before = command_calls(raw)
+        for _ in range(10):
+            op()
+        calls.append((command, delta(before, command_calls(raw))))
+    assert calls == [
+        ("set", {"set": 10}),
+        ("get", {"get": 10}),
+        ("get", {"get": 10}),
+        ("pexpire", {"pexpire": 10}),
+        ("exists", {"exists": 10}),
+        ("del", {"del": 10}),
+    ]
+
+
+def test_async_store_calls_are_one_round_trip(redis_server: RedisServer, raw: redis.Redis) -> None:
+    async def main() -> list[dict[str, int]]:
+        async with AsyncRedisStore(redis_server.url, prefix=unique_prefix()) as s:
+            sid = new_session_id()
+            await s.set(new_session_id(), {"warm": "up"})
+            seen = []
+            before = command_calls(raw)
+            await s.set(sid, {"a": 1})
+            seen.append(delta(before, before := command_calls(raw)))
+            assert await s.get(sid) == {"a": 1}
+            seen.append(delta(before, command_calls(raw)))
+            await s.clear()
+            return seen
+
+    assert asyncio.run(main()) == [{"set": 1}, {"get": 1}]
+
+
+def test_as_async_gives_an_async_redis_store_on_the_same_options(store: RedisStore) -> None:
+    twin = lembro.as_async(store)
+    assert isinstance(twin, AsyncRedisStore)
+    assert (twin.prefix, twin.ttl, twin.url) == (store.prefix, store.ttl, store.url)
+    sid = new_session_id()
+
+    async def main() -> dict[str, Any] | None:
+        await twin.set(sid, {"from": "async"})
+        result = await twin.get(sid)
+        await twin.close()
+        return result
+
+    assert asyncio.run(main()) == {"from": "async"}
+    assert store.get(sid) == {"from": "async"}
+
+
+def test_given_client_is_used_and_left_open(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisStore(client=client, prefix=unique_prefix())
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    store.close()
+    assert client.exists(store.prefix + sid) == 1  # still usable after the store closed
+    store.clear()
+    twin = store.as_async()  # a sync client cannot serve an event loop: a thread does
+    assert not isinstance(twin, AsyncRedisStore)
+    assert asyncio.run(twin.get(sid)) is None
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"prefix": ""}, "prefix"),
+        ({"prefix": 3}, "prefix"),
+        ({"ttl": 0}, "ttl"),
+        ({"socket_timeout": -1}, "socket_timeout"),
+        ({"connect_timeout": float("inf")}, "connect_timeout"),
+        ({"on_unavailable": "ignore"}, "on_unavailable"),
+        ({"serializer": "yaml"}, "serializer"),
+        ({"client": object()}, "client"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], name: str) -> None:
+    for cls in (RedisStore, AsyncRedisStore):
+        with pytest.raises(InvalidOption) as info:
+            cls("redis://127.0.0.1:1/0", **options)
+        assert info.value.name == name
+
+
+def test_a_decoding_client_is_refused(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    with pytest.raises(InvalidOption):
+        RedisStore(client=client)
+    client.close()
+
+
+def test_stats_report_sessions_size_and_maxmemory(own_server: RedisServer) -> None:
+    with RedisStore(own_server.url) as store:
+        for i in range(3):
+            store.set(new_session_id(), {"i": i, "pad": "x" * 1000})
+        stats = store.stats()
+        assert stats.sessions == 3
+        assert stats.size > 3000  # bytes: MEMORY USAGE counts each key and value
+        assert stats.max_size is None  # no maxmemory set: Redis does not bound it
+        store.client.config_set("maxmemory", 64 * 1024 * 1024)
+        assert store.stats().max_size == 64 * 1024 * 1024
+        assert store.purge() == 0
+
+
+# ---- faults ---------------------------------------------------------------------------
+
+
+def test_dead_server_raises_store_unavailable(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, socket_timeout=1.0, connect_timeout=1.0)
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    own_server.kill()
+    for call in [
+        lambda: store.get(sid),
+        lambda: store.set(sid, {"a": 2}),
+        lambda: store.touch(sid),
+        lambda: store.destroy(sid),
+        lambda: store.all(),
+        lambda: len(store),
+        lambda: sid in store,
+        lambda: store.clear(),
+        lambda: store.stats(),
+    ]:
+        with pytest.raises(StoreUnavailable) as info:
+            finishes(call)
+        assert isinstance(info.value, LembroError)
+        assert isinstance(info.value, ConnectionError)
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        assert sid not in str(info.value)
+    store.close()
+
+
+def test_hung_server_times_out_instead_of_hanging(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, socket_timeout=0.3, connect_timeout=0.3)
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    own_server.pause()  # accepts connections, never answers
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            finishes(lambda: store.get(sid))
+        assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    finally:
+        own_server.resume()
+    assert store.get(sid) == {"a": 1}  # a fresh connection once it answers again
+    store.close()
+
+
+def test_restarted_server_works_on_the_next_call(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url)
+    sid = new_session_id()
+    store.set(sid, {"a": 1})  # leaves a pooled connection to the old process
+    own_server.kill()
+    with pytest.raises(StoreUnavailable):
+        finishes(lambda: store.get(sid))
+    own_server.start()  # same port, empty: no persistence
+    assert store.get(sid) is None
+    store.set(sid, {"a": 2})
+    assert store.get(sid) == {"a": 2}
+    store.close()
+
+
+def test_empty_mode_reads_nothing_drops_writes_and_recovers(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(own_server.url, on_unavailable="empty")
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    own_server.kill()
+    with caplog.at_level(logging.DEBUG, logger="lembro"):
+        assert finishes(lambda: store.get(sid)) is None
+        finishes(lambda: store.set(sid, {"a": 2}))
+        assert store.touch(sid) is False
+        assert sid not in store
+        assert store.all() == {}
+        assert len(store) == 0
+        store.destroy(sid)
+        store.clear()
+        with pytest.raises(StoreUnavailable):  # monitoring sees the outage
+            store.stats()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one per outage, not one per request
+    assert redact(sid) in warnings[0].getMessage()
+    assert sid not in caplog.text  # ids are never logged in full
+
+    own_server.start()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lembro"):
+        store.set(sid, {"a": 3})
+    assert store.get(sid) == {"a": 3}
+    assert "answers again" in caplog.text
+    assert (store.stats().hits, store.stats().misses) == (1, 1)  # the outage's get: a miss
+    store.close()
+
+
+def test_async_store_faults(own_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    sid = new_session_id()
+
+    async def main() -> None:
+        strict = AsyncRedisStore(own_server.url, socket_timeout=1.0, connect_timeout=1.0)
+        lenient = AsyncRedisStore(own_server.url, on_unavailable="empty")
+        await strict.set(sid, {"a": 1})
+        assert await lenient.get(sid) == {"a": 1}
+        own_server.kill()
+        with pytest.raises(StoreUnavailable) as info:
+            await asyncio.wait_for(strict.get(sid), 30)
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        with caplog.at_level(logging.WARNING, logger="lembro"):
+            assert await asyncio.wait_for(lenient.get(sid), 30) is None
+            await lenient.set(sid, {"a": 2})
+            assert await lenient.length() == 0
+        own_server.start()
+        await strict.set(sid, {"a": 3})
+        assert await lenient.get(sid) == {"a": 3}
+        await strict.close()
+        await lenient.close()
+
+    asyncio.run(main())
+    assert redact(sid) in caplog.text
+    assert sid not in caplog.text
