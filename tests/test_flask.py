@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import runpy
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -712,3 +714,14 @@ def test_not_a_store_is_refused() -> None:
 def test_import_lembro_does_not_import_flask() -> None:
     code = "import sys, lembro; sys.exit('flask' in sys.modules or 'itsdangerous' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_example_app_counts() -> None:
+    path = Path(__file__).parent.parent / "examples" / "flask_app.py"
+    example = runpy.run_path(str(path), run_name="flask_app")
+    app: Flask = example["app"]
+    store = app.extensions["lembro"].store
+    with store:
+        client = app.test_client()
+        assert [client.get("/").text for _ in range(2)] == ["visit 1\n", "visit 2\n"]
+        assert len(store) == 1
