@@ -279,6 +279,19 @@ def test_session_keys_are_256_bit_ids(engine_store: MemoryStore) -> None:
     assert all(is_session_id(key) for key in keys)
 
 
+def test_exists_only_for_live_sessions(engine_store: MemoryStore, clock: FakeClock) -> None:
+    session = SessionStore()
+    session["n"] = 1
+    session.set_expiry(10)
+    session.save()
+    key = session.session_key
+    assert SessionStore().exists(key) is True
+    assert SessionStore().exists(new_session_id()) is False
+    assert SessionStore().exists("12345678") is False
+    clock.advance(11)
+    assert SessionStore().exists(key) is False
+
+
 def test_a_key_the_store_lacks_is_replaced_on_save(engine_store: MemoryStore) -> None:
     planted = new_session_id()
     session = SessionStore(planted)
