@@ -366,8 +366,11 @@ class CountingStore(MemoryStore):
 
 @pytest.fixture
 def counting(clock: FakeClock) -> Iterator[CountingStore]:
-    with CountingStore("1M", None, ttl=100, clock=clock) as s:
+    s = CountingStore("1M", None, ttl=100, clock=clock)
+    try:
         yield s
+    finally:
+        s.close()
 
 
 def test_refresh_each_request_touches_and_refreshes_the_cookie(

@@ -113,7 +113,10 @@ class LembroSessionInterface(SessionInterface):
     Only the store protocol (``get``/``set``/``touch``/``destroy``) is used, so any store
     works: ``MemoryStore`` or ``RedisStore``. The server-side record lives for the store's
     ``ttl`` seconds after its last write or touch; a session that is not permanent gets a
-    cookie that ends with the browser session.
+    cookie that ends with the browser session. With ``SESSION_REFRESH_EACH_REQUEST`` each
+    request that loads an unchanged session touches its record (no rewrite), and a
+    permanent one gets its cookie refreshed. A session holding nothing but its
+    ``permanent`` flag counts as empty: no record, no cookie.
 
     Errors: a cookie that is missing, malformed, badly signed, unknown or expired, and a
     stored record that no longer deserializes, all give a fresh, empty session. A store
