@@ -371,6 +371,26 @@ def test_restarted_server_works_on_the_next_call(own_server: RedisServer) -> Non
     store.close()
 
 
+@pytest.mark.parametrize("kind", [RedisStore, AsyncRedisStore])
+def test_call_after_an_unseen_restart_works(own_server: RedisServer, kind: type[Any]) -> None:
+    # The pooled connection still points at the dead process; no call saw it die.
+    async def call(result: Any) -> Any:
+        return await result if asyncio.iscoroutine(result) else result
+
+    async def main() -> None:
+        store = kind(own_server.url)
+        sid = new_session_id()
+        await call(store.set(sid, {"a": 1}))
+        own_server.kill()
+        own_server.start()
+        assert await call(store.get(sid)) is None  # works; the data died with the process
+        await call(store.set(sid, {"a": 2}))
+        assert await call(store.get(sid)) == {"a": 2}
+        await call(store.close())
+
+    asyncio.run(main())
+
+
 def test_empty_mode_reads_nothing_drops_writes_and_recovers(
     own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
