@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import django
+import httpx
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -373,3 +379,54 @@ def test_redis_store_is_built_only_when_asked_for() -> None:
     else:
         with pytest.raises(ImproperlyConfigured, match=r"needs lembro\.RedisStore"):
             build_store(options)
+
+
+# ---- the example app, as a real server ---------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_app.py"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def example_server() -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "runserver", f"127.0.0.1:{port}", "--noreload"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                assert process.stderr is not None
+                pytest.fail(f"example exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                httpx.get(base + "/logout", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("example server did not start")
+                time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_example_app_counts_and_logs_out(example_server: str) -> None:
+    with httpx.Client(base_url=example_server) as client:
+        assert [client.get("/").text for _ in range(3)] == ["1\n", "2\n", "3\n"]
+        assert is_session_id(client.cookies["sessionid"])
+        logout = client.get("/logout")
+        assert 'sessionid=""' in logout.headers["set-cookie"]
+        assert client.get("/").text == "1\n"
