@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -27,24 +28,41 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-class MsgpackSerializer:
+class _MsgspecSerializer:
+    """Encodes into a per-thread buffer, then copies out exactly ``len`` bytes.
+
+    msgspec's ``encode`` returns bytes whose allocation is up to 1.5 times their length;
+    a store that counts its memory needs the bytes it holds to cost what they say.
+    """
+
+    def __init__(
+        self, encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder, decoder: Any
+    ) -> None:
+        self._encode_into = encoder.encode_into
+        self._local = threading.local()
+        self.loads = decoder.decode
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            buffer = self._local.buffer
+        except AttributeError:
+            buffer = self._local.buffer = bytearray(1024)
+        self._encode_into(obj, buffer)
+        return bytes(buffer)
+
+
+class MsgpackSerializer(_MsgspecSerializer):
     """MessagePack through msgspec: compact and fast; tuples come back as lists."""
 
     def __init__(self) -> None:
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder()
-        self.dumps = self._encoder.encode
-        self.loads = self._decoder.decode
+        super().__init__(msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder())
 
 
-class JsonSerializer:
+class JsonSerializer(_MsgspecSerializer):
     """JSON through msgspec: readable; keys must be strings."""
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder()
-        self.dumps = self._encoder.encode
-        self.loads = self._decoder.decode
+        super().__init__(msgspec.json.Encoder(), msgspec.json.Decoder())
 
 
 class PickleSerializer:
