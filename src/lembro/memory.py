@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import logging
 import math
 import os
+import signal
 import threading
 import time
 import weakref
@@ -16,8 +18,15 @@ from typing import Any
 
 from .errors import InvalidOption, SessionTooLarge
 from .protocol import Stats
-from .serializers import Serializer, dumps_session, get_serializer, loads_session
+from .serializers import (
+    Serializer,
+    dumps_session,
+    get_serializer,
+    loads_session,
+    serializer_name,
+)
 from .size import format_size, parse_size
+from .snapshot import SnapshotRecord, read_snapshot, write_snapshot
 
 __all__ = ["ENTRY_OVERHEAD", "MemoryStore"]
 
@@ -69,6 +78,12 @@ class MemoryStore:
     in seconds. ``clock`` returns seconds; inject one for tests. ``on_error`` receives any
     exception the background purge raises (default: logged).
 
+    ``snapshot`` names a file that keeps sessions across restarts: loaded at start
+    (expired ones skipped; a damaged file is moved aside with a WARNING), written on
+    ``close()``, at interpreter exit and on SIGTERM, and every ``snapshot_interval``
+    seconds when that is set (so a crash loses at most that much). Without a periodic
+    snapshot, a process killed with SIGKILL loses its sessions.
+
     Every method is thread-safe. Sessions are held serialized, so each ``get`` returns a
     fresh dict that no other request shares.
     """
@@ -85,6 +100,8 @@ class MemoryStore:
         serializer: str | Serializer = "msgpack",
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[BaseException], object] | None = None,
+        snapshot: str | os.PathLike[str] | None = None,
+        snapshot_interval: float | None = None,
     ) -> None:
         self.max_size = parse_size(max_size)
         self.ttl = _check_ttl(ttl)
@@ -102,6 +119,14 @@ class MemoryStore:
             raise InvalidOption("clock", clock, "a callable returning seconds")
         if on_error is not None and not callable(on_error):
             raise InvalidOption("on_error", on_error, "a callable taking an exception")
+        if snapshot_interval is not None and snapshot_interval != 0:
+            snapshot_interval = _check_ttl(snapshot_interval, "snapshot_interval")
+            if snapshot is None:
+                raise InvalidOption("snapshot_interval", snapshot_interval, "a snapshot file too")
+        self.snapshot_interval: float | None = snapshot_interval or None
+        if snapshot is not None and not isinstance(snapshot, (str, os.PathLike)):
+            raise InvalidOption("snapshot", snapshot, "a file path")
+        self.snapshot = os.fspath(snapshot) if snapshot is not None else None
         self._serializer = get_serializer(serializer)
         self._dumps = self._serializer.dumps
         self._clock = clock
@@ -125,8 +150,12 @@ class MemoryStore:
         self._closed = False
         self._pid = os.getpid()
 
+        self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if self.snapshot is not None:
+            self._load_snapshot(self.snapshot)
+            _install_sigterm_exit()
         _LIVE_STORES.add(self)
         self._start_purger()
 
@@ -285,13 +314,36 @@ class MemoryStore:
             )
 
     def close(self) -> None:
-        """Stop the background purge. Idempotent; the sessions stay readable."""
+        """Stop the background purge and write the snapshot, if any. Idempotent.
+
+        The sessions stay readable and writable; only the thread stops.
+        """
+        if self._closed:
+            return
         self._closed = True
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
         self._thread = None
+        if self.snapshot is not None:
+            self.save_snapshot()
+
+    def save_snapshot(self) -> int:
+        """Write the live sessions to the ``snapshot`` file now; return how many."""
+        if self.snapshot is None:
+            raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
+        now = self._clock()
+        with self._lock:
+            records: list[SnapshotRecord] = [
+                (sid, entry.expires - now, segment is self._protected, entry.data)
+                for segment in (self._probation, self._protected)
+                for sid, entry in segment.items()
+                if entry.expires > now
+            ]
+        write_snapshot(self.snapshot, serializer_name(self._serializer), records)
+        log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
+        return len(records)
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -312,9 +364,10 @@ class MemoryStore:
 
     # ---- bookkeeping: the one place size, counts and the expiry index change ----------
 
-    def _add_locked(self, sid: str, entry: _Entry) -> None:
-        """Insert a new session on probation. The lock is held; ``sid`` is not present."""
-        self._probation[sid] = entry
+    def _add_locked(self, sid: str, entry: _Entry, read_again: bool = False) -> None:
+        """Insert a new session, on probation unless ``read_again``. The lock is held;
+        ``sid`` is not present."""
+        (self._protected if read_again else self._probation)[sid] = entry
         heapq.heappush(self._heap, (entry.heap_key, sid))
         self._size += len(sid) + len(entry.data) + ENTRY_OVERHEAD
 
@@ -418,7 +471,28 @@ class MemoryStore:
         self._heap = heap
         self._stale = 0
 
-    # ---- the background purge --------------------------------------------------------
+    # ---- snapshots and the background thread -------------------------------------------
+
+    def _load_snapshot(self, path: str) -> None:
+        records = read_snapshot(path, serializer_name(self._serializer))
+        now = self._clock()
+        with self._lock:
+            for sid, left, read_again, data in records:
+                if self._find_locked(sid) is None:
+                    self._add_locked(sid, _Entry(data, now + left), read_again)
+            if self._size > self.max_size:
+                self._prune_locked(now, keep=None)
+        if records:
+            log.info("snapshot: %d sessions loaded from %s", len(records), path)
+
+    def _background_tick(self, now: float) -> None:
+        """One wake of the background thread at ``now`` (monotonic seconds)."""
+        if self.interval is not None and now >= self._next_purge:
+            self._next_purge = now + self.interval
+            self._purge(_PURGE_BATCH)
+        if self.snapshot_interval is not None and now >= self._next_snapshot:
+            self._next_snapshot = now + self.snapshot_interval
+            self.save_snapshot()
 
     def _purge(self, batch: int | None) -> int:
         total = 0
@@ -434,12 +508,16 @@ class MemoryStore:
                 return total
 
     def _start_purger(self) -> None:
-        if self.interval is None or self._closed:
+        periods = [p for p in (self.interval, self.snapshot_interval) if p is not None]
+        if not periods or self._closed:
             return
+        start = time.monotonic()
+        self._next_purge = start + (self.interval or 0)
+        self._next_snapshot = start + (self.snapshot_interval or 0)
         self._stop = threading.Event()
         thread = threading.Thread(
-            target=_purge_loop,
-            args=(weakref.ref(self), self._stop, self.interval),
+            target=_background_loop,
+            args=(weakref.ref(self), self._stop, min(periods)),
             name="lembro-purge",
             daemon=True,
         )
@@ -465,14 +543,14 @@ class MemoryStore:
         self._start_purger()
 
 
-def _purge_loop(ref: weakref.ref[MemoryStore], stop: threading.Event, interval: float) -> None:
-    """Purge every ``interval`` seconds while the store lives; holds it only during a purge."""
-    while not stop.wait(interval):
+def _background_loop(ref: weakref.ref[MemoryStore], stop: threading.Event, period: float) -> None:
+    """Purge (and snapshot) while the store lives; holds it only during one wake."""
+    while not stop.wait(period):
         store = ref()
         if store is None:
             return
         try:
-            store._purge(_PURGE_BATCH)
+            store._background_tick(time.monotonic())
         except Exception as e:  # a failing purge must not end the thread
             handler = store.on_error
             if handler is None:
@@ -493,4 +571,29 @@ def _restart_after_fork() -> None:
         store._after_fork_in_child()
 
 
+def _close_at_exit() -> None:
+    """At interpreter exit, close the stores that keep a snapshot, so it is written."""
+    for store in list(_LIVE_STORES):
+        if store.snapshot is not None:
+            try:
+                store.close()
+            except Exception:
+                log.exception("writing the snapshot at exit failed")
+
+
+def _install_sigterm_exit() -> None:
+    """Make SIGTERM exit through ``atexit`` (so snapshots are written) where nothing else
+    handles it: only in the main thread, and only while SIGTERM has its default action."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # the server (gunicorn, uvicorn) or the app shuts down in its own way
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 os.register_at_fork(after_in_child=_restart_after_fork)
+atexit.register(_close_at_exit)

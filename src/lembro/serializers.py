@@ -15,7 +15,10 @@ __all__ = [
     "MsgpackSerializer",
     "PickleSerializer",
     "Serializer",
+    "dumps_session",
     "get_serializer",
+    "loads_session",
+    "serializer_name",
 ]
 
 
@@ -98,6 +101,15 @@ def get_serializer(serializer: str | Serializer) -> Serializer:
     raise InvalidOption(
         "serializer", serializer, f"one of {sorted(_BY_NAME)} or an object with dumps/loads"
     )
+
+
+def serializer_name(serializer: Serializer) -> str:
+    """A stable name for ``serializer``: "msgpack", "json", "pickle", or its class's path."""
+    for name, kind in _BY_NAME.items():
+        if type(serializer) is kind:
+            return name
+    kind = type(serializer)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def dumps_session(serializer: Serializer, data: Any) -> bytes:
