@@ -241,7 +241,8 @@ def test_unchanged_write_touches_instead_of_setting(clock: FakeClock) -> None:
             self.sets += 1
             super().set(sid, data, ttl)
 
-    with CountingStore("1M", None, clock=clock) as store:
+    store = CountingStore("1M", None, clock=clock)
+    with store:
         client = TestClient(make_app(store, max_age=60))
         sid = cookie_sid(client.post("/update", json={"a": 1}))
         assert store.sets == 1
@@ -272,6 +273,7 @@ def _planted_cookies(store: MemoryStore, clock: FakeClock) -> dict[str, str]:
     clock.advance(2)
     live = new_session_id()
     store.set(live, {"user": "alice"})
+    store.set("admin", {"user": "root"})  # a record under a key lembro never issues
     return {
         "unknown id, good signature": signed(new_session_id()),
         "expired record": signed(expired),
