@@ -1,0 +1,251 @@
+"""What every benchmark section shares: the run's sizes, batch timing, tables and targets.
+
+A section (``memory_stores``, later ``redis_stores``) is a module with a
+``run(config) -> Section`` function; ``run.py`` runs the sections it is given and prints
+and writes their tables. Times are medians over repeated batches, per operation.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "Case",
+    "Config",
+    "Row",
+    "Section",
+    "Table",
+    "Target",
+    "measure",
+    "render_markdown",
+    "render_text",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The sizes of one run; ``quick`` shrinks them all for a smoke run.
+
+    ``sessions``: sessions a store holds for the below-the-cap operations.
+    ``batch``: operations per timed batch (fewer for a slow store, see ``batch_budget``).
+    ``repeats``: timed batches per store and operation; tables show their median.
+    ``cap``: sessions a store holds at its bound, for the churn row.
+    ``purge_total`` / ``purge_expired``: sessions held / of them expired, for the purge row.
+    ``memory_sessions``: sessions stored for the bytes-per-session row.
+    ``batch_budget``: seconds a batch should take at most; slower stores get smaller batches.
+    """
+
+    quick: bool = False
+    sessions: int = 10_000
+    batch: int = 10_000
+    repeats: int = 7
+    cap: int = 10_000
+    purge_total: int = 500_000
+    purge_expired: int = 1_000
+    memory_sessions: int = 100_000
+    batch_budget: float = 0.25
+    min_batch: int = 50
+
+    @classmethod
+    def smoke(cls) -> Config:
+        """Sizes for ``--quick``: seconds, not minutes; numbers are only indicative."""
+        return cls(
+            quick=True,
+            sessions=1_000,
+            batch=1_000,
+            repeats=3,
+            cap=1_000,
+            purge_total=20_000,
+            purge_expired=200,
+            memory_sessions=2_000,
+            batch_budget=0.02,
+            min_batch=10,
+        )
+
+
+@dataclass
+class Case(Generic[T]):
+    """One store's batch of one operation.
+
+    ``prepare(n)`` builds a batch's input for ``n`` operations (not timed); ``run(input)``
+    performs them (timed, gc off) and may return the nanoseconds it measured itself, which
+    an async case does to leave the event loop's start-up out; ``cleanup(input)`` restores
+    the store's state afterwards (not timed). ``per_batch`` fixes the operations per batch
+    (1 for a purge); otherwise the batch is sized from a calibration run.
+    """
+
+    prepare: Callable[[int], T]
+    run: Callable[[T], int | None]
+    cleanup: Callable[[T], None] = lambda _input: None
+    per_batch: int | None = None
+
+
+def _timed(case: Case[Any], n: int) -> int:
+    data = case.prepare(n)
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        measured = case.run(data)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        if enabled:
+            gc.enable()
+    case.cleanup(data)
+    return elapsed if measured is None else measured
+
+
+def measure(cases: dict[str, Case[Any]], config: Config) -> dict[str, float]:
+    """Time each store's case, interleaved: every repeat runs every store once, the order
+    rotating so none always goes first. Return each store's median per operation, in µs.
+    """
+    sizes: dict[str, int] = {}
+    for name, case in cases.items():
+        if case.per_batch is not None:
+            sizes[name] = case.per_batch
+            continue
+        probe = max(1, min(config.batch, 100 if not config.quick else 20))
+        per_op = _timed(case, probe) / probe / 1e9  # seconds; also warms the case up
+        fit = int(config.batch_budget / per_op) if per_op > 0 else config.batch
+        sizes[name] = max(min(config.min_batch, config.batch), min(config.batch, fit))
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for rep in range(config.repeats):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            n = sizes[name]
+            samples[name].append(_timed(cases[name], n) / n / 1000.0)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@dataclass
+class Row:
+    """One operation across stores: ``values[store]`` in ``unit``, ``None`` for n/a."""
+
+    label: str
+    unit: str
+    values: dict[str, float | None]
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    """Rows of operations, columns of stores; each cell also shows its ratio to ``baseline``."""
+
+    title: str
+    columns: list[str]
+    baseline: str
+    rows: list[Row] = field(default_factory=list)
+
+    def value(self, label: str, column: str) -> float | None:
+        for row in self.rows:
+            if row.label == label:
+                return row.values.get(column)
+        raise KeyError(label)
+
+    def cells(self) -> list[list[str]]:
+        """The table as strings: a header line, then one line per row."""
+        out = [["operation", *self.columns]]
+        for row in self.rows:
+            base = row.values.get(self.baseline)
+            line = [f"{row.label} ({row.unit})"]
+            for column in self.columns:
+                value = row.values.get(column)
+                note = row.notes.get(column, "")
+                if value is None:
+                    line.append(f"n/a{' (' + note + ')' if note else ''}")
+                    continue
+                text = _number(value)
+                if base:
+                    text += f" ({value / base:.2f}x)"
+                if note:
+                    text += f" [{note}]"
+                line.append(text)
+            out.append(line)
+        return out
+
+
+@dataclass
+class Target:
+    """A goal and whether this run met it; ``detail`` gives the numbers behind the verdict."""
+
+    goal: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.goal}: {self.detail}"
+
+
+@dataclass
+class Section:
+    """What a section module's ``run(config)`` returns."""
+
+    title: str
+    tables: list[Table]
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_text(section: Section) -> str:
+    """A section as plain text for the terminal."""
+    lines = [section.title, "=" * len(section.title)]
+    for table in section.tables:
+        cells = table.cells()
+        widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+        lines += ["", f"{table.title} (ratio to {table.baseline})"]
+        for k, line in enumerate(cells):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+    if section.targets:
+        lines += ["", "Targets:"]
+        lines += [f"  {target.line()}" for target in section.targets]
+    if section.notes:
+        lines += ["", "Notes:"]
+        lines += [f"  - {note}" for note in section.notes]
+    return "\n".join(lines)
+
+
+def render_markdown(section: Section) -> str:
+    """A section as markdown: a heading, its tables, targets and notes."""
+    lines = [f"## {section.title}"]
+    for table in section.tables:
+        cells = table.cells()
+        lines += ["", f"**{table.title}** (each cell: value (ratio to {table.baseline}))", ""]
+        lines.append("| " + " | ".join(cells[0]) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(cells[0]) - 1)) + "|")
+        lines += ["| " + " | ".join(line) + " |" for line in cells[1:]]
+    if section.targets:
+        lines += ["", "Targets:", ""]
+        lines += [f"- {target.line()}" for target in section.targets]
+    if section.notes:
+        lines += ["", "Notes:", ""]
+        lines += [f"- {note}" for note in section.notes]
+    return "\n".join(lines)
+
+
+def ratio_text(value: float, base: float) -> str:
+    """``value / base`` as "1.23x"."""
+    return f"{value / base:.2f}x"
+
+
+def fmt_seq(items: Sequence[str]) -> str:
+    """Items joined for a sentence."""
+    return ", ".join(items)

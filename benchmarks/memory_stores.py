@@ -1,0 +1,754 @@
+"""In-memory stores side by side: lembro's MemoryStore, a floor, and the stores people use.
+
+The stores, all holding the same sessions (about 250 bytes serialized, 43-character ids):
+
+- ``lembro MemoryStore``: the store under test, ``interval=None`` (no purge thread).
+- ``floor``: the least a correct thread-safe store must do: one lock, a dict of
+  sid -> (msgpack bytes, expiry), the clock read once per operation, expiry checked on
+  get. Its purge scans every session: it has no expiry index. At the cap it evicts the
+  oldest insertion.
+- ``cachetools TLRUCache``: bounded in bytes (``getsizeof=len`` of the serialized
+  session), ``ttu`` from a ttl, behind a ``threading.Lock`` as cachetools asks for threads.
+- ``Django LocMemCache``: pickles the dict itself; bounded by ``MAX_ENTRIES``.
+- ``cachelib SimpleCache``: Flask-Session's memory backend; pickles itself; bounded by
+  ``threshold``.
+- ``starsessions InMemoryStore``: async only; measured in a second table, next to floor
+  and lembro driven through the same ``await`` (``lembro.as_async``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import secrets
+import threading
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import cachetools
+import msgspec
+from cachelib import SimpleCache
+from django.conf import settings
+from harness import Case, Config, Row, Section, Table, Target, measure
+from starsessions import InMemoryStore, JsonSerializer
+
+from lembro import MemoryStore, as_async
+from lembro.ids import new_session_id
+from lembro.memory import ENTRY_OVERHEAD
+
+if not settings.configured:
+    settings.configure(USE_TZ=True)
+
+from django.core.cache.backends.locmem import LocMemCache  # noqa: E402 - needs settings
+
+__all__ = ["STORES", "Floor", "LockedTLRU", "run", "session_data"]
+
+TTL = 86_400  # seconds: a day, for every store
+BIG = 1 << 40  # a bound no run reaches: "below the cap"
+
+LEMBRO = "lembro MemoryStore"
+FLOOR = "floor"
+CACHETOOLS = "cachetools TLRUCache"
+DJANGO = "Django LocMemCache"
+CACHELIB = "cachelib SimpleCache"
+STARSESSIONS = "starsessions InMemoryStore"
+LEMBRO_AWAIT = "lembro (as_async)"
+FLOOR_AWAIT = "floor (await)"
+SYNC = (LEMBRO, FLOOR, CACHETOOLS, DJANGO, CACHELIB)
+ASYNC = (LEMBRO_AWAIT, FLOOR_AWAIT, STARSESSIONS)
+STORES = SYNC + (STARSESSIONS,)
+
+
+def session_data(i: int) -> dict[str, Any]:
+    """A realistic session: 254 bytes as msgpack, the same length for every ``i``."""
+    n = 1_000_000 + i % 9_000_000
+    return {
+        "user_id": n,
+        "username": f"user{n}",
+        "name": "Ada Lovelace",
+        "email": f"user{n}@example.org",
+        "roles": ["member", "editor", "billing"],
+        "csrf_token": secrets.token_urlsafe(32),
+        "created_at": 1732790000.25 + i,
+        "last_seen": 1732790400.75 + i,
+        "is_staff": False,
+        "mfa_verified": True,
+        "locale": "en-GB",
+        "cart_items": 3,
+    }
+
+
+VARIANTS = [session_data(i) for i in range(64)]
+_ENCODER = msgspec.msgpack.Encoder()
+BLOB = len(_ENCODER.encode(VARIANTS[0]))
+
+
+def _pairs(sids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    return list(zip(sids, itertools.cycle(VARIANTS), strict=False))
+
+
+def _ids(n: int) -> list[str]:
+    return [new_session_id() for _ in range(n)]
+
+
+class FakeClock:
+    """Seconds that move only when told, for the purge row."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Floor:
+    """The floor: one lock, a dict sid -> (msgpack bytes, expiry in clock seconds).
+
+    ``max_entries`` bounds the count (the oldest insertion goes first); ``purge`` scans
+    every session, as a store without an expiry index must.
+    """
+
+    blocking = False  # lets lembro.as_async call it inline, as it does MemoryStore
+
+    def __init__(
+        self,
+        ttl: float = TTL,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int | None = None,
+    ) -> None:
+        self.ttl = float(ttl)
+        self._clock = clock
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        now = self._clock()
+        with self._lock:
+            item = self._data.get(sid)
+            if item is None:
+                return None
+            if item[1] <= now:
+                del self._data[sid]
+                return None
+        result: dict[str, Any] = self._decode(item[0])
+        return result
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        blob = self._encode(data)
+        now = self._clock()
+        with self._lock:
+            self._data[sid] = (blob, now + (self.ttl if ttl is None else ttl))
+            if self._max is not None and len(self._data) > self._max:
+                del self._data[next(iter(self._data))]
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        now = self._clock()
+        with self._lock:
+            item = self._data.get(sid)
+            if item is None:
+                return False
+            if item[1] <= now:
+                del self._data[sid]
+                return False
+            self._data[sid] = (item[0], now + (self.ttl if ttl is None else ttl))
+            return True
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._data.pop(sid, None)
+
+    def purge(self) -> int:
+        now = self._clock()
+        with self._lock:
+            expired = [sid for sid, (_, expires) in self._data.items() if expires <= now]
+            for sid in expired:
+                del self._data[sid]
+        return len(expired)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class LockedTLRU:
+    """cachetools.TLRUCache of msgpack bytes, bounded in bytes, behind one lock.
+
+    ``ttu`` reads ``self._ttl``, set under the lock before each insert, so a ``set`` may
+    give its own lifetime (the purge row needs short-lived sessions).
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float = TTL,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = float(ttl)
+        self._ttl = self.ttl
+        self._lock = threading.Lock()
+        self._cache: cachetools.TLRUCache[str, bytes] = cachetools.TLRUCache(
+            maxsize, ttu=self._ttu, timer=timer, getsizeof=len
+        )
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+
+    def _ttu(self, _key: str, _value: bytes, now: float) -> float:
+        return now + self._ttl
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        with self._lock:
+            blob = self._cache.get(sid)
+        if blob is None:
+            return None
+        result: dict[str, Any] = self._decode(blob)
+        return result
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        blob = self._encode(data)
+        with self._lock:
+            self._ttl = self.ttl if ttl is None else ttl
+            self._cache[sid] = blob
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._cache.pop(sid, None)
+
+    def purge(self) -> int:
+        with self._lock:
+            return len(self._cache.expire())
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+@dataclass
+class Driver:
+    """A sync store's operations, as bound methods called directly in the timed loops."""
+
+    get: Callable[[str], object]
+    set: Callable[[str, dict[str, Any]], object]
+    set_ttl: Callable[[str, dict[str, Any], float], object]
+    touch: Callable[[str], object] | None
+    destroy: Callable[[str], object]
+    purge: Callable[[], object] | None
+    count: Callable[[], int]
+    close: Callable[[], None] = lambda: None
+
+
+_django_names = itertools.count()
+
+
+def build(name: str, capacity: int | None = None, clock: Callable[[], float] | None = None) -> Driver:
+    """A fresh sync store; ``capacity`` sessions at its bound, or (``None``) no bound reached.
+
+    ``clock`` (seconds) is injected where the store takes one; Django and cachelib read
+    ``time.time()`` themselves.
+    """
+    tick = clock or time.monotonic
+    if name == LEMBRO:
+        per_session = len(new_session_id()) + BLOB + ENTRY_OVERHEAD
+        store = MemoryStore(BIG if capacity is None else capacity * per_session, None, clock=tick)
+        return Driver(
+            store.get, store.set, store.set, store.touch, store.destroy, store.purge,
+            lambda: len(store), store.close,
+        )  # fmt: skip
+    if name == FLOOR:
+        floor = Floor(clock=tick, max_entries=capacity)
+        return Driver(
+            floor.get, floor.set, floor.set, floor.touch, floor.destroy, floor.purge,
+            floor.__len__,
+        )  # fmt: skip
+    if name == CACHETOOLS:
+        tlru = LockedTLRU(BIG if capacity is None else capacity * BLOB, timer=tick)
+        return Driver(
+            tlru.get, tlru.set, tlru.set, None, tlru.destroy, tlru.purge, tlru.__len__
+        )
+    if name == DJANGO:
+        # Instances of one name share their data: every build gets its own name.
+        location = f"lembro-bench-{next(_django_names)}"
+        params = {
+            "TIMEOUT": TTL,
+            "OPTIONS": {"MAX_ENTRIES": capacity or BIG, "CULL_FREQUENCY": 3},
+        }
+        django = LocMemCache(location, params)
+        return Driver(
+            django.get, django.set, django.set, django.touch, django.delete, None,
+            lambda: len(django._cache), django.clear,
+        )  # fmt: skip
+    if name == CACHELIB:
+        simple = SimpleCache(threshold=capacity or BIG, default_timeout=TTL)
+
+        def set_ttl(sid: str, data: dict[str, Any], ttl: float) -> object:
+            return simple.set(sid, data, timeout=max(1, int(ttl)))
+
+        def purge() -> int:
+            # What SimpleCache._prune runs first once over its threshold; ``now`` is 2 s
+            # ahead because its expiries are whole seconds of time.time().
+            with simple._lock:
+                before = len(simple._cache)
+                simple._remove_expired(time.time() + 2)
+                return before - len(simple._cache)
+
+        return Driver(
+            simple.get, simple.set, set_ttl, None, simple.delete, purge,
+            lambda: len(simple._cache), simple.clear,
+        )  # fmt: skip
+    raise ValueError(f"unknown store {name!r}")
+
+
+# ---- sync cases --------------------------------------------------------------------------
+
+
+def _loop_get(get: Callable[[str], object]) -> Callable[[list[str]], None]:
+    def run(sids: list[str]) -> None:
+        for sid in sids:
+            get(sid)
+
+    return run
+
+
+def _loop_set(
+    put: Callable[[str, dict[str, Any]], object],
+) -> Callable[[list[tuple[str, dict[str, Any]]]], None]:
+    def run(pairs: list[tuple[str, dict[str, Any]]]) -> None:
+        for sid, data in pairs:
+            put(sid, data)
+
+    return run
+
+
+def _cases(op: str, drivers: dict[str, Driver], held: list[str]) -> dict[str, Case[Any]]:
+    """Each store's case for ``op``; ``held`` are the ids every store holds (and keeps)."""
+    cases: dict[str, Case[Any]] = {}
+    for name, drv in drivers.items():
+        if op == "get":
+            cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.get))
+        elif op == "set_new":
+            cases[name] = Case(
+                lambda n: _pairs(_ids(n)),
+                _loop_set(drv.set),
+                lambda pairs, drv=drv: [drv.destroy(sid) for sid, _ in pairs] and None,
+            )
+        elif op == "set_cap":
+            cases[name] = Case(lambda n: _pairs(_ids(n)), _loop_set(drv.set))
+        elif op == "set_replace":
+            cases[name] = Case(lambda n: _pairs(_sample(held, n)), _loop_set(drv.set))
+        elif op == "touch" and drv.touch is not None:
+            cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.touch))
+        elif op == "destroy":
+            cases[name] = Case(
+                lambda n: _sample(held, n),
+                _loop_get(drv.destroy),
+                lambda sids, drv=drv: _loop_set(drv.set)(_pairs(sids)),
+            )
+    return cases
+
+
+def _sample(held: list[str], n: int) -> list[str]:
+    """``n`` of the held ids, shuffled: requests do not arrive in insertion order."""
+    if n <= len(held):
+        return secrets.SystemRandom().sample(held, n)
+    return [held[i % len(held)] for i in range(n)]
+
+
+# ---- async cases: one event loop, each operation awaited -----------------------------------
+
+
+def _async_case(
+    loop: asyncio.AbstractEventLoop,
+    prepare: Callable[[int], Any],
+    body: Callable[[Any], Coroutine[Any, Any, int]],
+    cleanup: Callable[[Any], None] = lambda _x: None,
+) -> Case[Any]:
+    """A case whose batch is one coroutine that times itself (the loop's start-up is left out)."""
+    return Case(prepare, lambda data: loop.run_until_complete(body(data)), cleanup)
+
+
+def _await_each(op: Callable[..., Awaitable[object]]) -> Callable[[list[Any]], Coroutine[Any, Any, int]]:
+    async def body(items: list[Any]) -> int:
+        start = time.perf_counter_ns()
+        if items and isinstance(items[0], tuple):
+            for sid, data in items:
+                await op(sid, data)
+        else:
+            for sid in items:
+                await op(sid)
+        return time.perf_counter_ns() - start
+
+    return body
+
+
+class _Starsessions:
+    """starsessions' InMemoryStore, driven as its middleware drives it: its JSON serializer
+    turns the dict into bytes before ``write`` and back after ``read``."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryStore()
+        self.serializer = JsonSerializer()
+
+    async def fill(self, pairs: list[tuple[str, dict[str, Any]]]) -> None:
+        for sid, data in pairs:
+            await self.store.write(sid, self.serializer.serialize(data), lifetime=TTL, ttl=TTL)
+
+    async def remove_all(self, sids: list[str]) -> None:
+        for sid in sids:
+            await self.store.remove(sid)
+
+    async def get_batch(self, sids: list[str]) -> int:
+        read, loads = self.store.read, self.serializer.deserialize
+        start = time.perf_counter_ns()
+        for sid in sids:
+            loads(await read(sid, lifetime=TTL))
+        return time.perf_counter_ns() - start
+
+    async def set_batch(self, pairs: list[tuple[str, dict[str, Any]]]) -> int:
+        write, dumps = self.store.write, self.serializer.serialize
+        start = time.perf_counter_ns()
+        for sid, data in pairs:
+            await write(sid, dumps(data), lifetime=TTL, ttl=TTL)
+        return time.perf_counter_ns() - start
+
+    async def destroy_batch(self, sids: list[str]) -> int:
+        remove = self.store.remove
+        start = time.perf_counter_ns()
+        for sid in sids:
+            await remove(sid)
+        return time.perf_counter_ns() - start
+
+
+# ---- the rows ------------------------------------------------------------------------------
+
+OPS = ("get", "set_new", "set_replace", "touch", "destroy")
+LABELS = {
+    "get": "get (hit)",
+    "set_new": "set, new id, below the cap",
+    "set_replace": "set, replacing an id",
+    "touch": "touch",
+    "destroy": "destroy",
+    "set_cap": "set at the cap (churn)",
+}
+NO_TOUCH = "no touch"
+
+
+def _sync_table(config: Config, notes: list[str]) -> Table:
+    table = Table("In-memory stores, sync, per operation", list(SYNC), FLOOR)
+    held = _ids(config.sessions)
+    drivers = {name: build(name) for name in SYNC}
+    for drv in drivers.values():
+        _loop_set(drv.set)(_pairs(held))
+    for op in OPS:
+        timed = measure(_cases(op, drivers, held), config)
+        row = Row(LABELS[op], "µs", {name: timed.get(name) for name in SYNC})
+        if op == "touch":
+            row.notes = {name: NO_TOUCH for name in SYNC if name not in timed}
+        table.rows.append(row)
+    for drv in drivers.values():
+        drv.close()
+    del drivers
+    gc.collect()
+
+    capped = {name: build(name, capacity=config.cap) for name in SYNC}
+    for drv in capped.values():
+        _loop_set(drv.set)(_pairs(_ids(2 * config.cap)))  # full, and already evicting
+    timed = measure(_cases("set_cap", capped, []), config)
+    held_at_cap = {name: drv.count() for name, drv in capped.items()}
+    table.rows.append(Row(LABELS["set_cap"], "µs", dict(timed)))
+    notes.append(
+        f"At the cap each store is bounded to hold about {config.cap:,} sessions; sessions "
+        f"held after the run: {', '.join(f'{k} {v:,}' for k, v in held_at_cap.items())}. "
+        "lembro prunes to 75% of max_size when a set goes over it; floor and cachetools "
+        "evict one per set; Django culls a third (CULL_FREQUENCY=3); cachelib sorts every "
+        "session by expiry on each set once over its threshold."
+    )
+    for drv in capped.values():
+        drv.close()
+    del capped
+    gc.collect()
+
+    purge_label = f"purge {config.purge_expired:,} expired of {config.purge_total:,}"
+    purge_row = Row(purge_label, "ms", {})
+    for name in SYNC:
+        ms = _purge_ms(name, config)
+        purge_row.values[name] = ms
+        if ms is None:
+            purge_row.notes[name] = "no purge"
+    table.rows.append(purge_row)
+
+    memory_row = Row(f"memory per session at {config.memory_sessions:,}", "bytes", {})
+    for name in SYNC:
+        memory_row.values[name] = _memory_per_session(name, config.memory_sessions)
+    table.rows.append(memory_row)
+    return table
+
+
+def _purge_ms(name: str, config: Config) -> float | None:
+    """Median milliseconds to purge ``purge_expired`` expired among ``purge_total`` sessions."""
+    clock = FakeClock()
+    drv = build(name, clock=clock)
+    if drv.purge is None:
+        drv.close()
+        return None
+    live = config.purge_total - config.purge_expired
+    fill = _loop_set(drv.set)
+    for start in range(0, live, 10_000):
+        fill(_pairs(_ids(min(10_000, live - start))))
+
+    def prepare(_n: int) -> None:
+        for sid, data in _pairs(_ids(config.purge_expired)):
+            drv.set_ttl(sid, data, 1.0)
+        clock.now += 2.0  # those are now expired; the rest live for a day
+
+    def run(_x: None) -> None:
+        assert drv.purge is not None
+        drv.purge()
+
+    def check(_x: None) -> None:
+        if drv.count() != live:  # a purge that removes the wrong sessions measures nothing
+            raise RuntimeError(f"{name}: purge left {drv.count():,} sessions, not {live:,}")
+
+    one = Config(**{**config.__dict__, "batch": 1})
+    timed = measure({name: Case(prepare, run, check, per_batch=1)}, one)
+    drv.close()
+    del drv
+    gc.collect()
+    return timed[name] / 1000.0
+
+
+def _memory_per_session(name: str, n: int) -> float:
+    """Bytes tracemalloc counts per stored session: id, payload and the store's bookkeeping."""
+    data = VARIANTS[0]
+    if name == STARSESSIONS:
+        star = _Starsessions()
+        loop = asyncio.new_event_loop()
+        try:
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(n):  # ids made inside: the store keeps them, the bench does not
+                loop.run_until_complete(star.fill([(new_session_id(), data)]))
+            used = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+        finally:
+            loop.close()
+        return used / n
+    drv = build(name)
+    put = drv.set
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(n):
+        put(new_session_id(), data)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    drv.close()
+    del drv, put
+    gc.collect()
+    return used / n
+
+
+def _async_table(config: Config, sync: Table) -> Table:
+    table = Table(
+        "Async: one event loop, each operation awaited, per operation",
+        list(ASYNC),
+        FLOOR_AWAIT,
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        held = _ids(config.sessions)
+        lembro_store = MemoryStore(BIG, None)
+        floor_store = Floor()
+        fronts = {LEMBRO_AWAIT: as_async(lembro_store), FLOOR_AWAIT: as_async(floor_store)}
+        star = _Starsessions()
+        for front in fronts.values():
+            loop.run_until_complete(_await_each(front.set)(_pairs(held)))
+        loop.run_until_complete(star.fill(_pairs(held)))
+
+        for op in OPS:
+            cases: dict[str, Case[Any]] = {}
+            for name, front in fronts.items():
+                if op == "get":
+                    cases[name] = _async_case(
+                        loop, lambda n: _sample(held, n), _await_each(front.get)
+                    )
+                elif op == "set_new":
+                    cases[name] = _async_case(
+                        loop,
+                        lambda n: _pairs(_ids(n)),
+                        _await_each(front.set),
+                        lambda pairs, front=front: loop.run_until_complete(
+                            _await_each(front.destroy)([sid for sid, _ in pairs])
+                        )
+                        and None,
+                    )
+                elif op == "set_replace":
+                    cases[name] = _async_case(
+                        loop, lambda n: _pairs(_sample(held, n)), _await_each(front.set)
+                    )
+                elif op == "touch":
+                    cases[name] = _async_case(
+                        loop, lambda n: _sample(held, n), _await_each(front.touch)
+                    )
+                elif op == "destroy":
+                    cases[name] = _async_case(
+                        loop,
+                        lambda n: _sample(held, n),
+                        _await_each(front.destroy),
+                        lambda sids, front=front: loop.run_until_complete(
+                            _await_each(front.set)(_pairs(sids))
+                        )
+                        and None,
+                    )
+            if op == "get":
+                cases[STARSESSIONS] = _async_case(loop, lambda n: _sample(held, n), star.get_batch)
+            elif op == "set_new":
+                cases[STARSESSIONS] = _async_case(
+                    loop,
+                    lambda n: _pairs(_ids(n)),
+                    star.set_batch,
+                    lambda pairs: loop.run_until_complete(
+                        star.remove_all([sid for sid, _ in pairs])
+                    ),
+                )
+            elif op == "set_replace":
+                cases[STARSESSIONS] = _async_case(
+                    loop, lambda n: _pairs(_sample(held, n)), star.set_batch
+                )
+            elif op == "destroy":
+                cases[STARSESSIONS] = _async_case(
+                    loop,
+                    lambda n: _sample(held, n),
+                    star.destroy_batch,
+                    lambda sids: loop.run_until_complete(star.fill(_pairs(sids))),
+                )
+            timed = measure(cases, config)
+            row = Row(LABELS[op], "µs", {name: timed.get(name) for name in ASYNC})
+            if op == "touch":
+                row.notes[STARSESSIONS] = NO_TOUCH
+            table.rows.append(row)
+        lembro_store.close()
+    finally:
+        loop.close()
+
+    table.rows.append(
+        Row(LABELS["set_cap"], "µs", {}, {STARSESSIONS: "unbounded: never evicts"})
+    )
+    memory_label = sync.rows[-1].label
+    table.rows.append(
+        Row(
+            memory_label,
+            "bytes",
+            {
+                LEMBRO_AWAIT: sync.value(memory_label, LEMBRO),
+                FLOOR_AWAIT: sync.value(memory_label, FLOOR),
+                STARSESSIONS: _memory_per_session(STARSESSIONS, config.memory_sessions),
+            },
+        )
+    )
+    return table
+
+
+# ---- targets -------------------------------------------------------------------------------
+
+
+def _targets(sync: Table, asyn: Table, config: Config) -> list[Target]:
+    targets: list[Target] = []
+    timed_rows = [row for row in sync.rows if row.unit in ("µs", "ms")]
+    for row in timed_rows:
+        mine, floor = row.values.get(LEMBRO), row.values.get(FLOOR)
+        if mine is None or floor is None:
+            continue
+        targets.append(
+            Target(
+                f"lembro {row.label} within 1.5x the floor",
+                mine <= 1.5 * floor,
+                f"{mine / floor:.2f}x ({mine:.3g} vs {floor:.3g} {row.unit})",
+            )
+        )
+    below = sync.value(LABELS["set_new"], LEMBRO)
+    at_cap = sync.value(LABELS["set_cap"], LEMBRO)
+    if below is not None and at_cap is not None:
+        targets.append(
+            Target(
+                "lembro set at the cap no slower than 2x lembro set below it",
+                at_cap <= 2 * below,
+                f"{at_cap / below:.2f}x ({at_cap:.3g} vs {below:.3g} µs)",
+            )
+        )
+    for table, mine_name, peers in (
+        (sync, LEMBRO, (CACHETOOLS, DJANGO, CACHELIB)),
+        (asyn, LEMBRO_AWAIT, (STARSESSIONS,)),
+    ):
+        for row in table.rows:
+            if row.unit not in ("µs", "ms"):
+                continue
+            mine = row.values.get(mine_name)
+            theirs = {p: row.values[p] for p in peers if row.values.get(p) is not None}
+            if mine is None or not theirs:
+                continue
+            fastest = min(theirs, key=lambda p: theirs[p] or 0.0)
+            best = theirs[fastest] or 0.0
+            targets.append(
+                Target(
+                    f"{mine_name} faster than {', '.join(theirs)} on {row.label}",
+                    all(mine < (v or 0.0) for v in theirs.values()),
+                    f"fastest peer {fastest} {best:.3g} {row.unit}, lembro {mine:.3g} "
+                    f"({best / mine:.2f}x lembro's time)",
+                )
+            )
+    purge_row = next(row for row in sync.rows if row.label.startswith("purge"))
+    purge = purge_row.values.get(LEMBRO)
+    if purge is not None:
+        targets.append(
+            Target(
+                f"lembro {purge_row.label} under 20 ms",
+                purge < 20.0,
+                f"{purge:.3g} ms" + (" (quick run: smaller store)" if config.quick else ""),
+            )
+        )
+    return targets
+
+
+def run(config: Config) -> Section:
+    """Measure every in-memory store on the same workload; return tables and targets."""
+    # The churn row evicts on purpose: lembro's one-time "max_size is too small" warning
+    # would only interleave with the table.
+    logging.getLogger("lembro").setLevel(logging.ERROR)
+    notes: list[str] = []
+    sync = _sync_table(config, notes)
+    asyn = _async_table(config, sync)
+    notes += [
+        f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are "
+        f"43 characters. Below the cap, each store holds {config.sessions:,} sessions; "
+        f"batches of up to {config.batch:,} operations, {config.repeats} repeats, stores "
+        "interleaved, gc collected between batches and off during them; cells are medians.",
+        "Every get returns a fresh dict and every set serializes: lembro, floor and "
+        "cachetools with msgspec msgpack, Django and cachelib with pickle (their own), "
+        "starsessions with its middleware's JSON serializer (its default).",
+        "floor: a lock and a dict sid -> (bytes, expiry); the least a correct thread-safe "
+        "store does. Its purge scans all sessions: it has no expiry index. Its bound evicts "
+        "the oldest insertion, with no recency.",
+        "Purge: lembro, floor and cachetools with an injected clock; cachelib's is "
+        "SimpleCache._remove_expired, the scan its _prune runs on a set once over the "
+        "threshold. Django LocMemCache has no purge (expired entries go when read, or in a "
+        "cull once full). Each store is built alone for this row, not interleaved.",
+        "Memory: tracemalloc's count of what the store holds after storing that many "
+        "sessions (its ids, its serialized payloads, its bookkeeping), divided by the count.",
+        "starsessions InMemoryStore has no expiry, no purge and no bound: sessions stay "
+        "until the app deletes them. Its table drives floor and lembro through the same "
+        "await (lembro.as_async), so each column pays the same coroutine overhead.",
+        "cachetools, cachelib and starsessions have no touch; a rolling session there is "
+        "a rewrite (see set, replacing an id).",
+    ]
+    return Section(
+        "In-memory session stores",
+        [sync, asyn],
+        _targets(sync, asyn, config),
+        notes,
+    )

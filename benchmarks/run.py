@@ -1,0 +1,111 @@
+"""``make bench``: lembro's stores side by side with the stores people use, in one process.
+
+Each section is a module in this directory with ``run(config) -> harness.Section``;
+``SECTIONS`` lists them in order. A section whose module is absent is skipped with a
+line saying so, which is how ``redis_stores`` plugs in: add the file, nothing else.
+
+    python benchmarks/run.py                 # full run, writes docs/benchmarks.md
+    python benchmarks/run.py --quick         # smoke run: small sizes, writes nothing
+    python benchmarks/run.py --markdown out.md --section memory_stores
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from harness import Config, Section, render_markdown, render_text
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MARKDOWN = HERE.parent / "docs" / "benchmarks.md"
+
+# In the order they run and print. A missing module is skipped, so a section may be
+# listed before its file exists.
+SECTIONS = ("memory_stores", "redis_stores")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument(
+        "--markdown",
+        metavar="PATH",
+        type=Path,
+        help=f"write the tables as markdown here (full runs default to {DEFAULT_MARKDOWN})",
+    )
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); default: all",
+    )
+    parser.add_argument("--repeats", type=int, help="timed batches per store and operation")
+    parser.add_argument("--sessions", type=int, help="sessions held below the cap")
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = Config.smoke() if args.quick else Config()
+    changes: dict[str, int] = {}
+    if args.repeats is not None:
+        changes["repeats"] = max(1, args.repeats)
+    if args.sessions is not None:
+        changes["sessions"] = max(1, args.sessions)
+    return dataclasses.replace(config, **changes)
+
+
+def _header(config: Config, started: datetime.datetime) -> list[str]:
+    return [
+        "# Benchmarks",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (`benchmarks/run.py"
+        f"{' --quick' if config.quick else ''}`), Python {platform.python_version()} "
+        f"({platform.python_implementation()}), {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs.",
+        "",
+        "The machine is shared and noisy: read the ratios, which come from stores measured "
+        "side by side in one process and one run, more than the absolute times. Times are "
+        "medians per operation over repeated batches.",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    config = _config(args)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.perf_counter()
+    sections: list[Section] = []
+    for name in args.section or SECTIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise  # the section exists but needs something missing: say so, loudly
+            print(f"(section {name}: benchmarks/{name}.py not present, skipped)\n")
+            continue
+        section: Section = module.run(config)
+        sections.append(section)
+        print(render_text(section), "\n", flush=True)
+    elapsed = time.perf_counter() - t0
+    print(f"({elapsed:.0f} s{', quick run: sizes are small' if config.quick else ''})")
+
+    path = args.markdown or (None if config.quick else DEFAULT_MARKDOWN)
+    if path is not None:
+        body = _header(config, started)
+        for section in sections:
+            body += ["", render_markdown(section)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(body) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
