@@ -7,6 +7,8 @@ import asyncio
 import copy
 import re
 import runpy
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -704,3 +706,33 @@ def test_fastapi_example_counts_visits_server_side(example_app: Any) -> None:
         assert response.json() == {"visits": expected}
         assert is_session_id(cookie_sid(response, "dev-only-change-me"))
     assert TestClient(example_app).get("/").json() == {"visits": 1}
+
+
+# ---- saying no -----------------------------------------------------------------------
+
+
+def test_unserializable_data_fails_the_request_and_stores_nothing(store: MemoryStore) -> None:
+    def keep_object(request: Request) -> PlainTextResponse:
+        request.session["obj"] = object()
+        return PlainTextResponse("ok")
+
+    client = TestClient(make_app(store, [Route("/keep", keep_object)]))
+    with pytest.raises(SerializationError):
+        client.get("/keep")
+    assert len(store) == 0
+    client = TestClient(
+        make_app(store, [Route("/keep", keep_object)]), raise_server_exceptions=False
+    )
+    response = client.get("/keep")
+    assert response.status_code == 500
+    assert "set-cookie" not in response.headers
+
+
+def test_missing_starlette_names_the_extra() -> None:
+    blocked = "import sys; sys.modules['starlette'] = None; import lembro.starlette"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "ImportError: lembro.starlette needs Starlette" in result.stderr
+    assert "pip install 'lembro[starlette]'" in result.stderr
