@@ -21,7 +21,13 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import create_app
     from .memory import MemoryStore
 
-    store = MemoryStore(args.max_size, 5.0, ttl=args.ttl, snapshot=args.snapshot or None)
+    store = MemoryStore(
+        args.max_size,
+        5.0,
+        ttl=args.ttl,
+        snapshot=args.snapshot or None,
+        snapshot_interval=args.snapshot_interval if args.snapshot else None,
+    )
     app = create_app(store, secret_key=args.secret_key)
     server = make_server(args.host, args.port, app, threaded=True)
     stopping = threading.Event()
@@ -62,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--snapshot",
         default="lembro-demo.snapshot",
         help="file that keeps sessions across restarts (written on exit); '' for none",
+    )
+    demo.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=None,
+        help="also write the snapshot every this many seconds (survives a crash)",
     )
     demo.set_defaults(func=_demo)
 
