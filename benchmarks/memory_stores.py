@@ -22,10 +22,12 @@ import asyncio
 import gc
 import itertools
 import logging
+import random
 import secrets
 import threading
 import time
 import tracemalloc
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,7 @@ import cachetools
 import msgspec
 from cachelib import SimpleCache
 from django.conf import settings
-from harness import Case, Config, Row, Section, Table, Target, measure
+from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
 from starsessions import InMemoryStore, JsonSerializer
 
 from lembro import MemoryStore, as_async
@@ -44,7 +46,7 @@ from lembro.memory import ENTRY_OVERHEAD
 if not settings.configured:
     settings.configure(USE_TZ=True)
 
-from django.core.cache.backends.locmem import LocMemCache  # noqa: E402 - needs settings
+from django.core.cache.backends.locmem import LocMemCache  # needs the settings above
 
 __all__ = ["STORES", "Floor", "LockedTLRU", "run", "session_data"]
 
@@ -61,7 +63,7 @@ LEMBRO_AWAIT = "lembro (as_async)"
 FLOOR_AWAIT = "floor (await)"
 SYNC = (LEMBRO, FLOOR, CACHETOOLS, DJANGO, CACHELIB)
 ASYNC = (LEMBRO_AWAIT, FLOOR_AWAIT, STARSESSIONS)
-STORES = SYNC + (STARSESSIONS,)
+STORES = (*SYNC, STARSESSIONS)
 
 
 def session_data(i: int) -> dict[str, Any]:
@@ -123,9 +125,14 @@ class Floor:
     ) -> None:
         self.ttl = float(ttl)
         self._clock = clock
-        self._max = max_entries
+        self._max = max_entries or 0
         self._lock = threading.Lock()
-        self._data: dict[str, tuple[bytes, float]] = {}
+        # Bounded, it keeps insertion order where evicting the oldest is O(1); a dict's
+        # next(iter()) walks the holes its deletions leave at the front.
+        self._fifo: OrderedDict[str, tuple[bytes, float]] | None = (
+            None if max_entries is None else OrderedDict()
+        )
+        self._data: dict[str, tuple[bytes, float]] = {} if self._fifo is None else self._fifo
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
 
@@ -146,8 +153,8 @@ class Floor:
         now = self._clock()
         with self._lock:
             self._data[sid] = (blob, now + (self.ttl if ttl is None else ttl))
-            if self._max is not None and len(self._data) > self._max:
-                del self._data[next(iter(self._data))]
+            if self._fifo is not None and len(self._fifo) > self._max:
+                self._fifo.popitem(last=False)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         now = self._clock()
@@ -245,7 +252,9 @@ class Driver:
 _django_names = itertools.count()
 
 
-def build(name: str, capacity: int | None = None, clock: Callable[[], float] | None = None) -> Driver:
+def build(
+    name: str, capacity: int | None = None, clock: Callable[[], float] | None = None
+) -> Driver:
     """A fresh sync store; ``capacity`` sessions at its bound, or (``None``) no bound reached.
 
     ``clock`` (seconds) is injected where the store takes one; Django and cachelib read
@@ -267,9 +276,7 @@ def build(name: str, capacity: int | None = None, clock: Callable[[], float] | N
         )  # fmt: skip
     if name == CACHETOOLS:
         tlru = LockedTLRU(BIG if capacity is None else capacity * BLOB, timer=tick)
-        return Driver(
-            tlru.get, tlru.set, tlru.set, None, tlru.destroy, tlru.purge, tlru.__len__
-        )
+        return Driver(tlru.get, tlru.set, tlru.set, None, tlru.destroy, tlru.purge, tlru.__len__)
     if name == DJANGO:
         # Instances of one name share their data: every build gets its own name.
         location = f"lembro-bench-{next(_django_names)}"
@@ -343,19 +350,26 @@ def _cases(op: str, drivers: dict[str, Driver], held: list[str]) -> dict[str, Ca
         elif op == "touch" and drv.touch is not None:
             cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.touch))
         elif op == "destroy":
-            cases[name] = Case(
-                lambda n: _sample(held, n),
-                _loop_get(drv.destroy),
-                lambda sids, drv=drv: _loop_set(drv.set)(_pairs(sids)),
-            )
+            cases[name] = Case(lambda n, drv=drv: _added(drv.set, n), _loop_get(drv.destroy))
     return cases
+
+
+_random = random.Random(20241128)
+
+
+def _added(put: Callable[[str, dict[str, Any]], object], n: int) -> list[str]:
+    """Store ``n`` new sessions (not timed) and return their ids, shuffled, to destroy."""
+    sids = _ids(n)
+    _loop_set(put)(_pairs(sids))
+    _random.shuffle(sids)
+    return sids
 
 
 def _sample(held: list[str], n: int) -> list[str]:
     """``n`` of the held ids, shuffled: requests do not arrive in insertion order."""
     if n <= len(held):
-        return secrets.SystemRandom().sample(held, n)
-    return [held[i % len(held)] for i in range(n)]
+        return _random.sample(held, n)
+    return [_random.choice(held) for _ in range(n)]
 
 
 # ---- async cases: one event loop, each operation awaited -----------------------------------
@@ -371,16 +385,18 @@ def _async_case(
     return Case(prepare, lambda data: loop.run_until_complete(body(data)), cleanup)
 
 
-def _await_each(op: Callable[..., Awaitable[object]]) -> Callable[[list[Any]], Coroutine[Any, Any, int]]:
+def _await_each(
+    op: Callable[..., Awaitable[object]],
+) -> Callable[[list[Any]], Coroutine[Any, Any, int]]:
     async def body(items: list[Any]) -> int:
-        start = time.perf_counter_ns()
+        start = ticks()
         if items and isinstance(items[0], tuple):
             for sid, data in items:
                 await op(sid, data)
         else:
             for sid in items:
                 await op(sid)
-        return time.perf_counter_ns() - start
+        return ticks() - start
 
     return body
 
@@ -403,24 +419,24 @@ class _Starsessions:
 
     async def get_batch(self, sids: list[str]) -> int:
         read, loads = self.store.read, self.serializer.deserialize
-        start = time.perf_counter_ns()
+        start = ticks()
         for sid in sids:
             loads(await read(sid, lifetime=TTL))
-        return time.perf_counter_ns() - start
+        return ticks() - start
 
     async def set_batch(self, pairs: list[tuple[str, dict[str, Any]]]) -> int:
         write, dumps = self.store.write, self.serializer.serialize
-        start = time.perf_counter_ns()
+        start = ticks()
         for sid, data in pairs:
             await write(sid, dumps(data), lifetime=TTL, ttl=TTL)
-        return time.perf_counter_ns() - start
+        return ticks() - start
 
     async def destroy_batch(self, sids: list[str]) -> int:
         remove = self.store.remove
-        start = time.perf_counter_ns()
+        start = ticks()
         for sid in sids:
             await remove(sid)
-        return time.perf_counter_ns() - start
+        return ticks() - start
 
 
 # ---- the rows ------------------------------------------------------------------------------
@@ -444,6 +460,7 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
     for drv in drivers.values():
         _loop_set(drv.set)(_pairs(held))
     for op in OPS:
+        progress(f"sync: {LABELS[op]}")
         timed = measure(_cases(op, drivers, held), config)
         row = Row(LABELS[op], "µs", {name: timed.get(name) for name in SYNC})
         if op == "touch":
@@ -457,6 +474,7 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
     capped = {name: build(name, capacity=config.cap) for name in SYNC}
     for drv in capped.values():
         _loop_set(drv.set)(_pairs(_ids(2 * config.cap)))  # full, and already evicting
+    progress(f"sync: {LABELS['set_cap']}")
     timed = measure(_cases("set_cap", capped, []), config)
     held_at_cap = {name: drv.count() for name, drv in capped.items()}
     table.rows.append(Row(LABELS["set_cap"], "µs", dict(timed)))
@@ -492,7 +510,9 @@ def _purge_ms(name: str, config: Config) -> float | None:
     """Median milliseconds to purge ``purge_expired`` expired among ``purge_total`` sessions."""
     clock = FakeClock()
     drv = build(name, clock=clock)
-    if drv.purge is None:
+    progress(f"purge: {name}")
+    purge = drv.purge
+    if purge is None:
         drv.close()
         return None
     live = config.purge_total - config.purge_expired
@@ -506,8 +526,7 @@ def _purge_ms(name: str, config: Config) -> float | None:
         clock.now += 2.0  # those are now expired; the rest live for a day
 
     def run(_x: None) -> None:
-        assert drv.purge is not None
-        drv.purge()
+        purge()
 
     def check(_x: None) -> None:
         if drv.count() != live:  # a purge that removes the wrong sessions measures nothing
@@ -516,13 +535,12 @@ def _purge_ms(name: str, config: Config) -> float | None:
     one = Config(**{**config.__dict__, "batch": 1})
     timed = measure({name: Case(prepare, run, check, per_batch=1)}, one)
     drv.close()
-    del drv
-    gc.collect()
     return timed[name] / 1000.0
 
 
 def _memory_per_session(name: str, n: int) -> float:
     """Bytes tracemalloc counts per stored session: id, payload and the store's bookkeeping."""
+    progress(f"memory: {name}")
     data = VARIANTS[0]
     if name == STARSESSIONS:
         star = _Starsessions()
@@ -564,13 +582,18 @@ def _async_table(config: Config, sync: Table) -> Table:
         held = _ids(config.sessions)
         lembro_store = MemoryStore(BIG, None)
         floor_store = Floor()
-        fronts = {LEMBRO_AWAIT: as_async(lembro_store), FLOOR_AWAIT: as_async(floor_store)}
+        backs: dict[str, Floor | MemoryStore] = {
+            LEMBRO_AWAIT: lembro_store,
+            FLOOR_AWAIT: floor_store,
+        }
+        fronts = {name: as_async(back) for name, back in backs.items()}
         star = _Starsessions()
         for front in fronts.values():
             loop.run_until_complete(_await_each(front.set)(_pairs(held)))
         loop.run_until_complete(star.fill(_pairs(held)))
 
         for op in OPS:
+            progress(f"async: {LABELS[op]}")
             cases: dict[str, Case[Any]] = {}
             for name, front in fronts.items():
                 if op == "get":
@@ -582,10 +605,12 @@ def _async_table(config: Config, sync: Table) -> Table:
                         loop,
                         lambda n: _pairs(_ids(n)),
                         _await_each(front.set),
-                        lambda pairs, front=front: loop.run_until_complete(
-                            _await_each(front.destroy)([sid for sid, _ in pairs])
-                        )
-                        and None,
+                        lambda pairs, front=front: (
+                            loop.run_until_complete(
+                                _await_each(front.destroy)([sid for sid, _ in pairs])
+                            )
+                            and None
+                        ),
                     )
                 elif op == "set_replace":
                     cases[name] = _async_case(
@@ -598,12 +623,8 @@ def _async_table(config: Config, sync: Table) -> Table:
                 elif op == "destroy":
                     cases[name] = _async_case(
                         loop,
-                        lambda n: _sample(held, n),
+                        lambda n, put=backs[name].set: _added(put, n),
                         _await_each(front.destroy),
-                        lambda sids, front=front: loop.run_until_complete(
-                            _await_each(front.set)(_pairs(sids))
-                        )
-                        and None,
                     )
             if op == "get":
                 cases[STARSESSIONS] = _async_case(loop, lambda n: _sample(held, n), star.get_batch)
@@ -621,12 +642,14 @@ def _async_table(config: Config, sync: Table) -> Table:
                     loop, lambda n: _pairs(_sample(held, n)), star.set_batch
                 )
             elif op == "destroy":
-                cases[STARSESSIONS] = _async_case(
-                    loop,
-                    lambda n: _sample(held, n),
-                    star.destroy_batch,
-                    lambda sids: loop.run_until_complete(star.fill(_pairs(sids))),
-                )
+
+                def added(n: int) -> list[str]:
+                    sids = _ids(n)
+                    loop.run_until_complete(star.fill(_pairs(sids)))
+                    _random.shuffle(sids)
+                    return sids
+
+                cases[STARSESSIONS] = _async_case(loop, added, star.destroy_batch)
             timed = measure(cases, config)
             row = Row(LABELS[op], "µs", {name: timed.get(name) for name in ASYNC})
             if op == "touch":
@@ -636,9 +659,7 @@ def _async_table(config: Config, sync: Table) -> Table:
     finally:
         loop.close()
 
-    table.rows.append(
-        Row(LABELS["set_cap"], "µs", {}, {STARSESSIONS: "unbounded: never evicts"})
-    )
+    table.rows.append(Row(LABELS["set_cap"], "µs", {}, {STARSESSIONS: "unbounded: never evicts"}))
     memory_label = sync.rows[-1].label
     table.rows.append(
         Row(
