@@ -176,6 +176,15 @@ def test_a_bad_cookie_on_a_reading_request_is_deleted_and_stores_nothing(
     assert len(engine_store) == 0
 
 
+@override_settings(SESSION_SAVE_EVERY_REQUEST=True)
+def test_save_every_request_with_a_bad_cookie_stores_nothing(engine_store: MemoryStore) -> None:
+    planted = new_session_id()
+    response = Client(HTTP_COOKIE=f"{COOKIE}={planted}").get("/read")
+    assert response.status_code == 200
+    assert response.cookies[COOKIE].value != planted
+    assert len(engine_store) == 0
+
+
 def test_an_expired_session_is_not_revived(
     client: Client, engine_store: MemoryStore, clock: FakeClock
 ) -> None:
@@ -198,6 +207,30 @@ def test_login_cycles_the_key_and_destroys_the_old_record(
     assert is_session_id(after)
     assert before not in engine_store
     assert engine_store.get(after) == {"n": 1, "user": "alice"}
+
+
+def test_login_without_a_prior_session_stores_the_new_one(
+    client: Client, engine_store: MemoryStore
+) -> None:
+    # django.contrib.auth.login cycles the key of a session that has no data yet: the
+    # key it draws has no record, and the save that follows must create one.
+    response = client.get("/login")
+    assert response.status_code == 200
+    assert engine_store.get(session_cookie(client)) == {"user": "alice"}
+
+
+def test_a_session_emptied_and_refilled_in_one_request_is_stored(
+    engine_store: MemoryStore,
+) -> None:
+    session = SessionStore()
+    session["n"] = 1
+    session.save()
+    del session["n"]
+    session.save()
+    assert len(engine_store) == 0
+    session["m"] = 2
+    session.save()
+    assert engine_store.get(session.session_key) == {"m": 2}
 
 
 def test_logout_flush_destroys_the_record_and_the_cookie(

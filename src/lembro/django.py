@@ -158,6 +158,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     """
 
     _session_key: str | None  # a property of SessionBase: None for a key it rejects
+    # A key this instance left without a record (its data was empty or already expired),
+    # so a later save of it creates the record instead of taking its absence for a logout.
+    _unwritten: str | None = None
 
     def load(self) -> dict[str, Any]:
         """Return the session's data; a missing, expired or malformed key gets a new session."""
@@ -194,7 +197,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
         ``must_create``: raise ``CreateError`` if the key is taken; otherwise raise
         ``UpdateError`` if the record is gone (a logout elsewhere), never resurrecting it.
-        An empty session is not stored, and saving one removes its record.
+        An empty session is not stored, and saving one removes its record; so does an
+        expiry in the past.
         """
         data = self._get_session(no_load=must_create)
         key = self.session_key
@@ -203,19 +207,18 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.create()
             return
         store = get_store()
-        if not data:
+        age = self.get_expiry_age() if data else 0
+        if age <= 0:  # empty, or an expiry in the past: no record
             store.destroy(key)
+            self._unwritten = key
             return
         if must_create:
             if key in store:
                 raise CreateError
-        elif key not in store:
-            raise UpdateError
-        age = self.get_expiry_age()
-        if age <= 0:  # an expiry in the past: the session is already over
-            store.destroy(key)
-            return
+        elif key not in store and key != self._unwritten:
+            raise UpdateError  # removed meanwhile, by a logout in another request
         store.set(key, data, ttl=age)
+        self._unwritten = None
 
     def delete(self, session_key: str | None = None) -> None:
         """Remove the record under ``session_key`` (default: this session's key)."""
