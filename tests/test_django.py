@@ -14,8 +14,10 @@ import django
 import httpx
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
@@ -339,6 +341,44 @@ def test_a_key_the_store_lacks_is_replaced_on_save(engine_store: MemoryStore) ->
     assert session.session_key != planted
     assert planted not in engine_store
     assert engine_store.get(session.session_key) == {"n": 1}
+
+
+# ---- django.contrib.auth ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_db() -> Iterator[None]:
+    """A test database with auth's tables, as Django's test runner makes one."""
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    yield
+    connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def test_auth_login_cycles_the_key_and_logout_destroys_it(
+    auth_db: None, client: Client, engine_store: MemoryStore
+) -> None:
+    user = get_user_model().objects.create_user("alice")
+    client.get("/count")
+    anonymous = session_cookie(client)
+    client.force_login(user)  # django.contrib.auth.login, through this engine
+    signed_in = session_cookie(client)
+    assert signed_in != anonymous
+    assert anonymous not in engine_store
+    data = engine_store.get(signed_in)
+    assert data is not None
+    assert (data["n"], data["_auth_user_id"]) == (1, str(user.pk))
+    client.logout()  # django.contrib.auth.logout: flush()
+    assert len(engine_store) == 0
+
+
+def test_auth_login_without_a_prior_session(
+    auth_db: None, client: Client, engine_store: MemoryStore
+) -> None:
+    user = get_user_model().objects.create_user("bob")
+    client.force_login(user)
+    data = engine_store.get(session_cookie(client))
+    assert data is not None
+    assert data["_auth_user_id"] == str(user.pk)
 
 
 # ---- settings -----------------------------------------------------------------------------
