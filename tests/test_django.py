@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import django
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
@@ -320,6 +322,10 @@ def test_session_keys_are_256_bit_ids(engine_store: MemoryStore) -> None:
     assert all(is_session_id(key) for key in keys)
 
 
+def test_async_key_generation_makes_256_bit_ids_too(engine_store: MemoryStore) -> None:
+    assert is_session_id(async_to_sync(SessionStore()._aget_new_session_key)())
+
+
 def test_exists_only_for_live_sessions(engine_store: MemoryStore, clock: FakeClock) -> None:
     session = SessionStore()
     session["n"] = 1
@@ -408,6 +414,24 @@ def test_lembro_settings_build_the_store() -> None:
 def test_ttl_defaults_to_session_cookie_age() -> None:
     with override_settings(LEMBRO={"INTERVAL": None}):
         assert get_store().ttl == 1234.0
+
+
+def test_concurrent_first_use_builds_one_store() -> None:
+    with override_settings(LEMBRO={"INTERVAL": None}):
+        barrier = threading.Barrier(8)
+        seen: list[object] = []
+
+        def first_request() -> None:
+            barrier.wait()
+            seen.append(get_store())
+
+        threads = [threading.Thread(target=first_request) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 8
+        assert len({id(store) for store in seen}) == 1
 
 
 def test_changing_lembro_rebuilds_and_closes_the_store_it_built() -> None:
