@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 from typing import Any, Protocol, runtime_checkable
@@ -62,10 +63,43 @@ class MsgpackSerializer(_MsgspecSerializer):
 
 
 class JsonSerializer(_MsgspecSerializer):
-    """JSON through msgspec: readable; keys must be strings."""
+    """JSON through msgspec: readable; tuples and sets come back as lists.
+
+    Refuses (``TypeError``/``ValueError``) what JSON would silently change into something
+    else: keys that are not strings, bytes, and NaN or infinite floats.
+    """
 
     def __init__(self) -> None:
         super().__init__(msgspec.json.Encoder(), msgspec.json.Decoder())
+
+    def dumps(self, obj: Any) -> bytes:
+        _check_json(obj)
+        return super().dumps(obj)
+
+
+def _check_json(obj: Any) -> None:
+    """Raise where msgspec's JSON would not give ``obj`` back: it encodes bytes as base64
+    text, NaN and infinities as null, and number keys as strings, all without a word."""
+    stack = [obj]
+    seen: set[int] = set()  # containers walked: shared ones once, and cycles end here
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"JSON has no {item!r}")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            raise TypeError("JSON has no bytes: use the msgpack or pickle serializer")
+        elif isinstance(item, (dict, list, tuple, set, frozenset)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise TypeError(f"JSON keys are strings, not {type(key).__name__}")
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
 
 
 class PickleSerializer:
