@@ -107,7 +107,7 @@ def _redis_store(options: Mapping[str, Any], ttl: float, serializer: Any) -> Sto
     if not isinstance(url, str) or not url:
         raise ImproperlyConfigured("LEMBRO['STORE'] = 'redis' needs LEMBRO['URL'], a Redis URL")
     try:
-        from . import RedisStore  # type: ignore[attr-defined,unused-ignore]
+        from . import RedisStore
     except ImportError as e:
         raise ImproperlyConfigured(
             "LEMBRO['STORE'] = 'redis' needs lembro.RedisStore, which this installation "
