@@ -347,7 +347,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
 
     @rule(
         sid=st.sampled_from(SIDS),
-        text=st.text(max_size=120),
+        text=st.one_of(st.text(max_size=40), st.integers(0, 900).map(lambda n: "x" * n)),
         n=st.integers(),
         ttl=st.sampled_from([None, 1.0, 5.0, 30.0]),
     )
