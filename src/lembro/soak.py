@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -240,6 +241,8 @@ class _Sample:
     rss: int  # bytes
     sessions: int | None
     size: int | None  # bytes of ids and data, as the store counts them
+    cpu: float  # seconds of CPU the server has used since it started
+    blocks: int | None  # memory blocks Python's allocator holds (sys.getallocatedblocks)
 
 
 @dataclass
@@ -261,6 +264,12 @@ class _Result:
         return None
 
     @property
+    def cpu_per_request(self) -> float:
+        """Server CPU seconds per request over the load; steadier than req/s on a busy box."""
+        used = self.samples[-1].cpu - self.samples[0].cpu
+        return used / max(1, int(self.load["requests"]))
+
+    @property
     def peak_rss(self) -> int:
         return max(sample.rss for sample in self.samples)
 
@@ -272,6 +281,15 @@ class _Result:
 def _read_rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm", encoding="ascii") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_cpu(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        # The fields after the command name, which is in parentheses and may hold spaces;
+        # utime and stime are the 14th and 15th fields of the line.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stats(conn: http.client.HTTPConnection) -> dict[str, Any] | None:
@@ -315,17 +333,19 @@ def _stop_server(server: subprocess.Popen[str]) -> None:
 
 def _run_store(store: str, args: argparse.Namespace) -> _Result:
     server, port = _start_server(store, args.max_size)
+    load: multiprocessing.process.BaseProcess | None = None
     try:
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
         # Both processes count from one instant on the shared monotonic clock, after
         # the load generator has had time to start its interpreter.
-        start = time.monotonic() + 2.0
+        start = time.monotonic() + 1.5
         load = context.Process(
             target=_load_main,
             args=(sender, port, args.users, args.connections, args.flood, args.seed, start),
             kwargs={"duration": args.duration},
             name=f"lembro-soak-load-{store}",
+            daemon=True,
         )
         load.start()
         sender.close()
@@ -335,6 +355,7 @@ def _run_store(store: str, args: argparse.Namespace) -> _Result:
         while tick <= math.ceil(args.duration):
             time.sleep(max(0.0, start + tick - time.monotonic()))
             rss = _read_rss(server.pid)
+            cpu = _read_cpu(server.pid)
             t = time.monotonic() - start
             stats = _stats(stats_conn)
             samples.append(
@@ -343,6 +364,8 @@ def _run_store(store: str, args: argparse.Namespace) -> _Result:
                     rss=rss,
                     sessions=stats["sessions"] if stats else None,
                     size=stats["size"] if stats else None,
+                    cpu=cpu,
+                    blocks=stats.get("blocks") if stats else None,
                 )
             )
             tick = max(tick + 1, math.floor(time.monotonic() - start) + 1)
@@ -354,6 +377,9 @@ def _run_store(store: str, args: argparse.Namespace) -> _Result:
         load.join(10)
         receiver.close()
     finally:
+        if load is not None and load.is_alive():
+            load.terminate()
+            load.join(10)
         _stop_server(server)
     return _Result(store, samples, summary)
 
@@ -371,15 +397,17 @@ def _ms(seconds: float) -> str:
 
 def _table(results: list[_Result], users: int) -> list[str]:
     lines = [
-        "| store | requests | errors | req/s | p50 ms | p99 ms | users who lost their session "
+        "| store | requests | errors | req/s | server CPU µs/req | p50 ms | p99 ms "
+        "| users who lost their session "
         "| sessions held at end | RSS at 10 s | peak RSS | final RSS |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         last = next((s.sessions for s in reversed(r.samples) if s.sessions is not None), None)
         lines.append(
             f"| {_LABELS[r.store]} | {r.load['requests']:,} | {r.load['errors']:,} "
-            f"| {r.throughput:,.0f} | {_ms(r.load['p50'])} | {_ms(r.load['p99'])} "
+            f"| {r.throughput:,.0f} | {r.cpu_per_request * 1e6:,.0f} "
+            f"| {_ms(r.load['p50'])} | {_ms(r.load['p99'])} "
             f"| {r.load['lost_users']:,} of {users:,} ({r.load['lost_events']:,} times) "
             f"| {'n/a' if last is None else f'{last:,}'} | {_mib(r.rss_at(_WARMUP))} "
             f"| {_mib(r.peak_rss)} | {_mib(r.final_rss)} |"
@@ -483,7 +511,7 @@ def _plot(results: list[_Result], path: Path, args: argparse.Namespace) -> None:
             color=color,
             linewidth=2,
         )
-        held = [(s.t, s.sessions) for s in r.samples if s.sessions is not None]
+        held = [(s.t, s.sessions) for s in r.samples if s.sessions]  # a log scale: no 0
         bottom.plot([t for t, _ in held], [n for _, n in held], color=color, linewidth=2)
     for axis in (top, bottom):
         axis.axvline(_WARMUP, color="#99a3b3", linestyle=":", linewidth=1)
@@ -502,6 +530,27 @@ def _plot(results: list[_Result], path: Path, args: argparse.Namespace) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _diagnostics(results: list[_Result]) -> list[str]:
+    """Where memory went: live Python blocks against RSS, from 10 s to the end."""
+    lines = [
+        "Growth from 10 s to the end, RSS against the blocks Python's allocator holds "
+        "(`sys.getallocatedblocks()`): blocks that stay flat while RSS grows are the "
+        "allocators' free memory and fragmentation, not live objects.",
+        "",
+    ]
+    for r in results:
+        at = next((s for s in r.samples if s.t >= _WARMUP and s.blocks is not None), None)
+        end = next((s for s in reversed(r.samples) if s.blocks is not None), None)
+        if at is None or end is None or at is end:
+            continue
+        lines.append(
+            f"- {_LABELS[r.store]}: RSS {_mib(at.rss)} → {_mib(end.rss)} "
+            f"({(end.rss - at.rss) / 2**20:+.1f} MiB); blocks {at.blocks:,} → {end.blocks:,} "
+            f"({(end.blocks or 0) - (at.blocks or 0):+,})"
+        )
+    return lines
 
 
 def _report(
@@ -534,11 +583,16 @@ def _report(
         "",
         "The machine has 2 cores shared with other work, and the load generator competes "
         "with the server for them: throughput and latency are those of the pair on this "
-        "box, not of the server alone, and vary from run to run. Memory is what to read.",
+        "box, not of the server alone, and vary from run to run (lembro and the dict store "
+        "run the very same integration code, so the gap between their rates is a measure "
+        "of that noise). The server's CPU time per request, read from `/proc`, is the "
+        "steadier figure. Memory is what to read.",
         "",
         "![RSS and sessions held over time, per store](soak.png)",
         "",
         *_table(results, args.users),
+        "",
+        *_diagnostics(results),
         "",
         "## Targets",
         "",
@@ -558,6 +612,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.flood <= 1:
         raise SystemExit("--flood is a share between 0 and 1")
     started = datetime.datetime.now(datetime.timezone.utc)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # so the servers and load generators are stopped on the way out
+
+    signal.signal(signal.SIGTERM, interrupt)
     results: list[_Result] = []
     for store in stores:
         print(f"soak: {_LABELS[store]} for {args.duration:g} s …", flush=True)
@@ -578,6 +637,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "soak.md").write_text("\n".join(report), encoding="utf-8")
     print()
     print("\n".join(_table(results, args.users)))
+    print()
+    print("\n".join(_diagnostics(results)))
     print()
     for verdict, name, numbers in targets:
         print(f"{verdict} {name}: {numbers}")

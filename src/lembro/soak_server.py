@@ -175,7 +175,9 @@ def _routes(app: Flask, stats: Callable[[], dict[str, Any]]) -> None:
 
     @app.get("/_soak/stats")
     def soak_stats() -> Response:
-        return jsonify(rss=rss_bytes(), **stats())
+        # Blocks Python's allocator holds: flat while RSS grows means the allocator's
+        # free memory, not live objects, is what grows.
+        return jsonify(rss=rss_bytes(), blocks=sys.getallocatedblocks(), **stats())
 
 
 def create_app(store: str, max_size: str = "4M") -> tuple[Flask, Callable[[], None]]:
