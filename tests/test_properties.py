@@ -221,10 +221,20 @@ sessions = st.one_of(
 )
 
 
+def blob_of(entry: Any) -> bytes:
+    """The serialized data of one of MemoryStore's entries (a record or a tuple)."""
+    return entry[0] if isinstance(entry, tuple) else entry.data
+
+
+def expiry_of(entry: Any) -> float:
+    """The expiry, in clock seconds, of one of MemoryStore's entries."""
+    return entry[1] if isinstance(entry, tuple) else entry.expires
+
+
 def entry_bytes(store: MemoryStore, sid: str) -> bytes | None:
     """The bytes the store holds for ``sid``, read without touching its recency or stats."""
     entry = store._protected.get(sid) or store._probation.get(sid)
-    return None if entry is None else entry.data
+    return None if entry is None else blob_of(entry)
 
 
 def snapshot(store: MemoryStore) -> tuple[Any, ...]:
@@ -234,7 +244,7 @@ def snapshot(store: MemoryStore) -> tuple[Any, ...]:
         len(store._probation) + len(store._protected),
         list(store._probation),
         list(store._protected),
-        {sid: e.data for seg in (store._probation, store._protected) for sid, e in seg.items()},
+        {sid: blob_of(e) for seg in (store._probation, store._protected) for sid, e in seg.items()},
         store._hits,
         store._misses,
         store._evicted,
@@ -430,13 +440,13 @@ class MemoryStoreMachine(RuleBasedStateMachine):
             sid: e
             for seg in (self.store._probation, self.store._protected)
             for sid, e in seg.items()
-            if e.expires > now
+            if expiry_of(e) > now
         }
         assert set(live_held) == {sid for sid in self.model if self._live(sid)}
         assert self._held() == set(self.model)  # expired ones too, until the store drops them
         for sid, entry in live_held.items():
-            assert self.store._serializer.loads(entry.data) == self.model[sid][0]
-            assert entry.expires == self.model[sid][1]
+            assert self.store._serializer.loads(blob_of(entry)) == self.model[sid][0]
+            assert expiry_of(entry) == self.model[sid][1]
 
 
 MemoryStoreMachine.TestCase.settings = settings(
@@ -684,7 +694,7 @@ def test_any_cookie_gets_a_fresh_empty_session(framework: str, case: tuple[str, 
         with integration.running():
             cookie, planted = plant(integration, clock, case)
             held = {
-                sid: e.data
+                sid: blob_of(e)
                 for seg in (store._probation, store._protected)
                 for sid, e in seg.items()
             }
