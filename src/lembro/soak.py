@@ -533,20 +533,22 @@ def _plot(results: list[_Result], path: Path, args: argparse.Namespace) -> None:
 
 
 def _diagnostics(results: list[_Result]) -> list[str]:
-    """Where memory went: live Python blocks against RSS, from 10 s to the end."""
+    """Where memory went in the second half of each run: RSS against live Python blocks."""
     lines = [
-        "Growth from 10 s to the end, RSS against the blocks Python's allocator holds "
-        "(`sys.getallocatedblocks()`): blocks that stay flat while RSS grows are the "
-        "allocators' free memory and fragmentation, not live objects.",
+        "Growth over the second half of each run, RSS against the blocks Python's "
+        "allocator holds (`sys.getallocatedblocks()`): blocks that stay flat while RSS "
+        "grows are the allocators' free memory and fragmentation, not live objects.",
         "",
     ]
     for r in results:
-        at = next((s for s in r.samples if s.t >= _WARMUP and s.blocks is not None), None)
+        half = r.samples[-1].t / 2
+        at = next((s for s in r.samples if s.t >= half and s.blocks is not None), None)
         end = next((s for s in reversed(r.samples) if s.blocks is not None), None)
         if at is None or end is None or at is end:
             continue
         lines.append(
-            f"- {_LABELS[r.store]}: RSS {_mib(at.rss)} → {_mib(end.rss)} "
+            f"- {_LABELS[r.store]}, {at.t:.0f} s → {end.t:.0f} s: RSS {_mib(at.rss)} → "
+            f"{_mib(end.rss)} "
             f"({(end.rss - at.rss) / 2**20:+.1f} MiB); blocks {at.blocks:,} → {end.blocks:,} "
             f"({(end.blocks or 0) - (at.blocks or 0):+,})"
         )
