@@ -199,7 +199,7 @@ scalars = st.one_of(
     hashable_scalars,
     st.floats(),  # NaN and infinities too
     st.binary(max_size=16).map(bytearray),
-    st.binary(max_size=16).map(memoryview),
+    st.binary(max_size=16).map(lambda b: memoryview(b)),
     st.builds(Opaque, st.integers(0, 9)),
     st.builds(threading.Lock),
 )
@@ -223,12 +223,14 @@ sessions = st.one_of(
 
 def blob_of(entry: Any) -> bytes:
     """The serialized data of one of MemoryStore's entries (a record or a tuple)."""
-    return entry[0] if isinstance(entry, tuple) else entry.data
+    data: bytes = entry[0] if isinstance(entry, tuple) else entry.data
+    return data
 
 
 def expiry_of(entry: Any) -> float:
     """The expiry, in clock seconds, of one of MemoryStore's entries."""
-    return entry[1] if isinstance(entry, tuple) else entry.expires
+    expires: float = entry[1] if isinstance(entry, tuple) else entry.expires
+    return expires
 
 
 def entry_bytes(store: MemoryStore, sid: str) -> bytes | None:

@@ -268,6 +268,7 @@ def test_concurrent_clients_keep_sessions_whole_and_accounting_exact(
     assert status == 200
     assert shared_seed.cookie is not None
     shared_sid = shared_seed.sid
+    assert shared_sid is not None
     shared_seed.close()
 
     own = [Client(port) for _ in range(OWN_CLIENTS)]
