@@ -34,14 +34,14 @@ SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "cs
 def exact_size(store: MemoryStore) -> int:
     """What the store's size must be, recounted from what it holds."""
     entries = list(store._probation.items()) + list(store._protected.items())
-    return sum(len(sid) + len(e.data) + ENTRY_OVERHEAD for sid, e in entries)
+    return sum(len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in entries)
 
 
 def assert_accounting_exact(store: MemoryStore) -> None:
     assert store.size == exact_size(store)
     assert not set(store._probation) & set(store._protected)
     live_keys = {
-        (e.heap_key, sid) for seg in (store._probation, store._protected) for sid, e in seg.items()
+        (e[2], sid) for seg in (store._probation, store._protected) for sid, e in seg.items()
     }
     assert live_keys <= set(store._heap)  # every session is filed in the expiry index
     assert len(store._heap) - len(live_keys) == store._stale
@@ -251,10 +251,10 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
 
 def test_touch_extends_life_without_rewriting(store: MemoryStore, clock: FakeClock) -> None:
     store.set("a", SESSION, ttl=60)
-    data = store._find_locked("a").data  # type: ignore[union-attr]
+    data = store._find_locked("a")[0]  # type: ignore[union-attr]
     clock.advance(50)
     assert store.touch("a", ttl=60) is True
-    assert store._find_locked("a").data is data  # type: ignore[union-attr]
+    assert store._find_locked("a")[0] is data  # type: ignore[union-attr]
     clock.advance(50)
     assert store.get("a") == SESSION
     clock.advance(60)

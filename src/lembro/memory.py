@@ -14,11 +14,12 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
-from .errors import InvalidOption, SessionTooLarge
+from .errors import InvalidOption, SerializationError, SessionTooLarge
 from .protocol import Stats
 from .serializers import (
+    BUILTIN_SERIALIZERS,
     Serializer,
     dumps_session,
     get_serializer,
@@ -43,15 +44,12 @@ ENTRY_OVERHEAD = 400
 _PURGE_BATCH = 1024
 
 
-class _Entry:
-    """One session: its serialized data, its expiry and the expiry the heap holds for it."""
-
-    __slots__ = ("data", "expires", "heap_key")
-
-    def __init__(self, data: bytes, expires: float) -> None:
-        self.data = data
-        self.expires = expires
-        self.heap_key = expires
+# One session: (serialized data, expiry, the expiry it is filed under in the heap). A
+# tuple costs a sixth of a class instance to make, and set() makes one per call.
+_Entry = tuple[bytes, float, float]
+_DATA: Final = 0
+_EXPIRES: Final = 1
+_FILED: Final = 2
 
 
 def _check_ttl(ttl: float, name: str = "ttl") -> float:
@@ -129,6 +127,9 @@ class MemoryStore:
         self.snapshot = os.fspath(snapshot) if snapshot is not None else None
         self._serializer = get_serializer(serializer)
         self._dumps = self._serializer.dumps
+        self._loads = self._serializer.loads
+        # The built-in serializers always return exact bytes and dicts back; others are checked.
+        self._trusted = type(self._serializer) in BUILTIN_SERIALIZERS
         self._clock = clock
         self.on_error = on_error
 
@@ -137,7 +138,7 @@ class MemoryStore:
         # least-recently-used-first order. Together they are the index of all sessions.
         self._probation: OrderedDict[str, _Entry] = OrderedDict()
         self._protected: OrderedDict[str, _Entry] = OrderedDict()
-        # (expiry, sid), a min-heap; an item whose sid is gone or whose heap_key moved is stale.
+        # (expiry, sid), a min-heap; an item is stale when its sid is gone or filed elsewhere.
         self._heap: list[tuple[float, str]] = []
         self._stale = 0
         self._size = 0
@@ -174,14 +175,20 @@ class MemoryStore:
                     self._misses += 1
                     return None
                 self._protected[sid] = entry  # read again: no longer on probation
-            if entry.expires <= now:
+            if entry[_EXPIRES] <= now:
                 self._remove_locked(sid, entry)
                 self._expired += 1
                 self._misses += 1
                 return None
             self._hits += 1
-            data = entry.data
-        return loads_session(self._serializer, data)
+            blob = entry[_DATA]
+        if not self._trusted:
+            return loads_session(self._serializer, blob)
+        try:
+            data: dict[str, Any] = self._loads(blob)
+        except Exception as e:
+            raise SerializationError(f"stored session does not deserialize: {e}") from e
+        return data
 
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
@@ -190,27 +197,33 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        _check_sid(sid)
+        if type(sid) is not str or not sid:
+            _check_sid(sid)
         lifetime = self.ttl if ttl is None else _check_ttl(ttl)
-        blob = dumps_session(self._serializer, data)
+        if self._trusted and type(data) is dict:
+            try:
+                blob = self._dumps(data)
+            except Exception as e:
+                raise SerializationError(f"session data does not serialize: {e}") from e
+        else:
+            blob = dumps_session(self._serializer, data)
         cost = len(sid) + len(blob) + ENTRY_OVERHEAD
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
         now = self._clock()
+        expires = now + lifetime
         with self._lock:
-            entry = self._protected.get(sid)
-            if entry is not None:
-                self._protected.move_to_end(sid)
-            else:
-                entry = self._probation.get(sid)
-                if entry is not None:
-                    self._probation.move_to_end(sid)
+            segment = self._protected
+            entry = segment.get(sid)
             if entry is None:
-                self._add_locked(sid, _Entry(blob, now + lifetime))
+                segment = self._probation
+                entry = segment.get(sid)
+            if entry is None:
+                self._add_locked(sid, (blob, expires, expires))
             else:
-                self._size += len(blob) - len(entry.data)
-                entry.data = blob
-                self._set_expiry_locked(sid, entry, now + lifetime)
+                segment.move_to_end(sid)
+                self._size += len(blob) - len(entry[_DATA])
+                self._set_locked(segment, sid, blob, expires, entry[_FILED])
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
 
@@ -230,11 +243,11 @@ class MemoryStore:
                 if entry is None:
                     return False
                 self._protected[sid] = entry
-            if entry.expires <= now:
+            if entry[_EXPIRES] <= now:
                 self._remove_locked(sid, entry)
                 self._expired += 1
                 return False
-            self._set_expiry_locked(sid, entry, now + lifetime)
+            self._set_locked(self._protected, sid, entry[_DATA], now + lifetime, entry[_FILED])
             return True
 
     def destroy(self, sid: str) -> None:
@@ -250,10 +263,10 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             blobs = [
-                (sid, entry.data)
+                (sid, entry[_DATA])
                 for segment in (self._probation, self._protected)
                 for sid, entry in segment.items()
-                if entry.expires > now
+                if entry[_EXPIRES] > now
             ]
         return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
 
@@ -271,7 +284,7 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             entry = self._find_locked(sid)
-            return entry is not None and entry.expires > now
+            return entry is not None and entry[_EXPIRES] > now
 
     def clear(self) -> None:
         """Remove every session. Counters (hits, misses, ...) are kept."""
@@ -336,10 +349,10 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             records: list[SnapshotRecord] = [
-                (sid, entry.expires - now, segment is self._protected, entry.data)
+                (sid, entry[_EXPIRES] - now, segment is self._protected, entry[_DATA])
                 for segment in (self._probation, self._protected)
                 for sid, entry in segment.items()
-                if entry.expires > now
+                if entry[_EXPIRES] > now
             ]
         write_snapshot(self.snapshot, serializer_name(self._serializer), records)
         log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
@@ -368,27 +381,30 @@ class MemoryStore:
         """Insert a new session, on probation unless ``read_again``. The lock is held;
         ``sid`` is not present."""
         (self._protected if read_again else self._probation)[sid] = entry
-        heapq.heappush(self._heap, (entry.heap_key, sid))
-        self._size += len(sid) + len(entry.data) + ENTRY_OVERHEAD
+        heapq.heappush(self._heap, (entry[_FILED], sid))
+        self._size += len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
     def _remove_locked(self, sid: str, entry: _Entry) -> None:
         """Remove a present session. The lock is held; its heap item turns stale."""
         if self._probation.pop(sid, None) is None:
             del self._protected[sid]
         self._stale += 1
-        self._size -= len(sid) + len(entry.data) + ENTRY_OVERHEAD
+        self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
-    def _set_expiry_locked(self, sid: str, entry: _Entry, expires: float) -> None:
-        """Move a present session's expiry. The lock is held.
+    def _set_locked(
+        self, segment: OrderedDict[str, _Entry], sid: str, blob: bytes, expires: float, filed: float
+    ) -> None:
+        """Give a present session in ``segment`` new data or expiry. The lock is held; the
+        caller has accounted any change in the data's length.
 
         A later expiry leaves the heap alone (the purge re-files the item when it surfaces);
         only an earlier one needs a new item, and the old one turns stale.
         """
-        entry.expires = expires
-        if expires < entry.heap_key:
-            entry.heap_key = expires
+        if expires < filed:
+            filed = expires
             heapq.heappush(self._heap, (expires, sid))
             self._stale += 1
+        segment[sid] = (blob, expires, filed)
 
     # ---- helpers that assume the lock is held -------------------------------------------
 
@@ -406,13 +422,18 @@ class MemoryStore:
             if limit is not None and removed >= limit:
                 return removed, True
             key, sid = heapq.heappop(heap)
-            entry = self._find_locked(sid)
-            if entry is None or entry.heap_key != key:
+            segment = self._protected
+            entry = segment.get(sid)
+            if entry is None:
+                segment = self._probation
+                entry = segment.get(sid)
+            if entry is None or entry[_FILED] != key:
                 self._stale -= 1
                 continue
-            if entry.expires > now:  # touched since: file it under its new expiry
-                entry.heap_key = entry.expires
-                heapq.heappush(heap, (entry.expires, sid))
+            expires = entry[_EXPIRES]
+            if expires > now:  # touched since: file it under its new expiry
+                segment[sid] = (entry[_DATA], expires, expires)
+                heapq.heappush(heap, (expires, sid))
                 continue
             self._stale -= 1  # _remove_locked counts its item stale; it is already popped
             self._remove_locked(sid, entry)
@@ -465,8 +486,8 @@ class MemoryStore:
         live = len(self._probation) + len(self._protected)
         if self._stale <= 64 or self._stale * 4 <= live:
             return
-        heap = [(e.heap_key, sid) for sid, e in self._probation.items()]
-        heap += [(e.heap_key, sid) for sid, e in self._protected.items()]
+        heap = [(e[_FILED], sid) for sid, e in self._probation.items()]
+        heap += [(e[_FILED], sid) for sid, e in self._protected.items()]
         heapq.heapify(heap)
         self._heap = heap
         self._stale = 0
@@ -479,7 +500,7 @@ class MemoryStore:
         with self._lock:
             for sid, left, read_again, data in records:
                 if self._find_locked(sid) is None:
-                    self._add_locked(sid, _Entry(data, now + left), read_again)
+                    self._add_locked(sid, (data, now + left, now + left), read_again)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:

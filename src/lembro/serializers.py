@@ -12,6 +12,7 @@ import msgspec
 from .errors import InvalidOption, SerializationError
 
 __all__ = [
+    "BUILTIN_SERIALIZERS",
     "JsonSerializer",
     "MsgpackSerializer",
     "PickleSerializer",
@@ -117,6 +118,10 @@ _BY_NAME: dict[str, type[Serializer]] = {
     "json": JsonSerializer,
     "pickle": PickleSerializer,
 }
+
+
+# The serializers that always give exact-length bytes and decode a dict back to a dict.
+BUILTIN_SERIALIZERS: frozenset[type] = frozenset({MsgpackSerializer, JsonSerializer})
 
 
 def get_serializer(serializer: str | Serializer) -> Serializer:
