@@ -469,7 +469,7 @@ def _one_line(raw: bytes) -> bytes:
     return raw.replace(b"\r", b"").replace(b"\n", b"")
 
 
-_raw_bytes = st.binary(min_size=1, max_size=300).map(_one_line)
+_raw_bytes = st.binary(min_size=1, max_size=300).map(_one_line).filter(bool)
 raw_cookies = st.one_of(
     _raw_bytes,
     st.text(min_size=1, max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
