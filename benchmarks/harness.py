@@ -41,7 +41,7 @@ CLOCKS: dict[str, Callable[[], int]] = {
     "wall": time.perf_counter_ns,
 }
 _clock: list[Callable[[], int]] = [CLOCKS["cpu"]]
-_verbose: list[bool] = [True]
+_started = time.perf_counter()
 
 
 def use_clock(name: str) -> None:
@@ -56,8 +56,7 @@ def ticks() -> int:
 
 def progress(message: str) -> None:
     """A line on stderr saying what runs now, so a long run shows it is alive."""
-    if _verbose[0]:
-        print(f"  .. {message}", file=sys.stderr, flush=True)
+    print(f"  {time.perf_counter() - _started:5.0f} s  {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

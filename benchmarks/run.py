@@ -17,6 +17,7 @@ import datetime
 import importlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,22 @@ def _config(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, **changes)
 
 
+def _revision() -> str:
+    """The commit measured, "+dirty" when the tree differs from it."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty"],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def _header(config: Config, started: datetime.datetime) -> list[str]:
     return [
         "# Benchmarks",
@@ -76,7 +93,8 @@ def _header(config: Config, started: datetime.datetime) -> list[str]:
         f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (`benchmarks/run.py"
         f"{' --quick' if config.quick else ''}`), Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs.",
+        f"{os.cpu_count()} CPUs, lembro at `{_revision()}`; batches timed with the "
+        f"{'CPU time of the benchmark thread' if config.clock == 'cpu' else 'wall clock'}.",
         "",
         "The machine is shared and noisy: read the ratios, which come from stores measured "
         "side by side in one process and one run, more than the absolute times. Times are "
