@@ -679,7 +679,19 @@ def _async_table(config: Config, sync: Table) -> Table:
         gc.unfreeze()
         loop.close()
 
-    table.rows.append(Row(LABELS["set_cap"], "µs", {}, {STARSESSIONS: "unbounded: never evicts"}))
+    see_sync = "see the sync table"
+    table.rows.append(
+        Row(
+            LABELS["set_cap"],
+            "µs",
+            {},
+            {
+                LEMBRO_AWAIT: see_sync,
+                FLOOR_AWAIT: see_sync,
+                STARSESSIONS: "unbounded: never evicts",
+            },
+        )
+    )
     memory_label = sync.rows[-1].label
     table.rows.append(
         Row(
