@@ -1,4 +1,5 @@
-"""`make bench` still runs: benchmarks/run.py --quick exits 0 and prints every store's column.
+"""`make bench` still runs: benchmarks/run.py --quick exits 0 and prints every store's column,
+the Redis section's round trips per operation, and its targets.
 
 No timing is asserted: the numbers of a smoke run on a shared machine mean nothing.
 """
@@ -20,7 +21,16 @@ STORES = (
     "cachelib SimpleCache",
     "starsessions InMemoryStore",
     "lembro (as_async)",
+    # The Redis section, on a redis-server of its own (Debian's; `make redis-server`).
+    "lembro RedisStore",
+    "Flask-Session redis",
+    "floor (redis-py)",
+    "lembro AsyncRedisStore",
+    "starsessions RedisStore",
+    "floor (redis.asyncio)",
 )
+# Round trips are counted, not timed, so they are exact even in a smoke run.
+ROUND_TRIPS = ("[1 RT: GET]", "[1 RT: SET]", "[1 RT: PEXPIRE]", "[1 RT: DEL]", "[2 RT: GET, SET]")
 
 
 @pytest.mark.slow
@@ -49,6 +59,16 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
     assert set(STORES) <= printed, done.stdout
     assert "get (hit)" in done.stdout
     assert "Targets:" in done.stdout
+    for trips in ROUND_TRIPS:
+        assert trips in done.stdout, done.stdout
+    for store in ("lembro RedisStore", "lembro AsyncRedisStore"):
+        verdicts = [
+            line.split()[0]
+            for line in done.stdout.splitlines()
+            if line.strip().startswith(("PASS", "FAIL")) and f" {store}" in line
+        ]
+        # One round-trip target and two latency targets (get, set) per lembro Redis store.
+        assert len(verdicts) == 3, done.stdout
 
     written = markdown.read_text(encoding="utf-8")
     headers = [line for line in written.splitlines() if line.startswith("| operation |")]
