@@ -94,7 +94,8 @@ def _header(config: Config, started: datetime.datetime) -> list[str]:
         f"{' --quick' if config.quick else ''}`), Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs, lembro at `{_revision()}`; batches timed with the "
-        f"{'CPU time of the benchmark thread' if config.clock == 'cpu' else 'wall clock'}.",
+        f"{'CPU time of the benchmark thread' if config.clock == 'cpu' else 'wall clock'}"
+        " unless a table's title says otherwise (the Redis tables: the wall clock).",
         "",
         "The machine is shared and noisy: read the ratios, which come from stores measured "
         "side by side in one process and one run, more than the absolute times. Times are "
