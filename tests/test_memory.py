@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import gc
-import heapq
 import logging
 import os
 import threading
 import time
 import tracemalloc
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import pytest
 
-import lembro.memory
 from lembro import (
     InvalidOption,
     InvalidSize,
@@ -38,13 +37,18 @@ def exact_size(store: MemoryStore) -> int:
 
 
 def assert_accounting_exact(store: MemoryStore) -> None:
+    """Size, segments and the expiry index agree with what the store holds."""
     assert store.size == exact_size(store)
     assert not set(store._probation) & set(store._protected)
-    live_keys = {
-        (e[2], sid) for seg in (store._probation, store._protected) for sid, e in seg.items()
-    }
-    assert live_keys <= set(store._heap)  # every session is filed in the expiry index
-    assert len(store._heap) - len(live_keys) == store._stale
+    entries = {**store._probation, **store._protected}
+    in_fifo = {sid: e[1] for sid, e in entries.items() if e[2] is None}
+    assert dict(store._fifo) == in_fifo  # filed in order: exactly those, at their expiry
+    expiries = list(store._fifo.values())
+    assert expiries == sorted(expiries)
+    in_heap = {(e[2], sid) for sid, e in entries.items() if e[2] is not None}
+    assert in_heap <= set(store._heap)
+    assert all(e[2] is None or e[2] <= e[1] for e in entries.values())  # filed no later
+    assert len(store._heap) - len(in_heap) == store._stale
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
@@ -251,10 +255,10 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
 
 def test_touch_extends_life_without_rewriting(store: MemoryStore, clock: FakeClock) -> None:
     store.set("a", SESSION, ttl=60)
-    data = store._find_locked("a")[0]  # type: ignore[union-attr]
+    data = store._find_locked("a")[1][0]  # type: ignore[index]
     clock.advance(50)
     assert store.touch("a", ttl=60) is True
-    assert store._find_locked("a")[0] is data  # type: ignore[union-attr]
+    assert store._find_locked("a")[1][0] is data  # type: ignore[index]
     clock.advance(50)
     assert store.get("a") == SESSION
     clock.advance(60)
@@ -297,27 +301,36 @@ def test_purge_keeps_sessions_touched_since_they_were_filed(
     assert_accounting_exact(store)
 
 
-def test_purge_costs_what_expired_not_what_is_held(
-    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class CountingDict(OrderedDict[str, Any]):
+    """A recency segment that counts the lookups the store makes in it."""
+
+    lookups = 0
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        CountingDict.lookups += 1
+        return super().get(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        CountingDict.lookups += 1
+        return super().pop(key, *default)
+
+
+@pytest.mark.parametrize("short_first", [True, False], ids=["in-order", "out-of-order"])
+def test_purge_costs_what_expired_not_what_is_held(clock: FakeClock, short_first: bool) -> None:
     with MemoryStore("1G", None, clock=clock) as s:
-        for i in range(20_000):
-            s.set(f"long{i}", {"i": i}, ttl=3600)
-        for i in range(100):
-            s.set(f"short{i}", {"i": i}, ttl=10)
+        shorts = [(f"short{i}", 10) for i in range(100)]
+        longs = [(f"long{i}", 3600) for i in range(20_000)]
+        for sid, ttl in shorts + longs if short_first else longs + shorts:
+            s.set(sid, {"i": sid}, ttl=ttl)
         clock.advance(10)
-        pops = 0
-        real_pop = heapq.heappop
-
-        def counting_pop(heap: list[Any]) -> Any:
-            nonlocal pops
-            pops += 1
-            return real_pop(heap)
-
-        monkeypatch.setattr(lembro.memory.heapq, "heappop", counting_pop)
+        s._probation = CountingDict(s._probation)
+        s._protected = CountingDict(s._protected)
+        CountingDict.lookups = 0
         assert s.purge() == 100
-        assert pops == 100  # looked at the 100 that expired, never at the 20,000 others
+        # Looked up the 100 that expired (in at most both segments), never the 20,000 others.
+        assert 100 <= CountingDict.lookups <= 200
         assert len(s) == 20_000
+        assert_accounting_exact(s)
 
 
 def test_heap_stays_proportional_to_the_sessions_under_churn(
@@ -332,7 +345,7 @@ def test_heap_stays_proportional_to_the_sessions_under_churn(
         for sid in ids[450:]:
             store.touch(sid, ttl=50)
         clock.advance(1)
-    assert len(store._heap) <= 2 * len(store) + 65
+    assert len(store._fifo) + len(store._heap) <= 2 * len(store) + 65
     assert_accounting_exact(store)
 
 

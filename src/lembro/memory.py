@@ -44,12 +44,13 @@ ENTRY_OVERHEAD = 400
 _PURGE_BATCH = 1024
 
 
-# One session: (serialized data, expiry, the expiry it is filed under in the heap). A
-# tuple costs a sixth of a class instance to make, and set() makes one per call.
-_Entry = tuple[bytes, float, float]
+# One session: (serialized data, expiry, the expiry it is filed under in the heap, or
+# None when it is filed in the in-order queue). A tuple costs a sixth of a class instance
+# to make, and set() makes one per call.
+_Entry = tuple[bytes, float, "float | None"]
 _DATA: Final = 0
 _EXPIRES: Final = 1
-_FILED: Final = 2
+_IN_HEAP: Final = 2
 
 
 def _check_ttl(ttl: float, name: str = "ttl") -> float:
@@ -138,7 +139,13 @@ class MemoryStore:
         # least-recently-used-first order. Together they are the index of all sessions.
         self._probation: OrderedDict[str, _Entry] = OrderedDict()
         self._protected: OrderedDict[str, _Entry] = OrderedDict()
-        # (expiry, sid), a min-heap; an item is stale when its sid is gone or filed elsewhere.
+        # The expiry index. With one default ttl and a monotonic clock, expiries arrive in
+        # order: those sessions sit in ``_fifo`` (sid -> expiry, earliest first), where
+        # filing, moving and removing are O(1). A session whose expiry would break that
+        # order goes in ``_heap`` as an (expiry, sid) item instead; a heap item is stale
+        # once its session is gone or filed elsewhere, and is dropped when it surfaces.
+        self._fifo: OrderedDict[str, float] = OrderedDict()
+        self._fifo_last = -math.inf  # no expiry in _fifo is later than this
         self._heap: list[tuple[float, str]] = []
         self._stale = 0
         self._size = 0
@@ -176,7 +183,8 @@ class MemoryStore:
                     return None
                 self._protected[sid] = entry  # read again: no longer on probation
             if entry[_EXPIRES] <= now:
-                self._remove_locked(sid, entry)
+                del self._protected[sid]
+                self._forget_locked(sid, entry)
                 self._expired += 1
                 self._misses += 1
                 return None
@@ -211,19 +219,20 @@ class MemoryStore:
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
         now = self._clock()
-        expires = now + lifetime
         with self._lock:
-            segment = self._protected
+            segment = self._probation
             entry = segment.get(sid)
             if entry is None:
-                segment = self._probation
+                segment = self._protected
                 entry = segment.get(sid)
-            if entry is None:
-                self._add_locked(sid, (blob, expires, expires))
-            else:
-                segment.move_to_end(sid)
-                self._size += len(blob) - len(entry[_DATA])
-                self._set_locked(segment, sid, blob, expires, entry[_FILED])
+                if entry is None:
+                    self._add_locked(sid, blob, now + lifetime, cost)
+                    if self._size > self.max_size:
+                        self._prune_locked(now, keep=sid)
+                    return
+            segment.move_to_end(sid)
+            self._size += len(blob) - len(entry[_DATA])
+            self._refile_locked(segment, sid, blob, now + lifetime, entry[_IN_HEAP])
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
 
@@ -235,28 +244,40 @@ class MemoryStore:
         lifetime = self.ttl if ttl is None else _check_ttl(ttl)
         now = self._clock()
         with self._lock:
-            entry = self._protected.get(sid)
+            protected = self._protected
+            entry = protected.get(sid)
             if entry is not None:
-                self._protected.move_to_end(sid)
+                protected.move_to_end(sid)
             else:
                 entry = self._probation.pop(sid, None)
                 if entry is None:
                     return False
-                self._protected[sid] = entry
+                protected[sid] = entry  # came back: no longer on probation
             if entry[_EXPIRES] <= now:
-                self._remove_locked(sid, entry)
+                del protected[sid]
+                self._forget_locked(sid, entry)
                 self._expired += 1
                 return False
-            self._set_locked(self._protected, sid, entry[_DATA], now + lifetime, entry[_FILED])
+            expires = now + lifetime
+            if entry[_IN_HEAP] is None and expires >= self._fifo_last:
+                # The usual case, in line: still the latest expiry, so last in the queue.
+                fifo = self._fifo
+                fifo[sid] = self._fifo_last = expires
+                fifo.move_to_end(sid)
+                protected[sid] = (entry[_DATA], expires, None)
+            else:
+                self._refile_locked(protected, sid, entry[_DATA], expires, entry[_IN_HEAP])
             return True
 
     def destroy(self, sid: str) -> None:
         """Remove session ``sid``; nothing happens when there is none."""
         with self._lock:
-            entry = self._find_locked(sid)
-            if entry is not None:
-                self._remove_locked(sid, entry)
-                self._compact_if_stale_locked()
+            entry = self._probation.pop(sid, None)
+            if entry is None:
+                entry = self._protected.pop(sid, None)
+                if entry is None:
+                    return
+            self._forget_locked(sid, entry)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session, by id."""
@@ -283,14 +304,16 @@ class MemoryStore:
             return False
         now = self._clock()
         with self._lock:
-            entry = self._find_locked(sid)
-            return entry is not None and entry[_EXPIRES] > now
+            found = self._find_locked(sid)
+            return found is not None and found[1][_EXPIRES] > now
 
     def clear(self) -> None:
         """Remove every session. Counters (hits, misses, ...) are kept."""
         with self._lock:
             self._probation.clear()
             self._protected.clear()
+            self._fifo.clear()
+            self._fifo_last = -math.inf
             self._heap = []
             self._stale = 0
             self._size = 0
@@ -377,66 +400,106 @@ class MemoryStore:
 
     # ---- bookkeeping: the one place size, counts and the expiry index change ----------
 
-    def _add_locked(self, sid: str, entry: _Entry, read_again: bool = False) -> None:
-        """Insert a new session, on probation unless ``read_again``. The lock is held;
-        ``sid`` is not present."""
+    def _add_locked(
+        self, sid: str, blob: bytes, expires: float, cost: int, read_again: bool = False
+    ) -> None:
+        """Insert a new session costing ``cost`` bytes, on probation unless ``read_again``.
+        The lock is held; ``sid`` is not present."""
+        if expires >= self._fifo_last or not self._fifo:
+            self._fifo[sid] = self._fifo_last = expires
+            entry: _Entry = (blob, expires, None)
+        else:
+            heapq.heappush(self._heap, (expires, sid))
+            entry = (blob, expires, expires)
         (self._protected if read_again else self._probation)[sid] = entry
-        heapq.heappush(self._heap, (entry[_FILED], sid))
-        self._size += len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
+        self._size += cost
 
-    def _remove_locked(self, sid: str, entry: _Entry) -> None:
-        """Remove a present session. The lock is held; its heap item turns stale."""
-        if self._probation.pop(sid, None) is None:
-            del self._protected[sid]
-        self._stale += 1
+    def _forget_locked(self, sid: str, entry: _Entry) -> None:
+        """Account the removal of a session its caller has just popped from its segment:
+        size, and the expiry index. The lock is held."""
+        if entry[_IN_HEAP] is None:
+            del self._fifo[sid]
+        else:
+            self._stale += 1
+            if self._stale > 64 and self._stale * 2 > len(self._heap):
+                self._compact_heap_locked()
         self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
-    def _set_locked(
-        self, segment: OrderedDict[str, _Entry], sid: str, blob: bytes, expires: float, filed: float
+    def _refile_locked(
+        self,
+        segment: OrderedDict[str, _Entry],
+        sid: str,
+        blob: bytes,
+        expires: float,
+        in_heap: float | None,
     ) -> None:
-        """Give a present session in ``segment`` new data or expiry. The lock is held; the
-        caller has accounted any change in the data's length.
-
-        A later expiry leaves the heap alone (the purge re-files the item when it surfaces);
-        only an earlier one needs a new item, and the old one turns stale.
-        """
-        if expires < filed:
-            filed = expires
-            heapq.heappush(self._heap, (expires, sid))
+        """Give a session present in ``segment`` new data and expiry. The lock is held; the
+        caller has accounted any change in the data's length."""
+        fifo = self._fifo
+        if expires >= self._fifo_last or not fifo:
+            fifo[sid] = self._fifo_last = expires
+            if in_heap is None:
+                fifo.move_to_end(sid)
+            else:  # its heap item is stale now
+                self._stale += 1
+            segment[sid] = (blob, expires, None)
+            return
+        if in_heap is None:
+            del fifo[sid]
+        elif expires >= in_heap:  # filed no later than it expires: the purge re-files it
+            segment[sid] = (blob, expires, in_heap)
+            return
+        else:
             self._stale += 1
-        segment[sid] = (blob, expires, filed)
+        heapq.heappush(self._heap, (expires, sid))
+        segment[sid] = (blob, expires, expires)
 
     # ---- helpers that assume the lock is held -------------------------------------------
 
-    def _find_locked(self, sid: str) -> _Entry | None:
-        entry = self._protected.get(sid)
-        if entry is None:
-            entry = self._probation.get(sid)
-        return entry
+    def _find_locked(self, sid: str) -> tuple[OrderedDict[str, _Entry], _Entry] | None:
+        for segment in (self._probation, self._protected):
+            entry = segment.get(sid)
+            if entry is not None:
+                return segment, entry
+        return None
 
     def _purge_locked(self, now: float, limit: int | None) -> tuple[int, bool]:
         """Remove up to ``limit`` expired sessions; return (removed, whether any remain)."""
-        heap = self._heap
         removed = 0
-        while heap and heap[0][0] <= now:
+        fifo = self._fifo
+        while fifo:
+            sid, expires = next(iter(fifo.items()))
+            if expires > now:
+                break
             if limit is not None and removed >= limit:
+                self._expired += removed
                 return removed, True
-            key, sid = heapq.heappop(heap)
-            segment = self._protected
-            entry = segment.get(sid)
-            if entry is None:
-                segment = self._probation
-                entry = segment.get(sid)
-            if entry is None or entry[_FILED] != key:
+            entry = self._probation.pop(sid, None) or self._protected.pop(sid)  # fifo is exact
+            self._forget_locked(sid, entry)
+            removed += 1
+        # Re-read self._heap each time: a removal below may compact it into a new list.
+        while self._heap and self._heap[0][0] <= now:
+            if limit is not None and removed >= limit:
+                self._expired += removed
+                return removed, True
+            key, sid = heapq.heappop(self._heap)
+            found = self._find_locked(sid)
+            if found is None or found[1][_IN_HEAP] != key:
                 self._stale -= 1
                 continue
+            segment, entry = found
             expires = entry[_EXPIRES]
-            if expires > now:  # touched since: file it under its new expiry
-                segment[sid] = (entry[_DATA], expires, expires)
-                heapq.heappush(heap, (expires, sid))
+            if expires > now:  # touched since: file it under its new expiry, same recency
+                if expires >= self._fifo_last or not fifo:
+                    fifo[sid] = self._fifo_last = expires
+                    segment[sid] = (entry[_DATA], expires, None)
+                else:
+                    heapq.heappush(self._heap, (expires, sid))
+                    segment[sid] = (entry[_DATA], expires, expires)
                 continue
-            self._stale -= 1  # _remove_locked counts its item stale; it is already popped
-            self._remove_locked(sid, entry)
+            self._stale -= 1  # the item is popped; _forget_locked counts it stale again
+            del segment[sid]
+            self._forget_locked(sid, entry)
             removed += 1
         self._expired += removed
         return removed, False
@@ -444,14 +507,15 @@ class MemoryStore:
     def _prune_locked(self, now: float, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions."""
         target = int(self.max_size * self.low_water)
-        before, count = self._size, len(self._probation) + len(self._protected)
-        log.debug(
-            "prune start: %s in %d sessions, max %s, target %s",
-            format_size(before),
-            count,
-            format_size(self.max_size),
-            format_size(target),
-        )
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug(
+                "prune start: %s in %d sessions, max %s, target %s",
+                format_size(self._size),
+                len(self._probation) + len(self._protected),
+                format_size(self.max_size),
+                format_size(target),
+            )
         self._purge_locked(now, None)
         evicted = 0
         for segment in (self._probation, self._protected):
@@ -459,16 +523,16 @@ class MemoryStore:
                 sid = next(iter(segment))
                 if sid == keep:  # the most recent of its segment: nothing older is left
                     break
-                self._remove_locked(sid, segment[sid])
+                self._forget_locked(sid, segment.popitem(last=False)[1])
                 evicted += 1
         self._evicted += evicted
-        self._compact_if_stale_locked()
-        log.debug(
-            "prune end: %s in %d sessions (%d evicted)",
-            format_size(self._size),
-            len(self._probation) + len(self._protected),
-            evicted,
-        )
+        if debug:
+            log.debug(
+                "prune end: %s in %d sessions (%d evicted)",
+                format_size(self._size),
+                len(self._probation) + len(self._protected),
+                evicted,
+            )
         if evicted and not self._warned_evicting:
             self._warned_evicting = True
             log.warning(
@@ -481,13 +545,14 @@ class MemoryStore:
             )
         return evicted
 
-    def _compact_if_stale_locked(self) -> None:
-        """Rebuild the heap when stale items pass a quarter of the live ones: O(1) amortized."""
-        live = len(self._probation) + len(self._protected)
-        if self._stale <= 64 or self._stale * 4 <= live:
-            return
-        heap = [(e[_FILED], sid) for sid, e in self._probation.items()]
-        heap += [(e[_FILED], sid) for sid, e in self._protected.items()]
+    def _compact_heap_locked(self) -> None:
+        """Drop the heap's stale items: O(heap), once per heap/2 items turned stale."""
+        live: dict[str, float] = {}
+        for key, sid in self._heap:
+            found = self._find_locked(sid)
+            if found is not None and found[1][_IN_HEAP] == key:
+                live[sid] = key
+        heap = [(key, sid) for sid, key in live.items()]
         heapq.heapify(heap)
         self._heap = heap
         self._stale = 0
@@ -500,7 +565,8 @@ class MemoryStore:
         with self._lock:
             for sid, left, read_again, data in records:
                 if self._find_locked(sid) is None:
-                    self._add_locked(sid, (data, now + left, now + left), read_again)
+                    cost = len(sid) + len(data) + ENTRY_OVERHEAD
+                    self._add_locked(sid, data, now + left, cost, read_again)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
@@ -523,7 +589,6 @@ class MemoryStore:
                 removed, more = self._purge_locked(now, batch)
                 if not more:
                     self._purges += 1
-                    self._compact_if_stale_locked()
             total += removed
             if not more:
                 return total
