@@ -59,6 +59,9 @@ class SyncFace:
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         self._run(self.store.set(sid, data, ttl))
 
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        return self._run(self.store.replace(sid, data, ttl))
+
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         return self._run(self.store.touch(sid, ttl))
 
@@ -228,6 +231,30 @@ def test_touch_of_an_absent_session_is_false_and_creates_nothing(store: Any) -> 
     assert s not in store
     assert store.get(s) is None
     assert len(store) == 0
+
+
+def test_replace_writes_only_over_a_live_session(backend: Backend, store: Any) -> None:
+    live, gone, expired = sid(), sid(), sid()
+    store.set(live, {"v": 1})
+    assert store.replace(live, {"v": 2}) is True
+    assert store.get(live) == {"v": 2}
+    assert store.replace(gone, {"v": 1}) is False  # never there: nothing written
+    store.set(expired, {"v": 1}, ttl=SHORT)
+    backend.wait_expired(store, expired)
+    assert store.replace(expired, {"v": 2}) is False  # a logout or expiry is not undone
+    assert store.get(gone) is None
+    assert store.get(expired) is None
+    assert len(store) == 1
+
+
+def test_replace_sets_a_new_lifetime(backend: Backend, store: Any) -> None:
+    s = sid()
+    store.set(s, {"v": 1}, ttl=SHORT)
+    assert store.replace(s, {"v": 2}, ttl=LONG) is True
+    control = sid()
+    store.set(control, {"v": 0}, ttl=SHORT)
+    backend.wait_expired(store, control)
+    assert store.get(s) == {"v": 2}
 
 
 def test_destroy_removes_and_is_idempotent(store: Any) -> None:

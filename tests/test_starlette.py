@@ -240,8 +240,12 @@ def test_unchanged_write_touches_instead_of_setting(clock: FakeClock) -> None:
         sets = 0
 
         def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-            self.sets += 1
+            self.sets += 1  # every write of data, whether set or replace
             super().set(sid, data, ttl)
+
+        def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+            self.sets += 1
+            return super().replace(sid, data, ttl)
 
     store = CountingStore("1M", None, clock=clock)
     with store:
@@ -567,6 +571,12 @@ class DictAsyncStore:
     async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         self.data[sid] = copy.deepcopy(data)
 
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        if sid not in self.data:
+            return False
+        self.data[sid] = copy.deepcopy(data)
+        return True
+
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         return sid in self.data
 
@@ -617,6 +627,13 @@ class BlockingStore:
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         with self._enter():
             self.data[sid] = copy.deepcopy(data)
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        with self._enter():
+            if sid not in self.data:
+                return False
+            self.data[sid] = copy.deepcopy(data)
+            return True
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         with self._enter():

@@ -215,9 +215,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if must_create:
             if key in store:
                 raise CreateError
-        elif key not in store and key != self._unwritten:
+            store.set(key, data, ttl=age)
+        elif key == self._unwritten:
+            store.set(key, data, ttl=age)
+        elif not store.replace(key, data, ttl=age):
             raise UpdateError  # removed meanwhile, by a logout in another request
-        store.set(key, data, ttl=age)
         self._unwritten = None
 
     def delete(self, session_key: str | None = None) -> None:

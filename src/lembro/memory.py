@@ -205,6 +205,14 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
+        self._write(sid, data, ttl, create=True)
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
+        when ``sid`` is absent or expired."""
+        return self._write(sid, data, ttl, create=False)
+
+    def _write(self, sid: str, data: dict[str, Any], ttl: float | None, create: bool) -> bool:
         if type(sid) is not str or not sid:
             _check_sid(sid)
         lifetime = self.ttl if ttl is None else _check_ttl(ttl)
@@ -225,16 +233,21 @@ class MemoryStore:
             if entry is None:
                 segment = self._protected
                 entry = segment.get(sid)
-                if entry is None:
-                    self._add_locked(sid, blob, now + lifetime, cost)
-                    if self._size > self.max_size:
-                        self._prune_locked(now, keep=sid)
-                    return
-            segment.move_to_end(sid)
-            self._size += len(blob) - len(entry[_DATA])
-            self._refile_locked(segment, sid, blob, now + lifetime, entry[_IN_HEAP])
+            if entry is None or (not create and entry[_EXPIRES] <= now):
+                if not create:
+                    if entry is not None:  # expired: it goes now, as on a get
+                        del segment[sid]
+                        self._forget_locked(sid, entry)
+                        self._expired += 1
+                    return False
+                self._add_locked(sid, blob, now + lifetime, cost)
+            else:
+                segment.move_to_end(sid)
+                self._size += len(blob) - len(entry[_DATA])
+                self._refile_locked(segment, sid, blob, now + lifetime, entry[_IN_HEAP])
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
+            return True
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.

@@ -37,7 +37,12 @@ class Stats:
 
 @runtime_checkable
 class SessionStore(Protocol):
-    """A synchronous session store."""
+    """A synchronous session store.
+
+    ``set`` writes whether or not the session exists; ``replace`` writes only over a live
+    session and says whether it did (one round trip where a backend can, so a session
+    destroyed meanwhile by a logout is never written back); ``touch`` moves only the expiry.
+    """
 
     @property
     def ttl(self) -> float:
@@ -45,6 +50,7 @@ class SessionStore(Protocol):
 
     def get(self, sid: str) -> dict[str, Any] | None: ...
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool: ...
     def touch(self, sid: str, ttl: float | None = None) -> bool: ...
     def destroy(self, sid: str) -> None: ...
     def all(self) -> dict[str, dict[str, Any]]: ...
@@ -66,6 +72,7 @@ class AsyncSessionStore(Protocol):
 
     async def get(self, sid: str) -> dict[str, Any] | None: ...
     async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool: ...
     async def touch(self, sid: str, ttl: float | None = None) -> bool: ...
     async def destroy(self, sid: str) -> None: ...
     async def all(self) -> dict[str, dict[str, Any]]: ...
@@ -92,6 +99,9 @@ class _InlineAsync:
 
     async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         self.sync.set(sid, data, ttl)
+
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        return self.sync.replace(sid, data, ttl)
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         return self.sync.touch(sid, ttl)
@@ -129,6 +139,9 @@ class _ThreadAsync(_InlineAsync):
 
     async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         await asyncio.to_thread(self.sync.set, sid, data, ttl)
+
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        return await asyncio.to_thread(self.sync.replace, sid, data, ttl)
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         return await asyncio.to_thread(self.sync.touch, sid, ttl)

@@ -335,6 +335,19 @@ class RedisStore(_RedisBase):
         else:
             self._ok()
 
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
+        _check_sid(sid)
+        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        blob = dumps_session(self._serializer, data)
+        try:
+            done = self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
+        except _UNAVAILABLE as e:
+            self._unavailable("replace", sid, e)
+            return False
+        self._ok()
+        return bool(done)
+
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE."""
         lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
@@ -574,6 +587,19 @@ class AsyncRedisStore(_RedisBase):
             self._unavailable("set", sid, e)
         else:
             self._ok()
+
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
+        _check_sid(sid)
+        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        blob = dumps_session(self._serializer, data)
+        try:
+            done = await self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
+        except _UNAVAILABLE as e:
+            self._unavailable("replace", sid, e)
+            return False
+        self._ok()
+        return bool(done)
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE."""

@@ -105,6 +105,14 @@ class DictStore:
             self._data[sid] = (expires, blob)
             self.payload_bytes += len(sid) + len(blob)
 
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, only over a session that is there; whether it was."""
+        with self._lock:
+            if sid not in self._data:
+                return False
+        self.set(sid, data, ttl)
+        return True
+
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Extend session ``sid`` by ``ttl`` seconds from now; whether it was there."""
         with self._lock:

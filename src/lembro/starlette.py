@@ -253,10 +253,16 @@ class SessionMiddleware:
         fresh = sid is None
         sid = sid or new_session_id()
         if self._persist:
-            if not fresh and not await self._store.touch(sid, self._ttl):
-                # Destroyed since it was loaded (a logout, a regenerate): never revive it.
-                sid, fresh = new_session_id(), True
-            if fresh or changed:
+            if fresh:
+                await self._store.set(sid, data, self._ttl)
+            elif changed:
+                if not await self._store.replace(sid, data, self._ttl):
+                    # Destroyed since it was loaded (a logout, a regenerate): never revive
+                    # it; the data goes under a new id.
+                    sid = new_session_id()
+                    await self._store.set(sid, data, self._ttl)
+            elif not await self._store.touch(sid, self._ttl):
+                sid = new_session_id()
                 await self._store.set(sid, data, self._ttl)
         lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
         headers.append("Set-Cookie", self._cookie(self.signer.sign(sid).decode(), lifetime))
