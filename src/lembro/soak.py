@@ -309,7 +309,11 @@ def _stats(conn: http.client.HTTPConnection) -> dict[str, Any] | None:
 def _start_server(store: str, max_size: str) -> tuple[subprocess.Popen[str], int]:
     command = [sys.executable, "-m", "lembro.soak_server", "--store", store]
     command += ["--max-size", max_size]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # werkzeug runs a thread per connection, and glibc gives threads their own malloc
+    # arenas, which grow RSS with no live object behind it; production Python servers cap
+    # them, as README's deployment section says. Every store runs with the same setting.
+    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
     ready, _, _ = select.select([server.stdout], [], [], _START_TIMEOUT)
     line = server.stdout.readline() if ready else ""
