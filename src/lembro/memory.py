@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
+from .checks import check_seconds, check_session_id
 from .errors import InvalidOption, SerializationError, SessionTooLarge
 from .protocol import Stats
 from .serializers import (
@@ -51,18 +52,6 @@ _Entry = tuple[bytes, float, "float | None"]
 _DATA: Final = 0
 _EXPIRES: Final = 1
 _IN_HEAP: Final = 2
-
-
-def _check_ttl(ttl: float, name: str = "ttl") -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (0 < ttl < math.inf):
-        raise InvalidOption(name, ttl, "a positive finite number of seconds")
-    return float(ttl)
-
-
-def _check_sid(sid: object) -> str:
-    if not isinstance(sid, str) or not sid:
-        raise InvalidOption("session id", sid, "a non-empty str")
-    return sid
 
 
 class MemoryStore:
@@ -103,7 +92,7 @@ class MemoryStore:
         snapshot_interval: float | None = None,
     ) -> None:
         self.max_size = parse_size(max_size)
-        self.ttl = _check_ttl(ttl)
+        self.ttl = check_seconds(ttl)
         if (
             isinstance(low_water, bool)
             or not isinstance(low_water, (int, float))
@@ -112,14 +101,14 @@ class MemoryStore:
             raise InvalidOption("low_water", low_water, "a fraction between 0 and 1, exclusive")
         self.low_water = float(low_water)
         if interval is not None and interval != 0:
-            interval = _check_ttl(interval, "interval")
+            interval = check_seconds(interval, "interval")
         self.interval: float | None = interval or None
         if not callable(clock):
             raise InvalidOption("clock", clock, "a callable returning seconds")
         if on_error is not None and not callable(on_error):
             raise InvalidOption("on_error", on_error, "a callable taking an exception")
         if snapshot_interval is not None and snapshot_interval != 0:
-            snapshot_interval = _check_ttl(snapshot_interval, "snapshot_interval")
+            snapshot_interval = check_seconds(snapshot_interval, "snapshot_interval")
             if snapshot is None:
                 raise InvalidOption("snapshot_interval", snapshot_interval, "a snapshot file too")
         self.snapshot_interval: float | None = snapshot_interval or None
@@ -214,8 +203,8 @@ class MemoryStore:
 
     def _write(self, sid: str, data: dict[str, Any], ttl: float | None, create: bool) -> bool:
         if type(sid) is not str or not sid:
-            _check_sid(sid)
-        lifetime = self.ttl if ttl is None else _check_ttl(ttl)
+            check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
         if self._trusted and type(data) is dict:
             try:
                 blob = self._dumps(data)
@@ -254,7 +243,7 @@ class MemoryStore:
 
         Returns ``False`` when the session is absent or expired. Counts as a return visit.
         """
-        lifetime = self.ttl if ttl is None else _check_ttl(ttl)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
         now = self._clock()
         with self._lock:
             protected = self._protected

@@ -25,6 +25,7 @@ except ImportError as e:  # pragma: no cover - depends on what is installed
         "lembro.RedisStore needs redis-py, which is not installed: pip install lembro[redis]"
     ) from e
 
+from .checks import check_seconds, check_session_id
 from .errors import InvalidOption, StoreUnavailable
 from .ids import redact
 from .protocol import AsyncSessionStore, Stats
@@ -52,18 +53,6 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.OutOfMemoryError,
 )
 _GLOB_SPECIAL = frozenset("*?[]\\")
-
-
-def _check_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise InvalidOption(name, value, "a positive finite number of seconds")
-    return float(value)
-
-
-def _check_sid(sid: object) -> str:
-    if not isinstance(sid, str) or not sid:
-        raise InvalidOption("session id", sid, "a non-empty str")
-    return sid
 
 
 def _is_sid(sid: object) -> bool:
@@ -125,9 +114,9 @@ class _RedisBase:
             raise InvalidOption("on_unavailable", on_unavailable, "'raise' or 'empty'")
         self.url = url
         self.prefix = prefix
-        self.ttl = _check_seconds(ttl, "ttl")
-        self.socket_timeout = _check_seconds(socket_timeout, "socket_timeout")
-        self.connect_timeout = _check_seconds(connect_timeout, "connect_timeout")
+        self.ttl = check_seconds(ttl, "ttl")
+        self.socket_timeout = check_seconds(socket_timeout, "socket_timeout")
+        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
         self.on_unavailable: OnUnavailable = on_unavailable
         self._serializer_option = serializer
         self._serializer = get_serializer(serializer)
@@ -325,8 +314,8 @@ class RedisStore(_RedisBase):
         One SET with PX. Raises ``InvalidOption`` or ``SerializationError`` before
         anything is sent, so the stored session is unchanged.
         """
-        _check_sid(sid)
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         blob = dumps_session(self._serializer, data)
         try:
             self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime))
@@ -337,8 +326,8 @@ class RedisStore(_RedisBase):
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
-        _check_sid(sid)
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         blob = dumps_session(self._serializer, data)
         try:
             done = self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
@@ -350,7 +339,7 @@ class RedisStore(_RedisBase):
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE."""
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         if not _is_sid(sid):
             return False
         try:
@@ -578,8 +567,8 @@ class AsyncRedisStore(_RedisBase):
         One SET with PX. Raises ``InvalidOption`` or ``SerializationError`` before
         anything is sent, so the stored session is unchanged.
         """
-        _check_sid(sid)
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         blob = dumps_session(self._serializer, data)
         try:
             await self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime))
@@ -590,8 +579,8 @@ class AsyncRedisStore(_RedisBase):
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
-        _check_sid(sid)
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         blob = dumps_session(self._serializer, data)
         try:
             done = await self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
@@ -603,7 +592,7 @@ class AsyncRedisStore(_RedisBase):
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE."""
-        lifetime = self.ttl if ttl is None else _check_seconds(ttl, "ttl")
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
         if not _is_sid(sid):
             return False
         try:
