@@ -53,7 +53,18 @@ __all__ = ["SessionStore", "build_store", "get_store"]
 log = logging.getLogger("lembro.django")
 
 _OPTIONS = frozenset(
-    {"STORE", "MAX_SIZE", "INTERVAL", "LOW_WATER", "SERIALIZER", "TTL", "URL", "PREFIX"}
+    {
+        "STORE",
+        "MAX_SIZE",
+        "INTERVAL",
+        "LOW_WATER",
+        "SERIALIZER",
+        "TTL",
+        "SNAPSHOT",
+        "SNAPSHOT_INTERVAL",
+        "URL",
+        "PREFIX",
+    }
 )
 
 _lock = threading.Lock()
@@ -91,6 +102,8 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
                 ttl=ttl,
                 low_water=options.get("LOW_WATER", 0.75),
                 serializer=serializer,
+                snapshot=options.get("SNAPSHOT"),
+                snapshot_interval=options.get("SNAPSHOT_INTERVAL"),
             )
         if kind == "redis":
             return _redis_store(options, ttl, serializer)

@@ -297,9 +297,10 @@ class Lembro:
     session lives after its last use, default ``PERMANENT_SESSION_LIFETIME``),
     ``LEMBRO_LOW_WATER`` (fraction of ``max_size`` to prune back to, default 0.75) and
     ``LEMBRO_SERIALIZER`` (``"msgpack"``, ``"json"``, ``"pickle"`` or an object,
-    default ``"msgpack"``). ``store`` is the store of the app last initialized;
-    ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
-    each app's own store.
+    default ``"msgpack"``), ``LEMBRO_SNAPSHOT`` (a file that keeps sessions across
+    restarts, default none) and ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds). ``store`` is the
+    store of the app last initialized; ``app.extensions["lembro"]`` is this extension and
+    ``app.session_interface.store`` each app's own store.
     """
 
     def __init__(self, app: Flask | None = None, store: SessionStore | None = None) -> None:
@@ -326,10 +327,14 @@ class Lembro:
         config.setdefault("LEMBRO_TTL", app.permanent_session_lifetime.total_seconds())
         config.setdefault("LEMBRO_LOW_WATER", 0.75)
         config.setdefault("LEMBRO_SERIALIZER", "msgpack")
+        config.setdefault("LEMBRO_SNAPSHOT", None)
+        config.setdefault("LEMBRO_SNAPSHOT_INTERVAL", None)
         return MemoryStore(
             config["LEMBRO_MAX_SIZE"],
             config["LEMBRO_INTERVAL"],
             ttl=config["LEMBRO_TTL"],
             low_water=config["LEMBRO_LOW_WATER"],
             serializer=config["LEMBRO_SERIALIZER"],
+            snapshot=config["LEMBRO_SNAPSHOT"],
+            snapshot_interval=config["LEMBRO_SNAPSHOT_INTERVAL"],
         )
