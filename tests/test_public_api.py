@@ -14,6 +14,7 @@ from tests.test_django import configure_django
 
 MODULES = [
     "lembro",
+    "lembro.background",
     "lembro.checks",
     "lembro.errors",
     "lembro.ids",

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
 import heapq
 import logging
 import math
 import os
-import signal
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
+from . import background
 from .checks import check_seconds, check_session_id
 from .errors import InvalidOption, SerializationError, SessionTooLarge
 from .protocol import Stats
@@ -152,8 +150,8 @@ class MemoryStore:
         self._thread: threading.Thread | None = None
         if self.snapshot is not None:
             self._load_snapshot(self.snapshot)
-            _install_sigterm_exit()
-        _LIVE_STORES.add(self)
+            background.install_sigterm_exit()
+        background.register(self)
         self._start_purger()
 
     # ---- public API -------------------------------------------------------------------
@@ -603,15 +601,7 @@ class MemoryStore:
         self._next_purge = start + (self.interval or 0)
         self._next_snapshot = start + (self.snapshot_interval or 0)
         self._stop = threading.Event()
-        thread = threading.Thread(
-            target=_background_loop,
-            args=(weakref.ref(self), self._stop, min(periods)),
-            name="lembro-purge",
-            daemon=True,
-        )
-        self._thread = thread
-        weakref.finalize(self, self._stop.set)
-        thread.start()
+        self._thread = background.start(self, self._stop, min(periods))
 
     def _after_fork_in_child(self) -> None:
         """Give the child a fresh lock and its own purge thread; say that sessions split."""
@@ -629,59 +619,3 @@ class MemoryStore:
                 self._pid,
             )
         self._start_purger()
-
-
-def _background_loop(ref: weakref.ref[MemoryStore], stop: threading.Event, period: float) -> None:
-    """Purge (and snapshot) while the store lives; holds it only during one wake."""
-    while not stop.wait(period):
-        store = ref()
-        if store is None:
-            return
-        try:
-            store._background_tick(time.monotonic())
-        except Exception as e:  # a failing purge must not end the thread
-            handler = store.on_error
-            if handler is None:
-                log.exception("background purge failed")
-            else:
-                try:
-                    handler(e)
-                except Exception:
-                    log.exception("on_error handler failed")
-        del store
-
-
-_LIVE_STORES: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
-
-
-def _restart_after_fork() -> None:
-    for store in list(_LIVE_STORES):
-        store._after_fork_in_child()
-
-
-def _close_at_exit() -> None:
-    """At interpreter exit, close the stores that keep a snapshot, so it is written."""
-    for store in list(_LIVE_STORES):
-        if store.snapshot is not None:
-            try:
-                store.close()
-            except Exception:
-                log.exception("writing the snapshot at exit failed")
-
-
-def _install_sigterm_exit() -> None:
-    """Make SIGTERM exit through ``atexit`` (so snapshots are written) where nothing else
-    handles it: only in the main thread, and only while SIGTERM has its default action."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # the server (gunicorn, uvicorn) or the app shuts down in its own way
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-os.register_at_fork(after_in_child=_restart_after_fork)
-atexit.register(_close_at_exit)
