@@ -13,6 +13,7 @@ other's changes are lost. Keep such writes idempotent, or serialize them yoursel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -140,6 +141,7 @@ class LembroSessionInterface(SessionInterface):
         #: Tags Flask's extra JSON types so any store serializer carries them. Register
         #: more tags on it as with ``SecureCookieSessionInterface.serializer``.
         self.serializer = TaggedJSONSerializer()
+        self._signer_cache: dict[tuple[bytes, ...], tuple[Signer, Signer]] = {}
 
     # ---- signing ----------------------------------------------------------------------
 
@@ -148,24 +150,45 @@ class LembroSessionInterface(SessionInterface):
 
         It signs with ``secret_key`` and also accepts ``SECRET_KEY_FALLBACKS``.
         """
+        signers = self._signers(app)
+        return None if signers is None else signers[1]
+
+    def _signers(self, app: Flask) -> tuple[Signer, Signer] | None:
+        """(a signer of ``secret_key`` alone, one that also accepts the fallbacks), made once
+        per set of keys: building a signer costs as much as checking a signature."""
         if not app.secret_key:
             return None
-        # itsdangerous signs with the last key and verifies with any.
-        given = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
-        keys = [key.encode() if isinstance(key, str) else key for key in given]
-        return Signer(keys, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method)
+        given = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        keys = tuple(key.encode() if isinstance(key, str) else key for key in given)
+        cached = self._signer_cache.get(keys)
+        if cached is None:
+            make = functools.partial(
+                Signer, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method
+            )
+            # itsdangerous signs with the last key and verifies with any.
+            cached = (make(keys[-1]), make(list(keys)))
+            if len(self._signer_cache) >= 8:  # keys rotated many times: forget old ones
+                self._signer_cache.clear()
+            self._signer_cache[keys] = cached
+        return cached
 
-    def _unsign(self, signer: Signer, cookie: str) -> tuple[str | None, bool]:
-        """Return the id in ``cookie`` (or ``None``) and whether it needs signing anew."""
+    def _unsign(self, signers: tuple[Signer, Signer], cookie: str) -> tuple[str | None, bool]:
+        """Return the id in ``cookie`` (or ``None``) and whether it needs signing anew
+        (it was signed with a fallback key)."""
         if len(cookie) > _MAX_COOKIE_LENGTH:
             return None, False
+        resign = False
         try:
-            sid = signer.unsign(cookie).decode("ascii")
+            sid = signers[0].unsign(cookie).decode("ascii")
         except (BadSignature, UnicodeError):
-            return None, False
+            try:
+                sid = signers[1].unsign(cookie).decode("ascii")
+            except (BadSignature, UnicodeError):
+                return None, False
+            resign = True
         if not is_session_id(sid):
             return None, False
-        return sid, signer.sign(sid).decode("ascii") != cookie
+        return sid, resign
 
     # ---- settings Flask < 3.1 does not have -------------------------------------------
 
@@ -212,13 +235,13 @@ class LembroSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> LembroSession | None:
         """Load the session the request's cookie names, or a fresh, empty one."""
-        signer = self.get_signer(app)
-        if signer is None:
+        signers = self._signers(app)
+        if signers is None:
             return None  # Flask's null session: readable, and says why on write
         cookie = request.cookies.get(self.get_cookie_name(app))
         if not cookie:
             return self.session_class(new=True)
-        sid, resign = self._unsign(signer, cookie)
+        sid, resign = self._unsign(signers, cookie)
         if sid is None:
             return self.session_class(new=True)
         data = self._load(sid)
