@@ -170,9 +170,7 @@ class MemoryStore:
                     return None
                 self._protected[sid] = entry  # read again: no longer on probation
             if entry[_EXPIRES] <= now:
-                del self._protected[sid]
-                self._forget_locked(sid, entry)
-                self._expired += 1
+                self._expire_locked(self._protected, sid, entry)
                 self._misses += 1
                 return None
             self._hits += 1
@@ -223,9 +221,7 @@ class MemoryStore:
             if entry is None or (not create and entry[_EXPIRES] <= now):
                 if not create:
                     if entry is not None:  # expired: it goes now, as on a get
-                        del segment[sid]
-                        self._forget_locked(sid, entry)
-                        self._expired += 1
+                        self._expire_locked(segment, sid, entry)
                     return False
                 self._add_locked(sid, blob, now + lifetime, cost)
             else:
@@ -254,13 +250,12 @@ class MemoryStore:
                     return False
                 protected[sid] = entry  # came back: no longer on probation
             if entry[_EXPIRES] <= now:
-                del protected[sid]
-                self._forget_locked(sid, entry)
-                self._expired += 1
+                self._expire_locked(protected, sid, entry)
                 return False
             expires = now + lifetime
             if entry[_IN_HEAP] is None and expires >= self._fifo_last:
-                # The usual case, in line: still the latest expiry, so last in the queue.
+                # _refile_locked's first case, in line for the hot path: still the latest
+                # expiry, so it moves to the end of the queue.
                 fifo = self._fifo
                 fifo[sid] = self._fifo_last = expires
                 fifo.move_to_end(sid)
@@ -405,12 +400,7 @@ class MemoryStore:
     ) -> None:
         """Insert a new session costing ``cost`` bytes, on probation unless ``read_again``.
         The lock is held; ``sid`` is not present."""
-        if expires >= self._fifo_last or not self._fifo:
-            self._fifo[sid] = self._fifo_last = expires
-            entry: _Entry = (blob, expires, None)
-        else:
-            heapq.heappush(self._heap, (expires, sid))
-            entry = (blob, expires, expires)
+        entry = (blob, expires, self._file_locked(sid, expires))
         (self._protected if read_again else self._probation)[sid] = entry
         self._size += cost
 
@@ -425,6 +415,21 @@ class MemoryStore:
                 self._compact_heap_locked()
         self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
+    def _expire_locked(self, segment: OrderedDict[str, _Entry], sid: str, entry: _Entry) -> None:
+        """Remove a session found expired in ``segment``, and count it. The lock is held."""
+        del segment[sid]
+        self._forget_locked(sid, entry)
+        self._expired += 1
+
+    def _file_locked(self, sid: str, expires: float) -> float | None:
+        """File ``sid``, not filed now, in the expiry index under ``expires``: in the queue
+        when that keeps it in order (return ``None``), else in the heap (return the key)."""
+        if expires >= self._fifo_last or not self._fifo:
+            self._fifo[sid] = self._fifo_last = expires
+            return None
+        heapq.heappush(self._heap, (expires, sid))
+        return expires
+
     def _refile_locked(
         self,
         segment: OrderedDict[str, _Entry],
@@ -436,23 +441,21 @@ class MemoryStore:
         """Give a session present in ``segment`` new data and expiry. The lock is held; the
         caller has accounted any change in the data's length."""
         fifo = self._fifo
-        if expires >= self._fifo_last or not fifo:
-            fifo[sid] = self._fifo_last = expires
-            if in_heap is None:
-                fifo.move_to_end(sid)
-            else:  # its heap item is stale now
-                self._stale += 1
-            segment[sid] = (blob, expires, None)
-            return
         if in_heap is None:
+            if expires >= self._fifo_last:  # still the latest: to the end of the queue
+                fifo[sid] = self._fifo_last = expires
+                fifo.move_to_end(sid)
+                segment[sid] = (blob, expires, None)
+                return
             del fifo[sid]
-        elif expires >= in_heap:  # filed no later than it expires: the purge re-files it
+        elif expires >= in_heap and fifo and expires < self._fifo_last:
+            # Filed no later than it expires, and the queue cannot take it: the purge
+            # re-files it when its heap item surfaces.
             segment[sid] = (blob, expires, in_heap)
             return
         else:
-            self._stale += 1
-        heapq.heappush(self._heap, (expires, sid))
-        segment[sid] = (blob, expires, expires)
+            self._stale += 1  # its heap item is stale now
+        segment[sid] = (blob, expires, self._file_locked(sid, expires))
 
     # ---- helpers that assume the lock is held -------------------------------------------
 
@@ -490,12 +493,7 @@ class MemoryStore:
             segment, entry = found
             expires = entry[_EXPIRES]
             if expires > now:  # touched since: file it under its new expiry, same recency
-                if expires >= self._fifo_last or not fifo:
-                    fifo[sid] = self._fifo_last = expires
-                    segment[sid] = (entry[_DATA], expires, None)
-                else:
-                    heapq.heappush(self._heap, (expires, sid))
-                    segment[sid] = (entry[_DATA], expires, expires)
+                segment[sid] = (entry[_DATA], expires, self._file_locked(sid, expires))
                 continue
             self._stale -= 1  # the item is popped; _forget_locked counts it stale again
             del segment[sid]
