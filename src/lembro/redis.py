@@ -133,6 +133,15 @@ class _RedisBase:
     def _key(self, sid: str) -> str:
         return self.prefix + sid
 
+    def _write_args(
+        self, sid: str, data: dict[str, Any], ttl: float | None
+    ) -> tuple[str, bytes, int]:
+        """Check and serialize a write: (key, blob, lifetime in ms). Raises ``InvalidOption``
+        or ``SerializationError`` before anything is sent."""
+        check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
+        return self._key(sid), dumps_session(self._serializer, data), _ttl_ms(lifetime)
+
     def _sid(self, key: bytes) -> str | None:
         """The session id in ``key``, or ``None`` for a key no lembro store wrote."""
         try:
@@ -314,11 +323,9 @@ class RedisStore(_RedisBase):
         One SET with PX. Raises ``InvalidOption`` or ``SerializationError`` before
         anything is sent, so the stored session is unchanged.
         """
-        check_session_id(sid)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
-        blob = dumps_session(self._serializer, data)
+        key, blob, px = self._write_args(sid, data, ttl)
         try:
-            self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime))
+            self._client.set(key, blob, px=px)
         except _UNAVAILABLE as e:
             self._unavailable("set", sid, e)
         else:
@@ -326,11 +333,9 @@ class RedisStore(_RedisBase):
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
-        check_session_id(sid)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
-        blob = dumps_session(self._serializer, data)
+        key, blob, px = self._write_args(sid, data, ttl)
         try:
-            done = self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
+            done = self._client.set(key, blob, px=px, xx=True)
         except _UNAVAILABLE as e:
             self._unavailable("replace", sid, e)
             return False
@@ -567,11 +572,9 @@ class AsyncRedisStore(_RedisBase):
         One SET with PX. Raises ``InvalidOption`` or ``SerializationError`` before
         anything is sent, so the stored session is unchanged.
         """
-        check_session_id(sid)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
-        blob = dumps_session(self._serializer, data)
+        key, blob, px = self._write_args(sid, data, ttl)
         try:
-            await self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime))
+            await self._client.set(key, blob, px=px)
         except _UNAVAILABLE as e:
             self._unavailable("set", sid, e)
         else:
@@ -579,11 +582,9 @@ class AsyncRedisStore(_RedisBase):
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
-        check_session_id(sid)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
-        blob = dumps_session(self._serializer, data)
+        key, blob, px = self._write_args(sid, data, ttl)
         try:
-            done = await self._client.set(self._key(sid), blob, px=_ttl_ms(lifetime), xx=True)
+            done = await self._client.set(key, blob, px=px, xx=True)
         except _UNAVAILABLE as e:
             self._unavailable("replace", sid, e)
             return False
