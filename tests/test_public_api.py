@@ -15,6 +15,7 @@ from tests.test_django import configure_django
 MODULES = [
     "lembro",
     "lembro.background",
+    "lembro.serving",
     "lembro.checks",
     "lembro.errors",
     "lembro.ids",

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from .size import parse_size
 
@@ -20,6 +17,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .demo import create_app
     from .memory import MemoryStore
+    from .serving import serve_until_stopped
 
     store = MemoryStore(
         args.max_size,
@@ -30,21 +28,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     app = create_app(store, secret_key=args.secret_key)
     server = make_server(args.host, args.port, app, threaded=True)
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"lembro demo on http://{args.host}:{server.server_port}/  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        store.close()
-    return 0
+    return serve_until_stopped(
+        server, f"lembro demo on http://{args.host}:{{port}}/  (Ctrl-C stops)", store.close
+    )
 
 
 def _soak(args: argparse.Namespace) -> int:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from types import FrameType
 from typing import Any
 
 from flask import Flask, jsonify, session
@@ -32,6 +30,7 @@ from .flask import Lembro
 from .memory import MemoryStore
 from .protocol import Stats
 from .serializers import dumps_session, get_serializer, loads_session
+from .serving import serve_until_stopped
 
 __all__ = ["STORES", "DictStore", "create_app", "main", "rss_bytes"]
 
@@ -260,19 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app, close = create_app(args.store, args.max_size)
     server = make_server(args.host, 0, app, threaded=True, request_handler=_QuietHandler)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"PORT {server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        close()
-    return 0
+    return serve_until_stopped(server, "PORT {port}", close)
 
 
 if __name__ == "__main__":  # pragma: no cover
