@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -429,37 +430,34 @@ def _targets(results: list[_Result], duration: float) -> list[tuple[str, str, st
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
-    name = f"lembro RSS flat after warm-up (final within {_FLAT_TOLERANCE:.0%} of RSS at 10 s)"
-    if lembro is None:
-        out.append(("SKIP", name, "lembro not run"))
-    elif duration < _MIN_JUDGED or lembro.rss_at(_WARMUP) is None:
-        out.append(("SKIP", name, short))
-    else:
-        base = lembro.rss_at(_WARMUP) or 1
-        change = (lembro.final_rss - base) / base
-        out.append(
-            (
-                verdict(abs(change) <= _FLAT_TOLERANCE),
-                name,
-                f"{_mib(base)} at 10 s, {_mib(lembro.final_rss)} final ({change:+.1%})",
-            )
-        )
+    def rss_change(
+        result: _Result | None, name: str, store: str, ok: Callable[[float], bool]
+    ) -> None:
+        """Judge the change of ``result``'s RSS from 10 s to the end with ``ok``."""
+        if result is None:
+            out.append(("SKIP", name, f"{store} not run"))
+            return
+        base = result.rss_at(_WARMUP)
+        if duration < _MIN_JUDGED or base is None:
+            out.append(("SKIP", name, short))
+            return
+        base = base or 1
+        change = (result.final_rss - base) / base
+        numbers = f"{_mib(base)} at 10 s, {_mib(result.final_rss)} final ({change:+.1%})"
+        out.append((verdict(ok(change)), name, numbers))
 
-    name = f"the unbounded store grows (final RSS over {_GROWTH:.0%} above RSS at 10 s)"
-    if plain is None:
-        out.append(("SKIP", name, "dict store not run"))
-    elif duration < _MIN_JUDGED or plain.rss_at(_WARMUP) is None:
-        out.append(("SKIP", name, short))
-    else:
-        base = plain.rss_at(_WARMUP) or 1
-        change = (plain.final_rss - base) / base
-        out.append(
-            (
-                verdict(change > _GROWTH),
-                name,
-                f"{_mib(base)} at 10 s, {_mib(plain.final_rss)} final ({change:+.1%})",
-            )
-        )
+    rss_change(
+        lembro,
+        f"lembro RSS flat after warm-up (final within {_FLAT_TOLERANCE:.0%} of RSS at 10 s)",
+        "lembro",
+        lambda change: abs(change) <= _FLAT_TOLERANCE,
+    )
+    rss_change(
+        plain,
+        f"the unbounded store grows (final RSS over {_GROWTH:.0%} above RSS at 10 s)",
+        "dict store",
+        lambda change: change > _GROWTH,
+    )
 
     name = "0 errors for every store"
     errors = {r.store: r.load["errors"] for r in results}
