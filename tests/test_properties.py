@@ -24,7 +24,6 @@ from django.http import HttpRequest, HttpResponse
 from django.test import Client as DjangoClient
 from django.test import override_settings
 from django.urls import path
-from flask import Flask, session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -36,11 +35,11 @@ from starlette.routing import Route
 
 import lembro.starlette
 from lembro import LembroError, MemoryStore, SerializationError
-from lembro.flask import Lembro
 from lembro.ids import is_session_id, new_session_id
 from lembro.memory import ENTRY_OVERHEAD
 from tests.conftest import FakeClock
 from tests.test_django import configure_django
+from tests.test_flask import make_app as make_flask_app
 from tests.test_memory import assert_accounting_exact
 
 with warnings.catch_warnings():
@@ -517,19 +516,7 @@ class Integration:
 class FlaskIntegration(Integration):
     def __init__(self, store: MemoryStore, secret: str = SECRET) -> None:
         super().__init__(store, secret)
-        app = Flask(__name__)
-        app.config.update(SECRET_KEY=secret, TESTING=True)
-        Lembro(app, store)
-
-        @app.get("/inc")
-        def inc() -> str:
-            session["n"] = session.get("n", 0) + 1
-            return str(session["n"])
-
-        @app.get("/read")
-        def read() -> str:
-            return str(session.get("n"))
-
+        app = make_flask_app(store, SECRET_KEY=secret)  # /inc counts, /read only reads
         self.client = app.test_client(use_cookies=False)
 
     def _signer(self, secret: str) -> itsdangerous.Signer:
