@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import cachetools
-import msgspec
 from cachelib import SimpleCache
 from django.conf import settings
 from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
@@ -43,6 +42,7 @@ from starsessions import InMemoryStore, JsonSerializer
 from lembro import MemoryStore, SessionStore, as_async
 from lembro.ids import new_session_id
 from lembro.memory import ENTRY_OVERHEAD
+from lembro.serializers import MsgpackSerializer
 
 if not settings.configured:
     settings.configure(USE_TZ=True)
@@ -87,8 +87,7 @@ def session_data(i: int) -> dict[str, Any]:
 
 
 VARIANTS = [session_data(i) for i in range(64)]
-_ENCODER = msgspec.msgpack.Encoder()
-BLOB = len(_ENCODER.encode(VARIANTS[0]))
+BLOB = len(MsgpackSerializer().dumps(VARIANTS[0]))
 
 
 def _pairs(sids: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -134,8 +133,9 @@ class Floor:
             None if max_entries is None else OrderedDict()
         )
         self._data: dict[str, tuple[bytes, float]] = {} if self._fifo is None else self._fifo
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder().decode
+        serializer = MsgpackSerializer()  # lembro's: "the same serializer"
+        self._encode = serializer.dumps
+        self._decode = serializer.loads
 
     def get(self, sid: str) -> dict[str, Any] | None:
         now = self._clock()
@@ -204,8 +204,9 @@ class LockedTLRU:
         self._cache: cachetools.TLRUCache[str, bytes] = cachetools.TLRUCache(
             maxsize, ttu=self._ttu, timer=timer, getsizeof=len
         )
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder().decode
+        serializer = MsgpackSerializer()  # lembro's: "the same serializer"
+        self._encode = serializer.dumps
+        self._decode = serializer.loads
 
     def _ttu(self, _key: str, _value: bytes, now: float) -> float:
         return now + self._ttl
@@ -782,8 +783,10 @@ def run(config: Config) -> Section:
         f"batches of up to {config.batch:,} operations, {config.repeats} repeats, stores "
         "interleaved, gc collected between batches and off during them; cells are medians.",
         "Every get returns a fresh dict and every set serializes: lembro, floor and "
-        "cachetools with msgspec msgpack, Django and cachelib with pickle (their own), "
-        "starsessions with its middleware's JSON serializer (its default).",
+        "cachetools with the same serializer, lembro's msgpack (msgspec, its bytes copied "
+        "to their exact length so that a store can count them), Django and cachelib with "
+        "pickle (their own), starsessions with its middleware's JSON serializer (its "
+        "default).",
         "floor: a lock and a dict sid -> (bytes, expiry); the least a correct thread-safe "
         "store does. Its purge scans all sessions: it has no expiry index. Its bound evicts "
         "the oldest insertion, with no recency.",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import threading
 import time
 import tracemalloc
 import weakref
-from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -24,31 +24,38 @@ from lembro import (
     Stats,
 )
 from lembro.ids import new_session_id
-from lembro.memory import ENTRY_OVERHEAD
+from lembro.memory import ENTRY_OVERHEAD, ODD_OVERHEAD
 from tests.conftest import FakeClock
 
 SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "csrf": "x" * 43}
 
 
+def segments(store: MemoryStore) -> tuple[list[str], list[str]]:
+    """(probation, protected): the ids never read again and the rest, each least
+    recently used first."""
+    queue = store._queue
+    return [s for s, e in queue.items() if not e[2]], [s for s, e in queue.items() if e[2]]
+
+
 def exact_size(store: MemoryStore) -> int:
     """What the store's size must be, recounted from what it holds."""
-    entries = list(store._probation.items()) + list(store._protected.items())
-    return sum(len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in entries)
+    held = sum(len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in store._queue.items())
+    return held + len(store._odd) * ODD_OVERHEAD
 
 
 def assert_accounting_exact(store: MemoryStore) -> None:
-    """Size, segments and the expiry index agree with what the store holds."""
+    """Size, costs and the expiry index agree with what the store holds."""
+    queue, due, odd = store._queue, store._due, store._odd
     assert store.size == exact_size(store)
-    assert not set(store._probation) & set(store._protected)
-    entries = {**store._probation, **store._protected}
-    in_fifo = {sid: e[1] for sid, e in entries.items() if e[2] is None}
-    assert dict(store._fifo) == in_fifo  # filed in order: exactly those, at their expiry
-    expiries = list(store._fifo.values())
-    assert expiries == sorted(expiries)
-    in_heap = {(e[2], sid) for sid, e in entries.items() if e[2] is not None}
-    assert in_heap <= set(store._heap)
-    assert all(e[2] is None or e[2] <= e[1] for e in entries.values())  # filed no later
-    assert len(store._heap) - len(in_heap) == store._stale
+    assert all(e[3] == len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in queue.items())
+    assert set(due).isdisjoint(odd)
+    assert set(due) | set(odd) == set(queue)  # every session filed, once
+    in_order = list(due.values())
+    assert in_order == sorted(in_order)  # the walk from the front meets them in order
+    assert all(at <= store._last for at in in_order)
+    assert all(at <= queue[sid][1] for sid, at in {**due, **odd}.items())  # filed no later
+    assert {(at, sid) for sid, at in odd.items()} <= set(store._heap)
+    assert len(store._heap) <= 2 * len(odd) + 64
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
@@ -255,10 +262,10 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
 
 def test_touch_extends_life_without_rewriting(store: MemoryStore, clock: FakeClock) -> None:
     store.set("a", SESSION, ttl=60)
-    data = store._find_locked("a")[1][0]  # type: ignore[index]
+    data = store._queue["a"][0]
     clock.advance(50)
     assert store.touch("a", ttl=60) is True
-    assert store._find_locked("a")[1][0] is data  # type: ignore[index]
+    assert store._queue["a"][0] is data
     clock.advance(50)
     assert store.get("a") == SESSION
     clock.advance(60)
@@ -301,18 +308,27 @@ def test_purge_keeps_sessions_touched_since_they_were_filed(
     assert_accounting_exact(store)
 
 
-class CountingDict(OrderedDict[str, Any]):
-    """A recency segment that counts the lookups the store makes in it."""
+class CountingDict(dict[str, Any]):
+    """A store table that counts the entries the store looks up or walks in it."""
 
     lookups = 0
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         CountingDict.lookups += 1
         return super().get(key, default)
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         CountingDict.lookups += 1
         return super().pop(key, *default)
+
+    def __getitem__(self, key: str) -> Any:
+        CountingDict.lookups += 1
+        return super().__getitem__(key)
+
+    def items(self) -> Any:  # type: ignore[override]
+        for item in super().items():
+            CountingDict.lookups += 1
+            yield item
 
 
 @pytest.mark.parametrize("short_first", [True, False], ids=["in-order", "out-of-order"])
@@ -323,14 +339,38 @@ def test_purge_costs_what_expired_not_what_is_held(clock: FakeClock, short_first
         for sid, ttl in shorts + longs if short_first else longs + shorts:
             s.set(sid, {"i": sid}, ttl=ttl)
         clock.advance(10)
-        s._probation = CountingDict(s._probation)
-        s._protected = CountingDict(s._protected)
+        s._queue, s._due, s._odd = (CountingDict(t) for t in (s._queue, s._due, s._odd))
         CountingDict.lookups = 0
         assert s.purge() == 100
-        # Looked up the 100 that expired (in at most both segments), never the 20,000 others.
-        assert 100 <= CountingDict.lookups <= 200
+        # Looked at the 100 that expired (a few times each), never the 20,000 others.
+        assert 100 <= CountingDict.lookups <= 500
         assert len(s) == 20_000
         assert_accounting_exact(s)
+
+
+def test_purge_files_again_the_sessions_extended_since_they_were_filed(
+    clock: FakeClock,
+) -> None:
+    with MemoryStore("1G", None, clock=clock) as s:
+        for i in range(1000):
+            s.set(f"s{i}", {"i": i}, ttl=10)
+        clock.advance(5)
+        for i in range(0, 1000, 10):
+            s.touch(f"s{i}", ttl=10)  # now due at 15, still filed at 10
+        clock.advance(5)
+        s._queue, s._due, s._odd = (CountingDict(t) for t in (s._queue, s._due, s._odd))
+        CountingDict.lookups = 0
+        assert s.purge() == 900
+        assert len(s) == 100
+        assert_accounting_exact(s)
+        work = CountingDict.lookups
+        CountingDict.lookups = 0
+        clock.advance(4.9)
+        assert s.purge() == 0  # refiled at 15: nothing is due yet, nothing is walked
+        assert CountingDict.lookups <= 2
+        clock.advance(0.1)
+        assert s.purge() == 100
+        assert work <= 5 * 1000
 
 
 def test_heap_stays_proportional_to_the_sessions_under_churn(
@@ -345,7 +385,7 @@ def test_heap_stays_proportional_to_the_sessions_under_churn(
         for sid in ids[450:]:
             store.touch(sid, ttl=50)
         clock.advance(1)
-    assert len(store._fifo) + len(store._heap) <= 2 * len(store) + 65
+    assert len(store._heap) <= 2 * len(store._odd) + 64
     assert_accounting_exact(store)
 
 
@@ -380,7 +420,8 @@ def test_prune_shrinks_to_low_water(clock: FakeClock) -> None:
 
 def test_prune_evicts_expired_before_live(clock: FakeClock) -> None:
     unit = per_session()
-    with MemoryStore(unit * 100, None, clock=clock) as s:
+    # The short ones come after longer ones: their expiries are filed out of order.
+    with MemoryStore(unit * 100 + 40 * ODD_OVERHEAD, None, clock=clock) as s:
         live = fill(s, "l", 60, ttl=1000)
         fill(s, "d", 40, ttl=10)
         clock.advance(10)
@@ -485,8 +526,12 @@ def test_pruning_only_expired_sessions_does_not_warn(
 
 
 @pytest.mark.parametrize("payload", [0, 250, 1000])
-def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int) -> None:
+@pytest.mark.parametrize("mode", ["plain", "mixed-ttls"])
+def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int, mode: str) -> None:
+    """A third of the sessions are read again, then touched and rewritten at random (the
+    recency table's holes); with mixed ttls, half the expiries are filed out of order."""
     data = {"d": "x" * payload}
+    rng = random.Random(payload)
     gc.collect()
     tracemalloc.start()
     try:
@@ -494,16 +539,24 @@ def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int) -
         store = MemoryStore("1M", None)
         ratios = []
         for i in range(40_000):
-            sid = new_session_id()
-            store.set(sid, data)
+            sid = f"s{i:042d}"  # 43 characters, made again from i: the test holds none
+            ttl = 3600.0 if mode == "plain" or i % 2 else 60.0 + i % 600
+            store.set(sid, data, ttl=ttl)
             if i % 3 == 0:
                 store.get(sid)
+            old = f"s{rng.randrange(max(0, i - 3000), i + 1):042d}"
+            if i % 5 == 0:
+                store.touch(old, ttl=ttl)
+            elif i % 7 == 0 and old in store:
+                store.set(old, data, ttl=ttl)
+            del sid, old
             if store.stats().evicted and i % 97 == 0:
                 ratios.append((tracemalloc.get_traced_memory()[0] - base) / store.max_size)
         store.close()
     finally:
         tracemalloc.stop()
     assert len(ratios) > 50  # far past the cap, many times over
+    print(f"{mode} {payload}: held {min(ratios):.2f} to {max(ratios):.2f} of max_size")
     assert min(ratios) >= 0.6
     assert max(ratios) <= 1.0
 
@@ -545,7 +598,7 @@ def test_concurrent_threads_keep_accounting_exact() -> None:
         assert errors == []
         assert_accounting_exact(s)
         assert s.size <= s.max_size
-        assert len(s) == len(s._probation) + len(s._protected)
+        assert len(s) == len(s._queue)
 
 
 # ---- the background purge ---------------------------------------------------------------
@@ -556,7 +609,7 @@ def test_background_purge_removes_expired_sessions(clock: FakeClock) -> None:
         s.set("a", SESSION, ttl=5)
         s.set("b", SESSION, ttl=50)
         clock.advance(5)
-        assert wait_for(lambda: s.stats().purges >= 1 and len(s._probation) == 1)
+        assert wait_for(lambda: s.stats().purges >= 1 and len(s._queue) == 1)
         assert s.stats().expired == 1
         assert "b" in s
 
@@ -633,7 +686,7 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
                     ok = (
                         s._thread is not None
                         and s._thread.is_alive()
-                        and wait_for(lambda: "gone" not in s._probation, 3)
+                        and wait_for(lambda: "gone" not in s._queue, 3)
                         and s.get("a") == SESSION
                         and any("forked" in r.getMessage() for r in records)
                     )

@@ -36,7 +36,7 @@ from starlette.routing import Route
 import lembro.starlette
 from lembro import LembroError, MemoryStore, SerializationError
 from lembro.ids import is_session_id, new_session_id
-from lembro.memory import ENTRY_OVERHEAD
+from lembro.memory import ENTRY_OVERHEAD, ODD_OVERHEAD
 from tests.conftest import FakeClock
 from tests.test_django import configure_django
 from tests.test_flask import make_app as make_flask_app
@@ -234,7 +234,7 @@ def expiry_of(entry: Any) -> float:
 
 def entry_bytes(store: MemoryStore, sid: str) -> bytes | None:
     """The bytes the store holds for ``sid``, read without touching its recency or stats."""
-    entry = store._protected.get(sid) or store._probation.get(sid)
+    entry = store._queue.get(sid)
     return None if entry is None else blob_of(entry)
 
 
@@ -242,10 +242,8 @@ def snapshot(store: MemoryStore) -> tuple[Any, ...]:
     """Everything a refused write must leave as it was."""
     return (
         store.size,
-        len(store._probation) + len(store._protected),
-        list(store._probation),
-        list(store._protected),
-        {sid: blob_of(e) for seg in (store._probation, store._protected) for sid, e in seg.items()},
+        [(sid, e[2]) for sid, e in store._queue.items()],  # recency order, and probation
+        {sid: blob_of(e) for sid, e in store._queue.items()},
         store._hits,
         store._misses,
         store._evicted,
@@ -342,7 +340,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         return sid in self.model and self.model[sid][1] > self.clock.now
 
     def _held(self) -> set[str]:
-        return set(self.store._probation) | set(self.store._protected)
+        return set(self.store._queue)
 
     def _forget_vanished(self, may_evict: bool, keep: str | None = None) -> None:
         """Drop from the model what the store no longer holds; live ones only if allowed."""
@@ -367,6 +365,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         blob = self.store._dumps(data)
         old = entry_bytes(self.store, sid)
         grown = len(blob) + (len(sid) + ENTRY_OVERHEAD if old is None else -len(old))
+        grown += ODD_OVERHEAD  # at most: the write may file its expiry out of order
         over_cap = self.store.size + grown > MAX_SIZE
         self.store.set(sid, data, ttl)
         assert self.store.size <= MAX_SIZE
@@ -437,12 +436,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
     @invariant()
     def store_holds_what_the_model_says(self) -> None:
         now = self.clock.now
-        live_held = {
-            sid: e
-            for seg in (self.store._probation, self.store._protected)
-            for sid, e in seg.items()
-            if expiry_of(e) > now
-        }
+        live_held = {sid: e for sid, e in self.store._queue.items() if expiry_of(e) > now}
         assert set(live_held) == {sid for sid in self.model if self._live(sid)}
         assert self._held() == set(self.model)  # expired ones too, until the store drops them
         for sid, entry in live_held.items():
@@ -688,16 +682,12 @@ def test_any_cookie_gets_a_fresh_empty_session(framework: str, case: tuple[str, 
         integration = INTEGRATIONS[framework](store)
         with integration.running():
             cookie, planted = plant(integration, clock, case)
-            held = {
-                sid: blob_of(e)
-                for seg in (store._probation, store._protected)
-                for sid, e in seg.items()
-            }
+            held = {sid: blob_of(e) for sid, e in store._queue.items()}
 
             status, body, set_cookies = integration.request("/read", cookie)
             assert (status, body) == (200, "None")
             assert cookie_id(integration, set_cookies) is None  # a read sets no cookie
-            assert set(store._probation) | set(store._protected) <= set(held)  # stores nothing
+            assert set(store._queue) <= set(held)  # stores nothing
 
             status, body, set_cookies = integration.request("/inc", cookie)
             assert (status, body) == (200, "1")  # a fresh session: the counter restarts

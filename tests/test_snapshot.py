@@ -57,8 +57,10 @@ def test_recency_survives_so_the_flood_still_goes_first(tmp_path: Path) -> None:
         first.get("user")  # came back: off probation
         first.set("bot", SESSION)
     with MemoryStore("1M", None, snapshot=path) as second:
-        assert list(second._protected) == ["user"]
-        assert list(second._probation) == ["bot"]
+        assert [(sid, e[2]) for sid, e in second._queue.items()] == [
+            ("user", True),  # read again: off probation
+            ("bot", False),
+        ]
 
 
 def test_a_missing_file_means_an_empty_store(tmp_path: Path) -> None:

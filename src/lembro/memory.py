@@ -8,7 +8,6 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
@@ -28,28 +27,36 @@ from .serializers import (
 from .size import format_size, parse_size
 from .snapshot import SnapshotRecord, read_snapshot, write_snapshot
 
-__all__ = ["ENTRY_OVERHEAD", "MemoryStore"]
+__all__ = ["ENTRY_OVERHEAD", "ODD_OVERHEAD", "MemoryStore"]
 
 log = logging.getLogger("lembro")
 
 # Bytes each session costs beyond its id's and payload's lengths, as tracemalloc counts
-# them: the id str and bytes object headers, the entry record and its expiry float, the
-# dict and OrderedDict slots, the heap's tuple and slot, with the tables' slack at their
-# fullest. Measured on CPython 3.10-3.13 (tests/test_memory_bound.py pins it).
+# them: the id str and bytes object headers, the entry tuple with its expiry float and
+# cost int, its slot in the recency table and in the expiry index (or, filed out of
+# order, its heap item), with the tables' slack and holes at their fullest. Measured on
+# CPython 3.10-3.13; the tracemalloc tests in tests/test_memory.py hold the store to it.
 ENTRY_OVERHEAD = 400
 
-# The background purge removes at most this many sessions per hold of the lock, so a
+# Bytes a session filed out of order costs on top of ENTRY_OVERHEAD while it is: its
+# slot in ``_odd`` and its heap item (up to two, counting the stale ones the heap may
+# hold). Counted in the store's size only then, so stores whose sessions all share one
+# ttl do not pay for it.
+ODD_OVERHEAD = 200
+
+# The background purge handles at most this many sessions per hold of the lock, so a
 # mass expiry never stalls requests for long.
 _PURGE_BATCH = 1024
 
 
-# One session: (serialized data, expiry, the expiry it is filed under in the heap, or
-# None when it is filed in the in-order queue). A tuple costs a sixth of a class instance
-# to make, and set() makes one per call.
-_Entry = tuple[bytes, float, "float | None"]
+# One session: (serialized data, expiry in clock seconds, read again since it was
+# created, the bytes it is accounted at). A tuple costs a sixth of a class instance to
+# make, and every set() and touch() makes one.
+_Entry = tuple[bytes, float, bool, int]
 _DATA: Final = 0
 _EXPIRES: Final = 1
-_IN_HEAP: Final = 2
+_PROTECTED: Final = 2
+_COST: Final = 3
 
 
 class MemoryStore:
@@ -73,6 +80,59 @@ class MemoryStore:
     Every method is thread-safe. Sessions are held serialized, so each ``get`` returns a
     fresh dict that no other request shares.
     """
+
+    # How the sessions are held (all under ``_lock``); every table is a plain dict, whose
+    # operations cost the least Python has:
+    #
+    # ``_queue``: every session, sid -> entry, least recently used first. A use (get,
+    #   set, touch) pops the session and puts it back at the end. Probation is the
+    #   queue's unread entries, in the same order; pruning walks the queue from the front.
+    # The expiry index, filed lazily: each session is filed under an expiry no later
+    #   than its own, either in ``_due`` (sid -> filed expiry, in insertion order, which
+    #   is expiry order: a filing is appended only when not earlier than ``_last``) or,
+    #   when its expiry would break that order, in ``_odd`` (sid -> filed expiry) with an
+    #   (expiry, sid) item in the min-heap ``_heap`` (stale once ``_odd`` no longer holds
+    #   that sid at that expiry). A touch or a write that extends a session leaves it
+    #   where it is filed; only one that shortens it files it again. A purge takes the
+    #   sessions filed up to now, from the front of ``_due`` and the top of the heap: it
+    #   removes the expired ones and files the others again at their expiry. So it costs
+    #   O(log n) per session it removes, plus per session extended since it was filed
+    #   (once per extension at most), never O(n).
+    # ``_size``: the sum of the entries' costs.
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_closed",
+        "_due",
+        "_dumps",
+        "_evicted",
+        "_expired",
+        "_heap",
+        "_hits",
+        "_last",
+        "_loads",
+        "_lock",
+        "_misses",
+        "_next_purge",
+        "_next_snapshot",
+        "_odd",
+        "_pid",
+        "_purges",
+        "_queue",
+        "_serializer",
+        "_size",
+        "_stop",
+        "_thread",
+        "_trusted",
+        "_warned_evicting",
+        "interval",
+        "low_water",
+        "max_size",
+        "on_error",
+        "snapshot",
+        "snapshot_interval",
+        "ttl",
+    )
 
     blocking = False  # calls take microseconds and do no I/O: async callers may call inline
 
@@ -122,19 +182,11 @@ class MemoryStore:
         self.on_error = on_error
 
         self._lock = threading.Lock()
-        # Recency: sessions not read since they were created, and the rest; both in
-        # least-recently-used-first order. Together they are the index of all sessions.
-        self._probation: OrderedDict[str, _Entry] = OrderedDict()
-        self._protected: OrderedDict[str, _Entry] = OrderedDict()
-        # The expiry index. With one default ttl and a monotonic clock, expiries arrive in
-        # order: those sessions sit in ``_fifo`` (sid -> expiry, earliest first), where
-        # filing, moving and removing are O(1). A session whose expiry would break that
-        # order goes in ``_heap`` as an (expiry, sid) item instead; a heap item is stale
-        # once its session is gone or filed elsewhere, and is dropped when it surfaces.
-        self._fifo: OrderedDict[str, float] = OrderedDict()
-        self._fifo_last = -math.inf  # no expiry in _fifo is later than this
+        self._queue: dict[str, _Entry] = {}
+        self._due: dict[str, float] = {}
+        self._odd: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
-        self._stale = 0
+        self._last = -math.inf
         self._size = 0
         self._hits = 0
         self._misses = 0
@@ -155,30 +207,33 @@ class MemoryStore:
         self._start_purger()
 
     # ---- public API -------------------------------------------------------------------
+    #
+    # The hot paths call the callables they hold (clock, dumps, loads) through a local:
+    # CPython 3.11 specializes a local's call, not a call through a slot.
 
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
-        now = self._clock()
+        clock = self._clock
+        now = clock()
         with self._lock:
-            entry = self._protected.get(sid)
-            if entry is not None:
-                self._protected.move_to_end(sid)
-            else:
-                entry = self._probation.pop(sid, None)
-                if entry is None:
-                    self._misses += 1
-                    return None
-                self._protected[sid] = entry  # read again: no longer on probation
-            if entry[_EXPIRES] <= now:
-                self._expire_locked(self._protected, sid, entry)
+            entry = self._queue.pop(sid, None)
+            if entry is None:
                 self._misses += 1
                 return None
+            if entry[_EXPIRES] <= now:
+                self._forget_locked(sid, entry)
+                self._expired += 1
+                self._misses += 1
+                return None
+            if not entry[_PROTECTED]:  # read again: off probation
+                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST])
+            self._queue[sid] = entry  # most recently used
             self._hits += 1
-            blob = entry[_DATA]
         if not self._trusted:
-            return loads_session(self._serializer, blob)
+            return loads_session(self._serializer, entry[_DATA])
+        loads = self._loads
         try:
-            data: dict[str, Any] = self._loads(blob)
+            data: dict[str, Any] = loads(entry[_DATA])
         except Exception as e:
             raise SerializationError(f"stored session does not deserialize: {e}") from e
         return data
@@ -190,44 +245,45 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        self._write(sid, data, ttl, create=True)
+        blob, cost, lifetime = self._encode(sid, data, ttl)
+        clock = self._clock
+        now = clock()
+        expires = now + lifetime
+        with self._lock:
+            old = self._queue.pop(sid, None)
+            if old is None:
+                self._queue[sid] = (blob, expires, False, cost)
+                self._size += cost
+                if expires >= self._last:  # _file_locked's usual case, in line
+                    self._due[sid] = self._last = expires
+                else:
+                    self._file_odd_locked(sid, expires)
+            else:
+                self._queue[sid] = (blob, expires, old[_PROTECTED], cost)
+                self._size += cost - old[_COST]
+                if expires < old[_EXPIRES]:  # sooner than it is filed, maybe
+                    self._refile_locked(sid, expires)
+            if self._size > self.max_size:
+                self._prune_locked(now, keep=sid)
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        return self._write(sid, data, ttl, create=False)
-
-    def _write(self, sid: str, data: dict[str, Any], ttl: float | None, create: bool) -> bool:
-        if type(sid) is not str or not sid:
-            check_session_id(sid)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl)
-        if self._trusted and type(data) is dict:
-            try:
-                blob = self._dumps(data)
-            except Exception as e:
-                raise SerializationError(f"session data does not serialize: {e}") from e
-        else:
-            blob = dumps_session(self._serializer, data)
-        cost = len(sid) + len(blob) + ENTRY_OVERHEAD
-        if cost > self.max_size:
-            raise SessionTooLarge(cost, self.max_size)
+        blob, cost, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
+        expires = now + lifetime
         with self._lock:
-            segment = self._probation
-            entry = segment.get(sid)
-            if entry is None:
-                segment = self._protected
-                entry = segment.get(sid)
-            if entry is None or (not create and entry[_EXPIRES] <= now):
-                if not create:
-                    if entry is not None:  # expired: it goes now, as on a get
-                        self._expire_locked(segment, sid, entry)
-                    return False
-                self._add_locked(sid, blob, now + lifetime, cost)
-            else:
-                segment.move_to_end(sid)
-                self._size += len(blob) - len(entry[_DATA])
-                self._refile_locked(segment, sid, blob, now + lifetime, entry[_IN_HEAP])
+            old = self._queue.pop(sid, None)
+            if old is None:
+                return False
+            if old[_EXPIRES] <= now:  # expired: it goes now, as on a get
+                self._forget_locked(sid, old)
+                self._expired += 1
+                return False
+            self._queue[sid] = (blob, expires, old[_PROTECTED], cost)
+            self._size += cost - old[_COST]
+            if expires < old[_EXPIRES]:
+                self._refile_locked(sid, expires)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
             return True
@@ -238,51 +294,37 @@ class MemoryStore:
         Returns ``False`` when the session is absent or expired. Counts as a return visit.
         """
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
-        now = self._clock()
+        clock = self._clock
+        now = clock()
         with self._lock:
-            protected = self._protected
-            entry = protected.get(sid)
-            if entry is not None:
-                protected.move_to_end(sid)
-            else:
-                entry = self._probation.pop(sid, None)
-                if entry is None:
-                    return False
-                protected[sid] = entry  # came back: no longer on probation
+            entry = self._queue.pop(sid, None)
+            if entry is None:
+                return False
             if entry[_EXPIRES] <= now:
-                self._expire_locked(protected, sid, entry)
+                self._forget_locked(sid, entry)
+                self._expired += 1
                 return False
             expires = now + lifetime
-            if entry[_IN_HEAP] is None and expires >= self._fifo_last:
-                # _refile_locked's first case, in line for the hot path: still the latest
-                # expiry, so it moves to the end of the queue.
-                fifo = self._fifo
-                fifo[sid] = self._fifo_last = expires
-                fifo.move_to_end(sid)
-                protected[sid] = (entry[_DATA], expires, None)
-            else:
-                self._refile_locked(protected, sid, entry[_DATA], expires, entry[_IN_HEAP])
+            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST])  # came back
+            if expires < entry[_EXPIRES]:
+                self._refile_locked(sid, expires)
             return True
 
     def destroy(self, sid: str) -> None:
         """Remove session ``sid``; nothing happens when there is none."""
         with self._lock:
-            entry = self._probation.pop(sid, None)
-            if entry is None:
-                entry = self._protected.pop(sid, None)
-                if entry is None:
-                    return
-            self._forget_locked(sid, entry)
+            entry = self._queue.pop(sid, None)
+            if entry is not None:
+                if self._due.pop(sid, None) is None:
+                    self._unfile_odd_locked(sid)
+                self._size -= entry[_COST]
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session, by id."""
         now = self._clock()
         with self._lock:
             blobs = [
-                (sid, entry[_DATA])
-                for segment in (self._probation, self._protected)
-                for sid, entry in segment.items()
-                if entry[_EXPIRES] > now
+                (sid, entry[_DATA]) for sid, entry in self._queue.items() if entry[_EXPIRES] > now
             ]
         return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
 
@@ -291,7 +333,7 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             self._purge_locked(now, None)
-            return len(self._probation) + len(self._protected)
+            return len(self._queue)
 
     def __contains__(self, sid: object) -> bool:
         """Whether ``sid`` is a live session; neither a hit nor a miss nor a visit."""
@@ -299,22 +341,22 @@ class MemoryStore:
             return False
         now = self._clock()
         with self._lock:
-            found = self._find_locked(sid)
-            return found is not None and found[1][_EXPIRES] > now
+            entry = self._queue.get(sid)
+            return entry is not None and entry[_EXPIRES] > now
 
     def clear(self) -> None:
         """Remove every session. Counters (hits, misses, ...) are kept."""
         with self._lock:
-            self._probation.clear()
-            self._protected.clear()
-            self._fifo.clear()
-            self._fifo_last = -math.inf
-            self._heap = []
-            self._stale = 0
+            self._queue.clear()
+            self._due.clear()
+            self._odd.clear()
+            self._heap.clear()
+            self._last = -math.inf
             self._size = 0
 
     def purge(self) -> int:
-        """Remove expired sessions now; return how many. Costs O(expired * log n)."""
+        """Remove expired sessions now; return how many. Costs O(log n) per session
+        removed, plus per session extended since it was filed (see the class's notes)."""
         return self._purge(None)
 
     def prune(self) -> int:
@@ -325,7 +367,8 @@ class MemoryStore:
 
     @property
     def size(self) -> int:
-        """Bytes held, as accounted: ids, payloads and ``ENTRY_OVERHEAD`` per session."""
+        """Bytes held, as accounted: ids, payloads and ``ENTRY_OVERHEAD`` per session (and
+        ``ODD_OVERHEAD`` per session whose expiry is filed out of order)."""
         return self._size
 
     def stats(self) -> Stats:
@@ -334,7 +377,7 @@ class MemoryStore:
         with self._lock:
             self._purge_locked(now, None)
             return Stats(
-                sessions=len(self._probation) + len(self._protected),
+                sessions=len(self._queue),
                 size=self._size,
                 max_size=self.max_size,
                 hits=self._hits,
@@ -365,11 +408,10 @@ class MemoryStore:
         if self.snapshot is None:
             raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
         now = self._clock()
-        with self._lock:
+        with self._lock:  # least recently used first: loading them in order keeps recency
             records: list[SnapshotRecord] = [
-                (sid, entry[_EXPIRES] - now, segment is self._protected, entry[_DATA])
-                for segment in (self._probation, self._protected)
-                for sid, entry in segment.items()
+                (sid, entry[_EXPIRES] - now, entry[_PROTECTED], entry[_DATA])
+                for sid, entry in self._queue.items()
                 if entry[_EXPIRES] > now
             ]
         write_snapshot(self.snapshot, serializer_name(self._serializer), records)
@@ -389,146 +431,173 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return (
-            f"<MemoryStore {len(self._probation) + len(self._protected)} sessions, "
+            f"<MemoryStore {len(self._queue)} sessions, "
             f"{format_size(self._size)} of {format_size(self.max_size)}>"
         )
 
-    # ---- bookkeeping: the one place size, counts and the expiry index change ----------
+    # ---- bookkeeping ----------------------------------------------------------------------
 
-    def _add_locked(
-        self, sid: str, blob: bytes, expires: float, cost: int, read_again: bool = False
-    ) -> None:
-        """Insert a new session costing ``cost`` bytes, on probation unless ``read_again``.
-        The lock is held; ``sid`` is not present."""
-        entry = (blob, expires, self._file_locked(sid, expires))
-        (self._protected if read_again else self._probation)[sid] = entry
-        self._size += cost
+    def _encode(
+        self, sid: str, data: dict[str, Any], ttl: float | None
+    ) -> tuple[bytes, int, float]:
+        """Check a write's arguments and serialize ``data``, outside the lock; return
+        (bytes, their cost in bytes, lifetime in seconds). Raises before anything changes."""
+        if type(sid) is not str or not sid:
+            check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if self._trusted and type(data) is dict:
+            dumps = self._dumps
+            try:
+                blob = dumps(data)
+            except Exception as e:
+                raise SerializationError(f"session data does not serialize: {e}") from e
+        else:
+            blob = dumps_session(self._serializer, data)
+        cost = len(sid) + len(blob) + ENTRY_OVERHEAD
+        if cost > self.max_size:
+            raise SessionTooLarge(cost, self.max_size)
+        return blob, cost, lifetime
+
+    def _file_locked(self, sid: str, expires: float) -> None:
+        """File ``sid``, filed nowhere now, under ``expires``."""
+        if expires >= self._last:
+            self._due[sid] = self._last = expires
+        else:
+            self._file_odd_locked(sid, expires)
+
+    def _refile_locked(self, sid: str, expires: float) -> None:
+        """File ``sid`` again, under ``expires``."""
+        if self._due.pop(sid, None) is None:
+            self._unfile_odd_locked(sid)
+        self._file_locked(sid, expires)
+
+    def _file_odd_locked(self, sid: str, expires: float) -> None:
+        """File an expiry earlier than ``_last`` in the heap: O(log n)."""
+        odd = self._odd
+        heap = self._heap
+        if odd.get(sid) is None:
+            self._size += ODD_OVERHEAD
+        odd[sid] = expires
+        heapq.heappush(heap, (expires, sid))
+        if len(heap) > 2 * len(odd) + 64:
+            self._compact_heap_locked()
+
+    def _unfile_odd_locked(self, sid: str) -> None:
+        """``sid`` is no longer filed in ``_odd``: its heap item, if any, is stale."""
+        odd = self._odd
+        if odd.pop(sid, None) is not None:
+            self._size -= ODD_OVERHEAD
+            if len(self._heap) > 2 * len(odd) + 64:
+                self._compact_heap_locked()
+
+    def _compact_heap_locked(self) -> None:
+        """Rebuild the heap from ``_odd``, dropping stale items: O(odd), once the stale
+        items outnumber the live ones (and 64), so O(1) amortized."""
+        heap = [(expires, sid) for sid, expires in self._odd.items()]
+        heapq.heapify(heap)
+        self._heap = heap
 
     def _forget_locked(self, sid: str, entry: _Entry) -> None:
-        """Account the removal of a session its caller has just popped from its segment:
-        size, and the expiry index. The lock is held."""
-        if entry[_IN_HEAP] is None:
-            del self._fifo[sid]
-        else:
-            self._stale += 1
-            if self._stale > 64 and self._stale * 2 > len(self._heap):
-                self._compact_heap_locked()
-        self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
-
-    def _expire_locked(self, segment: OrderedDict[str, _Entry], sid: str, entry: _Entry) -> None:
-        """Remove a session found expired in ``segment``, and count it. The lock is held."""
-        del segment[sid]
-        self._forget_locked(sid, entry)
-        self._expired += 1
-
-    def _file_locked(self, sid: str, expires: float) -> float | None:
-        """File ``sid``, not filed now, in the expiry index under ``expires``: in the queue
-        when that keeps it in order (return ``None``), else in the heap (return the key)."""
-        if expires >= self._fifo_last or not self._fifo:
-            self._fifo[sid] = self._fifo_last = expires
-            return None
-        heapq.heappush(self._heap, (expires, sid))
-        return expires
-
-    def _refile_locked(
-        self,
-        segment: OrderedDict[str, _Entry],
-        sid: str,
-        blob: bytes,
-        expires: float,
-        in_heap: float | None,
-    ) -> None:
-        """Give a session present in ``segment`` new data and expiry. The lock is held; the
-        caller has accounted any change in the data's length."""
-        fifo = self._fifo
-        if in_heap is None:
-            if expires >= self._fifo_last:  # still the latest: to the end of the queue
-                fifo[sid] = self._fifo_last = expires
-                fifo.move_to_end(sid)
-                segment[sid] = (blob, expires, None)
-                return
-            del fifo[sid]
-        elif expires >= in_heap and fifo and expires < self._fifo_last:
-            # Filed no later than it expires, and the queue cannot take it: the purge
-            # re-files it when its heap item surfaces.
-            segment[sid] = (blob, expires, in_heap)
-            return
-        else:
-            self._stale += 1  # its heap item is stale now
-        segment[sid] = (blob, expires, self._file_locked(sid, expires))
-
-    # ---- helpers that assume the lock is held -------------------------------------------
-
-    def _find_locked(self, sid: str) -> tuple[OrderedDict[str, _Entry], _Entry] | None:
-        for segment in (self._probation, self._protected):
-            entry = segment.get(sid)
-            if entry is not None:
-                return segment, entry
-        return None
+        """Unfile session ``sid``, just popped from the queue, and unaccount ``entry``."""
+        if self._due.pop(sid, None) is None:
+            self._unfile_odd_locked(sid)
+        self._size -= entry[_COST]
 
     def _purge_locked(self, now: float, limit: int | None) -> tuple[int, bool]:
-        """Remove up to ``limit`` expired sessions; return (removed, whether any remain)."""
-        removed = 0
-        fifo = self._fifo
-        while fifo:
-            sid, expires = next(iter(fifo.items()))
-            if expires > now:
+        """Take up to ``limit`` sessions filed up to ``now``: remove the expired ones, file
+        the others again. Return (removed, whether more are left)."""
+        budget = math.inf if limit is None else limit
+        more = False
+        queue = self._queue
+        due = self._due
+        taken: list[str] = []
+        for sid, filed in due.items():  # in filing order, until the first not yet due
+            if filed > now:
                 break
-            if limit is not None and removed >= limit:
-                self._expired += removed
-                return removed, True
-            entry = self._probation.pop(sid, None) or self._protected.pop(sid)  # fifo is exact
-            self._forget_locked(sid, entry)
-            removed += 1
-        # Re-read self._heap each time: a removal below may compact it into a new list.
-        while self._heap and self._heap[0][0] <= now:
-            if limit is not None and removed >= limit:
-                self._expired += removed
-                return removed, True
-            key, sid = heapq.heappop(self._heap)
-            found = self._find_locked(sid)
-            if found is None or found[1][_IN_HEAP] != key:
-                self._stale -= 1
-                continue
-            segment, entry = found
-            expires = entry[_EXPIRES]
-            if expires > now:  # touched since: file it under its new expiry, same recency
-                segment[sid] = (entry[_DATA], expires, self._file_locked(sid, expires))
-                continue
-            self._stale -= 1  # the item is popped; _forget_locked counts it stale again
-            del segment[sid]
-            self._forget_locked(sid, entry)
-            removed += 1
+            if len(taken) >= budget:
+                more = True
+                break
+            taken.append(sid)
+        removed = 0
+        for sid in taken:
+            del due[sid]
+            entry = queue[sid]
+            if entry[_EXPIRES] <= now:
+                del queue[sid]
+                self._size -= entry[_COST]
+                removed += 1
+            else:  # extended since it was filed
+                self._file_locked(sid, entry[_EXPIRES])
+        handled = len(taken)
+        # Re-read self._heap each time: filing may compact it into a new list.
+        while not more and self._heap and self._heap[0][0] <= now:
+            if handled >= budget:
+                more = True
+                break
+            filed, sid = heapq.heappop(self._heap)
+            if self._odd.get(sid) != filed:
+                continue  # stale
+            del self._odd[sid]
+            self._size -= ODD_OVERHEAD
+            handled += 1
+            entry = queue[sid]
+            if entry[_EXPIRES] <= now:
+                del queue[sid]
+                self._size -= entry[_COST]
+                removed += 1
+            else:
+                self._file_locked(sid, entry[_EXPIRES])
+        if len(self._heap) > 2 * len(self._odd) + 64:
+            self._compact_heap_locked()
         self._expired += removed
-        return removed, False
+        return removed, more
 
     def _prune_locked(self, now: float, keep: str | None) -> int:
-        """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions."""
+        """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions.
+
+        Walks the queue at most twice, once per ``(1 - low_water) * max_size`` bytes
+        written: O(1) amortized per byte written.
+        """
         target = int(self.max_size * self.low_water)
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             log.debug(
                 "prune start: %s in %d sessions, max %s, target %s",
                 format_size(self._size),
-                len(self._probation) + len(self._protected),
+                len(self._queue),
                 format_size(self.max_size),
                 format_size(target),
             )
         self._purge_locked(now, None)
-        evicted = 0
-        for segment in (self._probation, self._protected):
-            while self._size > target and segment:
-                sid = next(iter(segment))
-                if sid == keep:  # the most recent of its segment: nothing older is left
-                    break
-                self._forget_locked(sid, segment.popitem(last=False)[1])
-                evicted += 1
+        queue = self._queue
+        odd = self._odd
+        victims: list[str] = []
+        size = self._size
+        freed = 0  # the victims' entries' costs; unfiling takes off the rest
+        # Probation first, then the rest; least recently used first in each.
+        for protected in (False, True):
+            if size <= target:
+                break
+            for sid, entry in queue.items():
+                if entry[_PROTECTED] is protected and sid != keep:
+                    victims.append(sid)
+                    freed += entry[_COST]
+                    size -= entry[_COST] + (ODD_OVERHEAD if odd and sid in odd else 0)
+                    if size <= target:
+                        break
+        due_pop = self._due.pop
+        for sid in victims:
+            del queue[sid]
+            if due_pop(sid, None) is None:
+                self._unfile_odd_locked(sid)
+        self._size -= freed
+        evicted = len(victims)
         self._evicted += evicted
         if debug:
             log.debug(
                 "prune end: %s in %d sessions (%d evicted)",
                 format_size(self._size),
-                len(self._probation) + len(self._protected),
+                len(self._queue),
                 evicted,
             )
         if evicted and not self._warned_evicting:
@@ -538,22 +607,10 @@ class MemoryStore:
                 "%d sessions in %s. Raise max_size to keep sessions until they expire.",
                 format_size(self.max_size),
                 evicted,
-                len(self._probation) + len(self._protected),
+                len(self._queue),
                 format_size(self._size),
             )
         return evicted
-
-    def _compact_heap_locked(self) -> None:
-        """Drop the heap's stale items: O(heap), once per heap/2 items turned stale."""
-        live: dict[str, float] = {}
-        for key, sid in self._heap:
-            found = self._find_locked(sid)
-            if found is not None and found[1][_IN_HEAP] == key:
-                live[sid] = key
-        heap = [(key, sid) for sid, key in live.items()]
-        heapq.heapify(heap)
-        self._heap = heap
-        self._stale = 0
 
     # ---- snapshots and the background thread -------------------------------------------
 
@@ -561,10 +618,12 @@ class MemoryStore:
         records = read_snapshot(path, serializer_name(self._serializer))
         now = self._clock()
         with self._lock:
-            for sid, left, read_again, data in records:
-                if self._find_locked(sid) is None:
+            for sid, left, read_again, data in records:  # least recently used first
+                if sid not in self._queue:
                     cost = len(sid) + len(data) + ENTRY_OVERHEAD
-                    self._add_locked(sid, data, now + left, cost, read_again)
+                    self._queue[sid] = (data, now + left, read_again, cost)
+                    self._size += cost
+                    self._file_locked(sid, now + left)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
@@ -605,7 +664,7 @@ class MemoryStore:
         """Give the child a fresh lock and its own purge thread; say that sessions split."""
         self._lock = threading.Lock()
         self._thread = None
-        held = len(self._probation) + len(self._protected)
+        held = len(self._queue)
         parent, self._pid = self._pid, os.getpid()
         if held:
             log.warning(
