@@ -348,7 +348,7 @@ def test_expired_server_side_session_gives_a_fresh_one(
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts its writes and touches."""
+    """A MemoryStore that counts its writes (set or replace) and touches."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -358,6 +358,10 @@ class CountingStore(MemoryStore):
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         self.sets += 1
         super().set(sid, data, ttl)
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        self.sets += 1
+        return super().replace(sid, data, ttl)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         self.touches += 1
@@ -412,6 +416,29 @@ def test_non_permanent_session_is_touched_but_gets_no_new_cookie(
     assert (counting.sets, counting.touches) == (1, 1)
     clock.advance(60)
     assert client.get("/read").text == "1"
+
+
+def test_a_session_destroyed_meanwhile_stays_destroyed(store: MemoryStore) -> None:
+    """A logout in another request wins over this request's changes: the old id is not
+    written again, no other id takes its data, and no cookie is set."""
+    app = make_app(store)
+
+    @app.get("/late")
+    def late() -> str:
+        assert isinstance(session, LembroSession)
+        assert session.sid is not None
+        store.destroy(session.sid)  # another request of this session logged out meanwhile
+        session["late"] = True
+        return "ok"
+
+    client = app.test_client()
+    client.get("/inc")
+    old = cookie_sid(client)
+    response = client.get("/late")
+    assert response.text == "ok"
+    assert session_cookie(response) is None
+    assert old not in store
+    assert len(store) == 0
 
 
 def test_touch_of_a_vanished_session_sets_no_cookie(counting: CountingStore) -> None:

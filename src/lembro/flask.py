@@ -289,7 +289,10 @@ class LembroSessionInterface(SessionInterface):
             session.sid = sid
         elif session.modified:
             sid = old_sid
-            self.store.set(sid, self.serializer.tag(dict(session)))
+            if not self.store.replace(sid, self.serializer.tag(dict(session))):
+                # Destroyed since it was loaded (a logout or a regenerate in another
+                # request): it stays destroyed, and this request's changes go with it.
+                return
         elif app.config["SESSION_REFRESH_EACH_REQUEST"] or session._resign:
             sid = old_sid
             if not self.store.touch(sid):

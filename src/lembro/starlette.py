@@ -255,15 +255,15 @@ class SessionMiddleware:
         if self._persist:
             if fresh:
                 await self._store.set(sid, data, self._ttl)
-            elif changed:
-                if not await self._store.replace(sid, data, self._ttl):
-                    # Destroyed since it was loaded (a logout, a regenerate): never revive
-                    # it; the data goes under a new id.
-                    sid = new_session_id()
-                    await self._store.set(sid, data, self._ttl)
-            elif not await self._store.touch(sid, self._ttl):
-                sid = new_session_id()
-                await self._store.set(sid, data, self._ttl)
+            elif not await (
+                self._store.replace(sid, data, self._ttl)
+                if changed
+                else self._store.touch(sid, self._ttl)
+            ):
+                # Destroyed since it was loaded (a logout or a regenerate in another
+                # request): it stays destroyed, this request's changes go with it, and the
+                # cookie is left as the other request set it.
+                return
         lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
         headers.append("Set-Cookie", self._cookie(self.signer.sign(sid).decode(), lifetime))
 
