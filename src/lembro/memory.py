@@ -251,10 +251,10 @@ class MemoryStore:
         expires = now + lifetime
         with self._lock:
             old = self._queue.pop(sid, None)
-            if old is None:
+            if old is None:  # _add_locked, in line
                 self._queue[sid] = (blob, expires, False, cost)
                 self._size += cost
-                if expires >= self._last:  # _file_locked's usual case, in line
+                if expires >= self._last:
                     self._due[sid] = self._last = expires
                 else:
                     self._file_odd_locked(sid, expires)
@@ -314,7 +314,7 @@ class MemoryStore:
         """Remove session ``sid``; nothing happens when there is none."""
         with self._lock:
             entry = self._queue.pop(sid, None)
-            if entry is not None:
+            if entry is not None:  # _forget_locked, in line
                 if self._due.pop(sid, None) is None:
                     self._unfile_odd_locked(sid)
                 self._size -= entry[_COST]
@@ -458,6 +458,13 @@ class MemoryStore:
             raise SessionTooLarge(cost, self.max_size)
         return blob, cost, lifetime
 
+    def _add_locked(self, sid: str, entry: _Entry) -> None:
+        """Add session ``sid``, not held now, most recently used: queue, size, filing.
+        ``set`` does the same in line (its hot path); every removal is _forget_locked."""
+        self._queue[sid] = entry
+        self._size += entry[_COST]
+        self._file_locked(sid, entry[_EXPIRES])
+
     def _file_locked(self, sid: str, expires: float) -> None:
         """File ``sid``, filed nowhere now, under ``expires``."""
         if expires >= self._last:
@@ -498,7 +505,8 @@ class MemoryStore:
         self._heap = heap
 
     def _forget_locked(self, sid: str, entry: _Entry) -> None:
-        """Unfile session ``sid``, just popped from the queue, and unaccount ``entry``."""
+        """Unfile session ``sid``, just popped from the queue, and unaccount ``entry``:
+        the one removal (``destroy`` does the same in line, its hot path)."""
         if self._due.pop(sid, None) is None:
             self._unfile_odd_locked(sid)
         self._size -= entry[_COST]
@@ -520,14 +528,13 @@ class MemoryStore:
             taken.append(sid)
         removed = 0
         for sid in taken:
-            del due[sid]
             entry = queue[sid]
             if entry[_EXPIRES] <= now:
                 del queue[sid]
-                self._size -= entry[_COST]
+                self._forget_locked(sid, entry)
                 removed += 1
             else:  # extended since it was filed
-                self._file_locked(sid, entry[_EXPIRES])
+                self._refile_locked(sid, entry[_EXPIRES])
         handled = len(taken)
         # Re-read self._heap each time: filing may compact it into a new list.
         while not more and self._heap and self._heap[0][0] <= now:
@@ -537,16 +544,14 @@ class MemoryStore:
             filed, sid = heapq.heappop(self._heap)
             if self._odd.get(sid) != filed:
                 continue  # stale
-            del self._odd[sid]
-            self._size -= ODD_OVERHEAD
             handled += 1
             entry = queue[sid]
             if entry[_EXPIRES] <= now:
                 del queue[sid]
-                self._size -= entry[_COST]
+                self._forget_locked(sid, entry)
                 removed += 1
             else:
-                self._file_locked(sid, entry[_EXPIRES])
+                self._refile_locked(sid, entry[_EXPIRES])
         if len(self._heap) > 2 * len(self._odd) + 64:
             self._compact_heap_locked()
         self._expired += removed
@@ -572,8 +577,7 @@ class MemoryStore:
         queue = self._queue
         odd = self._odd
         victims: list[str] = []
-        size = self._size
-        freed = 0  # the victims' entries' costs; unfiling takes off the rest
+        size = self._size  # what it will be once the victims are gone
         # Probation first, then the rest; least recently used first in each.
         for protected in (False, True):
             if size <= target:
@@ -581,16 +585,11 @@ class MemoryStore:
             for sid, entry in queue.items():
                 if entry[_PROTECTED] is protected and sid != keep:
                     victims.append(sid)
-                    freed += entry[_COST]
                     size -= entry[_COST] + (ODD_OVERHEAD if odd and sid in odd else 0)
                     if size <= target:
                         break
-        due_pop = self._due.pop
         for sid in victims:
-            del queue[sid]
-            if due_pop(sid, None) is None:
-                self._unfile_odd_locked(sid)
-        self._size -= freed
+            self._forget_locked(sid, queue.pop(sid))
         evicted = len(victims)
         self._evicted += evicted
         if debug:
@@ -621,9 +620,7 @@ class MemoryStore:
             for sid, left, read_again, data in records:  # least recently used first
                 if sid not in self._queue:
                     cost = len(sid) + len(data) + ENTRY_OVERHEAD
-                    self._queue[sid] = (data, now + left, read_again, cost)
-                    self._size += cost
-                    self._file_locked(sid, now + left)
+                    self._add_locked(sid, (data, now + left, read_again, cost))
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
