@@ -536,22 +536,26 @@ class MemoryStore:
             else:  # extended since it was filed
                 self._refile_locked(sid, entry[_EXPIRES])
         handled = len(taken)
+        odd = self._odd
+        heappop = heapq.heappop
         # Re-read self._heap each time: filing may compact it into a new list.
         while not more and self._heap and self._heap[0][0] <= now:
             if handled >= budget:
                 more = True
                 break
-            filed, sid = heapq.heappop(self._heap)
-            if self._odd.get(sid) != filed:
+            filed, sid = heappop(self._heap)
+            if odd.get(sid) != filed:
                 continue  # stale
             handled += 1
+            del odd[sid]  # its item is popped: unfiled, with no stale item left behind
+            self._size -= ODD_OVERHEAD
             entry = queue[sid]
             if entry[_EXPIRES] <= now:
                 del queue[sid]
-                self._forget_locked(sid, entry)
+                self._size -= entry[_COST]
                 removed += 1
             else:
-                self._refile_locked(sid, entry[_EXPIRES])
+                self._file_locked(sid, entry[_EXPIRES])
         if len(self._heap) > 2 * len(self._odd) + 64:
             self._compact_heap_locked()
         self._expired += removed
