@@ -85,7 +85,8 @@ class MemoryStore:
     # operations cost the least Python has:
     #
     # ``_queue``: every session, sid -> entry, least recently used first. A use (get,
-    #   set, touch) pops the session and puts it back at the end. Probation is the
+    #   set, touch) pops the session and puts it back at the end; the hole it leaves
+    #   is reclaimed when the table next resizes (O(1) amortized). Probation is the
     #   queue's unread entries, in the same order; pruning walks the queue from the front.
     # The expiry index, filed lazily: each session is filed under an expiry no later
     #   than its own, either in ``_due`` (sid -> filed expiry, in insertion order, which
@@ -98,7 +99,7 @@ class MemoryStore:
     #   removes the expired ones and files the others again at their expiry. So it costs
     #   O(log n) per session it removes, plus per session extended since it was filed
     #   (once per extension at most), never O(n).
-    # ``_size``: the sum of the entries' costs.
+    # ``_size``: the sum of the entries' costs, and ODD_OVERHEAD per ``_odd`` filing.
     __slots__ = (
         "__weakref__",
         "_clock",
