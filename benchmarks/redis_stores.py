@@ -738,8 +738,9 @@ def run(config: Config) -> Section:
         "timed). Async: the ASGI app lembro.starlette.SessionMiddleware and starsessions' "
         "SessionMiddleware + SessionAutoloadMiddleware, around an endpoint that changes "
         "the session. Floors: GET, decode, change, encode, SET, no framework.",
-        "lembro.starlette saves a changed session it loaded with replace(): one SET ... XX, "
-        "which writes only over a live record, so a session destroyed meanwhile (a logout "
-        "elsewhere) is never written back; lembro.flask and both peers SET unconditionally.",
+        "lembro.flask and lembro.starlette save a changed session they loaded with "
+        "replace(): one SET ... XX, which writes only over a live record, so a session "
+        "destroyed meanwhile (a logout elsewhere) is never written back; both peers SET "
+        "unconditionally.",
     ]
     return Section("Redis session stores", [sync, asyn], targets, notes)
