@@ -53,7 +53,9 @@ def assert_accounting_exact(store: MemoryStore) -> None:
     in_order = list(due.values())
     assert in_order == sorted(in_order)  # the walk from the front meets them in order
     assert all(at <= store._last for at in in_order)
-    assert all(at <= queue[sid][1] for sid, at in {**due, **odd}.items())  # filed no later
+    filed = {**due, **odd}
+    assert all(queue[sid][4] == at for sid, at in filed.items())  # the entry says where
+    assert all(at <= queue[sid][1] for sid, at in filed.items())  # filed no later
     assert {(at, sid) for sid, at in odd.items()} <= set(store._heap)
     assert len(store._heap) <= 2 * len(odd) + 64
 
@@ -371,6 +373,25 @@ def test_purge_files_again_the_sessions_extended_since_they_were_filed(
         clock.advance(0.1)
         assert s.purge() == 100
         assert work <= 5 * 1000
+
+
+def test_sessions_in_use_stay_filed_in_order(clock: FakeClock) -> None:
+    """Sliding sessions, touched for ten lifetimes while new sessions keep arriving, are
+    filed again at the end of the in-order index once per half lifetime: none ends up
+    in the heap (which a filing left until the purge would: by then newer sessions are
+    filed after its expiry)."""
+    with MemoryStore("1G", None, clock=clock) as s:
+        users = [f"u{i}" for i in range(50)]
+        for sid in users:
+            s.set(sid, {"u": sid}, ttl=60)
+        for step in range(600):
+            clock.advance(1)
+            s.set(f"bot{step}", {"bot": step}, ttl=60)  # cookieless traffic, never back
+            assert s.touch(users[step % len(users)], ttl=60)
+            s.purge()
+        assert all(sid in s for sid in users)
+        assert s._odd == {} and s._heap == []
+        assert_accounting_exact(s)
 
 
 def test_heap_stays_proportional_to_the_sessions_under_churn(

@@ -50,13 +50,20 @@ _PURGE_BATCH = 1024
 
 
 # One session: (serialized data, expiry in clock seconds, read again since it was
-# created, the bytes it is accounted at). A tuple costs a sixth of a class instance to
-# make, and every set() and touch() makes one.
-_Entry = tuple[bytes, float, bool, int]
+# created, the bytes it is accounted at, the expiry it is filed under in the expiry
+# index). A tuple costs a sixth of a class instance to make, and every set() and
+# touch() makes one.
+_Entry = tuple[bytes, float, bool, int, float]
 _DATA: Final = 0
 _EXPIRES: Final = 1
 _PROTECTED: Final = 2
 _COST: Final = 3
+_FILED: Final = 4
+
+
+def _filed_at_expiry(entry: _Entry) -> _Entry:
+    """``entry``, now filed under its own expiry."""
+    return (entry[_DATA], entry[_EXPIRES], entry[_PROTECTED], entry[_COST], entry[_EXPIRES])
 
 
 class MemoryStore:
@@ -93,12 +100,14 @@ class MemoryStore:
     #   is expiry order: a filing is appended only when not earlier than ``_last``) or,
     #   when its expiry would break that order, in ``_odd`` (sid -> filed expiry) with an
     #   (expiry, sid) item in the min-heap ``_heap`` (stale once ``_odd`` no longer holds
-    #   that sid at that expiry). A touch or a write that extends a session leaves it
-    #   where it is filed; only one that shortens it files it again. A purge takes the
-    #   sessions filed up to now, from the front of ``_due`` and the top of the heap: it
-    #   removes the expired ones and files the others again at their expiry. So it costs
-    #   O(log n) per session it removes, plus per session extended since it was filed
-    #   (once per extension at most), never O(n).
+    #   that sid at that expiry). A touch or a write that extends a session by less
+    #   than half its lifetime past its filing leaves it where it is filed; one that
+    #   extends it further, or shortens it, files it again (at the end of ``_due``, in
+    #   the usual case), so a session in use is filed again once per half lifetime, not
+    #   on every touch. A purge takes the sessions filed up to now, from the front of
+    #   ``_due`` and the top of the heap: it removes the expired ones and files the
+    #   others (extended since, and not used since) again at their expiry. So it costs
+    #   O(log n) per session it removes or files again, and never scans.
     # ``_size``: the sum of the entries' costs, and ODD_OVERHEAD per ``_odd`` filing.
     __slots__ = (
         "__weakref__",
@@ -227,7 +236,7 @@ class MemoryStore:
                 self._misses += 1
                 return None
             if not entry[_PROTECTED]:  # read again: off probation
-                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST])
+                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST], entry[_FILED])
             self._queue[sid] = entry  # most recently used
             self._hits += 1
         if not self._trusted:
@@ -253,17 +262,19 @@ class MemoryStore:
         with self._lock:
             old = self._queue.pop(sid, None)
             if old is None:  # _add_locked, in line
-                self._queue[sid] = (blob, expires, False, cost)
+                self._queue[sid] = (blob, expires, False, cost, expires)
                 self._size += cost
                 if expires >= self._last:
                     self._due[sid] = self._last = expires
                 else:
                     self._file_odd_locked(sid, expires)
             else:
-                self._queue[sid] = (blob, expires, old[_PROTECTED], cost)
-                self._size += cost - old[_COST]
-                if expires < old[_EXPIRES]:  # sooner than it is filed, maybe
+                filed = old[_FILED]
+                if not filed <= expires <= filed + lifetime * 0.5:
+                    filed = expires
                     self._refile_locked(sid, expires)
+                self._queue[sid] = (blob, expires, old[_PROTECTED], cost, filed)
+                self._size += cost - old[_COST]
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
 
@@ -281,10 +292,12 @@ class MemoryStore:
                 self._forget_locked(sid, old)
                 self._expired += 1
                 return False
-            self._queue[sid] = (blob, expires, old[_PROTECTED], cost)
-            self._size += cost - old[_COST]
-            if expires < old[_EXPIRES]:
+            filed = old[_FILED]
+            if not filed <= expires <= filed + lifetime * 0.5:  # as in set
+                filed = expires
                 self._refile_locked(sid, expires)
+            self._queue[sid] = (blob, expires, old[_PROTECTED], cost, filed)
+            self._size += cost - old[_COST]
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
             return True
@@ -306,9 +319,11 @@ class MemoryStore:
                 self._expired += 1
                 return False
             expires = now + lifetime
-            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST])  # came back
-            if expires < entry[_EXPIRES]:
+            filed = entry[_FILED]
+            if not filed <= expires <= filed + lifetime * 0.5:  # as in set
+                filed = expires
                 self._refile_locked(sid, expires)
+            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST], filed)  # came back
             return True
 
     def destroy(self, sid: str) -> None:
@@ -460,11 +475,12 @@ class MemoryStore:
         return blob, cost, lifetime
 
     def _add_locked(self, sid: str, entry: _Entry) -> None:
-        """Add session ``sid``, not held now, most recently used: queue, size, filing.
+        """Add session ``sid``, not held now, most recently used: queue, size, filing
+        (under ``entry``'s own filed expiry).
         ``set`` does the same in line (its hot path); every removal is _forget_locked."""
         self._queue[sid] = entry
         self._size += entry[_COST]
-        self._file_locked(sid, entry[_EXPIRES])
+        self._file_locked(sid, entry[_FILED])
 
     def _file_locked(self, sid: str, expires: float) -> None:
         """File ``sid``, filed nowhere now, under ``expires``."""
@@ -474,7 +490,7 @@ class MemoryStore:
             self._file_odd_locked(sid, expires)
 
     def _refile_locked(self, sid: str, expires: float) -> None:
-        """File ``sid`` again, under ``expires``."""
+        """File ``sid`` again, under ``expires``; the caller puts that in its entry."""
         if self._due.pop(sid, None) is None:
             self._unfile_odd_locked(sid)
         self._file_locked(sid, expires)
@@ -536,6 +552,7 @@ class MemoryStore:
                 removed += 1
             else:  # extended since it was filed
                 self._refile_locked(sid, entry[_EXPIRES])
+                queue[sid] = _filed_at_expiry(entry)
         handled = len(taken)
         odd = self._odd
         heappop = heapq.heappop
@@ -557,6 +574,7 @@ class MemoryStore:
                 removed += 1
             else:
                 self._file_locked(sid, entry[_EXPIRES])
+                queue[sid] = _filed_at_expiry(entry)
         if len(self._heap) > 2 * len(self._odd) + 64:
             self._compact_heap_locked()
         self._expired += removed
@@ -625,7 +643,7 @@ class MemoryStore:
             for sid, left, read_again, data in records:  # least recently used first
                 if sid not in self._queue:
                     cost = len(sid) + len(data) + ENTRY_OVERHEAD
-                    self._add_locked(sid, (data, now + left, read_again, cost))
+                    self._add_locked(sid, (data, now + left, read_again, cost, now + left))
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
