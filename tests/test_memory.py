@@ -390,7 +390,8 @@ def test_sessions_in_use_stay_filed_in_order(clock: FakeClock) -> None:
             assert s.touch(users[step % len(users)], ttl=60)
             s.purge()
         assert all(sid in s for sid in users)
-        assert s._odd == {} and s._heap == []
+        assert s._odd == {}
+        assert s._heap == []
         assert_accounting_exact(s)
 
 
