@@ -50,19 +50,20 @@ _PURGE_BATCH = 1024
 
 
 # One session: (serialized data, expiry in clock seconds, read again since it was
-# created, the bytes it is accounted at, the expiry it is filed under in the expiry
-# index). A tuple costs a sixth of a class instance to make, and every set() and
+# created, the bytes it is accounted at, the expiry past which an extension files it
+# again). A tuple costs a sixth of a class instance to make, and every set() and
 # touch() makes one.
 _Entry = tuple[bytes, float, bool, int, float]
 _DATA: Final = 0
 _EXPIRES: Final = 1
 _PROTECTED: Final = 2
 _COST: Final = 3
-_FILED: Final = 4
+_RENEW: Final = 4
 
 
 def _filed_at_expiry(entry: _Entry) -> _Entry:
-    """``entry``, now filed under its own expiry."""
+    """``entry``, just filed again under its own expiry (the next extension files it
+    again, in order)."""
     return (entry[_DATA], entry[_EXPIRES], entry[_PROTECTED], entry[_COST], entry[_EXPIRES])
 
 
@@ -100,14 +101,15 @@ class MemoryStore:
     #   is expiry order: a filing is appended only when not earlier than ``_last``) or,
     #   when its expiry would break that order, in ``_odd`` (sid -> filed expiry) with an
     #   (expiry, sid) item in the min-heap ``_heap`` (stale once ``_odd`` no longer holds
-    #   that sid at that expiry). A touch or a write that extends a session by less
-    #   than half its lifetime past its filing leaves it where it is filed; one that
-    #   extends it further, or shortens it, files it again (at the end of ``_due``, in
-    #   the usual case), so a session in use is filed again once per half lifetime, not
-    #   on every touch. A purge takes the sessions filed up to now, from the front of
-    #   ``_due`` and the top of the heap: it removes the expired ones and files the
-    #   others (extended since, and not used since) again at their expiry. So it costs
-    #   O(log n) per session it removes or files again, and never scans.
+    #   that sid at that expiry). A touch or a write leaves a session where it is filed
+    #   unless it shortens its life or extends it past the entry's renew mark: then it
+    #   files it again (at the end of ``_due``, in the usual case) and sets the mark
+    #   half a lifetime later. So a session in use is filed again once per half
+    #   lifetime, not on every touch, and a new one that never comes back never is.
+    #   A purge takes the sessions filed up to now, from the front of ``_due`` and the
+    #   top of the heap: it removes the expired ones and files the others (extended
+    #   since, and not used since) again at their expiry. So it costs O(log n) per
+    #   session it removes or files again, and never scans.
     # ``_size``: the sum of the entries' costs, and ODD_OVERHEAD per ``_odd`` filing.
     __slots__ = (
         "__weakref__",
@@ -236,7 +238,7 @@ class MemoryStore:
                 self._misses += 1
                 return None
             if not entry[_PROTECTED]:  # read again: off probation
-                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST], entry[_FILED])
+                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST], entry[_RENEW])
             self._queue[sid] = entry  # most recently used
             self._hits += 1
         if not self._trusted:
@@ -269,11 +271,11 @@ class MemoryStore:
                 else:
                     self._file_odd_locked(sid, expires)
             else:
-                filed = old[_FILED]
-                if not filed <= expires <= filed + lifetime * 0.5:
-                    filed = expires
+                renew = old[_RENEW]
+                if expires > renew or expires < old[_EXPIRES]:
+                    renew = expires + lifetime * 0.5
                     self._refile_locked(sid, expires)
-                self._queue[sid] = (blob, expires, old[_PROTECTED], cost, filed)
+                self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
                 self._size += cost - old[_COST]
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
@@ -292,11 +294,11 @@ class MemoryStore:
                 self._forget_locked(sid, old)
                 self._expired += 1
                 return False
-            filed = old[_FILED]
-            if not filed <= expires <= filed + lifetime * 0.5:  # as in set
-                filed = expires
+            renew = old[_RENEW]
+            if expires > renew or expires < old[_EXPIRES]:  # as in set
+                renew = expires + lifetime * 0.5
                 self._refile_locked(sid, expires)
-            self._queue[sid] = (blob, expires, old[_PROTECTED], cost, filed)
+            self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
             self._size += cost - old[_COST]
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
@@ -319,11 +321,11 @@ class MemoryStore:
                 self._expired += 1
                 return False
             expires = now + lifetime
-            filed = entry[_FILED]
-            if not filed <= expires <= filed + lifetime * 0.5:  # as in set
-                filed = expires
+            renew = entry[_RENEW]
+            if expires > renew or expires < entry[_EXPIRES]:  # as in set
+                renew = expires + lifetime * 0.5
                 self._refile_locked(sid, expires)
-            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST], filed)  # came back
+            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST], renew)  # came back
             return True
 
     def destroy(self, sid: str) -> None:
@@ -475,12 +477,11 @@ class MemoryStore:
         return blob, cost, lifetime
 
     def _add_locked(self, sid: str, entry: _Entry) -> None:
-        """Add session ``sid``, not held now, most recently used: queue, size, filing
-        (under ``entry``'s own filed expiry).
+        """Add session ``sid``, not held now, most recently used: queue, size, filing.
         ``set`` does the same in line (its hot path); every removal is _forget_locked."""
         self._queue[sid] = entry
         self._size += entry[_COST]
-        self._file_locked(sid, entry[_FILED])
+        self._file_locked(sid, entry[_EXPIRES])
 
     def _file_locked(self, sid: str, expires: float) -> None:
         """File ``sid``, filed nowhere now, under ``expires``."""
