@@ -270,7 +270,7 @@ class MemoryStore:
                     self._due[sid] = self._last = expires
                 else:
                     self._file_odd_locked(sid, expires)
-            else:
+            else:  # _rewrite_locked, in line
                 renew = old[_RENEW]
                 if expires > renew or expires < old[_EXPIRES]:
                     renew = expires + lifetime * 0.5
@@ -294,12 +294,7 @@ class MemoryStore:
                 self._forget_locked(sid, old)
                 self._expired += 1
                 return False
-            renew = old[_RENEW]
-            if expires > renew or expires < old[_EXPIRES]:  # as in set
-                renew = expires + lifetime * 0.5
-                self._refile_locked(sid, expires)
-            self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
-            self._size += cost - old[_COST]
+            self._rewrite_locked(sid, old, blob, cost, expires, lifetime)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
             return True
@@ -322,7 +317,7 @@ class MemoryStore:
                 return False
             expires = now + lifetime
             renew = entry[_RENEW]
-            if expires > renew or expires < entry[_EXPIRES]:  # as in set
+            if expires > renew or expires < entry[_EXPIRES]:  # as _rewrite_locked does
                 renew = expires + lifetime * 0.5
                 self._refile_locked(sid, expires)
             self._queue[sid] = (entry[_DATA], expires, True, entry[_COST], renew)  # came back
@@ -482,6 +477,19 @@ class MemoryStore:
         self._queue[sid] = entry
         self._size += entry[_COST]
         self._file_locked(sid, entry[_EXPIRES])
+
+    def _rewrite_locked(
+        self, sid: str, old: _Entry, blob: bytes, cost: int, expires: float, lifetime: float
+    ) -> None:
+        """Put new data for ``sid`` (just popped, ``old`` its entry) at the end of the
+        queue, expiring at ``expires``; file it again only past its renew mark or when
+        its life is shortened (``set`` and ``touch`` do the same in line: hot paths)."""
+        renew = old[_RENEW]
+        if expires > renew or expires < old[_EXPIRES]:
+            renew = expires + lifetime * 0.5
+            self._refile_locked(sid, expires)
+        self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
+        self._size += cost - old[_COST]
 
     def _file_locked(self, sid: str, expires: float) -> None:
         """File ``sid``, filed nowhere now, under ``expires``."""
