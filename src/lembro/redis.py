@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 try:
     import redis
@@ -55,7 +55,7 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 _GLOB_SPECIAL = frozenset("*?[]\\")
 
 
-def _is_sid(sid: object) -> bool:
+def _is_sid(sid: object) -> TypeGuard[str]:
     return isinstance(sid, str) and sid != ""
 
 
@@ -132,6 +132,16 @@ class _RedisBase:
 
     def _key(self, sid: str) -> str:
         return self.prefix + sid
+
+    def _check_client(
+        self, client: object, kind: type[redis.Redis] | type[redis.asyncio.Redis], what: str
+    ) -> None:
+        """Refuse a given ``client`` that is not a ``kind`` (``what`` names it) or that
+        decodes responses: the store reads bytes."""
+        if not isinstance(client, kind):
+            raise InvalidOption("client", client, what)
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise InvalidOption("client", client, "a client with decode_responses=False")
 
     def _write_args(
         self, sid: str, data: dict[str, Any], ttl: float | None
@@ -277,8 +287,8 @@ class RedisStore(_RedisBase):
             connect_timeout=connect_timeout,
             on_unavailable=on_unavailable,
         )
+        self._owns_client = client is None
         if client is None:
-            self._owns_client = True
             self._client: redis.Redis = redis.Redis.from_url(
                 url,
                 socket_timeout=self.socket_timeout,
@@ -287,11 +297,7 @@ class RedisStore(_RedisBase):
                 decode_responses=False,
             )
         else:
-            if not isinstance(client, redis.Redis):
-                raise InvalidOption("client", client, "a redis.Redis")
-            if client.connection_pool.connection_kwargs.get("decode_responses"):
-                raise InvalidOption("client", client, "a client with decode_responses=False")
-            self._owns_client = False
+            self._check_client(client, redis.Redis, "a redis.Redis")
             self._client = client
         self._where = self._describe(self._client.connection_pool.connection_kwargs)
 
@@ -393,7 +399,7 @@ class RedisStore(_RedisBase):
 
     def __contains__(self, sid: object) -> bool:
         """Whether ``sid`` is a live session; neither a hit nor a miss. One EXISTS."""
-        if not isinstance(sid, str) or not sid:
+        if not _is_sid(sid):
             return False
         try:
             present = bool(self._client.exists(self._key(sid)))
@@ -525,8 +531,8 @@ class AsyncRedisStore(_RedisBase):
             connect_timeout=connect_timeout,
             on_unavailable=on_unavailable,
         )
+        self._owns_client = client is None
         if client is None:
-            self._owns_client = True
             # Connections open on first use, so this is safe outside an event loop.
             self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
                 url,
@@ -536,11 +542,7 @@ class AsyncRedisStore(_RedisBase):
                 decode_responses=False,
             )
         else:
-            if not isinstance(client, redis.asyncio.Redis):
-                raise InvalidOption("client", client, "a redis.asyncio.Redis")
-            if client.connection_pool.connection_kwargs.get("decode_responses"):
-                raise InvalidOption("client", client, "a client with decode_responses=False")
-            self._owns_client = False
+            self._check_client(client, redis.asyncio.Redis, "a redis.asyncio.Redis")
             self._client = client
         self._where = self._describe(self._client.connection_pool.connection_kwargs)
 
