@@ -30,13 +30,6 @@ from tests.conftest import FakeClock
 SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "csrf": "x" * 43}
 
 
-def segments(store: MemoryStore) -> tuple[list[str], list[str]]:
-    """(probation, protected): the ids never read again and the rest, each least
-    recently used first."""
-    queue = store._queue
-    return [s for s, e in queue.items() if not e[2]], [s for s, e in queue.items() if e[2]]
-
-
 def exact_size(store: MemoryStore) -> int:
     """What the store's size must be, recounted from what it holds."""
     held = sum(len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in store._queue.items())
