@@ -8,7 +8,9 @@ the server. Everything else is Flask's: the ``SESSION_COOKIE_*`` settings,
 
 Concurrency: each request loads its own copy of the session and writes it back whole when
 it changed, so of two concurrent requests of one session the last to finish wins, and the
-other's changes are lost. Keep such writes idempotent, or serialize them yourself.
+other's changes are lost. Keep such writes idempotent, or serialize them yourself. A
+destroy wins over both: a session destroyed meanwhile (a logout or a regenerate in another
+request) is not written back, and that request sets no cookie.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class SessionMiddleware:
 
     Concurrent requests of one session each load it, and the last to write wins, as with
     any server-side session store; a record destroyed meanwhile (logout, regenerate) is
-    never written back under its old id.
+    never written back, under its old id or another, and that response sets no cookie.
     """
 
     def __init__(
