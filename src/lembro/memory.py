@@ -505,11 +505,11 @@ class MemoryStore:
         self._file_locked(sid, expires)
 
     def _file_odd_locked(self, sid: str, expires: float) -> None:
-        """File an expiry earlier than ``_last`` in the heap: O(log n)."""
+        """File ``sid``, filed nowhere now, under an expiry earlier than ``_last``, in the
+        heap: O(log n)."""
         odd = self._odd
         heap = self._heap
-        if odd.get(sid) is None:
-            self._size += ODD_OVERHEAD
+        self._size += ODD_OVERHEAD
         odd[sid] = expires
         heapq.heappush(heap, (expires, sid))
         if len(heap) > 2 * len(odd) + 64:
