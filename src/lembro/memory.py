@@ -32,11 +32,11 @@ __all__ = ["ENTRY_OVERHEAD", "ODD_OVERHEAD", "MemoryStore"]
 log = logging.getLogger("lembro")
 
 # Bytes each session costs beyond its id's and payload's lengths, as tracemalloc counts
-# them: the id str and bytes object headers, the entry tuple with its expiry float and
-# cost int, its slot in the recency table and in the expiry index (or, filed out of
+# them: the id str and bytes object headers, the entry tuple with its expiry floats,
+# its slot in the recency table and in the expiry index (or, filed out of
 # order, its heap item), with the tables' slack and holes at their fullest. Measured on
 # CPython 3.10-3.13; the tracemalloc tests in tests/test_memory.py hold the store to it.
-ENTRY_OVERHEAD = 400
+ENTRY_OVERHEAD = 380
 
 # Bytes a session filed out of order costs on top of ENTRY_OVERHEAD while it is: its
 # slot in ``_odd`` and its heap item (up to two, counting the stale ones the heap may
@@ -50,21 +50,26 @@ _PURGE_BATCH = 1024
 
 
 # One session: (serialized data, expiry in clock seconds, read again since it was
-# created, the bytes it is accounted at, the expiry past which an extension files it
-# again). A tuple costs a sixth of a class instance to make, and every set() and
-# touch() makes one.
-_Entry = tuple[bytes, float, bool, int, float]
+# created, the expiry past which an extension files it again). A tuple costs a sixth of
+# a class instance to make, and every set() and touch() makes one. What a session is
+# accounted at is not kept in it (one object fewer to make and free): ``_cost`` works
+# it out from the lengths.
+_Entry = tuple[bytes, float, bool, float]
 _DATA: Final = 0
 _EXPIRES: Final = 1
 _PROTECTED: Final = 2
-_COST: Final = 3
-_RENEW: Final = 4
+_RENEW: Final = 3
+
+
+def _cost(sid: str, entry: _Entry) -> int:
+    """The bytes session ``sid`` is accounted at (``ODD_OVERHEAD`` aside)."""
+    return len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
 
 def _filed_at_expiry(entry: _Entry) -> _Entry:
     """``entry``, just filed again under its own expiry (the next extension files it
     again, in order)."""
-    return (entry[_DATA], entry[_EXPIRES], entry[_PROTECTED], entry[_COST], entry[_EXPIRES])
+    return (entry[_DATA], entry[_EXPIRES], entry[_PROTECTED], entry[_EXPIRES])
 
 
 class MemoryStore:
@@ -238,7 +243,7 @@ class MemoryStore:
                 self._misses += 1
                 return None
             if not entry[_PROTECTED]:  # read again: off probation
-                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_COST], entry[_RENEW])
+                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_RENEW])
             self._queue[sid] = entry  # most recently used
             self._hits += 1
         if not self._trusted:
@@ -264,7 +269,7 @@ class MemoryStore:
         with self._lock:
             old = self._queue.pop(sid, None)
             if old is None:  # _add_locked, in line
-                self._queue[sid] = (blob, expires, False, cost, expires)
+                self._queue[sid] = (blob, expires, False, expires)
                 self._size += cost
                 if expires >= self._last:
                     self._due[sid] = self._last = expires
@@ -275,15 +280,15 @@ class MemoryStore:
                 if expires > renew or expires < old[_EXPIRES]:
                     renew = expires + lifetime * 0.5
                     self._refile_locked(sid, expires)
-                self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
-                self._size += cost - old[_COST]
+                self._queue[sid] = (blob, expires, old[_PROTECTED], renew)
+                self._size += len(blob) - len(old[_DATA])
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        blob, cost, lifetime = self._encode(sid, data, ttl)
+        blob, _, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
         expires = now + lifetime
         with self._lock:
@@ -294,7 +299,7 @@ class MemoryStore:
                 self._forget_locked(sid, old)
                 self._expired += 1
                 return False
-            self._rewrite_locked(sid, old, blob, cost, expires, lifetime)
+            self._rewrite_locked(sid, old, blob, expires, lifetime)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
             return True
@@ -320,7 +325,7 @@ class MemoryStore:
             if expires > renew or expires < entry[_EXPIRES]:  # as _rewrite_locked does
                 renew = expires + lifetime * 0.5
                 self._refile_locked(sid, expires)
-            self._queue[sid] = (entry[_DATA], expires, True, entry[_COST], renew)  # came back
+            self._queue[sid] = (entry[_DATA], expires, True, renew)  # came back
             return True
 
     def destroy(self, sid: str) -> None:
@@ -330,7 +335,7 @@ class MemoryStore:
             if entry is not None:  # _forget_locked, in line
                 if self._due.pop(sid, None) is None:
                     self._unfile_odd_locked(sid)
-                self._size -= entry[_COST]
+                self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session, by id."""
@@ -475,11 +480,11 @@ class MemoryStore:
         """Add session ``sid``, not held now, most recently used: queue, size, filing.
         ``set`` does the same in line (its hot path); every removal is _forget_locked."""
         self._queue[sid] = entry
-        self._size += entry[_COST]
+        self._size += _cost(sid, entry)
         self._file_locked(sid, entry[_EXPIRES])
 
     def _rewrite_locked(
-        self, sid: str, old: _Entry, blob: bytes, cost: int, expires: float, lifetime: float
+        self, sid: str, old: _Entry, blob: bytes, expires: float, lifetime: float
     ) -> None:
         """Put new data for ``sid`` (just popped, ``old`` its entry) at the end of the
         queue, expiring at ``expires``; file it again only past its renew mark or when
@@ -488,8 +493,8 @@ class MemoryStore:
         if expires > renew or expires < old[_EXPIRES]:
             renew = expires + lifetime * 0.5
             self._refile_locked(sid, expires)
-        self._queue[sid] = (blob, expires, old[_PROTECTED], cost, renew)
-        self._size += cost - old[_COST]
+        self._queue[sid] = (blob, expires, old[_PROTECTED], renew)
+        self._size += len(blob) - len(old[_DATA])
 
     def _file_locked(self, sid: str, expires: float) -> None:
         """File ``sid``, filed nowhere now, under ``expires``."""
@@ -535,7 +540,7 @@ class MemoryStore:
         the one removal (``destroy`` does the same in line, its hot path)."""
         if self._due.pop(sid, None) is None:
             self._unfile_odd_locked(sid)
-        self._size -= entry[_COST]
+        self._size -= _cost(sid, entry)
 
     def _purge_locked(self, now: float, limit: int | None) -> tuple[int, bool]:
         """Take up to ``limit`` sessions filed up to ``now``: remove the expired ones, file
@@ -579,7 +584,7 @@ class MemoryStore:
             entry = queue[sid]
             if entry[_EXPIRES] <= now:
                 del queue[sid]
-                self._size -= entry[_COST]
+                self._size -= _cost(sid, entry)
                 removed += 1
             else:
                 self._file_locked(sid, entry[_EXPIRES])
@@ -617,7 +622,7 @@ class MemoryStore:
             for sid, entry in queue.items():
                 if entry[_PROTECTED] is protected and sid != keep:
                     victims.append(sid)
-                    size -= entry[_COST] + (ODD_OVERHEAD if odd and sid in odd else 0)
+                    size -= _cost(sid, entry) + (ODD_OVERHEAD if odd and sid in odd else 0)
                     if size <= target:
                         break
         for sid in victims:
@@ -651,8 +656,7 @@ class MemoryStore:
         with self._lock:
             for sid, left, read_again, data in records:  # least recently used first
                 if sid not in self._queue:
-                    cost = len(sid) + len(data) + ENTRY_OVERHEAD
-                    self._add_locked(sid, (data, now + left, read_again, cost, now + left))
+                    self._add_locked(sid, (data, now + left, read_again, now + left))
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
