@@ -403,6 +403,17 @@ def _sync_trips(url: str, admin: redis.Redis, held: list[str]) -> dict[str, dict
     return trips
 
 
+def _row(
+    op: str, timed: dict[str, float], trips: dict[str, dict[str, Trips]], names: tuple[str, ...]
+) -> Row:
+    """The table row of ``op``: each store's median time, its round trips as a note, and
+    "no touch" for a store that has no such operation (nothing timed)."""
+    row = Row(LABELS[op], "µs", {name: timed.get(name) for name in names})
+    row.notes = {name: t.note() for name, t in trips[op].items()}
+    row.notes.update({name: NO_TOUCH for name in names if name not in timed})
+    return row
+
+
 def _sync_table(server: RedisServer, admin: redis.Redis, config: Config) -> Table:
     table = Table("Redis stores, sync, per operation (wall clock)", list(SYNC), FLOOR)
     held = [new_session_id() for _ in range(config.sessions)]
@@ -413,11 +424,7 @@ def _sync_table(server: RedisServer, admin: redis.Redis, config: Config) -> Tabl
     for op in OPS:
         progress(f"redis sync: {LABELS[op]}")
         cases = {name: case for name, drv in drivers.items() if (case := _sync_case(op, drv, held))}
-        timed = measure(cases, config)
-        row = Row(LABELS[op], "µs", {name: timed.get(name) for name in SYNC})
-        row.notes = {name: t.note() for name, t in trips[op].items()}
-        row.notes.update({name: NO_TOUCH for name in SYNC if name not in timed})
-        table.rows.append(row)
+        table.rows.append(_row(op, measure(cases, config), trips, SYNC))
     for drv in drivers.values():
         drv.close()
     _ROUND_TRIPS[table.title] = trips
@@ -628,11 +635,7 @@ def _async_table(server: RedisServer, admin: redis.Redis, config: Config) -> Tab
                 for name, drv in drivers.items()
                 if (case := _async_case(loop, op, drv, held))
             }
-            timed = measure(cases, config)
-            row = Row(LABELS[op], "µs", {name: timed.get(name) for name in ASYNC})
-            row.notes = {name: t.note() for name, t in trips[op].items()}
-            row.notes.update({name: NO_TOUCH for name in ASYNC if name not in timed})
-            table.rows.append(row)
+            table.rows.append(_row(op, measure(cases, config), trips, ASYNC))
         for drv in drivers.values():
             loop.run_until_complete(drv.close())
     finally:
