@@ -41,7 +41,7 @@ from starsessions import InMemoryStore, JsonSerializer
 
 from lembro import MemoryStore, SessionStore, as_async
 from lembro.ids import new_session_id
-from lembro.memory import ENTRY_OVERHEAD
+from lembro.memory import ENTRY_OVERHEAD, FILING_OVERHEAD
 from lembro.serializers import MsgpackSerializer
 
 if not settings.configured:
@@ -264,7 +264,7 @@ def build(
     """
     tick = clock or time.monotonic
     if name == LEMBRO:
-        per_session = len(new_session_id()) + BLOB + ENTRY_OVERHEAD
+        per_session = 2 * len(new_session_id()) + BLOB + ENTRY_OVERHEAD + FILING_OVERHEAD
         store = MemoryStore(BIG if capacity is None else capacity * per_session, None, clock=tick)
         return Driver(
             store.get, store.set, store.set, store.touch, store.destroy, store.purge,

@@ -24,32 +24,38 @@ from lembro import (
     Stats,
 )
 from lembro.ids import new_session_id
-from lembro.memory import ENTRY_OVERHEAD, ODD_OVERHEAD
+from lembro.memory import ENTRY_OVERHEAD, FILING_OVERHEAD, HEAP_OVERHEAD
 from tests.conftest import FakeClock
 
 SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "csrf": "x" * 43}
 
 
+def filings(store: MemoryStore) -> list[tuple[float, str, object]]:
+    """Every filing in the expiry index, live or stale: (time, sid, identity)."""
+    in_order = [(at, sid, at) for at, sid in zip(store._times, store._sids, strict=True)]
+    return in_order + [(item[0], item[1], item) for item in store._heap]
+
+
 def exact_size(store: MemoryStore) -> int:
     """What the store's size must be, recounted from what it holds."""
     held = sum(len(sid) + len(e[0]) + ENTRY_OVERHEAD for sid, e in store._queue.items())
-    return held + len(store._odd) * ODD_OVERHEAD
+    filed = sum(len(sid) + FILING_OVERHEAD for _, sid, _ in filings(store))
+    return held + filed + len(store._heap) * HEAP_OVERHEAD
 
 
 def assert_accounting_exact(store: MemoryStore) -> None:
     """Size and the expiry index agree with what the store holds."""
-    queue, due, odd = store._queue, store._due, store._odd
+    queue = store._queue
     assert store.size == exact_size(store)
-    assert set(due).isdisjoint(odd)
-    assert set(due) | set(odd) == set(queue)  # every session filed, once
-    in_order = list(due.values())
-    assert in_order == sorted(in_order)  # the walk from the front meets them in order
-    assert all(at <= store._last for at in in_order)
-    filed = {**due, **odd}
-    assert all(queue[sid][3] >= at for sid, at in filed.items())  # renewed past its filing
-    assert all(at <= queue[sid][1] for sid, at in filed.items())  # filed no later
-    assert {(at, sid) for sid, at in odd.items()} <= set(store._heap)
-    assert len(store._heap) <= 2 * len(odd) + 64
+    times = list(store._times)
+    assert times == sorted(times)  # the walk from the front meets them in order
+    assert all(at <= store._last for at in times)
+    none = (None,) * 5
+    live = [(at, sid) for at, sid, filing in filings(store) if queue.get(sid, none)[4] is filing]
+    assert sorted(sid for _, sid in live) == sorted(queue)  # every session filed, once, live
+    assert all(at <= queue[sid][1] for at, sid in live)  # filed no later than it expires
+    assert all(queue[sid][3] >= at for at, sid in live)  # renewed past its filing
+    assert store._stale_locked() == len(filings(store)) - len(queue)
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
@@ -88,12 +94,17 @@ def test_empty_store_is_sized_zero(store: MemoryStore) -> None:
     assert store.stats() == Stats(0, 0, 1024**2, 0, 0, 0, 0, 0)
 
 
-def test_destroy_is_idempotent(store: MemoryStore) -> None:
+def test_destroy_is_idempotent(store: MemoryStore, clock: FakeClock) -> None:
     store.set("a", SESSION)
     store.destroy("a")
     store.destroy("a")
     store.destroy("never")
     assert store.get("a") is None
+    # Its filing stays behind, counted, until it comes due or a sweep drops it.
+    assert store.size == len("a") + FILING_OVERHEAD
+    assert_accounting_exact(store)
+    clock.advance(store.ttl)
+    assert store.purge() == 0
     assert store.size == 0
     assert_accounting_exact(store)
 
@@ -250,7 +261,11 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
     assert store.get("a") == SESSION
     clock.advance(0.1)
     assert store.get("a") is None
+    assert store.size == len("a") + FILING_OVERHEAD  # its filing, due: the purge drops it
+    assert_accounting_exact(store)
+    assert store.purge() == 0  # it was counted expired on the get
     assert store.size == 0
+    assert store.stats().expired == 1
     assert_accounting_exact(store)
 
 
@@ -333,7 +348,7 @@ def test_purge_costs_what_expired_not_what_is_held(clock: FakeClock, short_first
         for sid, ttl in shorts + longs if short_first else longs + shorts:
             s.set(sid, {"i": sid}, ttl=ttl)
         clock.advance(10)
-        s._queue, s._due, s._odd = (CountingDict(t) for t in (s._queue, s._due, s._odd))
+        s._queue = CountingDict(s._queue)
         CountingDict.lookups = 0
         assert s.purge() == 100
         # Looked at the 100 that expired (a few times each), never the 20,000 others.
@@ -352,7 +367,7 @@ def test_purge_files_again_the_sessions_extended_since_they_were_filed(
         for i in range(0, 1000, 10):
             s.touch(f"s{i}", ttl=10)  # now due at 15, still filed at 10
         clock.advance(5)
-        s._queue, s._due, s._odd = (CountingDict(t) for t in (s._queue, s._due, s._odd))
+        s._queue = CountingDict(s._queue)
         CountingDict.lookups = 0
         assert s.purge() == 900
         assert len(s) == 100
@@ -382,14 +397,17 @@ def test_sessions_in_use_stay_filed_in_order(clock: FakeClock) -> None:
             assert s.touch(users[step % len(users)], ttl=60)
             s.purge()
         assert all(sid in s for sid in users)
-        assert s._odd == {}
         assert s._heap == []
+        assert all(type(entry[4]) is float for entry in s._queue.values())  # in order
         assert_accounting_exact(s)
 
 
-def test_heap_stays_proportional_to_the_sessions_under_churn(
-    store: MemoryStore, clock: FakeClock
+def test_stale_filings_are_counted_and_swept_once_they_outnumber_the_live(
+    clock: FakeClock,
 ) -> None:
+    """Destroys and shortened lives leave filings behind; they are in the size, so the
+    cap bounds them, and the purge drops them all once they outnumber the sessions."""
+    store = MemoryStore("1G", None, clock=clock)
     for round_ in range(20):
         ids = [f"r{round_}-{i}" for i in range(500)]
         for sid in ids:
@@ -397,9 +415,17 @@ def test_heap_stays_proportional_to_the_sessions_under_churn(
         for sid in ids[:450]:
             store.destroy(sid)
         for sid in ids[450:]:
-            store.touch(sid, ttl=50)
+            store.touch(sid, ttl=50)  # shortened: filed again, out of order
         clock.advance(1)
-    assert len(store._heap) <= 2 * len(store._odd) + 64
+    assert len(store._queue) == 1000
+    assert store._stale_locked() == 20 * 500
+    assert len(store._heap) == 1000
+    assert_accounting_exact(store)
+    before = store.size
+    assert store.purge() == 0  # nothing has expired, but the index is mostly stale
+    assert store._stale_locked() == 0
+    assert len(store._times) + len(store._heap) == len(store) == 1000
+    assert store.size < before / 3
     assert_accounting_exact(store)
 
 
@@ -435,7 +461,7 @@ def test_prune_shrinks_to_low_water(clock: FakeClock) -> None:
 def test_prune_evicts_expired_before_live(clock: FakeClock) -> None:
     unit = per_session()
     # The short ones come after longer ones: their expiries are filed out of order.
-    with MemoryStore(unit * 100 + 40 * ODD_OVERHEAD, None, clock=clock) as s:
+    with MemoryStore(unit * 100 + 40 * HEAP_OVERHEAD, None, clock=clock) as s:
         live = fill(s, "l", 60, ttl=1000)
         fill(s, "d", 40, ttl=10)
         clock.advance(10)
@@ -540,11 +566,14 @@ def test_pruning_only_expired_sessions_does_not_warn(
 
 
 @pytest.mark.parametrize("payload", [0, 250, 1000])
-@pytest.mark.parametrize("mode", ["plain", "mixed-ttls", "logouts"])
+@pytest.mark.parametrize("mode", ["plain", "mixed-ttls", "logouts", "flood"])
 def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int, mode: str) -> None:
-    """A third of the sessions are read again, then touched and rewritten at random (the
-    recency table's holes); with mixed ttls, half the expiries are filed out of order;
-    with logouts, every fourth step destroys a recent session (the tables' holes)."""
+    """As a web app uses it: each request brings its id as a new str (parsed from a
+    cookie), equal to the one the session was made with, not the same object. Two
+    thirds of the sessions come back, and old ones are touched and rewritten at random
+    (the recency table's holes); with mixed ttls, half the lives are shortened (filed out
+    of order); with logouts, every fourth step destroys a recent session (stale
+    filings). A flood is sessions made and never seen again: one str each."""
     data = {"d": "x" * payload}
     rng = random.Random(payload)
     gc.collect()
@@ -557,10 +586,14 @@ def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int, m
             sid = f"s{i:042d}"  # 43 characters, made again from i: the test holds none
             ttl = 3600.0 if mode != "mixed-ttls" or i % 2 else 60.0 + i % 600
             store.set(sid, data, ttl=ttl)
-            if i % 3 == 0:
-                store.get(sid)
             old = f"s{rng.randrange(max(0, i - 3000), i + 1):042d}"
-            if i % 5 == 0:
+            if mode == "flood":
+                pass
+            elif i % 3 != 2:
+                store.get("".join(sid))  # the same id, in a new str
+            if mode == "flood":
+                pass
+            elif i % 5 == 0:
                 store.touch(old, ttl=ttl)
             elif i % 7 == 0 and old in store:
                 store.set(old, data, ttl=ttl)
@@ -574,7 +607,10 @@ def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int, m
         tracemalloc.stop()
     assert len(ratios) > 50  # far past the cap, many times over
     print(f"{mode} {payload}: held {min(ratios):.2f} to {max(ratios):.2f} of max_size")
-    assert min(ratios) >= 0.6
+    # The accounting counts each session's filing with its own id str, as a returning
+    # visitor's is; a flood of sessions never seen again shares one, so empty ones are
+    # overcounted by about a fifth and the store holds a little less than it could.
+    assert min(ratios) >= (0.5 if mode == "flood" and payload == 0 else 0.6)
     assert max(ratios) <= 1.0
 
 

@@ -36,7 +36,7 @@ from starlette.routing import Route
 import lembro.starlette
 from lembro import LembroError, MemoryStore, SerializationError
 from lembro.ids import is_session_id, new_session_id
-from lembro.memory import ENTRY_OVERHEAD, ODD_OVERHEAD
+from lembro.memory import ENTRY_OVERHEAD, FILING_OVERHEAD, HEAP_OVERHEAD
 from tests.conftest import FakeClock
 from tests.test_django import configure_django
 from tests.test_flask import make_app as make_flask_app
@@ -312,7 +312,8 @@ def test_self_referencing_data_is_refused_or_kept_whole(serializer: str) -> None
 # ---- 2. MemoryStore against a model, step by step ---------------------------------------
 
 SIDS = ["a", "bb", "c" * 43, "d", new_session_id(), "f"]
-MAX_SIZE = 4 * (ENTRY_OVERHEAD + 43 + 60)  # a few sessions: the cap is hit often
+# A few sessions: the cap is hit often.
+MAX_SIZE = 4 * (ENTRY_OVERHEAD + FILING_OVERHEAD + 2 * 43 + 60)
 LOW_WATER = 0.75
 TTL = 10.0
 
@@ -364,8 +365,10 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         data = {"text": text, "n": n % 1000}
         blob = self.store._dumps(data)
         old = entry_bytes(self.store, sid)
-        grown = len(blob) + (len(sid) + ENTRY_OVERHEAD if old is None else -len(old))
-        grown += ODD_OVERHEAD  # at most: the write may file its expiry out of order
+        new = 2 * len(sid) + ENTRY_OVERHEAD + FILING_OVERHEAD
+        grown = len(blob) + (new if old is None else -len(old))
+        # At most: the write may file it (again) out of order, leaving the old filing.
+        grown += len(sid) + FILING_OVERHEAD + HEAP_OVERHEAD
         over_cap = self.store.size + grown > MAX_SIZE
         self.store.set(sid, data, ttl)
         assert self.store.size <= MAX_SIZE

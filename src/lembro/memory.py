@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
@@ -27,49 +28,59 @@ from .serializers import (
 from .size import format_size, parse_size
 from .snapshot import SnapshotRecord, read_snapshot, write_snapshot
 
-__all__ = ["ENTRY_OVERHEAD", "ODD_OVERHEAD", "MemoryStore"]
+__all__ = ["ENTRY_OVERHEAD", "FILING_OVERHEAD", "HEAP_OVERHEAD", "MemoryStore"]
 
 log = logging.getLogger("lembro")
 
 # Bytes each session costs beyond its id's and payload's lengths, as tracemalloc counts
-# them: the id str and bytes object headers, the entry tuple with its expiry floats,
-# its slot in the recency table and in the expiry index (or, filed out of
-# order, its heap item), with the tables' slack and holes at their fullest. Measured on
-# CPython 3.10-3.13; the tracemalloc tests in tests/test_memory.py hold the store to it.
-ENTRY_OVERHEAD = 380
+# them: the id str and bytes object headers, the entry tuple with its expiry floats, its
+# slot in the recency table, with the table's slack and holes at their fullest. Its filing
+# in the expiry index is counted apart (FILING_OVERHEAD). Measured on CPython 3.10-3.13;
+# the tracemalloc tests in tests/test_memory.py hold the store to it.
+ENTRY_OVERHEAD = 250
 
-# Bytes a session filed out of order costs on top of ENTRY_OVERHEAD while it is: its
-# slot in ``_odd`` and its heap item (up to two, counting the stale ones the heap may
-# hold). Counted in the store's size only then, so stores whose sessions all share one
-# ttl do not pay for it.
-ODD_OVERHEAD = 200
+# Bytes a filing in the expiry index costs beyond its id's length: its own id str (a
+# request's id is a new str, equal to the one the session was filed with, not the same
+# object), its expiry float and its two slots in the index. Counted while the filing is
+# held, live or stale: a destroyed, evicted or refiled session leaves its filing behind
+# until it comes due or a sweep drops it, and the store's size says so.
+FILING_OVERHEAD = 100
 
-# The background purge handles at most this many sessions per hold of the lock, so a
-# mass expiry never stalls requests for long.
+# Bytes a filing made out of expiry order costs on top of FILING_OVERHEAD: its
+# (expiry, id) tuple and its slot in the heap. Counted only while it is held, so stores
+# whose sessions all share one ttl do not pay for it.
+HEAP_OVERHEAD = 80
+
+# The background purge handles at most this many filings per hold of the lock, so a mass
+# expiry never stalls requests for long.
 _PURGE_BATCH = 1024
 
 
 # One session: (serialized data, expiry in clock seconds, read again since it was
-# created, the expiry past which an extension files it again). A tuple costs a sixth of
-# a class instance to make, and every set() and touch() makes one. What a session is
-# accounted at is not kept in it (one object fewer to make and free): ``_cost`` works
-# it out from the lengths.
-_Entry = tuple[bytes, float, bool, float]
+# created, the expiry past which an extension files it again, its filing). A tuple costs
+# a sixth of a class instance to make, and every set() and touch() makes one. What a
+# session is accounted at is not kept in it (one object fewer to make and free): ``_cost``
+# works it out from the lengths. The filing names the session's one live filing in the
+# expiry index, by identity: the float held in ``_times`` for an in-order filing, the
+# (expiry, id) item held in ``_heap`` for one out of order.
+_Entry = tuple[bytes, float, bool, float, object]
 _DATA: Final = 0
 _EXPIRES: Final = 1
 _PROTECTED: Final = 2
 _RENEW: Final = 3
+_FILING: Final = 4
 
 
 def _cost(sid: str, entry: _Entry) -> int:
-    """The bytes session ``sid`` is accounted at (``ODD_OVERHEAD`` aside)."""
+    """The bytes session ``sid`` is accounted at, its filing aside."""
     return len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
 
-def _filed_at_expiry(entry: _Entry) -> _Entry:
-    """``entry``, just filed again under its own expiry (the next extension files it
-    again, in order)."""
-    return (entry[_DATA], entry[_EXPIRES], entry[_PROTECTED], entry[_EXPIRES])
+def _filing_cost(sid: str, filing: object) -> int:
+    """The bytes a filing of ``sid`` is accounted at (``filing`` as held in an entry)."""
+    if type(filing) is tuple:
+        return len(sid) + FILING_OVERHEAD + HEAP_OVERHEAD
+    return len(sid) + FILING_OVERHEAD
 
 
 class MemoryStore:
@@ -94,33 +105,35 @@ class MemoryStore:
     fresh dict that no other request shares.
     """
 
-    # How the sessions are held (all under ``_lock``); every table is a plain dict, whose
-    # operations cost the least Python has:
+    # How the sessions are held (all under ``_lock``):
     #
-    # ``_queue``: every session, sid -> entry, least recently used first. A use (get,
-    #   set, touch) pops the session and puts it back at the end; the hole it leaves
-    #   is reclaimed when the table next resizes (O(1) amortized). Probation is the
-    #   queue's unread entries, in the same order; pruning walks the queue from the front.
-    # The expiry index, filed lazily: each session is filed under an expiry no later
-    #   than its own, either in ``_due`` (sid -> filed expiry, in insertion order, which
-    #   is expiry order: a filing is appended only when not earlier than ``_last``) or,
-    #   when its expiry would break that order, in ``_odd`` (sid -> filed expiry) with an
-    #   (expiry, sid) item in the min-heap ``_heap`` (stale once ``_odd`` no longer holds
-    #   that sid at that expiry). A touch or a write leaves a session where it is filed
-    #   unless it shortens its life or extends it past the entry's renew mark: then it
-    #   files it again (at the end of ``_due``, in the usual case) and sets the mark
-    #   half a lifetime later. So a session in use is filed again once per half
-    #   lifetime, not on every touch, and a new one that never comes back never is.
-    #   A purge takes the sessions filed up to now, from the front of ``_due`` and the
-    #   top of the heap: it removes the expired ones and files the others (extended
-    #   since, and not used since) again at their expiry. So it costs O(log n) per
-    #   session it removes or files again, and never scans.
-    # ``_size``: the sum of the entries' costs, and ODD_OVERHEAD per ``_odd`` filing.
+    # ``_queue``: every session, sid -> entry, least recently used first (a plain dict,
+    #   whose operations cost the least Python has). A use (get, set, touch) pops the
+    #   session and puts it back at the end; the hole it leaves is reclaimed when the
+    #   table next resizes (O(1) amortized). Probation is the queue's unread entries, in
+    #   the same order; pruning walks the queue from the front.
+    # The expiry index: each session has one live filing, under a time no later than its
+    #   expiry, either in order at the end of ``_times``/``_sids`` (two deques, times
+    #   never decreasing: a filing is appended only when not earlier than ``_last``) or,
+    #   when its time would break that order, as an (expiry, sid) item in the min-heap
+    #   ``_heap``. The entry names its live filing by identity (``_FILING``). Any other
+    #   filing is stale: a destroy, an eviction or an expiry on access removes the entry
+    #   and leaves its filing where it is (so they cost one dict pop), and a refiling
+    #   leaves the old one. Stale filings are counted in ``_size``; they go when they come
+    #   due, or in a sweep (``_sweep_locked``) on a prune or when they outnumber the live.
+    #   A touch or a write leaves a session where it is filed unless it shortens its life
+    #   or extends it past the entry's renew mark: then it files it again (at the end of
+    #   ``_times``, in the usual case) and sets the mark half a lifetime later. So a
+    #   session in use is filed again once per half lifetime, not on every touch, and a
+    #   new one that never comes back never is. A purge takes the filings due by now,
+    #   from the front of ``_times`` and the top of the heap: it drops the stale ones,
+    #   removes the expired sessions and files the others (extended since) again at
+    #   their expiry. So it costs O(log n) per filing it takes, and never scans.
+    # ``_size``: the sum of the entries' costs and of the filings' costs, stale or live.
     __slots__ = (
         "__weakref__",
         "_clock",
         "_closed",
-        "_due",
         "_dumps",
         "_evicted",
         "_expired",
@@ -132,14 +145,15 @@ class MemoryStore:
         "_misses",
         "_next_purge",
         "_next_snapshot",
-        "_odd",
         "_pid",
         "_purges",
         "_queue",
         "_serializer",
+        "_sids",
         "_size",
         "_stop",
         "_thread",
+        "_times",
         "_trusted",
         "_warned_evicting",
         "interval",
@@ -200,8 +214,8 @@ class MemoryStore:
 
         self._lock = threading.Lock()
         self._queue: dict[str, _Entry] = {}
-        self._due: dict[str, float] = {}
-        self._odd: dict[str, float] = {}
+        self._times: deque[float] = deque()
+        self._sids: deque[str] = deque()
         self._heap: list[tuple[float, str]] = []
         self._last = -math.inf
         self._size = 0
@@ -238,12 +252,12 @@ class MemoryStore:
                 self._misses += 1
                 return None
             if entry[_EXPIRES] <= now:
-                self._forget_locked(sid, entry)
+                self._size -= _cost(sid, entry)  # its filing stays, stale
                 self._expired += 1
                 self._misses += 1
                 return None
             if not entry[_PROTECTED]:  # read again: off probation
-                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_RENEW])
+                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_RENEW], entry[_FILING])
             self._queue[sid] = entry  # most recently used
             self._hits += 1
         if not self._trusted:
@@ -269,18 +283,21 @@ class MemoryStore:
         with self._lock:
             old = self._queue.pop(sid, None)
             if old is None:  # _add_locked, in line
-                self._queue[sid] = (blob, expires, False, expires)
-                self._size += cost
                 if expires >= self._last:
-                    self._due[sid] = self._last = expires
+                    self._times.append(expires)
+                    self._sids.append(sid)
+                    self._last = expires
+                    self._queue[sid] = (blob, expires, False, expires, expires)
+                    self._size += cost
                 else:
-                    self._file_odd_locked(sid, expires)
+                    self._add_locked(sid, blob, expires, False)
             else:  # _rewrite_locked, in line
                 renew = old[_RENEW]
+                filing = old[_FILING]
                 if expires > renew or expires < old[_EXPIRES]:
                     renew = expires + lifetime * 0.5
-                    self._refile_locked(sid, expires)
-                self._queue[sid] = (blob, expires, old[_PROTECTED], renew)
+                    filing = self._file_locked(sid, expires)
+                self._queue[sid] = (blob, expires, old[_PROTECTED], renew, filing)
                 self._size += len(blob) - len(old[_DATA])
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
@@ -296,7 +313,7 @@ class MemoryStore:
             if old is None:
                 return False
             if old[_EXPIRES] <= now:  # expired: it goes now, as on a get
-                self._forget_locked(sid, old)
+                self._size -= _cost(sid, old)
                 self._expired += 1
                 return False
             self._rewrite_locked(sid, old, blob, expires, lifetime)
@@ -317,24 +334,23 @@ class MemoryStore:
             if entry is None:
                 return False
             if entry[_EXPIRES] <= now:
-                self._forget_locked(sid, entry)
+                self._size -= _cost(sid, entry)
                 self._expired += 1
                 return False
             expires = now + lifetime
             renew = entry[_RENEW]
+            filing = entry[_FILING]
             if expires > renew or expires < entry[_EXPIRES]:  # as _rewrite_locked does
                 renew = expires + lifetime * 0.5
-                self._refile_locked(sid, expires)
-            self._queue[sid] = (entry[_DATA], expires, True, renew)  # came back
+                filing = self._file_locked(sid, expires)
+            self._queue[sid] = (entry[_DATA], expires, True, renew, filing)  # came back
             return True
 
     def destroy(self, sid: str) -> None:
         """Remove session ``sid``; nothing happens when there is none."""
         with self._lock:
             entry = self._queue.pop(sid, None)
-            if entry is not None:  # _forget_locked, in line
-                if self._due.pop(sid, None) is None:
-                    self._unfile_odd_locked(sid)
+            if entry is not None:  # its filing stays, stale, and counted, till swept
                 self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
     def all(self) -> dict[str, dict[str, Any]]:
@@ -366,15 +382,16 @@ class MemoryStore:
         """Remove every session. Counters (hits, misses, ...) are kept."""
         with self._lock:
             self._queue.clear()
-            self._due.clear()
-            self._odd.clear()
+            self._times.clear()
+            self._sids.clear()
             self._heap.clear()
             self._last = -math.inf
             self._size = 0
 
     def purge(self) -> int:
-        """Remove expired sessions now; return how many. Costs O(log n) per session
-        removed, plus per session extended since it was filed (see the class's notes)."""
+        """Remove expired sessions now; return how many. Costs O(log n) per filing due:
+        sessions removed or extended since they were filed, and stale filings (see the
+        class's notes). Sweeps the stale filings too once they outnumber the sessions."""
         return self._purge(None)
 
     def prune(self) -> int:
@@ -385,8 +402,10 @@ class MemoryStore:
 
     @property
     def size(self) -> int:
-        """Bytes held, as accounted: ids, payloads and ``ENTRY_OVERHEAD`` per session (and
-        ``ODD_OVERHEAD`` per session whose expiry is filed out of order)."""
+        """Bytes held, as accounted: per session, its id, its payload and ``ENTRY_OVERHEAD``;
+        per filing in the expiry index (one per session, and those destroyed, evicted or
+        refiled sessions left, until swept), its id and ``FILING_OVERHEAD``
+        (``HEAP_OVERHEAD`` more when filed out of order)."""
         return self._size
 
     def stats(self) -> Stats:
@@ -459,7 +478,8 @@ class MemoryStore:
         self, sid: str, data: dict[str, Any], ttl: float | None
     ) -> tuple[bytes, int, float]:
         """Check a write's arguments and serialize ``data``, outside the lock; return
-        (bytes, their cost in bytes, lifetime in seconds). Raises before anything changes."""
+        (bytes, what a new session of them costs in bytes, filing included, lifetime in
+        seconds). Raises before anything changes."""
         if type(sid) is not str or not sid:
             check_session_id(sid)
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
@@ -471,17 +491,17 @@ class MemoryStore:
                 raise SerializationError(f"session data does not serialize: {e}") from e
         else:
             blob = dumps_session(self._serializer, data)
-        cost = len(sid) + len(blob) + ENTRY_OVERHEAD
+        cost = 2 * len(sid) + len(blob) + (ENTRY_OVERHEAD + FILING_OVERHEAD)
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
         return blob, cost, lifetime
 
-    def _add_locked(self, sid: str, entry: _Entry) -> None:
-        """Add session ``sid``, not held now, most recently used: queue, size, filing.
-        ``set`` does the same in line (its hot path); every removal is _forget_locked."""
-        self._queue[sid] = entry
-        self._size += _cost(sid, entry)
-        self._file_locked(sid, entry[_EXPIRES])
+    def _add_locked(self, sid: str, data: bytes, expires: float, protected: bool) -> None:
+        """Add session ``sid``, not held now, most recently used: queue, filing, size.
+        (``set`` does the same in line: its hot path.)"""
+        filing = self._file_locked(sid, expires)
+        self._queue[sid] = (data, expires, protected, expires, filing)
+        self._size += len(sid) + len(data) + ENTRY_OVERHEAD
 
     def _rewrite_locked(
         self, sid: str, old: _Entry, blob: bytes, expires: float, lifetime: float
@@ -490,115 +510,119 @@ class MemoryStore:
         queue, expiring at ``expires``; file it again only past its renew mark or when
         its life is shortened (``set`` and ``touch`` do the same in line: hot paths)."""
         renew = old[_RENEW]
+        filing = old[_FILING]
         if expires > renew or expires < old[_EXPIRES]:
             renew = expires + lifetime * 0.5
-            self._refile_locked(sid, expires)
-        self._queue[sid] = (blob, expires, old[_PROTECTED], renew)
+            filing = self._file_locked(sid, expires)  # the old filing stays, stale
+        self._queue[sid] = (blob, expires, old[_PROTECTED], renew, filing)
         self._size += len(blob) - len(old[_DATA])
 
-    def _file_locked(self, sid: str, expires: float) -> None:
-        """File ``sid``, filed nowhere now, under ``expires``."""
+    def _file_locked(self, sid: str, expires: float) -> object:
+        """File ``sid`` under ``expires`` and count the filing; return it, for the entry."""
         if expires >= self._last:
-            self._due[sid] = self._last = expires
-        else:
-            self._file_odd_locked(sid, expires)
+            self._times.append(expires)
+            self._sids.append(sid)
+            self._last = expires
+            self._size += len(sid) + FILING_OVERHEAD
+            return expires
+        return self._file_odd_locked(sid, expires)
 
-    def _refile_locked(self, sid: str, expires: float) -> None:
-        """File ``sid`` again, under ``expires``; the caller puts that in its entry."""
-        if self._due.pop(sid, None) is None:
-            self._unfile_odd_locked(sid)
-        self._file_locked(sid, expires)
+    def _file_odd_locked(self, sid: str, expires: float) -> object:
+        """File ``sid`` under an expiry earlier than ``_last``, in the heap: O(log n)."""
+        item = (expires, sid)
+        heapq.heappush(self._heap, item)
+        self._size += len(sid) + (FILING_OVERHEAD + HEAP_OVERHEAD)
+        return item
 
-    def _file_odd_locked(self, sid: str, expires: float) -> None:
-        """File ``sid``, filed nowhere now, under an expiry earlier than ``_last``, in the
-        heap: O(log n)."""
-        odd = self._odd
-        heap = self._heap
-        self._size += ODD_OVERHEAD
-        odd[sid] = expires
-        heapq.heappush(heap, (expires, sid))
-        if len(heap) > 2 * len(odd) + 64:
-            self._compact_heap_locked()
+    def _stale_locked(self) -> int:
+        """How many stale filings the index holds: O(1), as each session has one live."""
+        return len(self._times) + len(self._heap) - len(self._queue)
 
-    def _unfile_odd_locked(self, sid: str) -> None:
-        """``sid`` is no longer filed in ``_odd``: its heap item, if any, is stale."""
-        odd = self._odd
-        if odd.pop(sid, None) is not None:
-            self._size -= ODD_OVERHEAD
-            if len(self._heap) > 2 * len(odd) + 64:
-                self._compact_heap_locked()
-
-    def _compact_heap_locked(self) -> None:
-        """Rebuild the heap from ``_odd``, dropping stale items: O(odd), once the stale
-        items outnumber the live ones (and 64), so O(1) amortized."""
-        heap = [(expires, sid) for sid, expires in self._odd.items()]
+    def _sweep_locked(self) -> None:
+        """Drop every stale filing from the index and from the size: O(filings)."""
+        get = self._queue.get
+        times: deque[float] = deque()
+        sids: deque[str] = deque()
+        keep_time, keep_sid = times.append, sids.append
+        dropped = 0
+        for at, sid in zip(self._times, self._sids, strict=True):
+            entry = get(sid)
+            if entry is not None and entry[_FILING] is at:
+                keep_time(at)
+                keep_sid(sid)
+            else:
+                dropped += len(sid) + FILING_OVERHEAD
+        heap = []
+        for item in self._heap:
+            entry = get(item[1])
+            if entry is not None and entry[_FILING] is item:
+                heap.append(item)
+            else:
+                dropped += len(item[1]) + (FILING_OVERHEAD + HEAP_OVERHEAD)
         heapq.heapify(heap)
-        self._heap = heap
-
-    def _forget_locked(self, sid: str, entry: _Entry) -> None:
-        """Unfile session ``sid``, just popped from the queue, and unaccount ``entry``:
-        the one removal (``destroy`` does the same in line, its hot path)."""
-        if self._due.pop(sid, None) is None:
-            self._unfile_odd_locked(sid)
-        self._size -= _cost(sid, entry)
+        self._times, self._sids, self._heap = times, sids, heap
+        self._last = times[-1] if times else -math.inf
+        self._size -= dropped
 
     def _purge_locked(self, now: float, limit: int | None) -> tuple[int, bool]:
-        """Take up to ``limit`` sessions filed up to ``now``: remove the expired ones, file
-        the others again. Return (removed, whether more are left)."""
+        """Take up to ``limit`` filings due by ``now``: drop the stale ones, remove the
+        expired sessions, file the others again. Return (removed, whether more are left)."""
         budget = math.inf if limit is None else limit
+        handled = removed = dropped = 0
         more = False
         queue = self._queue
-        due = self._due
-        taken: list[str] = []
-        for sid, filed in due.items():  # in filing order, until the first not yet due
-            if filed > now:
-                break
-            if len(taken) >= budget:
-                more = True
-                break
-            taken.append(sid)
-        removed = 0
-        for sid in taken:
-            entry = queue[sid]
-            if entry[_EXPIRES] <= now:
-                del queue[sid]
-                self._forget_locked(sid, entry)
-                removed += 1
-            else:  # extended since it was filed
-                self._refile_locked(sid, entry[_EXPIRES])
-                queue[sid] = _filed_at_expiry(entry)
-        handled = len(taken)
-        odd = self._odd
-        heappop = heapq.heappop
-        # Re-read self._heap each time: filing may compact it into a new list.
-        while not more and self._heap and self._heap[0][0] <= now:
+        times, sids = self._times, self._sids
+        while times and times[0] <= now:  # in filing order, until the first not yet due
             if handled >= budget:
                 more = True
                 break
-            filed, sid = heappop(self._heap)
-            if odd.get(sid) != filed:
-                continue  # stale
             handled += 1
-            del odd[sid]  # its item is popped: unfiled, with no stale item left behind
-            self._size -= ODD_OVERHEAD
-            entry = queue[sid]
+            at = times.popleft()
+            sid = sids.popleft()
+            dropped += len(sid) + FILING_OVERHEAD
+            entry = queue.get(sid)
+            if entry is None or entry[_FILING] is not at:
+                continue  # stale
             if entry[_EXPIRES] <= now:
                 del queue[sid]
-                self._size -= _cost(sid, entry)
+                dropped += _cost(sid, entry)
+                removed += 1
+            else:  # extended since it was filed
+                queue[sid] = self._filed_at_expiry_locked(sid, entry)
+        heap = self._heap
+        heappop = heapq.heappop
+        while not more and heap and heap[0][0] <= now:
+            if handled >= budget:
+                more = True
+                break
+            handled += 1
+            item = heappop(heap)
+            sid = item[1]
+            dropped += len(sid) + (FILING_OVERHEAD + HEAP_OVERHEAD)
+            entry = queue.get(sid)
+            if entry is None or entry[_FILING] is not item:
+                continue  # stale
+            if entry[_EXPIRES] <= now:
+                del queue[sid]
+                dropped += _cost(sid, entry)
                 removed += 1
             else:
-                self._file_locked(sid, entry[_EXPIRES])
-                queue[sid] = _filed_at_expiry(entry)
-        if len(self._heap) > 2 * len(self._odd) + 64:
-            self._compact_heap_locked()
+                queue[sid] = self._filed_at_expiry_locked(sid, entry)
+        self._size -= dropped
         self._expired += removed
         return removed, more
+
+    def _filed_at_expiry_locked(self, sid: str, entry: _Entry) -> _Entry:
+        """``entry``, filed again under its own expiry (the next extension files it again)."""
+        expires = entry[_EXPIRES]
+        filing = self._file_locked(sid, expires)
+        return (entry[_DATA], expires, entry[_PROTECTED], expires, filing)
 
     def _prune_locked(self, now: float, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions.
 
-        Walks the queue at most twice, once per ``(1 - low_water) * max_size`` bytes
-        written: O(1) amortized per byte written.
+        Walks the queue at most twice and the expiry index at most twice, once per
+        ``(1 - low_water) * max_size`` bytes written: O(1) amortized per byte written.
         """
         target = int(self.max_size * self.low_water)
         debug = log.isEnabledFor(logging.DEBUG)
@@ -611,10 +635,11 @@ class MemoryStore:
                 format_size(target),
             )
         self._purge_locked(now, None)
+        if self._stale_locked():
+            self._sweep_locked()
         queue = self._queue
-        odd = self._odd
         victims: list[str] = []
-        size = self._size  # what it will be once the victims are gone
+        size = self._size  # what it will be once the victims and their filings are gone
         # Probation first, then the rest; least recently used first in each.
         for protected in (False, True):
             if size <= target:
@@ -622,11 +647,13 @@ class MemoryStore:
             for sid, entry in queue.items():
                 if entry[_PROTECTED] is protected and sid != keep:
                     victims.append(sid)
-                    size -= _cost(sid, entry) + (ODD_OVERHEAD if odd and sid in odd else 0)
+                    size -= _cost(sid, entry) + _filing_cost(sid, entry[_FILING])
                     if size <= target:
                         break
         for sid in victims:
-            self._forget_locked(sid, queue.pop(sid))
+            self._size -= _cost(sid, queue.pop(sid))
+        if victims:
+            self._sweep_locked()  # their filings
         evicted = len(victims)
         self._evicted += evicted
         if debug:
@@ -656,7 +683,7 @@ class MemoryStore:
         with self._lock:
             for sid, left, read_again, data in records:  # least recently used first
                 if sid not in self._queue:
-                    self._add_locked(sid, (data, now + left, read_again, now + left))
+                    self._add_locked(sid, data, now + left, read_again)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=None)
         if records:
@@ -679,6 +706,8 @@ class MemoryStore:
                 removed, more = self._purge_locked(now, batch)
                 if not more:
                     self._purges += 1
+                    if self._stale_locked() > len(self._queue) + _PURGE_BATCH:
+                        self._sweep_locked()  # O(n), once per n stale filings
             total += removed
             if not more:
                 return total
