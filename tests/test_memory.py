@@ -455,6 +455,7 @@ def test_prune_shrinks_to_low_water(clock: FakeClock) -> None:
         assert len(s) == 75
         assert "b000000" in s
         assert s.stats().evicted == 26
+        assert s._stale_locked() == 0  # the victims' filings went with them
         assert_accounting_exact(s)
 
 

@@ -539,7 +539,27 @@ class MemoryStore:
         return len(self._times) + len(self._heap) - len(self._queue)
 
     def _sweep_locked(self) -> None:
-        """Drop every stale filing from the index and from the size: O(filings)."""
+        """Drop every stale filing from the index and from the size: O(filings), or
+        O(stale) when they are all at the front (a prune evicting the oldest sessions)."""
+        get = self._queue.get
+        stale = self._stale_locked()
+        times, sids = self._times, self._sids
+        dropped = 0
+        while stale and times:  # the front first: no new tables when it is all there
+            entry = get(sids[0])
+            if entry is not None and entry[_FILING] is times[0]:
+                break
+            times.popleft()
+            dropped += len(sids.popleft()) + FILING_OVERHEAD
+            stale -= 1
+        self._size -= dropped
+        if not times:
+            self._last = -math.inf
+        if stale:
+            self._sweep_all_locked()
+
+    def _sweep_all_locked(self) -> None:
+        """Drop every stale filing, wherever it is: O(filings)."""
         get = self._queue.get
         times: deque[float] = deque()
         sids: deque[str] = deque()
@@ -640,6 +660,7 @@ class MemoryStore:
         queue = self._queue
         victims: list[str] = []
         size = self._size  # what it will be once the victims and their filings are gone
+        freed = 0  # by the victims' entries; their filings go in the sweep
         # Probation first, then the rest; least recently used first in each.
         for protected in (False, True):
             if size <= target:
@@ -647,11 +668,14 @@ class MemoryStore:
             for sid, entry in queue.items():
                 if entry[_PROTECTED] is protected and sid != keep:
                     victims.append(sid)
-                    size -= _cost(sid, entry) + _filing_cost(sid, entry[_FILING])
+                    cost = _cost(sid, entry)
+                    freed += cost
+                    size -= cost + _filing_cost(sid, entry[_FILING])
                     if size <= target:
                         break
         for sid in victims:
-            self._size -= _cost(sid, queue.pop(sid))
+            del queue[sid]
+        self._size -= freed
         if victims:
             self._sweep_locked()  # their filings
         evicted = len(victims)
