@@ -252,7 +252,7 @@ class MemoryStore:
                 self._misses += 1
                 return None
             if entry[_EXPIRES] <= now:
-                self._size -= _cost(sid, entry)  # its filing stays, stale
+                self._forget_locked(sid, entry)
                 self._expired += 1
                 self._misses += 1
                 return None
@@ -313,7 +313,7 @@ class MemoryStore:
             if old is None:
                 return False
             if old[_EXPIRES] <= now:  # expired: it goes now, as on a get
-                self._size -= _cost(sid, old)
+                self._forget_locked(sid, old)
                 self._expired += 1
                 return False
             self._rewrite_locked(sid, old, blob, expires, lifetime)
@@ -334,7 +334,7 @@ class MemoryStore:
             if entry is None:
                 return False
             if entry[_EXPIRES] <= now:
-                self._size -= _cost(sid, entry)
+                self._forget_locked(sid, entry)
                 self._expired += 1
                 return False
             expires = now + lifetime
@@ -350,7 +350,7 @@ class MemoryStore:
         """Remove session ``sid``; nothing happens when there is none."""
         with self._lock:
             entry = self._queue.pop(sid, None)
-            if entry is not None:  # its filing stays, stale, and counted, till swept
+            if entry is not None:  # _forget_locked, in line (the hot path)
                 self._size -= len(sid) + len(entry[_DATA]) + ENTRY_OVERHEAD
 
     def all(self) -> dict[str, dict[str, Any]]:
@@ -516,6 +516,13 @@ class MemoryStore:
             filing = self._file_locked(sid, expires)  # the old filing stays, stale
         self._queue[sid] = (blob, expires, old[_PROTECTED], renew, filing)
         self._size += len(blob) - len(old[_DATA])
+
+    def _forget_locked(self, sid: str, entry: _Entry) -> None:
+        """Unaccount session ``sid``, just popped from the queue (``entry`` its entry): the
+        one removal (``destroy`` does the same in line, and a prune for its victims at
+        once). Its filing stays in the index, stale and counted, until it comes due or a
+        sweep drops it: so a removal is one dict pop."""
+        self._size -= _cost(sid, entry)
 
     def _file_locked(self, sid: str, expires: float) -> object:
         """File ``sid`` under ``expires`` and count the filing; return it, for the entry."""
