@@ -530,7 +530,7 @@ class MemoryStore:
             self._times.append(expires)
             self._sids.append(sid)
             self._last = expires
-            self._size += len(sid) + FILING_OVERHEAD
+            self._size += _filing_cost(sid, expires)
             return expires
         return self._file_odd_locked(sid, expires)
 
@@ -538,7 +538,7 @@ class MemoryStore:
         """File ``sid`` under an expiry earlier than ``_last``, in the heap: O(log n)."""
         item = (expires, sid)
         heapq.heappush(self._heap, item)
-        self._size += len(sid) + (FILING_OVERHEAD + HEAP_OVERHEAD)
+        self._size += _filing_cost(sid, item)
         return item
 
     def _stale_locked(self) -> int:
@@ -556,8 +556,7 @@ class MemoryStore:
             entry = get(sids[0])
             if entry is not None and entry[_FILING] is times[0]:
                 break
-            times.popleft()
-            dropped += len(sids.popleft()) + FILING_OVERHEAD
+            dropped += _filing_cost(sids.popleft(), times.popleft())
             stale -= 1
         self._size -= dropped
         if not times:
@@ -578,14 +577,14 @@ class MemoryStore:
                 keep_time(at)
                 keep_sid(sid)
             else:
-                dropped += len(sid) + FILING_OVERHEAD
+                dropped += _filing_cost(sid, at)
         heap = []
         for item in self._heap:
             entry = get(item[1])
             if entry is not None and entry[_FILING] is item:
                 heap.append(item)
             else:
-                dropped += len(item[1]) + (FILING_OVERHEAD + HEAP_OVERHEAD)
+                dropped += _filing_cost(item[1], item)
         heapq.heapify(heap)
         self._times, self._sids, self._heap = times, sids, heap
         self._last = times[-1] if times else -math.inf
@@ -595,27 +594,15 @@ class MemoryStore:
         """Take up to ``limit`` filings due by ``now``: drop the stale ones, remove the
         expired sessions, file the others again. Return (removed, whether more are left)."""
         budget = math.inf if limit is None else limit
-        handled = removed = dropped = 0
+        handled = removed = 0
         more = False
-        queue = self._queue
         times, sids = self._times, self._sids
         while times and times[0] <= now:  # in filing order, until the first not yet due
             if handled >= budget:
                 more = True
                 break
             handled += 1
-            at = times.popleft()
-            sid = sids.popleft()
-            dropped += len(sid) + FILING_OVERHEAD
-            entry = queue.get(sid)
-            if entry is None or entry[_FILING] is not at:
-                continue  # stale
-            if entry[_EXPIRES] <= now:
-                del queue[sid]
-                dropped += _cost(sid, entry)
-                removed += 1
-            else:  # extended since it was filed
-                queue[sid] = self._filed_at_expiry_locked(sid, entry)
+            removed += self._take_filing_locked(sids.popleft(), times.popleft(), now)
         heap = self._heap
         heappop = heapq.heappop
         while not more and heap and heap[0][0] <= now:
@@ -624,20 +611,25 @@ class MemoryStore:
                 break
             handled += 1
             item = heappop(heap)
-            sid = item[1]
-            dropped += len(sid) + (FILING_OVERHEAD + HEAP_OVERHEAD)
-            entry = queue.get(sid)
-            if entry is None or entry[_FILING] is not item:
-                continue  # stale
-            if entry[_EXPIRES] <= now:
-                del queue[sid]
-                dropped += _cost(sid, entry)
-                removed += 1
-            else:
-                queue[sid] = self._filed_at_expiry_locked(sid, entry)
-        self._size -= dropped
+            removed += self._take_filing_locked(item[1], item, now)
         self._expired += removed
         return removed, more
+
+    def _take_filing_locked(self, sid: str, filing: object, now: float) -> bool:
+        """``filing`` of ``sid``, due by ``now``, was just taken from the index: unaccount
+        it; if it was the session's live one, remove the session when it has expired, or
+        file it again when it was extended since. Return whether it was removed."""
+        self._size -= _filing_cost(sid, filing)
+        queue = self._queue
+        entry = queue.get(sid)
+        if entry is None or entry[_FILING] is not filing:
+            return False  # stale
+        if entry[_EXPIRES] <= now:
+            del queue[sid]
+            self._forget_locked(sid, entry)
+            return True
+        queue[sid] = self._filed_at_expiry_locked(sid, entry)
+        return False
 
     def _filed_at_expiry_locked(self, sid: str, entry: _Entry) -> _Entry:
         """``entry``, filed again under its own expiry (the next extension files it again)."""
