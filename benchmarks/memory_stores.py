@@ -139,27 +139,37 @@ class Floor:
 
     def get(self, sid: str) -> dict[str, Any] | None:
         now = self._clock()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # and release() in a finally: as lembro does, cheaper than ``with``
+        try:
             item = self._data.get(sid)
             if item is None:
                 return None
             if item[1] <= now:
                 del self._data[sid]
                 return None
+        finally:
+            lock.release()
         result: dict[str, Any] = self._decode(item[0])
         return result
 
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         blob = self._encode(data)
         now = self._clock()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._data[sid] = (blob, now + (self.ttl if ttl is None else ttl))
             if self._fifo is not None and len(self._fifo) > self._max:
                 self._fifo.popitem(last=False)
+        finally:
+            lock.release()
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         now = self._clock()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             item = self._data.get(sid)
             if item is None:
                 return False
@@ -168,10 +178,16 @@ class Floor:
                 return False
             self._data[sid] = (item[0], now + (self.ttl if ttl is None else ttl))
             return True
+        finally:
+            lock.release()
 
     def destroy(self, sid: str) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._data.pop(sid, None)
+        finally:
+            lock.release()
 
     def purge(self) -> int:
         now = self._clock()
@@ -264,7 +280,7 @@ def build(
     """
     tick = clock or time.monotonic
     if name == LEMBRO:
-        per_session = 2 * len(new_session_id()) + BLOB + ENTRY_OVERHEAD + FILING_OVERHEAD
+        per_session = len(new_session_id()) + BLOB + ENTRY_OVERHEAD + FILING_OVERHEAD
         store = MemoryStore(BIG if capacity is None else capacity * per_session, None, clock=tick)
         return Driver(
             store.get, store.set, store.set, store.touch, store.destroy, store.purge,

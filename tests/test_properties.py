@@ -313,7 +313,7 @@ def test_self_referencing_data_is_refused_or_kept_whole(serializer: str) -> None
 
 SIDS = ["a", "bb", "c" * 43, "d", new_session_id(), "f"]
 # A few sessions: the cap is hit often.
-MAX_SIZE = 4 * (ENTRY_OVERHEAD + FILING_OVERHEAD + 2 * 43 + 60)
+MAX_SIZE = 4 * (ENTRY_OVERHEAD + FILING_OVERHEAD + 43 + 60)
 LOW_WATER = 0.75
 TTL = 10.0
 
@@ -365,7 +365,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         data = {"text": text, "n": n % 1000}
         blob = self.store._dumps(data)
         old = entry_bytes(self.store, sid)
-        new = 2 * len(sid) + ENTRY_OVERHEAD + FILING_OVERHEAD
+        new = len(sid) + ENTRY_OVERHEAD + FILING_OVERHEAD
         grown = len(blob) + (new if old is None else -len(old))
         # At most: the write may file it (again) out of order, leaving the old filing.
         grown += len(sid) + FILING_OVERHEAD + HEAP_OVERHEAD
