@@ -119,8 +119,10 @@ class MemoryStore:
     # ``_queue``: every session, sid -> entry, least recently used first (a plain dict,
     #   whose operations cost the least Python has). A use (get, set, touch) pops the
     #   session and puts it back at the end; the hole it leaves is reclaimed when the
-    #   table next resizes (O(1) amortized). Probation is the queue's unread entries, in
-    #   the same order; pruning walks the queue from the front.
+    #   table next resizes (O(1) amortized). It is put back under the id str it was made
+    #   with (``_SID``), not the request's copy, and so filed: one id str per session.
+    #   Probation is the queue's unread entries, in the same order; pruning walks the
+    #   queue from the front.
     # The expiry index: each session has one live filing, under a time no later than its
     #   expiry, either in order at the end of ``_times``/``_sids`` (two deques, times
     #   never decreasing: a filing is appended only when not earlier than ``_last``) or,
@@ -138,7 +140,8 @@ class MemoryStore:
     #   from the front of ``_times`` and the top of the heap: it drops the stale ones,
     #   removes the expired sessions and files the others (extended since) again at
     #   their expiry. So it costs O(log n) per filing it takes, and never scans.
-    # ``_size``: the sum of the entries' costs and of the filings' costs, stale or live.
+    # ``_size``: the sum of the entries' costs and of the filings' costs, stale or live;
+    #   the id str is counted with each filing, as the last of them keeps it alive.
     __slots__ = (
         "__weakref__",
         "_clock",
@@ -442,9 +445,9 @@ class MemoryStore:
 
     @property
     def size(self) -> int:
-        """Bytes held, as accounted: per session, its id, its payload and ``ENTRY_OVERHEAD``;
-        per filing in the expiry index (one per session, and those destroyed, evicted or
-        refiled sessions left, until swept), its id and ``FILING_OVERHEAD``
+        """Bytes held, as accounted: per session, its payload and ``ENTRY_OVERHEAD``; per
+        filing in the expiry index (one per session, and those destroyed, evicted or
+        refiled sessions left, until swept), the session's id and ``FILING_OVERHEAD``
         (``HEAP_OVERHEAD`` more when filed out of order)."""
         return self._size
 
@@ -663,11 +666,12 @@ class MemoryStore:
             del queue[sid]
             self._forget_locked(entry)
             return True
-        queue[sid] = self._filed_at_expiry_locked(sid, entry)
+        queue[sid] = self._filed_at_expiry_locked(entry)
         return False
 
-    def _filed_at_expiry_locked(self, sid: str, entry: _Entry) -> _Entry:
+    def _filed_at_expiry_locked(self, entry: _Entry) -> _Entry:
         """``entry``, filed again under its own expiry (the next extension files it again)."""
+        sid = entry[_SID]
         expires = entry[_EXPIRES]
         filing = self._file_locked(sid, expires)
         return (entry[_DATA], expires, entry[_PROTECTED], expires, filing, sid)
