@@ -804,8 +804,10 @@ def run(config: Config) -> Section:
         "pickle (their own), starsessions with its middleware's JSON serializer (its "
         "default).",
         "floor: a lock and a dict sid -> (bytes, expiry); the least a correct thread-safe "
-        "store does. Its purge scans all sessions: it has no expiry index. Its bound evicts "
-        "the oldest insertion, with no recency.",
+        "store does. It takes the lock as lembro does, with acquire() and release() in a "
+        "finally (a with block costs about 0.2 µs more per call here). Its purge scans all "
+        "sessions: it has no expiry index. Its bound evicts the oldest insertion, with no "
+        "recency.",
         "Purge: lembro, floor and cachetools with an injected clock; cachelib's is "
         "SimpleCache._remove_expired, the scan its _prune runs on a set once over the "
         "threshold. Django LocMemCache has no purge (expired entries go when read, or in a "
