@@ -30,6 +30,7 @@ import time
 import tracemalloc
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -316,7 +317,7 @@ def build(
         def purge() -> int:
             # What SimpleCache._prune runs first once over its threshold; ``now`` is 2 s
             # ahead because its expiries are whole seconds of time.time().
-            with simple._lock:
+            with getattr(simple, "_lock", nullcontext()):  # older cachelib has no lock
                 before = len(simple._cache)
                 simple._remove_expired(time.time() + 2)
                 return before - len(simple._cache)

@@ -61,16 +61,15 @@ HEAP_OVERHEAD = 80
 _PURGE_BATCH = 1024
 
 
-# One session: (serialized data, expiry in clock seconds, read again since it was
-# created, the expiry past which an extension files it again, its filing, its id). A
-# tuple costs
-# a sixth of a class instance to make, and every set() and touch() makes one. What a
-# session is accounted at is not kept in it (one object fewer to make and free): ``_cost``
-# works it out from the lengths. The filing names the session's one live filing in the
-# expiry index, by identity: the float held in ``_times`` for an in-order filing, the
-# (expiry, id) item held in ``_heap`` for one out of order. The id is the str the session
-# was made with: the queue's key and every filing's, so a session holds one id str, not
-# one per request that brought it (a request's id is a new str, parsed from a cookie).
+# One session: (serialized data, expiry in clock seconds, read again since it was created,
+# the expiry past which an extension files it again, its filing, its id). A tuple costs a
+# sixth of a class instance to make, and every set() and touch() makes one. What a session
+# is accounted at is not kept in it (one object fewer to make and free): ``_cost`` works
+# it out from the lengths. The filing names the session's one live filing in the expiry
+# index, by identity: the float held in ``_times`` for an in-order filing, the (expiry,
+# id) item held in ``_heap`` for one out of order. The id is the str the session was made
+# with: the queue's key and every filing's, so a session holds one id str, not one per
+# request that brought it (a request's id is a new str, parsed from a cookie).
 _Entry = tuple[bytes, float, bool, float, object, str]
 _DATA: Final = 0
 _EXPIRES: Final = 1
