@@ -56,6 +56,9 @@ _NEW_COST: Final = ENTRY_OVERHEAD + FILING_OVERHEAD
 # whose sessions all share one ttl do not pay for it.
 HEAP_OVERHEAD = 80
 
+# What a filing out of order costs beyond its id's length.
+_ODD_FILING: Final = FILING_OVERHEAD + HEAP_OVERHEAD
+
 # The background purge handles at most this many filings per hold of the lock, so a mass
 # expiry never stalls requests for long.
 _PURGE_BATCH = 1024
@@ -87,7 +90,7 @@ def _cost(entry: _Entry) -> int:
 def _filing_cost(sid: str, filing: object) -> int:
     """The bytes a filing of ``sid`` is accounted at (``filing`` as held in an entry)."""
     if type(filing) is tuple:
-        return len(sid) + FILING_OVERHEAD + HEAP_OVERHEAD
+        return len(sid) + _ODD_FILING
     return len(sid) + FILING_OVERHEAD
 
 
@@ -593,7 +596,8 @@ class MemoryStore:
             entry = get(sids[0])
             if entry is not None and entry[_FILING] is times[0]:
                 break
-            dropped += _filing_cost(sids.popleft(), times.popleft())
+            times.popleft()
+            dropped += len(sids.popleft()) + FILING_OVERHEAD  # _filing_cost of one in order
             stale -= 1
         self._size -= dropped
         if not times:
@@ -705,9 +709,11 @@ class MemoryStore:
             for sid, entry in queue.items():
                 if entry[_PROTECTED] is protected and sid != keep:
                     victims.append(sid)
-                    cost = _cost(entry)
+                    # _cost and _filing_cost, in line: a prune walks thousands.
+                    cost = len(entry[_DATA]) + ENTRY_OVERHEAD
                     freed += cost
-                    size -= cost + _filing_cost(sid, entry[_FILING])
+                    filed = _ODD_FILING if type(entry[_FILING]) is tuple else FILING_OVERHEAD
+                    size -= cost + len(sid) + filed
                     if size <= target:
                         break
         for sid in victims:
