@@ -297,8 +297,7 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        blob = self._encode(sid, data)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        blob, cost, lifetime = self._encode(sid, data, ttl)
         clock = self._clock
         now = clock()
         expires = now + lifetime
@@ -312,7 +311,7 @@ class MemoryStore:
                     self._sids.append(sid)
                     self._last = expires
                     self._queue[sid] = (blob, expires, False, expires, expires, sid)
-                    self._size += len(sid) + len(blob) + _NEW_COST
+                    self._size += cost
                 else:
                     self._add_locked(sid, blob, expires, False)
             else:  # _rewrite_locked, in line
@@ -332,8 +331,7 @@ class MemoryStore:
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        blob = self._encode(sid, data)
-        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        blob, _, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
         expires = now + lifetime
         lock = self._lock
@@ -519,11 +517,15 @@ class MemoryStore:
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
-    def _encode(self, sid: str, data: dict[str, Any]) -> bytes:
-        """Check a write's id and serialize ``data``, outside the lock; return the bytes.
-        Raises before anything changes, and when a new session of them could not fit."""
+    def _encode(
+        self, sid: str, data: dict[str, Any], ttl: float | None
+    ) -> tuple[bytes, int, float]:
+        """Check a write's arguments and serialize ``data``, outside the lock; return
+        (bytes, what a new session of them costs in bytes, filing included, lifetime in
+        seconds). Raises before anything changes, and when such a session could not fit."""
         if type(sid) is not str or not sid:
             check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
         if self._trusted and type(data) is dict:
             dumps = self._dumps
             try:
@@ -535,7 +537,7 @@ class MemoryStore:
         cost = len(sid) + len(blob) + _NEW_COST
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
-        return blob
+        return blob, cost, lifetime
 
     def _add_locked(self, sid: str, data: bytes, expires: float, protected: bool) -> None:
         """Add session ``sid``, not held now, most recently used: queue, filing, size.
