@@ -297,7 +297,21 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        blob, cost, lifetime = self._encode(sid, data, ttl)
+        # _encode, in line: the call and its tuple cost 0.06x of the floor's set.
+        if type(sid) is not str or not sid:
+            check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if self._trusted and type(data) is dict:
+            dumps = self._dumps
+            try:
+                blob = dumps(data)
+            except Exception as e:
+                raise SerializationError(f"session data does not serialize: {e}") from e
+        else:
+            blob = dumps_session(self._serializer, data)
+        cost = len(sid) + len(blob) + _NEW_COST
+        if cost > self.max_size:
+            raise SessionTooLarge(cost, self.max_size)
         clock = self._clock
         now = clock()
         expires = now + lifetime
@@ -331,7 +345,7 @@ class MemoryStore:
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        blob, _, lifetime = self._encode(sid, data, ttl)
+        blob, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
         expires = now + lifetime
         lock = self._lock
@@ -517,12 +531,11 @@ class MemoryStore:
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
-    def _encode(
-        self, sid: str, data: dict[str, Any], ttl: float | None
-    ) -> tuple[bytes, int, float]:
+    def _encode(self, sid: str, data: dict[str, Any], ttl: float | None) -> tuple[bytes, float]:
         """Check a write's arguments and serialize ``data``, outside the lock; return
-        (bytes, what a new session of them costs in bytes, filing included, lifetime in
-        seconds). Raises before anything changes, and when such a session could not fit."""
+        (bytes, lifetime in seconds). Raises before anything changes, and when a new
+        session of them (its filing included) could not fit. (``set`` does the same in
+        line: its hot path.)"""
         if type(sid) is not str or not sid:
             check_session_id(sid)
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
@@ -537,7 +550,7 @@ class MemoryStore:
         cost = len(sid) + len(blob) + _NEW_COST
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
-        return blob, cost, lifetime
+        return blob, lifetime
 
     def _add_locked(self, sid: str, data: bytes, expires: float, protected: bool) -> None:
         """Add session ``sid``, not held now, most recently used: queue, filing, size.
