@@ -23,6 +23,7 @@ __all__ = [
     "Section",
     "Table",
     "Target",
+    "Timings",
     "measure",
     "progress",
     "render_markdown",
@@ -77,7 +78,7 @@ class Config:
     clock: str = "cpu"
     sessions: int = 10_000
     batch: int = 10_000
-    repeats: int = 7
+    repeats: int = 21
     cap: int = 10_000
     purge_total: int = 500_000
     purge_expired: int = 1_000
@@ -135,9 +136,18 @@ def _timed(case: Case[Any], n: int) -> int:
     return elapsed if measured is None else measured
 
 
-def measure(cases: dict[str, Case[Any]], config: Config) -> dict[str, float]:
+class Timings(dict[str, float]):
+    """Each store's median time per operation in µs, by name; ``samples`` keeps every
+    repeat's time per operation (µs), in the order the repeats ran."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({name: statistics.median(values) for name, values in samples.items()})
+        self.samples = samples
+
+
+def measure(cases: dict[str, Case[Any]], config: Config) -> Timings:
     """Time each store's case, interleaved: every repeat runs every store once, the order
-    rotating so none always goes first. Return each store's median per operation, in µs.
+    rotating so none always goes first. Return each store's times per operation, in µs.
     """
     use_clock(config.clock)
     sizes: dict[str, int] = {}
@@ -156,17 +166,42 @@ def measure(cases: dict[str, Case[Any]], config: Config) -> dict[str, float]:
         for name in names[shift:] + names[:shift]:
             n = sizes[name]
             samples[name].append(_timed(cases[name], n) / n / 1000.0)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return Timings(samples)
 
 
 @dataclass
 class Row:
-    """One operation across stores: ``values[store]`` in ``unit``, ``None`` for n/a."""
+    """One operation across stores: ``values[store]`` in ``unit``, ``None`` for n/a.
+
+    ``samples``: the repeats behind the values, when they were timed together (a
+    ``Timings``'s), for ratios measured repeat by repeat.
+    """
 
     label: str
     unit: str
     values: dict[str, float | None]
     notes: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def timed(cls, label: str, unit: str, timings: Timings, names: list[str]) -> Row:
+        """The row of ``timings`` for the stores ``names`` (``None`` for one not timed)."""
+        return cls(label, unit, {n: timings.get(n) for n in names}, samples=timings.samples)
+
+    def ratio(self, column: str, to: str) -> float | None:
+        """``column``'s value over ``to``'s; ``None`` when either is n/a.
+
+        When both were timed in the same repeats, the median of their ratios repeat by
+        repeat: the machine's speed drifts between repeats (a shared machine), and two
+        stores timed a moment apart see nearly the same machine.
+        """
+        mine, theirs = self.values.get(column), self.values.get(to)
+        if mine is None or not theirs:
+            return None
+        a, b = self.samples.get(column), self.samples.get(to)
+        if a and b and len(a) == len(b):
+            return statistics.median(x / y for x, y in zip(a, b, strict=True))
+        return mine / theirs
 
 
 @dataclass
@@ -178,17 +213,19 @@ class Table:
     baseline: str
     rows: list[Row] = field(default_factory=list)
 
-    def value(self, label: str, column: str) -> float | None:
+    def row(self, label: str) -> Row:
         for row in self.rows:
             if row.label == label:
-                return row.values.get(column)
+                return row
         raise KeyError(label)
+
+    def value(self, label: str, column: str) -> float | None:
+        return self.row(label).values.get(column)
 
     def cells(self) -> list[list[str]]:
         """The table as strings: a header line, then one line per row."""
         out = [["operation", *self.columns]]
         for row in self.rows:
-            base = row.values.get(self.baseline)
             line = [f"{row.label} ({row.unit})"]
             for column in self.columns:
                 value = row.values.get(column)
@@ -197,8 +234,9 @@ class Table:
                     line.append(f"n/a{' (' + note + ')' if note else ''}")
                     continue
                 text = _number(value)
-                if base:
-                    text += f" ({value / base:.2f}x)"
+                ratio = row.ratio(column, self.baseline)
+                if ratio is not None:
+                    text += f" ({ratio:.2f}x)"
                 if note:
                     text += f" [{note}]"
                 line.append(text)

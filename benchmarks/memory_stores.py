@@ -507,7 +507,7 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
     for op in OPS:
         progress(f"sync: {LABELS[op]}")
         timed = measure(_cases(op, drivers, held), config)
-        row = Row(LABELS[op], "µs", {name: timed.get(name) for name in SYNC})
+        row = Row.timed(LABELS[op], "µs", timed, list(SYNC))
         if op == "touch":
             row.notes = {name: NO_TOUCH for name in SYNC if name not in timed}
         table.rows.append(row)
@@ -524,7 +524,7 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
     progress(f"sync: {LABELS['set_cap']}")
     timed = measure(_cases("set_cap", capped, []), config)
     held_at_cap = {name: drv.count() for name, drv in capped.items()}
-    table.rows.append(Row(LABELS["set_cap"], "µs", dict(timed)))
+    table.rows.append(Row.timed(LABELS["set_cap"], "µs", timed, list(SYNC)))
     notes.append(
         f"At the cap each store is bounded to hold about {config.cap:,} sessions; sessions "
         f"held after the run: {', '.join(f'{k} {v:,}' for k, v in held_at_cap.items())}. "
@@ -688,7 +688,7 @@ def _async_table(config: Config, sync: Table) -> Table:
             elif op == "destroy":
                 cases[STARSESSIONS] = _async_case(loop, _adder(star.put), star.destroy_batch)
             timed = measure(cases, config)
-            row = Row(LABELS[op], "µs", {name: timed.get(name) for name in ASYNC})
+            row = Row.timed(LABELS[op], "µs", timed, list(ASYNC))
             if op == "touch":
                 row.notes[STARSESSIONS] = NO_TOUCH
             table.rows.append(row)
@@ -733,13 +733,14 @@ def _targets(sync: Table, asyn: Table, config: Config) -> list[Target]:
     timed_rows = [row for row in sync.rows if row.unit in ("µs", "ms")]
     for row in timed_rows:
         mine, floor = row.values.get(LEMBRO), row.values.get(FLOOR)
-        if mine is None or floor is None:
+        ratio = row.ratio(LEMBRO, FLOOR)
+        if mine is None or floor is None or ratio is None:
             continue
         targets.append(
             Target(
                 f"lembro {row.label} within 1.5x the floor",
-                mine <= 1.5 * floor,
-                f"{mine / floor:.2f}x ({mine:.3g} vs {floor:.3g} {row.unit})",
+                ratio <= 1.5,
+                f"{ratio:.2f}x ({mine:.3g} vs {floor:.3g} {row.unit})",
             )
         )
     below = sync.value(LABELS["set_new"], LEMBRO)
@@ -760,17 +761,17 @@ def _targets(sync: Table, asyn: Table, config: Config) -> list[Target]:
             if row.unit not in ("µs", "ms"):
                 continue
             mine = row.values.get(mine_name)
-            theirs = {p: row.values[p] for p in peers if row.values.get(p) is not None}
+            # a peer's time over lembro's: above 1, lembro is faster
+            theirs = {p: r for p in peers if (r := row.ratio(p, mine_name)) is not None}
             if mine is None or not theirs:
                 continue
-            fastest = min(theirs, key=lambda p: theirs[p] or 0.0)
-            best = theirs[fastest] or 0.0
+            fastest = min(theirs, key=lambda p: theirs[p])
             targets.append(
                 Target(
                     f"{mine_name} faster than {', '.join(theirs)} on {row.label}",
-                    all(mine < (v or 0.0) for v in theirs.values()),
-                    f"fastest peer {fastest} {best:.3g} {row.unit}, lembro {mine:.3g} "
-                    f"({best / mine:.2f}x lembro's time)",
+                    all(r > 1.0 for r in theirs.values()),
+                    f"fastest peer {fastest} {row.values[fastest]:.3g} {row.unit}, lembro "
+                    f"{mine:.3g} ({theirs[fastest]:.2f}x lembro's time)",
                 )
             )
     purge_row = next(row for row in sync.rows if row.label.startswith("purge"))
@@ -798,7 +799,10 @@ def run(config: Config) -> Section:
         f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are "
         f"43 characters. Below the cap, each store holds {config.sessions:,} sessions; "
         f"batches of up to {config.batch:,} operations, {config.repeats} repeats, stores "
-        "interleaved, gc collected between batches and off during them; cells are medians.",
+        "interleaved, gc collected between batches and off during them; cells are medians. "
+        "A ratio of two stores is the median of their ratios repeat by repeat: in a repeat "
+        "they run moments apart, on nearly the same machine, so that the machine's drift "
+        "between repeats cancels out.",
         "Every get returns a fresh dict and every set serializes: lembro, floor and "
         "cachetools with the same serializer, lembro's msgpack (msgspec, its bytes copied "
         "to their exact length so that a store can count them), Django and cachelib with "

@@ -46,7 +46,7 @@ import redis
 import redis.asyncio
 from flask import Flask, Request, Response
 from flask_session.redis import RedisSession, RedisSessionInterface
-from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
+from harness import Case, Config, Row, Section, Table, Target, Timings, measure, progress, ticks
 from memory_stores import VARIANTS
 from starlette.types import Message, Receive, Scope, Send
 from starsessions import JsonSerializer, SessionAutoloadMiddleware
@@ -404,11 +404,11 @@ def _sync_trips(url: str, admin: redis.Redis, held: list[str]) -> dict[str, dict
 
 
 def _row(
-    op: str, timed: dict[str, float], trips: dict[str, dict[str, Trips]], names: tuple[str, ...]
+    op: str, timed: Timings, trips: dict[str, dict[str, Trips]], names: tuple[str, ...]
 ) -> Row:
     """The table row of ``op``: each store's median time, its round trips as a note, and
     "no touch" for a store that has no such operation (nothing timed)."""
-    row = Row(LABELS[op], "µs", {name: timed.get(name) for name in names})
+    row = Row.timed(LABELS[op], "µs", timed, list(names))
     row.notes = {name: t.note() for name, t in trips[op].items()}
     row.notes.update({name: NO_TOUCH for name in names if name not in timed})
     return row
@@ -674,15 +674,16 @@ def _targets(tables: list[tuple[Table, str, str]]) -> list[Target]:
             )
         )
         for op in ("get", "set"):
-            ours_us = table.value(LABELS[op], mine)
-            floor_us = table.value(LABELS[op], floor)
-            if ours_us is None or floor_us is None:
+            row = table.row(LABELS[op])
+            ours_us, floor_us = row.values.get(mine), row.values.get(floor)
+            ratio = row.ratio(mine, floor)
+            if ours_us is None or floor_us is None or ratio is None:
                 continue
             targets.append(
                 Target(
                     f"{mine} {LABELS[op]} within 1.2x {floor}",
-                    ours_us <= 1.2 * floor_us,
-                    f"{ours_us / floor_us:.2f}x ({ours_us:.3g} vs {floor_us:.3g} µs)",
+                    ratio <= 1.2,
+                    f"{ratio:.2f}x ({ours_us:.3g} vs {floor_us:.3g} µs)",
                 )
             )
     return targets
@@ -701,11 +702,9 @@ def run(config: Config) -> Section:
     """Measure the Redis stores on one fresh local redis-server; return tables and targets."""
     logging.getLogger("lembro").setLevel(logging.ERROR)
     # Wall clock: a round trip is time spent waiting on a socket, which CPU time leaves out.
-    # Wall time also counts whatever else the shared machine runs meanwhile: three times
-    # the batches, each a third as long, so a burst of other work spoils fewer samples.
-    config = dataclasses.replace(
-        config, clock="wall", repeats=3 * config.repeats, batch_budget=config.batch_budget / 3
-    )
+    # Wall time also counts whatever else the shared machine runs meanwhile: batches a
+    # third as long, so a burst of other work spoils fewer of them.
+    config = dataclasses.replace(config, clock="wall", batch_budget=config.batch_budget / 3)
     _ROUND_TRIPS.clear()
     with _server() as server:
         admin = redis.Redis.from_url(server.url)
@@ -723,7 +722,7 @@ def run(config: Config) -> Section:
         f"clock (time.perf_counter_ns), not CPU time: the work is a network round trip. Each "
         f"store holds {config.sessions:,} sessions under its own prefix; batches of up to "
         f"{config.batch:,} operations, {config.repeats} repeats, stores interleaved; cells "
-        "are medians.",
+        "are medians, and a ratio is the median of the two stores' ratios repeat by repeat.",
         "[n RT: ...] is the round trips one operation costs (sends on the store's connection, "
         "counted client side) and the commands Redis ran for it (INFO commandstats before "
         f"and after), averaged over {COUNT_RUNS} operations in a separate, untimed pass.",

@@ -74,3 +74,19 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
     headers = [line for line in written.splitlines() if line.startswith("| operation |")]
     cells = {cell.strip() for line in headers for cell in line.strip("|").split("|")}
     assert set(STORES) <= cells, written
+
+
+def test_a_ratio_is_the_median_of_the_ratios_repeat_by_repeat() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness import Row, Timings
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # The machine slowed down tenfold in the third repeat, for both stores alike.
+    timings = Timings({"mine": [1.2, 2.0, 12.0], "floor": [1.0, 1.0, 10.0]})
+    row = Row.timed("get", "µs", timings, ["mine", "floor", "absent"])
+    assert row.values == {"mine": 2.0, "floor": 1.0, "absent": None}
+    assert row.ratio("mine", "floor") == pytest.approx(1.2)  # 1.2, 2.0, 1.2: not 2.0 / 1.0
+    assert row.ratio("absent", "floor") is None
+    # Values not timed together (no samples) fall back to the ratio of the values.
+    assert Row("purge", "ms", {"mine": 3.0, "floor": 30.0}).ratio("mine", "floor") == 0.1
