@@ -299,7 +299,12 @@ def render_markdown(section: Section) -> str:
     lines = [f"## {section.title}"]
     for table in section.tables:
         cells = table.cells()
-        lines += ["", f"**{table.title}** (each cell: value (ratio to {table.baseline}))", ""]
+        lines += [
+            "",
+            f"**{table.title}** (each cell: median (ratio to {table.baseline}; of stores "
+            "timed side by side, the median of their ratios repeat by repeat))",
+            "",
+        ]
         lines.append("| " + " | ".join(cells[0]) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(cells[0]) - 1)) + "|")
         lines += ["| " + " | ".join(line) + " |" for line in cells[1:]]
