@@ -297,7 +297,7 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        # _encode, in line: the call and its tuple cost 0.06x of the floor's set.
+        # _encode, in line (its hot path): the call measured 0.04x-0.07x of the floor's set.
         if type(sid) is not str or not sid:
             check_session_id(sid)
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
