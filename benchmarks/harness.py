@@ -189,18 +189,20 @@ class Row:
         return cls(label, unit, {n: timings.get(n) for n in names}, samples=timings.samples)
 
     def ratio(self, column: str, to: str) -> float | None:
-        """``column``'s value over ``to``'s; ``None`` when either is n/a.
+        """``column``'s time over ``to``'s (either a column or a case timed with them);
+        ``None`` when either is n/a.
 
         When both were timed in the same repeats, the median of their ratios repeat by
         repeat: the machine's speed drifts between repeats (a shared machine), and two
-        stores timed a moment apart see nearly the same machine.
+        stores timed a moment apart see nearly the same machine. Otherwise the ratio of
+        the values.
         """
-        mine, theirs = self.values.get(column), self.values.get(to)
-        if mine is None or not theirs:
-            return None
         a, b = self.samples.get(column), self.samples.get(to)
         if a and b and len(a) == len(b):
             return statistics.median(x / y for x, y in zip(a, b, strict=True))
+        mine, theirs = self.values.get(column), self.values.get(to)
+        if mine is None or not theirs:
+            return None
         return mine / theirs
 
 
