@@ -539,7 +539,7 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
         "lembro prunes to 75% of max_size when a set goes over it; floor and cachetools "
         "evict one per set; Django culls a third (CULL_FREQUENCY=3); cachelib sorts every "
         "session by expiry on each set once over its threshold. A second lembro store, "
-        f"below its cap (holding {config.cap:,} sessions, as in the set-new row), is timed "
+        f"below its cap (holding {config.cap:,} sessions) and writing new ids, is timed "
         "in the same repeats: the at-the-cap target compares the two side by side."
     )
     gc.unfreeze()
