@@ -199,7 +199,9 @@ class Row:
         """
         a, b = self.samples.get(column), self.samples.get(to)
         if a and b and len(a) == len(b):
-            return statistics.median(x / y for x, y in zip(a, b, strict=True))
+            paired = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+            if paired:
+                return statistics.median(paired)
         mine, theirs = self.values.get(column), self.values.get(to)
         if mine is None or not theirs:
             return None
