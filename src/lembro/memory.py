@@ -72,7 +72,8 @@ _PURGE_BATCH = 1024
 # index, by identity: the float held in ``_times`` for an in-order filing, the (expiry,
 # id) item held in ``_heap`` for one out of order. The id is the str the session was made
 # with: the queue's key and every filing's, so a session holds one id str, not one per
-# request that brought it (a request's id is a new str, parsed from a cookie).
+# request that brought it (a request's id is a new str, parsed from a cookie). The hot
+# paths (get, set, touch) unpack an entry whole, in this order; the rest index it by name.
 _Entry = tuple[bytes, float, bool, float, object, str]
 _DATA: Final = 0
 _EXPIRES: Final = 1
@@ -269,23 +270,23 @@ class MemoryStore:
             if entry is None:
                 self._misses += 1
                 return None
-            if entry[_EXPIRES] <= now:
+            blob, expires, protected, renew, filing, sid = entry  # sid: the session's own str
+            if expires <= now:
                 self._forget_locked(entry)
                 self._expired += 1
                 self._misses += 1
                 return None
-            sid = entry[_SID]  # the key stays the session's own str
-            if not entry[_PROTECTED]:  # read again: off probation
-                entry = (entry[_DATA], entry[_EXPIRES], True, entry[_RENEW], entry[_FILING], sid)
+            if not protected:  # read again: off probation
+                entry = (blob, expires, True, renew, filing, sid)
             self._queue[sid] = entry  # most recently used
             self._hits += 1
         finally:
             lock.release()
         if not self._trusted:
-            return loads_session(self._serializer, entry[_DATA])
+            return loads_session(self._serializer, blob)
         loads = self._loads
         try:
-            data: dict[str, Any] = loads(entry[_DATA])
+            data: dict[str, Any] = loads(blob)
         except Exception as e:
             raise SerializationError(f"stored session does not deserialize: {e}") from e
         return data
@@ -329,14 +330,12 @@ class MemoryStore:
                 else:
                     self._add_locked(sid, blob, expires, False)
             else:  # _rewrite_locked, in line
-                sid = old[_SID]
-                renew = old[_RENEW]
-                filing = old[_FILING]
-                if expires > renew or expires < old[_EXPIRES]:
+                held, was, protected, renew, filing, sid = old
+                if expires > renew or expires < was:
                     renew = expires + lifetime * 0.5
                     filing = self._file_locked(sid, expires)
-                self._queue[sid] = (blob, expires, old[_PROTECTED], renew, filing, sid)
-                self._size += len(blob) - len(old[_DATA])
+                self._queue[sid] = (blob, expires, protected, renew, filing, sid)
+                self._size += len(blob) - len(held)
             if self._size > self.max_size:
                 self._prune_locked(now, keep=sid)
         finally:
@@ -379,18 +378,16 @@ class MemoryStore:
             entry = self._queue.pop(sid, None)
             if entry is None:
                 return False
-            if entry[_EXPIRES] <= now:
+            blob, was, _, renew, filing, sid = entry
+            if was <= now:
                 self._forget_locked(entry)
                 self._expired += 1
                 return False
             expires = now + lifetime
-            sid = entry[_SID]
-            renew = entry[_RENEW]
-            filing = entry[_FILING]
-            if expires > renew or expires < entry[_EXPIRES]:  # as _rewrite_locked does
+            if expires > renew or expires < was:  # as _rewrite_locked does
                 renew = expires + lifetime * 0.5
                 filing = self._file_locked(sid, expires)
-            self._queue[sid] = (entry[_DATA], expires, True, renew, filing, sid)  # came back
+            self._queue[sid] = (blob, expires, True, renew, filing, sid)  # came back
             return True
         finally:
             lock.release()
@@ -563,14 +560,12 @@ class MemoryStore:
         """Put new data for the session ``old`` was (just popped) at the end of the
         queue, expiring at ``expires``; file it again only past its renew mark or when
         its life is shortened (``set`` and ``touch`` do the same in line: hot paths)."""
-        sid = old[_SID]
-        renew = old[_RENEW]
-        filing = old[_FILING]
-        if expires > renew or expires < old[_EXPIRES]:
+        held, was, protected, renew, filing, sid = old
+        if expires > renew or expires < was:
             renew = expires + lifetime * 0.5
             filing = self._file_locked(sid, expires)  # the old filing stays, stale
-        self._queue[sid] = (blob, expires, old[_PROTECTED], renew, filing, sid)
-        self._size += len(blob) - len(old[_DATA])
+        self._queue[sid] = (blob, expires, protected, renew, filing, sid)
+        self._size += len(blob) - len(held)
 
     def _forget_locked(self, entry: _Entry) -> None:
         """Unaccount the session ``entry`` was, just popped from the queue: the
