@@ -7,7 +7,8 @@
 - a pop with no lock that accounts the size later (one ``deque.append`` of what it
   removed): the least a store that counts its bytes does, and not even thread-safe, since
   another thread's read-modify-write of the size could interleave with it;
-- a pop under a ``threading.Lock``: the floor's destroy, the least a thread-safe store does;
+- the floor's destroy (a pop under a ``threading.Lock``, the least a thread-safe store
+  does) through ``lembro.as_async``, as ``make bench`` drives it;
 - lembro's ``MemoryStore.destroy`` through ``lembro.as_async``, as its Starlette
   middleware calls it.
 
@@ -19,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import statistics
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
+from memory_stores import Floor
 from starsessions import InMemoryStore
 
-from lembro import MemoryStore, as_async
+from lembro import MemoryStore, SessionStore, as_async
 
 BATCH = 5_000
 REPEATS = 41
@@ -47,22 +48,6 @@ class _NoLock:
             self._removed.append(entry)
 
 
-class _Locked:
-    """A pop under a lock: the benchmark floor's destroy."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    async def destroy(self, sid: str) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            self.data.pop(sid, None)
-        finally:
-            lock.release()
-
-
 async def _batch(op: Callable[[str], Awaitable[None]], sids: list[str]) -> float:
     start = time.thread_time_ns()
     for sid in sids:
@@ -72,12 +57,17 @@ async def _batch(op: Callable[[str], Awaitable[None]], sids: list[str]) -> float
 
 def main() -> None:
     star = InMemoryStore()
-    no_lock, locked = _NoLock(), _Locked()
+    no_lock, floor = _NoLock(), Floor()
+    floor_front = as_async(cast(SessionStore, floor))
     memory = MemoryStore("1G", None)
     front = as_async(memory)
 
     def fill_dict(data: dict[str, Any]) -> Callable[[list[str]], None]:
         return lambda sids: data.update(dict.fromkeys(sids, BLOB))
+
+    def fill_floor(sids: list[str]) -> None:
+        for sid in sids:
+            floor.set(sid, {"x": "y" * 240})
 
     def fill_lembro(sids: list[str]) -> None:
         for sid in sids:
@@ -86,7 +76,7 @@ def main() -> None:
     cases: dict[str, tuple[Callable[[list[str]], None], Callable[[str], Awaitable[None]]]] = {
         "starsessions remove": (fill_dict(star.data), star.remove),
         "pop, no lock": (fill_dict(no_lock.data), no_lock.destroy),
-        "pop under a lock": (fill_dict(locked.data), locked.destroy),
+        "floor (as_async)": (fill_floor, floor_front.destroy),
         "lembro (as_async)": (fill_lembro, front.destroy),
     }
     loop = asyncio.new_event_loop()
