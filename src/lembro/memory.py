@@ -73,7 +73,7 @@ _PURGE_BATCH = 1024
 # id) item held in ``_heap`` for one out of order. The id is the str the session was made
 # with: the queue's key and every filing's, so a session holds one id str, not one per
 # request that brought it (a request's id is a new str, parsed from a cookie). The hot
-# paths (get, set, touch) unpack an entry whole, in this order; the rest index it by name.
+# paths (get, set, replace, touch) unpack an entry whole, in this order; the rest index it.
 _Entry = tuple[bytes, float, bool, float, object, str]
 _DATA: Final = 0
 _EXPIRES: Final = 1
