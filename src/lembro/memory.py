@@ -392,14 +392,17 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def destroy(self, sid: str) -> None:
-        """Remove session ``sid``; nothing happens when there is none."""
+    def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether a live session was removed."""
+        now = self._clock()
         lock = self._lock
         lock.acquire()
         try:
             entry = self._queue.pop(sid, None)
             if entry is not None:  # _forget_locked, in line (the hot path)
                 self._size -= len(entry[_DATA]) + ENTRY_OVERHEAD
+                return bool(entry[_EXPIRES] > now)
+            return False
         finally:
             lock.release()
 

@@ -361,16 +361,17 @@ class RedisStore(_RedisBase):
         self._ok()
         return done
 
-    def destroy(self, sid: str) -> None:
-        """Remove session ``sid``; nothing happens when there is none. One DEL."""
+    def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether one was there. One DEL."""
         if not _is_sid(sid):
-            return
+            return False
         try:
-            self._client.delete(self._key(sid))
+            removed = self._client.delete(self._key(sid))
         except _UNAVAILABLE as e:
             self._unavailable("destroy", sid, e)
-        else:
-            self._ok()
+            return False
+        self._ok()
+        return bool(removed)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session under the prefix. SCAN, then MGETs."""
@@ -606,16 +607,17 @@ class AsyncRedisStore(_RedisBase):
         self._ok()
         return done
 
-    async def destroy(self, sid: str) -> None:
-        """Remove session ``sid``; nothing happens when there is none. One DEL."""
+    async def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether one was there. One DEL."""
         if not _is_sid(sid):
-            return
+            return False
         try:
-            await self._client.delete(self._key(sid))
+            removed = await self._client.delete(self._key(sid))
         except _UNAVAILABLE as e:
             self._unavailable("destroy", sid, e)
-        else:
-            self._ok()
+            return False
+        self._ok()
+        return bool(removed)
 
     async def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session under the prefix. SCAN, then MGETs."""

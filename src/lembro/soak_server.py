@@ -76,10 +76,11 @@ class DictStore:
         """The default lifetime of a session, in seconds."""
         return self._ttl
 
-    def _drop_locked(self, sid: str) -> None:
+    def _drop_locked(self, sid: str) -> bool:
         old = self._data.pop(sid, None)
         if old is not None:
             self.payload_bytes -= len(sid) + len(old[1])
+        return old is not None
 
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return session ``sid``, or ``None``; an expired one is dropped when read."""
@@ -121,10 +122,10 @@ class DictStore:
             self._data[sid] = (time.monotonic() + (self._ttl if ttl is None else ttl), item[1])
             return True
 
-    def destroy(self, sid: str) -> None:
-        """Remove session ``sid``."""
+    def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether it was there."""
         with self._lock:
-            self._drop_locked(sid)
+            return self._drop_locked(sid)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Every session, expired or not (this store never looks)."""
