@@ -15,8 +15,8 @@ from tests.test_django import configure_django
 MODULES = [
     "lembro",
     "lembro.background",
-    "lembro.serving",
     "lembro.checks",
+    "lembro.cli",
     "lembro.errors",
     "lembro.ids",
     "lembro.memory",
