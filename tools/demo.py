@@ -204,7 +204,7 @@ _PAGE = """<!doctype html>
  .actions { display: flex; flex-direction: column; gap: .6rem; margin: 1rem 0; }
  .row { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; }
  .row form { display: flex; gap: .5rem; margin: 0; }
- form.login { flex: 1 1 16rem; }
+ form.login { max-width: 24rem; flex-wrap: nowrap; }
  form.login input { font: inherit; padding: .3rem .5rem; min-width: 0; flex: 1 1 8rem; }
  .notice { background: #fff7e6; border: 1px solid #e8c77d; border-radius: 6px;
            padding: .5rem .8rem; }
