@@ -344,6 +344,10 @@ def test_litestars_own_config_adopts_the_clients_id_which_lembros_does_not(
     with TestClient(app) as stock:
         stock.get("/count", headers={"Cookie": "session=chosen-by-the-client"})
         assert stored_ids(memory) == {"chosen-by-the-client"}
+        memory.clear()
+        stock.cookies.clear()
+        stock.get("/peek")  # a cookieless request that only reads
+        assert len(memory) == 1
 
 
 def test_regenerate_moves_the_session_to_a_new_id_and_ends_the_old_record(
