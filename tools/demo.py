@@ -20,9 +20,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from flask import Flask, jsonify, redirect, request, session
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Response
+try:
+    from flask import Flask, jsonify, redirect, request, session
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+except ImportError as e:  # pragma: no cover - exercised only without Flask
+    raise SystemExit(
+        f"the demo needs Flask ({e.name} is missing): run it with `make demo`, which "
+        "installs it (the demo dependency group in pyproject.toml)"
+    ) from e
 
 from lembro.flask import Lembro
 from lembro.ids import new_session_id
