@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,13 +161,22 @@ async def test_delete_all_on_a_parent_deletes_its_children(namespaced: Namespace
     child = namespaced.with_namespace("FOO").with_namespace("BAR")
     await child.set("foo", b"grandchild")
     await namespaced.set("bar", b"parent")
-    sibling = LembroStore(namespaced._store, namespace="LITESTARX")  # type: ignore[attr-defined]
-    await sibling.set("baz", b"another namespace that starts alike")
     await namespaced.delete_all()
     assert await child.get("foo") is None
     assert await namespaced.get("bar") is None
-    assert await sibling.get("baz") == b"another namespace that starts alike"
-    await sibling.delete_all()
+
+
+@pytest.mark.anyio
+async def test_delete_all_leaves_a_namespace_whose_name_starts_alike(clock: FakeClock) -> None:
+    memory = MemoryStore("1M", None, clock=clock)
+    store = LembroStore(memory, clock=clock)
+    alike = LembroStore(memory, namespace="LITESTARX", clock=clock)
+    await store.set("bar", b"mine")
+    await alike.set("baz", b"another namespace")
+    await store.delete_all()
+    assert await store.get("bar") is None
+    assert await alike.get("baz") == b"another namespace"
+    assert len(memory) == 1
 
 
 # ---- time, on lembro's MemoryStore with a fake clock --------------------------------------
@@ -403,3 +413,16 @@ def test_sessions_on_a_redis_store(redis_server: RedisServer) -> None:
         assert len(redis) == 1
     redis.clear()
     redis.close()
+
+
+def test_the_apps_shutdown_closes_the_lembro_store_which_writes_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sessions.snapshot"
+    memory = MemoryStore("1M", None, snapshot=path)
+    with TestClient(make_app(LembroStore(memory), LembroSessionConfig())) as litestar_client:
+        litestar_client.get("/count")
+        assert not path.exists()
+    assert path.exists()
+    with MemoryStore("1M", None, snapshot=path) as restarted:
+        assert len(restarted) == 1
