@@ -426,3 +426,19 @@ def test_the_apps_shutdown_closes_the_lembro_store_which_writes_its_snapshot(
     assert path.exists()
     with MemoryStore("1M", None, snapshot=path) as restarted:
         assert len(restarted) == 1
+
+
+def test_litestars_response_cache_works_on_a_lembro_store(memory: MemoryStore) -> None:
+    calls = []
+
+    @get("/slow", cache=60)
+    async def slow() -> dict[str, int]:
+        calls.append(1)
+        return {"calls": len(calls)}
+
+    app = Litestar(route_handlers=[slow], stores={"response_cache": LembroStore(memory)})
+    with TestClient(app) as cache_client:
+        assert cache_client.get("/slow").json() == {"calls": 1}
+        assert cache_client.get("/slow").json() == {"calls": 1}  # served from the store
+    assert len(calls) == 1
+    assert len(memory) == 1
