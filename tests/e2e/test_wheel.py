@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import lembro
 from tests.servers import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +104,7 @@ def test_the_wheels_metadata_names_the_license_and_the_project_urls(wheel: Path)
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = archive.read(name).decode()
     assert "License-Expression: MIT" in metadata
+    assert f"\nVersion: {lembro.__version__}\n" in metadata  # pyproject and __version__ agree
     assert "Project-URL: Source, https://github.com/lembro/lembro" in metadata
     assert "Requires-Dist: msgspec" in metadata
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
