@@ -198,7 +198,8 @@ class LembroStore(NamespacedStore):
         expires = record.get("x")
         if expires is None:
             return -1
-        return int(cast(float, expires) - self._clock())
+        # Never -1 ("no expiry") for a value whose expiry is only just past.
+        return max(0, int(cast(float, expires) - self._clock()))
 
     def with_namespace(self, namespace: str) -> Self:
         """A store on the same lembro store, in the child ``namespace`` of this one: its
