@@ -1,16 +1,28 @@
-# make demo / make test / make bench / make soak: each sets up .venv when it is missing.
+# make demo / make test / make bench / make soak / make dist: each sets up .venv when it is
+# missing and installs only the dependency group it needs (pyproject.toml [dependency-groups]).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip --disable-pip-version-check
+# pip reads [dependency-groups] (`--group`) from 25.1 on.
+PIP_FOR_GROUPS := pip>=25.1
 
-.PHONY: demo test lint bench soak redis-server clean
+.PHONY: demo test test-fast lint bench soak dist redis-server clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[flask,starlette,django,redis,test,bench]'
-	touch $(STAMP)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# The demo needs Flask and msgspec: lembro is imported from src/, not installed.
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade '$(PIP_FOR_GROUPS)'
+	$(PIP) install --quiet --group demo msgspec
+	touch $@
+
+# Everything a contributor runs: the library (editable), tests, linters, benchmarks, build.
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade '$(PIP_FOR_GROUPS)'
+	$(PIP) install --quiet --group dev -e .
+	touch $@ $(VENV)/.demo
 
 # Debian's redis-server, for the Redis store's tests; installed when missing.
 redis-server:
@@ -19,22 +31,33 @@ redis-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
-demo: $(STAMP)
-	$(PY) -m lembro demo
+demo: $(VENV)/.demo
+	PYTHONPATH=src $(PY) -m tools.demo
 
-lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src
+lint: $(VENV)/.dev
+	$(PY) -m ruff check src tests benchmarks examples tools
+	$(PY) -m ruff format --check src tools
 	$(PY) -m mypy
 
-test: $(STAMP) redis-server lint
+test: $(VENV)/.dev redis-server lint
 	$(PY) -m pytest -q
 
-bench: $(STAMP) redis-server
+# The suite without the end-to-end tests (real demo, soak and benchmark processes).
+test-fast: $(VENV)/.dev redis-server
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: $(VENV)/.dev redis-server
 	$(PY) benchmarks/run.py
 
-soak: $(STAMP)
-	$(PY) -m lembro soak
+soak: $(VENV)/.dev
+	$(PY) -m tools.soak
+
+# A wheel and an sdist in dist/, checked as a package index would.
+dist: $(VENV)/.dev
+	rm -rf dist
+	$(PY) -m build --outdir dist
+	$(PY) -m twine check --strict dist/*
+	unzip -l dist/*.whl
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,6 @@
-"""Start real server processes for tests: the demo app, on a free loopback port."""
+"""Start real server processes for tests: the demo app (tools/demo.py), on a free loopback
+port. The demo is a repository tool, run as ``python -m tools.demo`` with the repository
+root importable, as ``make demo`` runs it."""
 
 from __future__ import annotations
 
@@ -13,14 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["DemoServer", "start_demo"]
+__all__ = ["ROOT", "DemoServer", "start_demo", "tools_env"]
 
 _LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)/")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tools_env() -> dict[str, str]:
+    """The environment for a ``python -m tools...`` process started in another directory:
+    the repository root (for ``tools``) ahead of what the tests already import from."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
 class DemoServer:
-    """A running ``python -m lembro demo`` process and the URL it serves."""
+    """A running ``python -m tools.demo`` process and the URL it serves."""
 
     process: subprocess.Popen[str]
     url: str
@@ -55,12 +65,12 @@ def start_demo(
 ) -> DemoServer:
     """Start the demo on port 0 (the OS picks a free one) and wait until it listens."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "lembro", "demo", "--port", "0", *args],
+        [sys.executable, "-m", "tools.demo", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=tools_env(),
     )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout

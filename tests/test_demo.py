@@ -1,14 +1,20 @@
-"""The demo, served by a real server process on a free loopback port, driven over HTTP."""
+"""The demo (tools/demo.py), served by a real server process on a free loopback port, driven
+over HTTP as a browser would."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import DemoServer, start_demo
+from tests.servers import ROOT, DemoServer, start_demo, tools_env
+from tools.demo import plural
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -31,7 +37,7 @@ def test_demo_counts_visits_and_shows_the_store(demo: DemoServer) -> None:
         assert page.status_code == 200
         assert "lembro" in page.text
         assert "Flood" in page.text
-        client.post("/visit")
+        client.get("/")  # "Visit again" is a link to the page
         you = state(client)["you"]
         assert you["visits"] == 2
         store = state(client)["store"]
@@ -74,3 +80,88 @@ def test_flood_keeps_the_cap_and_the_visitor(demo: DemoServer) -> None:
         assert store["evicted"] > 50_000  # type: ignore[operator]
         assert store["size"] <= store["max_size"]  # type: ignore[operator]
         assert state(client)["you"]["visits"] == 2
+
+
+def test_each_button_counts_its_visit_once_when_the_browser_follows_the_redirect(
+    demo: DemoServer,
+) -> None:
+    with httpx.Client(base_url=demo.url, follow_redirects=True) as client:
+        first = client.get("/")
+        assert '<div class="big" id="visits">1</div><div id="visits-unit">visit</div>' in (
+            first.text
+        )
+        client.post("/login", data={"name": "ada"})  # the POST, then the page once
+        assert state(client)["you"]["visits"] == 2
+        again = client.get("/")
+        assert '<div id="visits-unit">visits</div>' in again.text
+        assert state(client)["you"]["visits"] == 3
+
+
+def test_logout_shows_the_session_ended_and_starts_no_new_one(demo: DemoServer) -> None:
+    with httpx.Client(base_url=demo.url, follow_redirects=True) as client:
+        client.get("/")
+        page = client.post("/logout")
+        assert page.url.path == "/"
+        assert "Your session ended" in page.text
+        assert "session" not in client.cookies
+        assert state(client)["store"]["sessions"] == 0
+        assert state(client)["you"]["visits"] == 0
+        client.get("/")  # the next visit starts a new session
+        assert state(client)["you"]["visits"] == 1
+        assert state(client)["store"]["sessions"] == 1
+
+
+def test_the_cookie_is_http_only_and_same_site_lax(demo: DemoServer) -> None:
+    with httpx.Client(base_url=demo.url) as client:
+        cookie = client.get("/").headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=lax" in cookie
+
+
+def test_plural_says_one_visit_and_many_visits() -> None:
+    assert plural(1, "visit") == "1 visit"
+    assert plural(0, "visit") == "0 visits"
+    assert plural(1234, "visit") == "1,234 visits"
+
+
+def run_demo_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=tools_env(),
+        check=False,
+    )
+
+
+def test_demo_help_names_the_command_and_explains_every_option() -> None:
+    done = run_demo_command("--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: python -m tools.demo")
+    options = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --")]
+    assert options == [
+        "--host",
+        "--port",
+        "--max-size",
+        "--ttl",
+        "--secret-key",
+        "--snapshot",
+        "--snapshot-interval",
+    ]
+    # Each option's entry: its own line, then its help on that line or the lines below it.
+    entries = done.stdout.split("\noptions:", 1)[1].split("\n  -")[1:]
+    assert len(entries) == 1 + len(options)  # and -h
+    for entry in entries:
+        spec, _, rest = entry.partition("  ")
+        assert rest.split(), f"-{spec} has no help"
+
+
+def test_a_bad_max_size_gets_lembros_own_message() -> None:
+    done = run_demo_command("--max-size", "4X")
+    assert done.returncode == 2
+    assert "argument --max-size: invalid size '4X'; expected a positive int of bytes" in (
+        done.stderr
+    )
+    assert "invalid size_option value" not in done.stderr

@@ -70,8 +70,9 @@ def _test_database() -> Iterator[None]:
 
 
 _EMPTY_NOT_STORED = (
-    "by design: lembro never stores an empty session (DESIGN.md, 'Don't store what no one "
-    "wrote'); this test saves a session with no data and expects a record to exist"
+    "by design: lembro never stores an empty session (README, Security and hygiene: "
+    "'Don't store what no one wrote'); this test saves a session with no data and expects "
+    "a record to exist"
 )
 
 

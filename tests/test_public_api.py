@@ -15,8 +15,8 @@ from tests.test_django import configure_django
 MODULES = [
     "lembro",
     "lembro.background",
-    "lembro.serving",
     "lembro.checks",
+    "lembro.cli",
     "lembro.errors",
     "lembro.ids",
     "lembro.memory",
@@ -27,6 +27,7 @@ MODULES = [
     "lembro.flask",
     "lembro.starlette",
     "lembro.django",
+    "lembro.litestar",
     "lembro.redis",
 ]
 
@@ -66,8 +67,8 @@ def test_the_package_exports_the_names_the_issue_names() -> None:
 def test_import_lembro_needs_only_msgspec() -> None:
     code = (
         "import sys, lembro; lembro.MemoryStore('1M', None).close(); "
-        "print(sorted(m for m in ('flask', 'starlette', 'django', 'redis', 'itsdangerous') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in ('flask', 'starlette', 'django', 'litestar', 'redis', "
+        "'itsdangerous') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

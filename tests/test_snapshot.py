@@ -145,6 +145,7 @@ def visits(client: httpx.Client) -> int:
     return result
 
 
+@pytest.mark.e2e
 def test_sessions_survive_sigterm_and_restart_of_a_real_server(tmp_path: Path) -> None:
     args = ["--snapshot", str(tmp_path / "demo.snap")]
     server = start_demo(args, cwd=tmp_path)
@@ -161,6 +162,7 @@ def test_sessions_survive_sigterm_and_restart_of_a_real_server(tmp_path: Path) -
         restarted.stop()
 
 
+@pytest.mark.e2e
 def test_sigkill_loses_sessions_without_a_periodic_snapshot(tmp_path: Path) -> None:
     args = ["--snapshot", str(tmp_path / "demo.snap")]
     server = start_demo(args, cwd=tmp_path)
@@ -176,6 +178,7 @@ def test_sigkill_loses_sessions_without_a_periodic_snapshot(tmp_path: Path) -> N
         restarted.stop()
 
 
+@pytest.mark.e2e
 def test_sigkill_keeps_sessions_up_to_the_last_periodic_snapshot(tmp_path: Path) -> None:
     path = tmp_path / "demo.snap"
     args = ["--snapshot", str(path), "--snapshot-interval", "0.1"]

@@ -1,4 +1,5 @@
-"""A short soak through the real command: three real servers, real HTTP, a chart and a table."""
+"""A short soak through the real command (``python -m tools.soak``, as ``make soak`` runs it):
+three real servers, real HTTP, a chart and a table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.servers import ROOT, tools_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 LABELS = {
     "lembro": "lembro MemoryStore (4M)",
@@ -42,9 +45,11 @@ def table_rows(markdown: str) -> dict[str, dict[str, str]]:
 
 
 def test_short_soak_writes_chart_and_table_and_lembro_keeps_every_user(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "lembro", "soak", "--duration", "3", "--users", "50"]
+    command = [sys.executable, "-m", "tools.soak", "--duration", "3", "--users", "50"]
     command += ["--connections", "4", "--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=tools_env()
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     png = tmp_path / "soak.png"
@@ -63,9 +68,21 @@ def test_short_soak_writes_chart_and_table_and_lembro_keeps_every_user(tmp_path:
 
 
 def test_unknown_store_is_refused(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "lembro", "soak", "--stores", "lembro,nope"]
+    command = [sys.executable, "-m", "tools.soak", "--stores", "lembro,nope"]
     command += ["--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=tools_env()
+    )
     assert done.returncode != 0
     assert "nope" in done.stderr
+    assert not (tmp_path / "soak.md").exists()
+
+
+def test_a_bad_max_size_is_refused_with_lembros_message_before_any_load(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tools.soak", "--max-size", "4X", "--out", str(tmp_path)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=tools_env()
+    )
+    assert done.returncode == 2
+    assert "argument --max-size: invalid size '4X'" in done.stderr
     assert not (tmp_path / "soak.md").exists()

@@ -1,4 +1,4 @@
-"""``python -m lembro``: see :mod:`lembro.cli`."""
+"""``python -m lembro``: the same as the ``lembro`` command; see :mod:`lembro.cli`."""
 
 import sys
 

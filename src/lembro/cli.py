@@ -1,76 +1,74 @@
-"""``python -m lembro demo | soak``: the demo server, and the soak under real HTTP load."""
+"""``lembro``: what a user of the library runs from a shell.
+
+``lembro info`` prints lembro's version and, for each integration, whether the framework it
+needs is installed, with the ``pip install`` line for each one that is not. The demo and the
+soak are repository tools (``make demo``, ``make soak``), not part of the package.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib.util
+import platform
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-from .size import parse_size
+from . import __version__
 
-__all__ = ["main"]
+__all__ = ["INTEGRATIONS", "main"]
 
-
-def _demo(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
-
-    from .demo import create_app
-    from .memory import MemoryStore
-    from .serving import serve_until_stopped
-
-    store = MemoryStore(
-        args.max_size,
-        5.0,
-        ttl=args.ttl,
-        snapshot=args.snapshot or None,
-        snapshot_interval=args.snapshot_interval if args.snapshot else None,
-    )
-    app = create_app(store, secret_key=args.secret_key)
-    server = make_server(args.host, args.port, app, threaded=True)
-    return serve_until_stopped(
-        server, f"lembro demo on http://{args.host}:{{port}}/  (Ctrl-C stops)", store.close
-    )
+#: Each integration module, the extra that installs what it needs, and the distributions
+#: (import names) it imports.
+INTEGRATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("lembro.flask", "flask", ("flask", "itsdangerous")),
+    ("lembro.starlette", "starlette", ("starlette", "itsdangerous")),
+    ("lembro.django", "django", ("django",)),
+    ("lembro.litestar", "litestar", ("litestar",)),
+    ("lembro.RedisStore", "redis", ("redis",)),
+)
 
 
-def _soak(args: argparse.Namespace) -> int:
-    from .soak import run
+def _installed(name: str) -> str | None:
+    """The installed version of the distribution imported as ``name``, or None."""
+    if importlib.util.find_spec(name) is None:
+        return None
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "installed"
 
-    return run(args)
+
+def _info(args: argparse.Namespace) -> int:
+    print(f"lembro {__version__} on Python {platform.python_version()}")
+    print(f"  msgspec {_installed('msgspec')}")
+    for module, extra, needs in INTEGRATIONS:
+        missing = [name for name in needs if _installed(name) is None]
+        if missing:
+            print(f"  {module}: needs {', '.join(missing)}: pip install 'lembro[{extra}]'")
+        else:
+            found = ", ".join(f"{name} {_installed(name)}" for name in needs)
+            print(f"  {module}: ready ({found})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m lembro", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="serve the demo app (default http://127.0.0.1:8000)")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--max-size", type=parse_size, default="4M", help="the cap, e.g. 4M")
-    demo.add_argument("--ttl", type=float, default=1800.0, help="session lifetime, seconds")
-    demo.add_argument("--secret-key", default="lembro demo: not a secret")
-    demo.add_argument(
-        "--snapshot",
-        default="lembro-demo.snapshot",
-        help="file that keeps sessions across restarts (written on exit); '' for none",
+    parser = argparse.ArgumentParser(
+        prog="lembro",
+        description="lembro: server-side sessions that do not leak. "
+        "The demo and the soak live in the repository: make demo, make soak.",
     )
-    demo.add_argument(
-        "--snapshot-interval",
-        type=float,
-        default=None,
-        help="also write the snapshot every this many seconds (survives a crash)",
+    parser.add_argument("--version", action="version", version=f"lembro {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = commands.add_parser(
+        "info",
+        help="lembro's version, and which integrations' extras are installed",
+        description="Print lembro's version and, for each integration, whether its framework "
+        "is installed, with the pip line for each one that is not.",
     )
-    demo.set_defaults(func=_demo)
-
-    soak = commands.add_parser("soak", help="drive real servers with real traffic; plot memory")
-    from .soak import add_arguments
-
-    add_arguments(soak)
-    soak.set_defaults(func=_soak)
-
+    info.set_defaults(func=_info)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     result: int = args.func(args)
     return result
 

@@ -1,12 +1,12 @@
 """The soak: real servers, real HTTP traffic, and the memory each session store holds.
 
-``python -m lembro soak`` (``make soak``) runs, for each store, the same Flask app served
-single-process by werkzeug's threaded WSGI server in its own subprocess on a free
-loopback port (see :mod:`lembro.soak_server`), and drives it from a load generator in
-another process for ``--duration`` seconds: ``--users`` returning users who keep their
-cookie and count their visits, mixed with a flood of cookieless clients that each leave a
-~250-byte session and never return. Once a second it reads the server's RSS from
-``/proc`` and the store's size from ``/_soak/stats``. It writes ``soak.png`` (RSS and
+``make soak`` (``python -m tools.soak`` from the repository root) runs, for each store, the
+same Flask app served single-process by werkzeug's threaded WSGI server in its own
+subprocess on a free loopback port (see :mod:`tools.soak_server`), and drives it from a
+load generator in another process for ``--duration`` seconds: ``--users`` returning users
+who keep their cookie and count their visits, mixed with a flood of cookieless clients that
+each leave a ~250-byte session and never return. Once a second it reads the server's RSS
+from ``/proc`` and the store's size from ``/_soak/stats``. It writes ``soak.png`` (RSS and
 sessions held over time, one line per store) and ``soak.md`` (the table and the target
 checks, also printed) to ``--out``, and exits 1 when a target fails.
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import importlib.util
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -30,23 +32,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["add_arguments", "run"]
+from tools.options import size_text_option
 
-# Kept here rather than imported: soak_server imports Flask, and the CLI imports this
-# module to build its parser.
+__all__ = ["add_arguments", "main", "run"]
+
+# Kept here rather than imported: soak_server imports Flask, which the load generator's
+# processes need not load.
 _STORES = ("lembro", "flask-session", "dict")
 _LABELS = {
     "lembro": "lembro MemoryStore (4M)",
     "flask-session": "Flask-Session 0.8 + cachelib SimpleCache",
     "dict": "unbounded dict store",
 }
+# What the servers (flask, flask_session, cachelib) and the chart (matplotlib) import.
+_NEEDS = ("flask", "flask_session", "cachelib", "matplotlib")
 _COLORS = {"lembro": "#2f7d5b", "flask-session": "#3b6fb6", "dict": "#c0552b"}
 
 # Seconds after the load starts at which memory is taken as warmed up: lembro reaches its
@@ -74,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--flood", type=float, default=0.7, help="share of requests that are cookieless floods"
     )
     parser.add_argument("--connections", type=int, default=8, help="concurrent client threads")
-    parser.add_argument("--max-size", default="4M", help="lembro's cap")
+    parser.add_argument(
+        "--max-size", type=size_text_option, default="4M", help="lembro's cap, e.g. 4M (bytes)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where to write")
     parser.add_argument("--seed", type=int, default=1, help="seed of the request mix")
 
@@ -308,7 +316,7 @@ def _stats(conn: http.client.HTTPConnection) -> dict[str, Any] | None:
 
 
 def _start_server(store: str, max_size: str) -> tuple[subprocess.Popen[str], int]:
-    command = [sys.executable, "-m", "lembro.soak_server", "--store", store]
+    command = [sys.executable, "-m", "tools.soak_server", "--store", store]
     command += ["--max-size", max_size]
     # werkzeug runs a thread per connection, and glibc gives threads their own malloc
     # arenas, which grow RSS with no live object behind it; production Python servers cap
@@ -492,8 +500,6 @@ def _targets(results: list[_Result], duration: float) -> list[tuple[str, str, st
 
 
 def _plot(results: list[_Result], path: Path, args: argparse.Namespace) -> None:
-    import logging
-
     import matplotlib
 
     # Its font cache notice is not part of the report.
@@ -566,7 +572,7 @@ def _report(
     return [
         "# Soak",
         "",
-        f"Measured {started:%Y-%m-%d %H:%M} UTC by `make soak` (`python -m lembro soak "
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `make soak` (`python -m tools.soak "
         f"--duration {args.duration:g}`), Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs.",
         "",
@@ -615,6 +621,13 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--duration must be positive, --connections at least 1")
     if not 0 <= args.flood <= 1:
         raise SystemExit("--flood is a share between 0 and 1")
+    missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        # Said before the load runs, not after it, when the chart would need them.
+        raise SystemExit(
+            f"the soak needs {', '.join(missing)}: run it with `make soak`, which installs "
+            "them (the soak dependency group in pyproject.toml)"
+        )
     started = datetime.datetime.now(datetime.timezone.utc)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -648,3 +661,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{verdict} {name}: {numbers}")
     print(f"\nwrote {out / 'soak.png'} and {out / 'soak.md'}")
     return 1 if any(verdict == "FAIL" for verdict, _, _ in targets) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.soak``: parse the options and run the soak; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.soak",
+        description="Drive real servers with real HTTP traffic, one per session store, "
+        "and chart the memory each holds (make soak).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """The soak's server side: one Flask app on one store, served by werkzeug's threaded server.
 
-``python -m lembro.soak_server --store lembro|flask-session|dict`` serves the soak app on
+``python -m tools.soak_server --store lembro|flask-session|dict`` serves the soak app on
 a free loopback port, prints ``PORT <n>`` on its first line of stdout and serves until
 SIGTERM or SIGINT. Only the session store differs between the three: the app, the
 framework and the server are the same.
@@ -26,11 +26,11 @@ from flask import Flask, jsonify, session
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
-from .flask import Lembro
-from .memory import MemoryStore
-from .protocol import Stats
-from .serializers import dumps_session, get_serializer, loads_session
-from .serving import serve_until_stopped
+from lembro.flask import Lembro
+from lembro.memory import MemoryStore
+from lembro.protocol import Stats
+from lembro.serializers import dumps_session, get_serializer, loads_session
+from tools.serving import serve_until_stopped
 
 __all__ = ["STORES", "DictStore", "create_app", "main", "rss_bytes"]
 
@@ -191,7 +191,7 @@ def _routes(app: Flask, stats: Callable[[], dict[str, Any]]) -> None:
 def create_app(store: str, max_size: str = "4M") -> tuple[Flask, Callable[[], None]]:
     """The soak app on ``store`` (one of ``STORES``), and a function that closes it."""
     app = Flask("lembro.soak")
-    app.secret_key = "lembro soak: not a secret"  # noqa: S105 - loopback only, thrown away
+    app.secret_key = "lembro soak: not a secret"  # loopback only, thrown away
     # The same lifetime for all three: an hour, longer than any soak, so nothing expires
     # and only the bound (or its absence) decides what stays.
     app.permanent_session_lifetime = timedelta(hours=1)
@@ -252,7 +252,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the soak app until SIGTERM or SIGINT; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m lembro.soak_server")
+    parser = argparse.ArgumentParser(prog="python -m tools.soak_server")
     parser.add_argument("--store", choices=STORES, required=True)
     parser.add_argument("--max-size", default="4M", help="lembro's cap")
     parser.add_argument("--host", default="127.0.0.1")

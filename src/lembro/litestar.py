@@ -1,0 +1,343 @@
+"""Litestar: a bounded, self-purging store for its server-side sessions, and a session config
+that keeps lembro's hygiene.
+
+``LembroStore`` implements Litestar's ``Store`` interface (``NamespacedStore``: get with
+``renew_for``, set, delete, delete_all, exists, expires_in, with_namespace) on a lembro
+store: a ``MemoryStore`` (capped, purged in the background, flood-resistant) or a
+``RedisStore``. Litestar stores bytes and lembro's stores hold dicts, so each value is kept
+as a one-key record: ``{"s": text}`` when the bytes are UTF-8 (Litestar's sessions are JSON,
+so they always are), else ``{"b": bytes}`` (msgpack and pickle carry bytes; the json
+serializer refuses them with ``SerializationError``). The record also holds the value's
+expiry, which ``expires_in`` reports. The bytes come back exactly as they went in; the
+store never parses them, so it serves Litestar's other uses of a store (response cache,
+rate limits) as well as sessions.
+
+``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
+adopts an id it did not issue, stores no empty session, writes a loaded session back only
+over a live record (a logout in another request is never undone), and moves a session to a
+new id on :func:`regenerate` (at login) only if its old record was still there to destroy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+try:
+    from litestar.datastructures import Cookie, MutableScopeHeaders
+    from litestar.middleware.session.server_side import (
+        ServerSideSessionBackend,
+        ServerSideSessionConfig,
+    )
+    from litestar.stores.base import NamespacedStore
+    from litestar.types import Empty
+    from litestar.utils.dataclass import extract_dataclass_items
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
+
+from .errors import InvalidOption
+from .ids import is_session_id, new_session_id
+from .memory import MemoryStore
+from .protocol import AsyncSessionStore, SessionStore, as_async
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.stores.base import Store
+    from litestar.types import Message, ScopeSession
+    from typing_extensions import Self
+
+__all__ = ["LembroSessionBackend", "LembroSessionConfig", "LembroStore", "regenerate"]
+
+# Separators no namespace may contain: a key is <namespace path><_KEY><key>, a namespace
+# path is its names joined by _CHILD; so a namespace's own keys and its children's are
+# told apart by prefix, and a key may hold any character.
+_CHILD = "\x1f"
+_KEY = "\x1e"
+
+
+def _seconds(value: int | float | timedelta | None) -> float | None:
+    """Litestar's ``expires_in`` / ``renew_for`` as seconds; None or 0: no expiry (as
+    Litestar's own stores read a falsy value)."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidOption("expires_in", value, "a positive number of seconds or a timedelta")
+    return float(value)
+
+
+class LembroStore(NamespacedStore):
+    """Litestar's ``Store`` on a lembro store.
+
+    ``store``: a ``MemoryStore`` (default: ``MemoryStore("4M")``), a ``RedisStore``, or any
+    ``SessionStore`` / ``AsyncSessionStore`` (sync stores are reached through
+    :func:`lembro.as_async`, so the event loop never waits on a blocking one).
+    ``namespace``: keys live under it (Litestar's stores default to ``"LITESTAR"``);
+    :meth:`with_namespace` makes a child, and :meth:`delete_all` deletes a namespace and its
+    children, and with ``namespace=None`` everything in ``store``. ``clock``: wall-clock
+    seconds, for the expiry ``expires_in`` reports (inject a fake one in tests, the same
+    one the ``MemoryStore`` is given).
+
+    A value set without an expiry is kept as long as the lembro store's ``ttl`` (lembro
+    bounds every record) and ``expires_in`` reports ``-1`` for it, as Litestar's contract
+    says of a value "set without an expiry". The cap and the purge are the lembro store's.
+    """
+
+    __slots__ = ("_clock", "_store")
+
+    def __init__(
+        self,
+        store: SessionStore | AsyncSessionStore | None = None,
+        *,
+        namespace: str | None = "LITESTAR",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if namespace is not None and (
+            not isinstance(namespace, str)
+            or not namespace
+            or _CHILD in namespace
+            or _KEY in namespace
+        ):
+            raise InvalidOption("namespace", namespace, "a non-empty str without \\x1e, \\x1f")
+        if not callable(clock):
+            raise InvalidOption("clock", clock, "a callable returning seconds")
+        self._store = as_async(store if store is not None else MemoryStore("4M"))
+        self._clock = clock
+        self.namespace = namespace
+
+    # ---- keys and records ---------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        return key if self.namespace is None else f"{self.namespace}{_KEY}{key}"
+
+    def _record(self, value: str | bytes, expires: float | None) -> dict[str, Any]:
+        if isinstance(value, str):
+            return {"s": value, "x": expires}
+        try:
+            return {"s": value.decode("utf-8"), "x": expires}
+        except UnicodeDecodeError:
+            return {"b": bytes(value), "x": expires}
+
+    @staticmethod
+    def _value(record: dict[str, Any]) -> bytes:
+        text = record.get("s")
+        if text is not None:
+            return cast(str, text).encode("utf-8")
+        return bytes(record["b"])
+
+    # ---- Litestar's Store -----------------------------------------------------------------
+
+    async def set(
+        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` for ``expires_in`` seconds (an int or a timedelta;
+        None: the lembro store's ttl, reported by :meth:`expires_in` as ``-1``)."""
+        seconds = _seconds(expires_in)
+        expires = None if seconds is None else self._clock() + seconds
+        await self._store.set(self._key(key), self._record(value, expires), seconds)
+
+    async def replace(
+        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+    ) -> bool:
+        """As :meth:`set`, but only over a live value; returns whether it was written
+        (lembro's write-back: a value deleted meanwhile is not brought back)."""
+        seconds = _seconds(expires_in)
+        expires = None if seconds is None else self._clock() + seconds
+        return await self._store.replace(self._key(key), self._record(value, expires), seconds)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        """The bytes stored under ``key``, or None when absent or expired. With
+        ``renew_for`` (seconds or a timedelta), a value that was set with an expiry gets a
+        new one, ``renew_for`` from now; one set without is left alone, as Litestar says."""
+        seconds = _seconds(renew_for)
+        full = self._key(key)
+        record = await self._store.get(full)
+        if record is None:
+            return None
+        value = self._value(record)
+        if seconds is not None and record.get("x") is not None:
+            record["x"] = self._clock() + seconds
+            await self._store.replace(full, record, seconds)
+        return value
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key``'s value; nothing when there is none."""
+        await self._store.destroy(self._key(key))
+
+    async def remove(self, key: str) -> bool:
+        """Delete ``key``'s value and say whether a live one was there (a logout or a
+        regenerate can tell that it ended the session, and was not beaten to it)."""
+        return await self._store.destroy(self._key(key))
+
+    async def delete_all(self) -> None:
+        """Delete every value in this namespace and in its children (with ``namespace=None``:
+        everything in the lembro store). It walks the store's sessions: meant for tests and
+        admin, not for a request."""
+        if self.namespace is None:
+            await self._store.clear()
+            return
+        own, children = self.namespace + _KEY, self.namespace + _CHILD
+        for full in list(await self._store.all()):
+            if full.startswith((own, children)):
+                await self._store.destroy(full)
+
+    async def exists(self, key: str) -> bool:
+        """Whether a live value is stored under ``key``."""
+        return await self._store.contains(self._key(key))
+
+    async def expires_in(self, key: str) -> int | None:
+        """Whole seconds until ``key``'s value expires; ``-1`` when it was set without an
+        expiry; None when there is no value."""
+        record = await self._store.get(self._key(key))
+        if record is None:
+            return None
+        expires = record.get("x")
+        if expires is None:
+            return -1
+        # Never -1 ("no expiry") for a value whose expiry is only just past.
+        return max(0, int(cast(float, expires) - self._clock()))
+
+    def with_namespace(self, namespace: str) -> Self:
+        """A store on the same lembro store, in the child ``namespace`` of this one: its
+        keys are apart from this one's; this one's :meth:`delete_all` deletes them too."""
+        if (
+            not isinstance(namespace, str)
+            or not namespace
+            or _CHILD in namespace
+            or _KEY in namespace
+        ):
+            raise InvalidOption("namespace", namespace, "a non-empty str without \\x1e, \\x1f")
+        child = namespace if self.namespace is None else f"{self.namespace}{_CHILD}{namespace}"
+        new = type(self).__new__(type(self))
+        new._store = self._store
+        new._clock = self._clock
+        new.namespace = child
+        return new
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the lembro store (stops a ``MemoryStore``'s purge thread, writes its
+        snapshot); Litestar calls this at shutdown for the stores it was given."""
+        await self._store.close()
+
+
+# ---- the session config ------------------------------------------------------------------
+
+# Per-connection state, in the ASGI scope: the id this request may write under (one the
+# store already held, or one lembro issued), and whether it loaded a record.
+_SID = "lembro.sid"
+_LOADED = "lembro.loaded"
+_REGENERATE = "lembro.regenerate"
+
+
+def regenerate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Move this request's session to a new id when its response is sent, destroying the
+    old record (call it at login). If the old record is already gone (a logout in another
+    request), nothing is written and the cookie is left as that logout set it."""
+    connection.scope[_REGENERATE] = True  # type: ignore[literal-required]
+
+
+class LembroSessionBackend(ServerSideSessionBackend):
+    """Litestar's server-side session backend with lembro's hygiene (see the module)."""
+
+    config: LembroSessionConfig
+
+    def generate_session_id(self) -> str:
+        """A lembro session id: 256 random bits."""
+        return new_session_id()
+
+    def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+        """The id this request's session lives under: the cookie's only if the store held
+        a record for it when the request began; otherwise a new one, never the client's."""
+        scope = cast(dict[str, Any], connection.scope)
+        sid = scope.get(_SID)
+        if sid is None:
+            sid = scope[_SID] = self.generate_session_id()
+        return cast(str, sid)
+
+    async def load_from_connection(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> dict[str, Any]:
+        """The session the cookie names, if the store holds it; else an empty one."""
+        scope = cast(dict[str, Any], connection.scope)
+        sid = connection.cookies.get(self.config.key)
+        if sid and is_session_id(sid):
+            store = self.config.get_store_from_app(scope["app"])
+            data = await self.get(sid, store=store)
+            if data is not None:
+                scope[_SID] = sid
+                scope[_LOADED] = True
+                return self.deserialize_data(data)
+        return {}
+
+    async def store_in_message(
+        self,
+        scope_session: ScopeSession,
+        message: Message,
+        connection: ASGIConnection[Any, Any, Any, Any],
+    ) -> None:
+        """Write the session back and set the cookie, as Litestar does, except: an empty
+        session that was never stored stores nothing and sets no cookie; a loaded session
+        is written back only over its live record; a regenerate moves it to a new id only
+        if the old record was there to destroy."""
+        scope = cast(dict[str, Any], connection.scope)
+        store = self.config.get_store_from_app(scope["app"])
+        headers = MutableScopeHeaders.from_message(message)
+        cookie_params = dict(
+            extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys())
+        )
+        loaded = bool(scope.get(_LOADED))
+        sid = self.get_session_id(connection)
+
+        if scope_session is Empty or not scope_session:
+            if loaded:  # emptied or cleared: end the session, clear the cookie
+                await self.delete(sid, store=store)
+                null = Cookie(value="null", key=self.config.key, expires=0, **cookie_params)
+                headers.add("Set-Cookie", null.to_header(header=""))
+            return
+
+        data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
+        expires_in = int(self.config.max_age)
+        if scope.get(_REGENERATE):
+            if loaded and not await _remove(store, sid):
+                return  # a logout won: never bring its session back under a new id
+            sid = scope[_SID] = self.generate_session_id()
+            await store.set(sid, data, expires_in=expires_in)
+        elif loaded:
+            if not await _replace(store, sid, data, expires_in):
+                return  # ended by another request meanwhile: not brought back
+        else:
+            await store.set(sid, data, expires_in=expires_in)
+        cookie = Cookie(value=sid, key=self.config.key, **cookie_params)
+        headers.add("Set-Cookie", cookie.to_header(header=""))
+
+
+async def _remove(store: Store, key: str) -> bool:
+    """Delete ``key``; whether a live value was there (on any Litestar store: a
+    ``LembroStore`` answers in one call, another store with ``exists`` first)."""
+    if isinstance(store, LembroStore):
+        return await store.remove(key)
+    existed = await store.exists(key)
+    await store.delete(key)
+    return existed
+
+
+async def _replace(store: Store, key: str, data: bytes, expires_in: int) -> bool:
+    """Write ``data`` over ``key``'s live value only; whether it was written."""
+    if isinstance(store, LembroStore):
+        return await store.replace(key, data, expires_in)
+    if not await store.exists(key):
+        return False
+    await store.set(key, data, expires_in=expires_in)
+    return True
+
+
+class LembroSessionConfig(ServerSideSessionConfig):
+    """Litestar's ``ServerSideSessionConfig`` (same fields: ``key``, ``max_age``,
+    ``secure``, ``samesite``, ``store`` naming the app's store...) with lembro's backend.
+    Give the app a ``LembroStore`` under the name in ``store`` (default ``"sessions"``)."""
+
+    _backend_class = LembroSessionBackend

@@ -1,0 +1,291 @@
+"""The demo: a Flask app on lembro sessions that shows your session and the store's state.
+
+``make demo`` (``python -m tools.demo`` from the repository root) serves it on
+http://127.0.0.1:8000 with a threaded WSGI server. One page shows a visit counter, a login
+that rotates the session id and a logout that removes the session, beside the store's live
+counters and a bar of bytes held against the cap, refreshed every second. A button floods
+the store with 100,000 anonymous sessions.
+
+A visit is one view of the page: the buttons post, then redirect to the page, which counts
+that view once. Right after a logout the page says the session ended and starts no new one;
+the next visit does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+try:
+    from flask import Flask, jsonify, redirect, request, session
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+except ImportError as e:  # pragma: no cover - exercised only without Flask
+    raise SystemExit(
+        f"the demo needs Flask ({e.name} is missing): run it with `make demo`, which "
+        "installs it (the demo dependency group in pyproject.toml)"
+    ) from e
+
+from lembro.flask import Lembro
+from lembro.ids import new_session_id
+from lembro.memory import MemoryStore
+from lembro.protocol import SessionStore
+from lembro.size import format_size
+from tools.options import size_option
+from tools.serving import serve_until_stopped
+
+__all__ = ["FLOOD_SIZE", "build_parser", "create_app", "main", "plural"]
+
+FLOOD_SIZE = 100_000
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 visit"``, ``"2 visits"``, ``"1,000 visits"``."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def create_app(store: SessionStore | None = None, *, secret_key: str | None = None) -> Flask:
+    """Return the demo app on ``store`` (default: a 4 MiB ``MemoryStore``)."""
+    app = Flask("tools.demo")
+    app.secret_key = secret_key or new_session_id()
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = True
+    # The cookie carries only the id; scripts need not read it, other sites need not send it.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if store is None:
+        store = MemoryStore("4M", 5.0)
+    Lembro(app, store)
+
+    @app.get("/")
+    def page() -> str:
+        ended = request.args.get("ended") == "1"
+        if ended:
+            # Show the ended session as ended: reading an empty session stores nothing, so
+            # no new session starts until the next visit.
+            visits = 0
+            notice = (
+                "Your session ended: its record is deleted from the store and its cookie "
+                "cleared. The next visit starts a new one."
+            )
+        else:
+            visits = session.get("visits", 0) + 1
+            session["visits"] = visits
+            notice = ""
+        user = session.get("user") or "nobody"
+        return (
+            _PAGE.replace("{{user}}", html.escape(user))
+            .replace("{{visits}}", f"{visits:,}")
+            .replace("{{visits_unit}}", "visit" if visits == 1 else "visits")
+            .replace("{{notice}}", html.escape(notice))
+            .replace("{{notice_hidden}}", "" if notice else " hidden")
+        )
+
+    @app.get("/api/state")
+    def state() -> Response:
+        stats = store.stats()
+        sid = getattr(session, "sid", None)
+        return jsonify(
+            you={
+                "visits": session.get("visits", 0),
+                "user": session.get("user"),
+                "sid": sid[:8] + "…" if sid else None,
+            },
+            store={
+                "kind": type(store).__name__,
+                "sessions": stats.sessions,
+                "size": stats.size,
+                "max_size": stats.max_size,
+                "size_text": format_size(stats.size),
+                "max_size_text": format_size(stats.max_size) if stats.max_size else "—",
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "expired": stats.expired,
+                "evicted": stats.evicted,
+                "purges": stats.purges,
+            },
+        )
+
+    @app.post("/login")
+    def login() -> Response:
+        name = (request.form.get("name") or "").strip()[:40] or "guest"
+        session.regenerate()  # type: ignore[attr-defined]
+        session["user"] = name
+        return redirect("/", code=303)
+
+    @app.post("/logout")
+    def logout() -> Response:
+        session.clear()
+        return redirect("/?ended=1", code=303)
+
+    @app.post("/flood")
+    def flood() -> Response:
+        count = min(request.args.get("count", FLOOD_SIZE, type=int) or FLOOD_SIZE, FLOOD_SIZE)
+        started = time.perf_counter()
+        for i in range(count):  # what a swarm of cookieless bots leaves behind
+            store.set(new_session_id(), {"bot": i, "ua": "crawler/1.0"})
+        return jsonify(created=count, seconds=round(time.perf_counter() - started, 3))
+
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line: ``python -m tools.demo --help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.demo",
+        description="Serve lembro's demo: a Flask app on a MemoryStore, showing your session "
+        "and the store's live state (make demo).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--max-size", type=size_option, default="4M", help="the store's cap, e.g. 4M (bytes)"
+    )
+    parser.add_argument("--ttl", type=float, default=1800.0, help="session lifetime, seconds")
+    parser.add_argument(
+        "--secret-key",
+        default="lembro demo: not a secret",
+        help="Flask's secret key, which signs the session cookie",
+    )
+    parser.add_argument(
+        "--snapshot",
+        default="lembro-demo.snapshot",
+        help="file that keeps sessions across restarts (written on exit); '' for none",
+    )
+    parser.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=None,
+        help="also write the snapshot every this many seconds (survives a crash)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.demo``: serve the demo until SIGTERM or Ctrl-C; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store = MemoryStore(
+        args.max_size,
+        5.0,
+        ttl=args.ttl,
+        snapshot=args.snapshot or None,
+        snapshot_interval=args.snapshot_interval if args.snapshot else None,
+    )
+    app = create_app(store, secret_key=args.secret_key)
+    server = make_server(args.host, args.port, app, threaded=True)
+    return serve_until_stopped(
+        server, f"lembro demo on http://{args.host}:{{port}}/  (Ctrl-C stops)", store.close
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>lembro demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ * { box-sizing: border-box; }
+ body { font: 16px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
+        padding: 0 1rem; color: #1d2430; background: #f7f8fa; }
+ h1 { margin-bottom: .2rem; } h2 { margin-top: 0; } .sub { color: #5b6575; margin-top: 0; }
+ .grid { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.4fr); gap: 1.2rem; }
+ @media (max-width: 720px) { .grid { grid-template-columns: minmax(0, 1fr); }
+                             body { margin: 1rem auto; } }
+ .card { background: #fff; border: 1px solid #dde2ea; border-radius: 10px; padding: 1rem 1.2rem; }
+ .big { font-size: 2.4rem; font-weight: 700; line-height: 1.1; }
+ .bar { height: 1.4rem; background: #e8ecf2; border-radius: 6px; overflow: hidden; }
+ .fill { height: 100%; width: 0; background: #2f7d5b; transition: width .4s; }
+ .fill.hot { background: #c0552b; }
+ table { border-collapse: collapse; width: 100%; } td { padding: .2rem 0; }
+ td.n { text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }
+ button, .button { font: inherit; padding: .35rem .9rem; border-radius: 6px;
+          border: 1px solid #99a3b3; background: #fff; cursor: pointer; color: inherit;
+          text-decoration: none; display: inline-block; white-space: nowrap; }
+ button.primary { background: #1d2430; color: #fff; }
+ .actions { display: flex; flex-direction: column; gap: .6rem; margin: 1rem 0; }
+ .row { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; }
+ .row form { display: flex; gap: .5rem; margin: 0; }
+ form.login { max-width: 24rem; flex-wrap: nowrap; }
+ form.login input { font: inherit; padding: .3rem .5rem; min-width: 0; flex: 1 1 8rem; }
+ .notice { background: #fff7e6; border: 1px solid #e8c77d; border-radius: 6px;
+           padding: .5rem .8rem; }
+ code { overflow-wrap: anywhere; }
+ #note { color: #5b6575; min-height: 1.4rem; }
+</style></head>
+<body>
+<h1>lembro</h1>
+<p class="sub">Server-side sessions in one process's memory: capped, self-purging,
+flood-resistant.</p>
+<div class="grid">
+ <div class="card">
+  <h2>Your session</h2>
+  <p class="notice" id="notice"{{notice_hidden}}>{{notice}}</p>
+  <div class="big" id="visits">{{visits}}</div><div id="visits-unit">{{visits_unit}}</div>
+  <p>Signed in as <b id="user">{{user}}</b> · id <code id="sid">…</code></p>
+  <div class="actions">
+   <div class="row">
+    <a class="button" href="/">Visit again</a>
+    <form method="post" action="/logout"><button>Log out</button></form>
+   </div>
+   <form class="row login" method="post" action="/login">
+    <input name="name" placeholder="your name" aria-label="your name">
+    <button>Log in</button>
+   </form>
+  </div>
+  <p class="sub">Logging in moves your data to a new id and destroys the old record;
+  logging out deletes the session and its cookie.</p>
+ </div>
+ <div class="card">
+  <h2>The store <small id="kind"></small></h2>
+  <div class="bar"><div class="fill" id="fill"></div></div>
+  <p><b id="size">…</b> held of <b id="max">…</b> cap</p>
+  <table>
+   <tr><td>sessions</td><td class="n" id="sessions"></td></tr>
+   <tr><td>hits</td><td class="n" id="hits"></td></tr>
+   <tr><td>misses</td><td class="n" id="misses"></td></tr>
+   <tr><td>expired</td><td class="n" id="expired"></td></tr>
+   <tr><td>evicted</td><td class="n" id="evicted"></td></tr>
+  </table>
+  <p><button class="primary" id="flood">Flood: 100,000 bot sessions</button></p>
+  <p id="note"></p>
+ </div>
+</div>
+<script>
+const $ = (id) => document.getElementById(id);
+const fmt = (n) => n.toLocaleString("en-US");
+async function refresh() {
+  const r = await fetch("/api/state", {credentials: "same-origin"});
+  const s = await r.json();
+  $("visits").textContent = fmt(s.you.visits);
+  $("visits-unit").textContent = s.you.visits === 1 ? "visit" : "visits";
+  $("user").textContent = s.you.user || "nobody";
+  $("sid").textContent = s.you.sid || "none";
+  const st = s.store;
+  $("kind").textContent = st.kind;
+  for (const k of ["sessions", "hits", "misses", "expired", "evicted"]) {
+    $(k).textContent = fmt(st[k]);
+  }
+  $("size").textContent = st.size_text; $("max").textContent = st.max_size_text;
+  const pct = st.max_size ? Math.min(100, 100 * st.size / st.max_size) : 0;
+  $("fill").style.width = pct + "%"; $("fill").classList.toggle("hot", pct > 90);
+}
+$("flood").onclick = async () => {
+  $("flood").disabled = true; $("note").textContent = "flooding…";
+  const r = await (await fetch("/flood", {method: "POST"})).json();
+  $("note").textContent = `${fmt(r.created)} bot sessions in ${r.seconds} s: ` +
+    "the cap held, and your session is still here.";
+  $("flood").disabled = false; refresh();
+};
+refresh(); setInterval(refresh, 1000);
+</script>
+</body></html>
+"""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
