@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["SEVERAL", "Server", "free_port", "run_script"]
+__all__ = ["SEVERAL", "Server", "env_for", "free_port", "run_script"]
 
 # What lembro's ERROR about several processes says.
 SEVERAL = "serve this app with their own MemoryStore"
@@ -27,7 +27,9 @@ _handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
 logging.getLogger("lembro").addHandler(_handler)
 """
 
-FLASK_APP = LOGGING + """
+FLASK_APP = (
+    LOGGING
+    + """
 import os
 from flask import Flask, session
 from lembro.flask import Lembro
@@ -53,8 +55,11 @@ def logout():
 if __name__ == "__main__":
     app.run("127.0.0.1", int(os.environ["PORT"]), debug=True, use_reloader=True)
 """
+)
 
-ASGI_APP = LOGGING + """
+ASGI_APP = (
+    LOGGING
+    + """
 import os
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -71,6 +76,7 @@ async def visit(request):
 app = Starlette(routes=[Route("/", visit)])
 app.add_middleware(SessionMiddleware, secret_key="a test key", store=MemoryStore("1M"))
 """
+)
 
 DJANGO_APP = """
 import os
@@ -117,7 +123,7 @@ def free_port() -> int:
         return port
 
 
-def _env(directory: Path, extra: dict[str, str]) -> dict[str, str]:
+def env_for(directory: Path, extra: dict[str, str]) -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
     path = os.pathsep.join(p for p in (src, str(directory), os.environ.get("PYTHONPATH")) if p)
     return {
@@ -146,7 +152,7 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, *args],
                 cwd=directory,
-                env=_env(directory, {"PORT": str(port), **(env or {})}),
+                env=env_for(directory, {"PORT": str(port), **(env or {})}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -196,7 +202,7 @@ def run_script(
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=directory,
-        env=_env(directory, env or {}),
+        env=env_for(directory, env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,
