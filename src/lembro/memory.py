@@ -532,9 +532,9 @@ class MemoryStore:
     def save_snapshot(self) -> int:
         """Write the live sessions to the ``snapshot`` file now; return how many.
 
-        ``close()``, the exit and the periodic save write only when the sessions changed
-        in this process since they were loaded, last written, or the process forked: a
-        process whose copy is not the current one never overwrites the file."""
+        ``close()``, the exit and the periodic save write only once the sessions changed
+        in this process since they were loaded or it forked: a process whose copy is not
+        the current one never overwrites the file."""
         if self.snapshot is None:
             raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
         now = self._clock()
@@ -544,18 +544,13 @@ class MemoryStore:
                 for sid, entry in self._queue.items()
                 if entry[_EXPIRES] > now
             ]
-            self._changed = False  # lembro-processes: a change from now on is news
-        try:
-            write_snapshot(self.snapshot, serializer_name(self._serializer), records)
-        except BaseException:
-            self._changed = True  # lembro-processes: still to be written
-            raise
+        write_snapshot(self.snapshot, serializer_name(self._serializer), records)
         log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
         return len(records)
 
     def _first_change(self) -> None:
-        """The sessions change for the first time since they were loaded, written or
-        forked (lembro-processes): from now on they are this process's to write, and a
+        """The sessions change for the first time since they were loaded or forked
+        (lembro-processes): from now on they are this process's to write, and a
         forked process that writes serves; check for siblings first (which may raise)."""
         processes.check()
         self._changed = True

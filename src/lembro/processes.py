@@ -143,7 +143,7 @@ def _claim() -> None:
     _found.extend(others)
     if others:
         log.error(
-            "lembro: %d other processes (%s) serve this app with their own MemoryStore: each "
+            "lembro: %d other process(es) (pid %s) serve this app with their own MemoryStore: each "
             "holds its own sessions, so users are logged out at random when their requests "
             "land in another process. Run one worker process with threads (gunicorn -w 1 "
             "--threads 8, uvicorn without --workers), or use lembro.RedisStore to share "

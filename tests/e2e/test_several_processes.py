@@ -63,7 +63,7 @@ def test_gunicorn_with_two_workers_logs_one_error_naming_redis(app_dir: Path) ->
         server.stop()
     output = server.output()
     assert output.count(SEVERAL) == 1  # the second worker to start says it, once
-    assert "ERROR:lembro:lembro: 1 other processes" in output
+    assert "ERROR:lembro:lembro: 1 other process(es)" in output
     assert "RedisStore" in output
 
 
