@@ -232,6 +232,7 @@ def test_concurrent_saves_in_one_process_never_fail_or_expose_a_partial_file(
     store = MemoryStore("1M", None, snapshot=path, snapshot_interval=0.001)
     for i in range(200):
         store.set(f"s{i:03d}", {"n": i, "pad": "x" * 200})
+    store.save_snapshot()  # the file exists before the reader starts
     errors: list[BaseException] = []
     seen: list[int] = []
     stop = time.monotonic() + 1.0
