@@ -137,6 +137,39 @@ def test_a_plain_fork_that_serves_logs_the_error(tmp_path: Path) -> None:
     assert result.stderr.count(SEVERAL) == 1
 
 
+REFUSING_FORK = """
+import os
+from lembro import MemoryStore, SeveralProcesses
+store = MemoryStore("1M", None)
+pid = os.fork()
+if pid:
+    store.set("a", {"n": 1})
+    os.waitpid(pid, 0)
+    print("parent served")
+else:
+    import time
+    time.sleep(0.5)  # the parent claims first
+    try:
+        store.set("b", {"n": 1})
+    except SeveralProcesses:
+        print("child refused")
+    os._exit(0)
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_refuse_makes_a_forked_process_refuse_its_session_writes(tmp_path: Path) -> None:
+    result = run_script(REFUSING_FORK, tmp_path, {"LEMBRO_SEVERAL_PROCESSES": "refuse"})
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")) == ["", "child refused", "parent served"]
+
+
+def test_ignore_turns_the_check_off(tmp_path: Path) -> None:
+    result = run_script(FORK_THAT_SERVES, tmp_path, {"LEMBRO_SEVERAL_PROCESSES": "ignore"})
+    assert result.returncode == 0, result.stderr
+    assert SEVERAL not in result.stderr
+
+
 POOL_THAT_DOES_NOT_SERVE = """
 import multiprocessing
 from lembro import MemoryStore

@@ -123,6 +123,22 @@ def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
     assert peak < 1024 * 1024
 
 
+def test_a_snapshot_larger_than_four_times_max_size_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.snap"
+    blob = b"x" * 1000
+    write_snapshot(path, "msgpack", [(f"s{i:04d}", 60.0, True, blob) for i in range(150)])
+    size = path.stat().st_size
+    max_size = (size - 65536) // 4 - 100  # the file is just over the limit
+    with MemoryStore(max_size, None, snapshot=path) as store:
+        assert len(store) == 0
+    assert "more than" in " ".join(warnings_of(caplog))
+    write_snapshot(path, "msgpack", [(f"s{i:04d}", 60.0, True, blob) for i in range(150)])
+    with MemoryStore(max_size + 200, None, snapshot=path) as store:  # just under: loaded, pruned
+        assert 0 < len(store) < 150
+
+
 def test_huge_garbage_is_refused_by_its_magic_without_reading_it(tmp_path: Path) -> None:
     path = tmp_path / "s.snap"
     with open(path, "wb") as handle:
