@@ -215,15 +215,21 @@ def read_snapshot(
 def _load(source: Path, serializer: str, max_bytes: int | None) -> _Body:
     """Open ``source``, check its magic and size before reading the body, and decode it."""
     try:
-        handle = open(source, "rb")  # noqa: SIM115 - closed below, after the checks
+        # O_NONBLOCK: a FIFO at the path must not hang the start; a regular file ignores it.
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         # ELOOP, ENOENT (a dangling symlink), EACCES, EISDIR on some systems
         raise _Unusable(e.strerror or str(e)) from None
-    with handle:
+    try:
+        info = os.fstat(fd)
+    except OSError as e:
+        os.close(fd)
+        raise _Unusable(e.strerror or str(e)) from None
+    if not stat.S_ISREG(info.st_mode):  # a directory, a FIFO, a device (/dev/zero never ends)
+        os.close(fd)
+        raise _Unusable("not a regular file")
+    with os.fdopen(fd, "rb") as handle:
         try:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise _Unusable("not a regular file")
             head = handle.read(_HEADER)
             if not head:
                 raise _Unusable("empty")
@@ -235,8 +241,10 @@ def _load(source: Path, serializer: str, max_bytes: int | None) -> _Body:
                 raise _Unusable("truncated")
             if max_bytes is not None and info.st_size > max_bytes:
                 raise _Unusable(f"{info.st_size} bytes, more than the {max_bytes} it may hold")
-            body = handle.read()
-        except OSError as e:  # EISDIR, EIO
+            body = handle.read(-1 if max_bytes is None else max_bytes + 1 - _HEADER)
+            if max_bytes is not None and len(body) > max_bytes - _HEADER:  # grew since
+                raise _Unusable(f"more than the {max_bytes} bytes it may hold")
+        except OSError as e:  # EIO
             raise _Unusable(e.strerror or str(e)) from None
     if zlib.crc32(body).to_bytes(4, "big") != head[len(_MAGIC) :]:
         raise _Unusable("checksum mismatch: truncated or damaged")

@@ -72,7 +72,17 @@ def make_huge(path: Path) -> None:
         handle.truncate(300 * 1024 * 1024)
 
 
+def make_fifo(path: Path) -> None:
+    os.mkfifo(path)  # opened for reading the usual way, it would wait for a writer forever
+
+
+def make_endless(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
 BAD = {
+    "fifo": make_fifo,
+    "endless-device": make_endless,
     "directory": make_directory,
     "symlink-loop": make_loop,
     "dangling-symlink": make_dangling,
