@@ -26,11 +26,13 @@ directory (default: ``$XDG_RUNTIME_DIR/lembro`` or ``<tmp>/lembro-<uid>``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -51,6 +53,9 @@ _claimed_group: int | None = None  # the group this process holds a claim in
 _claim_fd: int | None = None
 _claim_path: str | None = None
 _found: list[int] = []  # the other live processes found when this process claimed
+
+# A claim's file name: <app: 16 hex digits>-<group pid>-<pid>
+_CLAIM = re.compile(r"[0-9a-f]{16}-[0-9]+-([0-9]+)")
 
 
 def policy() -> str:
@@ -183,7 +188,8 @@ def _private_directory(directory: str) -> bool:
 
 
 def _live_claims(directory: str, prefix: str) -> list[int]:
-    """The pids of the other live claims named ``prefix<pid>``; remove dead ones' files."""
+    """The pids of the other live claims named ``prefix<pid>``. Removes the files of dead
+    claims of any app and group on the way, so the directory never fills up."""
     live = []
     mine = os.getpid()
     try:
@@ -191,10 +197,8 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
     except OSError:
         return []
     for name in names:
-        if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
-            continue
-        pid = int(name[len(prefix) :])
-        if pid == mine:
+        match = _CLAIM.fullmatch(name)
+        if match is None or int(match.group(1)) == mine:
             continue
         path = os.path.join(directory, name)
         try:
@@ -203,8 +207,9 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            live.append(pid)  # its owner holds the lock: alive
+        except BlockingIOError:  # its owner holds the lock: alive
+            if name.startswith(prefix):
+                live.append(int(match.group(1)))
         except OSError:
             pass
         else:
@@ -258,6 +263,7 @@ def _after_fork_in_child() -> None:
     _group = os.getppid()
 
 
+atexit.register(_release)
 os.register_at_fork(
     before=_before_fork,
     after_in_parent=_after_fork_in_parent,

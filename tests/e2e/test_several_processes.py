@@ -258,3 +258,38 @@ def test_django_runserver_reloader_keeps_sessions_with_snapshot_and_says_nothing
     finally:
         server.stop()
     assert SEVERAL not in server.output()
+
+
+DEAD_CHILD = """
+import os, signal
+from lembro import MemoryStore
+runtime = os.environ["LEMBRO_RUNTIME_DIR"]
+store = MemoryStore("1M", None)
+pid = os.fork()
+if pid == 0:
+    store.set("b", {"n": 1})  # the child serves: it claims
+    os.kill(os.getpid(), signal.SIGKILL)  # and dies without cleaning up
+os.waitpid(pid, 0)
+print(len(os.listdir(runtime)))  # the dead child's claim is left
+store.set("a", {"n": 1})  # the parent serves: it claims, and finds only a dead claim
+print(len(os.listdir(runtime)))  # its own
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_dead_processs_claim_is_not_counted_and_is_removed(tmp_path: Path) -> None:
+    result = run_script(DEAD_CHILD, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+    assert SEVERAL not in result.stderr
+    assert list((tmp_path / "run").iterdir()) == []  # the parent's claim went at its exit
+
+
+def test_a_runtime_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = run_script(FORK_THAT_SERVES, tmp_path, {"LEMBRO_RUNTIME_DIR": str(shared)})
+    assert result.returncode == 0, result.stderr
+    assert "cannot check for other processes" in result.stderr
+    assert list(shared.iterdir()) == []
