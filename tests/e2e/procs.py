@@ -99,6 +99,10 @@ if __name__ == "__main__":
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
+else:  # served by gunicorn as manage:application
+    from django.core.wsgi import get_wsgi_application
+
+    application = get_wsgi_application()
 """
 
 DJANGO_VIEWS = """

@@ -32,9 +32,11 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def gunicorn(directory: Path, *options: str, env: dict[str, str] | None = None) -> Server:
+def gunicorn(
+    directory: Path, *options: str, env: dict[str, str] | None = None, app: str = "app:app"
+) -> Server:
     port = free_port()
-    args = ["-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}", "app:app"]
+    args = ["-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}", app]
     return Server(args, directory, port, env, name="gunicorn")
 
 
@@ -79,6 +81,19 @@ def test_gunicorn_preload_with_two_workers_logs_the_error_at_their_first_request
         server.stop()
     assert server.output().count(SEVERAL) == 1
     assert "ERROR:lembro:" in server.output()
+
+
+def test_gunicorn_with_two_django_workers_logs_the_error_at_their_first_requests(
+    app_dir: Path,
+) -> None:
+    server = gunicorn(app_dir, "-w", "2", app="manage:application")  # the store is lazy
+    try:
+        server.wait_ready()
+        assert len(pids_serving(server, 2)) == 2
+        assert server.wait_for(SEVERAL)
+    finally:
+        server.stop()
+    assert server.output().count(SEVERAL) == 1
 
 
 @pytest.mark.parametrize("options", [["-w", "1"], ["--preload", "-w", "1"]], ids=" ".join)
