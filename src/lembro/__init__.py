@@ -8,6 +8,7 @@ from .errors import (
     LembroError,
     SerializationError,
     SessionTooLarge,
+    SeveralProcesses,
     StoreUnavailable,
 )
 from .memory import MemoryStore
@@ -30,6 +31,7 @@ __all__ = [
     "Serializer",
     "SessionStore",
     "SessionTooLarge",
+    "SeveralProcesses",
     "Stats",
     "StoreUnavailable",
     "as_async",

@@ -1,5 +1,12 @@
 """The background work of in-memory stores: a purge thread per store that holds the store
-only weakly, a restart in forked children, and a last snapshot at exit and on SIGTERM."""
+only weakly, a restart in forked children, and a last snapshot at exit and on SIGTERM.
+
+A store with a snapshot file is kept alive until it is closed (or the interpreter exits),
+so one reachable only from a function's locals is still written at exit. SIGTERM's
+default action kills the process without running ``atexit``; so where nothing else
+handles SIGTERM, lembro's handler (installed from the main thread when lembro is
+imported there, or when a store with a snapshot is built there) makes it exit through
+``atexit`` while a store keeps a snapshot, and otherwise dies of it as before."""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Tended", "install_sigterm_exit", "register", "start"]
+__all__ = ["Tended", "forget", "install_sigterm_exit", "register", "start"]
 
 log = logging.getLogger("lembro")
 
@@ -26,15 +33,27 @@ class Tended(Protocol):
 
     def _background_tick(self, now: float) -> None: ...
     def _after_fork_in_child(self) -> None: ...
+    def _forked_in_parent(self) -> None: ...
     def close(self) -> None: ...
 
 
 _LIVE: weakref.WeakSet[Tended] = weakref.WeakSet()
+# Stores with a snapshot, held strongly until closed: their sessions are written at exit
+# even when nothing else refers to them any more.
+_KEPT: dict[int, Tended] = {}
 
 
 def register(store: Tended) -> None:
-    """Tend ``store`` across forks and at exit, for as long as it lives."""
+    """Tend ``store`` across forks and at exit, for as long as it lives (a store with a
+    snapshot: until it is closed)."""
     _LIVE.add(store)
+    if store.snapshot is not None:
+        _KEPT[id(store)] = store
+
+
+def forget(store: Tended) -> None:
+    """``store`` is closed: stop keeping it alive for the exit."""
+    _KEPT.pop(id(store), None)
 
 
 def start(store: Tended, stop: threading.Event, period: float) -> threading.Thread:
@@ -74,6 +93,11 @@ def _restart_after_fork() -> None:
         store._after_fork_in_child()
 
 
+def _after_fork_in_parent() -> None:
+    for store in list(_LIVE):
+        store._forked_in_parent()
+
+
 def _close_at_exit() -> None:
     """At interpreter exit, close the stores that keep a snapshot, so it is written."""
     for store in list(_LIVE):
@@ -84,19 +108,38 @@ def _close_at_exit() -> None:
                 log.exception("writing the snapshot at exit failed")
 
 
+_warned_sigterm = False
+
+
 def install_sigterm_exit() -> None:
     """Make SIGTERM exit through ``atexit`` (so snapshots are written) where nothing else
-    handles it: only in the main thread, and only while SIGTERM has its default action."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # the server (gunicorn, uvicorn) or the app shuts down in its own way
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    handles it, while SIGTERM has its default action. Only the main thread may install a
+    handler; called from another while SIGTERM would still kill the process unsaved, it
+    logs one WARNING saying how to fix it."""
+    global _warned_sigterm
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not signal.SIG_DFL:
+        return  # ours, or the server's (gunicorn, uvicorn, Django's reloader) or the app's
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    elif not _warned_sigterm:
+        _warned_sigterm = True
+        log.warning(
+            "lembro could not catch SIGTERM (it was imported outside the main thread, and "
+            "nothing else handles SIGTERM): a plain kill will not write the snapshot. "
+            "Import lembro in the main thread (in settings.py or the WSGI module)."
+        )
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    if _KEPT:
+        raise SystemExit(128 + signum)  # through atexit: the snapshots are written
+    # No snapshot to write: die of the signal, as without lembro.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
-os.register_at_fork(after_in_child=_restart_after_fork)
+os.register_at_fork(after_in_parent=_after_fork_in_parent, after_in_child=_restart_after_fork)
 atexit.register(_close_at_exit)
+if threading.current_thread() is threading.main_thread():
+    install_sigterm_exit()  # now, in the main thread: a store may be built in another

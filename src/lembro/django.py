@@ -62,6 +62,7 @@ _OPTIONS = frozenset(
         "TTL",
         "SNAPSHOT",
         "SNAPSHOT_INTERVAL",
+        "TRUST_PICKLE",
         "URL",
         "PREFIX",
     }
@@ -104,6 +105,7 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
                 serializer=serializer,
                 snapshot=options.get("SNAPSHOT"),
                 snapshot_interval=options.get("SNAPSHOT_INTERVAL"),
+                trust_pickle=options.get("TRUST_PICKLE", False),
             )
         if kind == "redis":
             return _redis_store(options, ttl, serializer)

@@ -10,6 +10,7 @@ __all__ = [
     "LembroError",
     "SerializationError",
     "SessionTooLarge",
+    "SeveralProcesses",
     "StoreUnavailable",
 ]
 
@@ -56,3 +57,17 @@ class SerializationError(LembroError, TypeError):
 
 class StoreUnavailable(LembroError, ConnectionError):
     """A store's backing service (Redis) did not answer in time or refused the connection."""
+
+
+class SeveralProcesses(LembroError, RuntimeError):
+    """Other processes (``others``, pids) serve this app with their own MemoryStore, and
+    ``LEMBRO_SEVERAL_PROCESSES=refuse`` says not to start (``pid``: this process)."""
+
+    def __init__(self, pid: int, others: list[int]) -> None:
+        self.pid = pid
+        self.others = others
+        super().__init__(
+            f"process {pid}: {len(others)} other processes ({', '.join(map(str, others))}) "
+            "serve this app with their own MemoryStore, and LEMBRO_SEVERAL_PROCESSES=refuse; "
+            "run one worker process, or use lembro.RedisStore to share sessions"
+        )

@@ -326,7 +326,9 @@ class Lembro:
     ``LEMBRO_LOW_WATER`` (fraction of ``max_size`` to prune back to, default 0.75) and
     ``LEMBRO_SERIALIZER`` (``"msgpack"``, ``"json"``, ``"pickle"`` or an object,
     default ``"msgpack"``), ``LEMBRO_SNAPSHOT`` (a file that keeps sessions across
-    restarts, default none) and ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds). ``store`` is the
+    restarts, default none; set it in development and the reloader keeps sessions),
+    ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds) and ``LEMBRO_TRUST_PICKLE`` (``True`` to
+    allow pickle with a snapshot file). ``store`` is the
     store of the app last initialized; ``app.extensions["lembro"]`` is this extension and
     ``app.session_interface.store`` each app's own store.
     """
@@ -357,6 +359,7 @@ class Lembro:
         config.setdefault("LEMBRO_SERIALIZER", "msgpack")
         config.setdefault("LEMBRO_SNAPSHOT", None)
         config.setdefault("LEMBRO_SNAPSHOT_INTERVAL", None)
+        config.setdefault("LEMBRO_TRUST_PICKLE", False)
         return MemoryStore(
             config["LEMBRO_MAX_SIZE"],
             config["LEMBRO_INTERVAL"],
@@ -365,4 +368,5 @@ class Lembro:
             serializer=config["LEMBRO_SERIALIZER"],
             snapshot=config["LEMBRO_SNAPSHOT"],
             snapshot_interval=config["LEMBRO_SNAPSHOT_INTERVAL"],
+            trust_pickle=config["LEMBRO_TRUST_PICKLE"],
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
-from . import background
+from . import background, processes
 from .checks import check_seconds, check_session_id
 from .errors import InvalidOption, SerializationError, SessionTooLarge
 from .protocol import Stats
@@ -23,10 +23,17 @@ from .serializers import (
     dumps_session,
     get_serializer,
     loads_session,
+    require_safe_serializer,
     serializer_name,
 )
 from .size import format_size, parse_size
-from .snapshot import SnapshotRecord, read_snapshot, write_snapshot
+from .snapshot import (
+    SnapshotRecord,
+    check_snapshot_path,
+    read_snapshot,
+    remove_leftovers,
+    write_snapshot,
+)
 
 __all__ = ["ENTRY_OVERHEAD", "FILING_OVERHEAD", "HEAP_OVERHEAD", "MemoryStore"]
 
@@ -58,6 +65,10 @@ HEAP_OVERHEAD = 80
 
 # What a filing out of order costs beyond its id's length.
 _ODD_FILING: Final = FILING_OVERHEAD + HEAP_OVERHEAD
+
+# A snapshot file larger than this many times max_size is not read: a store's own snapshot
+# is smaller than the store (each session costs ENTRY_OVERHEAD in memory, ~20 bytes on disk).
+_SNAPSHOT_SLACK = 4
 
 # The background purge handles at most this many filings per hold of the lock, so a mass
 # expiry never stalls requests for long.
@@ -113,6 +124,9 @@ class MemoryStore:
     seconds when that is set (so a crash loses at most that much). Without a periodic
     snapshot, a process killed with SIGKILL loses its sessions.
 
+    ``trust_pickle=True`` is needed to combine ``serializer="pickle"`` with a snapshot:
+    whoever can write the file could otherwise run code in the app.
+
     Every method is thread-safe. Sessions are held serialized, so each ``get`` returns a
     fresh dict that no other request shares.
     """
@@ -147,6 +161,7 @@ class MemoryStore:
     #   the id str is counted with each filing, as the last of them keeps it alive.
     __slots__ = (
         "__weakref__",
+        "_changed",
         "_clock",
         "_closed",
         "_dumps",
@@ -194,6 +209,7 @@ class MemoryStore:
         on_error: Callable[[BaseException], object] | None = None,
         snapshot: str | os.PathLike[str] | None = None,
         snapshot_interval: float | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         self.max_size = parse_size(max_size)
         self.ttl = check_seconds(ttl)
@@ -216,10 +232,11 @@ class MemoryStore:
             if snapshot is None:
                 raise InvalidOption("snapshot_interval", snapshot_interval, "a snapshot file too")
         self.snapshot_interval: float | None = snapshot_interval or None
-        if snapshot is not None and not isinstance(snapshot, (str, os.PathLike)):
-            raise InvalidOption("snapshot", snapshot, "a file path")
-        self.snapshot = os.fspath(snapshot) if snapshot is not None else None
+        # lembro-processes: the path is checked now, not at exit when sessions would be lost.
+        self.snapshot = check_snapshot_path(snapshot) if snapshot is not None else None
         self._serializer = get_serializer(serializer)
+        if self.snapshot is not None:  # lembro-processes: no code from a file
+            require_safe_serializer(self._serializer, "a snapshot file", trust_pickle)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
         # The built-in serializers always return exact bytes and dicts back; others are checked.
@@ -242,10 +259,14 @@ class MemoryStore:
         self._warned_evicting = False
         self._closed = False
         self._pid = os.getpid()
+        # lembro-processes: whether this process changed the sessions since they were loaded
+        # or it forked; only then are they its to write to the snapshot.
+        self._changed = False
 
         self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        processes.check()  # lembro-processes: several processes serving one app
         if self.snapshot is not None:
             self._load_snapshot(self.snapshot)
             background.install_sigterm_exit()
@@ -313,6 +334,8 @@ class MemoryStore:
         cost = len(sid) + len(blob) + _NEW_COST
         if cost > self.max_size:
             raise SessionTooLarge(cost, self.max_size)
+        if not self._changed:  # lembro-processes
+            self._first_change()
         clock = self._clock
         now = clock()
         expires = now + lifetime
@@ -345,6 +368,8 @@ class MemoryStore:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
         blob, lifetime = self._encode(sid, data, ttl)
+        if not self._changed:  # lembro-processes
+            self._first_change()
         now = self._clock()
         expires = now + lifetime
         lock = self._lock
@@ -370,6 +395,8 @@ class MemoryStore:
         Returns ``False`` when the session is absent or expired. Counts as a return visit.
         """
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if not self._changed:  # lembro-processes
+            self._first_change()
         clock = self._clock
         now = clock()
         lock = self._lock
@@ -394,6 +421,8 @@ class MemoryStore:
 
     def destroy(self, sid: str) -> bool:
         """Remove session ``sid``; return whether a live session was removed."""
+        if not self._changed:  # lembro-processes
+            self._first_change()
         now = self._clock()
         lock = self._lock
         lock.acquire()
@@ -437,6 +466,8 @@ class MemoryStore:
 
     def clear(self) -> None:
         """Remove every session. Counters (hits, misses, ...) are kept."""
+        if not self._changed:  # lembro-processes
+            self._first_change()
         with self._lock:
             self._queue.clear()
             self._times.clear()
@@ -494,11 +525,16 @@ class MemoryStore:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
         self._thread = None
-        if self.snapshot is not None:
+        background.forget(self)  # lembro-processes: no longer kept alive for the exit
+        if self.snapshot is not None and self._changed:  # lembro-processes
             self.save_snapshot()
 
     def save_snapshot(self) -> int:
-        """Write the live sessions to the ``snapshot`` file now; return how many."""
+        """Write the live sessions to the ``snapshot`` file now; return how many.
+
+        ``close()``, the exit and the periodic save write only once the sessions changed
+        in this process since they were loaded or it forked: a process whose copy is not
+        the current one never overwrites the file."""
         if self.snapshot is None:
             raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
         now = self._clock()
@@ -511,6 +547,18 @@ class MemoryStore:
         write_snapshot(self.snapshot, serializer_name(self._serializer), records)
         log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
         return len(records)
+
+    def _first_change(self) -> None:
+        """The sessions change for the first time since they were loaded or forked
+        (lembro-processes): from now on they are this process's to write, and a
+        forked process that writes serves; check for siblings first (which may raise)."""
+        processes.check()
+        self._changed = True
+
+    def _forked_in_parent(self) -> None:
+        """This process forked (lembro-processes): its children carry these sessions on,
+        so it writes the snapshot again only once it changes them again."""
+        self._changed = False
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -758,7 +806,13 @@ class MemoryStore:
     # ---- snapshots and the background thread -------------------------------------------
 
     def _load_snapshot(self, path: str) -> None:
-        records = read_snapshot(path, serializer_name(self._serializer))
+        remove_leftovers(path)  # lembro-processes
+        records = read_snapshot(  # lembro-processes: size and lifetimes bounded
+            path,
+            serializer_name(self._serializer),
+            max_bytes=self.max_size * _SNAPSHOT_SLACK + 65536,
+            max_lifetime=self.ttl,
+        )
         now = self._clock()
         with self._lock:
             for sid, left, read_again, data in records:  # least recently used first
@@ -776,7 +830,8 @@ class MemoryStore:
             self._purge(_PURGE_BATCH)
         if self.snapshot_interval is not None and now >= self._next_snapshot:
             self._next_snapshot = now + self.snapshot_interval
-            self.save_snapshot()
+            if self._changed:  # lembro-processes
+                self.save_snapshot()
 
     def _purge(self, batch: int | None) -> int:
         total = 0
@@ -806,6 +861,7 @@ class MemoryStore:
         """Give the child a fresh lock and its own purge thread; say that sessions split."""
         self._lock = threading.Lock()
         self._thread = None
+        self._changed = False  # lembro-processes: the parent's sessions until this one writes
         held = len(self._queue)
         parent, self._pid = self._pid, os.getpid()
         if held:

@@ -20,6 +20,7 @@ __all__ = [
     "dumps_session",
     "get_serializer",
     "loads_session",
+    "require_safe_serializer",
     "serializer_name",
 ]
 
@@ -140,6 +141,19 @@ def get_serializer(serializer: str | Serializer) -> Serializer:
     raise InvalidOption(
         "serializer", serializer, f"one of {sorted(_BY_NAME)} or an object with dumps/loads"
     )
+
+
+def require_safe_serializer(serializer: Serializer, where: str, trust_pickle: bool) -> None:
+    """Raise :class:`InvalidOption` when ``serializer`` is pickle, its bytes come from
+    ``where`` (a file, a Redis server: anything another party might write), and the app
+    did not say ``trust_pickle=True``: unpickling bytes someone else wrote runs their code."""
+    if isinstance(serializer, PickleSerializer) and trust_pickle is not True:
+        raise InvalidOption(
+            "serializer",
+            "pickle",
+            f"msgpack or json with {where}: whoever can write {where} could run code in "
+            "this app through pickle; pass trust_pickle=True only if no one else can",
+        )
 
 
 def serializer_name(serializer: Serializer) -> str:

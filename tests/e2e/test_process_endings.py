@@ -1,0 +1,181 @@
+"""Sessions survive the ways a process ends: SIGTERM (the store built in any thread,
+Django's lazy store included), sys.exit, the end of main(), and a gunicorn --preload
+restart, where only the worker's sessions are current."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lembro.snapshot import read_snapshot
+
+from .procs import DJANGO_APP, DJANGO_VIEWS, FLASK_APP, Server, env_for, free_port, run_script
+
+pytestmark = pytest.mark.e2e
+
+
+def saved(path: Path) -> list[str]:
+    return sorted(r[0] for r in read_snapshot(path, "msgpack"))
+
+
+BUILT_IN_A_THREAD = """
+import threading, time
+import lembro
+
+def build():
+    global store
+    store = lembro.MemoryStore("1M", None, snapshot="s.snap")
+    store.set("from_a_thread", {"n": 1})
+
+thread = threading.Thread(target=build)
+thread.start()
+thread.join()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def start_script(code: str, directory: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=directory,
+        env=env_for(directory, {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+def test_sigterm_writes_the_snapshot_of_a_store_built_in_another_thread(tmp_path: Path) -> None:
+    process = start_script(BUILT_IN_A_THREAD, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert saved(tmp_path / "s.snap") == ["from_a_thread"]
+
+
+def test_sigterm_without_a_snapshot_still_kills_as_before(tmp_path: Path) -> None:
+    code = BUILT_IN_A_THREAD.replace(', snapshot="s.snap"', "")
+    process = start_script(code, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM
+
+
+def test_a_store_first_imported_off_the_main_thread_warns_that_sigterm_is_not_caught(
+    tmp_path: Path,
+) -> None:
+    code = """
+import threading
+def build():
+    import lembro
+    lembro.MemoryStore("1M", None, snapshot="s.snap")
+thread = threading.Thread(target=build)
+thread.start()
+thread.join()
+"""
+    result = run_script(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "could not catch SIGTERM" in result.stderr
+
+
+def test_sys_exit_writes_the_snapshot(tmp_path: Path) -> None:
+    code = """
+import sys
+from lembro import MemoryStore
+store = MemoryStore("1M", None, snapshot="s.snap")
+store.set("before_exit", {"n": 1})
+sys.exit(3)
+"""
+    result = run_script(code, tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert saved(tmp_path / "s.snap") == ["before_exit"]
+
+
+def test_the_end_of_main_writes_a_store_only_its_locals_held(tmp_path: Path) -> None:
+    code = """
+import gc
+from lembro import MemoryStore
+
+def main():
+    store = MemoryStore("1M", 0.01, snapshot="s.snap")
+    store.set("in_main", {"n": 1})
+
+main()
+gc.collect()
+"""
+    result = run_script(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert saved(tmp_path / "s.snap") == ["in_main"]
+
+
+def visits(client: httpx.Client, url: str, path: str = "/") -> int:
+    return int(client.get(url + path, timeout=5).text.split()[1])
+
+
+def test_django_lazy_store_is_written_on_sigterm_and_read_after_restart(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "manage.py").write_text(DJANGO_APP)
+    (tmp_path / "views.py").write_text(DJANGO_VIEWS)
+    env = {"SNAPSHOT": str(tmp_path / "s.snap")}
+
+    def runserver() -> Server:
+        port = free_port()
+        args = ["manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+        server = Server(args, tmp_path, port, env, name="django")
+        server.wait_ready()
+        return server
+
+    server = runserver()
+    with httpx.Client() as client:
+        assert visits(client, server.url) == 1
+        assert visits(client, server.url) == 2
+        cookie = client.cookies["sessionid"]
+    assert server.stop(signal.SIGTERM) == 128 + signal.SIGTERM, server.output()
+    server = runserver()
+    try:
+        with httpx.Client(cookies={"sessionid": cookie}) as client:
+            assert visits(client, server.url) == 3
+    finally:
+        server.stop()
+
+
+def test_gunicorn_preload_restart_keeps_the_workers_logins_and_logouts(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(FLASK_APP)
+    env = {"SNAPSHOT": str(tmp_path / "s.snap")}
+
+    def gunicorn() -> Server:
+        port = free_port()
+        args = ["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "app:app"]
+        server = Server(args, tmp_path, port, env, name="gunicorn")
+        server.wait_ready()
+        return server
+
+    server = gunicorn()
+    stay, leave, new = httpx.Client(), httpx.Client(), httpx.Client()
+    try:
+        assert visits(stay, server.url) == 1
+        assert visits(leave, server.url) == 1
+        assert server.stop() == 0
+        server = gunicorn()  # the master loads both sessions, then forks the worker
+        assert visits(leave, server.url, "/logout") == 0  # a logout in the worker
+        assert visits(new, server.url) == 1  # a login in the worker
+        assert visits(stay, server.url) == 2
+        assert server.stop() == 0  # the worker writes; the master, unchanged, must not
+        server = gunicorn()
+        assert visits(stay, server.url) == 3
+        assert visits(new, server.url) == 2
+        assert visits(leave, server.url) == 1  # logged out: a new session
+    finally:
+        server.stop()
+        for client in (stay, leave, new):
+            client.close()
