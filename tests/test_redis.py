@@ -98,7 +98,7 @@ def test_import_lembro_does_not_import_redis() -> None:
         "import sys, lembro\n"
         "assert 'redis' not in sys.modules, 'import lembro imported redis'\n"
         "assert 'lembro.redis' not in sys.modules\n"
-        "lembro.RedisStore\n"
+        "lembro.RedisStore('redis://127.0.0.1:1/0')\n"
         "assert 'redis' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -405,8 +405,10 @@ def test_empty_mode_reads_nothing_drops_writes_and_recovers(
         assert sid not in store
         assert store.all() == {}
         assert len(store) == 0
-        store.destroy(sid)
-        store.clear()
+        with pytest.raises(StoreUnavailable):  # a logout is never reported done
+            store.destroy(sid)
+        with pytest.raises(StoreUnavailable):
+            store.clear()
         with pytest.raises(StoreUnavailable):  # monitoring sees the outage
             store.stats()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -449,3 +451,91 @@ def test_async_store_faults(own_server: RedisServer, caplog: pytest.LogCaptureFi
     asyncio.run(main())
     assert redact(sid) in caplog.text
     assert sid not in caplog.text
+
+
+@pytest.mark.parametrize("on_unavailable", ["raise", "empty"])
+def test_logout_during_an_outage_fails_instead_of_leaving_the_session_valid(
+    own_server: RedisServer, on_unavailable: str
+) -> None:
+    store = RedisStore(own_server.url, on_unavailable=on_unavailable)  # type: ignore[arg-type]
+    sid = new_session_id()
+    store.set(sid, {"user": "alice"})
+    with redis.Redis.from_url(own_server.url) as raw:
+        raw.save()  # the record outlives the outage, as on a Redis with persistence
+    own_server.kill()
+    with pytest.raises(StoreUnavailable):
+        finishes(lambda: store.destroy(sid))
+    own_server.start()
+    assert store.get(sid) == {"user": "alice"}  # the logout did not happen, and said so
+    assert store.destroy(sid) is True
+    store.close()
+
+
+def test_async_logout_during_an_outage_fails_in_empty_mode(own_server: RedisServer) -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(own_server.url, on_unavailable="empty")
+        sid = new_session_id()
+        await store.set(sid, {"user": "alice"})
+        own_server.kill()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.destroy(sid), 30)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.clear(), 30)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_write_to_a_former_primary_now_replica_is_store_unavailable(
+    own_server: RedisServer, redis_server: RedisServer
+) -> None:
+    # After a failover the old primary is a read-only replica: its ReadOnlyError is an
+    # outage to the store, not a raw redis-py error.
+    store = RedisStore(own_server.url)
+    with redis.Redis.from_url(own_server.url) as raw:
+        raw.replicaof("127.0.0.1", redis_server.port)
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                store.set(new_session_id(), {"a": 1})
+            assert isinstance(info.value.__cause__, redis.exceptions.ReadOnlyError)
+            with pytest.raises(StoreUnavailable):
+                store.destroy(new_session_id())
+        finally:
+            raw.replicaof("NO", "ONE")
+    store.set(new_session_id(), {"a": 1})  # a primary again: the store works on its own
+    store.close()
+
+
+def test_a_prefix_does_not_see_or_clear_a_longer_prefixs_sessions(
+    redis_server: RedisServer,
+) -> None:
+    base = unique_prefix()
+    app, admin = RedisStore(redis_server.url, prefix=base), RedisStore(
+        redis_server.url, prefix=base + "admin:"
+    )
+    mine, theirs = new_session_id(), new_session_id()
+    app.set(mine, {"who": "user"})
+    admin.set(theirs, {"who": "admin"})
+    assert app.all() == {mine: {"who": "user"}}
+    assert len(app) == 1
+    app.clear()
+    assert admin.get(theirs) == {"who": "admin"}
+    assert len(admin) == 1
+    admin.clear()
+
+
+@pytest.mark.parametrize("prefix", ["app", "lembro", "app:admin", ""])
+def test_a_prefix_without_the_separator_is_refused(prefix: str) -> None:
+    for cls in (RedisStore, AsyncRedisStore):
+        with pytest.raises(InvalidOption) as info:
+            cls("redis://127.0.0.1:1/0", prefix=prefix)
+        assert info.value.name == "prefix"
+
+
+def test_a_session_id_with_the_separator_is_refused_before_anything_is_sent(
+    store: RedisStore,
+) -> None:
+    with pytest.raises(InvalidOption):
+        store.set("admin:" + new_session_id(), {"a": 1})
+    assert store.get("admin:x") is None
+    assert len(store) == 0
