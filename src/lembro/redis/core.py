@@ -216,6 +216,8 @@ class RedisCore:
         self._last_warning = -math.inf
         self._suppressed = 0
         self._owns_client = client is None
+        # Clients the store opened besides ``_client`` (a Sentinel's), closed with it.
+        self._helpers: list[Any] = []
         if client is None:
             client = self._connect(url, self._asynchronous)
         else:
@@ -279,6 +281,7 @@ class RedisCore:
             "socket_connect_timeout": options["socket_connect_timeout"],
         }
         sentinel = flavour.sentinel.Sentinel(nodes, sentinel_kwargs=timeouts, **timeouts)
+        self._helpers.extend(sentinel.sentinels)
         return sentinel.master_for(
             path[0],
             db=int(path[1]) if len(path) > 1 else 0,

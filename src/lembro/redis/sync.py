@@ -120,7 +120,8 @@ class RedisStore(RedisCore):
     def close(self) -> None:
         """Close the connections this store opened (not a ``client`` it was given)."""
         if self._owns_client:
-            self._client.close()
+            for client in (self._client, *self._helpers):
+                client.close()
 
     def as_async(self) -> AsyncSessionStore:
         """An ``AsyncRedisStore`` on the same URL and options, for ASGI apps.
