@@ -25,6 +25,7 @@ from lembro.ids import new_session_id, redact
 
 from .conftest import start_redis_server
 from .redis_server import RedisServer
+from .topologies import SERVICE, Cluster, SentinelSetup
 
 T = TypeVar("T")
 
@@ -539,3 +540,84 @@ def test_a_session_id_with_the_separator_is_refused_before_anything_is_sent(
         store.set("admin:" + new_session_id(), {"a": 1})
     assert store.get("admin:x") is None
     assert len(store) == 0
+
+
+def test_many_sessions_on_a_cluster_span_every_primary_without_crossslot(
+    redis_cluster: Cluster,
+) -> None:
+    with RedisStore(redis_cluster.url, prefix=unique_prefix()) as store:
+        sids = [new_session_id() for _ in range(1300)]  # several batches, every slot range
+        for i, sid in enumerate(sids):
+            store.set(sid, {"i": i})
+        nodes = {store.client.get_node_from_key(store.prefix + s).port for s in sids}
+        assert len(nodes) == 3
+        assert len(store) == 1300
+        everything = store.all()
+        assert len(everything) == 1300
+        assert everything[sids[7]] == {"i": 7}
+        assert store.stats().sessions == 1300
+        store.clear()
+        assert len(store) == 0
+
+
+def test_ready_clients_of_every_kind_are_accepted(
+    redis_cluster: Cluster, redis_sentinel: SentinelSetup, valkey_server: RedisServer
+) -> None:
+    import redis.asyncio
+    import redis.cluster
+    import redis.sentinel
+    import valkey
+    import valkey.asyncio
+
+    port = redis_cluster.nodes[0].port
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", redis_sentinel.sentinel_port)])
+    sync_clients = [
+        redis.cluster.RedisCluster(host="127.0.0.1", port=port),
+        sentinel.master_for(SERVICE),
+        valkey.Valkey.from_url(valkey_server.url),
+        valkey.ValkeyCluster(host="127.0.0.1", port=port),
+    ]
+    for client in sync_clients:
+        with RedisStore(client=client, prefix=unique_prefix()) as store:
+            sid = new_session_id()
+            store.set(sid, {"via": type(client).__name__})
+            assert store.get(sid) == {"via": type(client).__name__}
+            store.clear()
+        client.close()
+    for sentinel_client in sentinel.sentinels:
+        sentinel_client.close()
+
+    async def main() -> None:
+        for client in [
+            redis.asyncio.RedisCluster(host="127.0.0.1", port=port),
+            valkey.asyncio.Valkey.from_url(valkey_server.url),
+        ]:
+            store = AsyncRedisStore(client=client, prefix=unique_prefix())
+            sid = new_session_id()
+            await store.set(sid, {"a": 1})
+            assert await store.get(sid) == {"a": 1}
+            await store.clear()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_client_of_the_other_kind_is_refused(redis_server: RedisServer) -> None:
+    sync_client = redis.Redis.from_url(redis_server.url)
+    async_client = redis.asyncio.Redis.from_url(redis_server.url)
+    with pytest.raises(InvalidOption):
+        RedisStore(client=async_client)
+    with pytest.raises(InvalidOption):
+        AsyncRedisStore(client=sync_client)
+    sync_client.close()
+    asyncio.run(async_client.aclose())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/", "redis+sentinel://127.0.0.1:26379", "redis+sentinel:///service"],
+)
+def test_a_url_the_store_cannot_use_is_refused(url: str) -> None:
+    with pytest.raises(InvalidOption) as info:
+        RedisStore(url)
+    assert info.value.name == "url"
