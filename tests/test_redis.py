@@ -24,7 +24,7 @@ from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, Stor
 from lembro.ids import new_session_id, redact
 
 from .conftest import start_redis_server
-from .redis_server import RedisServer
+from .redis_server import RedisServer, find_redis_server
 from .topologies import SERVICE, Cluster, SentinelSetup
 
 T = TypeVar("T")
@@ -621,3 +621,34 @@ def test_a_url_the_store_cannot_use_is_refused(url: str) -> None:
     with pytest.raises(InvalidOption) as info:
         RedisStore(url)
     assert info.value.name == "url"
+
+
+def test_a_unix_socket_url_works(tmp_path: Any) -> None:
+    executable = find_redis_server()
+    assert executable is not None
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(executable, args=["--unixsocket", str(socket_path)])
+    server.start()
+    try:
+        with RedisStore(f"unix://{socket_path}") as store:
+            sid = new_session_id()
+            store.set(sid, {"over": "unix"})
+            assert store.get(sid) == {"over": "unix"}
+            assert repr(store).startswith(f"<RedisStore unix://{socket_path}")
+    finally:
+        server.close()
+
+
+def test_urls_work_through_valkey_py_when_redis_py_is_missing(valkey_server: RedisServer) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "from lembro import RedisStore\n"
+        f"store = RedisStore({valkey_server.url!r}, prefix='lembro-test:valkey-only:')\n"
+        "store.set('abc', {'via': 'valkey-py'})\n"
+        "assert store.get('abc') == {'via': 'valkey-py'}\n"
+        "assert type(store.client).__module__.startswith('valkey'), type(store.client)\n"
+        "store.clear()\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
