@@ -161,6 +161,7 @@ SERVERS = {
     "valkey": "valkey_server",
     "async-valkey": "valkey_server",
     "tls": "tls_server",
+    "async-tls": "tls_server",
 }
 
 

@@ -652,3 +652,56 @@ def test_urls_work_through_valkey_py_when_redis_py_is_missing(valkey_server: Red
         "store.close()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_cluster_url_with_no_node_answering_is_store_unavailable() -> None:
+    # A sync cluster client asks for the slot map when built: that is an outage too.
+    with pytest.raises(StoreUnavailable):
+        RedisStore("redis+cluster://127.0.0.1:1", connect_timeout=0.5)
+
+
+def test_valkey_py_errors_are_store_unavailable_too(own_server: RedisServer) -> None:
+    import valkey
+
+    client = valkey.Valkey.from_url(own_server.url, socket_timeout=1.0)
+    store = RedisStore(client=client, on_unavailable="empty")
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    own_server.kill()
+    assert finishes(lambda: store.get(sid)) is None  # read as empty, not a raw valkey error
+    with pytest.raises(StoreUnavailable) as info:
+        finishes(lambda: store.destroy(sid))
+    assert isinstance(info.value.__cause__, valkey.exceptions.ConnectionError)
+    client.close()
+
+
+def test_each_call_on_a_cluster_is_one_command_on_one_node(redis_cluster: Cluster) -> None:
+    raws = [redis.Redis(port=node.port) for node in redis_cluster.nodes]
+
+    def calls() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for raw in raws:
+            for name, n in command_calls(raw).items():
+                total[name] = total.get(name, 0) + n
+        total.pop("cluster|slots", None)
+        total.pop("cluster|shards", None)
+        return total
+
+    with RedisStore(redis_cluster.url, prefix=unique_prefix()) as store:
+        sid = new_session_id()
+        assert len(store) == 0  # SCANs every primary: each node's connection is made now
+        seen = []
+        for op in (
+            lambda: store.set(sid, {"a": 1}),
+            lambda: store.get(sid),
+            lambda: store.replace(sid, {"a": 2}),
+            lambda: store.touch(sid),
+            lambda: store.destroy(sid),
+        ):
+            before = calls()
+            op()
+            seen.append(delta(before, calls()))
+        store.clear()
+    assert seen == [{"set": 1}, {"get": 1}, {"set": 1}, {"pexpire": 1}, {"del": 1}]
+    for raw in raws:
+        raw.close()

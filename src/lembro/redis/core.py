@@ -253,7 +253,10 @@ class RedisCore:
         if scheme in ("redis+cluster", "rediss+cluster"):
             module = flavour.cluster if asynchronous else lib.cluster
             cluster = getattr(module, "RedisCluster", None) or module.ValkeyCluster
-            return cluster.from_url(scheme.split("+")[0] + "://" + rest, **options)
+            try:  # a sync cluster client asks a node for the slot map right away
+                return cluster.from_url(scheme.split("+")[0] + "://" + rest, **options)
+            except (lib.exceptions.RedisClusterException, lib.exceptions.RedisError) as e:
+                raise StoreUnavailable(f"no Redis Cluster node answers: {e}") from e
         if scheme == "redis+sentinel":
             return self._sentinel_master(flavour, rest, options)
         if scheme not in ("redis", "rediss", "unix"):
@@ -470,8 +473,12 @@ def _describe(client: object) -> str:
         return f"sentinel service {service}"
     node = getattr(client, "get_default_node", None)
     if callable(node):
-        default = node()
-        return f"cluster via {getattr(default, 'name', '?')}"
+        # An asyncio cluster client knows its nodes only once connected: name the ones
+        # it starts from.
+        names = getattr(node(), "name", None) or ",".join(
+            getattr(getattr(client, "nodes_manager", None), "startup_nodes", None) or "?"
+        )
+        return f"cluster via {names}"
     kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}"
