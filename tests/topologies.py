@@ -180,7 +180,7 @@ class SentinelSetup:
 
     def failover(self) -> int:
         """Force a failover (SENTINEL FAILOVER) and return the new primary's port once
-        Sentinel names it and it takes writes."""
+        Sentinel names it, it takes writes and its replica follows it."""
         before = self.primary_port()
         _until(
             lambda: _command(self.sentinel_port, "SENTINEL", "FAILOVER", SERVICE).startswith(
@@ -193,6 +193,14 @@ class SentinelSetup:
         _until(
             lambda: b"role:master" in _command(after, "INFO", "replication"),
             "the new primary to take writes",
+        )
+        # Leave the set-up as it was found: a primary with a replica in sync. Sentinel
+        # turns the former primary into the new one's replica on its next look, up to
+        # seconds later; telling it now is what Sentinel will tell it anyway.
+        _command(before, "REPLICAOF", "127.0.0.1", str(after))
+        _until(
+            lambda: b"connected_slaves:1" in _command(after, "INFO", "replication"),
+            "the former primary to follow the new one",
         )
         return after
 
@@ -207,9 +215,11 @@ class SentinelSetup:
 def start_sentinel() -> SentinelSetup:
     executable = find_redis_server()
     assert executable is not None
-    primary = RedisServer(executable)
+    # A primary waits this long for more replicas before a full sync; there is only one.
+    quick = ["--repl-diskless-sync-delay", "0"]
+    primary = RedisServer(executable, args=quick)
     primary.start()
-    replica = RedisServer(executable, args=["--replicaof", "127.0.0.1", str(primary.port)])
+    replica = RedisServer(executable, args=[*quick, "--replicaof", "127.0.0.1", str(primary.port)])
     setup = SentinelSetup(primary, replica, _free_port())
     try:
         replica.start()

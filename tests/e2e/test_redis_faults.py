@@ -7,39 +7,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
 
 import pytest
 
 from lembro import AsyncRedisStore, RedisStore, StoreUnavailable
 from lembro.ids import new_session_id
 
-from ..conftest import _need
+from ..conftest import require_binaries
 from ..redis_server import RedisServer
+from ..test_redis import finishes
 from ..topologies import Cluster, SentinelSetup, start_cluster
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
-
-
-def finishes(call: Callable[[], T], limit: float = 30.0) -> T:
-    """Run ``call`` in a thread and return its result; fail (not hang) if it never returns.
-    A guard against a hang, not a timing assertion: the limit is far above any timeout."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as e:  # handed to the test's thread
-            outcome["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(limit)
-    assert not thread.is_alive(), f"still running after {limit}s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
@@ -59,7 +38,7 @@ def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> Non
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     """A Redis Cluster for this test alone, free to lose a node."""
-    _need("redis-server", "redis-cli")
+    require_binaries("redis-server", "redis-cli")
     c = start_cluster()
     yield c
     c.close()
@@ -149,7 +128,8 @@ def test_a_sentinel_failover_in_the_middle_of_traffic(redis_sentinel: SentinelSe
     store = RedisStore(redis_sentinel.url, socket_timeout=1.0, connect_timeout=1.0)
     before = new_session_id()
     store.set(before, {"user": "alice"})
-    store.client.execute_command("WAIT", 1, 5000)  # the replica has it before the failover
+    # WAIT on the store's own connection: the replica has its writes before the failover.
+    eventually(lambda: store.client.execute_command("WAIT", 1, 500) >= 1, "replication")
     stop = threading.Event()
     seen: dict[str, int] = {"ok": 0, "unavailable": 0}
     other: list[BaseException] = []
@@ -189,3 +169,28 @@ def test_a_sentinel_failover_in_the_middle_of_traffic(redis_sentinel: SentinelSe
     store.destroy(sid)
     store.clear()
     store.close()
+
+
+def test_the_async_store_follows_a_sentinel_failover(redis_sentinel: SentinelSetup) -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(redis_sentinel.url, socket_timeout=1.0, connect_timeout=1.0)
+        sid = new_session_id()
+        await store.set(sid, {"user": "bob"})
+        while await store.client.execute_command("WAIT", 1, 500) < 1:  # on the replica too
+            pass
+        old = redis_sentinel.primary_port()
+        await asyncio.to_thread(redis_sentinel.failover)
+        assert redis_sentinel.primary_port() != old
+        deadline = time.monotonic() + 30
+        while True:  # the first calls may meet the old primary, as StoreUnavailable only
+            try:
+                await store.set(sid, {"user": "bob", "after": "failover"})
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not recover"
+                await asyncio.sleep(0.05)
+        assert await store.get(sid) == {"user": "bob", "after": "failover"}
+        assert await store.destroy(sid) is True
+        await store.close()
+
+    asyncio.run(main())
