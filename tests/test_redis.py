@@ -705,3 +705,19 @@ def test_each_call_on_a_cluster_is_one_command_on_one_node(redis_cluster: Cluste
     assert seen == [{"set": 1}, {"get": 1}, {"set": 1}, {"pexpire": 1}, {"del": 1}]
     for raw in raws:
         raw.close()
+
+
+def test_a_full_redis_under_noeviction_is_store_unavailable(own_server: RedisServer) -> None:
+    with redis.Redis.from_url(own_server.url) as raw, RedisStore(own_server.url) as store:
+        sid = new_session_id()
+        store.set(sid, {"a": 1})
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)  # below what Redis already uses: every write is refused
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                store.set(new_session_id(), {"a": 2})
+            assert isinstance(info.value.__cause__, redis.exceptions.OutOfMemoryError)
+            assert store.get(sid) == {"a": 1}  # reads still work
+        finally:
+            raw.config_set("maxmemory", 0)
+        store.set(new_session_id(), {"a": 3})
