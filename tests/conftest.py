@@ -20,6 +20,7 @@ from .topologies import (
     make_certificate,
     start_cluster,
     start_sentinel,
+    tls_args,
 )
 
 
@@ -115,19 +116,32 @@ def valkey_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def tls_server() -> Iterator[tuple[RedisServer, str]]:
-    """A redis-server that also takes TLS on a second port, with a self-signed
-    certificate made for the test; yields the server and its rediss:// URL."""
-    require_binaries("redis-server", "openssl")
+def certificate() -> Iterator[tuple[Path, Path]]:
+    """A self-signed certificate for 127.0.0.1 and its key, made for this test session."""
+    require_binaries("openssl")
+    certs = Path(tempfile.mkdtemp(prefix="lembro-tls-"))
+    yield make_certificate(certs)
+    shutil.rmtree(certs, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[RedisServer, str]]:
+    """A redis-server that also takes TLS on a second port; yields the server and its
+    rediss:// URL (which checks the server's certificate)."""
+    require_binaries("redis-server")
     executable = find_redis_server()
     assert executable is not None
-    certs = Path(tempfile.mkdtemp(prefix="lembro-tls-"))
-    cert, key = make_certificate(certs)
     tls_port = _free_port()
-    args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert)]
-    args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
-    server = RedisServer(executable, args=[*args, "--tls-auth-clients", "no"])
+    server = RedisServer(executable, args=["--tls-port", str(tls_port), *tls_args(*certificate)])
     server.start()
-    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate[0]}"
     server.close()
-    shutil.rmtree(certs, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(certificate: tuple[Path, Path]) -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster that clients reach over TLS, for the test session."""
+    require_binaries("redis-server", "redis-cli")
+    cluster = start_cluster(certificate)
+    yield cluster
+    cluster.close()

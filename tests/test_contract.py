@@ -162,6 +162,7 @@ SERVERS = {
     "async-valkey": "valkey_server",
     "tls": "tls_server",
     "async-tls": "tls_server",
+    "tls-cluster": "tls_cluster",
 }
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "make_certificate",
     "missing",
     "start_cluster",
+    "tls_args",
     "start_sentinel",
 ]
 
@@ -74,14 +75,21 @@ def missing(*binaries: str) -> str | None:
 
 
 class Cluster:
-    """Three redis-server primaries (no replicas) joined into one Redis Cluster."""
+    """Three redis-server primaries (no replicas) joined into one Redis Cluster; with
+    ``tls_ports`` and ``ca``, one that clients reach over TLS (its bus is TLS too)."""
 
-    def __init__(self, nodes: list[RedisServer]) -> None:
+    def __init__(
+        self, nodes: list[RedisServer], tls_ports: list[int] | None = None, ca: Path | None = None
+    ) -> None:
         self.nodes = nodes
+        self.tls_ports = tls_ports
+        self.ca = ca
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        if self.tls_ports is None:
+            return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        return f"rediss+cluster://127.0.0.1:{self.tls_ports[0]}?ssl_ca_certs={self.ca}"
 
     def wait_ok(self, wait: float = 20.0) -> None:
         """Return once every node says cluster_state:ok."""
@@ -105,23 +113,45 @@ def _cluster_port() -> int:
     return port
 
 
-def start_cluster() -> Cluster:
+def tls_args(cert: Path, key: Path) -> list[str]:
+    """redis-server options for TLS with ``cert`` (self-signed, so also the CA)."""
+    return [
+        *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+        *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+    ]
+
+
+def start_cluster(certificate: tuple[Path, Path] | None = None) -> Cluster:
+    """A running 3-primary cluster; over TLS when given ``(cert, key)``."""
     executable = find_redis_server()
     assert executable is not None
     # A short node timeout so a lost primary turns into CLUSTERDOWN within seconds.
     args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+    tls_ports = None
+    if certificate is not None:
+        tls_ports = [_cluster_port() for _ in range(3)]
+        args += [*tls_args(*certificate), "--tls-cluster", "yes"]
     nodes = [
-        RedisServer(executable, _cluster_port(), [*args, "--cluster-port", str(_free_port())])
-        for _ in range(3)
+        RedisServer(
+            executable,
+            _cluster_port(),
+            [*args, "--cluster-port", str(_free_port())]
+            + (["--tls-port", str(tls_ports[i])] if tls_ports else []),
+        )
+        for i in range(3)
     ]
-    cluster = Cluster(nodes)
+    cluster = Cluster(nodes, tls_ports, certificate[0] if certificate else None)
+    create = ["redis-cli", "--cluster", "create"]
+    if certificate is not None and tls_ports is not None:
+        create = ["redis-cli", "--tls", "--cacert", str(certificate[0]), "--cluster", "create"]
+        addresses = [f"127.0.0.1:{port}" for port in tls_ports]
+    else:
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
     try:
         for node in nodes:
             node.start()
         subprocess.run(
-            ["redis-cli", "--cluster", "create"]
-            + [f"127.0.0.1:{n.port}" for n in nodes]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            [*create, *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=60,
