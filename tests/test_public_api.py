@@ -28,6 +28,9 @@ MODULES = [
     "lembro.starlette",
     "lembro.django",
     "lembro.redis",
+    "lembro.redis.core",
+    "lembro.redis.sync",
+    "lembro.redis.asyncio",
 ]
 
 

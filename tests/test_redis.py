@@ -721,3 +721,25 @@ def test_a_full_redis_under_noeviction_is_store_unavailable(own_server: RedisSer
         finally:
             raw.config_set("maxmemory", 0)
         store.set(new_session_id(), {"a": 3})
+
+
+def test_a_sentinel_url_carries_the_servers_credentials(redis_sentinel: SentinelSetup) -> None:
+    port = redis_sentinel.sentinel_port
+    with redis.Redis(port=redis_sentinel.primary_port()) as raw:
+        raw.acl_setuser(
+            "lembro-user", enabled=True, passwords=["+s3cret"], commands=["+@all"], keys=["*"]
+        )
+    try:
+        url = f"redis+sentinel://lembro-user:s3cret@127.0.0.1:{port}/{SERVICE}/0"
+        with RedisStore(url, prefix=unique_prefix()) as store:
+            sid = new_session_id()
+            store.set(sid, {"a": 1})
+            assert store.get(sid) == {"a": 1}
+            assert store.client.acl_whoami() == "lembro-user"
+            store.clear()
+        wrong = f"redis+sentinel://lembro-user:wrong@127.0.0.1:{port}/{SERVICE}/0"
+        with RedisStore(wrong) as store, pytest.raises(StoreUnavailable):
+            store.get(new_session_id())
+    finally:
+        with redis.Redis(port=redis_sentinel.primary_port()) as raw:
+            raw.acl_deluser("lembro-user")

@@ -27,7 +27,7 @@ from ..ids import redact
 from ..protocol import Stats
 from ..serializers import Serializer, dumps_session, get_serializer, loads_session
 
-__all__ = ["SEPARATOR", "SCAN_COUNT", "OnUnavailable", "RedisCore"]
+__all__ = ["SCAN_COUNT", "SEPARATOR", "Command", "OnUnavailable", "RedisCore"]
 
 log = logging.getLogger("lembro")
 
@@ -108,7 +108,7 @@ def _library_errors(names: Iterable[str]) -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
-def client_library() -> ModuleType:
+def _client_library() -> ModuleType:
     """redis-py if installed, else valkey-py (their APIs match); the root module."""
     for library in _CLIENT_LIBRARIES:
         try:
@@ -235,7 +235,7 @@ class RedisCore:
     def _connect(self, url: str, asynchronous: bool) -> object:
         """A client for ``url``: redis://, rediss://, unix://, redis+cluster://,
         rediss+cluster://, or redis+sentinel://host:port[,host:port...]/service[/db]."""
-        lib = client_library()
+        lib = _client_library()
         scheme, _, rest = url.partition("://")
         flavour = lib.asyncio if asynchronous else lib
         retry_module = lib.asyncio.retry if asynchronous else lib.retry
