@@ -63,6 +63,7 @@ _UNAVAILABLE_NAMES = (
     "MasterDownError",
 )
 _CLIENT_LIBRARIES = ("redis", "valkey")
+_URL_FORMS = "a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
 # Operations that must not report success they did not have: a logout whose record may
 # still be live, a clear that may have left sessions, numbers that would be made up.
 _FAIL_CLOSED = frozenset({"destroy", "clear", "stats"})
@@ -189,10 +190,8 @@ class RedisCore:
         connect_timeout: float = 2.0,
         on_unavailable: OnUnavailable = "raise",
     ) -> None:
-        # A client from a URL opens its connections on first use, so an asyncio store can
-        # be built outside an event loop.
         if not isinstance(url, str) or not url:
-            raise InvalidOption("url", url, "a redis://, rediss:// or unix:// URL")
+            raise InvalidOption("url", url, _URL_FORMS)
         if not isinstance(prefix, str) or not prefix.endswith(SEPARATOR):
             # An empty prefix would make clear() delete every key in the database; one
             # without the separator could be the start of another store's prefix.
@@ -235,6 +234,8 @@ class RedisCore:
     def _connect(self, url: str, asynchronous: bool) -> object:
         """A client for ``url``: redis://, rediss://, unix://, redis+cluster://,
         rediss+cluster://, or redis+sentinel://host:port[,host:port...]/service[/db]."""
+        # Clients open their connections on first use (a sync cluster client excepted), so
+        # an asyncio store can be built outside an event loop.
         lib = _client_library()
         scheme, _, rest = url.partition("://")
         flavour = lib.asyncio if asynchronous else lib
@@ -260,9 +261,7 @@ class RedisCore:
         if scheme == "redis+sentinel":
             return self._sentinel_master(flavour, rest, options)
         if scheme not in ("redis", "rediss", "unix"):
-            raise InvalidOption(
-                "url", url, "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
-            )
+            raise InvalidOption("url", url, _URL_FORMS)
         return flavour.Redis.from_url(url, **options)
 
     def _sentinel_master(self, flavour: ModuleType, rest: str, options: dict[str, Any]) -> object:
