@@ -588,9 +588,14 @@ def test_ready_clients_of_every_kind_are_accepted(
         sentinel_client.close()
 
     async def main() -> None:
+        import redis.asyncio.sentinel
+
+        watcher = redis.asyncio.sentinel.Sentinel([("127.0.0.1", redis_sentinel.sentinel_port)])
         for client in [
             redis.asyncio.RedisCluster(host="127.0.0.1", port=port),
+            watcher.master_for(SERVICE),
             valkey.asyncio.Valkey.from_url(valkey_server.url),
+            valkey.asyncio.ValkeyCluster(host="127.0.0.1", port=port),
         ]:
             store = AsyncRedisStore(client=client, prefix=unique_prefix())
             sid = new_session_id()
@@ -598,6 +603,8 @@ def test_ready_clients_of_every_kind_are_accepted(
             assert await store.get(sid) == {"a": 1}
             await store.clear()
             await client.aclose()
+        for watcher_client in watcher.sentinels:
+            await watcher_client.aclose()
 
     asyncio.run(main())
 
