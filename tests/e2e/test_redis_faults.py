@@ -35,13 +35,25 @@ def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> Non
     pytest.fail(f"{what}: not within {limit}s")
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A Redis Cluster for this test alone, free to lose a node."""
+@pytest.fixture(scope="module")
+def fault_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster for this module's fault tests, apart from the contract suite's."""
     require_binaries("redis-server", "redis-cli")
     c = start_cluster()
     yield c
     c.close()
+
+
+@pytest.fixture
+def cluster(fault_cluster: Cluster) -> Iterator[Cluster]:
+    """The fault cluster, free to lose a node: whole again after each test."""
+    yield fault_cluster
+    for node in fault_cluster.nodes:
+        if node.process is None or node.process.poll() is not None:
+            node.start()
+        else:
+            node.resume()
+    fault_cluster.wait_ok()
 
 
 def session_on(store: RedisStore, node: RedisServer) -> str:
@@ -93,6 +105,7 @@ def test_a_hung_cluster_primary_times_out_instead_of_hanging(cluster: Cluster) -
     finally:
         victim.resume()
     eventually(lambda: store.get(sid) == {"a": 1}, "the store recovers")
+    store.clear()
     store.close()
 
 
