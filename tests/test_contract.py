@@ -160,6 +160,7 @@ SERVERS = {
     "async-sentinel": "redis_sentinel",
     "valkey": "valkey_server",
     "async-valkey": "valkey_server",
+    "valkey-url": "valkey_server",  # a Valkey server through the store's own redis-py client
     "tls": "tls_server",
     "async-tls": "tls_server",
     "tls-cluster": "tls_cluster",
