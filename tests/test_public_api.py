@@ -29,6 +29,9 @@ MODULES = [
     "lembro.django",
     "lembro.litestar",
     "lembro.redis",
+    "lembro.redis.core",
+    "lembro.redis.sync",
+    "lembro.redis.asyncio",
 ]
 
 

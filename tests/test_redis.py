@@ -24,7 +24,8 @@ from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, Stor
 from lembro.ids import new_session_id, redact
 
 from .conftest import start_redis_server
-from .redis_server import RedisServer
+from .redis_server import RedisServer, find_redis_server
+from .topologies import SERVICE, Cluster, SentinelSetup
 
 T = TypeVar("T")
 
@@ -98,7 +99,7 @@ def test_import_lembro_does_not_import_redis() -> None:
         "import sys, lembro\n"
         "assert 'redis' not in sys.modules, 'import lembro imported redis'\n"
         "assert 'lembro.redis' not in sys.modules\n"
-        "lembro.RedisStore\n"
+        "lembro.RedisStore('redis://127.0.0.1:1/0')\n"
         "assert 'redis' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -405,8 +406,10 @@ def test_empty_mode_reads_nothing_drops_writes_and_recovers(
         assert sid not in store
         assert store.all() == {}
         assert len(store) == 0
-        store.destroy(sid)
-        store.clear()
+        with pytest.raises(StoreUnavailable):  # a logout is never reported done
+            store.destroy(sid)
+        with pytest.raises(StoreUnavailable):
+            store.clear()
         with pytest.raises(StoreUnavailable):  # monitoring sees the outage
             store.stats()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -449,3 +452,314 @@ def test_async_store_faults(own_server: RedisServer, caplog: pytest.LogCaptureFi
     asyncio.run(main())
     assert redact(sid) in caplog.text
     assert sid not in caplog.text
+
+
+@pytest.mark.parametrize("on_unavailable", ["raise", "empty"])
+def test_logout_during_an_outage_fails_instead_of_leaving_the_session_valid(
+    own_server: RedisServer, on_unavailable: str
+) -> None:
+    store = RedisStore(own_server.url, on_unavailable=on_unavailable)  # type: ignore[arg-type]
+    sid = new_session_id()
+    store.set(sid, {"user": "alice"})
+    with redis.Redis.from_url(own_server.url) as raw:
+        raw.save()  # the record outlives the outage, as on a Redis with persistence
+    own_server.kill()
+    with pytest.raises(StoreUnavailable):
+        finishes(lambda: store.destroy(sid))
+    own_server.start()
+    assert store.get(sid) == {"user": "alice"}  # the logout did not happen, and said so
+    assert store.destroy(sid) is True
+    store.close()
+
+
+def test_async_logout_during_an_outage_fails_in_empty_mode(own_server: RedisServer) -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(own_server.url, on_unavailable="empty")
+        sid = new_session_id()
+        await store.set(sid, {"user": "alice"})
+        own_server.kill()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.destroy(sid), 30)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.clear(), 30)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_write_to_a_former_primary_now_replica_is_store_unavailable(
+    own_server: RedisServer, redis_server: RedisServer
+) -> None:
+    # After a failover the old primary is a read-only replica: its ReadOnlyError is an
+    # outage to the store, not a raw redis-py error.
+    store = RedisStore(own_server.url)
+    with redis.Redis.from_url(own_server.url) as raw:
+        raw.replicaof("127.0.0.1", redis_server.port)
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                store.set(new_session_id(), {"a": 1})
+            assert isinstance(info.value.__cause__, redis.exceptions.ReadOnlyError)
+            with pytest.raises(StoreUnavailable):
+                store.destroy(new_session_id())
+        finally:
+            raw.replicaof("NO", "ONE")
+    store.set(new_session_id(), {"a": 1})  # a primary again: the store works on its own
+    store.close()
+
+
+def test_a_prefix_does_not_see_or_clear_a_longer_prefixs_sessions(
+    redis_server: RedisServer,
+) -> None:
+    base = unique_prefix()
+    app, admin = (
+        RedisStore(redis_server.url, prefix=base),
+        RedisStore(redis_server.url, prefix=base + "admin:"),
+    )
+    mine, theirs = new_session_id(), new_session_id()
+    app.set(mine, {"who": "user"})
+    admin.set(theirs, {"who": "admin"})
+    assert app.all() == {mine: {"who": "user"}}
+    assert len(app) == 1
+    app.clear()
+    assert admin.get(theirs) == {"who": "admin"}
+    assert len(admin) == 1
+    admin.clear()
+
+
+@pytest.mark.parametrize("prefix", ["app", "lembro", "app:admin", ""])
+def test_a_prefix_without_the_separator_is_refused(prefix: str) -> None:
+    for cls in (RedisStore, AsyncRedisStore):
+        with pytest.raises(InvalidOption) as info:
+            cls("redis://127.0.0.1:1/0", prefix=prefix)
+        assert info.value.name == "prefix"
+
+
+def test_a_session_id_with_the_separator_is_refused_before_anything_is_sent(
+    store: RedisStore,
+) -> None:
+    with pytest.raises(InvalidOption):
+        store.set("admin:" + new_session_id(), {"a": 1})
+    assert store.get("admin:x") is None
+    assert len(store) == 0
+
+
+def test_many_sessions_on_a_cluster_span_every_primary_without_crossslot(
+    redis_cluster: Cluster,
+) -> None:
+    with RedisStore(redis_cluster.url, prefix=unique_prefix()) as store:
+        sids = [new_session_id() for _ in range(1300)]  # several batches, every slot range
+        for i, sid in enumerate(sids):
+            store.set(sid, {"i": i})
+        nodes = {store.client.get_node_from_key(store.prefix + s).port for s in sids}
+        assert len(nodes) == 3
+        assert len(store) == 1300
+        everything = store.all()
+        assert len(everything) == 1300
+        assert everything[sids[7]] == {"i": 7}
+        assert store.stats().sessions == 1300
+        store.clear()
+        assert len(store) == 0
+
+
+def test_ready_clients_of_every_kind_are_accepted(
+    redis_cluster: Cluster, redis_sentinel: SentinelSetup, valkey_server: RedisServer
+) -> None:
+    import redis.asyncio
+    import redis.cluster
+    import redis.sentinel
+    import valkey
+    import valkey.asyncio
+
+    port = redis_cluster.nodes[0].port
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", redis_sentinel.sentinel_port)])
+    sync_clients = [
+        redis.cluster.RedisCluster(host="127.0.0.1", port=port),
+        sentinel.master_for(SERVICE),
+        valkey.Valkey.from_url(valkey_server.url),
+        valkey.ValkeyCluster(host="127.0.0.1", port=port),
+    ]
+    for client in sync_clients:
+        with RedisStore(client=client, prefix=unique_prefix()) as store:
+            sid = new_session_id()
+            store.set(sid, {"via": type(client).__name__})
+            assert store.get(sid) == {"via": type(client).__name__}
+            store.clear()
+        client.close()
+    for sentinel_client in sentinel.sentinels:
+        sentinel_client.close()
+
+    async def main() -> None:
+        import redis.asyncio.sentinel
+
+        watcher = redis.asyncio.sentinel.Sentinel([("127.0.0.1", redis_sentinel.sentinel_port)])
+        for client in [
+            redis.asyncio.RedisCluster(host="127.0.0.1", port=port),
+            watcher.master_for(SERVICE),
+            valkey.asyncio.Valkey.from_url(valkey_server.url),
+            valkey.asyncio.ValkeyCluster(host="127.0.0.1", port=port),
+        ]:
+            store = AsyncRedisStore(client=client, prefix=unique_prefix())
+            sid = new_session_id()
+            await store.set(sid, {"a": 1})
+            assert await store.get(sid) == {"a": 1}
+            await store.clear()
+            await client.aclose()
+        for watcher_client in watcher.sentinels:
+            await watcher_client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_client_of_the_other_kind_is_refused(redis_server: RedisServer) -> None:
+    sync_client = redis.Redis.from_url(redis_server.url)
+    async_client = redis.asyncio.Redis.from_url(redis_server.url)
+    with pytest.raises(InvalidOption):
+        RedisStore(client=async_client)
+    with pytest.raises(InvalidOption):
+        AsyncRedisStore(client=sync_client)
+    sync_client.close()
+    asyncio.run(async_client.aclose())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/", "redis+sentinel://127.0.0.1:26379", "redis+sentinel:///service"],
+)
+def test_a_url_the_store_cannot_use_is_refused(url: str) -> None:
+    with pytest.raises(InvalidOption) as info:
+        RedisStore(url)
+    assert info.value.name == "url"
+
+
+def test_a_unix_socket_url_works(tmp_path: Any) -> None:
+    executable = find_redis_server()
+    assert executable is not None
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(executable, args=["--unixsocket", str(socket_path)])
+    server.start()
+    try:
+        with RedisStore(f"unix://{socket_path}") as store:
+            sid = new_session_id()
+            store.set(sid, {"over": "unix"})
+            assert store.get(sid) == {"over": "unix"}
+            assert repr(store).startswith(f"<RedisStore unix://{socket_path}")
+    finally:
+        server.close()
+
+
+def test_urls_work_through_valkey_py_when_redis_py_is_missing(valkey_server: RedisServer) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "from lembro import RedisStore\n"
+        f"store = RedisStore({valkey_server.url!r}, prefix='lembro-test:valkey-only:')\n"
+        "store.set('abc', {'via': 'valkey-py'})\n"
+        "assert store.get('abc') == {'via': 'valkey-py'}\n"
+        "assert type(store.client).__module__.startswith('valkey'), type(store.client)\n"
+        "store.clear()\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_cluster_url_with_no_node_answering_is_store_unavailable() -> None:
+    # A sync cluster client asks for the slot map when built: that is an outage too.
+    with pytest.raises(StoreUnavailable):
+        RedisStore("redis+cluster://127.0.0.1:1", connect_timeout=0.5)
+
+
+def test_valkey_py_errors_are_store_unavailable_too(own_server: RedisServer) -> None:
+    import valkey
+
+    client = valkey.Valkey.from_url(own_server.url, socket_timeout=1.0)
+    store = RedisStore(client=client, on_unavailable="empty")
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    own_server.kill()
+    assert finishes(lambda: store.get(sid)) is None  # read as empty, not a raw valkey error
+    with pytest.raises(StoreUnavailable) as info:
+        finishes(lambda: store.destroy(sid))
+    assert isinstance(info.value.__cause__, valkey.exceptions.ConnectionError)
+    client.close()
+
+
+def test_each_call_on_a_cluster_is_one_command_on_one_node(redis_cluster: Cluster) -> None:
+    raws = [redis.Redis(port=node.port) for node in redis_cluster.nodes]
+
+    def calls() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for raw in raws:
+            for name, n in command_calls(raw).items():
+                total[name] = total.get(name, 0) + n
+        total.pop("cluster|slots", None)
+        total.pop("cluster|shards", None)
+        return total
+
+    with RedisStore(redis_cluster.url, prefix=unique_prefix()) as store:
+        sid = new_session_id()
+        assert len(store) == 0  # SCANs every primary: each node's connection is made now
+        seen = []
+        for op in (
+            lambda: store.set(sid, {"a": 1}),
+            lambda: store.get(sid),
+            lambda: store.replace(sid, {"a": 2}),
+            lambda: store.touch(sid),
+            lambda: store.destroy(sid),
+        ):
+            before = calls()
+            op()
+            seen.append(delta(before, calls()))
+        store.clear()
+    assert seen == [{"set": 1}, {"get": 1}, {"set": 1}, {"pexpire": 1}, {"del": 1}]
+    for raw in raws:
+        raw.close()
+
+
+def test_a_full_redis_under_noeviction_is_store_unavailable(own_server: RedisServer) -> None:
+    with redis.Redis.from_url(own_server.url) as raw, RedisStore(own_server.url) as store:
+        sid = new_session_id()
+        store.set(sid, {"a": 1})
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)  # below what Redis already uses: every write is refused
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                store.set(new_session_id(), {"a": 2})
+            assert isinstance(info.value.__cause__, redis.exceptions.OutOfMemoryError)
+            assert store.get(sid) == {"a": 1}  # reads still work
+        finally:
+            raw.config_set("maxmemory", 0)
+        store.set(new_session_id(), {"a": 3})
+
+
+def test_a_sentinel_url_carries_the_servers_credentials(redis_sentinel: SentinelSetup) -> None:
+    port = redis_sentinel.sentinel_port
+    with redis.Redis(port=redis_sentinel.primary_port()) as raw:
+        raw.acl_setuser(
+            "lembro-user", enabled=True, passwords=["+s3cret"], commands=["+@all"], keys=["*"]
+        )
+    try:
+        url = f"redis+sentinel://lembro-user:s3cret@127.0.0.1:{port}/{SERVICE}/0"
+        with RedisStore(url, prefix=unique_prefix()) as store:
+            sid = new_session_id()
+            store.set(sid, {"a": 1})
+            assert store.get(sid) == {"a": 1}
+            assert store.client.acl_whoami() == "lembro-user"
+            store.clear()
+        wrong = f"redis+sentinel://lembro-user:wrong@127.0.0.1:{port}/{SERVICE}/0"
+        with RedisStore(wrong) as store, pytest.raises(StoreUnavailable):
+            store.get(new_session_id())
+    finally:
+        with redis.Redis(port=redis_sentinel.primary_port()) as raw:
+            raw.acl_deluser("lembro-user")
+
+
+def test_pickle_on_redis_needs_the_explicit_opt_in(redis_server: RedisServer) -> None:
+    """Whoever can write a Redis key could run code through pickle: refused unless trusted."""
+    with pytest.raises(InvalidOption, match="trust_pickle"):
+        RedisStore(redis_server.url, serializer="pickle")
+    with pytest.raises(InvalidOption, match="trust_pickle"):
+        AsyncRedisStore(redis_server.url, serializer="pickle")
+    with RedisStore(redis_server.url, serializer="pickle", trust_pickle=True) as store:
+        store.set("pickled", {"n": 1})
+        assert store.get("pickled") == {"n": 1}
+        store.destroy("pickled")

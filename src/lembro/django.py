@@ -128,7 +128,13 @@ def _redis_store(options: Mapping[str, Any], ttl: float, serializer: Any) -> Sto
             "LEMBRO['STORE'] = 'redis' needs lembro.RedisStore, which this installation "
             f"does not provide ({e}); install it with: pip install lembro[redis]"
         ) from e
-    return RedisStore(url, prefix=options.get("PREFIX", "lembro:"), ttl=ttl, serializer=serializer)
+    return RedisStore(
+        url,
+        prefix=options.get("PREFIX", "lembro:"),
+        ttl=ttl,
+        serializer=serializer,
+        trust_pickle=options.get("TRUST_PICKLE", False),
+    )
 
 
 def get_store() -> StoreProtocol:
