@@ -3,31 +3,28 @@
 Change ``from starlette.middleware.sessions import SessionMiddleware`` to
 ``from lembro.starlette import SessionMiddleware`` and the session data moves out of the
 cookie into a store (a :class:`lembro.MemoryStore` unless ``store=`` names another); the
-cookie keeps only the session id, signed with itsdangerous as Starlette signs its cookie.
+cookie keeps only the session id, signed with HMAC-SHA256 (see :mod:`lembro._cookies`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 try:
-    import itsdangerous
-    from itsdangerous.exc import BadSignature
     from starlette.datastructures import MutableHeaders, Secret
     from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on what is installed
-    raise ImportError(
-        "lembro.starlette needs Starlette and itsdangerous: pip install 'lembro[starlette]'"
-    ) from e
+    raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
+from ._cookies import CookieSigner, aregenerate
 from .errors import SerializationError
-from .ids import is_session_id, new_session_id, redact
+from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, as_async
+from .serializers import fingerprint
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -130,6 +127,8 @@ def regenerate(connection: HTTPConnection) -> None:
 
     Call it on login and on any change of privilege, so an id known before (planted or
     leaked) is worth nothing after. The data is kept; clear the session too on logout.
+    If the old record is gone by then (a logout in another request), the logout wins: no
+    record is written and the cookie is cleared.
     """
     session = connection.scope.get("session")
     if not isinstance(session, Session):
@@ -141,11 +140,13 @@ def regenerate(connection: HTTPConnection) -> None:
 class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` with the data kept in ``store``, not the cookie.
 
-    Same arguments as Starlette's; ``max_age`` (seconds) is both the cookie's lifetime and
-    the record's, and with ``max_age=None`` (a browser-session cookie) the record lives
-    the store's ``ttl`` seconds from the last request that carried the cookie. ``store``
-    is any :class:`~lembro.SessionStore` or :class:`~lembro.AsyncSessionStore`; a sync
-    store that may block runs in a worker thread, so the event loop never waits on it.
+    Same arguments as Starlette's, plus ``secret_key_fallbacks`` (older keys whose
+    cookies are still accepted and signed anew with ``secret_key``); ``max_age``
+    (seconds) is both the cookie's lifetime and the record's, and with ``max_age=None``
+    (a browser-session cookie) the record lives the store's ``ttl`` seconds from the
+    last request that carried the cookie. ``store`` is any :class:`~lembro.SessionStore`
+    or :class:`~lembro.AsyncSessionStore`; a sync store that may block runs in a worker
+    thread, so the event loop never waits on it.
 
     Concurrent requests of one session each load it, and the last to write wins, as with
     any server-side session store; a record destroyed meanwhile (logout, regenerate) is
@@ -165,9 +166,10 @@ class SessionMiddleware:
         partitioned: bool = False,
         *,
         store: SessionStore | AsyncSessionStore | None = None,
+        secret_key_fallbacks: Sequence[str | Secret] = (),
     ) -> None:
         self.app = app
-        self.signer = itsdangerous.TimestampSigner(str(secret_key))
+        self.signer = CookieSigner(str(secret_key), [str(key) for key in secret_key_fallbacks])
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.path = path
@@ -189,8 +191,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        sid, data = await self._load(HTTPConnection(scope))
-        loaded = copy.deepcopy(data)  # what the store holds, to tell a change from a re-set
+        sid, cookie, data = await self._load(HTTPConnection(scope))
+        # What the store holds, as bytes, to tell a change (a nested one too) from a re-set.
+        loaded = fingerprint(data) if data else None
         scope["session"] = Session(data)
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
@@ -200,33 +203,40 @@ class SessionMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                await self._commit(scope["session"], sid, loaded, MutableHeaders(scope=message))
+                headers = MutableHeaders(scope=message)
+                await self._commit(scope["session"], sid, cookie, loaded, headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _load(self, connection: HTTPConnection) -> tuple[str | None, dict[str, Any]]:
-        """The session id and data a request's cookie names; ``(None, {})`` for any other."""
+    async def _load(
+        self, connection: HTTPConnection
+    ) -> tuple[str | None, str | None, dict[str, Any]]:
+        """The session id, the cookie value to send back for it (``None`` when it must be
+        signed anew) and the data a request's cookie names; ``(None, None, {})`` for any
+        other cookie."""
         cookie = connection.cookies.get(self.session_cookie)
         if cookie is None:
-            return None, {}
-        try:
-            sid = self.signer.unsign(cookie.encode(), max_age=self.max_age).decode("ascii")
-        except (BadSignature, UnicodeError):
-            return None, {}
-        if not is_session_id(sid):
-            return None, {}
+            return None, None, {}
+        sid, resign = self.signer.unsign(cookie)
+        if sid is None:
+            return None, None, {}
         try:
             data = await self._store.get(sid)
         except SerializationError:
             log.warning("session %s cannot be read back; starting a new one", redact(sid))
-            return None, {}
+            return None, None, {}
         if not data:  # unknown or expired: never adopted, a new id is made on write
-            return None, {}
-        return sid, data
+            return None, None, {}
+        return sid, None if resign else cookie, data
 
     async def _commit(
-        self, session: Any, sid: str | None, loaded: dict[str, Any], headers: MutableHeaders
+        self,
+        session: Any,
+        sid: str | None,
+        cookie: str | None,
+        loaded: object,
+        headers: MutableHeaders,
     ) -> None:
         """Write what changed to the store and the cookie, as the response starts."""
         if not isinstance(session, Session):  # the app replaced it: take it as written
@@ -240,32 +250,38 @@ class SessionMiddleware:
                 await self._store.destroy(sid)
                 headers.append("Set-Cookie", self._cookie("null", _CLEARED))
             return
-        changed = session.accessed and data != loaded
-        if not (changed or session.modified or session._regenerate):
+        changed = session.accessed and fingerprint(data) != loaded
+        if not (changed or session.modified or session._regenerate or cookie is None):
             # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
-            # record may slide; with max_age it ends when the cookie's signature does.
+            # record may slide; with max_age it ends when the cookie does.
             if sid is not None and self.max_age is None:
                 await self._store.touch(sid)
             return
         if sid is not None and session._regenerate:
-            await self._store.destroy(sid)
-            sid = None
-        fresh = sid is None
-        sid = sid or new_session_id()
-        if self._persist:
-            if fresh:
-                await self._store.set(sid, data, self._ttl)
-            elif not await (
-                self._store.replace(sid, data, self._ttl)
-                if changed
-                else self._store.touch(sid, self._ttl)
-            ):
-                # Destroyed since it was loaded (a logout or a regenerate in another
-                # request): it stays destroyed, this request's changes go with it, and the
-                # cookie is left as the other request set it.
+            sid = await aregenerate(self._store, sid, data, self._ttl) if self._persist else None
+            if sid is None:  # logged out meanwhile: the logout wins
+                headers.append("Set-Cookie", self._cookie("null", _CLEARED))
                 return
+            cookie = None
+        elif sid is None:
+            sid = new_session_id()
+            if self._persist:
+                await self._store.set(sid, data, self._ttl)
+        elif self._persist and not await (
+            self._store.replace(sid, data, self._ttl)
+            if changed
+            else self._store.touch(sid, self._ttl)
+        ):
+            # Destroyed since it was loaded (a logout or a regenerate in another request):
+            # it stays destroyed, this request's changes go with it, and the cookie is left
+            # as the other request set it.
+            return
+        if cookie is None:
+            cookie = self.signer.sign(sid)
+        elif self.max_age is None:
+            return  # same id, a cookie that ends with the browser: nothing to re-send
         lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
-        headers.append("Set-Cookie", self._cookie(self.signer.sign(sid).decode(), lifetime))
+        headers.append("Set-Cookie", self._cookie(cookie, lifetime))
 
     def _cookie(self, value: str, lifetime: str) -> str:
         return f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
