@@ -30,6 +30,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
     app = Flask("lembro.demo")
     app.secret_key = secret_key or new_session_id()
     app.config["SESSION_REFRESH_EACH_REQUEST"] = True
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     if store is None:
         store = MemoryStore("4M", 5.0)
     Lembro(app, store)

@@ -312,6 +312,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             )
             return
         store.purge()
+        if type(store).__module__.startswith("lembro.redis"):
+            sys.stderr.write(
+                "lembro: Redis removes expired sessions itself; nothing was left to purge.\n"
+            )
 
     def _get_new_session_key(self) -> str:
         """A new 256-bit key that no live session holds."""

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 import lembro.flask
 from lembro import MemoryStore, RedisStore
-from lembro.protocol import SessionStore
+from lembro.protocol import SessionStore, as_async
 from lembro.starlette import SessionMiddleware, regenerate
 from tests.redis_server import RedisServer
 from tests.test_django import configure_django
@@ -121,24 +121,27 @@ def test_flask_regenerate_of_a_live_session_moves_it(any_store: SessionStore) ->
 def test_starlette_regenerate_after_a_logout_writes_nothing_and_clears_the_cookie(
     any_store: SessionStore,
 ) -> None:
+    store = as_async(any_store)  # the middleware's own face of the store, closed below
+
     async def start(request: Request) -> PlainTextResponse:
         request.session["cart"] = ["book"]
         return PlainTextResponse("ok")
 
-    def login(request: Request) -> PlainTextResponse:
-        old = next(iter(any_store.all()))
+    async def login(request: Request) -> PlainTextResponse:
+        old = request.cookies["session"].partition(".")[0]
         regenerate(request)
         request.session["user"] = "alice"
-        any_store.destroy(old)  # request B's logout, while A runs
+        assert await store.destroy(old)  # request B's logout, while A runs
         return PlainTextResponse("ok")
 
     app = Starlette(
         routes=[Route("/start", start), Route("/login", login)],
-        middleware=[Middleware(SessionMiddleware, secret_key=SECRET, store=any_store)],
+        middleware=[Middleware(SessionMiddleware, secret_key=SECRET, store=store)],
     )
     with TestClient(app) as client:  # one event loop, as a server has
         client.get("/start")
         response = client.get("/login")
+        client.portal.call(store.close)
     assert _live_data(any_store) == []
     assert response.headers["set-cookie"].startswith("session=null;")
     assert "expires=Thu, 01 Jan 1970" in response.headers["set-cookie"]
