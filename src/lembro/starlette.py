@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 try:
-    from starlette.datastructures import MutableHeaders, Secret
+    from starlette.datastructures import Secret
     from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on what is installed
@@ -191,7 +191,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        sid, cookie, data = await self._load(HTTPConnection(scope))
+        sid, cookie, data = await self._load(_cookie_value(scope, self.session_cookie))
         # What the store holds, as bytes, to tell a change (a nested one too) from a re-set.
         loaded = fingerprint(data) if data else None
         scope["session"] = Session(data)
@@ -202,20 +202,16 @@ class SessionMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                headers = MutableHeaders(scope=message)
+                headers = message["headers"] = list(message.get("headers", ()))
                 await self._commit(scope["session"], sid, cookie, loaded, headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _load(
-        self, connection: HTTPConnection
-    ) -> tuple[str | None, str | None, dict[str, Any]]:
+    async def _load(self, cookie: str | None) -> tuple[str | None, str | None, dict[str, Any]]:
         """The session id, the cookie value to send back for it (``None`` when it must be
-        signed anew) and the data a request's cookie names; ``(None, None, {})`` for any
-        other cookie."""
-        cookie = connection.cookies.get(self.session_cookie)
+        signed anew) and the data the request's session cookie names; ``(None, None,
+        {})`` for any other cookie."""
         if cookie is None:
             return None, None, {}
         sid, resign = self.signer.unsign(cookie)
@@ -236,19 +232,19 @@ class SessionMiddleware:
         sid: str | None,
         cookie: str | None,
         loaded: object,
-        headers: MutableHeaders,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Write what changed to the store and the cookie, as the response starts."""
         if not isinstance(session, Session):  # the app replaced it: take it as written
             session = Session(session)
             session.mark_modified()
         if session.accessed:
-            headers.add_vary_header("Cookie")
+            _vary_on_cookie(headers)
         data = dict.copy(session)
         if not data:
             if sid is not None:  # a stored session is never empty: this one was emptied
                 await self._store.destroy(sid)
-                headers.append("Set-Cookie", self._cookie("null", _CLEARED))
+                headers.append(self._cookie("null", _CLEARED))
             return
         changed = session.accessed and fingerprint(data) != loaded
         if not (changed or session.modified or session._regenerate or cookie is None):
@@ -260,7 +256,7 @@ class SessionMiddleware:
         if sid is not None and session._regenerate:
             sid = await aregenerate(self._store, sid, data, self._ttl) if self._persist else None
             if sid is None:  # logged out meanwhile: the logout wins
-                headers.append("Set-Cookie", self._cookie("null", _CLEARED))
+                headers.append(self._cookie("null", _CLEARED))
                 return
             cookie = None
         elif sid is None:
@@ -281,7 +277,33 @@ class SessionMiddleware:
         elif self.max_age is None:
             return  # same id, a cookie that ends with the browser: nothing to re-send
         lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
-        headers.append("Set-Cookie", self._cookie(cookie, lifetime))
+        headers.append(self._cookie(cookie, lifetime))
 
-    def _cookie(self, value: str, lifetime: str) -> str:
-        return f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
+    def _cookie(self, value: str, lifetime: str) -> tuple[bytes, bytes]:
+        """A ``Set-Cookie`` header, as Starlette's middleware writes it."""
+        cookie = f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
+        return b"set-cookie", cookie.encode("latin-1")
+
+
+def _cookie_value(scope: Scope, name: str) -> str | None:
+    """The value of the cookie ``name`` in the request's first ``Cookie`` header, the last
+    of several, as Starlette's ``request.cookies`` finds it; ``None`` when absent."""
+    for key, raw in scope["headers"]:
+        if key == b"cookie":
+            found = None
+            for chunk in raw.decode("latin-1").split(";"):
+                key_text, _, value = chunk.partition("=")
+                if key_text.strip() == name:
+                    found = value.strip()
+            return found
+    return None
+
+
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header, or add the header."""
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == b"vary":
+            if b"cookie" not in value.lower():
+                headers[index] = (key, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))
