@@ -204,20 +204,8 @@ class LembroSessionInterface(SessionInterface):
         # Flask calls this with no session at all when open_session raised.
         if not isinstance(session, LembroSession):
             return
-        name = self.get_cookie_name(app)
-        cookie: dict[str, Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": self.get_cookie_samesite(app),
-        }
-        partitioned = self.get_cookie_partitioned(app)
-        if partitioned:  # only then: Werkzeug < 3.0 has no such argument
-            cookie["partitioned"] = True
-
         if session.accessed:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
 
         old_sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
@@ -225,8 +213,7 @@ class LembroSessionInterface(SessionInterface):
             if old_sid is not None and session.modified:
                 self.store.destroy(old_sid)
                 session.sid = None
-                response.delete_cookie(name, **cookie)
-                response.vary.add("Cookie")
+                self._delete_cookie(app, response)
             return
 
         resend = session.permanent and (
@@ -240,8 +227,7 @@ class LembroSessionInterface(SessionInterface):
             new_sid = _regenerate(self.store, old_sid, dict(session))
             if new_sid is None:  # logged out meanwhile: the logout wins
                 session.sid = None
-                response.delete_cookie(name, **cookie)
-                response.vary.add("Cookie")
+                self._delete_cookie(app, response)
                 return
             sid = session.sid = new_sid
             session._cookie = None
@@ -268,8 +254,39 @@ class LembroSessionInterface(SessionInterface):
             value = session._cookie = signer.sign(sid)
         elif not resend:
             return
-        response.set_cookie(name, value, expires=self.get_expiration_time(app, session), **cookie)
-        response.vary.add("Cookie")
+        response.set_cookie(
+            self.get_cookie_name(app),
+            value,
+            expires=self.get_expiration_time(app, session),
+            **self._cookie_options(app),
+        )
+        _vary_on_cookie(response)
+
+    def _cookie_options(self, app: Flask) -> dict[str, Any]:
+        """The cookie's attributes from the app's ``SESSION_COOKIE_*`` settings."""
+        options: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "httponly": self.get_cookie_httponly(app),
+            "samesite": self.get_cookie_samesite(app),
+        }
+        if self.get_cookie_partitioned(app):  # only then: Werkzeug < 3.0 has no such argument
+            options["partitioned"] = True
+        return options
+
+    def _delete_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
+        _vary_on_cookie(response)
+
+
+def _vary_on_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")`` without building werkzeug's header set each time."""
+    vary = response.headers.get("Vary")
+    if vary is None:
+        response.headers["Vary"] = "Cookie"
+    elif "cookie" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Cookie"
 
 
 def regenerate() -> None:

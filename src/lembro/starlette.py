@@ -246,8 +246,10 @@ class SessionMiddleware:
                 await self._store.destroy(sid)
                 headers.append(self._cookie("null", _CLEARED))
             return
-        changed = session.accessed and fingerprint(data) != loaded
-        if not (changed or session.modified or session._regenerate or cookie is None):
+        # Written through the session's own methods: written back, no need to compare.
+        # Otherwise a read may still have changed a nested value: compare the bytes.
+        changed = session.modified or (session.accessed and fingerprint(data) != loaded)
+        if not (changed or session._regenerate or cookie is None):
             # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
             # record may slide; with max_age it ends when the cookie does.
             if sid is not None and self.max_age is None:
