@@ -50,7 +50,7 @@ NONE = "no sessions"
 LEMBRO = "lembro"
 
 
-# ---- drivers: one client, its cookie kept between requests --------------------------------
+# ---- drivers: one client, its cookie kept between requests ----
 
 
 def _cookie_from(set_cookie: str) -> str | None:
@@ -172,7 +172,7 @@ def _wsgi_case(app: Any) -> Case[int]:
     return Case(prepare=lambda n: n, run=batch)
 
 
-# ---- the apps -------------------------------------------------------------------------------
+# ---- the apps ----
 
 
 def starlette_app(kind: str) -> Any:
@@ -330,7 +330,7 @@ def django_app(kind: str) -> tuple[Any, str]:
         return WSGIHandler(), "/"
 
 
-# ---- in-process tables ------------------------------------------------------------------------
+# ---- in-process tables ----
 
 
 def _cost_rows(timings: Any, names: list[str]) -> tuple[Row, Row]:
@@ -391,7 +391,7 @@ def _path_case(app: Any, path: str) -> Case[int]:
     return Case(prepare=lambda n: n, run=batch)
 
 
-# ---- real servers -------------------------------------------------------------------------------
+# ---- real servers ----
 
 
 def _free_port() -> int:
@@ -511,7 +511,7 @@ def _servers(config: Config) -> Table:
     return table
 
 
-# ---- the section ----------------------------------------------------------------------------------
+# ---- the section ----
 
 
 def _target(table: Table, framework: str, bound: float, goal: str) -> Target:

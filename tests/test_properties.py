@@ -10,6 +10,7 @@ session, and its id is never adopted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import math
 import re
@@ -493,10 +494,11 @@ cookie_cases = st.one_of(raw_cookies, crafted_cookies)
 
 
 def _hmac_cookie(sid: str, secret: str) -> str:
-    """The signed cookie README describes (the id, a dot, HMAC-SHA256 of the id under
-    HMAC-SHA256(secret, "lembro.session-id")), computed here independently of lembro."""
+    """The signed cookie README describes (the id, a dot, keyed BLAKE2b-256 of the id
+    under HMAC-SHA256(secret, "lembro.session-id")), computed here independently of lembro."""
     key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
-    tag = base64.urlsafe_b64encode(hmac.digest(key, sid.encode(), "sha256")).rstrip(b"=")
+    digest = hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()
+    tag = base64.urlsafe_b64encode(digest).rstrip(b"=")
     return f"{sid}.{tag.decode()}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import hashlib
 import hmac
 import re
 import runpy
@@ -140,19 +141,20 @@ def cookie_sid(response: Any, secret: str = SECRET) -> str:
     if match[1] == "null":  # a cleared cookie
         return "null"
     sid = match[1].partition(".")[0]
-    assert match[1] == hmac_sha256_cookie(sid, secret)
+    assert match[1] == signed_cookie(sid, secret)
     return sid
 
 
 def signed(value: str, secret: str = SECRET) -> str:
-    return hmac_sha256_cookie(value, secret)
+    return signed_cookie(value, secret)
 
 
-def hmac_sha256_cookie(sid: str, secret: str) -> str:
+def signed_cookie(sid: str, secret: str) -> str:
     """The cookie value README describes, computed here independently of lembro: the id,
-    a dot, and HMAC-SHA256 of the id under HMAC-SHA256(secret, "lembro.session-id")."""
+    a dot, and keyed BLAKE2b-256 of the id under HMAC-SHA256(secret, "lembro.session-id")."""
     key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
-    tag = base64.urlsafe_b64encode(hmac.digest(key, sid.encode(), "sha256")).rstrip(b"=")
+    digest = hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()
+    tag = base64.urlsafe_b64encode(digest).rstrip(b"=")
     return f"{sid}.{tag.decode()}"
 
 

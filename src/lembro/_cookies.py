@@ -1,16 +1,19 @@
 """What the Flask and Starlette integrations share: the session id in and out of the cookie.
 
 The cookie value is ``<id>.<tag>``: the 43-character id (256 random bits, see
-:mod:`lembro.ids`) and a 43-character tag, HMAC-SHA256 of the id under a key derived once
-from the app's secret key. The id alone is already unguessable; the tag lets a request
-with a cookie this server did not sign be refused without asking the store, and ties ids
-to the secret key, so rotating the key ends every session. Older keys, given as fallbacks,
-are still accepted, and a cookie signed with one is signed anew with the current key.
+:mod:`lembro.ids`) and a 43-character tag, the keyed BLAKE2b-256 hash of the id (URL-safe
+base64, no padding) under a key derived once from the app's secret key with
+HMAC-SHA256(secret, "lembro.session-id"). The id alone is already unguessable; the tag
+lets a request with a cookie this server did not sign be refused without asking the
+store, and ties ids to the secret key, so rotating the key ends every session. Older
+keys, given as fallbacks, are still accepted, and a cookie signed with one is signed anew
+with the current key.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
 import hmac
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -40,11 +43,12 @@ def _derive(secret: str | bytes, salt: bytes) -> bytes:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def _tag(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 of ``message``, as 43 URL-safe base64 characters (no padding)."""
-    return binascii.b2a_base64(hmac.digest(key, message, "sha256"), newline=False)[:-1].translate(
-        _URLSAFE
-    )
+def _tag(keyed: Any, message: bytes) -> bytes:
+    """The keyed hash of ``message`` (``keyed``: a BLAKE2b object holding the key), as 43
+    URL-safe base64 characters (no padding)."""
+    hasher = keyed.copy()  # the key is absorbed once; a copy costs less than re-keying
+    hasher.update(message)
+    return binascii.b2a_base64(hasher.digest(), newline=False)[:-1].translate(_URLSAFE)
 
 
 class CookieSigner:
@@ -52,7 +56,7 @@ class CookieSigner:
 
     ``secret`` signs; each of ``fallbacks`` (older secrets) still verifies. ``salt`` keeps
     these signatures apart from anything else signed with the same secret. Keys are
-    derived once, here; signing and verifying an id cost one ``hmac.digest`` per key tried.
+    derived once, here; signing and verifying an id cost one BLAKE2b hash per key tried.
     """
 
     __slots__ = ("_keys",)
@@ -66,7 +70,11 @@ class CookieSigner:
     ) -> None:
         if not secret:
             raise ValueError("a secret key is needed to sign session ids")
-        self._keys = tuple(_derive(key, salt) for key in (secret, *fallbacks) if key)
+        self._keys = tuple(
+            hashlib.blake2b(key=_derive(key, salt), digest_size=32)
+            for key in (secret, *fallbacks)
+            if key
+        )
 
     def sign(self, sid: str) -> str:
         """The cookie value for session id ``sid``."""
@@ -78,7 +86,7 @@ class CookieSigner:
 
         Any string a client sends is safe here: nothing raises.
         """
-        # Only the shape is checked before the hash: an id that passes the HMAC is one this
+        # Only the shape is checked before the hash: an id whose tag verifies is one this
         # server made, and so a well-formed one.
         if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
             return None, False
