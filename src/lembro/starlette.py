@@ -182,6 +182,12 @@ class SessionMiddleware:
             self.security_flags += "; partitioned"
         self.store: SessionStore | AsyncSessionStore = MemoryStore() if store is None else store
         self._store = as_async(self.store)
+        # A store that never blocks (MemoryStore) is called directly on the hot path
+        # (load, write back), saving a coroutine per call.
+        inline = not isinstance(self.store, AsyncSessionStore) and not getattr(
+            self.store, "blocking", True
+        )
+        self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
         self._ttl: float | None = None if max_age is None else float(max_age)
         # A cookie with max_age <= 0 is dead on arrival (Starlette still sends it): no record.
         self._persist = max_age is None or max_age > 0
@@ -192,8 +198,9 @@ class SessionMiddleware:
             return
 
         sid, cookie, data = await self._load(_cookie_value(scope, self.session_cookie))
-        # What the store holds, as bytes, to tell a change (a nested one too) from a re-set.
-        loaded = fingerprint(data) if data else None
+        # What the store holds, as bytes, to see a change made inside a nested value; a
+        # session of plain values can only change through its own methods.
+        loaded = fingerprint(data) if data and _has_containers(data) else None
         scope["session"] = Session(data)
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
@@ -218,7 +225,8 @@ class SessionMiddleware:
         if sid is None:
             return None, None, {}
         try:
-            data = await self._store.get(sid)
+            inline = self._inline
+            data = inline.get(sid) if inline is not None else await self._store.get(sid)
         except SerializationError:
             log.warning("session %s cannot be read back; starting a new one", redact(sid))
             return None, None, {}
@@ -248,7 +256,9 @@ class SessionMiddleware:
             return
         # Written through the session's own methods: written back, no need to compare.
         # Otherwise a read may still have changed a nested value: compare the bytes.
-        changed = session.modified or (session.accessed and fingerprint(data) != loaded)
+        changed = session.modified or (
+            loaded is not None and session.accessed and fingerprint(data) != loaded
+        )
         if not (changed or session._regenerate or cookie is None):
             # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
             # record may slide; with max_age it ends when the cookie does.
@@ -265,10 +275,14 @@ class SessionMiddleware:
             sid = new_session_id()
             if self._persist:
                 await self._store.set(sid, data, self._ttl)
-        elif self._persist and not await (
-            self._store.replace(sid, data, self._ttl)
+        elif self._persist and not (
+            (
+                self._inline.replace(sid, data, self._ttl)
+                if self._inline is not None
+                else await self._store.replace(sid, data, self._ttl)
+            )
             if changed
-            else self._store.touch(sid, self._ttl)
+            else await self._store.touch(sid, self._ttl)
         ):
             # Destroyed since it was loaded (a logout or a regenerate in another request):
             # it stays destroyed, this request's changes go with it, and the cookie is left
@@ -285,6 +299,14 @@ class SessionMiddleware:
         """A ``Set-Cookie`` header, as Starlette's middleware writes it."""
         cookie = f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
         return b"set-cookie", cookie.encode("latin-1")
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _has_containers(data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds a value that could change without the session seeing it."""
+    return any(type(value) not in _PLAIN for value in data.values())
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:
