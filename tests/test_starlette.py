@@ -250,6 +250,32 @@ def test_nested_mutation_is_saved(client: TestClient, store: MemoryStore) -> Non
     assert store.get(sid) == {"items": ["x"]}
 
 
+_IN_PLACE: dict[str, Callable[[Any], None]] = {
+    "getitem": lambda session: session["items"].append("x"),
+    "get": lambda session: session.get("items").append("x"),
+    "setdefault": lambda session: session.setdefault("items", []).append("x"),
+    "values": lambda session: next(iter(session.values())).append("x"),
+    "items": lambda session: next(iter(session.items()))[1].append("x"),
+    "copy": lambda session: session.copy()["items"].append("x"),
+    "dict()": lambda session: dict(session)["items"].append("x"),
+    "unpacked": lambda session: {**session}["items"].append("x"),
+}
+
+
+@pytest.mark.parametrize("how", list(_IN_PLACE))
+def test_a_nested_change_is_saved_however_the_value_was_reached(
+    store: MemoryStore, how: str
+) -> None:
+    async def change(request: Request) -> PlainTextResponse:
+        _IN_PLACE[how](request.session)
+        return PlainTextResponse("ok")
+
+    client = TestClient(make_app(store, [*ROUTES, Route("/change", change)]))
+    sid = cookie_sid(client.post("/update", json={"items": []}))
+    client.get("/change")
+    assert store.get(sid) == {"items": ["x"]}
+
+
 def test_a_write_is_written_back_and_a_read_is_not(clock: FakeClock) -> None:
     class CountingStore(MemoryStore):
         sets = 0

@@ -38,11 +38,17 @@ _CLEARED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
 
 class Session(dict[str, Any]):
     """The dict in ``scope["session"]``, as Starlette's ``Session``: ``accessed`` once read
-    or written, ``modified`` once written through its own methods."""
+    or written, ``modified`` once written through its own methods.
+
+    A change made inside a nested value (``session["cart"].append(x)``) is seen too: the
+    first time a list, dict or other container is handed out, the session's bytes are
+    kept, and compared with what it holds when the response starts.
+    """
 
     accessed: bool = False
     modified: bool = False
     _regenerate: bool = False
+    _before: object = None  # the fingerprint taken before a container was handed out
 
     def mark_accessed(self) -> None:
         self.accessed = True
@@ -51,15 +57,28 @@ class Session(dict[str, Any]):
         self.accessed = True
         self.modified = True
 
+    def _hand_out(self, value: Any) -> Any:
+        if type(value) not in _PLAIN and self._before is None:
+            self._before = fingerprint(dict(dict.items(self)))
+        return value
+
+    def _hand_out_all(self) -> None:
+        if self._before is None and _has_containers(self):
+            self._before = fingerprint(dict(dict.items(self)))
+
+    def changed_inside(self) -> bool:
+        """Whether a container handed out has changed since (always false if none was)."""
+        return self._before is not None and fingerprint(dict(dict.items(self))) != self._before
+
     # Reads count as access even when the app bypasses ``request.session`` (which marks it
     # itself), so ``Vary: Cookie`` is sent wherever the response may depend on the session.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
-        return super().__getitem__(key)
+        return self._hand_out(super().__getitem__(key))
 
     def get(self, key: str, default: Any = None, /) -> Any:
         self.accessed = True
-        return super().get(key, default)
+        return self._hand_out(super().get(key, default))
 
     def __contains__(self, key: object) -> bool:
         self.accessed = True
@@ -79,11 +98,18 @@ class Session(dict[str, Any]):
 
     def values(self) -> dict_values[str, Any]:
         self.accessed = True
+        self._hand_out_all()
         return super().values()
 
     def items(self) -> dict_items[str, Any]:
         self.accessed = True
+        self._hand_out_all()
         return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        self.accessed = True
+        self._hand_out_all()
+        return dict(dict.items(self))
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.mark_modified()
@@ -111,7 +137,7 @@ class Session(dict[str, Any]):
         self.accessed = True
         if not dict.__contains__(self, key):
             self.mark_modified()
-        return super().setdefault(key, default)
+        return self._hand_out(super().setdefault(key, default))
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.mark_modified()
@@ -198,9 +224,6 @@ class SessionMiddleware:
             return
 
         sid, cookie, data = await self._load(_cookie_value(scope, self.session_cookie))
-        # What the store holds, as bytes, to see a change made inside a nested value; a
-        # session of plain values can only change through its own methods.
-        loaded = fingerprint(data) if data and _has_containers(data) else None
         scope["session"] = Session(data)
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
@@ -210,7 +233,7 @@ class SessionMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message["headers"] = list(message.get("headers", ()))
-                await self._commit(scope["session"], sid, cookie, loaded, headers)
+                await self._commit(scope["session"], sid, cookie, headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -239,7 +262,6 @@ class SessionMiddleware:
         session: Any,
         sid: str | None,
         cookie: str | None,
-        loaded: object,
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Write what changed to the store and the cookie, as the response starts."""
@@ -248,7 +270,7 @@ class SessionMiddleware:
             session.mark_modified()
         if session.accessed:
             _vary_on_cookie(headers)
-        data = dict.copy(session)
+        data = dict(dict.items(session))  # not dict.copy: that reads through __getitem__
         if not data:
             if sid is not None:  # a stored session is never empty: this one was emptied
                 await self._store.destroy(sid)
@@ -256,9 +278,7 @@ class SessionMiddleware:
             return
         # Written through the session's own methods: written back, no need to compare.
         # Otherwise a read may still have changed a nested value: compare the bytes.
-        changed = session.modified or (
-            loaded is not None and session.accessed and fingerprint(data) != loaded
-        )
+        changed = session.modified or session.changed_inside()
         if not (changed or session._regenerate or cookie is None):
             # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
             # record may slide; with max_age it ends when the cookie does.
@@ -306,7 +326,7 @@ _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 
 def _has_containers(data: dict[str, Any]) -> bool:
     """Whether ``data`` holds a value that could change without the session seeing it."""
-    return any(type(value) not in _PLAIN for value in data.values())
+    return any(type(value) not in _PLAIN for value in dict.values(data))
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:
