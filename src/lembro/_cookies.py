@@ -23,7 +23,7 @@ from .ids import new_session_id
 if TYPE_CHECKING:
     from .protocol import AsyncSessionStore, SessionStore
 
-__all__ = ["MAX_COOKIE_LENGTH", "CookieSigner", "aregenerate", "regenerate"]
+__all__ = ["MAX_COOKIE_LENGTH", "CookieSigner", "aregenerate", "cookie_value", "regenerate"]
 
 #: Length of a signed cookie value: 43 (id) + 1 + 43 (tag).
 _SIGNED_LENGTH = 87
@@ -96,6 +96,23 @@ class CookieSigner:
             if hmac.compare_digest(_tag(key, message), tag):
                 return value[:43], index > 0
         return None, False
+
+
+def cookie_value(header: str, name: str, *, last: bool = False) -> str | None:
+    """The value of the cookie ``name`` in a ``Cookie`` header, or ``None``: the first of
+    several (as werkzeug's ``request.cookies.get``) or, with ``last``, the last (as
+    Starlette's ``request.cookies``). Values are not unquoted: a signed id never is quoted.
+
+    Cheaper than parsing every cookie the request carries, which is all a session needs.
+    """
+    found = None
+    for chunk in header.split(";"):
+        key, _, value = chunk.partition("=")
+        if key.strip() == name:
+            found = value.strip()
+            if not last:
+                return found
+    return found
 
 
 def regenerate(

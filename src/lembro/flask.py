@@ -29,7 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
-from ._cookies import CookieSigner
+from ._cookies import CookieSigner, cookie_value
 from ._cookies import regenerate as _regenerate
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
@@ -168,7 +168,7 @@ class LembroSessionInterface(SessionInterface):
         except SerializationError as e:
             self._discard(sid, e)
             return None
-        if data is not None and not all(isinstance(key, str) for key in data):
+        if data and set(map(type, data)) != {str}:
             self._discard(sid, TypeError("stored session is not a dict of str keys"))
             return None
         return data
@@ -185,7 +185,8 @@ class LembroSessionInterface(SessionInterface):
         signer = self.get_signer(app)
         if signer is None:
             return None  # Flask's null session: readable, and says why on write
-        cookie = request.cookies.get(self.get_cookie_name(app))
+        header = request.environ.get("HTTP_COOKIE")
+        cookie = cookie_value(header, self.get_cookie_name(app)) if header else None
         if not cookie:
             return self.session_class(new=True)
         sid, resign = signer.unsign(cookie)

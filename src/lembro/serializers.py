@@ -108,6 +108,10 @@ class JsonSerializer(_MsgspecSerializer):
 _MSGPACK_KEYS: frozenset[type] = frozenset({str, int, float, bool, bytes, type(None)})
 _JSON_KEYS: frozenset[type] = frozenset({str})
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's ints hold
+# Values each format carries as they are, whatever their value (msgpack's ints and JSON's
+# floats need a look at the value).
+_MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, float, type(None)})
+_JSON_SAFE: frozenset[type] = frozenset({str, bool, int, type(None)})
 _JSON_MARK = "\ue000"  # a private-use character: the one key of a tagged JSON object
 _JSON_MARK_BYTES = _JSON_MARK.encode()
 
@@ -150,9 +154,12 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         return value
     if kind is dict:
         out = None
+        safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
         for key, item in value.items():
             if type(key) not in key_types:
                 raise _Refused(f"key of type {type(key).__name__}")
+            if type(item) in safe:  # the common case, without a call
+                continue
             try:
                 new = _walk(item, tag, key_types)
             except _Refused as e:
@@ -167,7 +174,10 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         return value if out is None else out
     if kind is list:
         out_list = None
+        safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
         for index, item in enumerate(value):
+            if type(item) in safe:
+                continue
             try:
                 new = _walk(item, tag, key_types)
             except _Refused as e:

@@ -19,7 +19,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
-from ._cookies import CookieSigner, aregenerate
+from ._cookies import CookieSigner, aregenerate, cookie_value
 from .errors import SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
@@ -334,12 +334,7 @@ def _cookie_value(scope: Scope, name: str) -> str | None:
     of several, as Starlette's ``request.cookies`` finds it; ``None`` when absent."""
     for key, raw in scope["headers"]:
         if key == b"cookie":
-            found = None
-            for chunk in raw.decode("latin-1").split(";"):
-                key_text, _, value = chunk.partition("=")
-                if key_text.strip() == name:
-                    found = value.strip()
-            return found
+            return cookie_value(raw.decode("latin-1"), name, last=True)
     return None
 
 
