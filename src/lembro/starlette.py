@@ -215,6 +215,9 @@ class SessionMiddleware:
         )
         self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
         self._ttl: float | None = None if max_age is None else float(max_age)
+        lifetime = "" if max_age is None else f"Max-Age={max_age}; "
+        self._cookie_prefix = f"{session_cookie}=".encode("latin-1")
+        self._cookie_suffix = f"; path={path}; {lifetime}{self.security_flags}".encode("latin-1")
         # A cookie with max_age <= 0 is dead on arrival (Starlette still sends it): no record.
         self._persist = max_age is None or max_age > 0
 
@@ -223,8 +226,17 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        sid, cookie, data = await self._load(_cookie_value(scope, self.session_cookie))
-        scope["session"] = Session(data)
+        sid, cookie = self._unsign(_cookie_value(scope, self.session_cookie))
+        data: dict[str, Any] | None = None
+        if sid is not None:
+            try:  # a store that never blocks is called directly: no coroutine
+                inline = self._inline
+                data = inline.get(sid) if inline is not None else await self._store.get(sid)
+            except SerializationError:
+                log.warning("session %s cannot be read back; starting a new one", redact(sid))
+            if not data:  # unknown or expired: never adopted, a new id is made on write
+                sid = cookie = None
+        scope["session"] = Session(data or {})
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)
@@ -238,24 +250,14 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _load(self, cookie: str | None) -> tuple[str | None, str | None, dict[str, Any]]:
-        """The session id, the cookie value to send back for it (``None`` when it must be
-        signed anew) and the data the request's session cookie names; ``(None, None,
-        {})`` for any other cookie."""
-        if cookie is None:
-            return None, None, {}
-        sid, resign = self.signer.unsign(cookie)
-        if sid is None:
-            return None, None, {}
-        try:
-            inline = self._inline
-            data = inline.get(sid) if inline is not None else await self._store.get(sid)
-        except SerializationError:
-            log.warning("session %s cannot be read back; starting a new one", redact(sid))
-            return None, None, {}
-        if not data:  # unknown or expired: never adopted, a new id is made on write
-            return None, None, {}
-        return sid, None if resign else cookie, data
+    def _unsign(self, value: str | None) -> tuple[str | None, str | None]:
+        """The session id a cookie value carries, and the value to send back for it
+        (``None`` when it must be signed anew, with the current key); ``(None, None)``
+        for no cookie or one this server did not sign."""
+        if value is None:
+            return None, None
+        sid, resign = self.signer.unsign(value)
+        return sid, None if resign or sid is None else value
 
     async def _commit(
         self,
@@ -312,8 +314,7 @@ class SessionMiddleware:
             cookie = self.signer.sign(sid)
         elif self.max_age is None:
             return  # same id, a cookie that ends with the browser: nothing to re-send
-        lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
-        headers.append(self._cookie(cookie, lifetime))
+        headers.append((b"set-cookie", self._cookie_prefix + cookie.encode() + self._cookie_suffix))
 
     def _cookie(self, value: str, lifetime: str) -> tuple[bytes, bytes]:
         """A ``Set-Cookie`` header, as Starlette's middleware writes it."""
