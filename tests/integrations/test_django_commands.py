@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,12 @@ def test_clearsessions_with_the_memory_store_says_why_there_is_nothing_to_purge(
     assert result.returncode == 0, result.stderr
     assert "lives inside the server process" in result.stderr
     assert "nothing to purge" in result.stderr
+
+
+def test_clearsessions_with_redis_says_redis_expires_sessions_itself(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    lembro = f'{{"STORE": "redis", "URL": "{redis_server.url}"}}'
+    result = _django_admin(tmp_path, lembro, "clearsessions")
+    assert result.returncode == 0, result.stderr
+    assert "Redis removes expired sessions itself" in result.stderr

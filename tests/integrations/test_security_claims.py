@@ -192,3 +192,33 @@ def test_a_cookie_signed_with_an_unknown_key_is_not_adopted(framework: str) -> N
             )
         assert response.text == "1"
         assert store.get("x" * 43) == {"n": 41}
+
+
+# ---- "the cookie is sent when it says something new" -------------------------------------
+
+
+def test_flask_browser_session_cookie_is_not_resent_on_a_write_with_the_same_id() -> None:
+    with MemoryStore("1M", None) as store:
+        client = flask_app(store).test_client()
+        assert "Set-Cookie" in client.get("/inc").headers  # a new id: sent
+        response = client.get("/inc")
+        assert response.text == "2"
+        assert "Set-Cookie" not in response.headers  # same id, no expiry: nothing new
+
+
+def test_flask_permanent_session_cookie_is_resent_with_its_later_expiry() -> None:
+    with MemoryStore("1M", None) as store:
+        app = flask_app(store)
+        app.before_request(lambda: setattr(lembro.flask.session, "permanent", True))
+        client = app.test_client()
+        client.get("/inc")
+        assert "Expires=" in client.get("/inc").headers["Set-Cookie"]
+
+
+def test_starlette_browser_session_cookie_is_sent_only_when_the_id_changes() -> None:
+    with MemoryStore("1M", None) as store:
+        client = TestClient(starlette_app(store, max_age=None))
+        assert "set-cookie" in client.get("/inc").headers
+        response = client.get("/inc")
+        assert response.text == "2"
+        assert "set-cookie" not in response.headers
