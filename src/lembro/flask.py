@@ -1,7 +1,7 @@
 """Flask integration: server-side sessions behind Flask's own ``session``.
 
 ``Lembro(app)`` swaps the app's cookie sessions for sessions held in a lembro store. The
-cookie carries only a 256-bit session id signed with ``app.secret_key`` (HMAC-SHA256, see
+cookie carries only a 256-bit session id signed with ``app.secret_key`` (keyed BLAKE2b, see
 :mod:`lembro._cookies`); the data stays on the server. Everything else is Flask's: the
 ``SESSION_COOKIE_*`` settings (``SESSION_COOKIE_SAMESITE`` defaults to ``"Lax"`` here),
 ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST``, ``session.permanent``,

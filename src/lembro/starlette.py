@@ -3,7 +3,7 @@
 Change ``from starlette.middleware.sessions import SessionMiddleware`` to
 ``from lembro.starlette import SessionMiddleware`` and the session data moves out of the
 cookie into a store (a :class:`lembro.MemoryStore` unless ``store=`` names another); the
-cookie keeps only the session id, signed with HMAC-SHA256 (see :mod:`lembro._cookies`).
+cookie keeps only the session id, signed with keyed BLAKE2b (see :mod:`lembro._cookies`).
 """
 
 from __future__ import annotations
