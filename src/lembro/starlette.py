@@ -74,15 +74,21 @@ class Session(dict[str, Any]):
     # itself), so ``Vary: Cookie`` is sent wherever the response may depend on the session.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
-        return self._hand_out(super().__getitem__(key))
+        value = dict.__getitem__(self, key)
+        if self._before is None and type(value) not in _PLAIN:
+            self._hand_out(value)
+        return value
 
     def get(self, key: str, default: Any = None, /) -> Any:
         self.accessed = True
-        return self._hand_out(super().get(key, default))
+        value = dict.get(self, key, default)
+        if self._before is None and type(value) not in _PLAIN:
+            self._hand_out(value)
+        return value
 
     def __contains__(self, key: object) -> bool:
         self.accessed = True
-        return super().__contains__(key)
+        return dict.__contains__(self, key)
 
     def __iter__(self) -> Iterator[str]:
         self.accessed = True
@@ -112,8 +118,8 @@ class Session(dict[str, Any]):
         return dict(dict.items(self))
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.mark_modified()
-        super().__setitem__(key, value)
+        self.accessed = self.modified = True
+        dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         self.mark_modified()
