@@ -158,8 +158,9 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         for key, item in value.items():
             if type(key) not in key_types:
                 raise _Refused(f"key of type {type(key).__name__}")
-            if type(item) in safe:  # the common case, without a call
-                continue
+            item_kind = type(item)
+            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+                continue  # the common cases, without a call
             try:
                 new = _walk(item, tag, key_types)
             except _Refused as e:
@@ -176,7 +177,8 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         out_list = None
         safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
         for index, item in enumerate(value):
-            if type(item) in safe:
+            item_kind = type(item)
+            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
                 continue
             try:
                 new = _walk(item, tag, key_types)
