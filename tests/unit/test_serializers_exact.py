@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timedelta, timezone
+import json
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 from lembro import SerializationError
@@ -61,3 +63,15 @@ def test_equal_sets_have_equal_fingerprints_whatever_their_insertion_order() -> 
     second = {"tags": {None, 1.5, "a", 3}}
     assert fingerprint(first) == fingerprint(second)
     assert fingerprint(first) != fingerprint({"tags": {3, "a", 1.5}})
+
+
+def test_json_tags_a_value_as_a_one_key_object_under_the_marker() -> None:
+    blob = JsonSerializer().dumps({"day": date(2024, 1, 2)})
+    assert json.loads(blob) == {"day": {"\ue000": [2, "2024-01-02"]}}
+
+
+def test_msgpack_carries_a_value_as_an_extension_type() -> None:
+    blob = MsgpackSerializer().dumps({"day": date(2024, 1, 2)})
+    raw = msgspec.msgpack.decode(blob)
+    assert isinstance(raw["day"], msgspec.msgpack.Ext)
+    assert raw["day"].data == b"2024-01-02"
