@@ -299,7 +299,7 @@ def build_sync(name: str, url: str, client: redis.Redis | None = None) -> SyncDr
         assert signer is not None  # the app has a secret key
 
         def lembro_input(sid: str) -> tuple[Request, Response]:
-            return _request(app, signer.sign(sid).decode("ascii"))
+            return _request(app, signer.sign(sid))
 
         return SyncDriver(
             store.get, store.set, store.touch, store.destroy,
@@ -499,7 +499,7 @@ def build_async(name: str, url: str, client: redis.asyncio.Redis | None = None) 
         sign = middleware.signer.sign
         return AsyncDriver(
             store.get, store.set, store.touch, store.destroy,
-            lambda sid: _scope(sign(sid).decode("ascii")), _asgi_request(middleware), store.close,
+            lambda sid: _scope(sign(sid)), _asgi_request(middleware), store.close,
         )  # fmt: skip
     own = client or redis.asyncio.Redis.from_url(url)
     if name == STARSESSIONS:

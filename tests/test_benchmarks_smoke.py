@@ -28,6 +28,13 @@ STORES = (
     "lembro AsyncRedisStore",
     "starsessions RedisStore",
     "floor (redis.asyncio)",
+    # The request-level section: each framework's sessions beside lembro's.
+    "Starlette cookie",
+    "Flask cookie",
+    "Flask-Session cachelib",
+    "Django cache (LocMem)",
+    "Django signed_cookies",
+    "Django db (SQLite)",
 )
 # Round trips are counted, not timed, so they are exact even in a smoke run.
 ROUND_TRIPS = ("[1 RT: GET]", "[1 RT: SET]", "[1 RT: PEXPIRE]", "[1 RT: DEL]", "[2 RT: GET, SET]")
@@ -51,7 +58,7 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
@@ -59,6 +66,8 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
     printed = {cell.strip() for line in printed_headers for cell in line.split("  ") if cell}
     assert set(STORES) <= printed, done.stdout
     assert "get (hit)" in done.stdout
+    assert "session cost per request (µs)" in done.stdout
+    assert "Starlette under uvicorn (requests/s)" in done.stdout
     assert "Targets:" in done.stdout
     for trips in ROUND_TRIPS:
         assert trips in done.stdout, done.stdout

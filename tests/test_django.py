@@ -223,18 +223,37 @@ def test_login_without_a_prior_session_stores_the_new_one(
     assert engine_store.get(session_cookie(client)) == {"user": "alice"}
 
 
-def test_a_session_emptied_and_refilled_in_one_request_is_stored(
+def test_a_session_emptied_and_refilled_keeps_its_key(
     engine_store: MemoryStore,
 ) -> None:
     session = SessionStore()
     session["n"] = 1
     session.save()
+    key = session.session_key
     del session["n"]
     session.save()
-    assert len(engine_store) == 0
+    assert engine_store.get(key) == {}  # stored empty, as Django's own engines do
     session["m"] = 2
     session.save()
-    assert engine_store.get(session.session_key) == {"m": 2}
+    assert session.session_key == key
+    assert engine_store.get(key) == {"m": 2}
+
+
+def test_an_explicit_save_of_an_empty_session_keeps_one_key(
+    engine_store: MemoryStore,
+) -> None:
+    """The idiom ``if not request.session.session_key: request.session.save()`` gives one
+    key for every request, as Django's cache engine does."""
+    keys = []
+    key = None
+    for _ in range(3):
+        session = SessionStore(key)
+        if not session.session_key or not session.exists(session.session_key):
+            session.save()
+        key = session.session_key
+        keys.append(key)
+    assert len(set(keys)) == 1
+    assert engine_store.get(keys[0]) == {}
 
 
 def test_logout_flush_destroys_the_record_and_the_cookie(
@@ -249,15 +268,16 @@ def test_logout_flush_destroys_the_record_and_the_cookie(
     assert len(engine_store) == 0
 
 
-def test_an_emptied_session_has_no_record(client: Client, engine_store: MemoryStore) -> None:
+def test_an_emptied_session_keeps_its_key_and_an_empty_record(
+    client: Client, engine_store: MemoryStore
+) -> None:
     client.get("/count")
     sid = session_cookie(client)
     client.get("/forget")
-    assert sid not in engine_store
-    # Django's middleware re-sent the cookie; the next request that reads it drops it.
-    response = client.get("/read")
-    assert response.cookies[COOKIE]["max-age"] == 0
-    assert len(engine_store) == 0
+    assert engine_store.get(sid) == {}  # Django's middleware saves it, as with its engines
+    client.get("/read")
+    assert session_cookie(client) == sid
+    assert engine_store.get(sid) == {}
 
 
 def test_set_expiry_is_the_record_lifetime(

@@ -9,7 +9,9 @@ session, and its id is never adopted.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import math
 import re
 import threading
@@ -18,7 +20,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import itsdangerous
 import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import Client as DjangoClient
@@ -87,58 +88,67 @@ def _encodable_text(value: str) -> bool:
     return True
 
 
-def expected_msgpack(value: Any, key: bool = False) -> Any:
+_MSGPACK_KEY_TYPES = (str, int, float, bool, bytes, type(None))
+
+
+def _exact_containers(value: Any, expect: Callable[[Any], Any]) -> Any:
+    """Lists, tuples, sets and frozensets come back as themselves, item by item."""
+    return type(value)(expect(item) for item in value)
+
+
+def expected_msgpack(value: Any) -> Any:
     """What msgpack gives back for ``value``; :class:`Refused` where it must refuse.
 
-    Rules: str must be UTF-8 (no lone surrogates); ints must fit in [-2**63, 2**64 - 1];
-    bytes-likes come back as bytes; tuples, lists, sets and frozensets come back as lists,
-    except as dict keys, where they come back as tuples; keys may be any of these
-    scalars; other objects are refused.
+    Rules: every value comes back as its own type or is refused. str must be UTF-8 (no
+    lone surrogates); ints must fit in [-2**63, 2**64 - 1]; bytes, tuples, sets and
+    frozensets come back as themselves; bytearray and memoryview (which would come back
+    as bytes) are refused; keys must be str, int, float, bool, bytes or None; other
+    objects are refused.
     """
-    if value is None or isinstance(value, (bool, float)):
+    if value is None or type(value) in (bool, float, bytes):
         return value
-    if isinstance(value, int):
+    if type(value) is int:
         if not _INT64_MIN <= value <= _UINT64_MAX:
             raise Refused
         return value
-    if isinstance(value, str):
+    if type(value) is str:
         if not _encodable_text(value):
             raise Refused
         return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [expected_msgpack(item, key) for item in value]
-        return tuple(items) if key else items
-    if isinstance(value, dict):
-        return {expected_msgpack(k, key=True): expected_msgpack(v) for k, v in value.items()}
+    if type(value) in (list, tuple, set, frozenset):
+        return _exact_containers(value, expected_msgpack)
+    if type(value) is dict:
+        if not all(type(k) in _MSGPACK_KEY_TYPES for k in value):
+            raise Refused
+        return {expected_msgpack(k): expected_msgpack(v) for k, v in value.items()}
     raise Refused
 
 
 def expected_json(value: Any) -> Any:
     """What JSON gives back for ``value``; :class:`Refused` where it must refuse.
 
-    Rules: str must be UTF-8; ints of any size; floats must be finite (JSON has no NaN);
-    bytes are refused (JSON has none); tuples, sets and frozensets come back as lists;
+    Rules: every value comes back as its own type or is refused. str must be UTF-8; ints
+    of any size; floats must be finite (JSON has no NaN); bytes, tuples, sets and
+    frozensets come back as themselves (tagged); bytearray and memoryview are refused;
     keys must be str; other objects are refused.
     """
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or type(value) in (bool, int, bytes):
         return value
-    if isinstance(value, float):
+    if type(value) is float:
         if not math.isfinite(value):
             raise Refused
         return value
-    if isinstance(value, str):
+    if type(value) is str:
         if not _encodable_text(value):
             raise Refused
         return value
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [expected_json(item) for item in value]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) and _encodable_text(k) for k in value):
+    if type(value) in (list, tuple, set, frozenset):
+        return _exact_containers(value, expected_json)
+    if type(value) is dict:
+        if not all(type(k) is str and _encodable_text(k) for k in value):
             raise Refused
         return {k: expected_json(v) for k, v in value.items()}
-    raise Refused  # bytes-likes and objects
+    raise Refused  # bytearray, memoryview and objects
 
 
 def expected_pickle(value: Any) -> Any:
@@ -483,6 +493,22 @@ crafted_cookies = st.tuples(
 cookie_cases = st.one_of(raw_cookies, crafted_cookies)
 
 
+def _hmac_cookie(sid: str, secret: str) -> str:
+    """The signed cookie README describes (the id, a dot, keyed BLAKE2b-256 of the id
+    under HMAC-SHA256(secret, "lembro.session-id")), computed here independently of lembro."""
+    key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
+    digest = hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()
+    tag = base64.urlsafe_b64encode(digest).rstrip(b"=")
+    return f"{sid}.{tag.decode()}"
+
+
+def _hmac_unsign(value: str, secret: str) -> str:
+    sid = value.partition(".")[0]
+    if value != _hmac_cookie(sid, secret):
+        raise ValueError(f"bad signature on {value!r}")
+    return sid
+
+
 class Integration:
     """One framework's app on a MemoryStore, driven through its real test client.
 
@@ -516,17 +542,11 @@ class FlaskIntegration(Integration):
         app = make_flask_app(store, SECRET_KEY=secret)  # /inc counts, /read only reads
         self.client = app.test_client(use_cookies=False)
 
-    def _signer(self, secret: str) -> itsdangerous.Signer:
-        # As lembro.flask.LembroSessionInterface.get_signer builds it.
-        return itsdangerous.Signer(
-            secret, salt="lembro-session", key_derivation="hmac", digest_method=hashlib.sha256
-        )
-
     def sign(self, sid: str, secret: str | None = None) -> bytes:
-        return self._signer(secret or self.secret).sign(sid)
+        return _hmac_cookie(sid, secret or self.secret).encode()
 
     def unsign(self, value: str) -> str:
-        return self._signer(self.secret).unsign(value).decode()
+        return _hmac_unsign(value, self.secret)
 
     def request(self, route: str, cookie: bytes | None) -> tuple[int, str, list[str]]:
         # WSGI carries header bytes as latin-1 text.
@@ -560,11 +580,10 @@ class StarletteIntegration(Integration):
             yield self
 
     def sign(self, sid: str, secret: str | None = None) -> bytes:
-        # As lembro.starlette.SessionMiddleware signs: Starlette's own TimestampSigner.
-        return itsdangerous.TimestampSigner(secret or self.secret).sign(sid)
+        return _hmac_cookie(sid, secret or self.secret).encode()
 
     def unsign(self, value: str) -> str:
-        return itsdangerous.TimestampSigner(self.secret).unsign(value).decode()
+        return _hmac_unsign(value, self.secret)
 
     def request(self, route: str, cookie: bytes | None) -> tuple[int, str, list[str]]:
         headers = {} if cookie is None else {"cookie": b"session=" + cookie}

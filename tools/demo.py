@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 try:
-    from flask import Flask, jsonify, redirect, request, session
+    from flask import Flask, jsonify, redirect, request
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Response
 except ImportError as e:  # pragma: no cover - exercised only without Flask
@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - exercised only without Flask
         "installs it (the demo dependency group in pyproject.toml)"
     ) from e
 
-from lembro.flask import Lembro
+from lembro.flask import Lembro, session
 from lembro.ids import new_session_id
 from lembro.memory import MemoryStore
 from lembro.protocol import SessionStore
@@ -112,7 +112,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
     @app.post("/login")
     def login() -> Response:
         name = (request.form.get("name") or "").strip()[:40] or "guest"
-        session.regenerate()  # type: ignore[attr-defined]
+        session.regenerate()
         session["user"] = name
         return redirect("/", code=303)
 

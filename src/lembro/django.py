@@ -15,29 +15,35 @@ Options come from the ``LEMBRO`` settings dict (every key optional)::
 
 The store is built once per process, on first use, and rebuilt when ``LEMBRO`` changes
 (``override_settings`` in tests). Each session record lives ``get_expiry_age()`` seconds
-from its last save, as with Django's own engines; ``manage.py clearsessions`` purges
-expired records now.
+from its last save, as with Django's own engines. Add ``"lembro.django.LembroConfig"`` to
+``INSTALLED_APPS`` and ``manage.py check`` validates ``LEMBRO``. ``manage.py
+clearsessions`` purges expired records now, or says why there is nothing to purge.
 
-Where lembro differs from Django's engines, it is stricter: session keys are 256-bit
-(:func:`lembro.ids.new_session_id`), a key the server did not issue is never adopted, and an
-empty session is never stored (saving one removes its record). With Django's
-``SessionMiddleware``, a session emptied without ``flush()`` keeps its cookie until the
-next request that reads it; ``flush()`` (``logout()``) removes record and cookie at once.
+As with Django's engines, ``save()`` and ``create()`` store the session even when it is
+empty, so a key once saved stays the session's key; the middleware stores nothing for a
+visitor whose session was never written. Where lembro differs, it is stricter: session keys
+are 256-bit (:func:`lembro.ids.new_session_id`), a key the server did not issue is never
+adopted, and ``cycle_key()`` on a session a logout removed meanwhile does not bring it
+back: the session is left empty and keyless, as after the logout.
 
-Like Django's cache engine, ``save()`` of an existing session checks that the record is
-still there and then writes it: a logout racing that window in another thread can lose.
+``save()`` of an existing session writes only over a live record (``replace``): a logout in
+another request wins, and the save raises ``UpdateError`` as Django's engines do.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 try:
+    from asgiref.sync import sync_to_async
+    from django.apps import AppConfig
     from django.conf import settings
     from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+    from django.core import checks
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
 except ImportError as e:  # pragma: no cover - exercised only without Django
@@ -48,7 +54,7 @@ from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
 from .protocol import SessionStore as StoreProtocol
 
-__all__ = ["SessionStore", "build_store", "get_store"]
+__all__ = ["LembroConfig", "SessionStore", "build_store", "check_settings", "get_store"]
 
 log = logging.getLogger("lembro.django")
 
@@ -171,6 +177,33 @@ def _reset(**kwargs: Any) -> None:
 setting_changed.connect(_reset, dispatch_uid="lembro.django.reset")
 
 
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Django system check: ``LEMBRO`` builds a store (``lembro.E001`` when it does not).
+
+    The store built to check it is closed again; the process's own store is untouched.
+    """
+    options = getattr(settings, "LEMBRO", None) or {}
+    try:
+        store = build_store(options)
+    except ImproperlyConfigured as e:
+        return [checks.Error(str(e), hint="see lembro.django's docstring", id="lembro.E001")]
+    if isinstance(options, Mapping) and store is not options.get("STORE"):
+        store.close()
+    return []
+
+
+class LembroConfig(AppConfig):  # type: ignore[misc]
+    """Put ``"lembro.django.LembroConfig"`` in ``INSTALLED_APPS`` to have ``manage.py
+    check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` before serving."""
+
+    name = "lembro"
+    label = "lembro"
+    verbose_name = "lembro sessions"
+
+    def ready(self) -> None:
+        checks.register(check_settings, checks.Tags.security)
+
+
 class SessionStore(SessionBase):  # type: ignore[misc]
     """A Django session engine over the lembro store from :func:`get_store`.
 
@@ -203,7 +236,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         return is_session_id(session_key) and session_key in get_store()
 
     def create(self) -> None:
-        """Give the session a new key and save it (an empty session is not stored)."""
+        """Give the session a new key and store it, empty or not, as Django's engines do."""
         while True:
             self._session_key = self._get_new_session_key()
             try:
@@ -214,12 +247,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return
 
     def save(self, must_create: bool = False) -> None:
-        """Write the session for ``get_expiry_age()`` seconds.
+        """Store the session for ``get_expiry_age()`` seconds, even when it is empty.
 
         ``must_create``: raise ``CreateError`` if the key is taken; otherwise raise
         ``UpdateError`` if the record is gone (a logout elsewhere), never resurrecting it.
-        An empty session is not stored, and saving one removes its record; so does an
-        expiry in the past.
+        An expiry in the past removes the record.
         """
         data = self._get_session(no_load=must_create)
         key = self.session_key
@@ -228,8 +260,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.create()
             return
         store = get_store()
-        age = self.get_expiry_age() if data else 0
-        if age <= 0:  # empty, or an expiry in the past: no record
+        age = self.get_expiry_age()
+        if age <= 0:  # an expiry in the past: no record
             store.destroy(key)
             self._unwritten = key
             return
@@ -243,6 +275,26 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             raise UpdateError  # removed meanwhile, by a logout in another request
         self._unwritten = None
 
+    def cycle_key(self) -> None:
+        """Move the data to a new key and remove the old record (``login()`` runs this).
+
+        The old record is removed first; if it was already gone (a logout in another
+        request), the logout wins: the session is left empty and keyless instead.
+        """
+        data = self._session
+        key = self.session_key
+        if is_session_id(key) and key != self._unwritten and not get_store().destroy(key):
+            self._session_key = None
+            self._session_cache = {}
+            self.modified = True
+            return
+        self.create()
+        self._session_cache = data
+
+    async def acycle_key(self) -> None:
+        """:meth:`cycle_key`, from async code."""
+        await sync_to_async(self.cycle_key)()
+
     def delete(self, session_key: str | None = None) -> None:
         """Remove the record under ``session_key`` (default: this session's key)."""
         if session_key is None:
@@ -252,8 +304,26 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Remove expired records now (``manage.py clearsessions``)."""
-        get_store().purge()
+        """Remove expired records now (``manage.py clearsessions``).
+
+        A memory store this process built on this call holds nothing to purge: the
+        sessions live in the server's process, which purges them itself every
+        ``INTERVAL`` seconds. That is said on stderr, rather than pretending to purge.
+        """
+        built_here = _store is None
+        store = get_store()
+        if built_here and _owned and isinstance(store, MemoryStore):
+            sys.stderr.write(
+                "lembro: the memory session store lives inside the server process; this "
+                "process has its own, empty one, so there is nothing to purge here. The "
+                "server purges expired sessions itself every LEMBRO['INTERVAL'] seconds.\n"
+            )
+            return
+        store.purge()
+        if type(store).__module__.startswith("lembro.redis"):
+            sys.stderr.write(
+                "lembro: Redis removes expired sessions itself; nothing was left to purge.\n"
+            )
 
     def _get_new_session_key(self) -> str:
         """A new 256-bit key that no live session holds."""

@@ -52,7 +52,14 @@ class SessionTooLarge(LembroError, ValueError):
 
 
 class SerializationError(LembroError, TypeError):
-    """Session data that the store's serializer cannot turn into bytes or back."""
+    """Session data that the store's serializer cannot turn into bytes or back.
+
+    ``path`` says where in the session the refused value is (``"['cart'][2]"``), when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StoreUnavailable(LembroError, ConnectionError):

@@ -1,10 +1,12 @@
 """Flask integration: server-side sessions behind Flask's own ``session``.
 
 ``Lembro(app)`` swaps the app's cookie sessions for sessions held in a lembro store. The
-cookie carries only a 256-bit session id signed with ``app.secret_key``; the data stays on
-the server. Everything else is Flask's: the ``SESSION_COOKIE_*`` settings,
+cookie carries only a 256-bit session id signed with ``app.secret_key`` (keyed BLAKE2b, see
+:mod:`lembro._cookies`); the data stays on the server. Everything else is Flask's: the
+``SESSION_COOKIE_*`` settings (``SESSION_COOKIE_SAMESITE`` defaults to ``"Lax"`` here),
 ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST``, ``session.permanent``,
-``session.modified``, and the tagged JSON types (datetime, bytes, tuple, UUID, Markup).
+``session.modified``, ``SECRET_KEY_FALLBACKS``. Values come back as the store's serializer
+gives them: exactly, or refused with ``SerializationError`` (see :mod:`lembro.serializers`).
 
 Concurrency: each request loads its own copy of the session and writes it back whole when
 it changed, so of two concurrent requests of one session the last to finish wins, and the
@@ -15,36 +17,31 @@ request) is not written back, and that request sets no cookie.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 try:
+    import flask
     from flask import Flask
-    from flask.json.tag import TaggedJSONSerializer
     from flask.sessions import SessionInterface, SessionMixin
-    from itsdangerous import BadSignature, Signer
     from werkzeug.datastructures import CallbackDict
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("lembro.flask needs Flask and itsdangerous: pip install lembro[flask]") from e
+    raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
+from ._cookies import CookieSigner, cookie_value
+from ._cookies import regenerate as _regenerate
 from .errors import InvalidOption, SerializationError
-from .ids import is_session_id, new_session_id, redact
+from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import SessionStore
 
 if TYPE_CHECKING:
     from flask import Request, Response
 
-__all__ = ["Lembro", "LembroSession", "LembroSessionInterface"]
+__all__ = ["Lembro", "LembroSession", "LembroSessionInterface", "regenerate", "session"]
 
 log = logging.getLogger("lembro")
-
-# A signed id is 43 + 1 + 43 characters; anything much longer is not ours, and rejecting
-# it before any HMAC keeps a flood of huge cookies cheap.
-_MAX_COOKIE_LENGTH = 256
 
 # Flask keeps ``session.permanent`` as this key in the data. On its own it is not data
 # someone wrote: a ``before_request`` that sets ``session.permanent = True`` for everyone
@@ -79,7 +76,9 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.accessed = False
         self._regenerate = False
-        self._resign = False  # the cookie was signed with a fallback key: sign it anew
+        # The cookie value this session came with, re-sent as is while the id stays; None
+        # when it must be signed (a new id, or a cookie signed with a fallback key).
+        self._cookie: str | None = None
 
     # Flask < 3.1.3 leaves ``accessed`` to the session; newer Flask sets it on every
     # access through the request context as well.
@@ -99,7 +98,9 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         """Move this session to a fresh id when the response is saved.
 
         The data is kept; the old id's record is destroyed, so a planted or leaked id
-        stops working. Call it on login and on any change of privilege.
+        stops working. Call it on login and on any change of privilege. If the old record
+        is gone by then (a logout in another request), the logout wins: nothing is written
+        and the cookie is deleted.
         """
         self._regenerate = True
         self.modified = True
@@ -131,66 +132,28 @@ class LembroSessionInterface(SessionInterface):
     """
 
     session_class = LembroSession
-    #: The salt that separates these signatures from others made with the same key.
-    salt = "lembro-session"
-    #: The digest of the HMAC that signs the id.
-    digest_method = staticmethod(hashlib.sha256)
 
     def __init__(self, store: SessionStore) -> None:
         if not isinstance(store, SessionStore):
             raise InvalidOption("store", store, "a lembro SessionStore (get/set/touch/destroy)")
         self.store = store
-        #: Tags Flask's extra JSON types so any store serializer carries them. Register
-        #: more tags on it as with ``SecureCookieSessionInterface.serializer``.
-        self.serializer = TaggedJSONSerializer()
-        self._signer_cache: dict[tuple[bytes, ...], tuple[Signer, Signer]] = {}
+        self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
 
     # ---- signing ----------------------------------------------------------------------
 
-    def get_signer(self, app: Flask) -> Signer | None:
+    def get_signer(self, app: Flask) -> CookieSigner | None:
         """The signer of session ids, or ``None`` when the app has no ``secret_key``.
 
-        It signs with ``secret_key`` and also accepts ``SECRET_KEY_FALLBACKS``.
+        It signs with ``secret_key`` and also accepts ``SECRET_KEY_FALLBACKS``; it is made
+        once per set of keys, so a key rotated at run time takes effect at once.
         """
-        signers = self._signers(app)
-        return None if signers is None else signers[1]
-
-    def _signers(self, app: Flask) -> tuple[Signer, Signer] | None:
-        """(a signer of ``secret_key`` alone, one that also accepts the fallbacks), made once
-        per set of keys: building a signer costs as much as checking a signature."""
         if not app.secret_key:
             return None
-        given = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
-        keys = tuple(key.encode() if isinstance(key, str) else key for key in given)
-        cached = self._signer_cache.get(keys)
-        if cached is None:
-            make = functools.partial(
-                Signer, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method
-            )
-            # itsdangerous signs with the last key and verifies with any.
-            cached = (make(keys[-1]), make(list(keys)))
-            if len(self._signer_cache) >= 8:  # keys rotated many times: forget old ones
-                self._signer_cache.clear()
-            self._signer_cache[keys] = cached
-        return cached
-
-    def _unsign(self, signers: tuple[Signer, Signer], cookie: str) -> tuple[str | None, bool]:
-        """Return the id in ``cookie`` (or ``None``) and whether it needs signing anew
-        (it was signed with a fallback key)."""
-        if len(cookie) > _MAX_COOKIE_LENGTH:
-            return None, False
-        resign = False
-        try:
-            sid = signers[0].unsign(cookie).decode("ascii")
-        except (BadSignature, UnicodeError):
-            try:
-                sid = signers[1].unsign(cookie).decode("ascii")
-            except (BadSignature, UnicodeError):
-                return None, False
-            resign = True
-        if not is_session_id(sid):
-            return None, False
-        return sid, resign
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = self._signer
+        if cached is None or cached[0] != keys:
+            cached = self._signer = (keys, CookieSigner(keys[0], keys[1:]))
+        return cached[1]
 
     # ---- settings Flask < 3.1 does not have -------------------------------------------
 
@@ -198,32 +161,14 @@ class LembroSessionInterface(SessionInterface):
         """Whether the cookie is ``Partitioned``: ``SESSION_COOKIE_PARTITIONED``."""
         return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
 
-    # ---- tagging ----------------------------------------------------------------------
-
-    def _untag(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return self.serializer.untag({k: self._untag(v) for k, v in value.items()})
-        if isinstance(value, list):
-            return [self._untag(item) for item in value]
-        return value
-
     def _load(self, sid: str) -> dict[str, Any] | None:
-        """The stored session ``sid``, untagged; ``None`` when absent or corrupt."""
+        """The stored session ``sid``; ``None`` when absent or corrupt."""
         try:
-            stored = self.store.get(sid)
+            data = self.store.get(sid)
         except SerializationError as e:
             self._discard(sid, e)
             return None
-        if stored is None:
-            return None
-        try:
-            data = self._untag(stored)
-        # Tags come only from this module, so a failure here means a record written by
-        # something else, or damaged.
-        except Exception as e:
-            self._discard(sid, e)
-            return None
-        if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+        if data and set(map(type, data)) != {str}:
             self._discard(sid, TypeError("stored session is not a dict of str keys"))
             return None
         return data
@@ -237,20 +182,22 @@ class LembroSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> LembroSession | None:
         """Load the session the request's cookie names, or a fresh, empty one."""
-        signers = self._signers(app)
-        if signers is None:
+        signer = self.get_signer(app)
+        if signer is None:
             return None  # Flask's null session: readable, and says why on write
-        cookie = request.cookies.get(self.get_cookie_name(app))
+        header = request.environ.get("HTTP_COOKIE")
+        cookie = cookie_value(header, self.get_cookie_name(app)) if header else None
         if not cookie:
             return self.session_class(new=True)
-        sid, resign = self._unsign(signers, cookie)
+        sid, resign = signer.unsign(cookie)
         if sid is None:
             return self.session_class(new=True)
         data = self._load(sid)
         if data is None:
             return self.session_class(new=True)
         session = self.session_class(data, sid)
-        session._resign = resign
+        if not resign:
+            session._cookie = cookie
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
@@ -258,20 +205,8 @@ class LembroSessionInterface(SessionInterface):
         # Flask calls this with no session at all when open_session raised.
         if not isinstance(session, LembroSession):
             return
-        name = self.get_cookie_name(app)
-        cookie: dict[str, Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": self.get_cookie_samesite(app),
-        }
-        partitioned = self.get_cookie_partitioned(app)
-        if partitioned:  # only then: Werkzeug < 3.0 has no such argument
-            cookie["partitioned"] = True
-
         if session.accessed:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
 
         old_sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
@@ -279,41 +214,94 @@ class LembroSessionInterface(SessionInterface):
             if old_sid is not None and session.modified:
                 self.store.destroy(old_sid)
                 session.sid = None
-                response.delete_cookie(name, **cookie)
-                response.vary.add("Cookie")
+                self._delete_cookie(app, response)
             return
 
-        if old_sid is None or regenerate:
+        resend = session.permanent and (
+            session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]
+        )
+        if old_sid is None:
             sid = new_session_id()
-            self.store.set(sid, self.serializer.tag(dict(session)))
-            if old_sid is not None:  # after the write: a failed write keeps the old session
-                self.store.destroy(old_sid)
-            session.sid = sid
+            self.store.set(sid, dict(session))
+            session.sid, session._cookie = sid, None
+        elif regenerate:
+            new_sid = _regenerate(self.store, old_sid, dict(session))
+            if new_sid is None:  # logged out meanwhile: the logout wins
+                session.sid = None
+                self._delete_cookie(app, response)
+                return
+            sid = session.sid = new_sid
+            session._cookie = None
         elif session.modified:
             sid = old_sid
-            if not self.store.replace(sid, self.serializer.tag(dict(session))):
+            if not self.store.replace(sid, dict(session)):
                 # Destroyed since it was loaded (a logout or a regenerate in another
                 # request): it stays destroyed, and this request's changes go with it.
                 return
-        elif app.config["SESSION_REFRESH_EACH_REQUEST"] or session._resign:
+        elif app.config["SESSION_REFRESH_EACH_REQUEST"] or session._cookie is None:
             sid = old_sid
             if not self.store.touch(sid):
                 return  # gone since it was loaded: no cookie for a record that is not there
-            if not (session.permanent or session._resign):
-                return  # a browser-session cookie needs no refresh
         else:
             return
 
-        signer = self.get_signer(app)
-        if signer is None:  # the secret key was removed during the request
-            raise RuntimeError("the session cannot be saved: the app has no secret_key")
+        # The cookie goes out only when it says something new: a new id, a signature with
+        # the current key, or a permanent session's later expiry.
+        value = session._cookie
+        if value is None:
+            signer = self.get_signer(app)
+            if signer is None:  # the secret key was removed during the request
+                raise RuntimeError("the session cannot be saved: the app has no secret_key")
+            value = session._cookie = signer.sign(sid)
+        elif not resend:
+            return
         response.set_cookie(
-            name,
-            signer.sign(sid).decode("ascii"),
+            self.get_cookie_name(app),
+            value,
             expires=self.get_expiration_time(app, session),
-            **cookie,
+            **self._cookie_options(app),
         )
-        response.vary.add("Cookie")
+        _vary_on_cookie(response)
+
+    def _cookie_options(self, app: Flask) -> dict[str, Any]:
+        """The cookie's attributes from the app's ``SESSION_COOKIE_*`` settings."""
+        options: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "httponly": self.get_cookie_httponly(app),
+            "samesite": self.get_cookie_samesite(app),
+        }
+        if self.get_cookie_partitioned(app):  # only then: Werkzeug < 3.0 has no such argument
+            options["partitioned"] = True
+        return options
+
+    def _delete_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(self.get_cookie_name(app), **self._cookie_options(app))
+        _vary_on_cookie(response)
+
+
+def _vary_on_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")`` without building werkzeug's header set each time."""
+    vary = response.headers.get("Vary")
+    if vary is None:
+        response.headers["Vary"] = "Cookie"
+    elif "cookie" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Cookie"
+
+
+def regenerate() -> None:
+    """Move the current request's session to a fresh id when the response is saved: the
+    typed form of ``session.regenerate()`` (see :meth:`LembroSession.regenerate`)."""
+    current = flask.session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, LembroSession):
+        raise RuntimeError("regenerate() needs lembro.flask.Lembro(app) installed")
+    current.regenerate()
+
+
+#: Flask's ``session`` proxy, typed as a :class:`LembroSession`, so that
+#: ``session.regenerate()`` type-checks: ``from lembro.flask import session``.
+session = cast(LembroSession, flask.session)
 
 
 class Lembro:
@@ -328,8 +316,9 @@ class Lembro:
     default ``"msgpack"``), ``LEMBRO_SNAPSHOT`` (a file that keeps sessions across
     restarts, default none; set it in development and the reloader keeps sessions),
     ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds) and ``LEMBRO_TRUST_PICKLE`` (``True`` to
-    allow pickle with a snapshot file). ``store`` is the
-    store of the app last initialized; ``app.extensions["lembro"]`` is this extension and
+    allow pickle with a snapshot file). ``store`` is the store of the app last
+    initialized. ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it
+    unset; ``app.extensions["lembro"]`` is this extension and
     ``app.session_interface.store`` each app's own store.
     """
 
@@ -347,6 +336,10 @@ class Lembro:
             store = self._store_from_config(app)
         app.session_interface = LembroSessionInterface(store)
         app.extensions["lembro"] = self
+        # Flask leaves SameSite off unless asked; a session cookie should not ride along
+        # on cross-site POSTs. An app that wants otherwise sets it after init_app.
+        if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+            app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
         self.store = store
 
     @staticmethod

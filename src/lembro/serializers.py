@@ -1,11 +1,25 @@
-"""Serializers turn a session dict into bytes and back: msgpack (default), json, pickle."""
+"""Serializers turn a session dict into bytes and back: msgpack (default), json, pickle.
+
+msgpack and json give back exactly what they were given, type for type, or refuse it with
+:class:`SerializationError` naming the type and where it is (``session['cart'][2]: Color``).
+Beyond the JSON types (dict with str keys, list, str, int, float, bool, None) they carry
+``bytes``, ``tuple``, ``set``, ``frozenset``, ``datetime`` (naive, or aware with its UTC
+offset), ``date``, ``time``, ``timedelta``, ``UUID`` and ``Decimal``: as msgpack extension
+types, or in JSON as a one-key object ``{"\ue000": [tag, value]}``. Anything else (an
+``Enum``, a dataclass, a subclass of any of these such as ``OrderedDict``) is refused: it
+would come back as something else.
+"""
 
 from __future__ import annotations
 
+import base64
 import math
 import pickle
 import threading
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
 import msgspec
 
@@ -18,6 +32,7 @@ __all__ = [
     "PickleSerializer",
     "Serializer",
     "dumps_session",
+    "fingerprint",
     "get_serializer",
     "loads_session",
     "require_safe_serializer",
@@ -58,50 +73,231 @@ class _MsgspecSerializer:
 
 
 class MsgpackSerializer(_MsgspecSerializer):
-    """MessagePack through msgspec: compact and fast; tuples come back as lists."""
+    """MessagePack through msgspec: compact and fast, and exact (see the module's docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder())
+        super().__init__(msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(ext_hook=_from_ext))
+
+    def dumps(self, obj: Any) -> bytes:
+        return super().dumps(_exact(obj, _to_ext, _MSGPACK_KEYS))
 
 
 class JsonSerializer(_MsgspecSerializer):
-    """JSON through msgspec: readable; tuples and sets come back as lists.
+    """JSON through msgspec: readable, and exact (see the module's docstring).
 
-    Refuses (``TypeError``/``ValueError``) what JSON would silently change into something
-    else: keys that are not strings, bytes, and NaN or infinite floats.
+    Refuses what JSON cannot carry: keys that are not strings, NaN and infinite floats.
     """
 
     def __init__(self) -> None:
-        super().__init__(msgspec.json.Encoder(), msgspec.json.Decoder())
+        decoder = msgspec.json.Decoder()
+        super().__init__(msgspec.json.Encoder(), decoder)
+        decode = decoder.decode
+
+        def loads(data: bytes) -> Any:
+            obj = decode(data)
+            # Tags are rare: only a document that holds the marker needs a walk.
+            return _untag_json(obj) if _JSON_MARK_BYTES in data else obj
+
+        self.loads = loads
 
     def dumps(self, obj: Any) -> bytes:
-        _check_json(obj)
-        return super().dumps(obj)
+        return super().dumps(_exact(obj, _to_json_tag, _JSON_KEYS))
 
 
-def _check_json(obj: Any) -> None:
-    """Raise where msgspec's JSON would not give ``obj`` back: it encodes bytes as base64
-    text, NaN and infinities as null, and number keys as strings, all without a word."""
-    stack = [obj]
-    seen: set[int] = set()  # containers walked: shared ones once, and cycles end here
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"JSON has no {item!r}")
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            raise TypeError("JSON has no bytes: use the msgpack or pickle serializer")
-        elif isinstance(item, (dict, list, tuple, set, frozenset)):
-            if id(item) in seen:
+# ---- exact types ----------------------------------------------------------------------
+
+_MSGPACK_KEYS: frozenset[type] = frozenset({str, int, float, bool, bytes, type(None)})
+_JSON_KEYS: frozenset[type] = frozenset({str})
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's ints hold
+# Values each format carries as they are, whatever their value (msgpack's ints and JSON's
+# floats need a look at the value).
+_MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, float, type(None)})
+_JSON_SAFE: frozenset[type] = frozenset({str, bool, int, type(None)})
+_JSON_MARK = "\ue000"  # a private-use character: the one key of a tagged JSON object
+_JSON_MARK_BYTES = _JSON_MARK.encode()
+
+# Tags, shared by both formats (msgpack extension codes; the first item of a JSON tag).
+_DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _TUPLE, _SET, _FROZENSET = range(1, 10)
+_BYTES, _DICT = 10, 11  # JSON only: msgpack has bytes, and no marker to escape
+
+_ISO = {datetime: _DATETIME, date: _DATE, time: _TIME}
+
+
+class _Refused(Exception):
+    """Internal: a value that would not come back as it went in; ``path`` grows outward."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.path: list[str] = []
+
+
+def _exact(obj: Any, tag: Any, key_types: frozenset[type]) -> Any:
+    """``obj`` with every value JSON or msgpack would change replaced by ``tag(code,
+    payload)``; raises :class:`SerializationError` for a value it cannot carry."""
+    try:
+        return _walk(obj, tag, key_types)
+    except _Refused as e:
+        path = "".join(reversed(e.path))
+        raise SerializationError(f"session{path}: {e.what}", path=path) from None
+
+
+def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if tag is _to_ext and not _INT_MIN <= value <= _INT_MAX:
+            raise _Refused("int outside the 64 bits msgpack holds")
+        return value
+    if kind is float:
+        if tag is _to_json_tag and not math.isfinite(value):
+            raise _Refused(f"float {value!r} (JSON has no NaN or infinity)")
+        return value
+    if kind is dict:
+        out = None
+        safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+        for key, item in value.items():
+            if type(key) not in key_types:
+                raise _Refused(f"key of type {type(key).__name__}")
+            item_kind = type(item)
+            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+                continue  # the common cases, without a call
+            try:
+                new = _walk(item, tag, key_types)
+            except _Refused as e:
+                e.path.append(f"[{key!r}]")
+                raise
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        if tag is _to_json_tag and _JSON_MARK in value:
+            return tag(_DICT, value if out is None else out)
+        return value if out is None else out
+    if kind is list:
+        out_list = None
+        safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+        for index, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
                 continue
-            seen.add(id(item))
-            if isinstance(item, dict):
-                for key in item:
-                    if not isinstance(key, str):
-                        raise TypeError(f"JSON keys are strings, not {type(key).__name__}")
-                stack.extend(item.values())
-            else:
-                stack.extend(item)
+            try:
+                new = _walk(item, tag, key_types)
+            except _Refused as e:
+                e.path.append(f"[{index}]")
+                raise
+            if new is not item:
+                if out_list is None:
+                    out_list = list(value)
+                out_list[index] = new
+        return value if out_list is None else out_list
+    if kind is bytes:
+        return tag(_BYTES, value) if tag is _to_json_tag else value
+    if kind is tuple or kind is set or kind is frozenset:
+        code = _TUPLE if kind is tuple else _SET if kind is set else _FROZENSET
+        items = value if kind is tuple else sorted(value, key=_sort_key)
+        return tag(code, _walk(list(items), tag, key_types))
+    iso = _ISO.get(kind)
+    if iso is not None:
+        return tag(iso, value.isoformat())
+    if kind is timedelta:
+        return tag(_TIMEDELTA, [value.days, value.seconds, value.microseconds])
+    if kind is UUID:
+        return tag(_UUID, value)
+    if kind is Decimal:
+        return tag(_DECIMAL, str(value))
+    raise _Refused(f"{kind.__qualname__} (refused: it would come back as another type)")
+
+
+def _sort_key(item: Any) -> tuple[str, str]:
+    """A set's items in a stable order, so equal sets serialize to equal bytes."""
+    return type(item).__name__, repr(item)
+
+
+def _to_ext(code: int, payload: Any) -> msgspec.msgpack.Ext:
+    if code == _UUID:
+        return msgspec.msgpack.Ext(code, payload.bytes)
+    if isinstance(payload, str):
+        return msgspec.msgpack.Ext(code, payload.encode())
+    return msgspec.msgpack.Ext(code, msgspec.msgpack.encode(payload))
+
+
+def _from_ext(code: int, data: memoryview) -> Any:
+    if code == _UUID:
+        return UUID(bytes=bytes(data))
+    if code == _DATETIME:
+        return datetime.fromisoformat(bytes(data).decode())
+    if code == _DATE:
+        return date.fromisoformat(bytes(data).decode())
+    if code == _TIME:
+        return time.fromisoformat(bytes(data).decode())
+    if code == _DECIMAL:
+        return Decimal(bytes(data).decode())
+    items = msgspec.msgpack.decode(data, ext_hook=_from_ext)
+    if code == _TIMEDELTA:
+        return timedelta(*items)
+    if code == _TUPLE:
+        return tuple(items)
+    if code == _SET:
+        return set(items)
+    if code == _FROZENSET:
+        return frozenset(items)
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _to_json_tag(code: int, payload: Any) -> dict[str, Any]:
+    if code == _UUID:
+        payload = str(payload)
+    elif code == _BYTES:
+        payload = base64.b64encode(payload).decode("ascii")
+    return {_JSON_MARK: [code, payload]}
+
+
+def _untag_json(value: Any) -> Any:
+    if type(value) is list:
+        return [_untag_json(item) for item in value]
+    if type(value) is not dict:
+        return value
+    if len(value) == 1 and _JSON_MARK in value:
+        code, payload = value[_JSON_MARK]
+        if code == _DICT:
+            return {key: _untag_json(item) for key, item in payload.items()}
+        if code == _BYTES:
+            return base64.b64decode(payload)
+        if code == _UUID:
+            return UUID(payload)
+        if code == _DATETIME:
+            return datetime.fromisoformat(payload)
+        if code == _DATE:
+            return date.fromisoformat(payload)
+        if code == _TIME:
+            return time.fromisoformat(payload)
+        if code == _DECIMAL:
+            return Decimal(payload)
+        if code == _TIMEDELTA:
+            return timedelta(*payload)
+        items = [_untag_json(item) for item in payload]
+        if code == _TUPLE:
+            return tuple(items)
+        if code == _SET:
+            return set(items)
+        if code == _FROZENSET:
+            return frozenset(items)
+        raise ValueError(f"unknown JSON tag {code!r}")
+    return {key: _untag_json(item) for key, item in value.items()}
+
+
+_FINGERPRINT = msgspec.msgpack.Encoder()
+
+
+def fingerprint(data: dict[str, Any]) -> object:
+    """Bytes that are equal for two sessions exactly when their data is: what an
+    integration keeps of a loaded session to tell later whether it changed, without a
+    deep copy. Data msgpack cannot carry gets a value equal to nothing."""
+    try:
+        return _FINGERPRINT.encode(_walk(data, _to_ext, _MSGPACK_KEYS))
+    except (_Refused, TypeError, ValueError, OverflowError, RecursionError):
+        return object()
 
 
 class PickleSerializer:
@@ -171,6 +367,8 @@ def dumps_session(serializer: Serializer, data: Any) -> bytes:
         raise SerializationError(f"session data must be a dict, not {type(data).__name__}")
     try:
         blob = serializer.dumps(data)
+    except SerializationError:
+        raise
     except Exception as e:
         raise SerializationError(f"session data does not serialize: {e}") from e
     if not isinstance(blob, bytes):

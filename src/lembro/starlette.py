@@ -3,31 +3,28 @@
 Change ``from starlette.middleware.sessions import SessionMiddleware`` to
 ``from lembro.starlette import SessionMiddleware`` and the session data moves out of the
 cookie into a store (a :class:`lembro.MemoryStore` unless ``store=`` names another); the
-cookie keeps only the session id, signed with itsdangerous as Starlette signs its cookie.
+cookie keeps only the session id, signed with keyed BLAKE2b (see :mod:`lembro._cookies`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 try:
-    import itsdangerous
-    from itsdangerous.exc import BadSignature
-    from starlette.datastructures import MutableHeaders, Secret
+    from starlette.datastructures import Secret
     from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on what is installed
-    raise ImportError(
-        "lembro.starlette needs Starlette and itsdangerous: pip install 'lembro[starlette]'"
-    ) from e
+    raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
+from ._cookies import CookieSigner, aregenerate, cookie_value
 from .errors import SerializationError
-from .ids import is_session_id, new_session_id, redact
+from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, as_async
+from .serializers import fingerprint
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -41,11 +38,17 @@ _CLEARED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
 
 class Session(dict[str, Any]):
     """The dict in ``scope["session"]``, as Starlette's ``Session``: ``accessed`` once read
-    or written, ``modified`` once written through its own methods."""
+    or written, ``modified`` once written through its own methods.
+
+    A change made inside a nested value (``session["cart"].append(x)``) is seen too: the
+    first time a list, dict or other container is handed out, the session's bytes are
+    kept, and compared with what it holds when the response starts.
+    """
 
     accessed: bool = False
     modified: bool = False
     _regenerate: bool = False
+    _before: object = None  # the fingerprint taken before a container was handed out
 
     def mark_accessed(self) -> None:
         self.accessed = True
@@ -54,19 +57,38 @@ class Session(dict[str, Any]):
         self.accessed = True
         self.modified = True
 
+    def _hand_out(self, value: Any) -> Any:
+        if type(value) not in _PLAIN and self._before is None:
+            self._before = fingerprint(dict(dict.items(self)))
+        return value
+
+    def _hand_out_all(self) -> None:
+        if self._before is None and _has_containers(self):
+            self._before = fingerprint(dict(dict.items(self)))
+
+    def changed_inside(self) -> bool:
+        """Whether a container handed out has changed since (always false if none was)."""
+        return self._before is not None and fingerprint(dict(dict.items(self))) != self._before
+
     # Reads count as access even when the app bypasses ``request.session`` (which marks it
     # itself), so ``Vary: Cookie`` is sent wherever the response may depend on the session.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
-        return super().__getitem__(key)
+        value = dict.__getitem__(self, key)
+        if self._before is None and type(value) not in _PLAIN:
+            self._hand_out(value)
+        return value
 
     def get(self, key: str, default: Any = None, /) -> Any:
         self.accessed = True
-        return super().get(key, default)
+        value = dict.get(self, key, default)
+        if self._before is None and type(value) not in _PLAIN:
+            self._hand_out(value)
+        return value
 
     def __contains__(self, key: object) -> bool:
         self.accessed = True
-        return super().__contains__(key)
+        return dict.__contains__(self, key)
 
     def __iter__(self) -> Iterator[str]:
         self.accessed = True
@@ -82,15 +104,22 @@ class Session(dict[str, Any]):
 
     def values(self) -> dict_values[str, Any]:
         self.accessed = True
+        self._hand_out_all()
         return super().values()
 
     def items(self) -> dict_items[str, Any]:
         self.accessed = True
+        self._hand_out_all()
         return super().items()
 
+    def copy(self) -> dict[str, Any]:
+        self.accessed = True
+        self._hand_out_all()
+        return dict(dict.items(self))
+
     def __setitem__(self, key: str, value: Any) -> None:
-        self.mark_modified()
-        super().__setitem__(key, value)
+        self.accessed = self.modified = True
+        dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         self.mark_modified()
@@ -114,7 +143,7 @@ class Session(dict[str, Any]):
         self.accessed = True
         if not dict.__contains__(self, key):
             self.mark_modified()
-        return super().setdefault(key, default)
+        return self._hand_out(super().setdefault(key, default))
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.mark_modified()
@@ -130,6 +159,8 @@ def regenerate(connection: HTTPConnection) -> None:
 
     Call it on login and on any change of privilege, so an id known before (planted or
     leaked) is worth nothing after. The data is kept; clear the session too on logout.
+    If the old record is gone by then (a logout in another request), the logout wins: no
+    record is written and the cookie is cleared.
     """
     session = connection.scope.get("session")
     if not isinstance(session, Session):
@@ -141,11 +172,13 @@ def regenerate(connection: HTTPConnection) -> None:
 class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` with the data kept in ``store``, not the cookie.
 
-    Same arguments as Starlette's; ``max_age`` (seconds) is both the cookie's lifetime and
-    the record's, and with ``max_age=None`` (a browser-session cookie) the record lives
-    the store's ``ttl`` seconds from the last request that carried the cookie. ``store``
-    is any :class:`~lembro.SessionStore` or :class:`~lembro.AsyncSessionStore`; a sync
-    store that may block runs in a worker thread, so the event loop never waits on it.
+    Same arguments as Starlette's, plus ``secret_key_fallbacks`` (older keys whose
+    cookies are still accepted and signed anew with ``secret_key``); ``max_age``
+    (seconds) is both the cookie's lifetime and the record's, and with ``max_age=None``
+    (a browser-session cookie) the record lives the store's ``ttl`` seconds from the
+    last request that carried the cookie. ``store`` is any :class:`~lembro.SessionStore`
+    or :class:`~lembro.AsyncSessionStore`; a sync store that may block runs in a worker
+    thread, so the event loop never waits on it.
 
     Concurrent requests of one session each load it, and the last to write wins, as with
     any server-side session store; a record destroyed meanwhile (logout, regenerate) is
@@ -165,9 +198,10 @@ class SessionMiddleware:
         partitioned: bool = False,
         *,
         store: SessionStore | AsyncSessionStore | None = None,
+        secret_key_fallbacks: Sequence[str | Secret] = (),
     ) -> None:
         self.app = app
-        self.signer = itsdangerous.TimestampSigner(str(secret_key))
+        self.signer = CookieSigner(str(secret_key), [str(key) for key in secret_key_fallbacks])
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.path = path
@@ -180,7 +214,16 @@ class SessionMiddleware:
             self.security_flags += "; partitioned"
         self.store: SessionStore | AsyncSessionStore = MemoryStore() if store is None else store
         self._store = as_async(self.store)
+        # A store that never blocks (MemoryStore) is called directly on the hot path
+        # (load, write back), saving a coroutine per call.
+        inline = not isinstance(self.store, AsyncSessionStore) and not getattr(
+            self.store, "blocking", True
+        )
+        self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
         self._ttl: float | None = None if max_age is None else float(max_age)
+        lifetime = "" if max_age is None else f"Max-Age={max_age}; "
+        self._cookie_prefix = f"{session_cookie}=".encode("latin-1")
+        self._cookie_suffix = f"; path={path}; {lifetime}{self.security_flags}".encode("latin-1")
         # A cookie with max_age <= 0 is dead on arrival (Starlette still sends it): no record.
         self._persist = max_age is None or max_age > 0
 
@@ -189,9 +232,17 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        sid, data = await self._load(HTTPConnection(scope))
-        loaded = copy.deepcopy(data)  # what the store holds, to tell a change from a re-set
-        scope["session"] = Session(data)
+        sid, cookie = self._unsign(_cookie_value(scope, self.session_cookie))
+        data: dict[str, Any] | None = None
+        if sid is not None:
+            try:  # a store that never blocks is called directly: no coroutine
+                inline = self._inline
+                data = inline.get(sid) if inline is not None else await self._store.get(sid)
+            except SerializationError:
+                log.warning("session %s cannot be read back; starting a new one", redact(sid))
+            if not data:  # unknown or expired: never adopted, a new id is made on write
+                sid = cookie = None
+        scope["session"] = Session(data or {})
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)
@@ -199,73 +250,106 @@ class SessionMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                await self._commit(scope["session"], sid, loaded, MutableHeaders(scope=message))
+                headers = message["headers"] = list(message.get("headers", ()))
+                await self._commit(scope["session"], sid, cookie, headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _load(self, connection: HTTPConnection) -> tuple[str | None, dict[str, Any]]:
-        """The session id and data a request's cookie names; ``(None, {})`` for any other."""
-        cookie = connection.cookies.get(self.session_cookie)
-        if cookie is None:
-            return None, {}
-        try:
-            sid = self.signer.unsign(cookie.encode(), max_age=self.max_age).decode("ascii")
-        except (BadSignature, UnicodeError):
-            return None, {}
-        if not is_session_id(sid):
-            return None, {}
-        try:
-            data = await self._store.get(sid)
-        except SerializationError:
-            log.warning("session %s cannot be read back; starting a new one", redact(sid))
-            return None, {}
-        if not data:  # unknown or expired: never adopted, a new id is made on write
-            return None, {}
-        return sid, data
+    def _unsign(self, value: str | None) -> tuple[str | None, str | None]:
+        """The session id a cookie value carries, and the value to send back for it
+        (``None`` when it must be signed anew, with the current key); ``(None, None)``
+        for no cookie or one this server did not sign."""
+        if value is None:
+            return None, None
+        sid, resign = self.signer.unsign(value)
+        return sid, None if resign or sid is None else value
 
     async def _commit(
-        self, session: Any, sid: str | None, loaded: dict[str, Any], headers: MutableHeaders
+        self,
+        session: Any,
+        sid: str | None,
+        cookie: str | None,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Write what changed to the store and the cookie, as the response starts."""
         if not isinstance(session, Session):  # the app replaced it: take it as written
             session = Session(session)
             session.mark_modified()
         if session.accessed:
-            headers.add_vary_header("Cookie")
-        data = dict.copy(session)
+            _vary_on_cookie(headers)
+        data = dict(dict.items(session))  # not dict.copy: that reads through __getitem__
         if not data:
             if sid is not None:  # a stored session is never empty: this one was emptied
                 await self._store.destroy(sid)
-                headers.append("Set-Cookie", self._cookie("null", _CLEARED))
+                headers.append(self._cookie("null", _CLEARED))
             return
-        changed = session.accessed and data != loaded
-        if not (changed or session.modified or session._regenerate):
+        # Written through the session's own methods: written back, no need to compare.
+        # Otherwise a read may still have changed a nested value: compare the bytes.
+        changed = session.modified or session.changed_inside()
+        if not (changed or session._regenerate or cookie is None):
             # The cookie is not re-sent (as Starlette), so only a browser-session cookie's
-            # record may slide; with max_age it ends when the cookie's signature does.
+            # record may slide; with max_age it ends when the cookie does.
             if sid is not None and self.max_age is None:
                 await self._store.touch(sid)
             return
         if sid is not None and session._regenerate:
-            await self._store.destroy(sid)
-            sid = None
-        fresh = sid is None
-        sid = sid or new_session_id()
-        if self._persist:
-            if fresh:
-                await self._store.set(sid, data, self._ttl)
-            elif not await (
-                self._store.replace(sid, data, self._ttl)
-                if changed
-                else self._store.touch(sid, self._ttl)
-            ):
-                # Destroyed since it was loaded (a logout or a regenerate in another
-                # request): it stays destroyed, this request's changes go with it, and the
-                # cookie is left as the other request set it.
+            sid = await aregenerate(self._store, sid, data, self._ttl) if self._persist else None
+            if sid is None:  # logged out meanwhile: the logout wins
+                headers.append(self._cookie("null", _CLEARED))
                 return
-        lifetime = "" if self.max_age is None else f"Max-Age={self.max_age}; "
-        headers.append("Set-Cookie", self._cookie(self.signer.sign(sid).decode(), lifetime))
+            cookie = None
+        elif sid is None:
+            sid = new_session_id()
+            if self._persist:
+                await self._store.set(sid, data, self._ttl)
+        elif self._persist and not (
+            (
+                self._inline.replace(sid, data, self._ttl)
+                if self._inline is not None
+                else await self._store.replace(sid, data, self._ttl)
+            )
+            if changed
+            else await self._store.touch(sid, self._ttl)
+        ):
+            # Destroyed since it was loaded (a logout or a regenerate in another request):
+            # it stays destroyed, this request's changes go with it, and the cookie is left
+            # as the other request set it.
+            return
+        if cookie is None:
+            cookie = self.signer.sign(sid)
+        elif self.max_age is None:
+            return  # same id, a cookie that ends with the browser: nothing to re-send
+        headers.append((b"set-cookie", self._cookie_prefix + cookie.encode() + self._cookie_suffix))
 
-    def _cookie(self, value: str, lifetime: str) -> str:
-        return f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
+    def _cookie(self, value: str, lifetime: str) -> tuple[bytes, bytes]:
+        """A ``Set-Cookie`` header, as Starlette's middleware writes it."""
+        cookie = f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
+        return b"set-cookie", cookie.encode("latin-1")
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _has_containers(data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds a value that could change without the session seeing it."""
+    return any(type(value) not in _PLAIN for value in dict.values(data))
+
+
+def _cookie_value(scope: Scope, name: str) -> str | None:
+    """The value of the cookie ``name`` in the request's first ``Cookie`` header, the last
+    of several, as Starlette's ``request.cookies`` finds it; ``None`` when absent."""
+    for key, raw in scope["headers"]:
+        if key == b"cookie":
+            return cookie_value(raw.decode("latin-1"), name, last=True)
+    return None
+
+
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header, or add the header."""
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == b"vary":
+            if b"cookie" not in value.lower():
+                headers[index] = (key, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))

@@ -1,0 +1,142 @@
+"""What the Flask and Starlette integrations share: the session id in and out of the cookie.
+
+The cookie value is ``<id>.<tag>``: the 43-character id (256 random bits, see
+:mod:`lembro.ids`) and a 43-character tag, the keyed BLAKE2b-256 hash of the id (URL-safe
+base64, no padding) under a key derived once from the app's secret key with
+HMAC-SHA256(secret, "lembro.session-id"). The id alone is already unguessable; the tag
+lets a request with a cookie this server did not sign be refused without asking the
+store, and ties ids to the secret key, so rotating the key ends every session. Older
+keys, given as fallbacks, are still accepted, and a cookie signed with one is signed anew
+with the current key.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .ids import new_session_id
+
+if TYPE_CHECKING:
+    from .protocol import AsyncSessionStore, SessionStore
+
+__all__ = ["MAX_COOKIE_LENGTH", "CookieSigner", "aregenerate", "cookie_value", "regenerate"]
+
+#: Length of a signed cookie value: 43 (id) + 1 + 43 (tag).
+_SIGNED_LENGTH = 87
+#: Anything longer than this is not ours; checked before any hashing, so a flood of huge
+#: cookies costs a length comparison each.
+MAX_COOKIE_LENGTH = _SIGNED_LENGTH
+
+
+def _derive(secret: str | bytes, salt: bytes) -> bytes:
+    """The signing key for ``secret``: HMAC-SHA256(secret, salt), so the app's secret key
+    itself never signs anything and different salts give unrelated keys."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hmac.digest(secret, salt, "sha256")
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _tag(keyed: Any, message: bytes) -> bytes:
+    """The keyed hash of ``message`` (``keyed``: a BLAKE2b object holding the key), as 43
+    URL-safe base64 characters (no padding)."""
+    hasher = keyed.copy()  # the key is absorbed once; a copy costs less than re-keying
+    hasher.update(message)
+    return binascii.b2a_base64(hasher.digest(), newline=False)[:-1].translate(_URLSAFE)
+
+
+class CookieSigner:
+    """Signs session ids into cookie values and verifies them back, with key rotation.
+
+    ``secret`` signs; each of ``fallbacks`` (older secrets) still verifies. ``salt`` keeps
+    these signatures apart from anything else signed with the same secret. Keys are
+    derived once, here; signing and verifying an id cost one BLAKE2b hash per key tried.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        fallbacks: Iterable[str | bytes] = (),
+        *,
+        salt: bytes = b"lembro.session-id",
+    ) -> None:
+        if not secret:
+            raise ValueError("a secret key is needed to sign session ids")
+        self._keys = tuple(
+            hashlib.blake2b(key=_derive(key, salt), digest_size=32)
+            for key in (secret, *fallbacks)
+            if key
+        )
+
+    def sign(self, sid: str) -> str:
+        """The cookie value for session id ``sid``."""
+        return f"{sid}.{_tag(self._keys[0], sid.encode('ascii')).decode('ascii')}"
+
+    def unsign(self, value: str) -> tuple[str | None, bool]:
+        """``(id, resign)`` from a cookie value: the id, or ``None`` when the value is not
+        one this signer made; ``resign`` is true when an older key made it.
+
+        Any string a client sends is safe here: nothing raises.
+        """
+        # Only the shape is checked before the hash: an id whose tag verifies is one this
+        # server made, and so a well-formed one.
+        if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
+            return None, False
+        raw = value.encode("ascii")
+        message, tag = raw[:43], raw[44:]
+        for index, key in enumerate(self._keys):
+            if hmac.compare_digest(_tag(key, message), tag):
+                return value[:43], index > 0
+        return None, False
+
+
+def cookie_value(header: str, name: str, *, last: bool = False) -> str | None:
+    """The value of the cookie ``name`` in a ``Cookie`` header, or ``None``: the first of
+    several (as werkzeug's ``request.cookies.get``) or, with ``last``, the last (as
+    Starlette's ``request.cookies``). Values are not unquoted: a signed id never is quoted.
+
+    Cheaper than parsing every cookie the request carries, which is all a session needs.
+    """
+    found = None
+    for chunk in header.split(";"):
+        key, _, value = chunk.partition("=")
+        if key.strip() == name:
+            found = value.strip()
+            if not last:
+                return found
+    return found
+
+
+def regenerate(
+    store: SessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
+) -> str | None:
+    """Move ``data`` from ``old_sid`` to a new id; return the new id, or ``None`` when the
+    old record was already gone (a logout in another request won: nothing is written).
+
+    The old record is destroyed first, so that no moment has the session under both ids,
+    and ``destroy``'s answer says whether it was still there.
+    """
+    if not store.destroy(old_sid):
+        return None
+    sid = new_session_id()
+    store.set(sid, data, ttl)
+    return sid
+
+
+async def aregenerate(
+    store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
+) -> str | None:
+    """:func:`regenerate` for an async store."""
+    if not await store.destroy(old_sid):
+        return None
+    sid = new_session_id()
+    await store.set(sid, data, ttl)
+    return sid

@@ -1,0 +1,185 @@
+"""What an app puts in a session comes back equal and of the same type, or is refused.
+
+One matrix: serializers (msgpack, json) x integrations (Flask, Starlette, Django). Each
+value is written by one request and read by the next, through the framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import warnings
+from collections import OrderedDict
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, override_settings
+from django.urls import path
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import lembro.flask
+from lembro import MemoryStore, SerializationError
+from lembro.starlette import SessionMiddleware
+from tests.test_django import configure_django
+
+configure_django()
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+EXACT: dict[str, Any] = {
+    "naive": datetime(2024, 5, 6, 7, 8, 9, 123456),
+    "aware": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
+    "day": date(2024, 2, 29),
+    "clock": time(23, 59, 1, 5),
+    "span": timedelta(days=-1, seconds=5, microseconds=7),
+    "id": UUID("12345678-1234-5678-1234-567812345678"),
+    "money": Decimal("19.90"),
+    "raw": b"\x00\xff",
+    "pair": (1, ("two", 3.5)),
+    "tags": {"a", "b"},
+    "frozen": frozenset({1, 2}),
+    "json": {"list": [1, 2.5, True, None, "s"], "nested": {"k": "v"}},
+    "marker": {"\ue000": "a user's own key that looks like a tag"},
+}
+
+REFUSED: list[tuple[Any, str]] = [
+    ({"cart": [1, 2, Color.RED]}, r"session\['cart'\]\[2\]: Color"),
+    ({"where": Point(1)}, r"session\['where'\]: Point"),
+    ({"ordered": OrderedDict(a=1)}, r"session\['ordered'\]: OrderedDict"),
+    ({"deep": {"x": [object()]}}, r"session\['deep'\]\['x'\]\[0\]: object"),
+]
+
+SERIALIZERS = ["msgpack", "json"]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, datetime):
+        return a == b and a.utcoffset() == b.utcoffset()
+    return bool(a == b)
+
+
+# ---- three ways to write a value in one request and read it in the next -----------------
+
+
+def through_flask(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
+    app = Flask(__name__)
+    app.secret_key = "roundtrip"
+    app.testing = True  # the refusal reaches the test, not a 500 page
+    lembro.flask.Lembro(app, store)
+    seen: dict[str, Any] = {}
+
+    @app.get("/put")
+    def put() -> str:
+        lembro.flask.session.update(data)
+        return "ok"
+
+    @app.get("/get")
+    def get() -> str:
+        seen.update(lembro.flask.session)
+        return "ok"
+
+    client = app.test_client()
+    client.get("/put")
+    client.get("/get")
+    return seen
+
+
+def through_starlette(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def put(request: Request) -> PlainTextResponse:
+        request.session.update(data)
+        return PlainTextResponse("ok")
+
+    async def get(request: Request) -> PlainTextResponse:
+        seen.update(request.session)
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/put", put), Route("/get", get)],
+        middleware=[Middleware(SessionMiddleware, secret_key="roundtrip", store=store)],
+    )
+    client = TestClient(app, raise_server_exceptions=True)
+    client.get("/put")
+    client.get("/get")
+    return seen
+
+
+_django_data: dict[str, Any] = {}
+_django_seen: dict[str, Any] = {}
+
+
+def _put(request: HttpRequest) -> HttpResponse:
+    request.session.update(_django_data)
+    return HttpResponse("ok")
+
+
+def _get(request: HttpRequest) -> HttpResponse:
+    _django_seen.update(request.session.items())
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("put", _put), path("get", _get)]
+
+
+def through_django(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
+    _django_data.clear()
+    _django_data.update(data)
+    _django_seen.clear()
+    with override_settings(ROOT_URLCONF=__name__, LEMBRO={"STORE": store}):
+        client = Client(raise_request_exception=True)
+        client.get("/put")
+        client.get("/get")
+    return dict(_django_seen)
+
+
+INTEGRATIONS = {"flask": through_flask, "starlette": through_starlette, "django": through_django}
+
+
+@pytest.mark.parametrize("integration", list(INTEGRATIONS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_every_exact_type_comes_back_equal_and_of_the_same_type(
+    serializer: str, integration: str
+) -> None:
+    with MemoryStore("1M", None, serializer=serializer) as store:
+        seen = INTEGRATIONS[integration](store, EXACT)
+    assert _same(seen, EXACT)
+
+
+@pytest.mark.parametrize(("data", "message"), REFUSED)
+@pytest.mark.parametrize("integration", list(INTEGRATIONS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_a_type_that_would_change_is_refused_naming_where_it_is(
+    serializer: str, integration: str, data: dict[str, Any], message: str
+) -> None:
+    with MemoryStore("1M", None, serializer=serializer) as store:
+        with pytest.raises(SerializationError, match=message):
+            INTEGRATIONS[integration](store, data)
+        assert len(store) == 0
