@@ -150,7 +150,7 @@ def test_each_integration_without_its_framework_names_the_extra_to_install(
 
 
 def test_the_redis_store_without_redis_py_names_the_extra_to_install(bare_python: Path) -> None:
-    done = run(bare_python, "-c", "import lembro; lembro.RedisStore")
+    done = run(bare_python, "-c", "import lembro; lembro.RedisStore('redis://127.0.0.1:1/0')")
     assert done.returncode == 1
     assert "lembro[redis]" in done.stderr.strip().splitlines()[-1], done.stderr
 
