@@ -1,0 +1,77 @@
+"""The budget: what a session costs in memory, and the store's size, changed only here."""
+
+from __future__ import annotations
+
+import sys
+
+from .entry import Entry
+
+__all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "session_cost"]
+
+# Bytes each session costs beyond its id and its data's length, as tracemalloc counts
+# them: the bytes object's header, the Entry, its expiry float, and its slot in the
+# store's table with the table's slack and holes at their fullest. The tracemalloc tests
+# in tests/test_memory.py hold the store to it.
+SESSION_OVERHEAD = 330
+
+# Bytes each record in the expiry index costs, live or flagged: the Record, its float,
+# and its slot in the queue or the heap.
+RECORD_OVERHEAD = 100
+
+
+def session_cost(sid: str, data: bytes) -> int:
+    """Bytes a session of id ``sid`` and serialized ``data`` costs, its record aside. The
+    id counts at the bytes CPython holds for it, which depend on its widest character."""
+    return sys.getsizeof(sid) + len(data) + SESSION_OVERHEAD
+
+
+def entry_cost(entry: Entry) -> int:
+    """Bytes ``entry`` costs, its record aside."""
+    return session_cost(entry.sid, entry.data)
+
+
+class Budget:
+    """The store's size in bytes against its cap: sessions plus expiry records."""
+
+    __slots__ = ("low_water", "max_size", "size")
+
+    def __init__(self, max_size: int, low_water: float) -> None:
+        self.max_size = max_size
+        self.low_water = low_water
+        self.size = 0
+
+    @property
+    def target(self) -> int:
+        """Bytes a prune shrinks the store to."""
+        return int(self.max_size * self.low_water)
+
+    @property
+    def over(self) -> bool:
+        """Whether the store holds more than ``max_size``."""
+        return self.size > self.max_size
+
+    def new_session_cost(self, sid: str, data: bytes) -> int:
+        """Bytes a new session costs, its record included."""
+        return session_cost(sid, data) + RECORD_OVERHEAD
+
+    def add_session(self, entry: Entry) -> None:
+        self.size += entry_cost(entry)
+
+    def remove_session(self, entry: Entry) -> None:
+        self.size -= entry_cost(entry)
+
+    def add_records(self, count: int) -> None:
+        self.size += count * RECORD_OVERHEAD
+
+    def remove_records(self, count: int) -> None:
+        self.size -= count * RECORD_OVERHEAD
+
+    def clear(self) -> None:
+        self.size = 0
+
+    def check(self, entries: list[Entry], records: int) -> None:
+        """Recount the size from ``entries`` and ``records`` held; raise
+        ``AssertionError`` naming a mismatch."""
+        counted = sum(map(entry_cost, entries)) + records * RECORD_OVERHEAD
+        if counted != self.size:
+            raise AssertionError(f"size is {self.size}, recounted {counted}")
