@@ -244,10 +244,8 @@ class MemoryStore:
             if entry is None:
                 return False
             self._used_locked(entry)
-            entry.expires = now + lifetime
-            if entry.expires < entry.record.expires:  # its record would come due too late
-                self._refile_locked(entry)
-                self._fit_locked(now, keep=sid)
+            self._renew_locked(entry, now + lifetime)
+            self._fit_locked(now, keep=sid)
             return True
 
     def destroy(self, sid: str) -> bool:
@@ -287,13 +285,13 @@ class MemoryStore:
 
     def __len__(self) -> int:
         """The number of live sessions (expired ones are purged first, in batches)."""
-        self.purge()
+        self._purge_in_batches()
         with self._lock:
             return len(self._sessions)
 
     def stats(self) -> Stats:
         """The store's counters now (expired sessions are purged first, in batches)."""
-        self.purge()
+        self._purge_in_batches()
         with self._lock:
             return Stats(
                 sessions=len(self._sessions),
@@ -316,16 +314,10 @@ class MemoryStore:
     def purge(self) -> int:
         """Remove expired sessions now, ``batch_size`` records per hold of the lock;
         return how many. Costs O(log n) per record due."""
-        removed = 0
-        while True:
-            now = self._clock()
-            with self._lock:
-                count, more = self._purge_locked(now, self.batch_size)
-                if not more:
-                    self._purges += 1
-            removed += count
-            if not more:
-                return removed
+        removed = self._purge_in_batches()
+        with self._lock:
+            self._purges += 1
+        return removed
 
     def prune(self) -> int:
         """Shrink to ``low_water * max_size`` now; return how many live sessions were evicted."""
@@ -467,20 +459,30 @@ class MemoryStore:
         self._budget.remove_session(entry)
 
     def _write_locked(self, sid: str, data: bytes, expires: float, old: Entry | None) -> None:
-        """Put ``data`` under ``sid`` in place of the live session ``old``, if any, which
-        it follows as the same session: its id str and its uses, one more."""
+        """Put ``data`` under ``sid``, expiring at ``expires``: a new session, or in place
+        of the live session ``old``, as one more use of it."""
         if old is None:
             self._add_locked(sid, data, expires)
             return
-        self._remove_locked(old)
-        entry = self._add_locked(old.sid, data, expires)
-        self._eviction.continued(entry, old, len(self._sessions))
+        self._budget.remove_session(old)
+        old.data = data
+        self._budget.add_session(old)
+        self._used_locked(old)
+        self._renew_locked(old, expires)
 
     def _used_locked(self, entry: Entry) -> None:
         """Count a use of ``entry`` and make it the most recently used."""
         self._eviction.used(entry, len(self._sessions))
         del self._sessions[entry.sid]
         self._sessions[entry.sid] = entry
+
+    def _renew_locked(self, entry: Entry, expires: float) -> None:
+        """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
+        later (a purge then finds it extended and files it again); an earlier expiry needs
+        a new record, or the session would be purged late."""
+        entry.expires = expires
+        if expires < entry.record.expires:
+            self._refile_locked(entry)
 
     def _refile_locked(self, entry: Entry) -> None:
         """Give ``entry`` a new record at its expiry, in place of the one it has."""
@@ -495,6 +497,18 @@ class MemoryStore:
             self._budget.remove_records(self._expiry.compact())
         if self._budget.over:
             self._prune_locked(now, keep)
+
+    def _purge_in_batches(self) -> int:
+        """Remove expired sessions, ``batch_size`` records per hold of the lock, releasing
+        it in between; return how many."""
+        removed = 0
+        while True:
+            now = self._clock()
+            with self._lock:
+                count, more = self._purge_locked(now, self.batch_size)
+            removed += count
+            if not more:
+                return removed
 
     def _purge_locked(self, now: float, limit: int) -> tuple[int, bool]:
         """Take up to ``limit`` records due by ``now``: remove the sessions that have

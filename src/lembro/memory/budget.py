@@ -12,11 +12,11 @@ __all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "sessi
 # them: the bytes object's header, the Entry, its expiry float, and its slot in the
 # store's table with the table's slack and holes at their fullest. The tracemalloc tests
 # in tests/test_memory.py hold the store to it.
-SESSION_OVERHEAD = 220
+SESSION_OVERHEAD = 212
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
 # and its slot in the queue or the heap.
-RECORD_OVERHEAD = 88
+RECORD_OVERHEAD = 104
 
 
 def session_cost(sid: str, data: bytes) -> int:

@@ -55,11 +55,6 @@ class EvictionOrder:
         entry.uses = 2 if used_again else 1
         entry.aged = self.age
 
-    def continued(self, entry: Entry, old: Entry, population: int) -> None:
-        """``entry`` replaces ``old`` as the same session: its uses, and one more."""
-        entry.uses, entry.aged = old.uses, old.aged
-        self.used(entry, population)
-
     def used(self, entry: Entry, population: int) -> None:
         """``entry`` was used once more; ``population`` is how many sessions are held."""
         entry.uses = min(self.uses(entry) + 1, MAX_USES)
