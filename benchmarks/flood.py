@@ -2,7 +2,7 @@
 
 At a 256 KiB cap, 200 users each make 5 requests to begin with, then one request every
 round; between two rounds, 500 bots each make a session and come back 0, 1 or 2 times
-(the three scenarios). Every round one user leaves for good and a new one arrives (5
+(the three scenarios), each time after ten more bots came. Every round one user leaves for good and a new one arrives (5
 requests to begin with, then one every round), so departed users must age out and new
 ones must hold their place. A user loses their session when a request finds it gone.
 
@@ -15,7 +15,6 @@ rewritten on every request, as Flask-Session does by default).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ CAP = 256 * 1024
 USERS = 200
 BOTS = 500
 FIRST_REQUESTS = 5
+BOT_DELAY = 10  # a bot comes back after this many more bots came
 SESSION = {"user": 4242, "csrf": "c" * 43, "cart": [101, 202, 303], "theme": "dark"}
 SCENARIOS = {"(a) bots never come back": 0, "(b) come back once": 1, "(c) come back twice": 2}
 STORES = ("lembro MemoryStore", "cachelib SimpleCache", "cachetools TLRUCache", "LRU")
@@ -96,9 +96,8 @@ class Outcome:
         return self.bot_requests / self.losses if self.losses else None
 
 
-def flood(site: Site, clock: FakeClock, returns: int, rounds: int, seed: int = 1) -> Outcome:
+def flood(site: Site, clock: FakeClock, returns: int, rounds: int) -> Outcome:
     """Play the scenario with bots that come back ``returns`` times."""
-    rng = random.Random(seed)
     lost: set[str] = set()
     losses = bot_requests = 0
 
@@ -123,12 +122,12 @@ def flood(site: Site, clock: FakeClock, returns: int, rounds: int, seed: int = 1
         users[gone] = arrive()  # one leaves for good, one arrives
         names[users[gone]] = f"user{USERS + round_}"
         bots = [new_session_id() for _ in range(BOTS)]
-        for bot in bots:
-            site.create(bot)
-        for _ in range(returns):
-            rng.shuffle(bots)
-            for bot in bots:
-                site.request(bot)
+        for j in range(BOTS + BOT_DELAY * returns):
+            if j < BOTS:
+                site.create(bots[j])
+            for back in range(j - BOT_DELAY * returns, j, BOT_DELAY):
+                if 0 <= back < BOTS:
+                    site.request(bots[back])
         bot_requests += BOTS * (1 + returns)
     return Outcome(len(lost), losses, bot_requests)
 

@@ -730,3 +730,212 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
             assert not any("forked" in r.getMessage() for r in records)  # not in the parent
     finally:
         logging.getLogger("lembro").removeHandler(handler)
+
+
+# ---- the cap holds whatever the shape of the traffic -------------------------------------
+
+CAP = 1024 * 1024
+
+
+def held_between(
+    low: float, high: float, step: Any, steps: int, every: int = 53, **kwargs: Any
+) -> None:
+    """Run ``step(store, i, rng)`` ``steps`` times on a store capped at ``CAP``; once it
+    has evicted, what tracemalloc counts must stay within ``low``..``high`` of the cap."""
+    rng = random.Random(7)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        store = MemoryStore(CAP, None, **kwargs)
+        ratios = []
+        for i in range(steps):
+            step(store, i, rng)
+            if i % every == 0 and store.stats().evicted:
+                ratios.append((tracemalloc.get_traced_memory()[0] - base) / CAP)
+        store.check()
+        store.close()
+    finally:
+        tracemalloc.stop()
+    assert len(ratios) > 20, "the store never reached its cap"
+    assert low <= min(ratios), f"held {min(ratios):.2f} of the cap"
+    assert max(ratios) <= high, f"held {max(ratios):.2f} of the cap"
+
+
+def sid_of(n: int, prefix: str = "s") -> str:
+    return f"{prefix}{n:042d}"  # a new str each time, as a cookie parsed per request is
+
+
+def test_the_cap_holds_under_touches_that_alternate_long_and_short_lives() -> None:
+    """The issue's storm: a touch that shortens a life needs a new expiry record; the
+    records left behind are counted, and dropped, so touches cannot grow the store."""
+    clock = FakeClock()
+
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        clock.advance(0.001)
+        store.set(sid_of(i), SESSION, ttl=10.0 if i % 2 else 1000.0)
+        for k in range(10):
+            store.touch(sid_of(rng.randrange(max(0, i - 2000), i + 1)), ttl=10.0 if k % 2 else 1000.0)
+
+    held_between(0.6, 1.0, step, 8000, clock=clock)
+
+
+def test_one_session_touched_with_alternating_lives_stays_small() -> None:
+    store = MemoryStore("1M", None)
+    store.set("s" * 43, {"a": 1})
+    one = store.size
+    for i in range(20_000):
+        store.touch("s" * 43, ttl=10.0 if i % 2 else 1000.0)
+    assert store.size <= one + 2 * 256 * RECORD_OVERHEAD
+    store.check()
+
+
+def test_the_cap_holds_under_touch_storms() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        for _ in range(10):
+            store.touch(sid_of(rng.randrange(max(0, i - 2000), i + 1)))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+def test_the_cap_holds_under_replace_storms() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        for _ in range(3):
+            old = sid_of(rng.randrange(max(0, i - 2000), i + 1))
+            store.replace(old, {"pad": "p" * rng.randrange(2000)}, ttl=rng.choice([60, 3600]))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+def test_the_cap_holds_when_sessions_are_destroyed_and_made_again() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        old = sid_of(rng.randrange(max(0, i - 2000), i + 1))
+        store.destroy(old)
+        store.set(old, SESSION, ttl=rng.choice([60, 3600]))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+@pytest.mark.parametrize("wide", ["é", "€", "😀"], ids=["latin-1", "ucs-2", "ucs-4"])
+def test_the_cap_holds_with_ids_in_any_script(wide: str) -> None:
+    """An id is counted at the bytes CPython holds for it: up to four per character."""
+
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(f"{wide * 40}{i:06d}", {"n": i})
+        store.get(f"{wide * 40}{rng.randrange(i + 1):06d}")
+
+    held_between(0.6, 1.0, step, 12000)
+
+
+def test_the_cap_holds_with_huge_ids() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(f"{i:06d}" + "h" * 20_000, {"n": i})
+
+    held_between(0.6, 1.0, step, 400, every=7)
+
+
+def test_the_cap_holds_after_many_threads_each_wrote_one_large_session() -> None:
+    """A thread's serializer scratch buffer does not keep a large session's size after it."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        store = MemoryStore(CAP, None)
+        for i in range(3000):
+            store.set(sid_of(i), SESSION)
+        wrote = threading.Barrier(9)
+        leave = threading.Event()
+
+        def worker(n: int) -> None:
+            store.set(sid_of(n, "big"), {"blob": "b" * 100_000})
+            store.destroy(sid_of(n, "big"))
+            wrote.wait()
+            leave.wait()  # alive, as a server's worker threads are
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        wrote.wait()
+        held = (tracemalloc.get_traced_memory()[0] - base) / CAP
+        leave.set()
+        for t in threads:
+            t.join()
+        store.check()
+    finally:
+        tracemalloc.stop()
+    assert 0.6 <= held <= 1.0, f"held {held:.2f} of the cap"
+
+
+# ---- a flood must pay for its place ------------------------------------------------------
+
+
+@pytest.mark.parametrize("returns", [0, 1, 2], ids=["never-back", "back-once", "back-twice"])
+def test_bots_that_come_back_do_not_evict_returning_users(returns: int) -> None:
+    """The flood benchmark's scenario (benchmarks/flood.py), 30 rounds: 200 users who made
+    5 requests to begin with and come back every round, one leaving and one arriving per
+    round; 500 bots between rounds, each coming back ``returns`` times."""
+    store = MemoryStore(256 * 1024, None, clock=FakeClock())
+
+    def arrive() -> str:
+        sid = new_session_id()
+        store.set(sid, SESSION)
+        for _ in range(4):
+            store.get(sid)
+        return sid
+
+    users = [arrive() for _ in range(200)]
+    for round_ in range(30):
+        assert all(store.get(sid) is not None for sid in users), f"a user lost, round {round_}"
+        users[round_] = arrive()
+        bots = [new_session_id() for _ in range(500)]
+        for j in range(500 + 10 * returns):  # each comes back after ten more bots came
+            if j < 500:
+                store.set(bots[j], SESSION)
+            for back in range(j - 10 * returns, j, 10):
+                if 0 <= back < 500:
+                    store.get(bots[back])
+    assert store.stats().evicted > 10_000
+    store.check()
+    store.close()
+
+
+def test_new_users_are_not_evicted_before_older_bots_with_as_many_requests(
+    clock: FakeClock,
+) -> None:
+    unit = per_session("b" * 43)
+    with MemoryStore(unit * 100, None, clock=clock, low_water=0.5) as s:
+        bots = [new_session_id() for _ in range(60)]
+        for bot in bots:
+            s.set(bot, SESSION)
+            s.get(bot)  # came back once
+        newcomers = [new_session_id() for _ in range(40)]
+        for sid in newcomers:
+            s.set(sid, SESSION)
+            s.get(sid)  # a first page, then the next: as many requests as a bot
+        s.set(new_session_id(), SESSION)  # over the cap
+        assert all(sid in s for sid in newcomers)
+        assert sum(bot in s for bot in bots) < 15
+
+
+def test_new_users_outlast_bots_that_came_back_once_a_while_ago(clock: FakeClock) -> None:
+    """Uses age: a bot's one return does not outrank, for good, a user who just arrived."""
+    unit = per_session("b" * 43)
+    with MemoryStore(unit * 100, None, clock=clock, low_water=0.5) as s:
+        users = [new_session_id() for _ in range(10)]
+        for sid in users:
+            s.set(sid, SESSION)
+        bots = [new_session_id() for _ in range(60)]
+        for bot in bots:
+            s.set(bot, SESSION)
+            s.get(bot)  # came back once
+        for i in range(4000):  # the users come back, again and again, for a while
+            s.get(users[i % len(users)])
+        newcomers = [new_session_id() for _ in range(30)]
+        for sid in newcomers:
+            s.set(sid, SESSION)  # a first request
+        s.set(new_session_id(), SESSION)  # over the cap
+        assert all(sid in s for sid in users + newcomers)
+        assert sum(bot in s for bot in bots) < 10

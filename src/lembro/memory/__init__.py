@@ -34,7 +34,7 @@ from ..size import format_size, parse_size
 from ..snapshot import SnapshotRecord, read_snapshot, write_snapshot
 from .budget import RECORD_OVERHEAD, SESSION_OVERHEAD, Budget, entry_cost
 from .entry import Entry
-from .eviction import MAX_USES, EvictionOrder
+from .eviction import EvictionOrder
 from .expiry import ExpiryIndex
 
 __all__ = [
@@ -340,8 +340,7 @@ class MemoryStore:
                     raise AssertionError(f"session {sid[:8]!r} has no live record")
                 if record.expires > entry.expires:
                     raise AssertionError(f"session {sid[:8]!r} is due after it expires")
-                if not 1 <= entry.uses <= MAX_USES or entry.aged > self._eviction.age:
-                    raise AssertionError(f"session {sid[:8]!r} counts {entry.uses} uses")
+                self._eviction.check(entry)
             live = self._expiry.live_records()
             if len(live) != len(entries) or {id(r) for r in live} != {
                 id(e.record) for e in entries
@@ -376,7 +375,7 @@ class MemoryStore:
         now = self._clock()
         with self._lock:  # least recently used first: loading them in order keeps recency
             records: list[SnapshotRecord] = [
-                (sid, entry.expires - now, self._eviction.uses(entry) > 1, entry.data)
+                (sid, entry.expires - now, self._eviction.count(entry) > 1.0, entry.data)
                 for sid, entry in self._sessions.items()
                 if entry.expires > now
             ]
@@ -442,10 +441,11 @@ class MemoryStore:
             return None
         return entry
 
-    def _add_locked(self, sid: str, data: bytes, expires: float) -> Entry:
-        """Add a session not held now, most recently used; file it; count its bytes."""
+    def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
+        """Add a session not held now, most recently used, with ``uses`` uses; file it;
+        count its bytes."""
         entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
-        self._eviction.created(entry)
+        self._eviction.created(entry, self._budget.capacity(len(self._sessions)), uses)
         self._sessions[sid] = entry
         self._budget.add_session(entry)
         self._budget.add_records(1)
@@ -472,7 +472,7 @@ class MemoryStore:
 
     def _used_locked(self, entry: Entry) -> None:
         """Count a use of ``entry`` and make it the most recently used."""
-        self._eviction.used(entry, len(self._sessions))
+        self._eviction.used(entry, self._budget.capacity(len(self._sessions)))
         del self._sessions[entry.sid]
         self._sessions[entry.sid] = entry
 
@@ -567,8 +567,7 @@ class MemoryStore:
         with self._lock:
             for sid, left, used_again, data in records:  # least recently used first
                 if sid not in self._sessions:
-                    entry = self._add_locked(sid, data, now + left)
-                    self._eviction.restored(entry, used_again)
+                    self._add_locked(sid, data, now + left, 2 if used_again else 1)
                     self._fit_locked(now, keep=None)
         if records:
             log.info("snapshot: %d sessions loaded from %s", len(records), path)

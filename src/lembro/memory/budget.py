@@ -9,10 +9,10 @@ from .entry import Entry
 __all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "session_cost"]
 
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
-# them: the bytes object's header, the Entry, its expiry float, and its slot in the
-# store's table with the table's slack and holes at their fullest. The tracemalloc tests
-# in tests/test_memory.py hold the store to it.
-SESSION_OVERHEAD = 212
+# them: the bytes object's header, the Entry, its expiry and score floats, and its slot
+# in the store's table with the table's slack and holes at their fullest. The
+# tracemalloc tests in tests/test_memory.py hold the store to it.
+SESSION_OVERHEAD = 240
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
 # and its slot in the queue or the heap.
@@ -49,6 +49,11 @@ class Budget:
     def over(self) -> bool:
         """Whether the store holds more than ``max_size``."""
         return self.size > self.max_size
+
+    def capacity(self, sessions: int) -> int:
+        """How many sessions fit in ``max_size`` at the average cost of the ``sessions``
+        held now (at least one)."""
+        return max(self.max_size * sessions // self.size, 1) if self.size else 1
 
     def new_session_cost(self, sid: str, data: bytes) -> int:
         """Bytes a new session costs, its record included."""

@@ -1,98 +1,84 @@
 """The eviction order: who goes first when the store must shrink below its cap.
 
 Expired sessions go first (the store purges them before asking). Among the live, the
-ones least likely to be missed go first: the fewest uses, and among equal uses the least
-recently used. Uses are counted per session (a created session has one; each get, set,
-replace and touch that finds it adds one), saturate at ``MAX_USES``, and age: every time
-the store has seen ``AGING_PERIOD`` uses per session it holds, every count is halved (as
-Caffeine's TinyLFU sketch does), lazily, when a count is next read. So a session that was
-popular long ago does not stay forever, and a bot must come back more often than a user
-to outrank them.
+ones least likely to be missed go first, judged by how often and how recently each was
+used, in one number, its score: every use (the create, and each get, set, replace and
+touch that finds it) adds one to a count whose past uses fade, each weighing half as much
+once the store has seen ``HALF_LIFE`` more uses per session it holds when full. This is LRFU (Lee
+et al., 2001), frequency with aging in the spirit of Caffeine's TinyLFU, without its
+periodic halving, which knocks a new user's count below a later bot's.
+
+The score is kept in a form that does not change as time passes: log2 of the faded count,
+plus the time in half-lives. So one sort ranks every session, and a bot must come back
+more often than a user, within a few half-lives, to outrank them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection
+from operator import attrgetter
 
 from .entry import Entry
 
-__all__ = ["AGING_PERIOD", "MAX_USES", "EvictionOrder"]
+__all__ = ["HALF_LIFE", "EvictionOrder"]
 
-# The most uses a count holds (four bits, as in Caffeine's sketch): a session used
-# thousands of times still ages out within a few periods once it stops coming back.
-MAX_USES = 15
-
-# Uses per session held between two agings. Long enough for a user who comes back a few
-# times per period to keep a count above a burst of a few requests; short enough that
-# counts follow a change in who is active.
-AGING_PERIOD = 32
-
-# The period never drops below this many uses, so a nearly empty store does not age on
-# every few calls.
-_MIN_PERIOD = 1024
+# How many uses per session the store holds when full halve the weight of a use. Long enough that a user who
+# comes back every few uses per session keeps a higher score than a bot's burst of
+# requests; short enough that a session popular long ago gives way to today's users.
+HALF_LIFE = 16.0
 
 
 class EvictionOrder:
-    """Counts uses with aging and chooses victims: fewest uses first, then least recent.
+    """Scores sessions by uses that fade, and chooses victims: the lowest scores first."""
 
-    Recency is the order the store keeps its entries in (least recently used first); this
-    class holds only the counting and the choice.
-    """
-
-    __slots__ = ("_since_aging", "age")
+    __slots__ = ("_now", "_uses")
 
     def __init__(self) -> None:
-        self.age = 0  # how many agings have happened
-        self._since_aging = 0
+        self._now = 0.0  # the time, in half-lives: uses per session held / HALF_LIFE
+        self._uses = 0  # every use ever counted, for ``check``
 
-    def created(self, entry: Entry) -> None:
-        """``entry`` is a new session: one use."""
-        entry.uses = 1
-        entry.aged = self.age
+    def created(self, entry: Entry, capacity: int, uses: int = 1) -> None:
+        """``entry`` is a new session (``uses`` uses now, one unless restored from a
+        snapshot); ``capacity`` is how many sessions the store holds when full."""
+        self._tick(capacity)
+        entry.score = math.log2(uses) + self._now
 
-    def restored(self, entry: Entry, used_again: bool) -> None:
-        """``entry`` comes from a snapshot: two uses if it had been used again, else one."""
-        entry.uses = 2 if used_again else 1
-        entry.aged = self.age
+    def used(self, entry: Entry, capacity: int) -> None:
+        """``entry`` was used once more."""
+        self._tick(capacity)
+        now = self._now
+        entry.score = math.log2(2.0 ** (entry.score - now) + 1.0) + now
 
-    def used(self, entry: Entry, population: int) -> None:
-        """``entry`` was used once more; ``population`` is how many sessions are held."""
-        entry.uses = min(self.uses(entry) + 1, MAX_USES)
-        entry.aged = self.age
-        self._since_aging += 1
-        if self._since_aging >= max(AGING_PERIOD * population, _MIN_PERIOD):
-            self.age += 1
-            self._since_aging = 0
-
-    def uses(self, entry: Entry) -> int:
-        """``entry``'s count now: halved once per aging since it was last counted."""
-        return entry.uses >> min(self.age - entry.aged, 4)
+    def count(self, entry: Entry) -> float:
+        """``entry``'s faded count of uses now: 1.0 for a session just created."""
+        count: float = 2.0 ** (entry.score - self._now)
+        return count
 
     def victims(
         self, entries: Collection[Entry], need: int, cost: Callable[[Entry], int], keep: str | None
     ) -> list[Entry]:
-        """The entries to evict to free ``need`` bytes (``cost`` says what each frees), in
-        eviction order, never ``keep``. ``entries`` iterate least recently used first.
-        O(entries): two passes."""
-        by_uses = [0] * (MAX_USES + 1)
-        for entry in entries:
-            if entry.sid != keep:
-                by_uses[self.uses(entry)] += cost(entry)
-        # Evict every entry with fewer than ``level`` uses, and the least recently used
-        # of those with ``level`` uses until ``need`` is met.
-        level, below = 0, 0
-        while level < MAX_USES and below + by_uses[level] < need:
-            below += by_uses[level]
-            level += 1
-        more = need - below
+        """The entries to evict to free ``need`` bytes (``cost`` says what each frees),
+        lowest score first, never ``keep``. ``entries`` in least recently used order, which
+        breaks ties. O(n log n), in one sort."""
         chosen: list[Entry] = []
-        for entry in entries:
-            if entry.sid == keep:
-                continue
-            uses = self.uses(entry)
-            if uses < level:
+        for entry in sorted(entries, key=_score):
+            if need <= 0:
+                break
+            if entry.sid != keep:
                 chosen.append(entry)
-            elif uses == level and more > 0:
-                chosen.append(entry)
-                more -= cost(entry)
+                need -= cost(entry)
         return chosen
+
+    def check(self, entry: Entry) -> None:
+        """Raise ``AssertionError`` when ``entry``'s score could not have been given: a
+        faded count is a number, and never more than every use counted so far."""
+        if not math.isfinite(entry.score) or not 0.0 < self.count(entry) <= self._uses:
+            raise AssertionError(f"session {entry.sid[:8]!r} scores {entry.score}")
+
+    def _tick(self, capacity: int) -> None:
+        self._uses += 1
+        self._now += 1.0 / (HALF_LIFE * max(capacity, 1))
+
+
+_score = attrgetter("score")
