@@ -2,9 +2,10 @@
 
 At a 256 KiB cap, 200 users each make 5 requests to begin with, then one request every
 round; between two rounds, 500 bots each make a session and come back 0, 1 or 2 times
-(the three scenarios), each time after ten more bots came. Every round one user leaves for good and a new one arrives (5
-requests to begin with, then one every round), so departed users must age out and new
-ones must hold their place. A user loses their session when a request finds it gone.
+(the three scenarios), each time after ten more bots came. Every round one user leaves
+for good and a new one arrives (5 requests to begin with, then one every round), so
+departed users must age out and new ones must hold their place. A user loses their
+session when a request finds it gone.
 
 Each store holds what lembro's MemoryStore holds at 256 KiB: lembro by bytes, the others
 by count (as many sessions as lembro fits). A request is a get, and a new session on a

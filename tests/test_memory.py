@@ -775,7 +775,9 @@ def test_the_cap_holds_under_touches_that_alternate_long_and_short_lives() -> No
         clock.advance(0.001)
         store.set(sid_of(i), SESSION, ttl=10.0 if i % 2 else 1000.0)
         for k in range(10):
-            store.touch(sid_of(rng.randrange(max(0, i - 2000), i + 1)), ttl=10.0 if k % 2 else 1000.0)
+            store.touch(
+                sid_of(rng.randrange(max(0, i - 2000), i + 1)), ttl=10.0 if k % 2 else 1000.0
+            )
 
     held_between(0.6, 1.0, step, 8000, clock=clock)
 

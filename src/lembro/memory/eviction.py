@@ -23,9 +23,10 @@ from .entry import Entry
 
 __all__ = ["HALF_LIFE", "EvictionOrder"]
 
-# How many uses per session the store holds when full halve the weight of a use. Long enough that a user who
-# comes back every few uses per session keeps a higher score than a bot's burst of
-# requests; short enough that a session popular long ago gives way to today's users.
+# How many uses per session the store holds when full halve the weight of a use. Long
+# enough that a user who comes back every few uses per session keeps a higher score than
+# a bot's burst of requests; short enough that a session popular long ago gives way to
+# today's users.
 HALF_LIFE = 16.0
 
 
