@@ -941,3 +941,49 @@ def test_new_users_outlast_bots_that_came_back_once_a_while_ago(clock: FakeClock
         s.set(new_session_id(), SESSION)  # over the cap
         assert all(sid in s for sid in users + newcomers)
         assert sum(bot in s for bot in bots) < 10
+
+
+# ---- no stalls: the whole-store calls let other calls in between batches ------------------
+
+
+class InterleavingClock(CountingClock):
+    """A fake clock that, at each read, has another thread call ``store.get``. The store
+    reads its clock before each hold of its lock: if it held the lock across batches, that
+    thread would wait for the lock until the whole call ended, and never finish here."""
+
+    store: MemoryStore | None = None
+    interleaved = 0
+
+    def __call__(self) -> float:
+        store = self.store
+        if store is not None and threading.current_thread() is threading.main_thread():
+            other = threading.Thread(target=store.get, args=("someone",))
+            other.start()
+            other.join(timeout=30)
+            assert not other.is_alive(), "the lock was held between batches"
+            self.interleaved += 1
+        return super().__call__()
+
+
+@pytest.mark.parametrize("call", ["purge", "len", "stats", "all"])
+def test_whole_store_calls_work_in_batches_and_let_other_calls_in(call: str) -> None:
+    clock = InterleavingClock()
+    with MemoryStore("1G", None, clock=clock) as s:
+        for i in range(5000):
+            s.set(f"s{i}", {"i": i}, ttl=10 if i % 2 else 1000)
+        clock.advance(10)
+        s.batch_size = 100
+        clock.store = s
+        if call == "purge":
+            assert s.purge() == 2500
+        elif call == "len":
+            assert len(s) == 2500
+        elif call == "stats":
+            assert s.stats().sessions == 2500
+        else:
+            assert len(s.all()) == 2500
+        clock.store = None
+        # 2,500 expired or 5,000 held, 100 per hold of the lock: at least 25 holds, and
+        # another thread's get ran between each two.
+        assert clock.interleaved >= 25
+        s.check()

@@ -271,11 +271,11 @@ class MemoryStore:
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session, by id."""
-        now = self._clock()
         with self._lock:
             sids = list(self._sessions)
         blobs: list[tuple[str, bytes]] = []
         for start in range(0, len(sids), self.batch_size):
+            now = self._clock()
             with self._lock:
                 for sid in sids[start : start + self.batch_size]:
                     entry = self._sessions.get(sid)
