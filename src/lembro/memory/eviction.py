@@ -42,7 +42,7 @@ class EvictionOrder:
     def created(self, entry: Entry, capacity: int, uses: int = 1) -> None:
         """``entry`` is a new session (``uses`` uses now, one unless restored from a
         snapshot); ``capacity`` is how many sessions the store holds when full."""
-        self._tick(capacity)
+        self._tick(capacity, uses)
         entry.score = math.log2(uses) + self._now
 
     def used(self, entry: Entry, capacity: int) -> None:
@@ -77,8 +77,8 @@ class EvictionOrder:
         if not math.isfinite(entry.score) or not 0.0 < self.count(entry) <= self._uses:
             raise AssertionError(f"session {entry.sid[:8]!r} scores {entry.score}")
 
-    def _tick(self, capacity: int) -> None:
-        self._uses += 1
+    def _tick(self, capacity: int, uses: int = 1) -> None:
+        self._uses += uses
         self._now += 1.0 / (HALF_LIFE * max(capacity, 1))
 
 
