@@ -445,7 +445,8 @@ class MemoryStore:
         """Add a session not held now, most recently used, with ``uses`` uses; file it;
         count its bytes."""
         entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
-        self._eviction.created(entry, self._budget.capacity(len(self._sessions)), uses)
+        self._eviction.resize(self._budget.capacity(len(self._sessions)))
+        self._eviction.created(entry, uses)
         self._sessions[sid] = entry
         self._budget.add_session(entry)
         self._budget.add_records(1)
@@ -464,15 +465,13 @@ class MemoryStore:
         if old is None:
             self._add_locked(sid, data, expires)
             return
-        self._budget.remove_session(old)
-        old.data = data
-        self._budget.add_session(old)
+        self._budget.replace_data(old, data)
         self._used_locked(old)
         self._renew_locked(old, expires)
 
     def _used_locked(self, entry: Entry) -> None:
         """Count a use of ``entry`` and make it the most recently used."""
-        self._eviction.used(entry, self._budget.capacity(len(self._sessions)))
+        self._eviction.used(entry)
         del self._sessions[entry.sid]
         self._sessions[entry.sid] = entry
 

@@ -65,6 +65,11 @@ class Budget:
     def remove_session(self, entry: Entry) -> None:
         self.size -= entry_cost(entry)
 
+    def replace_data(self, entry: Entry, data: bytes) -> None:
+        """Give ``entry`` new ``data``, and count the difference."""
+        self.size += len(data) - len(entry.data)
+        entry.data = data
+
     def add_records(self, count: int) -> None:
         self.size += count * RECORD_OVERHEAD
 

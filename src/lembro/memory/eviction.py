@@ -33,21 +33,29 @@ HALF_LIFE = 16.0
 class EvictionOrder:
     """Scores sessions by uses that fade, and chooses victims: the lowest scores first."""
 
-    __slots__ = ("_now", "_uses")
+    __slots__ = ("_now", "_step", "_uses")
 
     def __init__(self) -> None:
-        self._now = 0.0  # the time, in half-lives: uses per session held / HALF_LIFE
+        self._now = 0.0  # the time, in half-lives
+        self._step = 1.0 / HALF_LIFE  # how far one use moves the time
         self._uses = 0  # every use ever counted, for ``check``
 
-    def created(self, entry: Entry, capacity: int, uses: int = 1) -> None:
-        """``entry`` is a new session (``uses`` uses now, one unless restored from a
-        snapshot); ``capacity`` is how many sessions the store holds when full."""
-        self._tick(capacity, uses)
+    def resize(self, capacity: int) -> None:
+        """The store holds about ``capacity`` sessions when full: a half-life is
+        ``HALF_LIFE`` uses per session of them."""
+        self._step = 1.0 / (HALF_LIFE * max(capacity, 1))
+
+    def created(self, entry: Entry, uses: int = 1) -> None:
+        """``entry`` is a new session, with ``uses`` uses (one, unless restored from a
+        snapshot)."""
+        self._now += self._step
+        self._uses += uses
         entry.score = math.log2(uses) + self._now
 
-    def used(self, entry: Entry, capacity: int) -> None:
+    def used(self, entry: Entry) -> None:
         """``entry`` was used once more."""
-        self._tick(capacity)
+        self._now += self._step
+        self._uses += 1
         now = self._now
         entry.score = math.log2(2.0 ** (entry.score - now) + 1.0) + now
 
@@ -76,10 +84,6 @@ class EvictionOrder:
         faded count is a number, and never more than every use counted so far."""
         if not math.isfinite(entry.score) or not 0.0 < self.count(entry) <= self._uses:
             raise AssertionError(f"session {entry.sid[:8]!r} scores {entry.score}")
-
-    def _tick(self, capacity: int, uses: int = 1) -> None:
-        self._uses += uses
-        self._now += 1.0 / (HALF_LIFE * max(capacity, 1))
 
 
 _score = attrgetter("score")
