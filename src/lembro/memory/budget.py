@@ -53,17 +53,19 @@ class Budget:
     def capacity(self, sessions: int) -> int:
         """How many sessions fit in ``max_size`` at the average cost of the ``sessions``
         held now (at least one)."""
-        return max(self.max_size * sessions // self.size, 1) if self.size else 1
+        if sessions == 0:
+            return 1
+        return self.max_size * sessions // self.size
 
     def new_session_cost(self, sid: str, data: bytes) -> int:
         """Bytes a new session costs, its record included."""
         return session_cost(sid, data) + RECORD_OVERHEAD
 
     def add_session(self, entry: Entry) -> None:
-        self.size += entry_cost(entry)
+        self.size += session_cost(entry.sid, entry.data)
 
     def remove_session(self, entry: Entry) -> None:
-        self.size -= entry_cost(entry)
+        self.size -= session_cost(entry.sid, entry.data)
 
     def replace_data(self, entry: Entry, data: bytes) -> None:
         """Give ``entry`` new ``data``, and count the difference."""

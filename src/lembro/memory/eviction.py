@@ -41,9 +41,9 @@ class EvictionOrder:
         self._uses = 0  # every use ever counted, for ``check``
 
     def resize(self, capacity: int) -> None:
-        """The store holds about ``capacity`` sessions when full: a half-life is
-        ``HALF_LIFE`` uses per session of them."""
-        self._step = 1.0 / (HALF_LIFE * max(capacity, 1))
+        """The store holds about ``capacity`` sessions (at least one) when full: a
+        half-life is ``HALF_LIFE`` uses per session of them."""
+        self._step = 1.0 / (HALF_LIFE * capacity)
 
     def created(self, entry: Entry, uses: int = 1) -> None:
         """``entry`` is a new session, with ``uses`` uses (one, unless restored from a

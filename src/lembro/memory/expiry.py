@@ -110,7 +110,7 @@ class ExpiryIndex:
 
     def should_compact(self, live: int) -> bool:
         """Whether flagged records outnumber the live ones (and enough of them to matter)."""
-        return self._stale > max(live, _MIN_STALE_TO_COMPACT)
+        return self._stale > live and self._stale > _MIN_STALE_TO_COMPACT
 
     def compact(self) -> int:
         """Drop every flagged record; return how many. O(records held)."""
