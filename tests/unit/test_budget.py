@@ -26,10 +26,10 @@ def test_an_id_costs_the_bytes_cpython_holds_for_it(sid: str) -> None:
 def test_adding_and_removing_a_session_returns_to_zero() -> None:
     budget = Budget(10_000, 0.75)
     entry = make("s", b"x" * 100)
-    budget.add_session(entry)
-    budget.add_records(1)
+    budget.add_session(entry)  # and its expiry record
     assert budget.size == session_cost("s", entry.data) + RECORD_OVERHEAD
     budget.remove_session(entry)
+    assert budget.size == RECORD_OVERHEAD  # until the index drops the record
     budget.remove_records(1)
     assert budget.size == 0
 
@@ -37,9 +37,10 @@ def test_adding_and_removing_a_session_returns_to_zero() -> None:
 def test_over_means_above_max_size_and_target_is_the_low_water_mark() -> None:
     budget = Budget(1000, 0.75)
     assert budget.target == 750
-    budget.add_records(1000 // RECORD_OVERHEAD)
+    for _ in range(1000 // RECORD_OVERHEAD):
+        budget.add_record()
     assert not budget.over
-    budget.add_records(1)
+    budget.add_record()
     assert budget.over
 
 
@@ -51,16 +52,17 @@ def test_a_new_session_costs_its_record_too() -> None:
 def test_capacity_estimates_how_many_sessions_fit() -> None:
     budget = Budget(10_000, 0.75)
     assert budget.capacity(0) == 1
+    assert budget.first_capacity() == 9  # a guess of 1 KiB each
     entry = make("s", b"x" * 100)
     budget.add_session(entry)
-    assert budget.capacity(1) == 10_000 // session_cost("s", entry.data)
+    assert budget.capacity(1) == 10_000 // (session_cost("s", entry.data) + RECORD_OVERHEAD)
 
 
 def test_check_names_a_size_that_does_not_add_up() -> None:
     budget = Budget(10_000, 0.75)
     entry = make("s", b"x")
     budget.add_session(entry)
-    budget.check([entry], 0)
-    budget.add_records(1)
+    budget.check([entry], 1)
+    budget.add_record()
     with pytest.raises(AssertionError, match="size is"):
         budget.check([entry], 0)

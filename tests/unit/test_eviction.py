@@ -27,9 +27,7 @@ def names(entries: list[Entry]) -> list[str]:
 
 
 def ordered() -> EvictionOrder:
-    order = EvictionOrder()
-    order.resize(CAPACITY)
-    return order
+    return EvictionOrder(CAPACITY)
 
 
 def test_a_new_session_counts_one_use() -> None:

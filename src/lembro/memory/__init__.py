@@ -156,8 +156,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, Entry] = {}  # least recently used first
         self._expiry = ExpiryIndex()
-        self._eviction = EvictionOrder()
         self._budget = Budget(size, float(low_water))
+        self._eviction = EvictionOrder(self._budget.first_capacity())
         self._hits = self._misses = self._expired = self._evicted = self._purges = 0
         self._warned_evicting = False
         self._closed = False
@@ -191,11 +191,15 @@ class MemoryStore:
         return self._budget.size
 
     # ---- reading and writing one session ------------------------------------------------
+    #
+    # These take the lock with acquire() and release() in a finally: the same hold as a
+    # with block, which also looks up and calls __enter__ and __exit__ on every request.
 
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             entry = self._live_locked(sid, now)
             if entry is None:
                 self._misses += 1
@@ -203,6 +207,8 @@ class MemoryStore:
             self._used_locked(entry)
             self._hits += 1
             blob = entry.data
+        finally:
+            self._lock.release()
         return self._decode(blob)
 
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
@@ -214,23 +220,29 @@ class MemoryStore:
         """
         blob, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             old = self._live_locked(sid, now)
             self._write_locked(sid, blob, now + lifetime, old)
             self._fit_locked(now, keep=sid)
+        finally:
+            self._lock.release()
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
         blob, lifetime = self._encode(sid, data, ttl)
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             old = self._live_locked(sid, now)
             if old is None:
                 return False
             self._write_locked(sid, blob, now + lifetime, old)
             self._fit_locked(now, keep=sid)
             return True
+        finally:
+            self._lock.release()
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
@@ -239,7 +251,8 @@ class MemoryStore:
         """
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             entry = self._live_locked(sid, now)
             if entry is None:
                 return False
@@ -247,16 +260,21 @@ class MemoryStore:
             self._renew_locked(entry, now + lifetime)
             self._fit_locked(now, keep=sid)
             return True
+        finally:
+            self._lock.release()
 
     def destroy(self, sid: str) -> bool:
         """Remove session ``sid``; return whether a live session was removed."""
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             entry = self._sessions.get(sid)
             if entry is None:
                 return False
             self._remove_locked(entry)
             return entry.expires > now
+        finally:
+            self._lock.release()
 
     def __contains__(self, sid: object) -> bool:
         """Whether ``sid`` is a live session; neither a hit nor a miss nor a use."""
@@ -442,14 +460,12 @@ class MemoryStore:
         return entry
 
     def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
-        """Add a session not held now, most recently used, with ``uses`` uses; file it;
-        count its bytes."""
+        """Add a session not held now, most recently used, with ``uses`` uses; give it
+        an expiry record; count the bytes of both."""
         entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
-        self._eviction.resize(self._budget.capacity(len(self._sessions)))
         self._eviction.created(entry, uses)
         self._sessions[sid] = entry
         self._budget.add_session(entry)
-        self._budget.add_records(1)
         return entry
 
     def _remove_locked(self, entry: Entry) -> None:
@@ -487,7 +503,7 @@ class MemoryStore:
         """Give ``entry`` a new record at its expiry, in place of the one it has."""
         self._expiry.remove(entry.record)
         entry.record = self._expiry.add(entry.sid, entry.expires)
-        self._budget.add_records(1)
+        self._budget.add_record()
 
     def _fit_locked(self, now: float, keep: str | None) -> None:
         """What every call that grows the size ends with: drop flagged records once they
@@ -538,6 +554,7 @@ class MemoryStore:
         self._budget.remove_records(self._expiry.compact())
         victims: list[Entry] = []
         if budget.size > budget.target:
+            self._eviction.resize(budget.capacity(len(self._sessions)))
             victims = self._eviction.victims(
                 self._sessions.values(), budget.size - budget.target, _freed_by, keep
             )

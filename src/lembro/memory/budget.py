@@ -61,10 +61,16 @@ class Budget:
         """Bytes a new session costs, its record included."""
         return session_cost(sid, data) + RECORD_OVERHEAD
 
+    def first_capacity(self) -> int:
+        """A guess at how many sessions fit, before any are held: 1 KiB each."""
+        return max(self.max_size // 1024, 1)
+
     def add_session(self, entry: Entry) -> None:
-        self.size += session_cost(entry.sid, entry.data)
+        """Count a new session and its expiry record."""
+        self.size += session_cost(entry.sid, entry.data) + RECORD_OVERHEAD
 
     def remove_session(self, entry: Entry) -> None:
+        """Uncount a session; its expiry record stays counted until the index drops it."""
         self.size -= session_cost(entry.sid, entry.data)
 
     def replace_data(self, entry: Entry, data: bytes) -> None:
@@ -72,10 +78,12 @@ class Budget:
         self.size += len(data) - len(entry.data)
         entry.data = data
 
-    def add_records(self, count: int) -> None:
-        self.size += count * RECORD_OVERHEAD
+    def add_record(self) -> None:
+        """Count a new expiry record for a session already counted."""
+        self.size += RECORD_OVERHEAD
 
     def remove_records(self, count: int) -> None:
+        """Uncount ``count`` expiry records the index dropped."""
         self.size -= count * RECORD_OVERHEAD
 
     def clear(self) -> None:

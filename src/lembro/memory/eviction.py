@@ -35,14 +35,17 @@ class EvictionOrder:
 
     __slots__ = ("_now", "_step", "_uses")
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
         self._now = 0.0  # the time, in half-lives
-        self._step = 1.0 / HALF_LIFE  # how far one use moves the time
+        self._step = 0.0  # how far one use moves the time: see ``resize``
         self._uses = 0  # every use ever counted, for ``check``
+        self.resize(capacity)
 
     def resize(self, capacity: int) -> None:
         """The store holds about ``capacity`` sessions (at least one) when full: a
-        half-life is ``HALF_LIFE`` uses per session of them."""
+        half-life is ``HALF_LIFE`` uses per session of them. The store says so at each
+        prune, when it is full and the estimate is good; between prunes, counts fade at
+        the pace of the last estimate."""
         self._step = 1.0 / (HALF_LIFE * capacity)
 
     def created(self, entry: Entry, uses: int = 1) -> None:
