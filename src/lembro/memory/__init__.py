@@ -1,7 +1,7 @@
 """MemoryStore: a bounded, self-purging in-memory session store for one process.
 
 The store is one lock around four parts, each in its own module: the table of sessions
-(``Entry``, least recently used first), the ``ExpiryIndex`` (who comes due when), the
+(``Entry``, oldest first), the ``ExpiryIndex`` (who comes due when), the
 ``EvictionOrder`` (who goes first when over the cap) and the ``Budget`` (the size, and
 what each session costs). docs/architecture.md maps them.
 """
@@ -60,8 +60,8 @@ class MemoryStore:
     ``max_size`` (bytes, or a size string such as ``"4M"``) bounds the memory the store
     holds, as tracemalloc counts it. When a call takes it over, the store prunes to
     ``low_water * max_size``: expired sessions first, then the sessions used least often
-    (counts that age, see ``lembro.memory.eviction``), least recently used first among
-    equals. Expired sessions are also removed on access and by a background purge every
+    and least recently (uses that fade with time, see ``lembro.memory.eviction``).
+    Expired sessions are also removed on access and by a background purge every
     ``interval`` seconds (``None`` or ``0``: none). ``ttl`` is the default lifetime in
     seconds. ``clock`` returns seconds; inject one for tests. ``on_error`` receives any
     exception the background purge raises (default: logged).
@@ -154,7 +154,7 @@ class MemoryStore:
         self.batch_size = 1024
 
         self._lock = threading.Lock()
-        self._sessions: dict[str, Entry] = {}  # least recently used first
+        self._sessions: dict[str, Entry] = {}  # oldest first
         self._expiry = ExpiryIndex()
         self._budget = Budget(size, float(low_water))
         self._eviction = EvictionOrder(self._budget.first_capacity())
@@ -204,7 +204,7 @@ class MemoryStore:
             if entry is None:
                 self._misses += 1
                 return None
-            self._used_locked(entry)
+            self._eviction.used(entry)
             self._hits += 1
             blob = entry.data
         finally:
@@ -256,7 +256,7 @@ class MemoryStore:
             entry = self._live_locked(sid, now)
             if entry is None:
                 return False
-            self._used_locked(entry)
+            self._eviction.used(entry)
             self._renew_locked(entry, now + lifetime)
             self._fit_locked(now, keep=sid)
             return True
@@ -391,10 +391,10 @@ class MemoryStore:
         if self.snapshot is None:
             raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
         now = self._clock()
-        with self._lock:  # least recently used first: loading them in order keeps recency
+        with self._lock:  # lowest score first: loading them in order keeps their ranks
             records: list[SnapshotRecord] = [
-                (sid, entry.expires - now, self._eviction.count(entry) > 1.0, entry.data)
-                for sid, entry in self._sessions.items()
+                (entry.sid, entry.expires - now, self._eviction.count(entry) > 1.0, entry.data)
+                for entry in self._eviction.ranked(self._sessions.values())
                 if entry.expires > now
             ]
         write_snapshot(self.snapshot, serializer_name(self._serializer), records)
@@ -460,7 +460,7 @@ class MemoryStore:
         return entry
 
     def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
-        """Add a session not held now, most recently used, with ``uses`` uses; give it
+        """Add a session not held now, with ``uses`` uses; give it
         an expiry record; count the bytes of both."""
         entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
         self._eviction.created(entry, uses)
@@ -482,14 +482,8 @@ class MemoryStore:
             self._add_locked(sid, data, expires)
             return
         self._budget.replace_data(old, data)
-        self._used_locked(old)
+        self._eviction.used(old)
         self._renew_locked(old, expires)
-
-    def _used_locked(self, entry: Entry) -> None:
-        """Count a use of ``entry`` and make it the most recently used."""
-        self._eviction.used(entry)
-        del self._sessions[entry.sid]
-        self._sessions[entry.sid] = entry
 
     def _renew_locked(self, entry: Entry, expires: float) -> None:
         """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
@@ -581,7 +575,7 @@ class MemoryStore:
         records = read_snapshot(path, serializer_name(self._serializer))
         now = self._clock()
         with self._lock:
-            for sid, left, used_again, data in records:  # least recently used first
+            for sid, left, used_again, data in records:  # lowest score first
                 if sid not in self._sessions:
                     self._add_locked(sid, data, now + left, 2 if used_again else 1)
                     self._fit_locked(now, keep=None)

@@ -16,7 +16,7 @@ more often than a user, within a few half-lives, to outrank them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 
 from .entry import Entry
@@ -31,7 +31,11 @@ HALF_LIFE = 16.0
 
 
 class EvictionOrder:
-    """Scores sessions by uses that fade, and chooses victims: the lowest scores first."""
+    """Scores sessions by uses that fade, and chooses victims: the lowest scores first.
+
+    A later use weighs more than an earlier one (the time has moved on), so among
+    sessions used as often, the less recently used scores lower: the store keeps no
+    separate recency order."""
 
     __slots__ = ("_now", "_step", "_uses")
 
@@ -67,14 +71,17 @@ class EvictionOrder:
         count: float = 2.0 ** (entry.score - self._now)
         return count
 
+    def ranked(self, entries: Iterable[Entry]) -> list[Entry]:
+        """``entries``, lowest score first (ties keep their order). O(n log n)."""
+        return sorted(entries, key=_score)
+
     def victims(
-        self, entries: Collection[Entry], need: int, cost: Callable[[Entry], int], keep: str | None
+        self, entries: Iterable[Entry], need: int, cost: Callable[[Entry], int], keep: str | None
     ) -> list[Entry]:
         """The entries to evict to free ``need`` bytes (``cost`` says what each frees),
-        lowest score first, never ``keep``. ``entries`` in least recently used order, which
-        breaks ties. O(n log n), in one sort."""
+        lowest score first, never ``keep``. O(n log n), in one sort."""
         chosen: list[Entry] = []
-        for entry in sorted(entries, key=_score):
+        for entry in self.ranked(entries):
             if need <= 0:
                 break
             if entry.sid != keep:
