@@ -352,7 +352,7 @@ class MemoryStore:
             entries = list(self._sessions.values())
             for sid, entry in self._sessions.items():
                 if sid is not entry.sid:
-                    raise AssertionError(f"session {sid[:8]!r} is filed under another id")
+                    raise AssertionError(f"session {sid[:8]!r} is held under another id")
                 record = entry.record
                 if record.removed or record.sid is not sid:
                     raise AssertionError(f"session {sid[:8]!r} has no live record")
@@ -460,8 +460,8 @@ class MemoryStore:
         return entry
 
     def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
-        """Add a session not held now, with ``uses`` uses; give it
-        an expiry record; count the bytes of both."""
+        """Add a session not held now, with ``uses`` uses; give it an expiry record;
+        count the bytes of both."""
         entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
         self._eviction.created(entry, uses)
         self._sessions[sid] = entry
@@ -487,7 +487,7 @@ class MemoryStore:
 
     def _renew_locked(self, entry: Entry, expires: float) -> None:
         """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
-        later (a purge then finds it extended and files it again); an earlier expiry needs
+        later (a purge then finds it extended and gives it a new one); an earlier expiry needs
         a new record, or the session would be purged late."""
         entry.expires = expires
         if expires < entry.record.expires:
@@ -521,7 +521,7 @@ class MemoryStore:
 
     def _purge_locked(self, now: float, limit: int) -> tuple[int, bool]:
         """Take up to ``limit`` records due by ``now``: remove the sessions that have
-        expired, file again the ones extended since. Return (removed, whether more are
+        expired, give the ones extended since a new record. Return (removed, whether more are
         due)."""
         sids, taken = self._expiry.pop_due(now, limit)
         self._budget.remove_records(taken)
@@ -539,8 +539,8 @@ class MemoryStore:
     def _prune_locked(self, now: float, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions.
 
-        O(n) per prune, and a prune frees ``(1 - low_water) * max_size`` bytes: O(1)
-        amortized per byte written.
+        One sort of the sessions per prune, and a prune frees ``(1 - low_water) *
+        max_size`` bytes: O(log n) amortized per session written.
         """
         budget = self._budget
         log.debug("prune start: %s in %d sessions", format_size(budget.size), len(self._sessions))
