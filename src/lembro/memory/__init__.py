@@ -257,8 +257,8 @@ class MemoryStore:
             if entry is None:
                 return False
             self._eviction.used(entry)
-            self._renew_locked(entry, now + lifetime)
-            self._fit_locked(now, keep=sid)
+            if self._renew_locked(entry, now + lifetime):  # a new record: the size grew
+                self._fit_locked(now, keep=sid)
             return True
         finally:
             self._lock.release()
@@ -485,13 +485,16 @@ class MemoryStore:
         self._eviction.used(old)
         self._renew_locked(old, expires)
 
-    def _renew_locked(self, entry: Entry, expires: float) -> None:
-        """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
-        later (a purge then finds it extended and gives it a new one); an earlier expiry needs
-        a new record, or the session would be purged late."""
+    def _renew_locked(self, entry: Entry, expires: float) -> bool:
+        """Make ``entry`` expire at ``expires``; return whether it took a new record.
+        Its record stays when it comes due no later (a purge then finds it extended and
+        gives it a new one); an earlier expiry needs a new record, or the session would
+        be purged late."""
         entry.expires = expires
         if expires < entry.record.expires:
             self._refile_locked(entry)
+            return True
+        return False
 
     def _refile_locked(self, entry: Entry) -> None:
         """Give ``entry`` a new record at its expiry, in place of the one it has."""
