@@ -24,41 +24,15 @@ from lembro import (
     Stats,
 )
 from lembro.ids import new_session_id
-from lembro.memory import ENTRY_OVERHEAD, FILING_OVERHEAD, HEAP_OVERHEAD
+from lembro.memory import RECORD_OVERHEAD
 from tests.conftest import FakeClock
 
 SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "csrf": "x" * 43}
 
 
-def filings(store: MemoryStore) -> list[tuple[float, str, object]]:
-    """Every filing in the expiry index, live or stale: (time, sid, identity)."""
-    in_order = [(at, sid, at) for at, sid in zip(store._times, store._sids, strict=True)]
-    return in_order + [(item[0], item[1], item) for item in store._heap]
-
-
-def exact_size(store: MemoryStore) -> int:
-    """What the store's size must be, recounted from what it holds."""
-    held = sum(len(e[0]) + ENTRY_OVERHEAD for e in store._queue.values())
-    filed = sum(len(sid) + FILING_OVERHEAD for _, sid, _ in filings(store))
-    return held + filed + len(store._heap) * HEAP_OVERHEAD
-
-
 def assert_accounting_exact(store: MemoryStore) -> None:
-    """Size and the expiry index agree with what the store holds."""
-    queue = store._queue
-    assert store.size == exact_size(store)
-    times = list(store._times)
-    assert times == sorted(times)  # the walk from the front meets them in order
-    assert all(at <= store._last for at in times)
-    none = (None,) * 6
-    live = [(at, sid) for at, sid, filing in filings(store) if queue.get(sid, none)[4] is filing]
-    assert sorted(sid for _, sid in live) == sorted(queue)  # every session filed, once, live
-    # One id str per session: its key, its entry's and its live filing's are one object.
-    assert all(sid is e[5] for sid, e in queue.items())
-    assert all(sid is queue[sid][5] for _, sid in live)
-    assert all(at <= queue[sid][1] for at, sid in live)  # filed no later than it expires
-    assert all(queue[sid][3] >= at for at, sid in live)  # renewed past its filing
-    assert store._stale_locked() == len(filings(store)) - len(queue)
+    """Size and every structure agree with what the store holds, recounted."""
+    store.check()
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
@@ -109,16 +83,13 @@ def test_a_session_keeps_the_id_str_it_was_made_with(store: MemoryStore, clock: 
 
     assert store.get(again()) == SESSION
     assert store.touch(again())
-    clock.advance(store.ttl * 0.6)  # past the renew mark: the touch files it again
+    clock.advance(store.ttl * 0.6)
     assert store.touch(again())
     store.set(again(), SESSION)
     assert store.replace(again(), SESSION)
-    (key,) = store._queue
-    assert key is made
-    assert store._queue[key][5] is made
-    assert all(sid is made for _, sid, _ in filings(store))  # the refiling's too
-    assert store.size == size + len(made) + FILING_OVERHEAD  # one filing more: its stale one
-    assert_accounting_exact(store)
+    assert store.touch(again(), ttl=10)  # a shorter life: a new expiry record
+    assert store.size == size + RECORD_OVERHEAD  # the record it replaced, until dropped
+    assert_accounting_exact(store)  # the table's key and every record hold ``made`` itself
 
 
 def test_destroy_is_idempotent(store: MemoryStore, clock: FakeClock) -> None:
@@ -127,8 +98,8 @@ def test_destroy_is_idempotent(store: MemoryStore, clock: FakeClock) -> None:
     store.destroy("a")
     store.destroy("never")
     assert store.get("a") is None
-    # Its filing stays behind, counted, until it comes due or a sweep drops it.
-    assert store.size == len("a") + FILING_OVERHEAD
+    # Its expiry record stays behind, counted, until it comes due or is compacted away.
+    assert store.size == RECORD_OVERHEAD
     assert_accounting_exact(store)
     clock.advance(store.ttl)
     assert store.purge() == 0
@@ -288,7 +259,7 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
     assert store.get("a") == SESSION
     clock.advance(0.1)
     assert store.get("a") is None
-    assert store.size == len("a") + FILING_OVERHEAD  # its filing, due: the purge drops it
+    assert store.size == RECORD_OVERHEAD  # its expiry record, due: the purge drops it
     assert_accounting_exact(store)
     assert store.purge() == 0  # it was counted expired on the get
     assert store.size == 0
@@ -298,10 +269,10 @@ def test_expired_session_is_removed_on_get(store: MemoryStore, clock: FakeClock)
 
 def test_touch_extends_life_without_rewriting(store: MemoryStore, clock: FakeClock) -> None:
     store.set("a", SESSION, ttl=60)
-    data = store._queue["a"][0]
+    size = store.size
     clock.advance(50)
     assert store.touch("a", ttl=60) is True
-    assert store._queue["a"][0] is data
+    assert store.size == size
     clock.advance(50)
     assert store.get("a") == SESSION
     clock.advance(60)
@@ -344,69 +315,53 @@ def test_purge_keeps_sessions_touched_since_they_were_filed(
     assert_accounting_exact(store)
 
 
-class CountingDict(dict[str, Any]):
-    """A store table that counts the entries the store looks up or walks in it."""
+class CountingClock(FakeClock):
+    """A fake clock that counts its reads: a purge reads it once per hold of the lock."""
 
-    lookups = 0
+    reads = 0
 
-    def get(self, key: str, default: Any = None) -> Any:
-        CountingDict.lookups += 1
-        return super().get(key, default)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        CountingDict.lookups += 1
-        return super().pop(key, *default)
-
-    def __getitem__(self, key: str) -> Any:
-        CountingDict.lookups += 1
-        return super().__getitem__(key)
-
-    def items(self) -> Any:  # type: ignore[override]
-        for item in super().items():
-            CountingDict.lookups += 1
-            yield item
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
 
 
 @pytest.mark.parametrize("short_first", [True, False], ids=["in-order", "out-of-order"])
-def test_purge_costs_what_expired_not_what_is_held(clock: FakeClock, short_first: bool) -> None:
+def test_purge_costs_what_expired_not_what_is_held(short_first: bool) -> None:
+    clock = CountingClock()
     with MemoryStore("1G", None, clock=clock) as s:
+        s.batch_size = 10
         shorts = [(f"short{i}", 10) for i in range(100)]
         longs = [(f"long{i}", 3600) for i in range(20_000)]
         for sid, ttl in shorts + longs if short_first else longs + shorts:
             s.set(sid, {"i": sid}, ttl=ttl)
         clock.advance(10)
-        s._queue = CountingDict(s._queue)
-        CountingDict.lookups = 0
+        clock.reads = 0
         assert s.purge() == 100
-        # Looked at the 100 that expired (a few times each), never the 20,000 others.
-        assert 100 <= CountingDict.lookups <= 500
+        # Ten batches of ten for the 100 that expired, one to find nothing more due.
+        assert clock.reads <= 12
         assert len(s) == 20_000
         assert_accounting_exact(s)
 
 
-def test_purge_files_again_the_sessions_extended_since_they_were_filed(
-    clock: FakeClock,
-) -> None:
+def test_purge_files_again_the_sessions_extended_since_they_were_filed() -> None:
+    clock = CountingClock()
     with MemoryStore("1G", None, clock=clock) as s:
+        s.batch_size = 10
         for i in range(1000):
             s.set(f"s{i}", {"i": i}, ttl=10)
         clock.advance(5)
         for i in range(0, 1000, 10):
-            s.touch(f"s{i}", ttl=10)  # now due at 15, still filed at 10
+            s.touch(f"s{i}", ttl=10)  # now due at 15, its record still at 10
         clock.advance(5)
-        s._queue = CountingDict(s._queue)
-        CountingDict.lookups = 0
         assert s.purge() == 900
         assert len(s) == 100
         assert_accounting_exact(s)
-        work = CountingDict.lookups
-        CountingDict.lookups = 0
         clock.advance(4.9)
-        assert s.purge() == 0  # refiled at 15: nothing is due yet, nothing is walked
-        assert CountingDict.lookups <= 2
+        clock.reads = 0
+        assert s.purge() == 0  # filed again at 15: nothing is due yet
+        assert clock.reads == 1
         clock.advance(0.1)
         assert s.purge() == 100
-        assert work <= 5 * 1000
 
 
 def test_sessions_in_use_stay_filed_in_order(clock: FakeClock) -> None:
@@ -424,16 +379,14 @@ def test_sessions_in_use_stay_filed_in_order(clock: FakeClock) -> None:
             assert s.touch(users[step % len(users)], ttl=60)
             s.purge()
         assert all(sid in s for sid in users)
-        assert s._heap == []
-        assert all(type(entry[4]) is float for entry in s._queue.values())  # in order
         assert_accounting_exact(s)
 
 
-def test_stale_filings_are_counted_and_swept_once_they_outnumber_the_live(
+def test_stale_expiry_records_are_counted_and_dropped_once_they_outnumber_the_live(
     clock: FakeClock,
 ) -> None:
-    """Destroys and shortened lives leave filings behind; they are in the size, so the
-    cap bounds them, and the purge drops them all once they outnumber the sessions."""
+    """Destroys and shortened lives leave expiry records behind; they are in the size, so
+    the cap bounds them, and they are dropped once they outnumber the sessions."""
     store = MemoryStore("1G", None, clock=clock)
     for round_ in range(20):
         ids = [f"r{round_}-{i}" for i in range(500)]
@@ -442,18 +395,16 @@ def test_stale_filings_are_counted_and_swept_once_they_outnumber_the_live(
         for sid in ids[:450]:
             store.destroy(sid)
         for sid in ids[450:]:
-            store.touch(sid, ttl=50)  # shortened: filed again, out of order
+            store.touch(sid, ttl=50)  # shortened: a new record, out of order
         clock.advance(1)
-    assert len(store._queue) == 1000
-    assert store._stale_locked() == 20 * 500
-    assert len(store._heap) == 1000
-    assert_accounting_exact(store)
-    before = store.size
-    assert store.purge() == 0  # nothing has expired, but the index is mostly stale
-    assert store._stale_locked() == 0
-    assert len(store._times) + len(store._heap) == len(store) == 1000
-    assert store.size < before / 3
-    assert_accounting_exact(store)
+        assert_accounting_exact(store)
+    assert len(store) == 1000
+    with MemoryStore("1G", None, clock=clock) as fresh:
+        for sid, data in store.all().items():
+            fresh.set(sid, data, ttl=50)
+        # At most one left-behind record per session, and never the 10,000 made.
+        assert store.size <= fresh.size + (len(store) + 500) * RECORD_OVERHEAD
+    store.close()
 
 
 # ---- pruning: expired first, then probation, then the rest; the writer is never evicted --
@@ -482,14 +433,13 @@ def test_prune_shrinks_to_low_water(clock: FakeClock) -> None:
         assert len(s) == 75
         assert "b000000" in s
         assert s.stats().evicted == 26
-        assert s._stale_locked() == 0  # the victims' filings went with them
         assert_accounting_exact(s)
 
 
 def test_prune_evicts_expired_before_live(clock: FakeClock) -> None:
     unit = per_session()
     # The short ones come after longer ones: their expiries are filed out of order.
-    with MemoryStore(unit * 100 + 40 * HEAP_OVERHEAD, None, clock=clock) as s:
+    with MemoryStore(unit * 100, None, clock=clock) as s:
         live = fill(s, "l", 60, ttl=1000)
         fill(s, "d", 40, ttl=10)
         clock.advance(10)
@@ -518,17 +468,17 @@ def test_flood_does_not_evict_returning_users(clock: FakeClock) -> None:
         assert_accounting_exact(s)
 
 
-def test_probation_is_evicted_least_recently_used_first(clock: FakeClock) -> None:
+def test_sessions_used_once_are_evicted_least_recently_used_first(clock: FakeClock) -> None:
     unit = per_session()
     with MemoryStore(unit * 8, None, clock=clock, low_water=0.5) as s:
         ids = fill(s, "p", 8)
-        s.set("p000000", SESSION)  # rewritten, still never read: most recent on probation
+        s.set("p000000", SESSION)  # rewritten: used twice
         s.set("n000000", SESSION)
         assert sorted(s.all()) == ["n000000", "p000000", "p000006", "p000007"]
         assert not any(sid in s for sid in ids[1:6])
 
 
-def test_protected_sessions_go_least_recently_used_first_once_probation_is_empty(
+def test_among_equal_uses_the_least_recently_used_goes_first(
     clock: FakeClock,
 ) -> None:
     unit = per_session()
@@ -536,8 +486,8 @@ def test_protected_sessions_go_least_recently_used_first_once_probation_is_empty
         ids = fill(s, "r", 4)
         for sid in reversed(ids):  # read in reverse: r000003 is least recently used
             s.get(sid)
-        s.get("r000000")
-        s.set("r000001", {"n": 1})  # a write to a read session keeps it protected, most recent
+        s.get("r000000")  # three uses
+        s.set("r000001", {"n": 1})  # three uses, most recently used
         s.set("new0000", SESSION)
         assert sorted(s.all()) == ["new0000", "r000001"]
 
@@ -548,7 +498,7 @@ def test_the_session_being_written_is_never_evicted(clock: FakeClock) -> None:
         fill(s, "a", 3)
         s.set("z000000", SESSION)
         assert s.all() == {"z000000": SESSION}
-        s.get("z000000")  # now protected
+        s.get("z000000")  # used twice
         s.set("b000000", SESSION)
         s.set("z000000", {"grown": "x" * 800})  # over the cap: b goes, z stays
         assert s.all() == {"z000000": {"grown": "x" * 800}}
@@ -676,7 +626,6 @@ def test_concurrent_threads_keep_accounting_exact() -> None:
         assert errors == []
         assert_accounting_exact(s)
         assert s.size <= s.max_size
-        assert len(s) == len(s._queue)
 
 
 # ---- the background purge ---------------------------------------------------------------
@@ -686,8 +635,9 @@ def test_background_purge_removes_expired_sessions(clock: FakeClock) -> None:
     with MemoryStore("1M", 0.02, clock=clock) as s:
         s.set("a", SESSION, ttl=5)
         s.set("b", SESSION, ttl=50)
+        full = s.size
         clock.advance(5)
-        assert wait_for(lambda: s.stats().purges >= 1 and len(s._queue) == 1)
+        assert wait_for(lambda: s.size < full)  # the size is read without purging
         assert s.stats().expired == 1
         assert "b" in s
 
@@ -757,6 +707,7 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
         with MemoryStore("1M", 0.01) as s:
             s.set("a", SESSION, ttl=1000)
             s.set("gone", SESSION, ttl=0.05)
+            full = s.size
             read, write = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: report and leave without running pytest's teardown
@@ -764,7 +715,7 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
                     ok = (
                         s._thread is not None
                         and s._thread.is_alive()
-                        and wait_for(lambda: "gone" not in s._queue, 3)
+                        and wait_for(lambda: s.size < full, 3)
                         and s.get("a") == SESSION
                         and any("forked" in r.getMessage() for r in records)
                     )
@@ -779,3 +730,260 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
             assert not any("forked" in r.getMessage() for r in records)  # not in the parent
     finally:
         logging.getLogger("lembro").removeHandler(handler)
+
+
+# ---- the cap holds whatever the shape of the traffic -------------------------------------
+
+CAP = 1024 * 1024
+
+
+def held_between(
+    low: float, high: float, step: Any, steps: int, every: int = 53, **kwargs: Any
+) -> None:
+    """Run ``step(store, i, rng)`` ``steps`` times on a store capped at ``CAP``; once it
+    has evicted, what tracemalloc counts must stay within ``low``..``high`` of the cap."""
+    rng = random.Random(7)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        store = MemoryStore(CAP, None, **kwargs)
+        ratios = []
+        for i in range(steps):
+            step(store, i, rng)
+            if i % every == 0 and store.stats().evicted:
+                ratios.append((tracemalloc.get_traced_memory()[0] - base) / CAP)
+        store.check()
+        store.close()
+    finally:
+        tracemalloc.stop()
+    assert len(ratios) > 20, "the store never reached its cap"
+    assert low <= min(ratios), f"held {min(ratios):.2f} of the cap"
+    assert max(ratios) <= high, f"held {max(ratios):.2f} of the cap"
+
+
+def sid_of(n: int, prefix: str = "s") -> str:
+    return f"{prefix}{n:042d}"  # a new str each time, as a cookie parsed per request is
+
+
+def test_the_cap_holds_under_touches_that_alternate_long_and_short_lives() -> None:
+    """The issue's storm: a touch that shortens a life needs a new expiry record; the
+    records left behind are counted, and dropped, so touches cannot grow the store."""
+    clock = FakeClock()
+
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        clock.advance(0.001)
+        store.set(sid_of(i), SESSION, ttl=10.0 if i % 2 else 1000.0)
+        for k in range(10):
+            store.touch(
+                sid_of(rng.randrange(max(0, i - 2000), i + 1)), ttl=10.0 if k % 2 else 1000.0
+            )
+
+    held_between(0.6, 1.0, step, 8000, clock=clock)
+
+
+def test_one_session_touched_with_alternating_lives_stays_small() -> None:
+    store = MemoryStore("1M", None)
+    store.set("s" * 43, {"a": 1})
+    one = store.size
+    for i in range(20_000):
+        store.touch("s" * 43, ttl=10.0 if i % 2 else 1000.0)
+    assert store.size <= one + 2 * 256 * RECORD_OVERHEAD
+    store.check()
+
+
+def test_the_cap_holds_under_touch_storms() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        for _ in range(10):
+            store.touch(sid_of(rng.randrange(max(0, i - 2000), i + 1)))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+def test_the_cap_holds_under_replace_storms() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        for _ in range(3):
+            old = sid_of(rng.randrange(max(0, i - 2000), i + 1))
+            store.replace(old, {"pad": "p" * rng.randrange(2000)}, ttl=rng.choice([60, 3600]))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+def test_the_cap_holds_when_sessions_are_destroyed_and_made_again() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(sid_of(i), SESSION)
+        old = sid_of(rng.randrange(max(0, i - 2000), i + 1))
+        store.destroy(old)
+        store.set(old, SESSION, ttl=rng.choice([60, 3600]))
+
+    held_between(0.6, 1.0, step, 8000)
+
+
+@pytest.mark.parametrize("wide", ["é", "€", "😀"], ids=["latin-1", "ucs-2", "ucs-4"])
+def test_the_cap_holds_with_ids_in_any_script(wide: str) -> None:
+    """An id is counted at the bytes CPython holds for it: up to four per character."""
+
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(f"{wide * 40}{i:06d}", {"n": i})
+        store.get(f"{wide * 40}{rng.randrange(i + 1):06d}")
+
+    held_between(0.6, 1.0, step, 12000)
+
+
+def test_the_cap_holds_with_huge_ids() -> None:
+    def step(store: MemoryStore, i: int, rng: random.Random) -> None:
+        store.set(f"{i:06d}" + "h" * 20_000, {"n": i})
+
+    held_between(0.6, 1.0, step, 400, every=7)
+
+
+def test_the_cap_holds_after_many_threads_each_wrote_one_large_session() -> None:
+    """A thread's serializer scratch buffer does not keep a large session's size after it."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        store = MemoryStore(CAP, None)
+        for i in range(3000):
+            store.set(sid_of(i), SESSION)
+        wrote = threading.Barrier(9)
+        leave = threading.Event()
+
+        def worker(n: int) -> None:
+            store.set(sid_of(n, "big"), {"blob": "b" * 100_000})
+            store.destroy(sid_of(n, "big"))
+            wrote.wait()
+            leave.wait()  # alive, as a server's worker threads are
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        wrote.wait()
+        held = (tracemalloc.get_traced_memory()[0] - base) / CAP
+        leave.set()
+        for t in threads:
+            t.join()
+        store.check()
+    finally:
+        tracemalloc.stop()
+    assert 0.6 <= held <= 1.0, f"held {held:.2f} of the cap"
+
+
+# ---- a flood must pay for its place ------------------------------------------------------
+
+
+@pytest.mark.parametrize("returns", [0, 1, 2], ids=["never-back", "back-once", "back-twice"])
+def test_bots_that_come_back_do_not_evict_returning_users(returns: int) -> None:
+    """The flood benchmark's scenario (benchmarks/flood.py), 30 rounds: 200 users who made
+    5 requests to begin with and come back every round, one leaving and one arriving per
+    round; 500 bots between rounds, each coming back ``returns`` times."""
+    store = MemoryStore(256 * 1024, None, clock=FakeClock())
+
+    def arrive() -> str:
+        sid = new_session_id()
+        store.set(sid, SESSION)
+        for _ in range(4):
+            store.get(sid)
+        return sid
+
+    users = [arrive() for _ in range(200)]
+    for round_ in range(30):
+        assert all(store.get(sid) is not None for sid in users), f"a user lost, round {round_}"
+        users[round_] = arrive()
+        bots = [new_session_id() for _ in range(500)]
+        for j in range(500 + 10 * returns):  # each comes back after ten more bots came
+            if j < 500:
+                store.set(bots[j], SESSION)
+            for back in range(j - 10 * returns, j, 10):
+                if 0 <= back < 500:
+                    store.get(bots[back])
+    assert store.stats().evicted > 10_000
+    store.check()
+    store.close()
+
+
+def test_new_users_are_not_evicted_before_older_bots_with_as_many_requests(
+    clock: FakeClock,
+) -> None:
+    unit = per_session("b" * 43)
+    with MemoryStore(unit * 100, None, clock=clock, low_water=0.5) as s:
+        bots = [new_session_id() for _ in range(60)]
+        for bot in bots:
+            s.set(bot, SESSION)
+            s.get(bot)  # came back once
+        newcomers = [new_session_id() for _ in range(40)]
+        for sid in newcomers:
+            s.set(sid, SESSION)
+            s.get(sid)  # a first page, then the next: as many requests as a bot
+        s.set(new_session_id(), SESSION)  # over the cap
+        assert all(sid in s for sid in newcomers)
+        assert sum(bot in s for bot in bots) < 15
+
+
+def test_new_users_outlast_bots_that_came_back_once_a_while_ago(clock: FakeClock) -> None:
+    """Uses age: a bot's one return does not outrank, for good, a user who just arrived."""
+    unit = per_session("b" * 43)
+    with MemoryStore(unit * 100, None, clock=clock, low_water=0.5) as s:
+        users = [new_session_id() for _ in range(10)]
+        for sid in users:
+            s.set(sid, SESSION)
+        bots = [new_session_id() for _ in range(60)]
+        for bot in bots:
+            s.set(bot, SESSION)
+            s.get(bot)  # came back once
+        for i in range(4000):  # the users come back, again and again, for a while
+            s.get(users[i % len(users)])
+        newcomers = [new_session_id() for _ in range(30)]
+        for sid in newcomers:
+            s.set(sid, SESSION)  # a first request
+        s.set(new_session_id(), SESSION)  # over the cap
+        assert all(sid in s for sid in users + newcomers)
+        assert sum(bot in s for bot in bots) < 10
+
+
+# ---- no stalls: the whole-store calls let other calls in between batches ------------------
+
+
+class InterleavingClock(CountingClock):
+    """A fake clock that, at each read, has another thread call ``store.get``. The store
+    reads its clock before each hold of its lock: if it held the lock across batches, that
+    thread would wait for the lock until the whole call ended, and never finish here."""
+
+    store: MemoryStore | None = None
+    interleaved = 0
+
+    def __call__(self) -> float:
+        store = self.store
+        if store is not None and threading.current_thread() is threading.main_thread():
+            other = threading.Thread(target=store.get, args=("someone",))
+            other.start()
+            other.join(timeout=30)
+            assert not other.is_alive(), "the lock was held between batches"
+            self.interleaved += 1
+        return super().__call__()
+
+
+@pytest.mark.parametrize("call", ["purge", "len", "stats", "all"])
+def test_whole_store_calls_work_in_batches_and_let_other_calls_in(call: str) -> None:
+    clock = InterleavingClock()
+    with MemoryStore("1G", None, clock=clock) as s:
+        for i in range(5000):
+            s.set(f"s{i}", {"i": i}, ttl=10 if i % 2 else 1000)
+        clock.advance(10)
+        s.batch_size = 100
+        clock.store = s
+        if call == "purge":
+            assert s.purge() == 2500
+        elif call == "len":
+            assert len(s) == 2500
+        elif call == "stats":
+            assert s.stats().sessions == 2500
+        else:
+            assert len(s.all()) == 2500
+        clock.store = None
+        # 2,500 expired or 5,000 held, 100 per hold of the lock: at least 25 holds, and
+        # another thread's get ran between each two.
+        assert clock.interleaved >= 25
+        s.check()

@@ -37,7 +37,9 @@ from starlette.routing import Route
 import lembro.starlette
 from lembro import LembroError, MemoryStore, SerializationError
 from lembro.ids import is_session_id, new_session_id
-from lembro.memory import ENTRY_OVERHEAD, FILING_OVERHEAD, HEAP_OVERHEAD
+from lembro.memory import RECORD_OVERHEAD, SESSION_OVERHEAD
+from lembro.memory.budget import session_cost
+from lembro.serializers import MsgpackSerializer
 from tests.conftest import FakeClock
 from tests.test_django import configure_django
 from tests.test_flask import make_app as make_flask_app
@@ -230,35 +232,9 @@ sessions = st.one_of(
 )
 
 
-def blob_of(entry: Any) -> bytes:
-    """The serialized data of one of MemoryStore's entries (a record or a tuple)."""
-    data: bytes = entry[0] if isinstance(entry, tuple) else entry.data
-    return data
-
-
-def expiry_of(entry: Any) -> float:
-    """The expiry, in clock seconds, of one of MemoryStore's entries."""
-    expires: float = entry[1] if isinstance(entry, tuple) else entry.expires
-    return expires
-
-
-def entry_bytes(store: MemoryStore, sid: str) -> bytes | None:
-    """The bytes the store holds for ``sid``, read without touching its recency or stats."""
-    entry = store._queue.get(sid)
-    return None if entry is None else blob_of(entry)
-
-
 def snapshot(store: MemoryStore) -> tuple[Any, ...]:
-    """Everything a refused write must leave as it was."""
-    return (
-        store.size,
-        [(sid, e[2]) for sid, e in store._queue.items()],  # recency order, and probation
-        {sid: blob_of(e) for sid, e in store._queue.items()},
-        store._hits,
-        store._misses,
-        store._evicted,
-        store._expired,
-    )
+    """Everything a refused write must leave as it was, seen through the public API."""
+    return (store.size, store.stats(), store.all())
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
@@ -321,19 +297,21 @@ def test_self_referencing_data_is_refused_or_kept_whole(serializer: str) -> None
 
 # ---- 2. MemoryStore against a model, step by step ---------------------------------------
 
-SIDS = ["a", "bb", "c" * 43, "d", new_session_id(), "f"]
+SIDS = ["a", "bb", "c" * 43, "d", new_session_id(), "f", "é€😀"]
 # A few sessions: the cap is hit often.
-MAX_SIZE = 4 * (ENTRY_OVERHEAD + FILING_OVERHEAD + 43 + 60)
+MAX_SIZE = 4 * (SESSION_OVERHEAD + RECORD_OVERHEAD + 92 + 60)
 LOW_WATER = 0.75
 TTL = 10.0
 
 
 class MemoryStoreMachine(RuleBasedStateMachine):
-    """MemoryStore against a dict of what was last set, with a fake clock and a small cap.
+    """MemoryStore against a dict of what was last set, with a fake clock and a small cap,
+    through the public API only, calling ``check()`` after every step.
 
-    The model holds, per id, the data last set and its expiry. A session leaves the model
-    when the store tells that it is gone: on get, touch, destroy, clear, or when a set or
-    prune that took the store over its cap evicted it (only then may a live one vanish).
+    The model holds, per id, the data last set and its expiry. Every rule but ``advance``
+    ends with ``stats()``, which purges the expired: so between rules the store holds
+    exactly the model's live sessions, less those evicted, and only a rule that raised
+    the ``evicted`` count may have lost a live one (never the session it wrote).
     """
 
     def __init__(self) -> None:
@@ -341,6 +319,7 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.store = MemoryStore(MAX_SIZE, None, ttl=TTL, low_water=LOW_WATER, clock=self.clock)
         self.model: dict[str, tuple[dict[str, Any], float]] = {}
+        self.evicted = 0
 
     def teardown(self) -> None:
         self.store.close()
@@ -350,18 +329,17 @@ class MemoryStoreMachine(RuleBasedStateMachine):
     def _live(self, sid: str) -> bool:
         return sid in self.model and self.model[sid][1] > self.clock.now
 
-    def _held(self) -> set[str]:
-        return set(self.store._queue)
-
-    def _forget_vanished(self, may_evict: bool, keep: str | None = None) -> None:
-        """Drop from the model what the store no longer holds; live ones only if allowed."""
-        held = self._held()
+    def _settle(self, keep: str | None = None) -> None:
+        """Purge (through stats), and drop from the model what the store evicted."""
+        evicted = self.store.stats().evicted
         for sid in list(self.model):
-            if sid not in held:
-                if self._live(sid):
-                    assert may_evict, f"live session {sid!r} vanished with the store under cap"
-                    assert sid != keep, "the session just written was evicted"
+            if not self._live(sid):
+                del self.model[sid]  # purged by stats(), if not before
+            elif sid not in self.store:
+                assert evicted > self.evicted, f"live session {sid!r} vanished, none evicted"
+                assert sid != keep, "the session just written was evicted"
                 del self.model[sid]
+        self.evicted = evicted
 
     # -- rules --
 
@@ -370,21 +348,25 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         text=st.one_of(st.text(max_size=40), st.integers(0, 900).map(lambda n: "x" * n)),
         n=st.integers(),
         ttl=st.sampled_from([None, 1.0, 5.0, 30.0]),
+        only_if_live=st.booleans(),
     )
-    def write(self, sid: str, text: str, n: int, ttl: float | None) -> None:
+    def write(self, sid: str, text: str, n: int, ttl: float | None, only_if_live: bool) -> None:
         data = {"text": text, "n": n % 1000}
-        blob = self.store._dumps(data)
-        old = entry_bytes(self.store, sid)
-        new = len(sid) + ENTRY_OVERHEAD + FILING_OVERHEAD
-        grown = len(blob) + (new if old is None else -len(old))
-        # At most: the write may file it (again) out of order, leaving the old filing.
-        grown += len(sid) + FILING_OVERHEAD + HEAP_OVERHEAD
-        over_cap = self.store.size + grown > MAX_SIZE
-        self.store.set(sid, data, ttl)
+        live = self._live(sid)
+        # The most a write can add: a new session, and a new expiry record for a shorter life.
+        grown = session_cost(sid, MsgpackSerializer().dumps(data)) + 2 * RECORD_OVERHEAD
+        may_prune = self.store.size + grown > MAX_SIZE
+        evicted = self.store.stats().evicted
+        if only_if_live:
+            assert self.store.replace(sid, data, ttl) is live
+        else:
+            self.store.set(sid, data, ttl)
         assert self.store.size <= MAX_SIZE
-        self.model[sid] = (data, self.clock.now + (TTL if ttl is None else ttl))
-        self._forget_vanished(may_evict=over_cap, keep=sid)
-        assert sid in self.store
+        if live or not only_if_live:
+            self.model[sid] = (data, self.clock.now + (TTL if ttl is None else ttl))
+            assert sid in self.store
+        assert may_prune or self.store.stats().evicted == evicted
+        self._settle(keep=sid)
 
     @rule(sid=st.sampled_from(SIDS))
     def get(self, sid: str) -> None:
@@ -393,40 +375,41 @@ class MemoryStoreMachine(RuleBasedStateMachine):
             assert got == self.model[sid][0]
         else:
             assert got is None  # never an expired session
-            self.model.pop(sid, None)
+        self._settle()
 
     @rule(sid=st.sampled_from(SIDS), ttl=st.sampled_from([None, 1.0, 30.0]))
     def touch(self, sid: str, ttl: float | None) -> None:
         live = self._live(sid)
         assert self.store.touch(sid, ttl) is live
+        assert self.store.size <= MAX_SIZE
         if live:
             data = self.model[sid][0]
             self.model[sid] = (data, self.clock.now + (TTL if ttl is None else ttl))
-        else:
-            self.model.pop(sid, None)
+        self._settle(keep=sid if live else None)
 
     @rule(sid=st.sampled_from(SIDS))
     def destroy(self, sid: str) -> None:
-        self.store.destroy(sid)
+        assert self.store.destroy(sid) is self._live(sid)
         self.model.pop(sid, None)
         assert sid not in self.store
+        self._settle()
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 9.999, 10.0, 31.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    @rule()
-    def purge(self) -> None:
-        held = self._held()
-        expired = {sid for sid in self.model if sid in held and not self._live(sid)}
+    @rule(batch=st.sampled_from([1, 2, 1024]))
+    def purge(self, batch: int) -> None:
+        expired = [sid for sid in self.model if not self._live(sid)]
+        self.store.batch_size = batch
         assert self.store.purge() == len(expired)
-        self._forget_vanished(may_evict=False)
+        self._settle()
 
     @rule()
     def prune(self) -> None:
         self.store.prune()
         assert self.store.size <= int(MAX_SIZE * LOW_WATER)
-        self._forget_vanished(may_evict=True)
+        self._settle()
 
     @precondition(lambda self: len(self.model) > 2)
     @rule()
@@ -434,27 +417,29 @@ class MemoryStoreMachine(RuleBasedStateMachine):
         self.store.clear()
         self.model.clear()
         assert self.store.size == 0
+        self._settle()
 
     @rule()
     def length(self) -> None:
         assert len(self.store) == sum(self._live(sid) for sid in self.model)
-        self._forget_vanished(may_evict=False)  # len purges the expired
+        self._settle()
+
+    @rule()
+    def everything(self) -> None:
+        live = {sid: data for sid, (data, _) in self.model.items() if self._live(sid)}
+        assert self.store.all() == live
+        self._settle()
 
     # -- invariants, checked without touching recency, stats or expiry --
 
     @invariant()
     def accounting_is_exact(self) -> None:
-        assert_accounting_exact(self.store)
+        self.store.check()
 
     @invariant()
     def store_holds_what_the_model_says(self) -> None:
-        now = self.clock.now
-        live_held = {sid: e for sid, e in self.store._queue.items() if expiry_of(e) > now}
-        assert set(live_held) == {sid for sid in self.model if self._live(sid)}
-        assert self._held() == set(self.model)  # expired ones too, until the store drops them
-        for sid, entry in live_held.items():
-            assert self.store._serializer.loads(blob_of(entry)) == self.model[sid][0]
-            assert expiry_of(entry) == self.model[sid][1]
+        for sid in SIDS:
+            assert (sid in self.store) is self._live(sid)
 
 
 MemoryStoreMachine.TestCase.settings = settings(
@@ -704,12 +689,12 @@ def test_any_cookie_gets_a_fresh_empty_session(framework: str, case: tuple[str, 
         integration = INTEGRATIONS[framework](store)
         with integration.running():
             cookie, planted = plant(integration, clock, case)
-            held = {sid: blob_of(e) for sid, e in store._queue.items()}
+            held = store.all()
 
             status, body, set_cookies = integration.request("/read", cookie)
             assert (status, body) == (200, "None")
             assert cookie_id(integration, set_cookies) is None  # a read sets no cookie
-            assert set(store._queue) <= set(held)  # stores nothing
+            assert set(store.all()) <= set(held)  # stores nothing
 
             status, body, set_cookies = integration.request("/inc", cookie)
             assert (status, body) == (200, "1")  # a fresh session: the counter restarts
@@ -718,7 +703,8 @@ def test_any_cookie_gets_a_fresh_empty_session(framework: str, case: tuple[str, 
             assert is_session_id(sid)
             assert sid != planted  # never adopted
             assert store.get(sid) == {"n": 1}
+            now = store.all()
             for old, data in held.items():  # what was there is untouched
-                if old in store:
-                    assert entry_bytes(store, old) == data
+                if old in now:
+                    assert now[old] == data
             assert_accounting_exact(store)

@@ -112,6 +112,9 @@ class LembroStore(NamespacedStore):
     # ---- keys and records ---------------------------------------------------------------
 
     def _key(self, key: str) -> str:
+        # Redis stores keep ':' out of ids (it separates their prefix); escaping '%' first
+        # keeps two different keys from ever naming one record.
+        key = key.replace("%", "%25").replace(":", "%3A")
         return key if self.namespace is None else f"{self.namespace}{_KEY}{key}"
 
     def _record(self, value: str | bytes, expires: float | None) -> dict[str, Any]:

@@ -69,7 +69,12 @@ class _MsgspecSerializer:
         except AttributeError:
             buffer = self._local.buffer = bytearray(1024)
         self._encode_into(obj, buffer)
-        return bytes(buffer)
+        blob = bytes(buffer)
+        # A thread keeps at most 8 KiB of scratch between writes: a store's cap does not
+        # see these buffers, so one large session must not pin its size for the thread's life.
+        if len(buffer) > 8192:
+            self._local.buffer = bytearray(1024)
+        return blob
 
 
 class MsgpackSerializer(_MsgspecSerializer):

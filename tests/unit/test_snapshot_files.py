@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from lembro import InvalidOption, MemoryStore
+from lembro.serializers import get_serializer
 from lembro.snapshot import read_snapshot, write_snapshot
 
 SESSION = {"user": 7}
@@ -198,7 +199,7 @@ def test_a_snapshot_in_a_directory_not_writable_is_refused_at_construction(
 
 def test_lifetimes_from_a_file_are_capped_at_the_ttl_and_must_be_finite(tmp_path: Path) -> None:
     path = tmp_path / "s.snap"
-    blob = MemoryStore("1M", None)._dumps(SESSION)
+    blob = get_serializer("msgpack").dumps(SESSION)
     write_snapshot(
         path,
         "msgpack",

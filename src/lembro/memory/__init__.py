@@ -1,0 +1,713 @@
+"""MemoryStore: a bounded, self-purging in-memory session store for one process.
+
+The store is one lock around four parts, each in its own module: the table of sessions
+(``Entry``, oldest first), the ``ExpiryIndex`` (who comes due when), the
+``EvictionOrder`` (who goes first when over the cap) and the ``Budget`` (the size, and
+what each session costs). docs/architecture.md maps them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .. import background, processes
+from ..checks import check_seconds, check_session_id
+from ..errors import InvalidOption, SerializationError, SessionTooLarge
+from ..protocol import Stats
+from ..serializers import (
+    BUILTIN_SERIALIZERS,
+    Serializer,
+    dumps_session,
+    get_serializer,
+    loads_session,
+    require_safe_serializer,
+    serializer_name,
+)
+from ..size import format_size, parse_size
+from ..snapshot import (
+    SnapshotRecord,
+    check_snapshot_path,
+    read_snapshot,
+    remove_leftovers,
+    write_snapshot,
+)
+from .budget import RECORD_OVERHEAD, SESSION_OVERHEAD, Budget, entry_cost
+from .entry import Entry
+from .eviction import EvictionOrder
+from .expiry import ExpiryIndex
+
+__all__ = [
+    "ENTRY_OVERHEAD",
+    "FILING_OVERHEAD",
+    "HEAP_OVERHEAD",
+    "RECORD_OVERHEAD",
+    "SESSION_OVERHEAD",
+    "MemoryStore",
+]
+
+log = logging.getLogger("lembro")
+
+# The names the cost constants had before the store was split into parts.
+ENTRY_OVERHEAD = SESSION_OVERHEAD
+FILING_OVERHEAD = RECORD_OVERHEAD
+HEAP_OVERHEAD = 0  # a record costs the same in the queue or the heap
+
+# A snapshot file larger than this many times max_size is not read: a store's own snapshot
+# is smaller than the store (a session's overhead in memory is far above its bytes on disk).
+_SNAPSHOT_SLACK = 4
+
+
+class MemoryStore:
+    """A session store in this process's memory, capped at ``max_size`` bytes.
+
+    ``max_size`` (bytes, or a size string such as ``"4M"``) bounds the memory the store
+    holds, as tracemalloc counts it. When a call takes it over, the store prunes to
+    ``low_water * max_size``: expired sessions first, then the sessions used least often
+    and least recently (uses that fade with time, see ``lembro.memory.eviction``).
+    Expired sessions are also removed on access and by a background purge every
+    ``interval`` seconds (``None`` or ``0``: none). ``ttl`` is the default lifetime in
+    seconds. ``clock`` returns seconds; inject one for tests. ``on_error`` receives any
+    exception the background purge raises (default: logged).
+
+    ``snapshot`` names a file that keeps sessions across restarts: loaded at start
+    (expired ones skipped; a damaged file is moved aside with a WARNING), written on
+    ``close()``, at interpreter exit and on SIGTERM, and every ``snapshot_interval``
+    seconds when that is set (so a crash loses at most that much). Without a periodic
+    snapshot, a process killed with SIGKILL loses its sessions. Only a process that changed
+    the sessions since they were loaded or it forked writes the file, so a ``--preload``
+    master or an idle pool worker never overwrites a worker's sessions with its stale copy.
+    ``trust_pickle=True`` is needed to combine ``serializer="pickle"`` with a snapshot:
+    whoever can write the file could otherwise run code in the app.
+
+    Every method is thread-safe, and a fork never copies a change half done. Sessions are
+    held serialized, so each ``get`` returns a fresh dict that no other request shares.
+    ``purge``, ``len``, ``stats`` and ``all`` work through at most ``batch_size``
+    sessions per hold of the lock, so other threads' calls run in between.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_budget",
+        "_changed",
+        "_clock",
+        "_closed",
+        "_evicted",
+        "_eviction",
+        "_expired",
+        "_expiry",
+        "_hits",
+        "_lock",
+        "_misses",
+        "_next_purge",
+        "_next_snapshot",
+        "_pid",
+        "_purges",
+        "_serializer",
+        "_sessions",
+        "_stop",
+        "_thread",
+        "_trusted",
+        "_warned_evicting",
+        "batch_size",
+        "interval",
+        "on_error",
+        "snapshot",
+        "snapshot_interval",
+        "ttl",
+    )
+
+    blocking = False  # calls take microseconds and do no I/O: async callers may call inline
+
+    def __init__(
+        self,
+        max_size: int | str = "4M",
+        interval: float | None = 360.0,
+        *,
+        ttl: float = 86400.0,
+        low_water: float = 0.75,
+        serializer: str | Serializer = "msgpack",
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[BaseException], object] | None = None,
+        snapshot: str | os.PathLike[str] | None = None,
+        snapshot_interval: float | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
+        size = parse_size(max_size)
+        self.ttl = check_seconds(ttl)
+        if (
+            isinstance(low_water, bool)
+            or not isinstance(low_water, (int, float))
+            or not (0 < low_water < 1)
+        ):
+            raise InvalidOption("low_water", low_water, "a fraction between 0 and 1, exclusive")
+        if interval is not None and interval != 0:
+            interval = check_seconds(interval, "interval")
+        self.interval: float | None = interval or None
+        if not callable(clock):
+            raise InvalidOption("clock", clock, "a callable returning seconds")
+        if on_error is not None and not callable(on_error):
+            raise InvalidOption("on_error", on_error, "a callable taking an exception")
+        if snapshot_interval is not None and snapshot_interval != 0:
+            snapshot_interval = check_seconds(snapshot_interval, "snapshot_interval")
+            if snapshot is None:
+                raise InvalidOption("snapshot_interval", snapshot_interval, "a snapshot file too")
+        self.snapshot_interval: float | None = snapshot_interval or None
+        # The path is checked now, not at exit, when the sessions would be lost.
+        self.snapshot = check_snapshot_path(snapshot) if snapshot is not None else None
+        self._serializer = get_serializer(serializer)
+        if self.snapshot is not None:  # no code from a file
+            require_safe_serializer(self._serializer, "a snapshot file", trust_pickle)
+        # The built-in serializers always return exact bytes and dicts back; others are checked.
+        self._trusted = type(self._serializer) in BUILTIN_SERIALIZERS
+        self._clock = clock
+        self.on_error = on_error
+        self.batch_size = 1024
+
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Entry] = {}  # oldest first
+        self._expiry = ExpiryIndex()
+        self._budget = Budget(size, float(low_water))
+        self._eviction = EvictionOrder(self._budget.first_capacity())
+        self._hits = self._misses = self._expired = self._evicted = self._purges = 0
+        self._warned_evicting = False
+        self._closed = False
+        self._pid = os.getpid()
+        # Whether this process changed the sessions since they were loaded or it forked:
+        # only then are they its to write to the snapshot.
+        self._changed = False
+        _STORES.add(self)
+
+        self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        processes.check()  # several processes serving one app: said, or refused
+        if self.snapshot is not None:
+            self._load_snapshot(self.snapshot)
+            background.install_sigterm_exit()
+        background.register(self)
+        self._start_purger()
+
+    @property
+    def max_size(self) -> int:
+        """The cap, in bytes."""
+        return self._budget.max_size
+
+    @property
+    def low_water(self) -> float:
+        """The fraction of ``max_size`` a prune shrinks the store to."""
+        return self._budget.low_water
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as accounted: per session, its id as CPython holds it, its data and
+        ``SESSION_OVERHEAD``; per record in the expiry index (one per session, and those
+        left by removed sessions until they are dropped), ``RECORD_OVERHEAD``."""
+        return self._budget.size
+
+    # ---- reading and writing one session ------------------------------------------------
+    #
+    # These take the lock with acquire() and release() in a finally: the same hold as a
+    # with block, which also looks up and calls __enter__ and __exit__ on every request.
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            entry = self._live_locked(sid, now)
+            if entry is None:
+                self._misses += 1
+                return None
+            self._eviction.used(entry)
+            self._hits += 1
+            blob = entry.data
+        finally:
+            self._lock.release()
+        return self._decode(blob)
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
+
+        Raises ``SerializationError`` when ``data`` does not serialize and
+        ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
+        unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
+        """
+        blob, lifetime = self._encode(sid, data, ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            old = self._live_locked(sid, now)
+            self._write_locked(sid, blob, now + lifetime, old)
+            self._fit_locked(now, keep=sid)
+        finally:
+            self._lock.release()
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
+        when ``sid`` is absent or expired."""
+        blob, lifetime = self._encode(sid, data, ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            old = self._live_locked(sid, now)
+            if old is None:
+                return False
+            self._write_locked(sid, blob, now + lifetime, old)
+            self._fit_locked(now, keep=sid)
+            return True
+        finally:
+            self._lock.release()
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
+
+        Returns ``False`` when the session is absent or expired. Counts as a use.
+        """
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            entry = self._live_locked(sid, now)
+            if entry is None:
+                return False
+            self._eviction.used(entry)
+            if self._renew_locked(entry, now + lifetime):  # a new record: the size grew
+                self._fit_locked(now, keep=sid)
+            return True
+        finally:
+            self._lock.release()
+
+    def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether a live session was removed."""
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            entry = self._sessions.get(sid)
+            if entry is None:
+                return False
+            self._remove_locked(entry)
+            return entry.expires > now
+        finally:
+            self._lock.release()
+
+    def __contains__(self, sid: object) -> bool:
+        """Whether ``sid`` is a live session; neither a hit nor a miss nor a use."""
+        if not isinstance(sid, str):
+            return False
+        now = self._clock()
+        with self._lock:
+            entry = self._sessions.get(sid)
+            return entry is not None and entry.expires > now
+
+    # ---- the whole store -----------------------------------------------------------------
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        """Return a fresh copy of every live session, by id."""
+        with self._lock:
+            sids = list(self._sessions)
+        blobs: list[tuple[str, bytes]] = []
+        for start in range(0, len(sids), self.batch_size):
+            now = self._clock()
+            with self._lock:
+                for sid in sids[start : start + self.batch_size]:
+                    entry = self._sessions.get(sid)
+                    if entry is not None and entry.expires > now:
+                        blobs.append((sid, entry.data))
+        return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
+
+    def __len__(self) -> int:
+        """The number of live sessions (expired ones are purged first, in batches)."""
+        self._purge_in_batches()
+        with self._lock:
+            return len(self._sessions)
+
+    def stats(self) -> Stats:
+        """The store's counters now (expired sessions are purged first, in batches)."""
+        self._purge_in_batches()
+        with self._lock:
+            return Stats(
+                sessions=len(self._sessions),
+                size=self._budget.size,
+                max_size=self._budget.max_size,
+                hits=self._hits,
+                misses=self._misses,
+                expired=self._expired,
+                evicted=self._evicted,
+                purges=self._purges,
+            )
+
+    def clear(self) -> None:
+        """Remove every session. Counters (hits, misses, ...) are kept."""
+        if not self._changed:
+            self._first_change()
+        with self._lock:
+            for entry in list(self._sessions.values()):
+                self._remove_locked(entry)
+            self._budget.remove_records(self._expiry.clear())
+
+    def purge(self) -> int:
+        """Remove expired sessions now, ``batch_size`` records per hold of the lock;
+        return how many. Costs O(log n) per record due."""
+        removed = self._purge_in_batches()
+        with self._lock:
+            self._purges += 1
+        return removed
+
+    def prune(self) -> int:
+        """Shrink to ``low_water * max_size`` now; return how many live sessions were evicted."""
+        now = self._clock()
+        with self._lock:
+            return self._prune_locked(now, keep=None)
+
+    def check(self) -> None:
+        """Recount the size and every structure from scratch and compare them with what
+        the store keeps; raise ``AssertionError`` naming the first mismatch. O(n), in one
+        hold of the lock: for tests and debugging."""
+        with self._lock:
+            self._expiry.check()
+            entries = list(self._sessions.values())
+            for sid, entry in self._sessions.items():
+                if sid is not entry.sid:
+                    raise AssertionError(f"session {sid[:8]!r} is held under another id")
+                record = entry.record
+                if record.removed or record.sid is not sid:
+                    raise AssertionError(f"session {sid[:8]!r} has no live record")
+                if record.expires > entry.expires:
+                    raise AssertionError(f"session {sid[:8]!r} is due after it expires")
+                self._eviction.check(entry)
+            live = self._expiry.live_records()
+            if len(live) != len(entries) or {id(r) for r in live} != {
+                id(e.record) for e in entries
+            }:
+                raise AssertionError(
+                    f"{len(entries)} sessions but {len(live)} live records in the expiry index"
+                )
+            self._budget.check(entries, len(self._expiry))
+
+    # ---- the store's lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background purge and write the snapshot, if any. Idempotent.
+
+        The sessions stay readable and writable; only the thread stops.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        self._thread = None
+        background.forget(self)  # no longer kept alive for the exit
+        if self.snapshot is not None and self._changed:
+            self.save_snapshot()
+
+    def save_snapshot(self) -> int:
+        """Write the live sessions to the ``snapshot`` file now; return how many.
+
+        ``close()``, the exit and the periodic save write only once the sessions changed
+        in this process since they were loaded or it forked: a process whose copy is not
+        the current one never overwrites the file."""
+        if self.snapshot is None:
+            raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
+        now = self._clock()
+        with self._lock:  # lowest score first: loading them in order keeps their ranks
+            records: list[SnapshotRecord] = [
+                (entry.sid, entry.expires - now, self._eviction.count(entry) > 1.0, entry.data)
+                for entry in self._eviction.ranked(self._sessions.values())
+                if entry.expires > now
+            ]
+        write_snapshot(self.snapshot, serializer_name(self._serializer), records)
+        log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
+        return len(records)
+
+    def _first_change(self) -> None:
+        """The sessions change for the first time since they were loaded or forked: from
+        now on they are this process's to write, and a forked process that writes serves,
+        so check for siblings first (which may raise ``SeveralProcesses``)."""
+        processes.check()
+        self._changed = True
+
+    def _forked_in_parent(self) -> None:
+        """This process forked: its children carry these sessions on, so it writes the
+        snapshot again only once it changes them again."""
+        self._changed = False
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryStore {len(self._sessions)} sessions, "
+            f"{format_size(self._budget.size)} of {format_size(self._budget.max_size)}>"
+        )
+
+    # ---- outside the lock: arguments and serialization ----------------------------------
+
+    def _encode(self, sid: str, data: dict[str, Any], ttl: float | None) -> tuple[bytes, float]:
+        """Check a write's arguments and serialize ``data``; return (bytes, lifetime in
+        seconds). Raises before anything changes, and when a new session of them could
+        not fit in ``max_size``."""
+        if type(sid) is not str or not sid:
+            check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if self._trusted and type(data) is dict:
+            try:
+                blob = self._serializer.dumps(data)
+            except Exception as e:
+                raise SerializationError(f"session data does not serialize: {e}") from e
+        else:
+            blob = dumps_session(self._serializer, data)
+        cost = self._budget.new_session_cost(sid, blob)
+        if cost > self._budget.max_size:
+            raise SessionTooLarge(cost, self._budget.max_size)
+        return blob, lifetime
+
+    def _decode(self, blob: bytes) -> dict[str, Any]:
+        if not self._trusted:
+            return loads_session(self._serializer, blob)
+        try:
+            data: dict[str, Any] = self._serializer.loads(blob)
+        except Exception as e:
+            raise SerializationError(f"stored session does not deserialize: {e}") from e
+        return data
+
+    # ---- under the lock: every change to the parts goes through these -------------------
+
+    def _live_locked(self, sid: str, now: float) -> Entry | None:
+        """Session ``sid`` if live; an expired one is removed (and counted) on the way."""
+        entry = self._sessions.get(sid)
+        if entry is not None and entry.expires <= now:
+            self._remove_locked(entry)
+            self._expired += 1
+            return None
+        return entry
+
+    def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
+        """Add a session not held now, with ``uses`` uses; give it an expiry record;
+        count the bytes of both."""
+        entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
+        self._eviction.created(entry, uses)
+        self._sessions[sid] = entry
+        self._budget.add_session(entry)
+        return entry
+
+    def _remove_locked(self, entry: Entry) -> None:
+        """Remove a held session; its record is flagged (and stays counted until the
+        index drops it)."""
+        del self._sessions[entry.sid]
+        self._expiry.remove(entry.record)
+        self._budget.remove_session(entry)
+
+    def _write_locked(self, sid: str, data: bytes, expires: float, old: Entry | None) -> None:
+        """Put ``data`` under ``sid``, expiring at ``expires``: a new session, or in place
+        of the live session ``old``, as one more use of it."""
+        if old is None:
+            self._add_locked(sid, data, expires)
+            return
+        self._budget.replace_data(old, data)
+        self._eviction.used(old)
+        self._renew_locked(old, expires)
+
+    def _renew_locked(self, entry: Entry, expires: float) -> bool:
+        """Make ``entry`` expire at ``expires``; return whether it took a new record.
+        Its record stays when it comes due no later (a purge then finds it extended and
+        gives it a new one); an earlier expiry needs a new record, or the session would
+        be purged late."""
+        entry.expires = expires
+        if expires < entry.record.expires:
+            self._refile_locked(entry)
+            return True
+        return False
+
+    def _refile_locked(self, entry: Entry) -> None:
+        """Give ``entry`` a new record at its expiry, in place of the one it has."""
+        self._expiry.remove(entry.record)
+        entry.record = self._expiry.add(entry.sid, entry.expires)
+        self._budget.add_record()
+
+    def _fit_locked(self, now: float, keep: str | None) -> None:
+        """What every call that grows the size ends with: drop flagged records once they
+        outnumber the live, and prune when over ``max_size``, never evicting ``keep``."""
+        if self._expiry.should_compact(len(self._sessions)):
+            self._budget.remove_records(self._expiry.compact())
+        if self._budget.over:
+            self._prune_locked(now, keep)
+
+    def _purge_in_batches(self) -> int:
+        """Remove expired sessions, ``batch_size`` records per hold of the lock, releasing
+        it in between; return how many."""
+        removed = 0
+        while True:
+            now = self._clock()
+            with self._lock:
+                count, more = self._purge_locked(now, self.batch_size)
+            removed += count
+            if not more:
+                return removed
+
+    def _purge_locked(self, now: float, limit: int) -> tuple[int, bool]:
+        """Take up to ``limit`` records due by ``now``: remove the sessions that have
+        expired, give the ones extended since a new record. Return (removed, whether more are
+        due)."""
+        sids, taken = self._expiry.pop_due(now, limit)
+        self._budget.remove_records(taken)
+        removed = 0
+        for sid in sids:
+            entry = self._sessions[sid]
+            if entry.expires <= now:
+                self._remove_locked(entry)
+                removed += 1
+            else:
+                self._refile_locked(entry)
+        self._expired += removed
+        return removed, taken == limit
+
+    def _prune_locked(self, now: float, keep: str | None) -> int:
+        """Shrink to ``low_water * max_size``; never evict ``keep``. Return live evictions.
+
+        One sort of the sessions per prune, and a prune frees ``(1 - low_water) *
+        max_size`` bytes: O(log n) amortized per session written.
+        """
+        budget = self._budget
+        log.debug("prune start: %s in %d sessions", format_size(budget.size), len(self._sessions))
+        self._purge_locked(now, sys.maxsize)
+        self._budget.remove_records(self._expiry.compact())
+        victims: list[Entry] = []
+        if budget.size > budget.target:
+            self._eviction.resize(budget.capacity(len(self._sessions)))
+            victims = self._eviction.victims(
+                self._sessions.values(), budget.size - budget.target, _freed_by, keep
+            )
+            for entry in victims:
+                self._remove_locked(entry)
+            self._budget.remove_records(self._expiry.compact())
+        self._evicted += len(victims)
+        log.debug("prune end: %s, %d evicted", format_size(budget.size), len(victims))
+        if victims and not self._warned_evicting:
+            self._warned_evicting = True
+            log.warning(
+                "max_size %s is too small: evicted %d live sessions to fit; the store holds "
+                "%d sessions in %s. Raise max_size to keep sessions until they expire.",
+                format_size(budget.max_size),
+                len(victims),
+                len(self._sessions),
+                format_size(budget.size),
+            )
+        return len(victims)
+
+    # ---- snapshots, the background thread, forks -------------------------------------------
+
+    def _load_snapshot(self, path: str) -> None:
+        remove_leftovers(path)
+        records = read_snapshot(  # size and lifetimes bounded: the file may be anyone's
+            path,
+            serializer_name(self._serializer),
+            max_bytes=self._budget.max_size * _SNAPSHOT_SLACK + 65536,
+            max_lifetime=self.ttl,
+        )
+        now = self._clock()
+        with self._lock:
+            for sid, left, used_again, data in records:  # lowest score first
+                if sid not in self._sessions:
+                    self._add_locked(sid, data, now + left, 2 if used_again else 1)
+                    self._fit_locked(now, keep=None)
+        if records:
+            log.info("snapshot: %d sessions loaded from %s", len(records), path)
+
+    def _background_tick(self, now: float) -> None:
+        """One wake of the background thread at ``now`` (monotonic seconds)."""
+        if self.interval is not None and now >= self._next_purge:
+            self._next_purge = now + self.interval
+            self.purge()
+        if self.snapshot_interval is not None and now >= self._next_snapshot:
+            self._next_snapshot = now + self.snapshot_interval
+            if self._changed:
+                self.save_snapshot()
+
+    def _start_purger(self) -> None:
+        periods = [p for p in (self.interval, self.snapshot_interval) if p is not None]
+        if not periods or self._closed:
+            return
+        start = time.monotonic()
+        self._next_purge = start + (self.interval or 0)
+        self._next_snapshot = start + (self.snapshot_interval or 0)
+        self._stop = threading.Event()
+        self._thread = background.start(self, self._stop, min(periods))
+
+    def _after_fork_in_child(self) -> None:
+        """Give the child a fresh lock and its own purge thread; say that sessions split."""
+        self._lock = threading.Lock()
+        self._thread = None
+        self._changed = False  # the parent's sessions until this process writes
+        held = len(self._sessions)
+        parent, self._pid = self._pid, os.getpid()
+        if held:
+            log.warning(
+                "MemoryStore forked from process %d with %d sessions: process %d now has its "
+                "own copy, and sessions written in one worker are not seen by another. Run "
+                "one worker process (with threads), or use lembro.RedisStore for several.",
+                parent,
+                held,
+                self._pid,
+            )
+        self._start_purger()
+
+
+def _freed_by(entry: Entry) -> int:
+    """Bytes evicting ``entry`` frees once its record is dropped."""
+    return entry_cost(entry) + RECORD_OVERHEAD
+
+
+# ---- forks ----------------------------------------------------------------------------------
+#
+# A fork copies memory while other threads may be halfway through a change. Every store's
+# lock is taken before the fork and released after it on both sides, so the child's copy
+# is always whole.
+
+_STORES: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+_HELD_FOR_FORK: list[threading.Lock] = []
+
+
+def _hold_locks_for_fork() -> None:
+    for store in list(_STORES):
+        lock = store._lock
+        lock.acquire()
+        _HELD_FOR_FORK.append(lock)
+
+
+def _release_locks_after_fork() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop().release()
+
+
+os.register_at_fork(
+    before=_hold_locks_for_fork,
+    after_in_parent=_release_locks_after_fork,
+    after_in_child=_release_locks_after_fork,
+)

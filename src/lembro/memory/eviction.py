@@ -1,0 +1,99 @@
+"""The eviction order: who goes first when the store must shrink below its cap.
+
+Expired sessions go first (the store purges them before asking). Among the live, the
+ones least likely to be missed go first, judged by how often and how recently each was
+used, in one number, its score: every use (the create, and each get, set, replace and
+touch that finds it) adds one to a count whose past uses fade, each weighing half as much
+once the store has seen ``HALF_LIFE`` more uses per session it holds when full. This is LRFU (Lee
+et al., 2001), frequency with aging in the spirit of Caffeine's TinyLFU, without its
+periodic halving, which knocks a new user's count below a later bot's.
+
+The score is kept in a form that does not change as time passes: log2 of the faded count,
+plus the time in half-lives. So one sort ranks every session, and a bot must come back
+more often than a user, within a few half-lives, to outrank them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+
+from .entry import Entry
+
+__all__ = ["HALF_LIFE", "EvictionOrder"]
+
+# How many uses per session the store holds when full halve the weight of a use. Long
+# enough that a user who comes back every few uses per session keeps a higher score than
+# a bot's burst of requests; short enough that a session popular long ago gives way to
+# today's users.
+HALF_LIFE = 16.0
+
+
+class EvictionOrder:
+    """Scores sessions by uses that fade, and chooses victims: the lowest scores first.
+
+    A later use weighs more than an earlier one (the time has moved on), so among
+    sessions used as often, the less recently used scores lower: the store keeps no
+    separate recency order."""
+
+    __slots__ = ("_now", "_step", "_uses")
+
+    def __init__(self, capacity: int) -> None:
+        self._now = 0.0  # the time, in half-lives
+        self._step = 0.0  # how far one use moves the time: see ``resize``
+        self._uses = 0  # every use ever counted, for ``check``
+        self.resize(capacity)
+
+    def resize(self, capacity: int) -> None:
+        """The store holds about ``capacity`` sessions (at least one) when full: a
+        half-life is ``HALF_LIFE`` uses per session of them. The store says so at each
+        prune, when it is full and the estimate is good; between prunes, counts fade at
+        the pace of the last estimate."""
+        self._step = 1.0 / (HALF_LIFE * capacity)
+
+    def created(self, entry: Entry, uses: int = 1) -> None:
+        """``entry`` is a new session, with ``uses`` uses (one, unless restored from a
+        snapshot)."""
+        self._now += self._step
+        self._uses += uses
+        entry.score = math.log2(uses) + self._now
+
+    def used(self, entry: Entry) -> None:
+        """``entry`` was used once more."""
+        self._now += self._step
+        self._uses += 1
+        now = self._now
+        entry.score = math.log2(2.0 ** (entry.score - now) + 1.0) + now
+
+    def count(self, entry: Entry) -> float:
+        """``entry``'s faded count of uses now: 1.0 for a session just created."""
+        count: float = 2.0 ** (entry.score - self._now)
+        return count
+
+    def ranked(self, entries: Iterable[Entry]) -> list[Entry]:
+        """``entries``, lowest score first (ties keep their order). O(n log n)."""
+        return sorted(entries, key=_score)
+
+    def victims(
+        self, entries: Iterable[Entry], need: int, cost: Callable[[Entry], int], keep: str | None
+    ) -> list[Entry]:
+        """The entries to evict to free ``need`` bytes (``cost`` says what each frees),
+        lowest score first, never ``keep``. O(n log n), in one sort."""
+        chosen: list[Entry] = []
+        for entry in self.ranked(entries):
+            if need <= 0:
+                break
+            if entry.sid != keep:
+                chosen.append(entry)
+                need -= cost(entry)
+        return chosen
+
+    def check(self, entry: Entry) -> None:
+        """Raise ``AssertionError`` when ``entry``'s score could not have been given: a
+        faded count is a number, and never more than every use counted so far."""
+        if not math.isfinite(entry.score) or not 0.0 < self.count(entry) <= self._uses:
+            raise AssertionError(f"session {entry.sid[:8]!r} scores {entry.score}")
+
+
+_score = attrgetter("score")
