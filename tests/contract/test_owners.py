@@ -10,6 +10,7 @@ Redis lifetimes are short and real; the memory store runs on the fake clock.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 import uuid
@@ -57,8 +58,10 @@ class AsyncFace:
         self.loop = asyncio.new_event_loop()
 
     def __getattr__(self, name: str) -> Any:
-        method = getattr(self.store, name)
-        return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+        found = getattr(self.store, name)
+        if not inspect.iscoroutinefunction(found):
+            return found
+        return lambda *args, **kwargs: self.loop.run_until_complete(found(*args, **kwargs))
 
     def __len__(self) -> int:
         return int(self.loop.run_until_complete(self.store.length()))
