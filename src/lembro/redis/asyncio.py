@@ -40,17 +40,17 @@ class AsyncRedisStore(RedisCore):
         if self.owner_key is None:
             await self._execute("set", sid, self._set_command(sid, data, ttl))
             return
-        commands, index = self._owned_write(sid, data, ttl)
+        commands, at, index = self._owned_write(sid, data, ttl)
         replies = await self._send("set", sid, commands)
-        self._written(sid, index, bool(replies and replies[0]))
+        self._written(sid, index, bool(replies and replies[at]))
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
         if self.owner_key is None:
             return bool(await self._execute("replace", sid, self._replace_command(sid, data, ttl)))
-        commands, index = self._owned_write(sid, data, ttl, "XX")
+        commands, at, index = self._owned_write(sid, data, ttl, "XX")
         replies = await self._send("replace", sid, commands)
-        done = bool(replies and replies[0])
+        done = bool(replies and replies[at])
         self._written(sid, index, done)
         return done
 
@@ -58,15 +58,17 @@ class AsyncRedisStore(RedisCore):
         """Give ``sid`` a new lifetime of ``ttl`` seconds, as :meth:`RedisStore.touch`."""
         if self.owner_key is None:
             return bool(await self._execute("touch", sid, self._touch_command(sid, ttl)))
-        commands = self._owned_touch(sid, ttl)
+        planned = self._owned_touch(sid, ttl)
+        if planned is None:
+            return False
+        commands, at = planned
         replies = await self._send("touch", sid, commands)
         if not replies:
             return False
-        assert commands is not None
         follow_up = self._touch_follow_up(sid, commands, replies)
         if follow_up:
             await self._send("touch", sid, follow_up)
-        return bool(replies[0])
+        return bool(replies[at])
 
     async def destroy(self, sid: str) -> bool:
         """Remove session ``sid``; return whether one was there. One DEL. Raises

@@ -439,19 +439,22 @@ class RedisCore:
 
     def _owned_write(
         self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
-    ) -> tuple[list[Command], str | None]:
-        """The commands of a write on a store with ``owner_key``, and the owner's key:
-        the SET, the session joining its owner's set, and leaving the set of the owner
-        it had (when this store knows it; otherwise reads prune it from there)."""
+    ) -> tuple[list[Command], int, str | None]:
+        """The commands of a write on a store with ``owner_key``, where the SET's reply
+        is among them, and the owner's key: the session joins its owner's set, is
+        written, then leaves the set of the owner it had (when this store knows it;
+        otherwise reads prune it from there). In that order, so that on one server a
+        write cut short leaves at worst a stale member, never a session missing from
+        its owner's set."""
         command = self._write(sid, data, ttl, *flags)
         index = self._index_of(data)
-        commands = [command]
-        if index is not None:
-            commands += self._join(index, sid, command[4])
+        commands = [] if index is None else self._join(index, sid, command[4])
+        at = len(commands)
+        commands.append(command)
         before = self._recall(sid)
         if isinstance(before, str) and before != index:
             commands.append(("ZREM", before, sid))
-        return commands, index
+        return commands, at, index
 
     def _written(self, sid: str, index: str | None, done: bool) -> None:
         if done:
@@ -476,24 +479,26 @@ class RedisCore:
         self._written(sid, self._stored_index(data), data is not None)
         return data
 
-    def _owned_touch(self, sid: object, ttl: float | None) -> list[Command] | None:
-        """PEXPIRE, with the owner's set kept when this store knows the owner, or with a
-        GET to learn it (then :meth:`_touch_follow_up` says what else to send)."""
+    def _owned_touch(self, sid: object, ttl: float | None) -> tuple[list[Command], int] | None:
+        """PEXPIRE, after the owner's set's upkeep when this store knows the owner, or
+        with a GET to learn it (then :meth:`_touch_follow_up` says what else to send);
+        and where the PEXPIRE's reply is."""
         command = self._touch_command(sid, ttl)
         if command is None:
             return None
         name = command[1][len(self.prefix) :]
         index = self._recall(name)
         if isinstance(index, _Unknown):
-            return [command, ("GET", command[1])]
-        return [command] + ([] if index is None else self._join(index, name, command[2]))
+            return [command, ("GET", command[1])], 0
+        commands = [] if index is None else self._join(index, name, command[2])
+        return [*commands, command], len(commands)
 
     def _touch_follow_up(
         self, sid: str, commands: list[Command], replies: list[Any]
     ) -> list[Command]:
         """After a touch that had to read the session: the commands that keep its
         owner's set, if it has an owner."""
-        if not (len(commands) == 2 and commands[1][0] == "GET"):
+        if not (len(commands) == 2 and commands[1][0] == "GET"):  # the owner was known
             return []
         if not replies[0] or replies[1] is None:
             self._forget(sid)
