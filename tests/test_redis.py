@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.asyncio
 
 import lembro
 from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, StoreUnavailable
@@ -763,3 +764,118 @@ def test_pickle_on_redis_needs_the_explicit_opt_in(redis_server: RedisServer) ->
         store.set("pickled", {"n": 1})
         assert store.get("pickled") == {"n": 1}
         store.destroy("pickled")
+
+
+# ---- the owner index: round trips ---------------------------------------------------------
+
+
+class _Sends:
+    """Writes to the socket by counting connections: one per round trip (a pipeline is
+    one write)."""
+
+    n = 0
+
+
+class _CountingConnection(redis.connection.Connection):
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Sends.n += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class _AsyncCountingConnection(redis.asyncio.connection.Connection):
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Sends.n += 1
+        await super().send_packed_command(command, check_health)
+
+
+def round_trips(call: Callable[[], object]) -> int:
+    before = _Sends.n
+    call()
+    return _Sends.n - before
+
+
+def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: redis.Redis) -> None:
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    plain = RedisStore(client=client, prefix=unique_prefix())
+    owned = RedisStore(client=client, prefix=unique_prefix(), owner_key="user")
+    client.ping()  # the connection's handshake is not counted
+    seen = {}
+    for name, store in [("plain", plain), ("owned", owned)]:
+        sid = new_session_id()
+        before = command_calls(raw)
+        seen[name] = [
+            round_trips(lambda: store.set(sid, {"user": "ana"})),
+            round_trips(lambda: store.get(sid)),
+            round_trips(lambda: store.replace(sid, {"user": "bob"})),
+            round_trips(lambda: store.touch(sid)),
+            round_trips(lambda: store.destroy(sid)),
+        ]
+        seen[name + " commands"] = delta(before, command_calls(raw))  # type: ignore[assignment]
+    assert seen["plain"] == seen["owned"] == [1, 1, 1, 1, 1]
+    assert seen["plain commands"] == {"set": 2, "get": 1, "pexpire": 1, "del": 1}
+    # The owner's set rides along: joined on each write and touch, its use counted on
+    # get, left on a change of owner and on destroy.
+    assert seen["owned commands"] == {
+        "set": 2,
+        "get": 1,
+        "pexpire": 7,
+        "zadd": 4,
+        "zrem": 2,
+        "del": 1,
+    }
+    plain.clear()
+    owned.clear()
+    client.close()
+    pool.disconnect()
+
+
+def test_touch_of_a_session_this_store_has_not_seen_reads_its_owner(
+    redis_server: RedisServer,
+) -> None:
+    # A second round trip, only then: the owner's set must outlive the touched session.
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    prefix = unique_prefix()
+    writer = RedisStore(redis_server.url, prefix=prefix, owner_key="user")
+    toucher = RedisStore(client=client, prefix=prefix, owner_key="user")
+    client.ping()
+    owned, anonymous = new_session_id(), new_session_id()
+    writer.set(owned, {"user": "ana"})
+    writer.set(anonymous, {"cart": [1]})
+    assert round_trips(lambda: toucher.touch(owned)) == 2
+    assert round_trips(lambda: toucher.touch(owned)) == 1
+    assert round_trips(lambda: toucher.touch(anonymous)) == 1
+    assert round_trips(lambda: toucher.touch(anonymous)) == 1
+    writer.clear()
+    writer.close()
+    client.close()
+    pool.disconnect()
+
+
+def test_async_owner_key_costs_no_extra_round_trip(redis_server: RedisServer) -> None:
+    async def main() -> list[int]:
+        pool = redis.asyncio.ConnectionPool.from_url(
+            redis_server.url, connection_class=_AsyncCountingConnection
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
+        store = AsyncRedisStore(client=client, prefix=unique_prefix(), owner_key="user")
+        await client.ping()
+        sid = new_session_id()
+        counts = []
+        for call in (
+            lambda: store.set(sid, {"user": "ana"}),
+            lambda: store.get(sid),
+            lambda: store.replace(sid, {"user": "bob"}),
+            lambda: store.touch(sid),
+            lambda: store.destroy(sid),
+        ):
+            before = _Sends.n
+            await call()
+            counts.append(_Sends.n - before)
+        await store.clear()
+        await client.aclose()
+        await pool.disconnect()
+        return counts
+
+    assert asyncio.run(main()) == [1, 1, 1, 1, 1]
