@@ -879,3 +879,26 @@ def test_async_owner_key_costs_no_extra_round_trip(redis_server: RedisServer) ->
         return counts
 
     assert asyncio.run(main()) == [1, 1, 1, 1, 1]
+
+
+def test_an_owner_set_is_one_key_that_outlives_its_sessions(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    owned = RedisStore(client=store.client, prefix=store.prefix, ttl=100.0, owner_key="user")
+    short, long = new_session_id(), new_session_id()
+    owned.set(short, {"user": "ana:{1}"}, ttl=50.0)
+    owned.set(long, {"user": "ana:{1}"}, ttl=300.0)
+    index = f"{store.prefix}owner:ana%3A%7B1%7D:"
+    assert sorted(raw.scan_iter(match=store.prefix + "*")) == sorted(
+        [index.encode(), (store.prefix + short).encode(), (store.prefix + long).encode()]
+    )
+    assert raw.zrange(index, 0, -1) == [short.encode(), long.encode()]
+    # One ttl (100 s) past the longest-lived member, and a shorter write does not pull it in.
+    assert 399_000 < raw.pttl(index) <= 400_000
+    before = command_calls(raw)
+    assert owned.sessions_of("ana:{1}") == [long, short]
+    assert owned.destroy_sessions_of("ana:{1}", keep=long) == 1
+    used = delta(before, command_calls(raw))
+    assert not {"scan", "keys"} & used.keys()
+    owned.clear()
+    assert list(raw.scan_iter(match=store.prefix + "*")) == []
