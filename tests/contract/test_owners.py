@@ -353,9 +353,7 @@ def test_stores_on_other_prefixes_do_not_share_owners(binding: Binding, store: A
     assert other.get(theirs) == {OWNER_KEY: "ana"}
 
 
-def test_owner_sets_are_not_sessions_and_clear_removes_them(
-    binding: Binding, store: Any
-) -> None:
+def test_owner_sets_are_not_sessions_and_clear_removes_them(binding: Binding, store: Any) -> None:
     sessions = {sid(): {OWNER_KEY: f"user{i % 2}"} for i in range(4)}
     for s, data in sessions.items():
         store.set(s, data)
@@ -371,9 +369,7 @@ def test_owner_sets_are_not_sessions_and_clear_removes_them(
     assert binding.raw_keys(store) in ([], None)
 
 
-def test_no_session_escapes_the_index_under_concurrent_writes(
-    binding: Binding, store: Any
-) -> None:
+def test_no_session_escapes_the_index_under_concurrent_writes(binding: Binding, store: Any) -> None:
     threads, per_thread = 8, 25
     written: list[str] = []
     lock = threading.Lock()
