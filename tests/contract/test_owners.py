@@ -221,6 +221,15 @@ def test_a_bad_owner_argument_is_invalid(store: Any, owner: Any) -> None:
         store.destroy_sessions_of(owner)
 
 
+@pytest.mark.parametrize("keep", [5, b"sid", ["sid"]])
+def test_a_bad_keep_is_invalid_and_ends_nothing(store: Any, keep: Any) -> None:
+    s = sid()
+    store.set(s, {OWNER_KEY: "ana"})
+    with pytest.raises(InvalidOption):
+        store.destroy_sessions_of("ana", keep=keep)
+    assert store.get(s) == {OWNER_KEY: "ana"}
+
+
 def test_an_owner_with_separators_and_glob_characters_is_its_own(store: Any) -> None:
     odd, plain = sid(), sid()
     store.set(odd, {OWNER_KEY: "ana:*{x}%3A é"})
