@@ -832,8 +832,9 @@ def run(config: Config) -> Section:
         f"Owner index: the same RedisStore with owner_key={OWNER_FIELD!r} and without, on "
         f"{config.sessions:,} sessions of which each {PER_OWNER} consecutive ones share an "
         "owner, every session read once by the store beforehand (as a worker that served "
-        "them): a write adds ZADD and two PEXPIREs of the owner's set to its SET, pipelined "
-        "in the same round trip; sessions_of is a ZREVRANGE of the owner's set and an MGET "
+        "them): a write adds to its SET one EVAL of a script that ZADDs the session to its "
+        "owner's set and pushes the set's expiry later when it must, pipelined in the same "
+        "round trip; sessions_of is a ZREVRANGE of the owner's set and an MGET "
         "of its members.",
     ]
     return Section("Redis session stores", [sync, asyn, owners], targets, notes)

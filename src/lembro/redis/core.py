@@ -83,6 +83,15 @@ _OWNER_MARK = "owner:"
 # the owner's set in the same round trip; a session this process has not seen lately
 # costs touch a second round trip, and its get is not counted as a use.
 _RECENT_OWNERS = 4096
+# Adds a member with its score, and pushes the set's expiry to at least ARGV[3] ms from
+# now, never earlier (a new set has no expiry: PTTL -1).
+_JOIN = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
 # Removes the members given with their scores, each only if its score is still the one
 # read: a session that rejoined its owner meanwhile (a new score) stays in the set.
 _PRUNE = """
@@ -430,12 +439,7 @@ class RedisCore:
         """Commands that make ``sid`` the most recent member of ``index``, and keep
         ``index`` alive one store ``ttl`` past a member that lives ``lifetime_ms``."""
         keep = min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS)
-        return [
-            ("ZADD", index, time.time(), sid),
-            # NX gives a new set its expiry; GT only ever pushes an existing one later.
-            ("PEXPIRE", index, keep, "NX"),
-            ("PEXPIRE", index, keep, "GT"),
-        ]
+        return [("EVAL", _JOIN, 1, index, time.time(), sid, keep)]
 
     def _owned_write(
         self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
