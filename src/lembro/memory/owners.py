@@ -22,6 +22,9 @@ from .expiry import Record
 
 __all__ = ["OwnedEntry", "Owner", "OwnerIndex"]
 
+# Below this many owners, the table is not worth rebuilding when owners leave.
+_SMALL = 64
+
 
 class OwnedEntry(Entry):
     """An ``Entry`` of a store with ``owner_key``: its ``owner`` (``None``: no owner), and
@@ -55,10 +58,11 @@ class OwnerIndex:
     ``join`` and ``leave`` return the name of an owner they added or dropped (``None``
     when the owner was already there or still has sessions), for the budget to count."""
 
-    __slots__ = ("_owners",)
+    __slots__ = ("_most", "_owners")
 
     def __init__(self) -> None:
         self._owners: dict[str, Owner] = {}
+        self._most = 0  # the most owners held since the table was last rebuilt
 
     def __len__(self) -> int:
         """Owners held (each has at least one session)."""
@@ -77,6 +81,7 @@ class OwnerIndex:
         if owner is None:
             owner = self._owners[name] = Owner(name)
             added = name
+            self._most = max(self._most, len(self._owners))
         member.owner = owner
         _link_newest(owner, member)
         return added
@@ -93,6 +98,11 @@ class OwnerIndex:
         if owner.count:
             return None
         del self._owners[owner.name]
+        if len(self._owners) * 2 < self._most and self._most > _SMALL:
+            # A dict never shrinks when keys leave: rebuilt, its table fits the owners
+            # held, so it never holds more than twice their slots (as the budget counts).
+            self._owners = dict(self._owners)
+            self._most = len(self._owners)
         return owner.name
 
     def used(self, entry: Entry) -> None:
