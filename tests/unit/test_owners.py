@@ -146,3 +146,19 @@ def test_check_finds_an_owner_the_index_does_not_hold() -> None:
     other.join(a, "ana")
     with pytest.raises(AssertionError, match="not indexed"):
         index.check([a])
+
+
+def test_own_says_which_owners_came_and_went() -> None:
+    index = OwnerIndex()
+    a, b = entry("a"), entry("b")
+    assert index.own(a, "ana") == (None, "ana")  # a login
+    assert index.own(b, "ana") == (None, None)
+    assert index.own(a, "ana") == (None, None)  # a write of the same owner: a use
+    assert sids(index, "ana") == ["a", "b"]
+    assert index.own(a, "bob") == (None, "bob")  # a login as someone else
+    assert index.own(b, "bob") == ("ana", None)  # ana's last session went to bob
+    assert sids(index, "bob") == ["b", "a"]
+    assert index.own(a, None) == (None, None)  # a logout
+    assert index.own(b, None) == ("bob", None)
+    assert len(index) == 0
+    index.check([a, b])

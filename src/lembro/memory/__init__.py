@@ -627,7 +627,9 @@ class MemoryStore:
         self._expiry.remove(entry.record)
         self._budget.remove_session(entry)
         if self._owners is not None:
-            self._own_locked(entry, None)
+            dropped = self._owners.leave(entry)
+            if dropped is not None:
+                self._budget.remove_owner(dropped)
 
     def _write_locked(
         self, sid: str, data: bytes, expires: float, old: Entry | None, owner: str | None
@@ -646,18 +648,12 @@ class MemoryStore:
     def _own_locked(self, entry: Entry, owner: str | None) -> None:
         """Make ``owner`` (``None``: no one) the owner of ``entry``, as its most recent
         session; count an owner added or dropped."""
-        index = self._owners
-        assert index is not None
-        if owner is not None and index.owner_of(entry) == owner:
-            index.used(entry)
-            return
-        dropped = index.leave(entry)
+        assert self._owners is not None
+        dropped, added = self._owners.own(entry, owner)
         if dropped is not None:
             self._budget.remove_owner(dropped)
-        if owner is not None:
-            added = index.join(entry, owner)
-            if added is not None:
-                self._budget.add_owner(added)
+        if added is not None:
+            self._budget.add_owner(added)
 
     def _renew_locked(self, entry: Entry, expires: float) -> bool:
         """Make ``entry`` expire at ``expires``; return whether it took a new record.
