@@ -282,3 +282,51 @@ def test_concurrent_writers_of_one_owner_leave_the_index_exact(clock: FakeClock)
     assert store.sessions_of("ana") == []
     store.check()
     store.close()
+
+
+def test_an_owner_with_more_sessions_than_a_batch_is_ended_everywhere(clock: FakeClock) -> None:
+    with owned(clock) as store:
+        store.batch_size = 3  # removed three per hold of the lock
+        mine = [new_session_id() for _ in range(10)]
+        for sid in mine:
+            store.set(sid, {KEY: "ana"})
+        clock.advance(1)
+        store.set(mine[4], {KEY: "ana"}, ttl=1)  # expired by the time it is ended
+        clock.advance(1)
+        assert store.destroy_sessions_of("ana", keep=mine[0]) == 8
+        assert store.sessions_of("ana") == [mine[0]]
+        assert [s for s in mine if s in store] == [mine[0]]
+        assert store.stats().expired == 1
+        store.check()
+
+
+def test_a_session_that_changed_hands_while_others_were_ended_is_spared() -> None:
+    """After destroy_sessions_of has read ana's list and released the lock, before it
+    removes them, another request logs one of her sessions in as bob, and ends another
+    that a new login of ana's re-creates under the same id: neither is ended."""
+    meanwhile: list[Any] = []
+
+    class Clock(FakeClock):
+        def __call__(self) -> float:  # read outside the lock, between the list and removal
+            while meanwhile:
+                meanwhile.pop()()
+            return self.now
+
+    clock = Clock()
+    with owned(clock) as store:
+        store.batch_size = 2
+        mine = [new_session_id() for _ in range(6)]
+        for sid in mine:
+            store.set(sid, {KEY: "ana"})
+
+        def other_requests() -> None:
+            store.replace(mine[1], {KEY: "bob"})
+            store.destroy(mine[0])
+            store.set(mine[0], {KEY: "ana", "new": True})
+
+        meanwhile.append(other_requests)
+        assert store.destroy_sessions_of("ana") == 4
+        assert store.get(mine[1]) == {KEY: "bob"}
+        assert store.get(mine[0]) == {KEY: "ana", "new": True}
+        assert store.sessions_of("ana") == [mine[0]]
+        store.check()
