@@ -11,7 +11,7 @@ __all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "sessi
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
 # them: the bytes object's header, the Entry, its expiry and score floats, and its slot
 # in the store's table with the table's slack at its fullest. The tracemalloc tests in
-# tests/test_memory.py hold the store to it.
+# tests/unit/test_memory.py hold the store to it.
 SESSION_OVERHEAD = 226
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
