@@ -9,10 +9,10 @@ from .entry import Entry
 __all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "session_cost"]
 
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
-# them: the bytes object's header, the Entry, its expiry and score floats, and its slot
-# in the store's table with the table's slack at its fullest. The tracemalloc tests in
-# tests/unit/test_memory.py hold the store to it.
-SESSION_OVERHEAD = 226
+# them: the bytes object's header, the Entry, its expiry and score floats, its cost (an
+# int object and its slot), and its slot in the store's table with the table's slack at
+# its fullest. The tracemalloc tests in tests/unit/test_memory.py hold the store to it.
+SESSION_OVERHEAD = 262
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
 # and its slot in the queue or the heap.
@@ -66,17 +66,21 @@ class Budget:
         return max(self.max_size // 1024, 1)
 
     def add_session(self, entry: Entry) -> None:
-        """Count a new session and its expiry record."""
-        self.size += session_cost(entry.sid, entry.data) + RECORD_OVERHEAD
+        """Count a new session and its expiry record; the session keeps its cost, so
+        removing it needs no recount."""
+        entry.cost = session_cost(entry.sid, entry.data)
+        self.size += entry.cost + RECORD_OVERHEAD
 
     def remove_session(self, entry: Entry) -> None:
         """Uncount a session; its expiry record stays counted until the index drops it."""
-        self.size -= session_cost(entry.sid, entry.data)
+        self.size -= entry.cost
 
     def replace_data(self, entry: Entry, data: bytes) -> None:
         """Give ``entry`` new ``data``, and count the difference."""
-        self.size += len(data) - len(entry.data)
+        difference = len(data) - len(entry.data)
         entry.data = data
+        entry.cost += difference
+        self.size += difference
 
     def add_record(self) -> None:
         """Count a new expiry record for a session already counted."""
@@ -92,6 +96,12 @@ class Budget:
     def check(self, entries: list[Entry], records: int) -> None:
         """Recount the size from ``entries`` and ``records`` held; raise
         ``AssertionError`` naming a mismatch."""
+        for entry in entries:
+            if entry.cost != entry_cost(entry):
+                raise AssertionError(
+                    f"session {entry.sid[:8]!r} is counted at {entry.cost}, "
+                    f"recounted {entry_cost(entry)}"
+                )
         counted = sum(map(entry_cost, entries)) + records * RECORD_OVERHEAD
         if counted != self.size:
             raise AssertionError(f"size is {self.size}, recounted {counted}")
