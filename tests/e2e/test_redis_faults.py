@@ -15,8 +15,8 @@ from lembro.ids import new_session_id
 
 from ..conftest import require_binaries
 from ..redis_server import RedisServer
-from ..test_redis import finishes
 from ..topologies import Cluster, SentinelSetup, start_cluster
+from ..unit.test_redis import finishes
 
 pytestmark = pytest.mark.e2e
 

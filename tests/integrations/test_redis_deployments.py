@@ -93,7 +93,7 @@ def starlette_app(store: AsyncRedisStore, client: Any = None) -> Starlette:
 
 
 def visit(app: Starlette) -> list[Any]:
-    from ..test_starlette import TestClient  # imported there without httpx's warning
+    from .test_starlette import TestClient  # imported there without httpx's warning
 
     with TestClient(app) as client:  # one event loop for the whole visit
         client.post("/login")
@@ -123,7 +123,7 @@ def test_starlette_on_valkey_through_valkey_py(valkey_server: RedisServer) -> No
 def test_django_builds_a_store_on_a_tls_cluster_url(tls_cluster: Cluster) -> None:
     from lembro.django import build_store
 
-    from ..test_django import configure_django
+    from .test_django import configure_django
 
     configure_django()
     store = build_store({"STORE": "redis", "URL": tls_cluster.url, "PREFIX": prefix()})

@@ -29,8 +29,8 @@ import lembro.flask
 from lembro import MemoryStore, RedisStore
 from lembro.protocol import SessionStore, as_async
 from lembro.starlette import SessionMiddleware, regenerate
+from tests.integrations.test_django import configure_django
 from tests.redis_server import RedisServer
-from tests.test_django import configure_django
 
 configure_django()
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 import lembro.flask
 from lembro import MemoryStore, SerializationError
 from lembro.starlette import SessionMiddleware
-from tests.test_django import configure_django
+from tests.integrations.test_django import configure_django
 
 configure_django()
 

@@ -26,7 +26,7 @@ import lembro.flask
 from lembro import MemoryStore
 from lembro.ids import is_session_id
 from lembro.starlette import SessionMiddleware
-from tests.test_django import configure_django
+from tests.integrations.test_django import configure_django
 from tools.demo import create_app
 
 configure_django()

@@ -228,7 +228,7 @@ def test_concurrent_writers_of_one_owner_leave_the_index_exact(clock: FakeClock)
     """Eight threads write sessions of one owner, log some in as others and out again,
     destroy and use them, all at once. Afterwards the owner lists exactly its live
     sessions, the store recounts clean, and one call ends them all."""
-    store = owned(clock)
+    store = owned(clock, max_size="16M")  # room for all: none evicted
     threads, per_thread = 8, 300
     mine: list[set[str]] = [set() for _ in range(threads)]
     errors: list[BaseException] = []
@@ -273,6 +273,7 @@ def test_concurrent_writers_of_one_owner_leave_the_index_exact(clock: FakeClock)
     for w in workers:
         w.join()
     assert errors == []
+    assert store.stats().evicted == 0
     expected = set().union(*mine)
     assert len(expected) > per_thread
     assert sorted(store.sessions_of("ana")) == sorted(expected)

@@ -19,10 +19,10 @@ __all__ = [
 ]
 
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
-# them: the bytes object's header, the Entry, its expiry and score floats, and its slot
-# in the store's table with the table's slack at its fullest. The tracemalloc tests in
-# tests/test_memory.py hold the store to it.
-SESSION_OVERHEAD = 226
+# them: the bytes object's header, the Entry, its expiry and score floats, its cost (an
+# int object and its slot), and its slot in the store's table with the table's slack at
+# its fullest. The tracemalloc tests in tests/unit/test_memory.py hold the store to it.
+SESSION_OVERHEAD = 262
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
 # and its slot in the queue or the heap.
@@ -86,13 +86,14 @@ class Budget:
         return self.max_size * sessions // self.size
 
     def cost(self, entry: Entry) -> int:
-        """Bytes ``entry`` costs in this store, its record aside."""
+        """Bytes ``entry`` costs in this store, its record aside, recounted (``entry.cost``
+        is what was counted)."""
         return sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
 
     def freed_by(self, entry: Entry) -> int:
         """Bytes removing ``entry`` frees once its record is dropped (its owner aside,
         which it may or may not free)."""
-        return self.cost(entry) + RECORD_OVERHEAD
+        return entry.cost + RECORD_OVERHEAD
 
     def new_session_cost(self, sid: str, data: bytes, owner: str | None = None) -> int:
         """Bytes a new session costs, its record included, and its owner's when
@@ -105,13 +106,14 @@ class Budget:
         return max(self.max_size // 1024, 1)
 
     def add_session(self, entry: Entry) -> None:
-        """Count a new session and its expiry record."""
-        cost = sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
-        self.size += cost + RECORD_OVERHEAD
+        """Count a new session and its expiry record; the session keeps its cost, so
+        removing it needs no recount."""
+        entry.cost = sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+        self.size += entry.cost + RECORD_OVERHEAD
 
     def remove_session(self, entry: Entry) -> None:
         """Uncount a session; its expiry record stays counted until the index drops it."""
-        self.size -= sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+        self.size -= entry.cost
 
     def add_owner(self, name: str) -> None:
         """Count a new owner in the owner index."""
@@ -123,8 +125,10 @@ class Budget:
 
     def replace_data(self, entry: Entry, data: bytes) -> None:
         """Give ``entry`` new ``data``, and count the difference."""
-        self.size += len(data) - len(entry.data)
+        difference = len(data) - len(entry.data)
         entry.data = data
+        entry.cost += difference
+        self.size += difference
 
     def add_record(self) -> None:
         """Count a new expiry record for a session already counted."""
@@ -140,6 +144,12 @@ class Budget:
     def check(self, entries: list[Entry], records: int, owners: Iterable[str] = ()) -> None:
         """Recount the size from ``entries``, ``records`` and the names of the ``owners``
         held; raise ``AssertionError`` naming a mismatch."""
+        for entry in entries:
+            if entry.cost != self.cost(entry):
+                raise AssertionError(
+                    f"session {entry.sid[:8]!r} is counted at {entry.cost}, "
+                    f"recounted {self.cost(entry)}"
+                )
         counted = sum(map(self.cost, entries)) + records * RECORD_OVERHEAD
         counted += sum(map(owner_cost, owners))
         if counted != self.size:

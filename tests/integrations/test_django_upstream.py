@@ -21,9 +21,9 @@ from django.test import SimpleTestCase, override_settings
 from django.test.utils import setup_test_environment, teardown_test_environment
 
 import lembro.django
+from tests.integrations.test_django import configure_django
+from tests.integrations.upstream import upstream_source
 from tests.redis_server import RedisServer, find_redis_server
-from tests.test_django import configure_django
-from tests.upstream import upstream_source
 
 configure_django()
 

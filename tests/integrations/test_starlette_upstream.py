@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.upstream import upstream_source
+from tests.integrations.upstream import upstream_source
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 when its TestClient runs on httpx; the tests are the same.

@@ -15,7 +15,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import itsdangerous
@@ -38,6 +37,7 @@ from lembro.protocol import AsyncSessionStore, SessionStore
 from lembro.size import parse_size
 from lembro.starlette import Session, SessionMiddleware, regenerate
 from tests.conftest import FakeClock
+from tests.servers import ROOT
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 when its TestClient runs on httpx; the client is the same.
@@ -45,7 +45,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 SECRET = "test-secret"
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
+EXAMPLE = ROOT / "examples" / "fastapi_app.py"
 
 
 # ---- the app under test --------------------------------------------------------------

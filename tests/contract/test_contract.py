@@ -28,7 +28,7 @@ from lembro import (
 )
 from lembro.ids import new_session_id
 
-from .conftest import FakeClock
+from ..conftest import FakeClock
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import lembro
-from tests.test_django import configure_django
+from tests.integrations.test_django import configure_django
 
 MODULES = [
     "lembro",

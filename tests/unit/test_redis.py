@@ -24,9 +24,9 @@ import lembro
 from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, StoreUnavailable
 from lembro.ids import new_session_id, redact
 
-from .conftest import start_redis_server
-from .redis_server import RedisServer, find_redis_server
-from .topologies import SERVICE, Cluster, SentinelSetup
+from ..conftest import start_redis_server
+from ..redis_server import RedisServer, find_redis_server
+from ..topologies import SERVICE, Cluster, SentinelSetup
 
 T = TypeVar("T")
 

@@ -41,9 +41,9 @@ from lembro.memory import RECORD_OVERHEAD, SESSION_OVERHEAD
 from lembro.memory.budget import session_cost
 from lembro.serializers import MsgpackSerializer
 from tests.conftest import FakeClock
-from tests.test_django import configure_django
-from tests.test_flask import make_app as make_flask_app
-from tests.test_memory import assert_accounting_exact
+from tests.integrations.test_django import configure_django
+from tests.integrations.test_flask import make_app as make_flask_app
+from tests.unit.test_memory import assert_accounting_exact
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 when its TestClient runs on httpx; the client is the same.

@@ -41,7 +41,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from lembro import MemoryStore
 from lembro.flask import Lembro, LembroSession
 from lembro.ids import is_session_id
-from tests.test_memory import assert_accounting_exact
+from tests.unit.test_memory import assert_accounting_exact
 
 OWN_CLIENTS = 8  # each with a session of its own
 SHARED_CLIENTS = 8  # all on one session

@@ -12,7 +12,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,9 @@ from lembro.errors import InvalidOption
 from lembro.flask import Lembro, LembroSession, LembroSessionInterface
 from lembro.ids import is_session_id, new_session_id
 from lembro.serializers import JsonSerializer
+from tests.servers import ROOT
 
-from .conftest import FakeClock
+from ..conftest import FakeClock
 
 SECRET = "test-secret"
 
@@ -763,7 +763,7 @@ def test_import_lembro_does_not_import_flask() -> None:
 
 
 def test_the_example_app_counts() -> None:
-    path = Path(__file__).parent.parent / "examples" / "flask_app.py"
+    path = ROOT / "examples" / "flask_app.py"
     example = runpy.run_path(str(path), run_name="flask_app")
     app: Flask = example["app"]
     store = app.extensions["lembro"].store

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import django
 import httpx
@@ -31,6 +30,7 @@ from lembro import MemoryStore
 from lembro.django import SessionStore, build_store, get_store
 from lembro.ids import is_session_id, new_session_id
 from tests.conftest import FakeClock
+from tests.servers import ROOT
 
 COOKIE = "sessionid"
 
@@ -500,7 +500,7 @@ def test_redis_store_is_built_only_when_asked_for() -> None:
 
 # ---- the example app, as a real server ---------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_app.py"
+EXAMPLE = ROOT / "examples" / "django_app.py"
 
 
 def _free_port() -> int:
