@@ -644,6 +644,76 @@ def _async_table(server: RedisServer, admin: redis.Redis, config: Config) -> Tab
     return table
 
 
+# ---- the owner index -----------------------------------------------------------------------
+
+OWNED = "lembro RedisStore, owner_key"
+OWNER_FIELD = "user_id"
+PER_OWNER = 5  # sessions per owner, as one user on five devices
+OWNER_OPS = ("get", "set", "touch", "sessions_of")
+OWNER_LABELS = {**LABELS, "sessions_of": f"sessions_of (an owner with {PER_OWNER} sessions)"}
+
+
+def _owned_pairs(sids: list[str], held: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Sessions as ``_pairs`` makes them, each with its owner: the same for every
+    ``PER_OWNER`` consecutive ids of ``held``."""
+    where = {sid: i for i, sid in enumerate(held)}
+    return [
+        (sid, {**data, OWNER_FIELD: where.get(sid, 0) // PER_OWNER}) for sid, data in _pairs(sids)
+    ]
+
+
+def _owner_case(op: str, store: RedisStore, held: list[str]) -> Case[Any] | None:
+    owners = max(1, len(held) // PER_OWNER)
+    if op == "sessions_of":
+        if store.owner_key is None:
+            return None
+        return Case(lambda n: [k % owners for k in _sample(list(range(owners)), n)],
+                    _loop(store.sessions_of))  # fmt: skip
+    if op == "set":
+        return Case(lambda n: _owned_pairs(_sample(held, n), held), _loop_set(store.set))
+    return Case(lambda n: _sample(held, n), _loop(store.get if op == "get" else store.touch))
+
+
+def _owner_table(server: RedisServer, admin: redis.Redis, config: Config) -> Table:
+    """What ``owner_key`` costs a RedisStore: the same store with and without it."""
+    names = (OWNED, LEMBRO)
+    table = Table("Redis owner index: RedisStore with and without owner_key", list(names), LEMBRO)
+    held = [new_session_id() for _ in range(config.sessions)]
+
+    def build(name: str, client: redis.Redis | None = None) -> RedisStore:
+        owner_key = OWNER_FIELD if name == OWNED else None
+        prefix = "owned:" if name == OWNED else "plain:"
+        if client is None:
+            return RedisStore(server.url, prefix=prefix, ttl=TTL, owner_key=owner_key)
+        return RedisStore(client=client, prefix=prefix, ttl=TTL, owner_key=owner_key)
+
+    stores = {name: build(name) for name in names}
+    for store in stores.values():
+        _loop_set(store.set)(_owned_pairs(held, held))
+        _loop(store.get)(held)  # as a worker that has served these sessions before
+    trips: dict[str, dict[str, Trips]] = {op: {} for op in OWNER_OPS}
+    for name in names:
+        client = _counting_client(server.url)
+        counted = build(name, client)
+        client.ping()
+        _loop(counted.get)(held)
+        for op in OWNER_OPS:
+            if (case := _owner_case(op, counted, held)) is not None:
+                trips[op][name] = _count(admin, case, COUNT_RUNS)
+        client.close()
+    for op in OWNER_OPS:
+        progress(f"redis owner index: {OWNER_LABELS[op]}")
+        cases = {n: c for n, store in stores.items() if (c := _owner_case(op, store, held))}
+        row = Row.timed(OWNER_LABELS[op], "µs", measure(cases, config), list(names))
+        row.notes = {n: t.note() for n, t in trips[op].items()}
+        row.notes.update({n: "no owner index" for n in names if n not in cases})
+        table.rows.append(row)
+    for store in stores.values():
+        store.clear()
+        store.close()
+    return table
+
+
 # ---- targets -------------------------------------------------------------------------------
 
 # Round trips measured per table title: the targets read them after the tables are built.
@@ -713,9 +783,24 @@ def run(config: Config) -> Section:
             sync = _sync_table(server, admin, config)
             gc.collect()
             asyn = _async_table(server, admin, config)
+            gc.collect()
+            owners = _owner_table(server, admin, config)
         finally:
             admin.close()
     targets = _targets([(sync, LEMBRO, FLOOR), (asyn, LEMBRO_ASYNC, FLOOR_ASYNC)])
+    set_row = owners.row(OWNER_LABELS["set"])
+    ratio = set_row.ratio(OWNED, LEMBRO)
+    same_trips = (
+        set_row.notes.get(OWNED, "").split(":")[0] == set_row.notes.get(LEMBRO, "-").split(":")[0]
+    )
+    targets.append(
+        Target(
+            "RedisStore set with owner_key: the same round trips as without",
+            same_trips,
+            f"{set_row.notes.get(OWNED)} vs {set_row.notes.get(LEMBRO)}; "
+            + (f"{ratio:.2f}x the time" if ratio is not None else "no ratio"),
+        )
+    )
     notes = [
         f'One redis-server {version} on 127.0.0.1, started for the run with --save "" '
         "--appendonly no; one client connection per store. Batches are timed with the wall "
@@ -744,5 +829,12 @@ def run(config: Config) -> Section:
         "replace(): one SET ... XX, which writes only over a live record, so a session "
         "destroyed meanwhile (a logout elsewhere) is never written back; both peers SET "
         "unconditionally.",
+        f"Owner index: the same RedisStore with owner_key={OWNER_FIELD!r} and without, on "
+        f"{config.sessions:,} sessions of which each {PER_OWNER} consecutive ones share an "
+        "owner, every session read once by the store beforehand (as a worker that served "
+        "them): a write adds to its SET one EVAL of a script that ZADDs the session to its "
+        "owner's set and pushes the set's expiry later when it must, pipelined in the same "
+        "round trip; sessions_of is a ZREVRANGE of the owner's set and an MGET "
+        "of its members.",
     ]
-    return Section("Redis session stores", [sync, asyn], targets, notes)
+    return Section("Redis session stores", [sync, asyn, owners], targets, notes)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.asyncio
 
 import lembro
 from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, StoreUnavailable
@@ -763,3 +764,148 @@ def test_pickle_on_redis_needs_the_explicit_opt_in(redis_server: RedisServer) ->
         store.set("pickled", {"n": 1})
         assert store.get("pickled") == {"n": 1}
         store.destroy("pickled")
+
+
+# ---- the owner index: round trips ---------------------------------------------------------
+
+
+class _Sends:
+    """Writes to the socket by counting connections: one per round trip (a pipeline is
+    one write)."""
+
+    n = 0
+
+
+class _CountingConnection(redis.connection.Connection):
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Sends.n += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class _AsyncCountingConnection(redis.asyncio.connection.Connection):
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Sends.n += 1
+        await super().send_packed_command(command, check_health)
+
+
+def round_trips(call: Callable[[], object]) -> int:
+    before = _Sends.n
+    call()
+    return _Sends.n - before
+
+
+def _each_op_round_trips(store: RedisStore) -> list[int]:
+    """Round trips of a set, get, replace (a new owner), touch and destroy of one session."""
+    sid = new_session_id()
+    return [
+        round_trips(lambda: store.set(sid, {"user": "ana"})),
+        round_trips(lambda: store.get(sid)),
+        round_trips(lambda: store.replace(sid, {"user": "bob"})),
+        round_trips(lambda: store.touch(sid)),
+        round_trips(lambda: store.destroy(sid)),
+    ]
+
+
+def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: redis.Redis) -> None:
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    plain = RedisStore(client=client, prefix=unique_prefix())
+    owned = RedisStore(client=client, prefix=unique_prefix(), owner_key="user")
+    client.ping()  # the connection's handshake is not counted
+    before = command_calls(raw)
+    assert _each_op_round_trips(plain) == [1, 1, 1, 1, 1]
+    after = command_calls(raw)
+    assert delta(before, after) == {"set": 2, "get": 1, "pexpire": 1, "del": 1}
+    before = after
+    assert _each_op_round_trips(owned) == [1, 1, 1, 1, 1]
+    # The owner's set rides along: joined on each write and touch (a script: ZADD, and
+    # PEXPIRE when its expiry must move later, which depends on the clock's millisecond),
+    # its use counted on get, left on a change of owner and on destroy.
+    used = delta(before, command_calls(raw))
+    assert {k: n for k, n in used.items() if k not in ("pexpire", "pttl")} == {
+        "set": 2,
+        "get": 1,
+        "eval": 3,
+        "zadd": 4,
+        "zrem": 2,
+        "del": 1,
+    }
+    assert used["pttl"] == 3
+    plain.clear()
+    owned.clear()
+    client.close()
+    pool.disconnect()
+
+
+def test_touch_of_a_session_this_store_has_not_seen_reads_its_owner(
+    redis_server: RedisServer,
+) -> None:
+    # A second round trip, only then: the owner's set must outlive the touched session.
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    prefix = unique_prefix()
+    writer = RedisStore(redis_server.url, prefix=prefix, owner_key="user")
+    toucher = RedisStore(client=client, prefix=prefix, owner_key="user")
+    client.ping()
+    owned, anonymous = new_session_id(), new_session_id()
+    writer.set(owned, {"user": "ana"})
+    writer.set(anonymous, {"cart": [1]})
+    assert round_trips(lambda: toucher.touch(owned)) == 2
+    assert round_trips(lambda: toucher.touch(owned)) == 1
+    assert round_trips(lambda: toucher.touch(anonymous)) == 1
+    assert round_trips(lambda: toucher.touch(anonymous)) == 1
+    writer.clear()
+    writer.close()
+    client.close()
+    pool.disconnect()
+
+
+def test_async_owner_key_costs_no_extra_round_trip(redis_server: RedisServer) -> None:
+    async def main() -> list[int]:
+        pool = redis.asyncio.ConnectionPool.from_url(
+            redis_server.url, connection_class=_AsyncCountingConnection
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
+        store = AsyncRedisStore(client=client, prefix=unique_prefix(), owner_key="user")
+        await client.ping()
+        sid = new_session_id()
+        counts = []
+        for call in (
+            lambda: store.set(sid, {"user": "ana"}),
+            lambda: store.get(sid),
+            lambda: store.replace(sid, {"user": "bob"}),
+            lambda: store.touch(sid),
+            lambda: store.destroy(sid),
+        ):
+            before = _Sends.n
+            await call()
+            counts.append(_Sends.n - before)
+        await store.clear()
+        await client.aclose()
+        await pool.disconnect()
+        return counts
+
+    assert asyncio.run(main()) == [1, 1, 1, 1, 1]
+
+
+def test_an_owner_set_is_one_key_that_outlives_its_sessions(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    owned = RedisStore(client=store.client, prefix=store.prefix, ttl=100.0, owner_key="user")
+    short, long = new_session_id(), new_session_id()
+    owned.set(short, {"user": "ana:{1}"}, ttl=50.0)
+    owned.set(long, {"user": "ana:{1}"}, ttl=300.0)
+    index = f"{store.prefix}owner:ana%3A%7B1%7D:"
+    assert sorted(raw.scan_iter(match=store.prefix + "*")) == sorted(
+        [index.encode(), (store.prefix + short).encode(), (store.prefix + long).encode()]
+    )
+    assert raw.zrange(index, 0, -1) == [short.encode(), long.encode()]
+    # One ttl (100 s) past the longest-lived member, and a shorter write does not pull it in.
+    assert 399_000 < raw.pttl(index) <= 400_000
+    before = command_calls(raw)
+    assert owned.sessions_of("ana:{1}") == [long, short]
+    assert owned.destroy_sessions_of("ana:{1}", keep=long) == 1
+    used = delta(before, command_calls(raw))
+    assert not {"scan", "keys"} & used.keys()
+    owned.clear()
+    assert list(raw.scan_iter(match=store.prefix + "*")) == []

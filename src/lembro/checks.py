@@ -1,12 +1,13 @@
-"""Argument checks every store shares: lifetimes in seconds, and session ids."""
+"""Argument checks every store shares: lifetimes in seconds, session ids, owners."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from .errors import InvalidOption
+from .errors import InvalidOption, SerializationError
 
-__all__ = ["check_seconds", "check_session_id"]
+__all__ = ["check_owner", "check_owner_key", "check_seconds", "check_session_id", "owner_of"]
 
 
 def check_seconds(value: object, name: str = "ttl") -> float:
@@ -21,3 +22,48 @@ def check_session_id(sid: object) -> str:
     if not isinstance(sid, str) or not sid:
         raise InvalidOption("session id", sid, "a non-empty str")
     return sid
+
+
+def check_owner_key(value: object) -> str | None:
+    """Return ``value`` (the session field that names the signed-in user) if it is
+    ``None`` or a non-empty ``str``, or raise ``InvalidOption``."""
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise InvalidOption("owner_key", value, "None or a non-empty str naming a session field")
+
+
+def _owner_name(value: object) -> str | None:
+    # Exact types only: True is not 1, and a str subclass may print as someone else.
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def check_owner(owner: object) -> str:
+    """Return the owner ``owner`` names, as the str that owner values compare by
+    (``42`` and ``"42"`` are one owner), or raise ``InvalidOption``."""
+    name = _owner_name(owner)
+    if name is None:
+        raise InvalidOption("owner", owner, "a str or an int (not a bool)")
+    return name
+
+
+def owner_of(data: dict[str, Any], owner_key: str) -> str | None:
+    """The owner of session ``data``: its ``owner_key`` field as a str (an int in decimal),
+    or ``None`` when the field is absent or ``None``.
+
+    Raises ``SerializationError`` for any other type (a bool, a float, bytes, a subclass):
+    owners compare as strings, and ``True`` must not be the user ``"True"``.
+    """
+    value = data.get(owner_key)
+    if value is None:
+        return None
+    name = _owner_name(value)
+    if name is None:
+        raise SerializationError(
+            f"session field {owner_key!r} names the owner and holds a "
+            f"{type(value).__name__}; an owner must be a str or an int"
+        )
+    return name

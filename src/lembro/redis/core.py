@@ -3,7 +3,9 @@ and the error policy, shared by :mod:`lembro.redis.sync` and :mod:`lembro.redis.
 
 Each session is one Redis string, ``prefix + sid``, holding the serialized session and
 carrying the session's lifetime as a Redis expiry, so Redis removes expired sessions
-itself and bounds memory with its own ``maxmemory`` policy. Nothing here talks to Redis:
+itself and bounds memory with its own ``maxmemory`` policy. With ``owner_key``, each owner
+also has a sorted set, ``prefix + "owner:" + quoted owner + ":"``, of its sessions' ids
+scored by their last use (see :meth:`RedisCore._owner_index`). Nothing here talks to Redis:
 the stores send the commands built here and hand the replies back to be decoded.
 """
 
@@ -19,10 +21,10 @@ import time
 from collections.abc import Iterable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any, Literal, TypeGuard
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..checks import check_seconds, check_session_id
-from ..errors import InvalidOption, StoreUnavailable
+from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
+from ..errors import InvalidOption, SerializationError, StoreUnavailable
 from ..ids import redact
 from ..protocol import Stats
 from ..serializers import (
@@ -72,8 +74,43 @@ _CLIENT_LIBRARIES = ("redis", "valkey")
 _URL_FORMS = "a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
 # Operations that must not report success they did not have: a logout whose record may
 # still be live, a clear that may have left sessions, numbers that would be made up.
-_FAIL_CLOSED = frozenset({"destroy", "clear", "stats"})
-_READS = frozenset({"get", "touch", "all", "len", "contains"})
+_FAIL_CLOSED = frozenset({"destroy", "clear", "stats", "destroy_sessions_of"})
+_READS = frozenset({"get", "touch", "all", "len", "contains", "sessions_of"})
+# An owner's key ends with the separator, so it is never ``prefix + id`` of any store
+# (an id holds no separator), and the owner inside it is quoted, so holds none either.
+_OWNER_MARK = "owner:"
+# How many sessions' owners a store remembers, so that get, touch and destroy can keep
+# the owner's set in the same round trip; a session this process has not seen lately
+# costs touch a second round trip, and its get is not counted as a use.
+_RECENT_OWNERS = 4096
+# Adds a member with its score, and pushes the set's expiry to at least ARGV[3] ms from
+# now, never earlier (a new set has no expiry: PTTL -1).
+_JOIN = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+# Removes the members given with their scores, each only if its score is still the one
+# read: a session that rejoined its owner meanwhile (a new score) stays in the set.
+_PRUNE = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+
+class _Unknown:
+    """The owner of a session this store has not seen lately."""
+
+
+_UNKNOWN = _Unknown()
 
 
 def _is_sid(sid: object) -> TypeGuard[str]:
@@ -196,6 +233,7 @@ class RedisCore:
         connect_timeout: float = 2.0,
         on_unavailable: OnUnavailable = "raise",
         trust_pickle: bool = False,
+        owner_key: str | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidOption("url", url, _URL_FORMS)
@@ -211,6 +249,10 @@ class RedisCore:
         self.socket_timeout = check_seconds(socket_timeout, "socket_timeout")
         self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
         self.on_unavailable: OnUnavailable = on_unavailable
+        self.owner_key = check_owner_key(owner_key)
+        # session id -> its owner's key (None: no owner), for the sessions seen lately;
+        # oldest first. Guarded by _lock.
+        self._owners: dict[str, str | None] = {}
         self._serializer_option = serializer
         self._serializer = get_serializer(serializer)
         require_safe_serializer(self._serializer, "a Redis server", trust_pickle)
@@ -348,6 +390,213 @@ class RedisCore:
     def _contains_command(self, sid: object) -> Command | None:
         return ("EXISTS", self._key(sid)) if _is_sid(sid) else None
 
+    # ---- the owner index ----------------------------------------------------------------
+
+    def _owner_index(self, owner: object) -> str:
+        """The key of ``owner``'s sorted set (members: session ids; scores: last use, in
+        seconds since the epoch); raises ``InvalidOption`` for a bad owner, or when the
+        store has no ``owner_key``."""
+        if self.owner_key is None:
+            raise InvalidOption(
+                "owner_key",
+                None,
+                "a session field name: sessions_of and destroy_sessions_of need a store "
+                "built with owner_key='...'",
+            )
+        return self.prefix + _OWNER_MARK + quote(check_owner(owner), safe="") + SEPARATOR
+
+    def _recall(self, sid: str) -> str | _Unknown | None:
+        with self._lock:
+            return self._owners.get(sid, _UNKNOWN)
+
+    def _remember(self, sid: str, index: str | None) -> None:
+        with self._lock:
+            self._owners.pop(sid, None)
+            self._owners[sid] = index
+            if len(self._owners) > _RECENT_OWNERS:
+                del self._owners[next(iter(self._owners))]
+
+    def _forget(self, *sids: str) -> None:
+        with self._lock:
+            for sid in sids:
+                self._owners.pop(sid, None)
+
+    def _index_of(self, data: dict[str, Any]) -> str | None:
+        """The owner's key for session ``data``; raises ``SerializationError`` for an owner
+        field of the wrong type."""
+        assert self.owner_key is not None
+        owner = owner_of(data, self.owner_key)
+        return None if owner is None else self._owner_index(owner)
+
+    def _stored_index(self, data: dict[str, Any] | None) -> str | None:
+        """Like :meth:`_index_of`, for a session read back: a bad owner field is no owner."""
+        try:
+            return None if data is None else self._index_of(data)
+        except SerializationError:
+            return None
+
+    def _join(self, index: str, sid: str, lifetime_ms: int) -> list[Command]:
+        """Commands that make ``sid`` the most recent member of ``index``, and keep
+        ``index`` alive one store ``ttl`` past a member that lives ``lifetime_ms``."""
+        keep = min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS)
+        return [("EVAL", _JOIN, 1, index, time.time(), sid, keep)]
+
+    def _owned_write(
+        self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
+    ) -> tuple[list[Command], int, str | None]:
+        """The commands of a write on a store with ``owner_key``, where the SET's reply
+        is among them, and the owner's key: the session joins its owner's set, is
+        written, then leaves the set of the owner it had (when this store knows it;
+        otherwise reads prune it from there). In that order, so that on one server a
+        write cut short leaves at worst a stale member, never a session missing from
+        its owner's set."""
+        command = self._write(sid, data, ttl, *flags)
+        index = self._index_of(data)
+        commands = [] if index is None else self._join(index, sid, command[4])
+        at = len(commands)
+        commands.append(command)
+        before = self._recall(sid)
+        if isinstance(before, str) and before != index:
+            commands.append(("ZREM", before, sid))
+        return commands, at, index
+
+    def _written(self, sid: str, index: str | None, done: bool) -> None:
+        if done:
+            self._remember(sid, index)
+        else:
+            self._forget(sid)
+
+    def _owned_get(self, sid: object) -> list[Command] | None:
+        """GET, and the session's use counted in its owner's set when this store knows
+        the owner (ZADD XX: a get never adds a member)."""
+        command = self._get_command(sid)
+        if command is None:
+            return None
+        name = command[1][len(self.prefix) :]
+        index = self._recall(name)
+        if isinstance(index, str):
+            return [command, ("ZADD", index, "XX", time.time(), name)]
+        return [command]
+
+    def _got_owned(self, sid: str, blob: bytes | str | None) -> dict[str, Any] | None:
+        data = self._got(blob)
+        self._written(sid, self._stored_index(data), data is not None)
+        return data
+
+    def _owned_touch(self, sid: object, ttl: float | None) -> tuple[list[Command], int] | None:
+        """PEXPIRE, after the owner's set's upkeep when this store knows the owner, or
+        with a GET to learn it (then :meth:`_touch_follow_up` says what else to send);
+        and where the PEXPIRE's reply is."""
+        command = self._touch_command(sid, ttl)
+        if command is None:
+            return None
+        name = command[1][len(self.prefix) :]
+        index = self._recall(name)
+        if isinstance(index, _Unknown):
+            return [command, ("GET", command[1])], 0
+        commands = [] if index is None else self._join(index, name, command[2])
+        return [*commands, command], len(commands)
+
+    def _touch_follow_up(
+        self, sid: str, commands: list[Command], replies: list[Any]
+    ) -> list[Command]:
+        """After a touch that had to read the session: the commands that keep its
+        owner's set, if it has an owner."""
+        if not (len(commands) == 2 and commands[1][0] == "GET"):  # the owner was known
+            return []
+        if not replies[0] or replies[1] is None:
+            self._forget(sid)
+            return []
+        try:
+            data: dict[str, Any] | None = loads_session(self._serializer, _as_bytes(replies[1]))
+        except SerializationError:
+            data = None
+        index = self._stored_index(data)
+        self._remember(sid, index)
+        return [] if index is None else self._join(index, sid, commands[0][2])
+
+    def _owned_destroy(self, sid: object) -> list[Command] | None:
+        """DEL, and ZREM from the owner's set when this store knows the owner; otherwise
+        the next read of that set prunes it."""
+        command = self._destroy_command(sid)
+        if command is None:
+            return None
+        name = command[1][len(self.prefix) :]
+        index = self._recall(name)
+        self._forget(name)
+        return [command] + ([("ZREM", index, name)] if isinstance(index, str) else [])
+
+    def _members(self, reply: Any) -> list[tuple[str, bytes]]:
+        """A ZREVRANGE ... WITHSCORES reply as ``(session id, score)``, most recent first."""
+        items = list(reply or [])
+        if items and isinstance(items[0], (list, tuple)):  # RESP3 pairs
+            pairs = [(m, s) for m, s in items]
+        else:
+            pairs = list(zip(items[::2], items[1::2], strict=True))
+        members = []
+        for member, score in pairs:
+            try:
+                sid = _as_bytes(member).decode()
+            except UnicodeDecodeError:
+                continue
+            if _is_sid(sid):
+                members.append(
+                    (
+                        sid,
+                        _as_bytes(score) if not isinstance(score, float) else repr(score).encode(),
+                    )
+                )
+        return members
+
+    def _member_keys(self, members: list[tuple[str, bytes]]) -> list[bytes]:
+        return [self._key(sid).encode() for sid, _ in members]
+
+    def _sort_members(
+        self,
+        index: str,
+        members: list[tuple[str, bytes]],
+        fetched: Iterable[tuple[list[Command], list[Any]]],
+    ) -> tuple[list[str], list[tuple[str, bytes]]]:
+        """The members still live and still the owner's, in the set's order, and the
+        stale ones (expired, destroyed, or now someone else's) with their scores."""
+        blobs: dict[bytes, Any] = {}
+        for commands, replies in fetched:
+            for command, values in zip(commands, replies, strict=True):
+                blobs.update(zip(command[1:], values, strict=True))
+        live, stale = [], []
+        for (sid, score), key in zip(members, self._member_keys(members), strict=True):
+            blob = blobs.get(key)
+            if blob is not None:
+                try:
+                    data: dict[str, Any] | None = loads_session(self._serializer, _as_bytes(blob))
+                except SerializationError:
+                    # A record no one can read: the set's word that it is the owner's
+                    # stands, so a logout everywhere ends it too.
+                    live.append(sid)
+                    continue
+                if self._stored_index(data) == index:
+                    live.append(sid)
+                    continue
+            stale.append((sid, score))
+        return live, stale
+
+    def _prune_command(self, index: str, members: list[tuple[str, bytes]]) -> Command:
+        flat = [part for sid, score in members for part in (sid, score)]
+        return ("EVAL", _PRUNE, 1, index, *flat)
+
+    def _ending(
+        self, index: str, ended: list[str], stale: list[tuple[str, bytes]]
+    ) -> list[Command]:
+        """A DEL per session in ``ended`` (each reply says whether this call ended it),
+        then their removal from ``index`` (an ended id never comes back) and the pruning
+        of ``stale``."""
+        commands: list[Command] = [("DEL", self._key(sid)) for sid in ended]
+        if ended:
+            commands.append(("ZREM", index, *ended))
+        if stale:
+            commands.append(self._prune_command(index, stale))
+        return commands
+
     def _per_slot(self, name: str, keys: list[bytes]) -> list[Command]:
         """``name keys...`` as one command on a single Redis, one per hash slot on a
         cluster (a multi-key command must not cross slots)."""
@@ -363,12 +612,24 @@ class RedisCore:
         for batch in _batches(keys):
             yield self._per_slot("MGET", batch)
 
-    def _own_keys(self, keys: Iterable[bytes]) -> list[bytes]:
-        """The keys of this store among SCAN's matches, each once (SCAN may repeat a key,
-        and its pattern also matches a longer prefix's keys, which hold a separator)."""
+    def _own_keys(self, keys: Iterable[bytes], owners: bool = False) -> list[bytes]:
+        """The session keys of this store among SCAN's matches, each once (SCAN may repeat
+        a key, and its pattern also matches a longer prefix's keys, which hold a
+        separator); with ``owners``, this store's owner keys too."""
         start = len(self._prefix_bytes)
         separator = SEPARATOR.encode()
-        return [key for key in dict.fromkeys(keys) if separator not in key[start:]]
+        mark = _OWNER_MARK.encode()
+        own = []
+        for key in dict.fromkeys(keys):
+            rest = key[start:]
+            if separator not in rest or (
+                owners
+                and rest.startswith(mark)
+                and rest.endswith(separator)
+                and separator not in rest[len(mark) : -1]
+            ):
+                own.append(key)
+        return own
 
     # ---- replies ----------------------------------------------------------------------
 
