@@ -147,7 +147,8 @@ def test_flask_logout_everywhere_ends_the_other_clients_session(flask_store: Any
     assert flask_store.get(sid_of(phone_before)) is None
     assert phone.get("/whoami").text == "anonymous 1"
     phone_after = flask_cookie(phone)
-    assert phone_after is not None and sid_of(phone_after) != sid_of(phone_before)
+    assert phone_after is not None
+    assert sid_of(phone_after) != sid_of(phone_before)
     assert laptop.get("/whoami").text == "alice 1"
 
 
@@ -267,7 +268,7 @@ def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back
             busy.wait()
             while not stop.is_set():
                 device.get("/whoami")  # a write of the session on every request
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        except BaseException as e:  # reported by the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=browse, args=(device,)) for device in devices]
@@ -449,9 +450,9 @@ def test_starlette_logout_everywhere_needs_the_middleware() -> None:
     async def view(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(await lembro.starlette.logout_everywhere(request, "x")))
 
-    with TestClient(Starlette(routes=[Route("/", view)])) as client:
-        with pytest.raises(RuntimeError, match="SessionMiddleware"):
-            client.get("/")
+    app = Starlette(routes=[Route("/", view)])
+    with TestClient(app) as client, pytest.raises(RuntimeError, match="SessionMiddleware"):
+        client.get("/")
 
 
 # ---- Django ------------------------------------------------------------------------------
