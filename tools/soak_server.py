@@ -26,6 +26,7 @@ from flask import Flask, jsonify, session
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
+from lembro.errors import InvalidOption
 from lembro.flask import Lembro
 from lembro.memory import MemoryStore
 from lembro.protocol import Stats
@@ -156,6 +157,14 @@ class DictStore:
                 evicted=0,
                 purges=0,
             )
+
+    def sessions_of(self, owner: str | int) -> list[str]:
+        """Refused: this store keeps no owner index."""
+        raise InvalidOption("owner_key", None, "a store with an owner index (MemoryStore)")
+
+    def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        """Refused: this store keeps no owner index."""
+        raise InvalidOption("owner_key", None, "a store with an owner index (MemoryStore)")
 
     def close(self) -> None:
         """Nothing to release."""

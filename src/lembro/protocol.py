@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .errors import InvalidOption
 
 __all__ = ["AsyncSessionStore", "SessionStore", "Stats", "as_async"]
 
@@ -44,6 +46,14 @@ class SessionStore(Protocol):
     destroyed meanwhile by a logout is never written back); ``touch`` moves only the expiry;
     ``destroy`` says whether it removed a live session (a regenerate writes its new id only
     when it did, so a logout that won the race is never undone).
+
+    ``sessions_of(owner)`` lists the ids of the live sessions whose ``owner_key`` field
+    names ``owner``, most recently used first, and ``destroy_sessions_of(owner, keep)``
+    ends them all but ``keep`` and says how many it ended; a store built without
+    ``owner_key`` raises ``InvalidOption`` from both. Every lembro store has them; type
+    checkers require them of any store. ``isinstance`` checks only the methods that serve
+    a request, so a store written before these two still serves sessions (and the two
+    raise ``InvalidOption`` through :func:`as_async`).
     """
 
     @property
@@ -62,6 +72,11 @@ class SessionStore(Protocol):
     def close(self) -> None: ...
     def __len__(self) -> int: ...
     def __contains__(self, sid: object) -> bool: ...
+
+    if TYPE_CHECKING:  # members for type checkers only: see the class docstring
+
+        def sessions_of(self, owner: str | int) -> list[str]: ...
+        def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
 
 
 @runtime_checkable
@@ -84,6 +99,11 @@ class AsyncSessionStore(Protocol):
     async def close(self) -> None: ...
     async def length(self) -> int: ...
     async def contains(self, sid: str) -> bool: ...
+
+    if TYPE_CHECKING:  # members for type checkers only, as in SessionStore
+
+        async def sessions_of(self, owner: str | int) -> list[str]: ...
+        async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
 
 
 class _InlineAsync:
@@ -110,6 +130,14 @@ class _InlineAsync:
 
     async def destroy(self, sid: str) -> bool:
         return self.sync.destroy(sid)
+
+    async def sessions_of(self, owner: str | int) -> list[str]:
+        ids: list[str] = _owner_method(self.sync, "sessions_of")(owner)
+        return ids
+
+    async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        ended: int = _owner_method(self.sync, "destroy_sessions_of")(owner, keep)
+        return ended
 
     async def all(self) -> dict[str, dict[str, Any]]:
         return self.sync.all()
@@ -151,6 +179,16 @@ class _ThreadAsync(_InlineAsync):
     async def destroy(self, sid: str) -> bool:
         return await asyncio.to_thread(self.sync.destroy, sid)
 
+    async def sessions_of(self, owner: str | int) -> list[str]:
+        method = _owner_method(self.sync, "sessions_of")
+        ids: list[str] = await asyncio.to_thread(method, owner)
+        return ids
+
+    async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        method = _owner_method(self.sync, "destroy_sessions_of")
+        ended: int = await asyncio.to_thread(method, owner, keep)
+        return ended
+
     async def all(self) -> dict[str, dict[str, Any]]:
         return await asyncio.to_thread(self.sync.all)
 
@@ -171,6 +209,17 @@ class _ThreadAsync(_InlineAsync):
 
     async def contains(self, sid: str) -> bool:
         return await asyncio.to_thread(self.sync.__contains__, sid)
+
+
+def _owner_method(store: object, name: str) -> Any:
+    """``store``'s method ``name`` (``sessions_of`` or ``destroy_sessions_of``), or
+    ``InvalidOption`` for a store that predates them."""
+    method = getattr(store, name, None)
+    if not callable(method):
+        raise InvalidOption(
+            "store", store, f"a store with {name}() (MemoryStore or RedisStore with owner_key)"
+        )
+    return method
 
 
 def as_async(store: SessionStore | AsyncSessionStore) -> AsyncSessionStore:

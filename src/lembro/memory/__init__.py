@@ -3,7 +3,8 @@
 The store is one lock around four parts, each in its own module: the table of sessions
 (``Entry``, oldest first), the ``ExpiryIndex`` (who comes due when), the
 ``EvictionOrder`` (who goes first when over the cap) and the ``Budget`` (the size, and
-what each session costs). docs/architecture.md maps them.
+what each session costs); with ``owner_key``, a fifth: the ``OwnerIndex`` (each signed-in
+user's sessions). docs/architecture.md maps them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import background, processes
-from ..checks import check_seconds, check_session_id
+from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
 from ..errors import InvalidOption, SerializationError, SessionTooLarge
 from ..protocol import Stats
 from ..serializers import (
@@ -39,15 +40,24 @@ from ..snapshot import (
     remove_leftovers,
     write_snapshot,
 )
-from .budget import RECORD_OVERHEAD, SESSION_OVERHEAD, Budget, entry_cost
+from .budget import (
+    OWNED_SESSION_OVERHEAD,
+    OWNER_OVERHEAD,
+    RECORD_OVERHEAD,
+    SESSION_OVERHEAD,
+    Budget,
+)
 from .entry import Entry
 from .eviction import EvictionOrder
 from .expiry import ExpiryIndex
+from .owners import OwnedEntry, OwnerIndex
 
 __all__ = [
     "ENTRY_OVERHEAD",
     "FILING_OVERHEAD",
     "HEAP_OVERHEAD",
+    "OWNED_SESSION_OVERHEAD",
+    "OWNER_OVERHEAD",
     "RECORD_OVERHEAD",
     "SESSION_OVERHEAD",
     "MemoryStore",
@@ -87,6 +97,13 @@ class MemoryStore:
     ``trust_pickle=True`` is needed to combine ``serializer="pickle"`` with a snapshot:
     whoever can write the file could otherwise run code in the app.
 
+    ``owner_key`` names the session field that holds the signed-in user (``None``: no
+    owner index, and no cost). With it, the store keeps each owner's sessions, most
+    recently used first, for :meth:`sessions_of` and :meth:`destroy_sessions_of`; an
+    owner is a str or an int, compared as a str (``42`` and ``"42"`` are one owner), and a
+    write whose owner field holds anything else raises ``SerializationError``. The index
+    counts against ``max_size``.
+
     Every method is thread-safe, and a fork never copies a change half done. Sessions are
     held serialized, so each ``get`` returns a fresh dict that no other request shares.
     ``purge``, ``len``, ``stats`` and ``all`` work through at most ``batch_size``
@@ -106,8 +123,10 @@ class MemoryStore:
         "_hits",
         "_lock",
         "_misses",
+        "_new_entry",
         "_next_purge",
         "_next_snapshot",
+        "_owners",
         "_pid",
         "_purges",
         "_serializer",
@@ -119,6 +138,7 @@ class MemoryStore:
         "batch_size",
         "interval",
         "on_error",
+        "owner_key",
         "snapshot",
         "snapshot_interval",
         "ttl",
@@ -139,8 +159,10 @@ class MemoryStore:
         snapshot: str | os.PathLike[str] | None = None,
         snapshot_interval: float | None = None,
         trust_pickle: bool = False,
+        owner_key: str | None = None,
     ) -> None:
         size = parse_size(max_size)
+        self.owner_key = check_owner_key(owner_key)
         self.ttl = check_seconds(ttl)
         if (
             isinstance(low_water, bool)
@@ -174,7 +196,10 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, Entry] = {}  # oldest first
         self._expiry = ExpiryIndex()
-        self._budget = Budget(size, float(low_water))
+        self._budget = Budget(size, float(low_water), owners=owner_key is not None)
+        # With owner_key, sessions are OwnedEntry: an Entry with its place in the index.
+        self._owners = OwnerIndex() if owner_key is not None else None
+        self._new_entry: type[Entry] = OwnedEntry if owner_key is not None else Entry
         self._eviction = EvictionOrder(self._budget.first_capacity())
         self._hits = self._misses = self._expired = self._evicted = self._purges = 0
         self._warned_evicting = False
@@ -208,8 +233,10 @@ class MemoryStore:
     @property
     def size(self) -> int:
         """Bytes held, as accounted: per session, its id as CPython holds it, its data and
-        ``SESSION_OVERHEAD``; per record in the expiry index (one per session, and those
-        left by removed sessions until they are dropped), ``RECORD_OVERHEAD``."""
+        ``SESSION_OVERHEAD`` (with ``owner_key``, ``OWNED_SESSION_OVERHEAD`` more); per
+        record in the expiry index (one per session, and those left by removed sessions
+        until they are dropped), ``RECORD_OVERHEAD``; with ``owner_key``, per owner, its
+        name as CPython holds it and ``OWNER_OVERHEAD``."""
         return self._budget.size
 
     # ---- reading and writing one session ------------------------------------------------
@@ -227,6 +254,8 @@ class MemoryStore:
                 self._misses += 1
                 return None
             self._eviction.used(entry)
+            if self._owners is not None:
+                self._owners.used(entry)
             self._hits += 1
             blob = entry.data
         finally:
@@ -240,14 +269,14 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        blob, lifetime = self._encode(sid, data, ttl)
+        blob, lifetime, owner = self._encode(sid, data, ttl)
         if not self._changed:
             self._first_change()
         now = self._clock()
         self._lock.acquire()
         try:
             old = self._live_locked(sid, now)
-            self._write_locked(sid, blob, now + lifetime, old)
+            self._write_locked(sid, blob, now + lifetime, old, owner)
             self._fit_locked(now, keep=sid)
         finally:
             self._lock.release()
@@ -255,7 +284,7 @@ class MemoryStore:
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        blob, lifetime = self._encode(sid, data, ttl)
+        blob, lifetime, owner = self._encode(sid, data, ttl)
         if not self._changed:
             self._first_change()
         now = self._clock()
@@ -264,7 +293,7 @@ class MemoryStore:
             old = self._live_locked(sid, now)
             if old is None:
                 return False
-            self._write_locked(sid, blob, now + lifetime, old)
+            self._write_locked(sid, blob, now + lifetime, old, owner)
             self._fit_locked(now, keep=sid)
             return True
         finally:
@@ -285,6 +314,8 @@ class MemoryStore:
             if entry is None:
                 return False
             self._eviction.used(entry)
+            if self._owners is not None:
+                self._owners.used(entry)
             if self._renew_locked(entry, now + lifetime):  # a new record: the size grew
                 self._fit_locked(now, keep=sid)
             return True
@@ -314,6 +345,66 @@ class MemoryStore:
         with self._lock:
             entry = self._sessions.get(sid)
             return entry is not None and entry.expires > now
+
+    # ---- sessions per owner (owner_key) ----------------------------------------------------
+
+    def sessions_of(self, owner: str | int) -> list[str]:
+        """The ids of ``owner``'s live sessions, most recently used first (a ``get``,
+        ``set``, ``replace`` or ``touch`` is a use). O(sessions of that owner).
+
+        Raises ``InvalidOption`` on a store without ``owner_key``, or for an owner that
+        is not a str or an int."""
+        name = self._owner_name(owner)
+        now = self._clock()
+        with self._lock:
+            assert self._owners is not None
+            live: list[str] = []
+            for entry in self._owners.sessions(name):
+                if entry.expires > now:
+                    live.append(entry.sid)
+                else:  # expired, not yet purged: removed now, as a get would
+                    self._remove_locked(entry)
+                    self._expired += 1
+            return live
+
+    def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        """End every live session of ``owner`` but ``keep`` (the current session's id,
+        for "sign out my other devices"); return how many this call ended.
+        O(sessions of that owner).
+
+        Raises ``InvalidOption``, before anything changes, on a store without
+        ``owner_key``, for an owner that is not a str or an int, or a ``keep`` that is not
+        ``None`` or a str."""
+        name = self._owner_name(owner)
+        if keep is not None and not isinstance(keep, str):
+            raise InvalidOption("keep", keep, "None or a session id (str)")
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            assert self._owners is not None
+            ended = 0
+            for entry in self._owners.sessions(name):
+                if entry.sid == keep:
+                    continue
+                if entry.expires > now:
+                    ended += 1
+                else:
+                    self._expired += 1
+                self._remove_locked(entry)
+            return ended
+
+    def _owner_name(self, owner: object) -> str:
+        """``owner`` as the str owners compare by; raises ``InvalidOption`` for a bad
+        owner, or when the store has no ``owner_key``."""
+        if self._owners is None:
+            raise InvalidOption(
+                "owner_key",
+                None,
+                "a session field name: sessions_of and destroy_sessions_of need a store "
+                "built with owner_key='...'",
+            )
+        return check_owner(owner)
 
     # ---- the whole store -----------------------------------------------------------------
 
@@ -398,7 +489,11 @@ class MemoryStore:
                 raise AssertionError(
                     f"{len(entries)} sessions but {len(live)} live records in the expiry index"
                 )
-            self._budget.check(entries, len(self._expiry))
+            owners: list[str] = []
+            if self._owners is not None:
+                self._owners.check(entries)
+                owners = self._owners.names()
+            self._budget.check(entries, len(self._expiry), owners)
 
     # ---- the store's lifetime --------------------------------------------------------------
 
@@ -469,10 +564,13 @@ class MemoryStore:
 
     # ---- outside the lock: arguments and serialization ----------------------------------
 
-    def _encode(self, sid: str, data: dict[str, Any], ttl: float | None) -> tuple[bytes, float]:
-        """Check a write's arguments and serialize ``data``; return (bytes, lifetime in
-        seconds). Raises before anything changes, and when a new session of them could
-        not fit in ``max_size``."""
+    def _encode(
+        self, sid: str, data: dict[str, Any], ttl: float | None
+    ) -> tuple[bytes, float, str | None]:
+        """Check a write's arguments, serialize ``data`` and, with ``owner_key``, read
+        its owner from it (while it is still a dict); return (bytes, lifetime in seconds,
+        owner or ``None``). Raises before anything changes, and when a new session of
+        them could not fit in ``max_size``."""
         if type(sid) is not str or not sid:
             check_session_id(sid)
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
@@ -483,10 +581,11 @@ class MemoryStore:
                 raise SerializationError(f"session data does not serialize: {e}") from e
         else:
             blob = dumps_session(self._serializer, data)
-        cost = self._budget.new_session_cost(sid, blob)
+        owner = None if self.owner_key is None else owner_of(data, self.owner_key)
+        cost = self._budget.new_session_cost(sid, blob, owner)
         if cost > self._budget.max_size:
             raise SessionTooLarge(cost, self._budget.max_size)
-        return blob, lifetime
+        return blob, lifetime, owner
 
     def _decode(self, blob: bytes) -> dict[str, Any]:
         if not self._trusted:
@@ -508,13 +607,17 @@ class MemoryStore:
             return None
         return entry
 
-    def _add_locked(self, sid: str, data: bytes, expires: float, uses: int = 1) -> Entry:
-        """Add a session not held now, with ``uses`` uses; give it an expiry record;
-        count the bytes of both."""
-        entry = Entry(sid, data, expires, self._expiry.add(sid, expires))
+    def _add_locked(
+        self, sid: str, data: bytes, expires: float, uses: int = 1, owner: str | None = None
+    ) -> Entry:
+        """Add a session not held now, with ``uses`` uses and ``owner`` (``None``: none);
+        give it an expiry record; count the bytes of all three."""
+        entry = self._new_entry(sid, data, expires, self._expiry.add(sid, expires))
         self._eviction.created(entry, uses)
         self._sessions[sid] = entry
         self._budget.add_session(entry)
+        if owner is not None:
+            self._own_locked(entry, owner)
         return entry
 
     def _remove_locked(self, entry: Entry) -> None:
@@ -523,16 +626,38 @@ class MemoryStore:
         del self._sessions[entry.sid]
         self._expiry.remove(entry.record)
         self._budget.remove_session(entry)
+        if self._owners is not None:
+            self._own_locked(entry, None)
 
-    def _write_locked(self, sid: str, data: bytes, expires: float, old: Entry | None) -> None:
-        """Put ``data`` under ``sid``, expiring at ``expires``: a new session, or in place
-        of the live session ``old``, as one more use of it."""
+    def _write_locked(
+        self, sid: str, data: bytes, expires: float, old: Entry | None, owner: str | None
+    ) -> None:
+        """Put ``data`` (of ``owner``, or none) under ``sid``, expiring at ``expires``: a
+        new session, or in place of the live session ``old``, as one more use of it."""
         if old is None:
-            self._add_locked(sid, data, expires)
+            self._add_locked(sid, data, expires, owner=owner)
             return
         self._budget.replace_data(old, data)
         self._eviction.used(old)
+        if self._owners is not None:
+            self._own_locked(old, owner)
         self._renew_locked(old, expires)
+
+    def _own_locked(self, entry: Entry, owner: str | None) -> None:
+        """Make ``owner`` (``None``: no one) the owner of ``entry``, as its most recent
+        session; count an owner added or dropped."""
+        index = self._owners
+        assert index is not None
+        if owner is not None and index.owner_of(entry) == owner:
+            index.used(entry)
+            return
+        dropped = index.leave(entry)
+        if dropped is not None:
+            self._budget.remove_owner(dropped)
+        if owner is not None:
+            added = index.join(entry, owner)
+            if added is not None:
+                self._budget.add_owner(added)
 
     def _renew_locked(self, entry: Entry, expires: float) -> bool:
         """Make ``entry`` expire at ``expires``; return whether it took a new record.
@@ -602,7 +727,7 @@ class MemoryStore:
         if budget.size > budget.target:
             self._eviction.resize(budget.capacity(len(self._sessions)))
             victims = self._eviction.victims(
-                self._sessions.values(), budget.size - budget.target, _freed_by, keep
+                self._sessions.values(), budget.size - budget.target, budget.freed_by, keep
             )
             for entry in victims:
                 self._remove_locked(entry)
@@ -631,14 +756,26 @@ class MemoryStore:
             max_bytes=self._budget.max_size * _SNAPSHOT_SLACK + 65536,
             max_lifetime=self.ttl,
         )
+        owners = [self._stored_owner(data) for _, _, _, data in records]
         now = self._clock()
         with self._lock:
-            for sid, left, used_again, data in records:  # lowest score first
-                if sid not in self._sessions:
-                    self._add_locked(sid, data, now + left, 2 if used_again else 1)
+            for (sid, left, used_again, data), owner in zip(records, owners, strict=True):
+                if sid not in self._sessions:  # lowest score first
+                    self._add_locked(sid, data, now + left, 2 if used_again else 1, owner)
                     self._fit_locked(now, keep=None)
         if records:
             log.info("snapshot: %d sessions loaded from %s", len(records), path)
+
+    def _stored_owner(self, blob: bytes) -> str | None:
+        """The owner of a stored session (decoded once, outside the lock): ``None``
+        without ``owner_key``, and for a session that does not decode or whose owner field
+        is of the wrong type (it could not have been written so; it is no one's)."""
+        if self.owner_key is None:
+            return None
+        try:
+            return owner_of(loads_session(self._serializer, blob), self.owner_key)
+        except SerializationError:
+            return None
 
     def _background_tick(self, now: float) -> None:
         """One wake of the background thread at ``now`` (monotonic seconds)."""
@@ -677,11 +814,6 @@ class MemoryStore:
                 self._pid,
             )
         self._start_purger()
-
-
-def _freed_by(entry: Entry) -> int:
-    """Bytes evicting ``entry`` frees once its record is dropped."""
-    return entry_cost(entry) + RECORD_OVERHEAD
 
 
 # ---- forks ----------------------------------------------------------------------------------

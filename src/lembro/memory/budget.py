@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 from .entry import Entry
 
-__all__ = ["RECORD_OVERHEAD", "SESSION_OVERHEAD", "Budget", "entry_cost", "session_cost"]
+__all__ = [
+    "OWNED_SESSION_OVERHEAD",
+    "OWNER_OVERHEAD",
+    "RECORD_OVERHEAD",
+    "SESSION_OVERHEAD",
+    "Budget",
+    "entry_cost",
+    "owner_cost",
+    "session_cost",
+]
 
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
 # them: the bytes object's header, the Entry, its expiry and score floats, and its slot
@@ -18,6 +28,15 @@ SESSION_OVERHEAD = 226
 # and its slot in the queue or the heap.
 RECORD_OVERHEAD = 104
 
+# With an owner index (``owner_key``), bytes each session costs on top of
+# ``SESSION_OVERHEAD``: its entry's three more fields (its owner, and its neighbours in
+# that owner's list of sessions).
+OWNED_SESSION_OVERHEAD = 24
+
+# Bytes each owner in the owner index costs beyond its name: the Owner, and its slot in
+# the index's table with the table's slack at its fullest.
+OWNER_OVERHEAD = 120
+
 
 def session_cost(sid: str, data: bytes) -> int:
     """Bytes a session of id ``sid`` and serialized ``data`` costs, its record aside. The
@@ -26,19 +45,27 @@ def session_cost(sid: str, data: bytes) -> int:
 
 
 def entry_cost(entry: Entry) -> int:
-    """Bytes ``entry`` costs, its record aside."""
+    """Bytes ``entry`` costs in a store without an owner index, its record aside."""
     return session_cost(entry.sid, entry.data)
 
 
+def owner_cost(name: str) -> int:
+    """Bytes an owner named ``name`` costs in the owner index, its sessions aside."""
+    return sys.getsizeof(name) + OWNER_OVERHEAD
+
+
 class Budget:
-    """The store's size in bytes against its cap: sessions plus expiry records."""
+    """The store's size in bytes against its cap: sessions, expiry records and, with
+    ``owners``, the owner index's owners and each session's place among its owner's."""
 
-    __slots__ = ("low_water", "max_size", "size")
+    __slots__ = ("low_water", "max_size", "session_overhead", "size")
 
-    def __init__(self, max_size: int, low_water: float) -> None:
+    def __init__(self, max_size: int, low_water: float, owners: bool = False) -> None:
         self.max_size = max_size
         self.low_water = low_water
         self.size = 0
+        # Bytes each session costs beyond its id and data.
+        self.session_overhead = SESSION_OVERHEAD + (OWNED_SESSION_OVERHEAD if owners else 0)
 
     @property
     def target(self) -> int:
@@ -57,9 +84,20 @@ class Budget:
             return 1
         return self.max_size * sessions // self.size
 
-    def new_session_cost(self, sid: str, data: bytes) -> int:
-        """Bytes a new session costs, its record included."""
-        return session_cost(sid, data) + RECORD_OVERHEAD
+    def cost(self, entry: Entry) -> int:
+        """Bytes ``entry`` costs in this store, its record aside."""
+        return sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+
+    def freed_by(self, entry: Entry) -> int:
+        """Bytes removing ``entry`` frees once its record is dropped (its owner aside,
+        which it may or may not free)."""
+        return self.cost(entry) + RECORD_OVERHEAD
+
+    def new_session_cost(self, sid: str, data: bytes, owner: str | None = None) -> int:
+        """Bytes a new session costs, its record included, and its owner's when
+        ``owner`` names one."""
+        cost = sys.getsizeof(sid) + len(data) + self.session_overhead + RECORD_OVERHEAD
+        return cost if owner is None else cost + owner_cost(owner)
 
     def first_capacity(self) -> int:
         """A guess at how many sessions fit, before any are held: 1 KiB each."""
@@ -67,11 +105,20 @@ class Budget:
 
     def add_session(self, entry: Entry) -> None:
         """Count a new session and its expiry record."""
-        self.size += session_cost(entry.sid, entry.data) + RECORD_OVERHEAD
+        cost = sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+        self.size += cost + RECORD_OVERHEAD
 
     def remove_session(self, entry: Entry) -> None:
         """Uncount a session; its expiry record stays counted until the index drops it."""
-        self.size -= session_cost(entry.sid, entry.data)
+        self.size -= sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+
+    def add_owner(self, name: str) -> None:
+        """Count a new owner in the owner index."""
+        self.size += owner_cost(name)
+
+    def remove_owner(self, name: str) -> None:
+        """Uncount an owner the owner index dropped."""
+        self.size -= owner_cost(name)
 
     def replace_data(self, entry: Entry, data: bytes) -> None:
         """Give ``entry`` new ``data``, and count the difference."""
@@ -89,9 +136,10 @@ class Budget:
     def clear(self) -> None:
         self.size = 0
 
-    def check(self, entries: list[Entry], records: int) -> None:
-        """Recount the size from ``entries`` and ``records`` held; raise
-        ``AssertionError`` naming a mismatch."""
-        counted = sum(map(entry_cost, entries)) + records * RECORD_OVERHEAD
+    def check(self, entries: list[Entry], records: int, owners: Iterable[str] = ()) -> None:
+        """Recount the size from ``entries``, ``records`` and the names of the ``owners``
+        held; raise ``AssertionError`` naming a mismatch."""
+        counted = sum(map(self.cost, entries)) + records * RECORD_OVERHEAD
+        counted += sum(map(owner_cost, owners))
         if counted != self.size:
             raise AssertionError(f"size is {self.size}, recounted {counted}")

@@ -1,0 +1,176 @@
+"""The owner index: for each owner (the signed-in user a session names), its sessions.
+
+A store built with ``owner_key`` holds its sessions as :class:`OwnedEntry`, which adds
+three fields to an ``Entry``: its :class:`Owner`, and its neighbours in that owner's list
+of sessions, most recently used first. Every change is O(1): a session joins at the front,
+moves to the front when used, and is unlinked when it leaves; listing an owner's sessions
+walks that owner's list only. A linked list rather than a dict per owner, so that an
+owner's memory is a fixed cost plus one per session, with no table that stays large after
+its sessions are gone.
+
+The index holds entries the store holds, and nothing else: the store tells it of every
+session that joins, is used, changes owner or leaves, and says how many bytes that cost
+(see ``budget``).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from .entry import Entry
+from .expiry import Record
+
+__all__ = ["OwnedEntry", "Owner", "OwnerIndex"]
+
+
+class OwnedEntry(Entry):
+    """An ``Entry`` of a store with ``owner_key``: its ``owner`` (``None``: no owner), and
+    the sessions used just before (``older``) and after (``newer``) it in that owner's
+    list. All three are ``None`` while the session has no owner."""
+
+    __slots__ = ("newer", "older", "owner")
+
+    def __init__(self, sid: str, data: bytes, expires: float, record: Record) -> None:
+        super().__init__(sid, data, expires, record)
+        self.owner: Owner | None = None
+        self.newer: OwnedEntry | None = None
+        self.older: OwnedEntry | None = None
+
+
+class Owner:
+    """One owner: its ``name`` (owners compare as this str), its most recently used
+    session (``newest``), and how many sessions it has (``count``, never 0 while indexed)."""
+
+    __slots__ = ("count", "name", "newest")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.newest: OwnedEntry | None = None
+        self.count = 0
+
+
+class OwnerIndex:
+    """Owners by name, each with its sessions most recently used first.
+
+    ``join`` and ``leave`` return the name of an owner they added or dropped (``None``
+    when the owner was already there or still has sessions), for the budget to count."""
+
+    __slots__ = ("_owners",)
+
+    def __init__(self) -> None:
+        self._owners: dict[str, Owner] = {}
+
+    def __len__(self) -> int:
+        """Owners held (each has at least one session)."""
+        return len(self._owners)
+
+    def names(self) -> list[str]:
+        """Every owner's name, as held (for the budget's recount)."""
+        return [owner.name for owner in self._owners.values()]
+
+    def join(self, entry: Entry, name: str) -> str | None:
+        """Make ``entry`` (which has no owner) the most recent session of owner ``name``;
+        return ``name`` if that owner is new. O(1)."""
+        member = cast(OwnedEntry, entry)
+        owner = self._owners.get(name)
+        added = None
+        if owner is None:
+            owner = self._owners[name] = Owner(name)
+            added = name
+        member.owner = owner
+        _link_newest(owner, member)
+        return added
+
+    def leave(self, entry: Entry) -> str | None:
+        """Take ``entry`` out of its owner's sessions, if it has an owner; return the
+        owner's name if that was its last session (the owner is then dropped). O(1)."""
+        member = cast(OwnedEntry, entry)
+        owner = member.owner
+        if owner is None:
+            return None
+        _unlink(owner, member)
+        member.owner = None
+        if owner.count:
+            return None
+        del self._owners[owner.name]
+        return owner.name
+
+    def used(self, entry: Entry) -> None:
+        """``entry`` was used: it becomes its owner's most recent session. O(1)."""
+        member = cast(OwnedEntry, entry)
+        owner = member.owner
+        if owner is not None and owner.newest is not member:
+            _unlink(owner, member)
+            _link_newest(owner, member)
+
+    def owner_of(self, entry: Entry) -> str | None:
+        """The name of ``entry``'s owner, or ``None``."""
+        owner = cast(OwnedEntry, entry).owner
+        return None if owner is None else owner.name
+
+    def sessions(self, name: str) -> list[Entry]:
+        """Owner ``name``'s sessions, most recently used first (live or not: the store
+        judges). O(sessions of that owner)."""
+        owner = self._owners.get(name)
+        found: list[Entry] = []
+        member = None if owner is None else owner.newest
+        while member is not None:
+            found.append(member)
+            member = member.older
+        return found
+
+    def check(self, entries: list[Entry]) -> None:
+        """Recount the index from ``entries`` (every session the store holds); raise
+        ``AssertionError`` naming the first mismatch. O(n)."""
+        owned: dict[int, Owner] = {}
+        for entry in entries:
+            owner = cast(OwnedEntry, entry).owner
+            if owner is not None:
+                if self._owners.get(owner.name) is not owner:
+                    raise AssertionError(
+                        f"session {entry.sid[:8]!r} names owner {owner.name!r}, not indexed"
+                    )
+                owned[id(entry)] = owner
+        listed = 0
+        for name, owner in self._owners.items():
+            if owner.name != name:
+                raise AssertionError(f"owner {owner.name!r} is held under {name!r}")
+            walked = 0
+            newer: OwnedEntry | None = None
+            member = owner.newest
+            while member is not None:
+                walked += 1
+                if walked > owner.count or owned.get(id(member)) is not owner:
+                    raise AssertionError(f"owner {name!r} lists a session not its own")
+                if member.newer is not newer:
+                    raise AssertionError(f"owner {name!r}'s list is broken at {member.sid[:8]!r}")
+                newer, member = member, member.older
+            if walked != owner.count or walked == 0:
+                raise AssertionError(f"owner {name!r} counts {owner.count}, lists {walked}")
+            listed += walked
+        if listed != len(owned):
+            raise AssertionError(f"{len(owned)} sessions have an owner, {listed} are listed")
+
+
+def _link_newest(owner: Owner, member: OwnedEntry) -> None:
+    newest = owner.newest
+    member.older = newest
+    member.newer = None
+    if newest is not None:
+        newest.newer = member
+    owner.newest = member
+    owner.count += 1
+
+
+def _unlink(owner: Owner, member: OwnedEntry) -> None:
+    # Both links are cleared, so a session that left holds no other alive: a removed
+    # entry is freed at once, with no cycle for the garbage collector to find.
+    newer, older = member.newer, member.older
+    if newer is None:
+        owner.newest = older
+    else:
+        newer.older = older
+    if older is not None:
+        older.newer = newer
+    member.newer = member.older = None
+    owner.count -= 1
