@@ -73,7 +73,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
         current = getattr(session, "sid", None)
         return [
             {"id": redact(sid), "current": sid == current}
-            for sid in store.sessions_of(user)  # type: ignore[attr-defined]
+            for sid in store.sessions_of(user)
         ]
 
     @app.get("/")
