@@ -1,4 +1,5 @@
-"""Log out everywhere (issue 19), through each framework over HTTP, on both stores.
+"""Log out everywhere (issue 19), through each framework over HTTP, on both stores:
+Flask (with Flask-Login), Starlette, Django (with django.contrib.auth) and Litestar.
 
 Two clients (two cookie jars) sign in as one user; one call ends the other client's
 session, and that client's next request gets a fresh, anonymous session. Each test runs
@@ -17,6 +18,7 @@ from typing import Any
 import flask
 import flask_login
 import httpx
+import litestar
 import pytest
 from django.contrib.auth import get_user_model, update_session_auth_hash
 from django.contrib.auth import login as django_login
@@ -26,15 +28,18 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
+from litestar import Litestar
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import lembro.flask
+import lembro.litestar
 import lembro.starlette
 from lembro import InvalidOption, MemoryStore, RedisStore
 from lembro.flask import Lembro
+from lembro.litestar import LembroSessionConfig, LembroStore
 from tests.test_django import configure_django
 
 from ..redis_server import RedisServer
@@ -638,3 +643,126 @@ def test_django_settings_check_the_owner_options(make_store: Callable[..., Any])
             lembro.django.build_store(options)
         with override_settings(LEMBRO=options):
             assert [m.id for m in lembro.django.check_settings()] == ["lembro.E001"]
+
+
+# ---- Litestar ----------------------------------------------------------------------------
+
+
+def litestar_app(store: LembroStore) -> Litestar:
+    @litestar.post("/login/{name:str}")
+    async def login(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request)
+        request.session["user"] = request.path_params["name"]
+        return "in"
+
+    @litestar.get("/whoami")
+    async def whoami(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return f"{request.session.get('user') or 'anonymous'} {request.session['n']}"
+
+    @litestar.post("/logout-others")
+    async def logout_others(request: litestar.Request[Any, Any, Any]) -> str:
+        owner = request.session["user"]
+        return str(await lembro.litestar.logout_everywhere(request, owner))
+
+    @litestar.post("/logout-all")
+    async def logout_all(request: litestar.Request[Any, Any, Any]) -> str:
+        owner = request.session["user"]
+        return str(await lembro.litestar.logout_everywhere(request, owner, keep_current=False))
+
+    @litestar.post("/logout")
+    async def logout(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session.pop("user", None)
+        return "out"
+
+    return Litestar(
+        route_handlers=[login, whoami, logout_others, logout_all, logout],
+        middleware=[LembroSessionConfig().middleware],
+        stores={"sessions": store},
+    )
+
+
+def run_litestar(store: Any, scenario: Callable[[Litestar], Coroutine[Any, Any, None]]) -> None:
+    """Run ``scenario`` on one event loop against the app on ``store``; the LembroStore's
+    async face (a RedisStore's async twin) is closed on that loop afterwards."""
+
+    async def main() -> None:
+        sessions = LembroStore(store)
+        try:
+            await scenario(litestar_app(sessions))
+        finally:
+            if isinstance(store, RedisStore):
+                await sessions.__aexit__(None, None, None)
+
+    asyncio.run(main())
+
+
+def litestar_client(app: Litestar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+def test_litestar_logout_everywhere_ends_the_other_clients_session(
+    make_store: Callable[..., Any],
+) -> None:
+    store = make_store()
+
+    async def scenario(app: Litestar) -> None:
+        async with litestar_client(app) as laptop, litestar_client(app) as phone:
+            await laptop.post("/login/alice")
+            await phone.post("/login/alice")
+            phone_before = phone.cookies["session"]
+            assert len(store.sessions_of("alice")) == 2
+
+            assert (await laptop.post("/logout-others")).text == "1"
+
+            assert len(store.sessions_of("alice")) == 1
+            assert (await phone.get("/whoami")).text == "anonymous 1"
+            assert phone.cookies["session"] != phone_before
+            assert (await laptop.get("/whoami")).text == "alice 1"
+            assert len(store.sessions_of("alice")) == 1
+
+    run_litestar(store, scenario)
+
+
+def test_litestar_logout_everywhere_without_keep_current_ends_this_session_too(
+    make_store: Callable[..., Any],
+) -> None:
+    store = make_store()
+
+    async def scenario(app: Litestar) -> None:
+        async with litestar_client(app) as laptop, litestar_client(app) as phone:
+            await laptop.post("/login/alice")
+            await phone.post("/login/alice")
+            response = await laptop.post("/logout-all")
+            assert response.text == "2"
+            assert "session=null" in response.headers["set-cookie"]
+            assert len(store) == 0
+            assert (await laptop.get("/whoami")).text == "anonymous 1"
+            assert (await phone.get("/whoami")).text == "anonymous 1"
+
+    run_litestar(store, scenario)
+
+
+def test_litestar_login_as_someone_else_moves_the_session_and_logout_leaves_the_index(
+    make_store: Callable[..., Any],
+) -> None:
+    store = make_store()
+
+    async def scenario(app: Litestar) -> None:
+        async with litestar_client(app) as client:
+            await client.post("/login/alice")
+            await client.get("/whoami")
+            assert len(store.sessions_of("alice")) == 1
+            await client.post("/login/bob")
+            assert (len(store.sessions_of("alice")), len(store.sessions_of("bob"))) == (0, 1)
+            await client.post("/logout")
+            assert store.sessions_of("bob") == []
+            assert (await client.get("/whoami")).text == "anonymous 2"  # the session lives on
+
+    run_litestar(store, scenario)
+
+
+def test_litestar_store_refuses_an_owner_key_that_names_a_record_field() -> None:
+    for field in ("s", "b", "x"):
+        with MemoryStore("1M", None, owner_key=field) as store, pytest.raises(InvalidOption):
+            LembroStore(store)
