@@ -92,7 +92,8 @@ class FlaskUser(flask_login.UserMixin):
         self.id = name
 
 
-def flask_app(store: Any) -> flask.Flask:
+def flask_app(store: Any, hold: Callable[[], None] = lambda: None) -> flask.Flask:
+    """The app; ``hold`` runs in ``/hold`` between loading the session and writing it."""
     app = flask.Flask(__name__)
     app.secret_key = "lembro-tests-only"
     Lembro(app, store)
@@ -110,6 +111,13 @@ def flask_app(store: Any) -> flask.Flask:
         flask.session["n"] = flask.session.get("n", 0) + 1
         user = flask_login.current_user
         return f"{user.get_id() if user.is_authenticated else 'anonymous'} {flask.session['n']}"
+
+    @app.get("/hold")
+    def held() -> str:
+        n = flask.session.get("n", 0)
+        hold()
+        flask.session["n"] = n + 1
+        return "held"
 
     @app.post("/logout-others")
     def logout_others() -> str:
@@ -254,23 +262,29 @@ def test_flask_logout_everywhere_needs_lembro_installed() -> None:
 def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back(
     flask_store: Any,
 ) -> None:
-    app = flask_app(flask_store)
+    devices_count = 6
+    loaded = threading.Barrier(devices_count + 1)  # every device mid-request, session loaded
+    ended = threading.Event()
+
+    def hold() -> None:
+        loaded.wait()
+        ended.wait()
+
+    app = flask_app(flask_store, hold)
     app.config["SESSION_REFRESH_EACH_REQUEST"] = True
     keeper = app.test_client()
     keeper.post("/login/alice")
-    devices = [app.test_client() for _ in range(6)]
+    devices = [app.test_client() for _ in range(devices_count)]
     for device in devices:
         device.post("/login/alice")
-    ended = [sid_of(flask_cookie(device) or "") for device in devices]
-    busy = threading.Barrier(len(devices) + 1)
+    old_sids = [sid_of(flask_cookie(device) or "") for device in devices]
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def browse(device: Any) -> None:
         try:
-            for _ in range(3):
-                device.get("/whoami")
-            busy.wait()
+            device.get("/whoami")
+            device.get("/hold")  # loaded before the call, written back after it
             while not stop.is_set():
                 device.get("/whoami")  # a write of the session on every request
         except BaseException as e:  # reported by the main thread
@@ -279,16 +293,17 @@ def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back
     threads = [threading.Thread(target=browse, args=(device,)) for device in devices]
     for thread in threads:
         thread.start()
-    busy.wait()  # every device is mid-way through its requests
-    assert keeper.post("/logout-others").text == str(len(devices))
-    for device in devices:  # each device makes requests after the logout too
+    loaded.wait()
+    assert keeper.post("/logout-others").text == str(devices_count)
+    ended.set()
+    for device in devices:  # each device makes requests after the call too
         device.get("/whoami")
     stop.set()
     for thread in threads:
         thread.join()
     assert errors == []
     assert flask_store.sessions_of("alice") == [sid_of(flask_cookie(keeper) or "")]
-    for sid in ended:
+    for sid in old_sids:
         assert flask_store.get(sid) is None
     for device in devices:
         assert device.get("/whoami").text.startswith("anonymous ")
