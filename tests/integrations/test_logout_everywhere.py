@@ -616,6 +616,8 @@ def test_django_password_change_keeps_the_other_sessions_unless_asked(
     # itself stays until then.
     assert len(django_store.sessions_of(pk_of("alice"))) == 2
     assert laptop.get("/whoami").content == b"alice 1"
+    assert phone.get("/whoami").content == b"anonymous 1"
+    assert len(django_store.sessions_of(pk_of("alice"))) == 1
 
 
 def test_django_password_change_ends_the_other_sessions_with_the_option(
@@ -781,3 +783,16 @@ def test_litestar_store_refuses_an_owner_key_that_names_a_record_field() -> None
     for field in ("s", "b", "x"):
         with MemoryStore("1M", None, owner_key=field) as store, pytest.raises(InvalidOption):
             LembroStore(store)
+
+
+def test_django_a_login_after_a_password_change_elsewhere_is_not_a_password_change(
+    django_store: Any,
+) -> None:
+    tablet, phone = Client(), Client()
+    tablet.post("/login/alice")
+    phone.post("/login/alice")
+    tablet.post("/change-password")  # the option is off: the phone's session stays, stale
+    with override_settings(LEMBRO={"STORE": django_store, "LOGOUT_ON_PASSWORD_CHANGE": True}):
+        phone.post("/login/alice")  # a stale hash: login() flushes, then writes the new one
+        assert len(django_store.sessions_of(pk_of("alice"))) == 2
+        assert tablet.get("/whoami").content == b"alice 1"
