@@ -485,8 +485,9 @@ def django_login_view(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def django_whoami(request: HttpRequest) -> HttpResponse:
-    request.session["n"] = request.session.get("n", 0) + 1
+    # The user first: Django flushes a session whose password hash is stale on this read.
     user = request.user.get_username() if request.user.is_authenticated else "anonymous"
+    request.session["n"] = request.session.get("n", 0) + 1
     return HttpResponse(f"{user} {request.session['n']}")
 
 
