@@ -1,4 +1,6 @@
-"""What the Flask and Starlette integrations share: the session id in and out of the cookie.
+"""What the Flask and Starlette integrations share: the session id in and out of the cookie,
+regenerate-if-still-there, and whether the current session is a given user's (the
+integrations' ``logout_everywhere``, Litestar's too).
 
 The cookie value is ``<id>.<tag>``: the 43-character id (256 random bits, see
 :mod:`lembro.ids`) and a 43-character tag, the keyed BLAKE2b-256 hash of the id (URL-safe

@@ -41,8 +41,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
 
+from ._cookies import is_current_owner
 from .checks import check_owner, owner_of
-from .errors import InvalidOption, SerializationError
+from .errors import InvalidOption
 from .ids import is_session_id, new_session_id
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, as_async
@@ -432,13 +433,8 @@ async def logout_everywhere(
     keep = scope.get(_SID) if keep_current and scope.get(_LOADED) else None
     ended = await store.end_sessions_of(name, keep=keep)
     session = scope.get("session")
-    if not keep_current and isinstance(session, dict) and store.owner_key is not None:
-        try:
-            mine = owner_of(session, store.owner_key) == name
-        except SerializationError:
-            mine = False
-        if mine:
-            connection.clear_session()  # an emptied session clears its cookie
+    if not keep_current and isinstance(session, dict) and is_current_owner(store, session, name):
+        connection.clear_session()  # an emptied session clears its cookie
     return ended
 
 
