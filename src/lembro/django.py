@@ -36,7 +36,8 @@ Sessions are indexed by the user Django's ``login()`` writes (``OWNER_KEY``, def
 :func:`logout_everywhere` ends a user's sessions. With ``"LOGOUT_ON_PASSWORD_CHANGE":
 True``, a password change made through ``update_session_auth_hash(request, user)`` (as
 Django's ``PasswordChangeView`` does) ends the user's other sessions when the session is
-saved, and keeps the current one, as Django does.
+saved, and keeps the current one, as Django does. A password set outside the user's own
+session (a reset link, the admin, the shell) is not seen: call :func:`logout_everywhere`.
 """
 
 from __future__ import annotations
