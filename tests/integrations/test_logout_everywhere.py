@@ -797,3 +797,18 @@ def test_django_a_login_after_a_password_change_elsewhere_is_not_a_password_chan
         phone.post("/login/alice")  # a stale hash: login() flushes, then writes the new one
         assert len(django_store.sessions_of(pk_of("alice"))) == 2
         assert tablet.get("/whoami").content == b"alice 1"
+
+
+def test_django_a_password_set_outside_the_users_session_needs_the_call(
+    django_store: Any,
+) -> None:
+    laptop, phone = Client(), Client()
+    laptop.post("/login/alice")
+    phone.post("/login/alice")
+    with override_settings(LEMBRO={"STORE": django_store, "LOGOUT_ON_PASSWORD_CHANGE": True}):
+        user = get_user_model().objects.get(username="alice")
+        user.set_password(uuid.uuid4().hex)  # a reset link, the admin, the shell
+        user.save()
+        assert len(django_store.sessions_of(pk_of("alice"))) == 2
+        assert lembro.django.logout_everywhere(user) == 2
+        assert laptop.get("/whoami").content == b"anonymous 1"
