@@ -735,11 +735,117 @@ def _async_table(config: Config, sync: Table) -> Table:
     return table
 
 
+# ---- the owner index -----------------------------------------------------------------------
+
+OWNED = "lembro MemoryStore, owner_key"
+OWNER_FIELD = "user_id"
+PER_OWNER = 5  # sessions per owner, as one user on five devices
+OWNER_OPS = ("get", "set_new", "set_replace", "touch", "destroy", "sessions_of")
+OWNER_LABELS = {**LABELS, "sessions_of": f"sessions_of (an owner with {PER_OWNER} sessions)"}
+WRITES = (LABELS["set_new"], LABELS["set_replace"])
+
+
+def _owned_pairs(sids: list[str], owner_of: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
+    """Sessions as ``_pairs`` makes them, with ``OWNER_FIELD`` naming their owner: from
+    ``owner_of`` for a held id, a new owner for each ``PER_OWNER`` new ones."""
+    fresh = itertools.count(len(owner_of) // PER_OWNER + 1)
+    owners = {sid: owner_of.get(sid) for sid in sids}
+    pairs = []
+    for i, (sid, data) in enumerate(_pairs(sids)):
+        owner = owners[sid]
+        if owner is None:
+            owner = next(fresh) if i % PER_OWNER == 0 else len(owner_of) // PER_OWNER
+        pairs.append((sid, {**data, OWNER_FIELD: owner}))
+    return pairs
+
+
+def _owner_case(
+    op: str, store: MemoryStore, held: list[str], owner_of: dict[str, int]
+) -> Case[Any] | None:
+    owners = max(1, len(held) // PER_OWNER)
+    if op == "sessions_of":
+        if store.owner_key is None:
+            return None
+        return Case(lambda n: [_random.randrange(owners) for _ in range(n)],
+                    _loop_get(store.sessions_of))  # fmt: skip
+    if op == "set_new":
+        return Case(lambda n: _owned_pairs(_ids(n), owner_of), _loop_set(store.set),
+                    _undo(store.destroy))  # fmt: skip
+    if op == "set_replace":
+        return Case(lambda n: _owned_pairs(_sample(held, n), owner_of), _loop_set(store.set))
+    if op == "destroy":
+        return Case(_adder(store.set), _loop_get(store.destroy))
+    return Case(lambda n: _sample(held, n), _loop_get(store.get if op == "get" else store.touch))
+
+
+def _owner_table(config: Config) -> Table:
+    """What ``owner_key`` costs a MemoryStore: the same store with and without it, on
+    the same sessions (each with an owner field)."""
+    names = (OWNED, LEMBRO)
+    table = Table("MemoryStore owner index: with and without owner_key", list(names), LEMBRO)
+    held = _ids(config.sessions)
+    owner_of = {sid: i // PER_OWNER for i, sid in enumerate(held)}
+    stores = {
+        name: MemoryStore(BIG, None, owner_key=OWNER_FIELD if name == OWNED else None)
+        for name in names
+    }
+    for store in stores.values():
+        _loop_set(store.set)(_owned_pairs(held, owner_of))
+    _freeze()
+    try:
+        for op in OWNER_OPS:
+            progress(f"memory owner index: {OWNER_LABELS[op]}")
+            cases = {
+                name: case
+                for name, store in stores.items()
+                if (case := _owner_case(op, store, held, owner_of)) is not None
+            }
+            row = Row.timed(OWNER_LABELS[op], "µs", measure(cases, config), list(names))
+            row.notes.update({n: "no owner index" for n in names if n not in cases})
+            table.rows.append(row)
+    finally:
+        gc.unfreeze()
+        for store in stores.values():
+            store.close()
+    memory_row = Row(f"memory per session at {config.memory_sessions:,}", "bytes", {})
+    for name in names:
+        memory_row.values[name] = _owned_memory_per_session(name, config.memory_sessions)
+    table.rows.append(memory_row)
+    return table
+
+
+def _owned_memory_per_session(name: str, n: int) -> float:
+    """Bytes tracemalloc counts per stored session, ``PER_OWNER`` sessions per owner."""
+    progress(f"memory: {name}")
+    store = MemoryStore(BIG, None, owner_key=OWNER_FIELD if name == OWNED else None)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        store.set(new_session_id(), {**VARIANTS[0], OWNER_FIELD: i // PER_OWNER})
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    store.close()
+    gc.collect()
+    return used / n
+
+
 # ---- targets -------------------------------------------------------------------------------
 
 
-def _targets(sync: Table, asyn: Table, config: Config) -> list[Target]:
+def _targets(sync: Table, asyn: Table, owners: Table, config: Config) -> list[Target]:
     targets: list[Target] = []
+    for label in WRITES:  # what the owner index costs a write
+        row = owners.row(label)
+        ratio = row.ratio(OWNED, LEMBRO)
+        if ratio is not None:
+            targets.append(
+                Target(
+                    f"lembro {label} with owner_key within 1.5x without",
+                    ratio <= 1.5,
+                    f"{ratio:.2f}x ({row.values[OWNED]:.3g} vs {row.values[LEMBRO]:.3g} µs)",
+                )
+            )
     timed_rows = [row for row in sync.rows if row.unit in ("µs", "ms")]
     for row in timed_rows:
         mine, floor = row.values.get(LEMBRO), row.values.get(FLOOR)
@@ -808,6 +914,7 @@ def run(config: Config) -> Section:
     notes: list[str] = []
     sync = _sync_table(config, notes)
     asyn = _async_table(config, sync)
+    owners = _owner_table(config)
     notes += [
         f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are "
         f"43 characters. Below the cap, each store holds {config.sessions:,} sessions; "
@@ -838,9 +945,17 @@ def run(config: Config) -> Section:
         "cachetools, cachelib and starsessions have no touch; a rolling session there is "
         "a rewrite (see set, replacing an id).",
     ]
+    notes.append(
+        f"Owner index: the same MemoryStore with owner_key={OWNER_FIELD!r} and without, on "
+        f"the same sessions (each with an owner field, {PER_OWNER} sessions per owner). "
+        "With it, a write reads the owner from the dict before serializing, and links the "
+        "session first in its owner's list (a new owner every fifth new id); get and touch "
+        "move it to the front; sessions_of walks one owner's list. Memory: the entry's "
+        "three more fields, and each owner's record and name, per session."
+    )
     return Section(
         "In-memory session stores",
-        [sync, asyn],
-        _targets(sync, asyn, config),
+        [sync, asyn, owners],
+        _targets(sync, asyn, owners, config),
         notes,
     )

@@ -370,7 +370,10 @@ class MemoryStore:
     def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every live session of ``owner`` but ``keep`` (the current session's id,
         for "sign out my other devices"); return how many this call ended.
-        O(sessions of that owner).
+        O(sessions of that owner): their list is read in one hold of the lock, and they
+        are removed ``batch_size`` per hold, so an owner with very many sessions does not
+        stall other requests. A session that joins the owner meanwhile (a new login) is
+        not ended; one that left it meanwhile (a login as someone else) is not either.
 
         Raises ``InvalidOption``, before anything changes, on a store without
         ``owner_key``, for an owner that is not a str or an int, or a ``keep`` that is not
@@ -380,19 +383,27 @@ class MemoryStore:
             raise InvalidOption("keep", keep, "None or a session id (str)")
         if not self._changed:
             self._first_change()
-        now = self._clock()
+        index = self._owners
+        assert index is not None
         with self._lock:
-            assert self._owners is not None
-            ended = 0
-            for entry in self._owners.sessions(name):
-                if entry.sid == keep:
-                    continue
-                if entry.expires > now:
-                    ended += 1
-                else:
-                    self._expired += 1
-                self._remove_locked(entry)
-            return ended
+            found = index.sessions(name)
+        ended = 0
+        for start in range(0, len(found), self.batch_size):
+            now = self._clock()
+            with self._lock:
+                for entry in found[start : start + self.batch_size]:
+                    if (
+                        entry.sid == keep
+                        or self._sessions.get(entry.sid) is not entry
+                        or index.owner_of(entry) != name
+                    ):
+                        continue  # kept, or gone or someone else's since the list was read
+                    if entry.expires > now:
+                        ended += 1
+                    else:
+                        self._expired += 1
+                    self._remove_locked(entry)
+        return ended
 
     def _owner_name(self, owner: object) -> str:
         """``owner`` as the str owners compare by; raises ``InvalidOption`` for a bad
@@ -627,7 +638,9 @@ class MemoryStore:
         self._expiry.remove(entry.record)
         self._budget.remove_session(entry)
         if self._owners is not None:
-            self._own_locked(entry, None)
+            dropped = self._owners.leave(entry)
+            if dropped is not None:
+                self._budget.remove_owner(dropped)
 
     def _write_locked(
         self, sid: str, data: bytes, expires: float, old: Entry | None, owner: str | None
@@ -646,18 +659,12 @@ class MemoryStore:
     def _own_locked(self, entry: Entry, owner: str | None) -> None:
         """Make ``owner`` (``None``: no one) the owner of ``entry``, as its most recent
         session; count an owner added or dropped."""
-        index = self._owners
-        assert index is not None
-        if owner is not None and index.owner_of(entry) == owner:
-            index.used(entry)
-            return
-        dropped = index.leave(entry)
+        assert self._owners is not None
+        dropped, added = self._owners.own(entry, owner)
         if dropped is not None:
             self._budget.remove_owner(dropped)
-        if owner is not None:
-            added = index.join(entry, owner)
-            if added is not None:
-                self._budget.add_owner(added)
+        if added is not None:
+            self._budget.add_owner(added)
 
     def _renew_locked(self, entry: Entry, expires: float) -> bool:
         """Make ``entry`` expire at ``expires``; return whether it took a new record.

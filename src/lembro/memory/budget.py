@@ -34,8 +34,9 @@ RECORD_OVERHEAD = 104
 OWNED_SESSION_OVERHEAD = 24
 
 # Bytes each owner in the owner index costs beyond its name: the Owner, and its slot in
-# the index's table with the table's slack at its fullest.
-OWNER_OVERHEAD = 120
+# the index's table with the table's slack at its fullest (the index rebuilds the table
+# once half the owners it was sized for have left, so up to twice a full table's slot).
+OWNER_OVERHEAD = 136
 
 
 def session_cost(sid: str, data: bytes) -> int:

@@ -15,12 +15,14 @@ session that joins, is used, changes owner or leaves, and says how many bytes th
 
 from __future__ import annotations
 
-from typing import cast
-
 from .entry import Entry
 from .expiry import Record
 
 __all__ = ["OwnedEntry", "Owner", "OwnerIndex"]
+
+# Below this many owners, the table is not worth rebuilding when owners leave.
+_SMALL = 64
+_NO_CHANGE: tuple[None, None] = (None, None)
 
 
 class OwnedEntry(Entry):
@@ -55,10 +57,11 @@ class OwnerIndex:
     ``join`` and ``leave`` return the name of an owner they added or dropped (``None``
     when the owner was already there or still has sessions), for the budget to count."""
 
-    __slots__ = ("_owners",)
+    __slots__ = ("_most", "_owners")
 
     def __init__(self) -> None:
         self._owners: dict[str, Owner] = {}
+        self._most = 0  # the most owners held since the table was last rebuilt
 
     def __len__(self) -> int:
         """Owners held (each has at least one session)."""
@@ -71,12 +74,13 @@ class OwnerIndex:
     def join(self, entry: Entry, name: str) -> str | None:
         """Make ``entry`` (which has no owner) the most recent session of owner ``name``;
         return ``name`` if that owner is new. O(1)."""
-        member = cast(OwnedEntry, entry)
+        member: OwnedEntry = entry  # type: ignore[assignment]  # all are, with owner_key
         owner = self._owners.get(name)
         added = None
         if owner is None:
             owner = self._owners[name] = Owner(name)
             added = name
+            self._most = max(self._most, len(self._owners))
         member.owner = owner
         _link_newest(owner, member)
         return added
@@ -84,7 +88,7 @@ class OwnerIndex:
     def leave(self, entry: Entry) -> str | None:
         """Take ``entry`` out of its owner's sessions, if it has an owner; return the
         owner's name if that was its last session (the owner is then dropped). O(1)."""
-        member = cast(OwnedEntry, entry)
+        member: OwnedEntry = entry  # type: ignore[assignment]  # all are, with owner_key
         owner = member.owner
         if owner is None:
             return None
@@ -93,11 +97,31 @@ class OwnerIndex:
         if owner.count:
             return None
         del self._owners[owner.name]
+        if len(self._owners) * 2 < self._most and self._most > _SMALL:
+            # A dict never shrinks when keys leave: rebuilt, its table fits the owners
+            # held, so it never holds more than twice their slots (as the budget counts).
+            self._owners = dict(self._owners)
+            self._most = len(self._owners)
         return owner.name
+
+    def own(self, entry: Entry, name: str | None) -> tuple[str | None, str | None]:
+        """Make ``name`` (``None``: no one) the owner of ``entry``, as its most recent
+        session: a write. Return the names of the owner dropped and the owner added, for
+        the budget (``(None, None)``: none). O(1)."""
+        member: OwnedEntry = entry  # type: ignore[assignment]
+        owner = member.owner
+        if owner is not None and owner.name == name:
+            if owner.newest is not member:
+                _unlink(owner, member)
+                _link_newest(owner, member)
+            return _NO_CHANGE
+        dropped = self.leave(member)
+        added = None if name is None else self.join(member, name)
+        return dropped, added
 
     def used(self, entry: Entry) -> None:
         """``entry`` was used: it becomes its owner's most recent session. O(1)."""
-        member = cast(OwnedEntry, entry)
+        member: OwnedEntry = entry  # type: ignore[assignment]  # all are, with owner_key
         owner = member.owner
         if owner is not None and owner.newest is not member:
             _unlink(owner, member)
@@ -105,7 +129,8 @@ class OwnerIndex:
 
     def owner_of(self, entry: Entry) -> str | None:
         """The name of ``entry``'s owner, or ``None``."""
-        owner = cast(OwnedEntry, entry).owner
+        member: OwnedEntry = entry  # type: ignore[assignment]
+        owner = member.owner
         return None if owner is None else owner.name
 
     def sessions(self, name: str) -> list[Entry]:
@@ -124,7 +149,8 @@ class OwnerIndex:
         ``AssertionError`` naming the first mismatch. O(n)."""
         owned: dict[int, Owner] = {}
         for entry in entries:
-            owner = cast(OwnedEntry, entry).owner
+            member: OwnedEntry = entry  # type: ignore[assignment]
+            owner = member.owner
             if owner is not None:
                 if self._owners.get(owner.name) is not owner:
                     raise AssertionError(
@@ -137,14 +163,16 @@ class OwnerIndex:
                 raise AssertionError(f"owner {owner.name!r} is held under {name!r}")
             walked = 0
             newer: OwnedEntry | None = None
-            member = owner.newest
-            while member is not None:
+            listed_member = owner.newest
+            while listed_member is not None:
                 walked += 1
-                if walked > owner.count or owned.get(id(member)) is not owner:
+                if walked > owner.count or owned.get(id(listed_member)) is not owner:
                     raise AssertionError(f"owner {name!r} lists a session not its own")
-                if member.newer is not newer:
-                    raise AssertionError(f"owner {name!r}'s list is broken at {member.sid[:8]!r}")
-                newer, member = member, member.older
+                if listed_member.newer is not newer:
+                    raise AssertionError(
+                        f"owner {name!r}'s list is broken at {listed_member.sid[:8]!r}"
+                    )
+                newer, listed_member = listed_member, listed_member.older
             if walked != owner.count or walked == 0:
                 raise AssertionError(f"owner {name!r} counts {owner.count}, lists {walked}")
             listed += walked

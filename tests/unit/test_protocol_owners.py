@@ -1,0 +1,104 @@
+"""The store protocols and the owner methods: every lembro store and async face has
+``sessions_of`` and ``destroy_sessions_of``; a store written before them still passes
+``isinstance`` and serves sessions, and only those two calls refuse it, clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+
+from lembro import (
+    AsyncRedisStore,
+    AsyncSessionStore,
+    InvalidOption,
+    MemoryStore,
+    RedisStore,
+    SessionStore,
+    Stats,
+    as_async,
+)
+from lembro.protocol import _InlineAsync, _ThreadAsync
+
+OWNER_METHODS = ("sessions_of", "destroy_sessions_of")
+
+
+@pytest.mark.parametrize("store", [MemoryStore, RedisStore])
+def test_every_sync_store_has_the_owner_methods(store: type) -> None:
+    for name in OWNER_METHODS:
+        assert callable(getattr(store, name))
+        assert not inspect.iscoroutinefunction(getattr(store, name))
+
+
+@pytest.mark.parametrize("face", [AsyncRedisStore, _InlineAsync, _ThreadAsync])
+def test_every_async_store_and_face_has_them_as_coroutines(face: type) -> None:
+    for name in OWNER_METHODS:
+        assert inspect.iscoroutinefunction(getattr(face, name))
+
+
+class OlderStore:
+    """A store written against the protocol before the owner methods: a dict."""
+
+    ttl = 60.0
+    blocking = True
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        return self.data.get(sid)
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        self.data[sid] = data
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        if sid not in self.data:
+            return False
+        self.data[sid] = data
+        return True
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        return sid in self.data
+
+    def destroy(self, sid: str) -> bool:
+        return self.data.pop(sid, None) is not None
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return dict(self.data)
+
+    def clear(self) -> None:
+        self.data.clear()
+
+    def purge(self) -> int:
+        return 0
+
+    def stats(self) -> Stats:
+        return Stats(len(self.data), 0, None, 0, 0, 0, 0, 0)
+
+    def close(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self.data
+
+
+def test_a_store_written_before_the_owner_methods_still_serves() -> None:
+    older = OlderStore()
+    assert isinstance(older, SessionStore)
+    face = as_async(older)  # type: ignore[arg-type]  # type checkers ask for the two
+
+    async def main() -> None:
+        await face.set("sid", {"user": "ana"})
+        assert await face.get("sid") == {"user": "ana"}
+        for call in (face.sessions_of("ana"), face.destroy_sessions_of("ana")):
+            with pytest.raises(InvalidOption, match="owner_key"):
+                await call
+        assert await face.get("sid") == {"user": "ana"}
+
+    asyncio.run(main())
+    assert isinstance(face, AsyncSessionStore)
