@@ -548,6 +548,8 @@ def django_store(make_store: Callable[..., Any], auth_db: None) -> Iterator[Any]
         ],
     ):
         yield store
+    # The in-memory test database may outlive this module's: leave no user behind.
+    get_user_model().objects.all().delete()
 
 
 def django_sid(client: Client) -> str:
