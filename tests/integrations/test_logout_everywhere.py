@@ -198,6 +198,28 @@ def test_flask_logout_everywhere_spares_the_current_session_of_someone_else(
     assert alice.get("/whoami").text == "anonymous 1"
 
 
+def test_flask_logout_everywhere_outside_a_request_ends_every_session_of_the_user(
+    flask_store: Any,
+) -> None:
+    app = flask_app(flask_store)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    phone.post("/login/alice")
+    with app.app_context():  # a CLI command or a job: no current session to keep
+        assert lembro.flask.logout_everywhere(42) == 0  # owners compare as strings
+        assert lembro.flask.logout_everywhere("alice") == 2
+    assert laptop.get("/whoami").text == "anonymous 1"
+    assert phone.get("/whoami").text == "anonymous 1"
+
+
+def test_flask_user_ids_compare_as_strings(flask_store: Any) -> None:
+    app = flask_app(flask_store)
+    client = app.test_client()
+    client.post("/login/42")
+    with app.app_context():
+        assert lembro.flask.logout_everywhere(42) == 1
+
+
 def test_flask_login_as_someone_else_moves_the_session_and_logout_leaves_the_index(
     flask_store: Any,
 ) -> None:
