@@ -334,9 +334,11 @@ def logout_everywhere(user_id: str | int, keep_current: bool = True) -> int:
     if not isinstance(interface, LembroSessionInterface):
         raise RuntimeError("logout_everywhere() needs lembro.flask.Lembro(app) installed")
     store = interface.store
-    current = flask.session._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
-    if not isinstance(current, LembroSession):
-        current = None
+    current: LembroSession | None = None
+    if flask.has_request_context():
+        found = flask.session._get_current_object()  # type: ignore[attr-defined]
+        if isinstance(found, LembroSession):
+            current = found
     keep = current.sid if keep_current and current is not None else None
     ended = store.destroy_sessions_of(owner, keep=keep)
     if not keep_current and current is not None and is_current_owner(store, current, owner):
@@ -365,10 +367,10 @@ class Lembro:
     allow pickle with a snapshot file) and ``LEMBRO_OWNER_KEY`` (the session field that
     names the signed-in user, for :func:`logout_everywhere`; default Flask-Login's
     ``"_user_id"``; ``None`` for no owner index). A store passed in keeps its own
-    ``owner_key``. ``store`` is the store of the app last
-    initialized. ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it
-    unset; ``app.extensions["lembro"]`` is this extension and
-    ``app.session_interface.store`` each app's own store.
+    ``owner_key``. ``store`` is the store of the app last initialized.
+    ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it unset;
+    ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
+    each app's own store.
     """
 
     def __init__(self, app: Flask | None = None, store: SessionStore | None = None) -> None:
