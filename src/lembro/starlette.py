@@ -196,7 +196,8 @@ async def logout_everywhere(
     middleware = session._middleware
     keep = session._sid if keep_current else None
     ended = await middleware._store.destroy_sessions_of(name, keep=keep)
-    if not keep_current and is_current_owner(middleware.store, session, name):
+    data = dict(dict.items(session))  # not through Session's methods: nothing handed out
+    if not keep_current and is_current_owner(middleware.store, data, name):
         session.clear()  # an emptied session deletes its cookie when the response starts
     return ended
 
