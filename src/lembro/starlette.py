@@ -196,8 +196,8 @@ async def logout_everywhere(
     middleware = session._middleware
     keep = session._sid if keep_current else None
     ended = await middleware._store.destroy_sessions_of(name, keep=keep)
-    data = dict(dict.items(session))  # not through Session's methods: nothing handed out
-    if not keep_current and is_current_owner(middleware.store, data, name):
+    # Read as a plain dict, not through Session's methods: nothing is handed out.
+    if not keep_current and is_current_owner(middleware.store, dict(dict.items(session)), name):
         session.clear()  # an emptied session deletes its cookie when the response starts
     return ended
 
