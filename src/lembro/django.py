@@ -130,10 +130,10 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
     if isinstance(kind, StoreProtocol):
         _check_store_owner(kind, options, on_password)
         return kind
-    if on_password and owner_key is None:
+    if on_password and owner_key != USER_SESSION_KEY:
         raise ImproperlyConfigured(
-            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs an owner index: leave "
-            "LEMBRO['OWNER_KEY'] at its default, '_auth_user_id'"
+            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs the sessions indexed by the user "
+            "login() writes: leave LEMBRO['OWNER_KEY'] at its default, '_auth_user_id'"
         )
     ttl = options.get("TTL")
     if ttl is None:
@@ -169,10 +169,11 @@ def _check_store_owner(store: StoreProtocol, options: Mapping[str, Any], on_pass
             f"LEMBRO['OWNER_KEY'] is {options['OWNER_KEY']!r} but the store in "
             f"LEMBRO['STORE'] has owner_key={owner_key!r}: set it on the store only"
         )
-    if on_password and owner_key is None:
+    if on_password and owner_key != USER_SESSION_KEY:
         raise ImproperlyConfigured(
-            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs a store with an owner index: build "
-            "the store in LEMBRO['STORE'] with owner_key='_auth_user_id'"
+            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs the sessions indexed by the user "
+            "login() writes: build the store in LEMBRO['STORE'] with "
+            "owner_key='_auth_user_id'"
         )
 
 

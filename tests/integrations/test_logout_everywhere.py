@@ -681,7 +681,9 @@ def test_django_settings_check_the_owner_options(make_store: Callable[..., Any])
         {"OWNER_KEY": 42},
         {"LOGOUT_ON_PASSWORD_CHANGE": "yes"},
         {"OWNER_KEY": None, "LOGOUT_ON_PASSWORD_CHANGE": True},
+        {"OWNER_KEY": "account", "LOGOUT_ON_PASSWORD_CHANGE": True},
         {"STORE": store, "LOGOUT_ON_PASSWORD_CHANGE": True},
+        {"STORE": make_store(owner_key="account"), "LOGOUT_ON_PASSWORD_CHANGE": True},
         {"STORE": store, "OWNER_KEY": "_auth_user_id"},
     ]
     for options in bad:
