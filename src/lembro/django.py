@@ -262,8 +262,9 @@ def _user_owner(user: Any) -> str:
 
 
 def logout_everywhere(user: Any, keep: SessionBase | str | None = None) -> int:
-    """End every session of ``user`` (a user object or its primary key) but ``keep``;
-    return how many were ended.
+    """End every session of ``user`` (a user object or its primary key; with another
+    ``OWNER_KEY``, the str or int the app writes there) but ``keep``; return how many
+    were ended.
 
     ``keep``: the session to spare, usually ``request.session`` ("sign out my other
     devices"), or its key; ``None`` ends them all (to end the current request's session
