@@ -776,7 +776,8 @@ class MemoryStore:
     def _stored_owner(self, blob: bytes) -> str | None:
         """The owner of a stored session (decoded once, outside the lock): ``None``
         without ``owner_key``, and for a session that does not decode or whose owner field
-        is of the wrong type (it could not have been written so; it is no one's)."""
+        is of another type than str or int (a store without ``owner_key`` wrote it): no
+        one's, as the Redis stores read such a session."""
         if self.owner_key is None:
             return None
         try:

@@ -2,11 +2,12 @@
 
 A store built with ``owner_key`` holds its sessions as :class:`OwnedEntry`, which adds
 three fields to an ``Entry``: its :class:`Owner`, and its neighbours in that owner's list
-of sessions, most recently used first. Every change is O(1): a session joins at the front,
-moves to the front when used, and is unlinked when it leaves; listing an owner's sessions
-walks that owner's list only. A linked list rather than a dict per owner, so that an
-owner's memory is a fixed cost plus one per session, with no table that stays large after
-its sessions are gone.
+of sessions, most recently used first. Every change is O(1) (amortized: the table of
+owners is rebuilt once half of them left): a session joins at the front, moves to the
+front when used, and is unlinked when it leaves; listing an owner's sessions walks that
+owner's list only. A linked list rather than a dict per owner, so that an owner's memory
+is a fixed cost plus one per session, with no table that stays large after its sessions
+are gone.
 
 The index holds entries the store holds, and nothing else: the store tells it of every
 session that joins, is used, changes owner or leaves, and says how many bytes that cost
@@ -87,7 +88,8 @@ class OwnerIndex:
 
     def leave(self, entry: Entry) -> str | None:
         """Take ``entry`` out of its owner's sessions, if it has an owner; return the
-        owner's name if that was its last session (the owner is then dropped). O(1)."""
+        owner's name if that was its last session (the owner is then dropped). O(1)
+        amortized: the table is rebuilt (one C-level copy) once half its owners left."""
         member: OwnedEntry = entry  # type: ignore[assignment]  # all are, with owner_key
         owner = member.owner
         if owner is None:
