@@ -540,7 +540,20 @@ def django_change_password(request: HttpRequest) -> HttpResponse:
     return HttpResponse("changed")
 
 
+#: Runs in ``/hold`` between loading the session and writing it (set by a test).
+django_hold: list[Callable[[], None]] = []
+
+
+def django_held(request: HttpRequest) -> HttpResponse:
+    n = request.session.get("n", 0)
+    for hold in django_hold:
+        hold()
+    request.session["n"] = n + 1
+    return HttpResponse("held")
+
+
 urlpatterns = [
+    path("hold", django_held),
     path("login/<str:name>", django_login_view),
     path("whoami", django_whoami),
     path("logout-others", django_logout_others),
@@ -842,3 +855,51 @@ def test_django_a_password_set_outside_the_users_session_needs_the_call(
         assert len(django_store.sessions_of(pk_of("alice"))) == 2
         assert lembro.django.logout_everywhere(user) == 2
         assert laptop.get("/whoami").content == b"anonymous 1"
+
+
+def test_django_concurrent_requests_of_the_user_never_bring_an_ended_session_back(
+    django_store: Any,
+) -> None:
+    devices_count = 4
+    loaded = threading.Barrier(devices_count + 1)  # every device mid-request, session loaded
+    ended = threading.Event()
+
+    def hold() -> None:
+        loaded.wait()
+        ended.wait()
+
+    keeper = Client()
+    keeper.post("/login/alice")
+    devices = [Client() for _ in range(devices_count)]
+    for device in devices:
+        device.post("/login/alice")
+    old_keys = [django_sid(device) for device in devices]
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def browse(device: Client) -> None:
+        try:
+            statuses.append(device.get("/hold").status_code)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    django_hold.append(hold)
+    try:
+        threads = [threading.Thread(target=browse, args=(device,)) for device in devices]
+        for thread in threads:
+            thread.start()
+        loaded.wait()
+        assert keeper.post("/logout-others").content == str(devices_count).encode()
+        ended.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        django_hold.clear()
+    assert errors == []
+    # Each write-back finds its record gone: Django answers 400 (SessionInterrupted).
+    assert statuses == [400] * devices_count
+    assert django_store.sessions_of(pk_of("alice")) == [django_sid(keeper)]
+    for key in old_keys:
+        assert django_store.get(key) is None
+    for device in devices:
+        assert device.get("/whoami").content == b"anonymous 1"
