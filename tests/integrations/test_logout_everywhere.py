@@ -338,7 +338,18 @@ def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back
 # ---- Starlette / FastAPI ----------------------------------------------------------------
 
 
+#: Awaited in ``/hold`` between loading the session and writing it (set by a test).
+starlette_hold: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+
 def starlette_app(store: Any) -> Starlette:
+    async def held(request: Request) -> PlainTextResponse:
+        n = request.session.get("n", 0)
+        for hold in starlette_hold:
+            await hold()
+        request.session["n"] = n + 1
+        return PlainTextResponse("held")
+
     async def login(request: Request) -> PlainTextResponse:
         lembro.starlette.regenerate(request)
         request.session["user"] = request.path_params["name"]
@@ -375,6 +386,7 @@ def starlette_app(store: Any) -> Starlette:
             Route("/logout-all", logout_all, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/end/{name}", end, methods=["POST"]),
+            Route("/hold", held),
         ]
     )
     app.add_middleware(lembro.starlette.SessionMiddleware, secret_key="t", store=store)
@@ -499,6 +511,49 @@ def test_starlette_logout_everywhere_needs_the_middleware() -> None:
     app = Starlette(routes=[Route("/", view)])
     with TestClient(app) as client, pytest.raises(RuntimeError, match="SessionMiddleware"):
         client.get("/")
+
+
+def test_starlette_concurrent_requests_of_the_user_never_bring_an_ended_session_back(
+    make_store: Callable[..., Any],
+) -> None:
+    store = make_store()
+    devices_count = 4
+
+    async def scenario(app: Starlette) -> None:
+        loaded = 0
+        all_loaded, ended = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            nonlocal loaded
+            loaded += 1
+            if loaded == devices_count:
+                all_loaded.set()
+            await ended.wait()
+
+        clients = [asgi_client(app) for _ in range(devices_count + 1)]
+        keeper, devices = clients[0], clients[1:]
+        try:
+            for client in clients:
+                await client.post("/login/alice")
+            old_sids = [sid_of(device.cookies["session"]) for device in devices]
+            starlette_hold.append(hold)
+            held = [asyncio.ensure_future(device.get("/hold")) for device in devices]
+            await all_loaded.wait()  # every device mid-request, its session loaded
+            assert (await keeper.post("/logout-others")).text == str(devices_count)
+            ended.set()
+            await asyncio.gather(*held)
+            starlette_hold.clear()
+            assert store.sessions_of("alice") == [sid_of(keeper.cookies["session"])]
+            for sid in old_sids:
+                assert store.get(sid) is None
+            for device in devices:
+                assert (await device.get("/whoami")).text == "anonymous 1"
+        finally:
+            starlette_hold.clear()
+            for client in clients:
+                await client.aclose()
+
+    run_asgi(store, scenario)
 
 
 # ---- Django ------------------------------------------------------------------------------
