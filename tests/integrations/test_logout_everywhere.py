@@ -338,7 +338,8 @@ def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back
 # ---- Starlette / FastAPI ----------------------------------------------------------------
 
 
-#: Awaited in ``/hold`` between loading the session and writing it (set by a test).
+#: Awaited in ``/hold`` between loading the session and writing it (set by a test), in
+#: the Starlette and the Litestar app.
 starlette_hold: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
 
@@ -786,13 +787,21 @@ def litestar_app(store: LembroStore) -> Litestar:
         owner = request.session["user"]
         return str(await lembro.litestar.logout_everywhere(request, owner, keep_current=False))
 
+    @litestar.get("/hold")
+    async def held(request: litestar.Request[Any, Any, Any]) -> str:
+        n = request.session.get("n", 0)
+        for hold in starlette_hold:  # the same hooks as the Starlette app's
+            await hold()
+        request.session["n"] = n + 1
+        return "held"
+
     @litestar.post("/logout")
     async def logout(request: litestar.Request[Any, Any, Any]) -> str:
         request.session.pop("user", None)
         return "out"
 
     return Litestar(
-        route_handlers=[login, whoami, logout_others, logout_all, logout],
+        route_handlers=[login, whoami, held, logout_others, logout_all, logout],
         middleware=[LembroSessionConfig().middleware],
         stores={"sessions": store},
     )
@@ -958,3 +967,44 @@ def test_django_concurrent_requests_of_the_user_never_bring_an_ended_session_bac
         assert django_store.get(key) is None
     for device in devices:
         assert device.get("/whoami").content == b"anonymous 1"
+
+
+def test_litestar_concurrent_requests_of_the_user_never_bring_an_ended_session_back(
+    make_store: Callable[..., Any],
+) -> None:
+    store = make_store()
+    devices_count = 4
+
+    async def scenario(app: Litestar) -> None:
+        loaded = 0
+        all_loaded, ended = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            nonlocal loaded
+            loaded += 1
+            if loaded == devices_count:
+                all_loaded.set()
+            await ended.wait()
+
+        clients = [litestar_client(app) for _ in range(devices_count + 1)]
+        keeper, devices = clients[0], clients[1:]
+        try:
+            for client in clients:
+                await client.post("/login/alice")
+            starlette_hold.append(hold)
+            held = [asyncio.ensure_future(device.get("/hold")) for device in devices]
+            await all_loaded.wait()  # every device mid-request, its session loaded
+            assert (await keeper.post("/logout-others")).text == str(devices_count)
+            ended.set()
+            await asyncio.gather(*held)
+            starlette_hold.clear()
+            assert len(store.sessions_of("alice")) == 1
+            for device in devices:
+                assert (await device.get("/whoami")).text == "anonymous 1"
+            assert (await keeper.get("/whoami")).text == "alice 1"
+        finally:
+            starlette_hold.clear()
+            for client in clients:
+                await client.aclose()
+
+    run_litestar(store, scenario)
