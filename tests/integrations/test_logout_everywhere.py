@@ -340,13 +340,13 @@ def test_flask_concurrent_requests_of_the_user_never_bring_an_ended_session_back
 
 #: Awaited in ``/hold`` between loading the session and writing it (set by a test), in
 #: the Starlette and the Litestar app.
-starlette_hold: list[Callable[[], Coroutine[Any, Any, None]]] = []
+async_hold: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
 
 def starlette_app(store: Any) -> Starlette:
     async def held(request: Request) -> PlainTextResponse:
         n = request.session.get("n", 0)
-        for hold in starlette_hold:
+        for hold in async_hold:
             await hold()
         request.session["n"] = n + 1
         return PlainTextResponse("held")
@@ -537,20 +537,20 @@ def test_starlette_concurrent_requests_of_the_user_never_bring_an_ended_session_
             for client in clients:
                 await client.post("/login/alice")
             old_sids = [sid_of(device.cookies["session"]) for device in devices]
-            starlette_hold.append(hold)
+            async_hold.append(hold)
             held = [asyncio.ensure_future(device.get("/hold")) for device in devices]
             await all_loaded.wait()  # every device mid-request, its session loaded
             assert (await keeper.post("/logout-others")).text == str(devices_count)
             ended.set()
             await asyncio.gather(*held)
-            starlette_hold.clear()
+            async_hold.clear()
             assert store.sessions_of("alice") == [sid_of(keeper.cookies["session"])]
             for sid in old_sids:
                 assert store.get(sid) is None
             for device in devices:
                 assert (await device.get("/whoami")).text == "anonymous 1"
         finally:
-            starlette_hold.clear()
+            async_hold.clear()
             for client in clients:
                 await client.aclose()
 
@@ -790,7 +790,7 @@ def litestar_app(store: LembroStore) -> Litestar:
     @litestar.get("/hold")
     async def held(request: litestar.Request[Any, Any, Any]) -> str:
         n = request.session.get("n", 0)
-        for hold in starlette_hold:  # the same hooks as the Starlette app's
+        for hold in async_hold:
             await hold()
         request.session["n"] = n + 1
         return "held"
@@ -991,19 +991,19 @@ def test_litestar_concurrent_requests_of_the_user_never_bring_an_ended_session_b
         try:
             for client in clients:
                 await client.post("/login/alice")
-            starlette_hold.append(hold)
+            async_hold.append(hold)
             held = [asyncio.ensure_future(device.get("/hold")) for device in devices]
             await all_loaded.wait()  # every device mid-request, its session loaded
             assert (await keeper.post("/logout-others")).text == str(devices_count)
             ended.set()
             await asyncio.gather(*held)
-            starlette_hold.clear()
+            async_hold.clear()
             assert len(store.sessions_of("alice")) == 1
             for device in devices:
                 assert (await device.get("/whoami")).text == "anonymous 1"
             assert (await keeper.get("/whoami")).text == "alice 1"
         finally:
-            starlette_hold.clear()
+            async_hold.clear()
             for client in clients:
                 await client.aclose()
 
