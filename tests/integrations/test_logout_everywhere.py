@@ -262,6 +262,14 @@ def test_flask_owner_key_from_config_and_none_turns_the_index_off() -> None:
             store.close()
 
 
+def test_flask_a_bad_owner_key_setting_is_refused_at_init() -> None:
+    for bad in (42, "", True):
+        app = flask.Flask(__name__)
+        app.config["LEMBRO_OWNER_KEY"] = bad
+        with pytest.raises(InvalidOption, match="owner_key"):
+            Lembro(app)
+
+
 def test_flask_store_passed_in_keeps_its_own_owner_key(make_store: Callable[..., Any]) -> None:
     store = make_store(owner_key="account")
     app = flask.Flask(__name__)
