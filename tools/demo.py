@@ -4,7 +4,8 @@
 http://127.0.0.1:8000 with a threaded WSGI server. One page shows a visit counter, a login
 that rotates the session id and a logout that removes the session, beside the store's live
 counters and a bar of bytes held against the cap, refreshed every second. A button floods
-the store with 100,000 anonymous sessions.
+the store with 100,000 anonymous sessions. Signed in, the page lists every session of your
+name (log in as one name from two browsers to see two) and a button signs out the others.
 
 A visit is one view of the page: the buttons post, then redirect to the page, which counts
 that view once. Right after a logout the page says the session ended and starts no new one;
@@ -30,17 +31,19 @@ except ImportError as e:  # pragma: no cover - exercised only without Flask
         "installs it (the demo dependency group in pyproject.toml)"
     ) from e
 
-from lembro.flask import Lembro, session
-from lembro.ids import new_session_id
+from lembro.flask import Lembro, logout_everywhere, session
+from lembro.ids import new_session_id, redact
 from lembro.memory import MemoryStore
 from lembro.protocol import SessionStore
 from lembro.size import format_size
 from tools.options import size_option
 from tools.serving import serve_until_stopped
 
-__all__ = ["FLOOD_SIZE", "build_parser", "create_app", "main", "plural"]
+__all__ = ["FLOOD_SIZE", "OWNER_KEY", "build_parser", "create_app", "main", "plural"]
 
 FLOOD_SIZE = 100_000
+#: The session field that holds the signed-in name: the demo's stores index sessions by it.
+OWNER_KEY = "user"
 
 
 def plural(count: int, noun: str) -> str:
@@ -49,7 +52,8 @@ def plural(count: int, noun: str) -> str:
 
 
 def create_app(store: SessionStore | None = None, *, secret_key: str | None = None) -> Flask:
-    """Return the demo app on ``store`` (default: a 4 MiB ``MemoryStore``)."""
+    """Return the demo app on ``store`` (default: a 4 MiB ``MemoryStore`` indexed by
+    ``OWNER_KEY``; a store without ``owner_key`` gets no list of devices)."""
     app = Flask("tools.demo")
     app.secret_key = secret_key or new_session_id()
     app.config["SESSION_REFRESH_EACH_REQUEST"] = True
@@ -57,8 +61,20 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     if store is None:
-        store = MemoryStore("4M", 5.0)
+        store = MemoryStore("4M", 5.0, owner_key=OWNER_KEY)
     Lembro(app, store)
+    indexed = getattr(store, "owner_key", None) == OWNER_KEY
+
+    def devices() -> list[dict[str, object]]:
+        """The sessions of the signed-in name, most recently used first (ids redacted)."""
+        user = session.get(OWNER_KEY)
+        if not indexed or not isinstance(user, str):
+            return []
+        current = getattr(session, "sid", None)
+        return [
+            {"id": redact(sid), "current": sid == current}
+            for sid in store.sessions_of(user)
+        ]
 
     @app.get("/")
     def page() -> str:
@@ -92,8 +108,9 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
             you={
                 "visits": session.get("visits", 0),
                 "user": session.get("user"),
-                "sid": sid[:8] + "…" if sid else None,
+                "sid": redact(sid) if sid else None,
             },
+            devices=devices(),
             store={
                 "kind": type(store).__name__,
                 "sessions": stats.sessions,
@@ -120,6 +137,13 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
     def logout() -> Response:
         session.clear()
         return redirect("/?ended=1", code=303)
+
+    @app.post("/logout-others")
+    def logout_others() -> Response:
+        user = session.get(OWNER_KEY)
+        if indexed and isinstance(user, str):
+            logout_everywhere(user)  # keeps this session, ends the name's others
+        return redirect("/", code=303)
 
     @app.post("/flood")
     def flood() -> Response:
@@ -176,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ttl=args.ttl,
         snapshot=args.snapshot or None,
         snapshot_interval=args.snapshot_interval if args.snapshot else None,
+        owner_key=OWNER_KEY,
     )
     app = create_app(store, secret_key=args.secret_key)
     server = make_server(args.host, args.port, app, threaded=True)
@@ -216,6 +241,12 @@ _PAGE = """<!doctype html>
            padding: .5rem .8rem; }
  code { overflow-wrap: anywhere; }
  #note { color: #5b6575; min-height: 1.4rem; }
+ h3 { margin: 1rem 0 .2rem; font-size: 1.05rem; }
+ #devices { list-style: none; padding: 0; margin: .4rem 0 .8rem; }
+ #devices li { display: flex; justify-content: space-between; gap: .5rem;
+               padding: .3rem .5rem; border: 1px solid #dde2ea; border-radius: 6px;
+               margin-bottom: .3rem; }
+ #devices .this { color: #2f7d5b; font-weight: 600; }
 </style></head>
 <body>
 <h1>lembro</h1>
@@ -239,6 +270,15 @@ flood-resistant.</p>
   </div>
   <p class="sub">Logging in moves your data to a new id and destroys the old record;
   logging out deletes the session and its cookie.</p>
+  <div id="devices-box" hidden>
+   <h3>Your devices</h3>
+   <p class="sub">Every session signed in as <b id="devices-user"></b>, most recent first:
+   log in with the same name from another browser to add one.</p>
+   <ul id="devices"></ul>
+   <form method="post" action="/logout-others" id="logout-others">
+    <button>Sign out other devices</button>
+   </form>
+  </div>
  </div>
  <div class="card">
   <h2>The store <small id="kind"></small></h2>
@@ -265,6 +305,18 @@ async function refresh() {
   $("visits-unit").textContent = s.you.visits === 1 ? "visit" : "visits";
   $("user").textContent = s.you.user || "nobody";
   $("sid").textContent = s.you.sid || "none";
+  const devices = s.devices || [];
+  $("devices-box").hidden = devices.length === 0;
+  $("devices-user").textContent = s.you.user || "";
+  $("devices").replaceChildren(...devices.map((d) => {
+    const li = document.createElement("li");
+    const id = document.createElement("code"); id.textContent = d.id;
+    const tag = document.createElement("span");
+    tag.textContent = d.current ? "this device" : "another device";
+    if (d.current) tag.className = "this";
+    li.append(id, tag); return li;
+  }));
+  $("logout-others").hidden = devices.length < 2;
   const st = s.store;
   $("kind").textContent = st.kind;
   for (const k of ["sessions", "hits", "misses", "expired", "evicted"]) {

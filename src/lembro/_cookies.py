@@ -1,4 +1,6 @@
-"""What the Flask and Starlette integrations share: the session id in and out of the cookie.
+"""What the Flask and Starlette integrations share: the session id in and out of the cookie,
+regenerate-if-still-there, and whether the current session is a given user's (the
+integrations' ``logout_everywhere``, Litestar's too).
 
 The cookie value is ``<id>.<tag>``: the 43-character id (256 random bits, see
 :mod:`lembro.ids`) and a 43-character tag, the keyed BLAKE2b-256 hash of the id (URL-safe
@@ -15,15 +17,24 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .checks import owner_of
+from .errors import SerializationError
 from .ids import new_session_id
 
 if TYPE_CHECKING:
     from .protocol import AsyncSessionStore, SessionStore
 
-__all__ = ["MAX_COOKIE_LENGTH", "CookieSigner", "aregenerate", "cookie_value", "regenerate"]
+__all__ = [
+    "MAX_COOKIE_LENGTH",
+    "CookieSigner",
+    "aregenerate",
+    "cookie_value",
+    "is_current_owner",
+    "regenerate",
+]
 
 #: Length of a signed cookie value: 43 (id) + 1 + 43 (tag).
 _SIGNED_LENGTH = 87
@@ -140,3 +151,15 @@ async def aregenerate(
     sid = new_session_id()
     await store.set(sid, data, ttl)
     return sid
+
+
+def is_current_owner(store: object, data: Mapping[str, Any], owner: str) -> bool:
+    """Whether the session ``data`` (the current request's) belongs to ``owner``, as the
+    owner field of ``store`` (its ``owner_key``) names it; false for a store without one."""
+    owner_key = getattr(store, "owner_key", None)
+    if not isinstance(owner_key, str):
+        return False
+    try:
+        return owner_of(dict(data), owner_key) == owner
+    except SerializationError:  # an owner field of the wrong type names no one
+        return False

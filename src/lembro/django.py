@@ -11,6 +11,8 @@ Options come from the ``LEMBRO`` settings dict (every key optional)::
         "TTL": None,            # default lifetime in seconds; None: SESSION_COOKIE_AGE
         "URL": None,            # the Redis URL, for "STORE": "redis"
         "PREFIX": "lembro:",    # Redis key prefix, for "STORE": "redis"
+        "OWNER_KEY": "_auth_user_id",       # the session field naming the user; None: no index
+        "LOGOUT_ON_PASSWORD_CHANGE": False,  # end the user's other sessions on a password change
     }
 
 The store is built once per process, on first use, and rebuilt when ``LEMBRO`` changes
@@ -28,6 +30,14 @@ back: the session is left empty and keyless, as after the logout.
 
 ``save()`` of an existing session writes only over a live record (``replace``): a logout in
 another request wins, and the save raises ``UpdateError`` as Django's engines do.
+
+Sessions are indexed by the user Django's ``login()`` writes (``OWNER_KEY``, default
+``"_auth_user_id"``; a store object passed as ``"STORE"`` keeps its own ``owner_key``):
+:func:`logout_everywhere` ends a user's sessions. With ``"LOGOUT_ON_PASSWORD_CHANGE":
+True``, a password change made through ``update_session_auth_hash(request, user)`` (as
+Django's ``PasswordChangeView`` does) ends the user's other sessions when the session is
+saved, and keeps the current one, as Django does. A password set outside the user's own
+session (a reset link, the admin, the shell) is not seen: call :func:`logout_everywhere`.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +53,8 @@ try:
     from asgiref.sync import sync_to_async
     from django.apps import AppConfig
     from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY
+    from django.contrib.auth import SESSION_KEY as USER_SESSION_KEY
     from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
     from django.core import checks
     from django.core.exceptions import ImproperlyConfigured
@@ -49,12 +62,20 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
-from .errors import LembroError, SerializationError
+from .checks import check_owner, check_owner_key
+from .errors import InvalidOption, LembroError, SerializationError
 from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
 from .protocol import SessionStore as StoreProtocol
 
-__all__ = ["LembroConfig", "SessionStore", "build_store", "check_settings", "get_store"]
+__all__ = [
+    "LembroConfig",
+    "SessionStore",
+    "build_store",
+    "check_settings",
+    "get_store",
+    "logout_everywhere",
+]
 
 log = logging.getLogger("lembro.django")
 
@@ -71,6 +92,8 @@ _OPTIONS = frozenset(
         "TRUST_PICKLE",
         "URL",
         "PREFIX",
+        "OWNER_KEY",
+        "LOGOUT_ON_PASSWORD_CHANGE",
     }
 )
 
@@ -94,9 +117,24 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
         raise ImproperlyConfigured(
             f"unknown LEMBRO option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}"
         )
+    try:
+        owner_key = check_owner_key(options.get("OWNER_KEY", USER_SESSION_KEY))
+    except LembroError as e:
+        raise ImproperlyConfigured(f"LEMBRO['OWNER_KEY']: {e}") from e
+    on_password = options.get("LOGOUT_ON_PASSWORD_CHANGE", False)
+    if not isinstance(on_password, bool):
+        raise ImproperlyConfigured(
+            f"LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] is {on_password!r}: expected True or False"
+        )
     kind = options.get("STORE", "memory")
     if isinstance(kind, StoreProtocol):
+        _check_store_owner(kind, options, on_password)
         return kind
+    if on_password and owner_key != USER_SESSION_KEY:
+        raise ImproperlyConfigured(
+            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs the sessions indexed by the user "
+            "login() writes: leave LEMBRO['OWNER_KEY'] at its default, '_auth_user_id'"
+        )
     ttl = options.get("TTL")
     if ttl is None:
         ttl = settings.SESSION_COOKIE_AGE
@@ -112,9 +150,10 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
                 snapshot=options.get("SNAPSHOT"),
                 snapshot_interval=options.get("SNAPSHOT_INTERVAL"),
                 trust_pickle=options.get("TRUST_PICKLE", False),
+                owner_key=owner_key,
             )
         if kind == "redis":
-            return _redis_store(options, ttl, serializer)
+            return _redis_store(options, ttl, serializer, owner_key)
     except LembroError as e:
         raise ImproperlyConfigured(f"LEMBRO: {e}") from e
     raise ImproperlyConfigured(
@@ -122,7 +161,25 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
     )
 
 
-def _redis_store(options: Mapping[str, Any], ttl: float, serializer: Any) -> StoreProtocol:
+def _check_store_owner(store: StoreProtocol, options: Mapping[str, Any], on_password: bool) -> None:
+    """A store object keeps its own ``owner_key``: refuse settings that say otherwise."""
+    owner_key = getattr(store, "owner_key", None)
+    if "OWNER_KEY" in options and options["OWNER_KEY"] != owner_key:
+        raise ImproperlyConfigured(
+            f"LEMBRO['OWNER_KEY'] is {options['OWNER_KEY']!r} but the store in "
+            f"LEMBRO['STORE'] has owner_key={owner_key!r}: set it on the store only"
+        )
+    if on_password and owner_key != USER_SESSION_KEY:
+        raise ImproperlyConfigured(
+            "LEMBRO['LOGOUT_ON_PASSWORD_CHANGE'] needs the sessions indexed by the user "
+            "login() writes: build the store in LEMBRO['STORE'] with "
+            "owner_key='_auth_user_id'"
+        )
+
+
+def _redis_store(
+    options: Mapping[str, Any], ttl: float, serializer: Any, owner_key: str | None
+) -> StoreProtocol:
     """The hook for ``"STORE": "redis"``: imported only when asked for, so Redis stays optional."""
     url = options.get("URL")
     if not isinstance(url, str) or not url:
@@ -140,6 +197,7 @@ def _redis_store(options: Mapping[str, Any], ttl: float, serializer: Any) -> Sto
         ttl=ttl,
         serializer=serializer,
         trust_pickle=options.get("TRUST_PICKLE", False),
+        owner_key=owner_key,
     )
 
 
@@ -192,6 +250,39 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     return []
 
 
+def _user_owner(user: Any) -> str:
+    """The owner a user object or primary key names, as ``login()`` writes it to the
+    session: ``user._meta.pk.value_to_string(user)``."""
+    if isinstance(user, (str, int, uuid.UUID)) and not isinstance(user, bool):
+        return check_owner(str(user) if isinstance(user, uuid.UUID) else user)
+    meta = getattr(user, "_meta", None)
+    if meta is None or getattr(meta, "pk", None) is None or getattr(user, "pk", None) is None:
+        raise InvalidOption("user", user, "a saved user object, or its primary key")
+    return check_owner(str(meta.pk.value_to_string(user)))
+
+
+def logout_everywhere(user: Any, keep: SessionBase | str | None = None) -> int:
+    """End every session of ``user`` (a user object or its primary key; with another
+    ``OWNER_KEY``, the str or int the app writes there) but ``keep``; return how many
+    were ended.
+
+    ``keep``: the session to spare, usually ``request.session`` ("sign out my other
+    devices"), or its key; ``None`` ends them all (to end the current request's session
+    too, call ``django.contrib.auth.logout(request)`` as well). Each other device gets a
+    new, anonymous session on its next request, and a request of an ended session that
+    is running meanwhile does not bring it back (its save raises ``UpdateError``, as
+    after any logout). Raises ``InvalidOption`` for a bad ``user`` or ``keep``, or when
+    the store has no owner index (``LEMBRO['OWNER_KEY']`` is ``None``), and
+    ``StoreUnavailable`` when the store cannot be reached.
+    """
+    owner = _user_owner(user)
+    if isinstance(keep, SessionBase):
+        keep = keep.session_key
+    elif keep is not None and not isinstance(keep, str):
+        raise InvalidOption("keep", keep, "request.session, a session key, or None")
+    return get_store().destroy_sessions_of(owner, keep=keep)
+
+
 class LembroConfig(AppConfig):  # type: ignore[misc]
     """Put ``"lembro.django.LembroConfig"`` in ``INSTALLED_APPS`` to have ``manage.py
     check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` before serving."""
@@ -215,6 +306,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     # A key this instance left without a record (its data was empty or already expired),
     # so a later save of it creates the record instead of taking its absence for a logout.
     _unwritten: str | None = None
+    # The user and password hash the session was loaded with (or last saved with), to see
+    # a password change made through update_session_auth_hash on this session.
+    _loaded_auth: tuple[object, object] = (None, None)
 
     def load(self) -> dict[str, Any]:
         """Return the session's data; a missing, expired or malformed key gets a new session."""
@@ -229,6 +323,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             # Never adopt a key the store does not hold: the next save makes a new one.
             self._session_key = None
             return {}
+        self._loaded_auth = (data.get(USER_SESSION_KEY), data.get(HASH_SESSION_KEY))
         return data
 
     def exists(self, session_key: str | None) -> bool:
@@ -274,6 +369,29 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         elif not store.replace(key, data, ttl=age):
             raise UpdateError  # removed meanwhile, by a logout in another request
         self._unwritten = None
+        self._after_save(store, key, data)
+
+    def _after_save(self, store: StoreProtocol, key: str, data: dict[str, Any]) -> None:
+        """With ``LOGOUT_ON_PASSWORD_CHANGE``: when the session keeps its user but holds a
+        new password hash (``update_session_auth_hash``), end the user's other sessions."""
+        user, digest = data.get(USER_SESSION_KEY), data.get(HASH_SESSION_KEY)
+        loaded_user, loaded_digest = self._loaded_auth
+        self._loaded_auth = (user, digest)
+        if (
+            user is None
+            or user != loaded_user
+            or loaded_digest is None
+            or digest == loaded_digest
+            or not (getattr(settings, "LEMBRO", None) or {}).get("LOGOUT_ON_PASSWORD_CHANGE")
+        ):
+            return
+        store.destroy_sessions_of(user, keep=key)
+
+    def clear(self) -> None:
+        """Empty the session. A flush (a login as someone else, or with a stale password
+        hash) starts from here too: what it writes next is not a password change."""
+        super().clear()
+        self._loaded_auth = (None, None)
 
     def cycle_key(self) -> None:
         """Move the data to a new key and remove the old record (``login()`` runs this).

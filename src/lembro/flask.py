@@ -29,8 +29,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
-from ._cookies import CookieSigner, cookie_value
+from ._cookies import CookieSigner, cookie_value, is_current_owner
 from ._cookies import regenerate as _regenerate
+from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
@@ -39,7 +40,15 @@ from .protocol import SessionStore
 if TYPE_CHECKING:
     from flask import Request, Response
 
-__all__ = ["Lembro", "LembroSession", "LembroSessionInterface", "regenerate", "session"]
+__all__ = [
+    "FLASK_LOGIN_OWNER_KEY",
+    "Lembro",
+    "LembroSession",
+    "LembroSessionInterface",
+    "logout_everywhere",
+    "regenerate",
+    "session",
+]
 
 log = logging.getLogger("lembro")
 
@@ -47,6 +56,10 @@ log = logging.getLogger("lembro")
 # someone wrote: a ``before_request`` that sets ``session.permanent = True`` for everyone
 # must not create a record for every cookieless visitor.
 _PERMANENT_KEY = "_permanent"
+
+#: The session field Flask-Login writes the signed-in user's id to (``login_user``), and
+#: so the default ``LEMBRO_OWNER_KEY``.
+FLASK_LOGIN_OWNER_KEY = "_user_id"
 
 
 class LembroSession(CallbackDict[str, Any], SessionMixin):
@@ -299,6 +312,41 @@ def regenerate() -> None:
     current.regenerate()
 
 
+def logout_everywhere(user_id: str | int, keep_current: bool = True) -> int:
+    """End every session of the user ``user_id``; return how many were ended.
+
+    With ``keep_current`` (the default: "sign out my other devices") the current
+    request's session is kept; with ``keep_current=False`` it ends too, when it is that
+    user's, and it is cleared, so the response deletes its cookie. Outside a request
+    every session of the user ends. The app's store must have an owner key
+    (``LEMBRO_OWNER_KEY``, default Flask-Login's ``"_user_id"``, which holds
+    ``user.get_id()``); owners compare as strings, so ``42`` and ``"42"`` are one user.
+
+    A session that is loaded by a concurrent request is not written back by it: it stays
+    ended. Flask-Login's "remember me" cookie logs a user back in without any session;
+    end those as Flask-Login advises, with an id that changes (``get_id``) on a password
+    change. Raises ``InvalidOption`` for a bad ``user_id`` or a store without an owner
+    key, ``StoreUnavailable`` when the store cannot be reached (never a partial success
+    reported as done), and ``RuntimeError`` without ``Lembro`` installed.
+    """
+    owner = check_owner(user_id)
+    interface = flask.current_app.session_interface
+    if not isinstance(interface, LembroSessionInterface):
+        raise RuntimeError("logout_everywhere() needs lembro.flask.Lembro(app) installed")
+    store = interface.store
+    current: LembroSession | None = None
+    if flask.has_request_context():
+        found = flask.session._get_current_object()  # type: ignore[attr-defined]
+        if isinstance(found, LembroSession):
+            current = found
+    keep = current.sid if keep_current and current is not None else None
+    ended = store.destroy_sessions_of(owner, keep=keep)
+    if not keep_current and current is not None and is_current_owner(store, current, owner):
+        current.clear()  # an emptied session deletes its cookie when the response is saved
+        current.modified = True
+    return ended
+
+
 #: Flask's ``session`` proxy, typed as a :class:`LembroSession`, so that
 #: ``session.regenerate()`` type-checks: ``from lembro.flask import session``.
 session = cast(LembroSession, flask.session)
@@ -315,11 +363,14 @@ class Lembro:
     ``LEMBRO_SERIALIZER`` (``"msgpack"``, ``"json"``, ``"pickle"`` or an object,
     default ``"msgpack"``), ``LEMBRO_SNAPSHOT`` (a file that keeps sessions across
     restarts, default none; set it in development and the reloader keeps sessions),
-    ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds) and ``LEMBRO_TRUST_PICKLE`` (``True`` to
-    allow pickle with a snapshot file). ``store`` is the store of the app last
-    initialized. ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it
-    unset; ``app.extensions["lembro"]`` is this extension and
-    ``app.session_interface.store`` each app's own store.
+    ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds), ``LEMBRO_TRUST_PICKLE`` (``True`` to
+    allow pickle with a snapshot file) and ``LEMBRO_OWNER_KEY`` (the session field that
+    names the signed-in user, for :func:`logout_everywhere`; default Flask-Login's
+    ``"_user_id"``; ``None`` for no owner index). A store passed in keeps its own
+    ``owner_key``. ``store`` is the store of the app last initialized.
+    ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it unset;
+    ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
+    each app's own store.
     """
 
     def __init__(self, app: Flask | None = None, store: SessionStore | None = None) -> None:
@@ -353,6 +404,7 @@ class Lembro:
         config.setdefault("LEMBRO_SNAPSHOT", None)
         config.setdefault("LEMBRO_SNAPSHOT_INTERVAL", None)
         config.setdefault("LEMBRO_TRUST_PICKLE", False)
+        config.setdefault("LEMBRO_OWNER_KEY", FLASK_LOGIN_OWNER_KEY)
         return MemoryStore(
             config["LEMBRO_MAX_SIZE"],
             config["LEMBRO_INTERVAL"],
@@ -362,4 +414,5 @@ class Lembro:
             snapshot=config["LEMBRO_SNAPSHOT"],
             snapshot_interval=config["LEMBRO_SNAPSHOT_INTERVAL"],
             trust_pickle=config["LEMBRO_TRUST_PICKLE"],
+            owner_key=config["LEMBRO_OWNER_KEY"],
         )

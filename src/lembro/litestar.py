@@ -16,6 +16,9 @@ rate limits) as well as sessions.
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
 over a live record (a logout in another request is never undone), and moves a session to a
 new id on :func:`regenerate` (at login) only if its old record was still there to destroy.
+
+On a lembro store built with ``owner_key=``, a session's record also carries its owner (the
+session's field of that name), so :func:`logout_everywhere` can end a user's sessions.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
 
+from ._cookies import is_current_owner
+from .checks import check_owner, owner_of
 from .errors import InvalidOption
 from .ids import is_session_id, new_session_id
 from .memory import MemoryStore
@@ -49,13 +54,21 @@ if TYPE_CHECKING:
     from litestar.types import Message, ScopeSession
     from typing_extensions import Self
 
-__all__ = ["LembroSessionBackend", "LembroSessionConfig", "LembroStore", "regenerate"]
+__all__ = [
+    "LembroSessionBackend",
+    "LembroSessionConfig",
+    "LembroStore",
+    "logout_everywhere",
+    "regenerate",
+]
 
 # Separators no namespace may contain: a key is <namespace path><_KEY><key>, a namespace
 # path is its names joined by _CHILD; so a namespace's own keys and its children's are
 # told apart by prefix, and a key may hold any character.
 _CHILD = "\x1f"
 _KEY = "\x1e"
+# The fields of a record; an owner field of the lembro store must be none of them.
+_RECORD_FIELDS = frozenset({"s", "b", "x"})
 
 
 def _seconds(value: int | float | timedelta | None) -> float | None:
@@ -87,7 +100,7 @@ class LembroStore(NamespacedStore):
     says of a value "set without an expiry". The cap and the purge are the lembro store's.
     """
 
-    __slots__ = ("_clock", "_store")
+    __slots__ = ("_clock", "_owner_key", "_store")
 
     def __init__(
         self,
@@ -105,7 +118,12 @@ class LembroStore(NamespacedStore):
             raise InvalidOption("namespace", namespace, "a non-empty str without \\x1e, \\x1f")
         if not callable(clock):
             raise InvalidOption("clock", clock, "a callable returning seconds")
-        self._store = as_async(store if store is not None else MemoryStore("4M"))
+        store = store if store is not None else MemoryStore("4M")
+        owner_key = getattr(store, "owner_key", None)
+        if owner_key in _RECORD_FIELDS:
+            raise InvalidOption("owner_key", owner_key, "a field name other than 's', 'b', 'x'")
+        self._store = as_async(store)
+        self._owner_key: str | None = owner_key if isinstance(owner_key, str) else None
         self._clock = clock
         self.namespace = namespace
 
@@ -117,13 +135,25 @@ class LembroStore(NamespacedStore):
         key = key.replace("%", "%25").replace(":", "%3A")
         return key if self.namespace is None else f"{self.namespace}{_KEY}{key}"
 
-    def _record(self, value: str | bytes, expires: float | None) -> dict[str, Any]:
+    @property
+    def owner_key(self) -> str | None:
+        """The lembro store's ``owner_key``: the session field that names the user."""
+        return self._owner_key
+
+    def _record(
+        self, value: str | bytes, expires: float | None, owner: str | None = None
+    ) -> dict[str, Any]:
         if isinstance(value, str):
-            return {"s": value, "x": expires}
-        try:
-            return {"s": value.decode("utf-8"), "x": expires}
-        except UnicodeDecodeError:
-            return {"b": bytes(value), "x": expires}
+            record: dict[str, Any] = {"s": value, "x": expires}
+        else:
+            try:
+                record = {"s": value.decode("utf-8"), "x": expires}
+            except UnicodeDecodeError:
+                record = {"b": bytes(value), "x": expires}
+        owner_key = self.owner_key
+        if owner is not None and owner_key is not None:
+            record[owner_key] = owner
+        return record
 
     @staticmethod
     def _value(record: dict[str, Any]) -> bytes:
@@ -144,13 +174,34 @@ class LembroStore(NamespacedStore):
         await self._store.set(self._key(key), self._record(value, expires), seconds)
 
     async def replace(
-        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+        self,
+        key: str,
+        value: str | bytes,
+        expires_in: int | timedelta | None = None,
+        *,
+        owner: str | None = None,
     ) -> bool:
         """As :meth:`set`, but only over a live value; returns whether it was written
-        (lembro's write-back: a value deleted meanwhile is not brought back)."""
+        (lembro's write-back: a value deleted meanwhile is not brought back). ``owner``:
+        the user the value (a session) belongs to, kept for :meth:`end_sessions_of`."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
-        return await self._store.replace(self._key(key), self._record(value, expires), seconds)
+        record = self._record(value, expires, owner)
+        return await self._store.replace(self._key(key), record, seconds)
+
+    async def set_session(
+        self, key: str, value: bytes, expires_in: int, owner: str | None = None
+    ) -> None:
+        """As :meth:`set`, for a session that belongs to ``owner`` (None: no one)."""
+        seconds = _seconds(expires_in)
+        expires = None if seconds is None else self._clock() + seconds
+        await self._store.set(self._key(key), self._record(value, expires, owner), seconds)
+
+    async def end_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        """End every session of ``owner`` in the lembro store (the ``keep`` key spared);
+        return how many ended. Raises ``InvalidOption`` on a store without ``owner_key``."""
+        full = None if keep is None else self._key(keep)
+        return await self._store.destroy_sessions_of(check_owner(owner), keep=full)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         """The bytes stored under ``key``, or None when absent or expired. With
@@ -217,6 +268,7 @@ class LembroStore(NamespacedStore):
         child = namespace if self.namespace is None else f"{self.namespace}{_CHILD}{namespace}"
         new = type(self).__new__(type(self))
         new._store = self._store
+        new._owner_key = self._owner_key
         new._clock = self._clock
         new.namespace = child
         return new
@@ -234,6 +286,7 @@ class LembroStore(NamespacedStore):
 _SID = "lembro.sid"
 _LOADED = "lembro.loaded"
 _REGENERATE = "lembro.regenerate"
+_BACKEND = "lembro.backend"
 
 
 def regenerate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -266,6 +319,7 @@ class LembroSessionBackend(ServerSideSessionBackend):
     ) -> dict[str, Any]:
         """The session the cookie names, if the store holds it; else an empty one."""
         scope = cast(dict[str, Any], connection.scope)
+        scope[_BACKEND] = self
         sid = connection.cookies.get(self.config.key)
         if sid and is_session_id(sid):
             store = self.config.get_store_from_app(scope["app"])
@@ -304,16 +358,17 @@ class LembroSessionBackend(ServerSideSessionBackend):
 
         data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
         expires_in = int(self.config.max_age)
+        owner = _owner(store, scope_session)  # type: ignore[arg-type]
         if scope.get(_REGENERATE):
             if loaded and not await _remove(store, sid):
                 return  # a logout won: never bring its session back under a new id
             sid = scope[_SID] = self.generate_session_id()
-            await store.set(sid, data, expires_in=expires_in)
+            await _set(store, sid, data, expires_in, owner)
         elif loaded:
-            if not await _replace(store, sid, data, expires_in):
+            if not await _replace(store, sid, data, expires_in, owner):
                 return  # ended by another request meanwhile: not brought back
         else:
-            await store.set(sid, data, expires_in=expires_in)
+            await _set(store, sid, data, expires_in, owner)
         cookie = Cookie(value=sid, key=self.config.key, **cookie_params)
         headers.add("Set-Cookie", cookie.to_header(header=""))
 
@@ -328,14 +383,59 @@ async def _remove(store: Store, key: str) -> bool:
     return existed
 
 
-async def _replace(store: Store, key: str, data: bytes, expires_in: int) -> bool:
+def _owner(store: Store, session: dict[str, Any]) -> str | None:
+    """The owner of ``session`` when ``store`` indexes sessions by owner, else None.
+    Raises ``SerializationError`` for an owner field that is not a str or an int."""
+    owner_key = store.owner_key if isinstance(store, LembroStore) else None
+    return None if owner_key is None else owner_of(session, owner_key)
+
+
+async def _set(store: Store, key: str, data: bytes, expires_in: int, owner: str | None) -> None:
+    if isinstance(store, LembroStore):
+        await store.set_session(key, data, expires_in, owner)
+    else:
+        await store.set(key, data, expires_in=expires_in)
+
+
+async def _replace(
+    store: Store, key: str, data: bytes, expires_in: int, owner: str | None = None
+) -> bool:
     """Write ``data`` over ``key``'s live value only; whether it was written."""
     if isinstance(store, LembroStore):
-        return await store.replace(key, data, expires_in)
+        return await store.replace(key, data, expires_in, owner=owner)
     if not await store.exists(key):
         return False
     await store.set(key, data, expires_in=expires_in)
     return True
+
+
+async def logout_everywhere(
+    connection: ASGIConnection[Any, Any, Any, Any], owner: str | int, keep_current: bool = True
+) -> int:
+    """End every session of ``owner``; return how many ended.
+
+    The session store must be a :class:`LembroStore` on a lembro store built with
+    ``owner_key=`` (the session field that names the user, e.g. ``"user_id"``); owners
+    compare as strings. With ``keep_current`` (the default: "sign out my other devices")
+    this request's session is kept; with ``keep_current=False`` it ends too when it is
+    ``owner``'s, and is cleared, so the response clears its cookie. Raises
+    ``InvalidOption`` for a bad owner or a store without ``owner_key``, ``RuntimeError``
+    without :class:`LembroSessionConfig`'s middleware or a ``LembroStore``.
+    """
+    name = check_owner(owner)
+    scope = cast(dict[str, Any], connection.scope)
+    backend = scope.get(_BACKEND)
+    if not isinstance(backend, LembroSessionBackend):
+        raise RuntimeError("logout_everywhere() needs LembroSessionConfig's middleware")
+    store = backend.config.get_store_from_app(scope["app"])
+    if not isinstance(store, LembroStore):
+        raise RuntimeError("logout_everywhere() needs a LembroStore as the session store")
+    keep = scope.get(_SID) if keep_current and scope.get(_LOADED) else None
+    ended = await store.end_sessions_of(name, keep=keep)
+    session = scope.get("session")
+    if not keep_current and isinstance(session, dict) and is_current_owner(store, session, name):
+        connection.clear_session()  # an emptied session clears its cookie
+    return ended
 
 
 class LembroSessionConfig(ServerSideSessionConfig):

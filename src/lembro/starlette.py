@@ -19,7 +19,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
-from ._cookies import CookieSigner, aregenerate, cookie_value
+from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
+from .checks import check_owner
 from .errors import SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
@@ -29,7 +30,7 @@ from .serializers import fingerprint
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
-__all__ = ["Session", "SessionMiddleware", "regenerate"]
+__all__ = ["Session", "SessionMiddleware", "logout_everywhere", "regenerate"]
 
 log = logging.getLogger("lembro")
 
@@ -49,6 +50,8 @@ class Session(dict[str, Any]):
     modified: bool = False
     _regenerate: bool = False
     _before: object = None  # the fingerprint taken before a container was handed out
+    _sid: str | None = None  # the id the session was loaded under (None: a new session)
+    _middleware: SessionMiddleware | None = None  # the middleware that loaded it
 
     def mark_accessed(self) -> None:
         self.accessed = True
@@ -169,6 +172,36 @@ def regenerate(connection: HTTPConnection) -> None:
     session.mark_accessed()
 
 
+async def logout_everywhere(
+    connection: HTTPConnection, owner: str | int, keep_current: bool = True
+) -> int:
+    """End every session of ``owner`` in the middleware's store; return how many ended.
+
+    ``owner`` is what the store's ``owner_key`` field holds for the signed-in user (build
+    the store with ``owner_key="user_id"``, say); owners compare as strings. With
+    ``keep_current`` (the default: "sign out my other devices") the session of
+    ``connection`` is kept; with ``keep_current=False`` it ends too when it is
+    ``owner``'s, and is cleared, so the response deletes its cookie. Their next
+    request, each other device gets a new, empty session.
+
+    A concurrent request of an ended session does not write it back. Raises
+    ``InvalidOption`` for a bad owner or a store without ``owner_key``,
+    ``StoreUnavailable`` when the store cannot be reached, and ``RuntimeError`` without
+    :class:`SessionMiddleware`.
+    """
+    name = check_owner(owner)
+    session = connection.scope.get("session")
+    if not isinstance(session, Session) or session._middleware is None:
+        raise RuntimeError("logout_everywhere() needs lembro.starlette.SessionMiddleware installed")
+    middleware = session._middleware
+    keep = session._sid if keep_current else None
+    ended = await middleware._store.destroy_sessions_of(name, keep=keep)
+    # Read as a plain dict, not through Session's methods: nothing is handed out.
+    if not keep_current and is_current_owner(middleware.store, dict(dict.items(session)), name):
+        session.clear()  # an emptied session deletes its cookie when the response starts
+    return ended
+
+
 class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` with the data kept in ``store``, not the cookie.
 
@@ -178,7 +211,8 @@ class SessionMiddleware:
     (a browser-session cookie) the record lives the store's ``ttl`` seconds from the
     last request that carried the cookie. ``store`` is any :class:`~lembro.SessionStore`
     or :class:`~lembro.AsyncSessionStore`; a sync store that may block runs in a worker
-    thread, so the event loop never waits on it.
+    thread, so the event loop never waits on it. A store built with ``owner_key=``
+    indexes sessions by user, for :func:`logout_everywhere`.
 
     Concurrent requests of one session each load it, and the last to write wins, as with
     any server-side session store; a record destroyed meanwhile (logout, regenerate) is
@@ -242,7 +276,8 @@ class SessionMiddleware:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
             if not data:  # unknown or expired: never adopted, a new id is made on write
                 sid = cookie = None
-        scope["session"] = Session(data or {})
+        session = scope["session"] = Session(data or {})
+        session._sid, session._middleware = sid, self
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)
