@@ -71,10 +71,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
         if not indexed or not isinstance(user, str):
             return []
         current = getattr(session, "sid", None)
-        return [
-            {"id": redact(sid), "current": sid == current}
-            for sid in store.sessions_of(user)
-        ]
+        return [{"id": redact(sid), "current": sid == current} for sid in store.sessions_of(user)]
 
     @app.get("/")
     def page() -> str:

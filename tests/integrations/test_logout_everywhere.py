@@ -40,11 +40,7 @@ import lembro.starlette
 from lembro import InvalidOption, MemoryStore, RedisStore
 from lembro.flask import Lembro
 from lembro.litestar import LembroSessionConfig, LembroStore
-
-try:  # where the test files move to on main (tests by kind); until then, at the top
-    from tests.integrations.test_django import configure_django
-except ModuleNotFoundError:
-    from tests.test_django import configure_django
+from tests.integrations.test_django import configure_django
 
 from ..redis_server import RedisServer
 
