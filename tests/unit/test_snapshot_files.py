@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -120,6 +122,67 @@ def test_an_unreadable_snapshot_gives_one_warning_and_an_empty_store(
     with MemoryStore("1M", None, snapshot=path) as store:
         assert len(store) == 0
     assert len(warnings_of(caplog)) == 1
+
+
+def as_nobody(action: Callable[[], bool]) -> bool:
+    """Run ``action`` in a forked child that has given up root for the user nobody (so
+    file permissions hold for it, as for any app not run as root); return its result."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test runner
+        ok = False
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            ok = action()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def open_directory(mode: int) -> Path:
+    """A directory in /tmp that the user nobody can reach, with ``mode``."""
+    directory = Path(tempfile.mkdtemp(prefix="lembro-test-"))
+    directory.chmod(mode)
+    return directory
+
+
+@pytest.mark.skipif(not as_root, reason="needs root to give up to another user")
+def test_an_unreadable_snapshot_gives_one_warning_and_an_empty_store_for_a_non_root_app() -> None:
+    directory = open_directory(0o777)
+    try:
+        path = directory / "s.snap"
+        good_snapshot(path)
+        path.chmod(0)
+
+        def load() -> bool:
+            warned: list[logging.LogRecord] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = warned.append  # type: ignore[method-assign]
+            logging.getLogger("lembro").addHandler(handler)
+            store = MemoryStore("1M", None, snapshot=path)
+            return len(store) == 0 and len(warned) == 1
+
+        assert as_nobody(load)
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.skipif(not as_root, reason="needs root to give up to another user")
+def test_a_directory_not_writable_is_refused_at_construction_for_a_non_root_app() -> None:
+    directory = open_directory(0o755)
+    try:
+
+        def build() -> bool:
+            try:
+                MemoryStore("1M", None, snapshot=directory / "s.snap")
+            except InvalidOption as e:
+                return "may write" in str(e)
+            return False
+
+        assert as_nobody(build)
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
