@@ -89,6 +89,13 @@ def _loop(ref: weakref.ref[Tended], stop: threading.Event, period: float) -> Non
 
 
 def _restart_after_fork() -> None:
+    # A forked child has changed no sessions yet, so none are its to write: it dies of
+    # SIGTERM as it would without lembro (a terminated multiprocessing pool joins its
+    # workers, and a Python-level handler can miss a signal that comes while the child is
+    # still starting) until one of its stores with a snapshot changes and installs the
+    # handler again.
+    if signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for store in list(_LIVE):
         store._after_fork_in_child()
 

@@ -179,3 +179,51 @@ def test_gunicorn_preload_restart_keeps_the_workers_logins_and_logouts(tmp_path:
         server.stop()
         for client in (stay, leave, new):
             client.close()
+
+
+FORKED_CHILD_SIGTERM = """
+import os, signal, sys
+from lembro import MemoryStore
+
+store = MemoryStore("1M", None, snapshot="s.snap")
+assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # lembro's, in the parent
+pid = os.fork()
+if pid == 0:
+    default_after_fork = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    store.set("mine", {"n": 1})
+    caught_once_changed = signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    os._exit(0 if default_after_fork and caught_once_changed else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_dies_of_sigterm_as_without_lembro_until_its_sessions_change(
+    tmp_path: Path,
+) -> None:
+    """A terminated multiprocessing pool joins its workers: lembro's SIGTERM handler must
+    not outlive the fork in a child that has no sessions of its own to write."""
+    result = run_script(FORKED_CHILD_SIGTERM, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+POOL_TERMINATED = """
+import multiprocessing
+import lembro
+
+def square(n):
+    return n * n
+
+if __name__ == "__main__":
+    for _ in range(20):
+        with multiprocessing.get_context("fork").Pool(3) as pool:  # __exit__ terminates
+            assert pool.map(square, range(30)) == [n * n for n in range(30)]
+"""
+
+
+def test_terminated_pools_never_hang_with_lembro_imported(tmp_path: Path) -> None:
+    (tmp_path / "pools.py").write_text(POOL_TERMINATED)
+    result = run_script(
+        "import runpy; runpy.run_path('pools.py', run_name='__main__')", tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

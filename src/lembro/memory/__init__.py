@@ -550,6 +550,8 @@ class MemoryStore:
         so check for siblings first (which may raise ``SeveralProcesses``)."""
         processes.check()
         self._changed = True
+        if self.snapshot is not None:  # a forked child's sessions are now its to write
+            background.install_sigterm_exit()
 
     def _forked_in_parent(self) -> None:
         """This process forked: its children carry these sessions on, so it writes the
