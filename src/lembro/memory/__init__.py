@@ -269,35 +269,12 @@ class MemoryStore:
         ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
         unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
         """
-        blob, lifetime, owner = self._encode(sid, data, ttl)
-        if not self._changed:
-            self._first_change()
-        now = self._clock()
-        self._lock.acquire()
-        try:
-            old = self._live_locked(sid, now)
-            self._write_locked(sid, blob, now + lifetime, old, owner)
-            self._fit_locked(now, keep=sid)
-        finally:
-            self._lock.release()
+        self._put(sid, data, ttl, only_over_live=False)
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
-        blob, lifetime, owner = self._encode(sid, data, ttl)
-        if not self._changed:
-            self._first_change()
-        now = self._clock()
-        self._lock.acquire()
-        try:
-            old = self._live_locked(sid, now)
-            if old is None:
-                return False
-            self._write_locked(sid, blob, now + lifetime, old, owner)
-            self._fit_locked(now, keep=sid)
-            return True
-        finally:
-            self._lock.release()
+        return self._put(sid, data, ttl, only_over_live=True)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
@@ -574,6 +551,25 @@ class MemoryStore:
             f"<MemoryStore {len(self._sessions)} sessions, "
             f"{format_size(self._budget.size)} of {format_size(self._budget.max_size)}>"
         )
+
+    def _put(self, sid: str, data: dict[str, Any], ttl: float | None, only_over_live: bool) -> bool:
+        """What ``set`` and ``replace`` do: serialize outside the lock, then write under
+        it; ``False`` (and nothing written) when ``only_over_live`` and ``sid`` is not a
+        live session."""
+        blob, lifetime, owner = self._encode(sid, data, ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        self._lock.acquire()
+        try:
+            old = self._live_locked(sid, now)
+            if old is None and only_over_live:
+                return False
+            self._write_locked(sid, blob, now + lifetime, old, owner)
+            self._fit_locked(now, keep=sid)
+            return True
+        finally:
+            self._lock.release()
 
     # ---- outside the lock: arguments and serialization ----------------------------------
 
