@@ -223,6 +223,11 @@ class LembroSessionInterface(SessionInterface):
 
         old_sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
+        if (session.modified or old_sid is None) and set(map(type, session)) - {str}:
+            # Flask's session keys are strs, and a record with others is discarded when
+            # read: refuse it at the write, where the app can see why.
+            key = next(k for k in session if type(k) is not str)
+            raise SerializationError(f"session key {key!r}: Flask session keys must be str")
         if session.is_empty:
             if old_sid is not None and session.modified:
                 self.store.destroy(old_sid)

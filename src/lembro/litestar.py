@@ -66,6 +66,15 @@ __all__ = [
 # path is its names joined by _CHILD; so a namespace's own keys and its children's are
 # told apart by prefix, and a key may hold any character.
 _CHILD = "\x1f"
+
+
+def _escape(text: str) -> str:
+    """``text`` without ':' (Redis stores keep it out of ids: it ends their prefix), as a
+    one-to-one map ('%' is escaped first), character by character, so a namespace's
+    escaped name still begins its keys' and its children's escaped names."""
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
 _KEY = "\x1e"
 # The fields of a record; an owner field of the lembro store must be none of them.
 _RECORD_FIELDS = frozenset({"s", "b", "x"})
@@ -130,10 +139,8 @@ class LembroStore(NamespacedStore):
     # ---- keys and records ---------------------------------------------------------------
 
     def _key(self, key: str) -> str:
-        # Redis stores keep ':' out of ids (it separates their prefix); escaping '%' first
-        # keeps two different keys from ever naming one record.
-        key = key.replace("%", "%25").replace(":", "%3A")
-        return key if self.namespace is None else f"{self.namespace}{_KEY}{key}"
+        key = _escape(key)
+        return key if self.namespace is None else f"{_escape(self.namespace)}{_KEY}{key}"
 
     @property
     def owner_key(self) -> str | None:
@@ -234,7 +241,8 @@ class LembroStore(NamespacedStore):
         if self.namespace is None:
             await self._store.clear()
             return
-        own, children = self.namespace + _KEY, self.namespace + _CHILD
+        namespace = _escape(self.namespace)
+        own, children = namespace + _KEY, namespace + _CHILD
         for full in list(await self._store.all()):
             if full.startswith((own, children)):
                 await self._store.destroy(full)

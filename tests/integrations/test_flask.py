@@ -771,3 +771,31 @@ def test_the_example_app_counts() -> None:
         client = app.test_client()
         assert [client.get("/").text for _ in range(2)] == ["visit 1\n", "visit 2\n"]
         assert len(store) == 1
+
+
+def test_a_key_that_is_not_a_str_is_refused_at_the_write_and_the_session_kept(
+    app: Flask, client: Any, store: MemoryStore
+) -> None:
+    """A record with such a key would be discarded, whole, on the next read."""
+
+    @app.get("/int-key")
+    def int_key() -> str:
+        session[1] = "x"  # type: ignore[index]
+        return "written"
+
+    assert client.get("/inc").text == "1"
+    app.testing = False  # a 500, as in production, rather than the exception re-raised
+    response = client.get("/int-key")
+    assert response.status_code == 500
+    assert client.get("/inc").text == "2"  # the stored session is as it was
+
+
+def test_the_write_refusing_a_non_str_key_names_it(app: Flask, store: MemoryStore) -> None:
+    @app.get("/int-key")
+    def int_key() -> str:
+        session[1] = "x"  # type: ignore[index]
+        return "written"
+
+    with app.test_client() as c, pytest.raises(SerializationError, match="session key 1"):
+        c.get("/int-key")
+    assert len(store) == 0

@@ -442,3 +442,26 @@ def test_litestars_response_cache_works_on_a_lembro_store(memory: MemoryStore) -
         assert cache_client.get("/slow").json() == {"calls": 1}  # served from the store
     assert len(calls) == 1
     assert len(memory) == 1
+
+
+@pytest.mark.parametrize("kind", ["lembro-memory", "lembro-redis"])
+@pytest.mark.anyio
+async def test_a_namespace_may_hold_a_colon_on_every_lembro_store(
+    kind: str, clock: FakeClock, redis_server: RedisServer
+) -> None:
+    if kind == "lembro-memory":
+        base: Any = MemoryStore("1M", None, clock=clock)
+    else:
+        base = RedisStore(redis_server.url, prefix=f"lembro-test:{new_session_id()[:8]}:")
+    parent = LembroStore(base, namespace="cache:v1", clock=clock)
+    child = parent.with_namespace("users:%")
+    await parent.set("k:1", b"parent")
+    await child.set("k:1", b"child")
+    assert await parent.get("k:1") == b"parent"
+    assert await child.get("k:1") == b"child"
+    await child.delete_all()
+    assert await child.get("k:1") is None
+    assert await parent.get("k:1") == b"parent"
+    await parent.delete_all()
+    assert await parent.get("k:1") is None
+    await parent.__aexit__(None, None, None)

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -527,6 +528,22 @@ def test_a_prefix_does_not_see_or_clear_a_longer_prefixs_sessions(
     admin.clear()
 
 
+def test_a_store_whose_prefix_names_another_stores_owner_set_leaves_it_alone(
+    redis_server: RedisServer,
+) -> None:
+    base = unique_prefix()
+    app = RedisStore(redis_server.url, prefix=base, owner_key="user")
+    other = RedisStore(redis_server.url, prefix=base + "owner:42:")
+    sid = new_session_id()
+    app.set(sid, {"user": 42})
+    assert len(other) == 0
+    assert other.all() == {}
+    other.clear()
+    assert app.sessions_of(42) == [sid]
+    assert app.destroy_sessions_of(42) == 1
+    app.clear()
+
+
 @pytest.mark.parametrize("prefix", ["app", "lembro", "app:admin", ""])
 def test_a_prefix_without_the_separator_is_refused(prefix: str) -> None:
     for cls in (RedisStore, AsyncRedisStore):
@@ -909,3 +926,35 @@ def test_an_owner_set_is_one_key_that_outlives_its_sessions(
     assert not {"scan", "keys"} & used.keys()
     owned.clear()
     assert list(raw.scan_iter(match=store.prefix + "*")) == []
+
+
+def test_a_logout_everywhere_between_a_writes_join_and_its_set_keeps_the_session_indexed(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    """A write joins its owner's set before its SET lands; a logout everywhere that reads
+    the set in between must not prune the member, or the session escapes the index."""
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, owner_key="user")
+    sid = new_session_id()
+    index = f"{prefix}owner:42:"
+    raw.zadd(index, {sid: time.time()})  # the write's join, its SET still in flight
+    assert store.destroy_sessions_of(42) == 0
+    assert raw.zscore(index, sid) is not None  # not pruned: it joined moments ago
+    raw.set(prefix + sid, store._serializer.dumps({"user": 42}))  # the SET lands
+    assert store.sessions_of(42) == [sid]
+    assert store.destroy_sessions_of(42) == 1
+    assert store.get(sid) is None
+    store.clear()
+
+
+def test_a_member_whose_session_is_gone_is_pruned_when_read(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, owner_key="user")
+    sid = new_session_id()
+    index = f"{prefix}owner:42:"
+    raw.zadd(index, {sid: time.time() - 60.0})  # joined a minute ago; its session is gone
+    assert store.sessions_of(42) == []
+    assert raw.zscore(index, sid) is None
+    store.clear()

@@ -94,6 +94,10 @@ return 1
 """
 # Removes the members given with their scores, each only if its score is still the one
 # read: a session that rejoined its owner meanwhile (a new score) stays in the set.
+# Seconds a member of an owner's set is safe from pruning after it joined: longer than a
+# write's join and SET can be apart (a pipeline, or per node on a cluster, within the
+# store's socket timeouts).
+_JOIN_GRACE = 10.0
 _PRUNE = """
 local removed = 0
 for i = 1, #ARGV, 2 do
@@ -558,7 +562,11 @@ class RedisCore:
         fetched: Iterable[tuple[list[Command], list[Any]]],
     ) -> tuple[list[str], list[tuple[str, bytes]]]:
         """The members still live and still the owner's, in the set's order, and the
-        stale ones (expired, destroyed, or now someone else's) with their scores."""
+        stale ones (expired, destroyed, or now someone else's) with their scores. A
+        member that joined in the last ``_JOIN_GRACE`` seconds is neither: its write may
+        not have landed yet (the join goes first), and pruning it now would leave that
+        session out of its owner's set for good."""
+        recent = time.time() - _JOIN_GRACE
         blobs: dict[bytes, Any] = {}
         for commands, replies in fetched:
             for command, values in zip(commands, replies, strict=True):
@@ -577,7 +585,8 @@ class RedisCore:
                 if self._stored_index(data) == index:
                     live.append(sid)
                     continue
-            stale.append((sid, score))
+            if float(score) < recent:
+                stale.append((sid, score))
         return live, stale
 
     def _prune_command(self, index: str, members: list[tuple[str, bytes]]) -> Command:
@@ -622,7 +631,9 @@ class RedisCore:
         own = []
         for key in dict.fromkeys(keys):
             rest = key[start:]
-            if separator not in rest or (
+            # An empty rest is no session of ours: it is the name of another store's owner
+            # set whose prefix ends where ours does (``app:owner:42:`` under ``app:``).
+            if (rest and separator not in rest) or (
                 owners
                 and rest.startswith(mark)
                 and rest.endswith(separator)
