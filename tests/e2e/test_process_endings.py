@@ -227,3 +227,28 @@ def test_terminated_pools_never_hang_with_lembro_imported(tmp_path: Path) -> Non
         "import runpy; runpy.run_path('pools.py', run_name='__main__')", tmp_path, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+SIGTERM_WHILE_SERVING = """
+import os, random, signal, threading
+from lembro import MemoryStore
+
+store = MemoryStore("1M", None, snapshot="s.snap")
+sid = "a" * 43
+store.set(sid, {"n": 1})
+threading.Timer(random.uniform(0.02, 0.1), os.kill, (os.getpid(), signal.SIGTERM)).start()
+while True:  # the main thread is in and out of the store's lock when the signal lands
+    store.get(sid)
+"""
+
+
+def test_sigterm_while_the_main_thread_uses_the_store_never_hangs_the_exit(
+    tmp_path: Path,
+) -> None:
+    """lembro's SIGTERM exit raises in the main thread wherever it is; the snapshot written
+    at exit then takes the store's lock, which must not have been left held."""
+    for _ in range(20):
+        (tmp_path / "s.snap").unlink(missing_ok=True)
+        result = run_script(SIGTERM_WHILE_SERVING, tmp_path, timeout=20)
+        assert result.returncode == 128 + signal.SIGTERM, result.stderr
+        assert saved(tmp_path / "s.snap") == ["a" * 43]

@@ -241,14 +241,14 @@ class MemoryStore:
 
     # ---- reading and writing one session ------------------------------------------------
     #
-    # These take the lock with acquire() and release() in a finally: the same hold as a
-    # with block, which also looks up and calls __enter__ and __exit__ on every request.
+    # These hold the lock in a with block, never acquire() then try: a signal handler
+    # that raises (lembro's SIGTERM exit does) may run between acquire() and the try,
+    # and the lock would then never be released, hanging the snapshot written at exit.
 
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
         now = self._clock()
-        self._lock.acquire()
-        try:
+        with self._lock:
             entry = self._live_locked(sid, now)
             if entry is None:
                 self._misses += 1
@@ -258,8 +258,6 @@ class MemoryStore:
                 self._owners.used(entry)
             self._hits += 1
             blob = entry.data
-        finally:
-            self._lock.release()
         return self._decode(blob)
 
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
@@ -285,8 +283,7 @@ class MemoryStore:
         if not self._changed:
             self._first_change()
         now = self._clock()
-        self._lock.acquire()
-        try:
+        with self._lock:
             entry = self._live_locked(sid, now)
             if entry is None:
                 return False
@@ -296,23 +293,18 @@ class MemoryStore:
             if self._renew_locked(entry, now + lifetime):  # a new record: the size grew
                 self._fit_locked(now, keep=sid)
             return True
-        finally:
-            self._lock.release()
 
     def destroy(self, sid: str) -> bool:
         """Remove session ``sid``; return whether a live session was removed."""
         if not self._changed:
             self._first_change()
         now = self._clock()
-        self._lock.acquire()
-        try:
+        with self._lock:
             entry = self._sessions.get(sid)
             if entry is None:
                 return False
             self._remove_locked(entry)
             return entry.expires > now
-        finally:
-            self._lock.release()
 
     def __contains__(self, sid: object) -> bool:
         """Whether ``sid`` is a live session; neither a hit nor a miss nor a use."""
@@ -560,16 +552,13 @@ class MemoryStore:
         if not self._changed:
             self._first_change()
         now = self._clock()
-        self._lock.acquire()
-        try:
+        with self._lock:
             old = self._live_locked(sid, now)
             if old is None and only_over_live:
                 return False
             self._write_locked(sid, blob, now + lifetime, old, owner)
             self._fit_locked(now, keep=sid)
             return True
-        finally:
-            self._lock.release()
 
     # ---- outside the lock: arguments and serialization ----------------------------------
 
