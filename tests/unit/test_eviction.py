@@ -98,3 +98,14 @@ def test_a_restored_session_keeps_its_uses() -> None:
     order.created(made, uses=2)
     assert order.count(made) == 2.0
     order.check(made)
+
+
+def test_a_session_unused_for_a_thousand_half_lives_still_checks_as_valid() -> None:
+    """Its faded count underflows to 0.0: a valid state, the lowest rank there is."""
+    order = EvictionOrder(16)
+    idle, busy = entry(order, "idle"), entry(order, "busy")
+    for _ in range(int(16 * HALF_LIFE * 1100)):
+        order.used(busy)
+    order.check(idle)
+    order.check(busy)
+    assert names(order.victims([idle, busy], 1, one_byte, keep=None)) == ["idle"]

@@ -91,8 +91,10 @@ class EvictionOrder:
 
     def check(self, entry: Entry) -> None:
         """Raise ``AssertionError`` when ``entry``'s score could not have been given: a
-        faded count is a number, and never more than every use counted so far."""
-        if not math.isfinite(entry.score) or not 0.0 < self.count(entry) <= self._uses:
+        faded count is a number, and never more than every use counted so far (it may
+        be 0.0: a session unused for about a thousand half-lives fades below the
+        smallest float)."""
+        if not math.isfinite(entry.score) or not 0.0 <= self.count(entry) <= self._uses:
             raise AssertionError(f"session {entry.sid[:8]!r} scores {entry.score}")
 
 
