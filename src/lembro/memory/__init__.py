@@ -53,9 +53,6 @@ from .expiry import ExpiryIndex
 from .owners import OwnedEntry, OwnerIndex
 
 __all__ = [
-    "ENTRY_OVERHEAD",
-    "FILING_OVERHEAD",
-    "HEAP_OVERHEAD",
     "OWNED_SESSION_OVERHEAD",
     "OWNER_OVERHEAD",
     "RECORD_OVERHEAD",
@@ -65,10 +62,6 @@ __all__ = [
 
 log = logging.getLogger("lembro")
 
-# The names the cost constants had before the store was split into parts.
-ENTRY_OVERHEAD = SESSION_OVERHEAD
-FILING_OVERHEAD = RECORD_OVERHEAD
-HEAP_OVERHEAD = 0  # a record costs the same in the queue or the heap
 
 # A snapshot file larger than this many times max_size is not read: a store's own snapshot
 # is smaller than the store (a session's overhead in memory is far above its bytes on disk).

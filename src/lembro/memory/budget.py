@@ -13,7 +13,6 @@ __all__ = [
     "RECORD_OVERHEAD",
     "SESSION_OVERHEAD",
     "Budget",
-    "entry_cost",
     "owner_cost",
     "session_cost",
 ]
@@ -43,11 +42,6 @@ def session_cost(sid: str, data: bytes) -> int:
     """Bytes a session of id ``sid`` and serialized ``data`` costs, its record aside. The
     id counts at the bytes CPython holds for it, which depend on its widest character."""
     return sys.getsizeof(sid) + len(data) + SESSION_OVERHEAD
-
-
-def entry_cost(entry: Entry) -> int:
-    """Bytes ``entry`` costs in a store without an owner index, its record aside."""
-    return session_cost(entry.sid, entry.data)
 
 
 def owner_cost(name: str) -> int:
@@ -88,7 +82,11 @@ class Budget:
     def cost(self, entry: Entry) -> int:
         """Bytes ``entry`` costs in this store, its record aside, recounted (``entry.cost``
         is what was counted)."""
-        return sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+        return self._session_cost(entry.sid, entry.data)
+
+    def _session_cost(self, sid: str, data: bytes) -> int:
+        """Bytes a session of id ``sid`` and ``data`` costs in this store, its record aside."""
+        return sys.getsizeof(sid) + len(data) + self.session_overhead
 
     def freed_by(self, entry: Entry) -> int:
         """Bytes removing ``entry`` frees once its record is dropped (its owner aside,
@@ -98,7 +96,7 @@ class Budget:
     def new_session_cost(self, sid: str, data: bytes, owner: str | None = None) -> int:
         """Bytes a new session costs, its record included, and its owner's when
         ``owner`` names one."""
-        cost = sys.getsizeof(sid) + len(data) + self.session_overhead + RECORD_OVERHEAD
+        cost = self._session_cost(sid, data) + RECORD_OVERHEAD
         return cost if owner is None else cost + owner_cost(owner)
 
     def first_capacity(self) -> int:
@@ -108,7 +106,7 @@ class Budget:
     def add_session(self, entry: Entry) -> None:
         """Count a new session and its expiry record; the session keeps its cost, so
         removing it needs no recount."""
-        entry.cost = sys.getsizeof(entry.sid) + len(entry.data) + self.session_overhead
+        entry.cost = self.cost(entry)
         self.size += entry.cost + RECORD_OVERHEAD
 
     def remove_session(self, entry: Entry) -> None:
@@ -137,9 +135,6 @@ class Budget:
     def remove_records(self, count: int) -> None:
         """Uncount ``count`` expiry records the index dropped."""
         self.size -= count * RECORD_OVERHEAD
-
-    def clear(self) -> None:
-        self.size = 0
 
     def check(self, entries: list[Entry], records: int, owners: Iterable[str] = ()) -> None:
         """Recount the size from ``entries``, ``records`` and the names of the ``owners``
