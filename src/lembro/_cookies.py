@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COOKIE_LENGTH",
+    "VERIFIED_CACHE_SIZE",
     "CookieSigner",
     "aregenerate",
     "cookie_value",
@@ -41,6 +42,8 @@ _SIGNED_LENGTH = 87
 #: Anything longer than this is not ours; checked before any hashing, so a flood of huge
 #: cookies costs a length comparison each.
 MAX_COOKIE_LENGTH = _SIGNED_LENGTH
+#: How many verified cookie values a signer remembers (about 300 bytes each).
+VERIFIED_CACHE_SIZE = 256
 
 
 def _derive(secret: str | bytes, salt: bytes) -> bytes:
@@ -68,9 +71,15 @@ class CookieSigner:
     ``secret`` signs; each of ``fallbacks`` (older secrets) still verifies. ``salt`` keeps
     these signatures apart from anything else signed with the same secret. Keys are
     derived once, here; signing and verifying an id cost one BLAKE2b hash per key tried.
+
+    The last ``VERIFIED_CACHE_SIZE`` values that verified are remembered, so a client's
+    next request with the same cookie costs a dict lookup, not a hash: a value is only
+    ever remembered after its tag verified, under these same keys (a signer's keys never
+    change), so the answer is the one the hash would give. Values that fail are not
+    remembered: a flood of forged cookies cannot fill it.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_verified")
 
     def __init__(
         self,
@@ -86,6 +95,7 @@ class CookieSigner:
             for key in (secret, *fallbacks)
             if key
         )
+        self._verified: dict[str, tuple[str, bool]] = {}
 
     def sign(self, sid: str) -> str:
         """The cookie value for session id ``sid``."""
@@ -97,6 +107,9 @@ class CookieSigner:
 
         Any string a client sends is safe here: nothing raises.
         """
+        known = self._verified.get(value)
+        if known is not None:
+            return known
         # Only the shape is checked before the hash: an id whose tag verifies is one this
         # server made, and so a well-formed one.
         if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
@@ -105,7 +118,11 @@ class CookieSigner:
         message, tag = raw[:43], raw[44:]
         for index, key in enumerate(self._keys):
             if hmac.compare_digest(_tag(key, message), tag):
-                return value[:43], index > 0
+                verified = value[:43], index > 0
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.clear()  # simple, and safe while other threads read it
+                self._verified[value] = verified
+                return verified
         return None, False
 
 

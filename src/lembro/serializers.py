@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import math
 import pickle
-import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -49,64 +48,48 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-class _MsgspecSerializer:
-    """Encodes into a per-thread buffer, then copies out exactly ``len`` bytes.
-
-    msgspec's ``encode`` returns bytes whose allocation is up to 1.5 times their length;
-    a store that counts its memory needs the bytes it holds to cost what they say.
-    """
-
-    def __init__(
-        self, encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder, decoder: Any
-    ) -> None:
-        self._encode_into = encoder.encode_into
-        self._local = threading.local()
-        self.loads = decoder.decode
-
-    def dumps(self, obj: Any) -> bytes:
-        try:
-            buffer = self._local.buffer
-        except AttributeError:
-            buffer = self._local.buffer = bytearray(1024)
-        self._encode_into(obj, buffer)
-        blob = bytes(buffer)
-        # A thread keeps at most 8 KiB of scratch between writes: a store's cap does not
-        # see these buffers, so one large session must not pin its size for the thread's life.
-        if len(buffer) > 8192:
-            self._local.buffer = bytearray(1024)
-        return blob
-
-
-class MsgpackSerializer(_MsgspecSerializer):
+class MsgpackSerializer:
     """MessagePack through msgspec: compact and fast, and exact (see the module's docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(ext_hook=_from_ext))
+        self._encode_into = msgspec.msgpack.Encoder().encode_into
+        self.loads = msgspec.msgpack.Decoder(ext_hook=_from_ext).decode
 
     def dumps(self, obj: Any) -> bytes:
-        return super().dumps(_exact(obj, _to_ext, _MSGPACK_KEYS))
+        return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
 
 
-class JsonSerializer(_MsgspecSerializer):
+class JsonSerializer:
     """JSON through msgspec: readable, and exact (see the module's docstring).
 
     Refuses what JSON cannot carry: keys that are not strings, NaN and infinite floats.
     """
 
     def __init__(self) -> None:
-        decoder = msgspec.json.Decoder()
-        super().__init__(msgspec.json.Encoder(), decoder)
-        decode = decoder.decode
-
-        def loads(data: bytes) -> Any:
-            obj = decode(data)
-            # Tags are rare: only a document that holds the marker needs a walk.
-            return _untag_json(obj) if _JSON_MARK_BYTES in data else obj
-
-        self.loads = loads
+        self._encode_into = msgspec.json.Encoder().encode_into
+        self._decode = msgspec.json.Decoder().decode
 
     def dumps(self, obj: Any) -> bytes:
-        return super().dumps(_exact(obj, _to_json_tag, _JSON_KEYS))
+        return _exact_length(self._encode_into, _exact(obj, _to_json_tag, _JSON_KEYS))
+
+    def loads(self, data: bytes) -> Any:
+        obj = self._decode(data)
+        # Tags are rare: only a document that holds the marker needs a walk.
+        return _untag_json(obj) if _JSON_MARK_BYTES in data else obj
+
+
+def _exact_length(encode_into: Any, obj: Any) -> bytes:
+    """``obj`` encoded, as bytes that hold exactly their length.
+
+    msgspec's ``encode`` returns bytes whose allocation is up to 1.5 times their length,
+    and a store that counts its memory needs the bytes it holds to cost what they say:
+    encoding into a fresh bytearray and copying it out costs as much, and leaves no
+    scratch buffer behind (a buffer kept per thread would hold a large session's size
+    for the thread's life, unseen by the store's cap).
+    """
+    buffer = bytearray()
+    encode_into(obj, buffer)
+    return bytes(buffer)
 
 
 # ---- exact types ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ cookie keeps only the session id, signed with keyed BLAKE2b (see :mod:`lembro._c
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 try:
@@ -46,12 +46,23 @@ class Session(dict[str, Any]):
     kept, and compared with what it holds when the response starts.
     """
 
-    accessed: bool = False
-    modified: bool = False
-    _regenerate: bool = False
-    _before: object = None  # the fingerprint taken before a container was handed out
-    _sid: str | None = None  # the id the session was loaded under (None: a new session)
-    _middleware: SessionMiddleware | None = None  # the middleware that loaded it
+    __slots__ = ("_before", "_middleware", "_regenerate", "_sid", "accessed", "modified")
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        /,
+        *,
+        sid: str | None = None,
+        middleware: SessionMiddleware | None = None,
+    ) -> None:
+        dict.__init__(self, data)
+        self.accessed = False
+        self.modified = False
+        self._regenerate = False
+        self._before: object = None  # the fingerprint taken before a container was handed out
+        self._sid = sid  # the id the session was loaded under (None: a new session)
+        self._middleware = middleware  # the middleware that loaded it
 
     def mark_accessed(self) -> None:
         self.accessed = True
@@ -276,8 +287,7 @@ class SessionMiddleware:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
             if not data:  # unknown or expired: never adopted, a new id is made on write
                 sid = cookie = None
-        session = scope["session"] = Session(data or {})
-        session._sid, session._middleware = sid, self
+        scope["session"] = Session(data or {}, sid=sid, middleware=self)
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)
