@@ -9,6 +9,7 @@ cookie keeps only the session id, signed with keyed BLAKE2b (see :mod:`lembro._c
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +36,13 @@ __all__ = ["Session", "SessionMiddleware", "logout_everywhere", "regenerate"]
 log = logging.getLogger("lembro")
 
 _CLEARED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+
+#: A write re-sends an unchanged cookie (to slide its ``Max-Age``) only when this process
+#: last sent it more than this fraction of ``max_age`` ago: the cookie may then end up to
+#: this fraction of ``max_age`` before the record (1% of 14 days: about 3.4 hours).
+RESEND_FRACTION = 0.01
+#: How many ids' last cookie times the middleware remembers (about 150 bytes each).
+SENT_COOKIES_REMEMBERED = 256
 
 
 class Session(dict[str, Any]):
@@ -271,6 +279,10 @@ class SessionMiddleware:
         self._cookie_suffix = f"; path={path}; {lifetime}{self.security_flags}".encode("latin-1")
         # A cookie with max_age <= 0 is dead on arrival (Starlette still sends it): no record.
         self._persist = max_age is None or max_age > 0
+        # When this process last sent each id's cookie (time.monotonic() seconds), for the
+        # last SENT_COOKIES_REMEMBERED ids: see _sent_lately.
+        self._sent: dict[str, float] = {}
+        self._resend_after = 0.0 if max_age is None else max_age * RESEND_FRACTION
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -365,7 +377,20 @@ class SessionMiddleware:
             cookie = self.signer.sign(sid)
         elif self.max_age is None:
             return  # same id, a cookie that ends with the browser: nothing to re-send
+        elif self._sent_lately(sid):
+            return  # same id, and an expiry that would move by under RESEND_FRACTION
         headers.append((b"set-cookie", self._cookie_prefix + cookie.encode() + self._cookie_suffix))
+        if len(self._sent) >= SENT_COOKIES_REMEMBERED:
+            self._sent.clear()  # forgotten ids only get their cookie once more
+        self._sent[sid] = time.monotonic()
+
+    def _sent_lately(self, sid: str) -> bool:
+        """Whether this process sent ``sid``'s cookie less than ``RESEND_FRACTION`` of
+        ``max_age`` ago: sent again, its expiry would move by less than that, so the
+        write slides the record but not the cookie. An id it does not remember (another
+        process sent it, or it was forgotten) gets its cookie again."""
+        sent = self._sent.get(sid)
+        return sent is not None and time.monotonic() - sent < self._resend_after
 
     def _cookie(self, value: str, lifetime: str) -> tuple[bytes, bytes]:
         """A ``Set-Cookie`` header, as Starlette's middleware writes it."""

@@ -13,6 +13,7 @@ import runpy
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ from lembro.errors import SerializationError
 from lembro.ids import is_session_id, new_session_id
 from lembro.protocol import AsyncSessionStore, SessionStore
 from lembro.size import parse_size
-from lembro.starlette import Session, SessionMiddleware, regenerate
+from lembro.starlette import SENT_COOKIES_REMEMBERED, Session, SessionMiddleware, regenerate
 from tests.conftest import FakeClock
 from tests.servers import ROOT
 
@@ -246,7 +247,7 @@ def test_emptied_session_deletes_record_and_cookie(client: TestClient, store: Me
 def test_nested_mutation_is_saved(client: TestClient, store: MemoryStore) -> None:
     sid = cookie_sid(client.post("/update", json={"items": []}))
     response = client.post("/append", json="x")
-    assert cookie_sid(response) == sid
+    assert "set-cookie" not in response.headers  # the same id, sent a moment ago
     assert store.get(sid) == {"items": ["x"]}
 
 
@@ -297,13 +298,51 @@ def test_a_write_is_written_back_and_a_read_is_not(clock: FakeClock) -> None:
         client.get("/view")  # a read: nothing written
         assert store.sets == 1
         response = client.post("/rewrite", json={"a": 1})
-        assert cookie_sid(response) == sid  # re-sent, as Starlette does on a write
+        assert "set-cookie" not in response.headers  # sent under 1% of max_age ago
         assert store.sets == 2  # set through the session: written back, not compared
         clock.advance(50)  # 100 s after the first write, 50 s after the second
         assert store.get(sid) == {"a": 1}
         client.post("/rewrite", json={"a": 2})
         assert store.sets == 3
         assert store.get(sid) == {"a": 2}
+
+
+def test_a_written_cookie_is_re_sent_once_its_expiry_would_move_by_one_percent(
+    store: MemoryStore,
+) -> None:
+    """max_age=5: a write re-sends the cookie once this process sent it 50 ms ago or more
+    (1% of max_age), with the same id and the full Max-Age. (Sooner, only the record
+    slides: see the tests above, with max_age=3600.)"""
+    client = TestClient(make_app(store, max_age=5))
+    sid = cookie_sid(client.post("/update", json={"a": 1}))
+    time.sleep(0.1)
+    response = client.post("/update", json={"a": 3})
+    assert cookie_sid(response) == sid
+    assert "Max-Age=5;" in response.headers["set-cookie"]
+    assert store.get(sid) == {"a": 3}
+
+
+def test_a_process_that_did_not_send_the_cookie_sends_it(store: MemoryStore) -> None:
+    """Two workers on one store: the one that never sent this id's cookie sends it on a
+    write, so the cookie slides whichever worker serves."""
+    first = TestClient(make_app(store, max_age=3600))
+    second = TestClient(make_app(store, max_age=3600))
+    sid = cookie_sid(first.post("/update", json={"a": 1}))
+    second.cookies.set("session", signed(sid))
+    assert cookie_sid(second.post("/update", json={"a": 2})) == sid
+    assert "set-cookie" not in second.post("/update", json={"a": 3}).headers
+
+
+def test_an_id_forgotten_among_many_gets_its_cookie_again(store: MemoryStore) -> None:
+    """The middleware remembers the last SENT_COOKIES_REMEMBERED ids it sent; beyond,
+    the first is forgotten and re-sent, never left to end early."""
+    app = make_app(store, max_age=3600)
+    first = TestClient(app)
+    sid = cookie_sid(first.post("/update", json={"a": 1}))
+    assert "set-cookie" not in first.post("/update", json={"a": 2}).headers
+    for _ in range(SENT_COOKIES_REMEMBERED):
+        cookie_sid(TestClient(app).post("/update", json={"b": 1}))
+    assert cookie_sid(first.post("/update", json={"a": 3})) == sid
 
 
 # ---- ids the server did not issue ----------------------------------------------------
@@ -755,10 +794,14 @@ def example_app() -> Any:
 
 def test_fastapi_example_counts_visits_server_side(example_app: Any) -> None:
     client = TestClient(example_app)
-    for expected in (1, 2, 3):
+    first = client.get("/")
+    assert first.json() == {"visits": 1}
+    sid = cookie_sid(first, "dev-only-change-me")
+    assert is_session_id(sid)
+    for expected in (2, 3):
         response = client.get("/")
         assert response.json() == {"visits": expected}
-        assert is_session_id(cookie_sid(response, "dev-only-change-me"))
+        assert "set-cookie" not in response.headers  # the same id, sent a moment ago
     assert TestClient(example_app).get("/").json() == {"visits": 1}
 
 
