@@ -121,8 +121,14 @@ class _Refused(Exception):
 
 def _exact(obj: Any, tag: Any, key_types: frozenset[type]) -> Any:
     """``obj`` with every value JSON or msgpack would change replaced by ``tag(code,
-    payload)``; raises :class:`SerializationError` for a value it cannot carry."""
+    payload)``; raises :class:`SerializationError` for a value it cannot carry.
+
+    The session itself may be any dict (an integration's own dict subclass, read through
+    ``dict``'s methods, not its own): its top level is stored, and comes back, as a dict.
+    """
     try:
+        if isinstance(obj, dict):
+            return _walk_dict(obj, tag, key_types)
         return _walk(obj, tag, key_types)
     except _Refused as e:
         path = "".join(reversed(e.path))
@@ -142,26 +148,7 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
             raise _Refused(f"float {value!r} (JSON has no NaN or infinity)")
         return value
     if kind is dict:
-        out = None
-        safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
-        for key, item in value.items():
-            if type(key) not in key_types:
-                raise _Refused(f"key of type {type(key).__name__}")
-            item_kind = type(item)
-            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
-                continue  # the common cases, without a call
-            try:
-                new = _walk(item, tag, key_types)
-            except _Refused as e:
-                e.path.append(f"[{key!r}]")
-                raise
-            if new is not item:
-                if out is None:
-                    out = dict(value)
-                out[key] = new
-        if tag is _to_json_tag and _JSON_MARK in value:
-            return tag(_DICT, value if out is None else out)
-        return value if out is None else out
+        return _walk_dict(value, tag, key_types)
     if kind is list:
         out_list = None
         safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
@@ -195,6 +182,29 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is Decimal:
         return tag(_DECIMAL, str(value))
     raise _Refused(f"{kind.__qualname__} (refused: it would come back as another type)")
+
+
+def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> Any:
+    out = None
+    safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+    for key, item in dict.items(value):
+        if type(key) not in key_types:
+            raise _Refused(f"key of type {type(key).__name__}")
+        item_kind = type(item)
+        if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+            continue  # the common cases, without a call
+        try:
+            new = _walk(item, tag, key_types)
+        except _Refused as e:
+            e.path.append(f"[{key!r}]")
+            raise
+        if new is not item:
+            if out is None:
+                out = dict(dict.items(value))
+            out[key] = new
+    if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
+        return tag(_DICT, value if out is None else out)
+    return value if out is None else out
 
 
 def _sort_key(item: Any) -> tuple[str, str]:
@@ -350,9 +360,12 @@ def serializer_name(serializer: Serializer) -> str:
 
 
 def dumps_session(serializer: Serializer, data: Any) -> bytes:
-    """Serialize one session's ``data`` (a dict), raising :class:`SerializationError` on failure."""
+    """Serialize one session's ``data`` (a dict), raising :class:`SerializationError` on
+    failure. A dict subclass is serialized as a plain dict: its top level comes back as one."""
     if not isinstance(data, dict):
         raise SerializationError(f"session data must be a dict, not {type(data).__name__}")
+    if type(data) is not dict and type(serializer) not in BUILTIN_SERIALIZERS:
+        data = dict(dict.items(data))  # others (pickle) would keep the subclass and its state
     try:
         blob = serializer.dumps(data)
     except SerializationError:

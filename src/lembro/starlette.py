@@ -72,6 +72,13 @@ class Session(dict[str, Any]):
         self._sid = sid  # the id the session was loaded under (None: a new session)
         self._middleware = middleware  # the middleware that loaded it
 
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        """Copied (``copy.copy``, ``copy.deepcopy``) or pickled, a session is its data
+        alone, as a plain dict: never the middleware it came from."""
+        self.accessed = True
+        self._hand_out_all()
+        return dict, (dict(dict.items(self)),)
+
     def mark_accessed(self) -> None:
         self.accessed = True
 
@@ -335,8 +342,10 @@ class SessionMiddleware:
             session.mark_modified()
         if session.accessed:
             _vary_on_cookie(headers)
-        data = dict(dict.items(session))  # not dict.copy: that reads through __getitem__
-        if not data:
+        # The store is given the session itself: a store serializes any dict through
+        # dict's own methods (not Session's), and stores its top level as a plain dict.
+        data: dict[str, Any] = session
+        if not dict.__len__(session):
             if sid is not None:  # a stored session is never empty: this one was emptied
                 await self._store.destroy(sid)
                 headers.append(self._cookie("null", _CLEARED))

@@ -8,6 +8,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import pickle
 import re
 import runpy
 import subprocess
@@ -550,6 +551,25 @@ def test_session_notes_reads_that_bypass_request_session() -> None:
         read(session)
         assert session.accessed
         assert not session.modified
+
+
+@pytest.mark.parametrize(
+    "copy_of",
+    [copy.copy, copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))],  # noqa: S301 - its own bytes
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_a_copied_or_pickled_session_is_its_data_alone(copy_of: Callable[[Any], Any]) -> None:
+    """Never the middleware (and app) it came from: a store or a background job that
+    copies the session gets a plain dict; containers reached so are watched for changes."""
+    middleware = SessionMiddleware(make_app(MemoryStore("1M", None)), secret_key=SECRET)
+    session = Session({"a": 1, "items": [1]}, sid=new_session_id(), middleware=middleware)
+    copied = copy_of(session)
+    assert type(copied) is dict
+    assert copied == {"a": 1, "items": [1]}
+    assert session.accessed
+    if copied["items"] is session["items"]:  # a shallow copy shares the list
+        copied["items"].append(2)
+        assert session.changed_inside()
 
 
 # ---- scopes other than http ----------------------------------------------------------

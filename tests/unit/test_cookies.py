@@ -71,7 +71,7 @@ def test_the_cache_of_verified_values_stays_bounded_whatever_the_traffic() -> No
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        for value, fake in zip(values, forged):
+        for value, fake in zip(values, forged, strict=True):
             assert signer.unsign(value) == (value[:43], False)
             assert signer.unsign(fake) == (None, False)
         after = tracemalloc.take_snapshot()

@@ -11,7 +11,14 @@ import msgspec
 import pytest
 
 from lembro import SerializationError
-from lembro.serializers import JsonSerializer, MsgpackSerializer, Serializer, fingerprint
+from lembro.serializers import (
+    JsonSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+    dumps_session,
+    fingerprint,
+)
 
 SERIALIZERS = [MsgpackSerializer(), JsonSerializer()]
 IDS = ["msgpack", "json"]
@@ -75,3 +82,32 @@ def test_msgpack_carries_a_value_as_an_extension_type() -> None:
     raw = msgspec.msgpack.decode(blob)
     assert isinstance(raw["day"], msgspec.msgpack.Ext)
     assert raw["day"].data == b"2024-01-02"
+
+
+class _Tracked(dict[str, Any]):
+    """A dict subclass with state of its own, as an integration's session is."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def items(self) -> Any:  # read through dict's methods, never these
+        self.reads += 1
+        return super().items()
+
+
+@pytest.mark.parametrize("serializer", [*SERIALIZERS, PickleSerializer()], ids=[*IDS, "pickle"])
+def test_a_session_that_is_a_dict_subclass_comes_back_as_a_plain_dict(
+    serializer: Serializer,
+) -> None:
+    session = _Tracked({"a": 1, "when": date(2026, 12, 2), "nested": {"b": [1, 2]}})
+    back = serializer.loads(dumps_session(serializer, session))
+    assert type(back) is dict
+    assert back == {"a": 1, "when": date(2026, 12, 2), "nested": {"b": [1, 2]}}
+    assert session.reads == 0
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_dict_subclass_inside_a_session_is_still_refused(serializer: Serializer) -> None:
+    with pytest.raises(SerializationError, match=r"session\['inner'\]: _Tracked"):
+        serializer.dumps({"inner": _Tracked({"a": 1})})

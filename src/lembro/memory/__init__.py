@@ -565,7 +565,7 @@ class MemoryStore:
         if type(sid) is not str or not sid:
             check_session_id(sid)
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
-        if self._trusted and type(data) is dict:
+        if self._trusted and isinstance(data, dict):
             try:
                 blob = self._serializer.dumps(data)
             except Exception as e:
