@@ -427,7 +427,7 @@ def _cookie_value(scope: Scope, name: str) -> str | None:
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
     """Add ``Cookie`` to the response's ``Vary`` header, or add the header."""
     for index, (key, value) in enumerate(headers):
-        if key.lower() == b"vary":
+        if len(key) == 4 and key.lower() == b"vary":  # no lowered copy of every name
             if b"cookie" not in value.lower():
                 headers[index] = (key, value + b", Cookie")
             return

@@ -840,7 +840,7 @@ def test_the_cap_holds_with_huge_ids() -> None:
 
 
 def test_the_cap_holds_after_many_threads_each_wrote_one_large_session() -> None:
-    """A thread's serializer scratch buffer does not keep a large session's size after it."""
+    """Nothing a thread's write used keeps a large session's size after it."""
     gc.collect()
     tracemalloc.start()
     try:
