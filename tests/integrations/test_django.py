@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import django
 import httpx
@@ -30,6 +31,7 @@ from lembro import MemoryStore
 from lembro.django import SessionStore, build_store, get_store
 from lembro.ids import is_session_id, new_session_id
 from tests.conftest import FakeClock
+from tests.redis_server import RedisServer
 from tests.servers import ROOT
 
 COOKIE = "sessionid"
@@ -547,3 +549,33 @@ def test_example_app_counts_and_logs_out(example_server: str) -> None:
         logout = client.get("/logout")
         assert 'sessionid=""' in logout.headers["set-cookie"]
         assert client.get("/").text == "1\n"
+
+
+def test_a_new_session_on_redis_costs_one_lookup_and_one_write(redis_server: RedisServer) -> None:
+    """``create()`` draws a 256-bit key and asks the store once (``save(must_create=True)``
+    refuses a taken key), then writes: no second lookup before it, as Django's engines do."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url)
+    with override_settings(LEMBRO={"STORE": "redis", "URL": redis_server.url}):
+        session = SessionStore()
+        session["cart"] = [1]
+        session.save()  # warms the connection up: its handshake is not counted
+        before = _command_calls(raw)
+        fresh = SessionStore()
+        fresh.create()
+        calls = {
+            name: n - before.get(name, 0)
+            for name, n in _command_calls(raw).items()
+            if n != before.get(name, 0)
+        }
+        assert calls == {"exists": 1, "set": 1}
+        assert get_store().get(fresh.session_key) == {}
+    raw.close()
+
+
+def _command_calls(raw: Any) -> dict[str, int]:
+    stats = raw.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    calls.pop("info", None)
+    return calls
