@@ -156,11 +156,7 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
             item_kind = type(item)
             if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
                 continue
-            try:
-                new = _walk(item, tag, key_types)
-            except _Refused as e:
-                e.path.append(f"[{index}]")
-                raise
+            new = _walk_inside(item, index, tag, key_types)
             if new is not item:
                 if out_list is None:
                     out_list = list(value)
@@ -193,11 +189,7 @@ def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> A
         item_kind = type(item)
         if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
             continue  # the common cases, without a call
-        try:
-            new = _walk(item, tag, key_types)
-        except _Refused as e:
-            e.path.append(f"[{key!r}]")
-            raise
+        new = _walk_inside(item, key, tag, key_types)
         if new is not item:
             if out is None:
                 out = dict(dict.items(value))
@@ -205,6 +197,16 @@ def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> A
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)
     return value if out is None else out
+
+
+def _walk_inside(item: Any, key: Any, tag: Any, key_types: frozenset[type]) -> Any:
+    """``_walk(item)``, where ``item`` is under ``key`` (a dict's key, a list's index):
+    a refusal adds ``[key]`` to the path it names."""
+    try:
+        return _walk(item, tag, key_types)
+    except _Refused as e:
+        e.path.append(f"[{key!r}]")
+        raise
 
 
 def _sort_key(item: Any) -> tuple[str, str]:
