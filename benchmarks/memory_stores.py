@@ -44,7 +44,7 @@ from starsessions import InMemoryStore, JsonSerializer
 from lembro import MemoryStore, SessionStore, as_async
 from lembro.ids import new_session_id
 from lembro.memory.budget import RECORD_OVERHEAD, session_cost
-from lembro.serializers import MsgpackSerializer
+from lembro.serializers import MsgpackSerializer, PickleSerializer
 
 if not settings.configured:
     settings.configure(USE_TZ=True)
@@ -125,6 +125,7 @@ class Floor:
         ttl: float = TTL,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int | None = None,
+        serializer: Any = None,
     ) -> None:
         self.ttl = float(ttl)
         self._clock = clock
@@ -136,7 +137,8 @@ class Floor:
             None if max_entries is None else OrderedDict()
         )
         self._data: dict[str, tuple[bytes, float]] = {} if self._fifo is None else self._fifo
-        serializer = MsgpackSerializer()  # lembro's: "the same serializer"
+        if serializer is None:
+            serializer = MsgpackSerializer()  # lembro's: "the same serializer"
         self._encode = serializer.dumps
         self._decode = serializer.loads
 
@@ -908,6 +910,7 @@ def run(config: Config) -> Section:
     sync = _sync_table(config, notes)
     asyn = _async_table(config, sync)
     owners = _owner_table(config)
+    one_serializer = _one_serializer_table(config)
     notes += [
         f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are "
         f"43 characters. Below the cap, each store holds {config.sessions:,} sessions; "
@@ -938,6 +941,11 @@ def run(config: Config) -> Section:
         "await (lembro.as_async), so each column pays the same coroutine overhead.",
         "cachetools, cachelib and starsessions have no touch; a rolling session there is "
         "a rewrite (see set, replacing an id).",
+        "Writes on one serializer: lembro and the floor with lembro's pickle serializer, "
+        "beside Django and cachelib with their own pickle, below any cap; what remains is "
+        "each store's own work per write. lembro's is an entry, an expiry record, a score "
+        "and the byte count that keep its cap true; cachelib's is a dict store, its "
+        "pruning left to the set that goes over its threshold (see set at the cap).",
     ]
     notes.append(
         f"Owner index: the same MemoryStore with owner_key={OWNER_FIELD!r} and without, on "
@@ -949,10 +957,51 @@ def run(config: Config) -> Section:
     )
     return Section(
         "In-memory session stores",
-        [sync, asyn, owners],
+        [sync, asyn, owners, one_serializer],
         _targets(sync, asyn, owners, config),
         notes,
     )
+
+
+LEMBRO_PICKLE = "lembro MemoryStore, pickle"
+FLOOR_PICKLE = "floor, pickle"
+ONE_SERIALIZER = (LEMBRO_PICKLE, FLOOR_PICKLE, DJANGO, CACHELIB)
+
+
+def _one_serializer_table(config: Config) -> Table:
+    """Writes with every store on pickle (Django's and cachelib's own): what the stores
+    cost beside one another, the serializer aside."""
+    table = Table(
+        "Writes with every store on pickle",
+        list(ONE_SERIALIZER),
+        FLOOR_PICKLE,
+    )
+    held = _ids(config.sessions)
+    lembro = MemoryStore(BIG, None, serializer="pickle")
+    floor = Floor(serializer=PickleSerializer())
+    drivers = {
+        LEMBRO_PICKLE: Driver(
+            lembro.get, lembro.set, lembro.set, lembro.touch, lembro.destroy, lembro.purge,
+            lambda: len(lembro), lembro.close,
+        ),
+        FLOOR_PICKLE: Driver(
+            floor.get, floor.set, floor.set, floor.touch, floor.destroy, floor.purge,
+            floor.__len__,
+        ),
+        DJANGO: build(DJANGO),
+        CACHELIB: build(CACHELIB),
+    }  # fmt: skip
+    for drv in drivers.values():
+        _loop_set(drv.set)(_pairs(held))
+    _freeze()
+    for op in ("set_new", "set_replace"):
+        progress(f"one serializer: {LABELS[op]}")
+        timed = measure(_cases(op, drivers, held), config)
+        table.rows.append(Row.timed(LABELS[op], "µs", timed, list(ONE_SERIALIZER)))
+    gc.unfreeze()
+    for drv in drivers.values():
+        drv.close()
+    return table
 
 
 def _cachelib_locks() -> bool:
