@@ -107,13 +107,14 @@ class CookieSigner:
 
         Any string a client sends is safe here: nothing raises.
         """
+        # Only the shape is checked before the hash: an id whose tag verifies is one this
+        # server made, and so a well-formed one. The length first, before anything hashes
+        # the value (the cache's lookup does).
+        if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
+            return None, False
         known = self._verified.get(value)
         if known is not None:
             return known
-        # Only the shape is checked before the hash: an id whose tag verifies is one this
-        # server made, and so a well-formed one.
-        if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
-            return None, False
         raw = value.encode("ascii")
         message, tag = raw[:43], raw[44:]
         for index, key in enumerate(self._keys):

@@ -280,6 +280,7 @@ class SessionMiddleware:
             self.store, "blocking", True
         )
         self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
+        self._serializes_now = isinstance(self.store, MemoryStore)
         self._ttl: float | None = None if max_age is None else float(max_age)
         lifetime = "" if max_age is None else f"Max-Age={max_age}; "
         self._cookie_prefix = f"{session_cookie}=".encode("latin-1")
@@ -342,9 +343,10 @@ class SessionMiddleware:
             session.mark_modified()
         if session.accessed:
             _vary_on_cookie(headers)
-        # The store is given the session itself: a store serializes any dict through
-        # dict's own methods (not Session's), and stores its top level as a plain dict.
-        data: dict[str, Any] = session
+        # A MemoryStore is given the session itself: it serializes any dict through dict's
+        # own methods (not Session's), at once, on this thread, and keeps only the bytes.
+        # Any other store gets a copy, which it may keep, or read later or elsewhere.
+        data: dict[str, Any] = session if self._serializes_now else dict(dict.items(session))
         if not dict.__len__(session):
             if sid is not None:  # a stored session is never empty: this one was emptied
                 await self._store.destroy(sid)

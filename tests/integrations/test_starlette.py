@@ -804,6 +804,31 @@ def test_blocking_store_runs_off_the_event_loop() -> None:
     assert not store.threads & loops
 
 
+class KeepingStore(DictAsyncStore):
+    """A store that keeps the very dict it is given, as a naive one may."""
+
+    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        self.data[sid] = data
+
+    async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        if sid not in self.data:
+            return False
+        self.data[sid] = data
+        return True
+
+
+def test_a_store_other_than_memorystore_is_given_a_plain_copy() -> None:
+    """Only a MemoryStore, which serializes at once and keeps bytes, is handed the
+    request's session itself; another store may keep what it is given."""
+    store = KeepingStore()
+    client = TestClient(make_app(store))
+    client.post("/update", json={"a": 1})
+    client.post("/update", json={"a": 2})
+    (kept,) = store.data.values()
+    assert type(kept) is dict
+    assert kept == {"a": 2}
+
+
 # ---- FastAPI -------------------------------------------------------------------------
 
 
