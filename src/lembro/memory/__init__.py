@@ -805,10 +805,12 @@ class MemoryStore:
     def _background_tick(self, now: float) -> None:
         """One wake of the background thread at ``now`` (monotonic seconds)."""
         if self.interval is not None and now >= self._next_purge:
-            self._next_purge = now + self.interval
+            self._next_purge = background.next_due(self._next_purge, self.interval, now)
             self.purge()
         if self.snapshot_interval is not None and now >= self._next_snapshot:
-            self._next_snapshot = now + self.snapshot_interval
+            self._next_snapshot = background.next_due(
+                self._next_snapshot, self.snapshot_interval, now
+            )
             self._save_if_current()
 
     def _start_purger(self) -> None:
