@@ -145,9 +145,16 @@ FORK_THAT_SERVES = """
 import os
 from lembro import MemoryStore
 store = MemoryStore("1M", None)
+child_served, parent_served = os.pipe(), os.pipe()
 pid = os.fork()
-store.set("a" if pid else "b", {"n": 1})   # both processes serve
-if pid:
+if pid == 0:
+    store.set("b", {"n": 1})  # the child serves first
+    os.write(child_served[1], b"x")
+    os.read(parent_served[0], 1)  # and lives on while the parent serves
+else:
+    os.read(child_served[0], 1)
+    store.set("a", {"n": 1})  # the parent serves too, and finds the child
+    os.write(parent_served[1], b"x")
     os.waitpid(pid, 0)
 """
 
