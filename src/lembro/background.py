@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Tended", "forget", "install_sigterm_exit", "register", "start"]
+__all__ = ["Tended", "forget", "install_sigterm_exit", "next_due", "register", "start"]
 
 log = logging.getLogger("lembro")
 
@@ -56,26 +57,51 @@ def forget(store: Tended) -> None:
     _KEPT.pop(id(store), None)
 
 
-def start(store: Tended, stop: threading.Event, period: float) -> threading.Thread:
-    """Start a daemon thread that wakes ``store`` every ``period`` seconds until ``stop`` is
-    set or the store is garbage-collected; it never keeps the store (or the interpreter)
-    alive."""
+def next_due(due: float, period: float, now: float) -> float:
+    """The time after ``due`` when work done every ``period`` seconds is next due: the
+    first of ``due + period``, ``due + 2 * period``, ... later than ``now``. A fixed rate,
+    so the work's own duration does not push the schedule back; times missed while it
+    ran long are skipped, not made up in a burst."""
+    due += period
+    if due <= now:
+        due += (math.floor((now - due) / period) + 1) * period
+    return due
+
+
+def start(
+    store: Tended,
+    stop: threading.Event,
+    period: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> threading.Thread:
+    """Start a daemon thread that wakes ``store`` every ``period`` seconds of ``clock``,
+    at a fixed rate from now, until ``stop`` is set or the store is garbage-collected; it
+    never keeps the store (or the interpreter) alive."""
     thread = threading.Thread(
-        target=_loop, args=(weakref.ref(store), stop, period), name="lembro-purge", daemon=True
+        target=_loop,
+        args=(weakref.ref(store), stop, period, clock),
+        name="lembro-purge",
+        daemon=True,
     )
     weakref.finalize(store, stop.set)
     thread.start()
     return thread
 
 
-def _loop(ref: weakref.ref[Tended], stop: threading.Event, period: float) -> None:
+def _loop(
+    ref: weakref.ref[Tended], stop: threading.Event, period: float, clock: Callable[[], float]
+) -> None:
     """Purge (and snapshot) while the store lives; holds it only during one wake."""
-    while not stop.wait(period):
+    due = clock() + period
+    while not stop.wait(max(due - clock(), 0.0)):
+        now = clock()
+        if now < due:
+            continue  # woke early
         store = ref()
         if store is None:
             return
         try:
-            store._background_tick(time.monotonic())
+            store._background_tick(now)
         except Exception as e:  # a failing purge must not end the thread
             handler = store.on_error
             if handler is None:
@@ -86,6 +112,7 @@ def _loop(ref: weakref.ref[Tended], stop: threading.Event, period: float) -> Non
                 except Exception:
                     log.exception("on_error handler failed")
         del store
+        due = next_due(due, period, clock())
 
 
 def _restart_after_fork() -> None:

@@ -56,6 +56,8 @@ _found: list[int] = []  # the other live processes found when this process claim
 
 # A claim's file name: <app: 16 hex digits>-<group pid>-<pid>
 _CLAIM = re.compile(r"[0-9a-f]{16}-[0-9]+-([0-9]+)")
+# A claim being made, locked before it is renamed to its claim name: .claiming-<pid>
+_CLAIMING = re.compile(r"\.claiming-([0-9]+)")
 
 
 def policy() -> str:
@@ -130,18 +132,8 @@ def _claim() -> None:
         return
     prefix = f"{_app_key()}-{group}-"
     path = os.path.join(directory, f"{prefix}{os.getpid()}")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        log.debug("cannot claim %s: %s", path, e)
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(fd, 0)
-        os.write(fd, " ".join(sys.argv).encode("utf-8", "replace")[:4096])
-    except OSError as e:
-        os.close(fd)
-        log.debug("cannot lock %s: %s", path, e)
+    fd = _locked_file(directory, path)
+    if fd is None:
         return
     _claim_fd, _claim_path = fd, path
     others = _live_claims(directory, prefix)
@@ -157,6 +149,34 @@ def _claim() -> None:
             len(others),
             ", ".join(map(str, others)),
         )
+
+
+def _locked_file(directory: str, path: str) -> int | None:
+    """Make the claim file ``path``, locked by this process before it appears under that
+    name (another process that finds a claim unlocked removes it as a dead one's): made
+    and locked under a name of its own, then renamed. Return its descriptor, or ``None``
+    when it cannot be made."""
+    making = os.path.join(directory, f".claiming-{os.getpid()}")
+    with contextlib.suppress(OSError):
+        os.unlink(making)  # left by a killed process that had this pid
+    try:
+        fd = os.open(
+            making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as e:
+        log.debug("cannot claim %s: %s", path, e)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, " ".join(sys.argv).encode("utf-8", "replace")[:4096])
+        os.rename(making, path)
+    except OSError as e:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(making)
+        log.debug("cannot claim %s: %s", path, e)
+        return None
+    return fd
 
 
 def _private_directory(directory: str) -> bool:
@@ -189,7 +209,8 @@ def _private_directory(directory: str) -> bool:
 
 def _live_claims(directory: str, prefix: str) -> list[int]:
     """The pids of the other live claims named ``prefix<pid>``. Removes the files of dead
-    claims of any app and group on the way, so the directory never fills up."""
+    claims of any app and group on the way, and those of claims that a killed process
+    was making, so the directory never fills up."""
     live = []
     mine = os.getpid()
     try:
@@ -197,6 +218,11 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
     except OSError:
         return []
     for name in names:
+        making = _CLAIMING.fullmatch(name)
+        if making is not None and not _alive(int(making.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+            continue
         match = _CLAIM.fullmatch(name)
         if match is None or int(match.group(1)) == mine:
             continue
@@ -218,6 +244,16 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
         finally:
             os.close(fd)
     return sorted(live)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
 
 
 def _release() -> None:

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ import msgspec
 from .errors import InvalidOption
 
 __all__ = [
+    "FileIdentity",
     "SnapshotRecord",
     "check_snapshot_path",
+    "file_identity",
     "read_snapshot",
     "remove_leftovers",
     "write_snapshot",
@@ -51,6 +54,9 @@ _TEMPORARY = ".{name}.tmp-{pid}-"
 
 # sid, seconds of life left at save time, whether it was read again (off probation), data
 SnapshotRecord = tuple[str, float, bool, bytes]
+
+# A file's inode, modification time (nanoseconds) and size: a save replaces all three.
+FileIdentity = tuple[int, int, int]
 
 
 class _Body(msgspec.Struct, array_like=True):
@@ -104,11 +110,26 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
     return name
 
 
+def file_identity(path: str | os.PathLike[str]) -> FileIdentity | None:
+    """What tells a save of ``path`` from another: its inode, modification time and size
+    (``None``: nothing there, or nothing this process can see)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def write_snapshot(
-    path: str | os.PathLike[str], serializer: str, records: list[SnapshotRecord]
-) -> None:
+    path: str | os.PathLike[str],
+    serializer: str,
+    records: list[SnapshotRecord],
+    only_if: Callable[[], bool] | None = None,
+) -> bool:
     """Write ``records`` to ``path`` atomically: a unique temporary file (mode 0600) in the
-    same directory, fsync, rename over ``path``, fsync of the directory."""
+    same directory, fsync, rename over ``path``, fsync of the directory. With ``only_if``,
+    it is asked just before the rename, and ``False`` leaves ``path`` as it is (and this
+    returns ``False``)."""
     target = Path(path)
     body = msgspec.msgpack.encode(_Body(_VERSION, time.time(), serializer, records))
     blob = _MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
@@ -122,12 +143,16 @@ def write_snapshot(
                 handle.write(blob)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if only_if is not None and not only_if():
+                os.unlink(temporary)
+                return False
             os.replace(temporary, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
     _fsync_directory(target.parent)
+    return True
 
 
 def remove_leftovers(path: str | os.PathLike[str]) -> int:

@@ -3,6 +3,12 @@ never with one worker (reloaders included), and a refusal to start when asked.""
 
 from __future__ import annotations
 
+import fcntl
+import itertools
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from .procs import (
     FLASK_APP,
     SEVERAL,
     Server,
+    env_for,
     free_port,
     run_script,
 )
@@ -138,9 +145,16 @@ FORK_THAT_SERVES = """
 import os
 from lembro import MemoryStore
 store = MemoryStore("1M", None)
+child_served, parent_served = os.pipe(), os.pipe()
 pid = os.fork()
-store.set("a" if pid else "b", {"n": 1})   # both processes serve
-if pid:
+if pid == 0:
+    store.set("b", {"n": 1})  # the child serves first
+    os.write(child_served[1], b"x")
+    os.read(parent_served[0], 1)  # and lives on while the parent serves
+else:
+    os.read(child_served[0], 1)
+    store.set("a", {"n": 1})  # the parent serves too, and finds the child
+    os.write(parent_served[1], b"x")
     os.waitpid(pid, 0)
 """
 
@@ -308,3 +322,124 @@ def test_a_runtime_directory_others_may_write_is_not_used(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "cannot check for other processes" in result.stderr
     assert list(shared.iterdir()) == []
+
+
+CLAIM_AT_ONCE = """
+import os, sys
+from lembro import MemoryStore, SeveralProcesses
+ready, start, done = map(int, sys.argv[1:])
+os.write(ready, b"r")
+os.read(start, 1)  # every process is released at once
+try:
+    MemoryStore("1M", None)
+    others = []
+except SeveralProcesses as e:
+    others = e.others
+print(os.getpid(), *others, flush=True)
+os.read(done, 1)  # alive, holding its claim, until the test has looked
+"""
+
+
+def claim_at_once(directory: Path, count: int) -> tuple[dict[int, set[int]], set[int], list[str]]:
+    """Start ``count`` processes that each build a MemoryStore at the same instant, and
+    watch the claims' directory meanwhile. Return what each process found (its pid: the
+    others' pids), the pids whose claim files are there once all have claimed, and the
+    claim names the watcher could lock while their owners lived (each must be locked)."""
+    env = {"LEMBRO_SEVERAL_PROCESSES": "refuse"}
+    ready_r, ready_w = os.pipe()
+    start_r, start_w = os.pipe()
+    done_r, done_w = os.pipe()
+    fds = (ready_w, start_r, done_r)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM_AT_ONCE, *map(str, fds)],
+            cwd=directory,
+            env=env_for(directory, env),
+            pass_fds=fds,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for fd in fds:
+        os.close(fd)
+    runtime = directory / "run"
+    unlocked: list[str] = []
+    claiming = threading.Event()
+
+    def watch() -> None:
+        while claiming.is_set():
+            for path in runtime.glob("*-*-*"):
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:
+                    unlocked.append(path.name)
+                finally:
+                    os.close(fd)
+
+    try:
+        for _ in range(count):
+            assert os.read(ready_r, 1) == b"r"
+        claiming.set()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        os.close(start_w)
+        found: dict[int, set[int]] = {}
+        for process in processes:
+            assert process.stdout is not None
+            pid, *others = map(int, process.stdout.readline().split())
+            found[pid] = set(others)
+        claiming.clear()
+        watcher.join()
+        claimed = {int(path.name.rsplit("-", 1)[1]) for path in runtime.glob("*-*-*")}
+    finally:
+        os.close(done_w)
+        os.close(ready_r)
+        for process in processes:
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
+    return found, claimed, unlocked
+
+
+def test_processes_that_claim_at_the_same_instant_never_miss_or_erase_each_other(
+    tmp_path: Path,
+) -> None:
+    """Of any two processes serving at once, the later to look sees the earlier; and no
+    claim is ever taken for a dead one's while its owner lives."""
+    for round_ in range(10):
+        directory = tmp_path / f"round{round_}"
+        directory.mkdir()
+        found, claimed, unlocked = claim_at_once(directory, 8)
+        assert len(found) == 8
+        assert unlocked == []
+        assert claimed == set(found), f"round {round_}: claims erased"
+        unseen = [
+            (a, b)
+            for a, b in itertools.combinations(found, 2)
+            if a not in found[b] and b not in found[a]
+        ]
+        assert unseen == [], f"round {round_}: pairs that never saw each other"
+
+
+def test_a_claim_a_killed_process_was_making_is_removed(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    leftover = runtime / f".claiming-{dead.stdout.strip()}"
+    leftover.write_text("killed before the rename")
+    result = run_script(FORK_THAT_SERVES, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not leftover.exists()

@@ -10,6 +10,7 @@ import threading
 import time
 import tracemalloc
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from lembro import (
     SerializationError,
     SessionTooLarge,
     Stats,
+    background,
 )
 from lembro.ids import new_session_id
 from lembro.memory import RECORD_OVERHEAD
@@ -685,6 +687,77 @@ def test_errors_in_the_background_purge_are_logged_by_default(
         assert wait_for(lambda: any("purge failed" in r.getMessage() for r in caplog.records))
         assert s._thread is not None
         assert s._thread.is_alive()
+
+
+class WaitsOnTheClock(threading.Event):
+    """A stop event for the background loop whose waits pass on ``clock``, not in real
+    time; the loop is stopped at its wait number ``waits + 1``."""
+
+    def __init__(self, clock: FakeClock, waits: int) -> None:
+        super().__init__()
+        self.clock = clock
+        self.left = waits
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        assert timeout >= 0
+        self.clock.advance(timeout)
+        self.left -= 1
+        return self.left < 0 or self.is_set()
+
+
+class SlowTicks:
+    """What the background loop wakes: records each wake's time; wake number ``i`` takes
+    ``durations.get(i, 0.25)`` seconds of ``clock``."""
+
+    on_error = None
+    snapshot = None
+
+    def __init__(self, clock: FakeClock, durations: dict[int, float]) -> None:
+        self.clock = clock
+        self.durations = durations
+        self.ticks: list[float] = []
+
+    def _background_tick(self, now: float) -> None:
+        self.clock.advance(self.durations.get(len(self.ticks), 0.25))
+        self.ticks.append(now)
+
+    def _after_fork_in_child(self) -> None:
+        pass
+
+    def _forked_in_parent(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_loop(store: Any, clock: FakeClock, period: float, waits: int) -> None:
+    thread = background.start(store, WaitsOnTheClock(clock, waits), period, clock=clock)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_the_background_thread_wakes_at_a_fixed_rate_however_long_a_wake_takes(
+    clock: FakeClock,
+) -> None:
+    ticks = SlowTicks(clock, {})  # each wake takes a quarter of the period
+    run_loop(ticks, clock, 1.0, waits=8)
+    assert ticks.ticks == [1001.0 + i for i in range(8)]
+
+
+def test_wakes_missed_while_one_ran_long_are_skipped_not_made_up(clock: FakeClock) -> None:
+    ticks = SlowTicks(clock, {2: 2.5})  # the third wake runs past two more
+    run_loop(ticks, clock, 1.0, waits=5)
+    assert ticks.ticks == [1001.0, 1002.0, 1003.0, 1006.0, 1007.0]
+
+
+def test_purges_keep_their_own_fixed_rate_between_the_threads_wakes(tmp_path: Path) -> None:
+    # Its own thread wakes every 10 s (the shorter of the two intervals): not during this test.
+    with MemoryStore("1M", 15.0, snapshot=tmp_path / "s.snap", snapshot_interval=10.0) as store:
+        clock = FakeClock(time.monotonic())  # a background clock is monotonic, from now on
+        run_loop(store, clock, 10.0, waits=6)  # wakes at 10, 20, ... 60 s from now
+        assert store.stats().purges == 4  # due at 15, 30, 45, 60: done at 20, 30, 50, 60
 
 
 def test_no_interval_means_no_thread() -> None:

@@ -440,3 +440,68 @@ def test_an_idle_forked_child_never_puts_the_file_back(tmp_path: Path) -> None:
         os.close(writer)
         os.waitpid(pid, 0)
         store.close()
+
+
+def fork_child(action: Callable[[], None]) -> None:
+    """Run ``action`` in a forked child that then leaves without pytest's teardown; wait
+    for it and check that it exited 0."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def saved_sids(path: Path) -> list[str]:
+    """The session ids a fresh store loads from ``path``."""
+    with MemoryStore("1M", None, snapshot=path) as reader:
+        return sorted(reader.all())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_process_that_forks_an_idle_helper_still_writes_its_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "s.snap"
+    store = MemoryStore("1M", None, snapshot=path)
+    store.set("login", SESSION)  # not written yet
+    fork_child(lambda: None)  # a helper (multiprocessing, a subprocess) that serves nothing
+    store.close()  # the app's exit: nothing changed since the fork
+    assert saved_sids(path) == ["login"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_child_that_carries_the_sessions_on_is_not_overwritten_by_its_parent(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.snap"
+    store = MemoryStore("1M", None, snapshot=path)
+    store.set("before_fork", SESSION)
+
+    def serve() -> None:  # a --preload worker: it serves, then exits cleanly
+        store.set("child_login", SESSION)
+        store.close()
+
+    fork_child(serve)
+    fork_child(lambda: None)  # a later idle child does not make the parent's copy current
+    store.close()  # the master's exit: its copy is older than the child's
+    assert saved_sids(path) == ["before_fork", "child_login"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_parent_that_changes_sessions_after_the_fork_writes_them(tmp_path: Path) -> None:
+    path = tmp_path / "s.snap"
+    store = MemoryStore("1M", None, snapshot=path)
+    store.set("before_fork", SESSION)
+
+    def serve() -> None:
+        store.set("child_login", SESSION)
+        store.close()
+
+    fork_child(serve)
+    store.set("parent_login", SESSION)  # the parent serves too: its copy is the newer
+    store.close()
+    assert saved_sids(path) == ["before_fork", "parent_login"]

@@ -34,8 +34,10 @@ from ..serializers import (
 )
 from ..size import format_size, parse_size
 from ..snapshot import (
+    FileIdentity,
     SnapshotRecord,
     check_snapshot_path,
+    file_identity,
     read_snapshot,
     remove_leftovers,
     write_snapshot,
@@ -85,8 +87,10 @@ class MemoryStore:
     ``close()``, at interpreter exit and on SIGTERM, and every ``snapshot_interval``
     seconds when that is set (so a crash loses at most that much). Without a periodic
     snapshot, a process killed with SIGKILL loses its sessions. Only a process that changed
-    the sessions since they were loaded or it forked writes the file, so a ``--preload``
-    master or an idle pool worker never overwrites a worker's sessions with its stale copy.
+    the sessions since they were loaded writes the file, and a process that forked and
+    changed nothing since leaves it to a child that replaced it: so a ``--preload`` master
+    or an idle pool worker never overwrites a worker's sessions with its stale copy, and a
+    process that forks a helper still writes its own.
     ``trust_pickle=True`` is needed to combine ``serializer="pickle"`` with a snapshot:
     whoever can write the file could otherwise run code in the app.
 
@@ -113,6 +117,7 @@ class MemoryStore:
         "_eviction",
         "_expired",
         "_expiry",
+        "_file_at_fork",
         "_hits",
         "_lock",
         "_misses",
@@ -127,6 +132,7 @@ class MemoryStore:
         "_stop",
         "_thread",
         "_trusted",
+        "_unsaved_at_fork",
         "_warned_evicting",
         "batch_size",
         "interval",
@@ -198,9 +204,14 @@ class MemoryStore:
         self._warned_evicting = False
         self._closed = False
         self._pid = os.getpid()
-        # Whether this process changed the sessions since they were loaded or it forked:
-        # only then are they its to write to the snapshot.
+        # Whether this process changed the sessions since they were loaded or it forked
+        # (the first change after either checks for other processes serving).
         self._changed = False
+        # Whether changes made before this process's last fork are not saved yet: they are
+        # still its to write, unless a child carried them on and replaced the file, which
+        # the file at the fork tells.
+        self._unsaved_at_fork = False
+        self._file_at_fork: FileIdentity | None = None
         _STORES.add(self)
 
         self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
@@ -484,17 +495,37 @@ class MemoryStore:
             thread.join(timeout=5.0)
         self._thread = None
         background.forget(self)  # no longer kept alive for the exit
-        if self.snapshot is not None and self._changed:
-            self.save_snapshot()
+        if self.snapshot is not None:
+            self._save_if_current()
 
     def save_snapshot(self) -> int:
         """Write the live sessions to the ``snapshot`` file now; return how many.
 
-        ``close()``, the exit and the periodic save write only once the sessions changed
-        in this process since they were loaded or it forked: a process whose copy is not
-        the current one never overwrites the file."""
+        ``close()``, the exit and the periodic save write only a copy that is the current
+        one: sessions changed in this process since they were loaded, unless it forked
+        since and a child replaced the file while this process changed nothing more."""
         if self.snapshot is None:
             raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
+        count = self._write_snapshot(self.snapshot, None)
+        assert count is not None
+        return count
+
+    def _save_if_current(self) -> None:
+        """What ``close()``, the exit and the periodic save write: see ``save_snapshot``."""
+        path = self.snapshot
+        if path is None:
+            return
+        if self._changed:
+            self._write_snapshot(path, None)
+        elif self._unsaved_at_fork:
+            at_fork = self._file_at_fork
+            self._write_snapshot(path, lambda: file_identity(path) == at_fork)
+
+    def _write_snapshot(self, path: str, only_if: Callable[[], bool] | None) -> int | None:
+        """Write the live sessions to ``path`` (when ``only_if``, if given, still says so
+        just before the file is replaced); return how many, or ``None`` when not written."""
+        if only_if is not None and not only_if():
+            return None
         now = self._clock()
         with self._lock:  # lowest score first: loading them in order keeps their ranks
             records: list[SnapshotRecord] = [
@@ -502,8 +533,10 @@ class MemoryStore:
                 for entry in self._eviction.ranked(self._sessions.values())
                 if entry.expires > now
             ]
-        write_snapshot(self.snapshot, serializer_name(self._serializer), records)
-        log.debug("snapshot: %d sessions written to %s", len(records), self.snapshot)
+        if not write_snapshot(path, serializer_name(self._serializer), records, only_if):
+            return None
+        self._unsaved_at_fork = False  # the changes from before a fork are in the file now
+        log.debug("snapshot: %d sessions written to %s", len(records), path)
         return len(records)
 
     def _first_change(self) -> None:
@@ -516,9 +549,13 @@ class MemoryStore:
             background.install_sigterm_exit()
 
     def _forked_in_parent(self) -> None:
-        """This process forked: its children carry these sessions on, so it writes the
-        snapshot again only once it changes them again."""
-        self._changed = False
+        """This process forked: a child may carry these sessions on and write them. Its
+        unsaved changes stay its to write, as long as no child replaces the file; a later
+        fork with no change in between keeps the file of the first."""
+        if self._changed and self.snapshot is not None:
+            self._unsaved_at_fork = True
+            self._file_at_fork = file_identity(self.snapshot)
+        self._changed = False  # its next change checks again for other processes
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -768,12 +805,13 @@ class MemoryStore:
     def _background_tick(self, now: float) -> None:
         """One wake of the background thread at ``now`` (monotonic seconds)."""
         if self.interval is not None and now >= self._next_purge:
-            self._next_purge = now + self.interval
+            self._next_purge = background.next_due(self._next_purge, self.interval, now)
             self.purge()
         if self.snapshot_interval is not None and now >= self._next_snapshot:
-            self._next_snapshot = now + self.snapshot_interval
-            if self._changed:
-                self.save_snapshot()
+            self._next_snapshot = background.next_due(
+                self._next_snapshot, self.snapshot_interval, now
+            )
+            self._save_if_current()
 
     def _start_purger(self) -> None:
         periods = [p for p in (self.interval, self.snapshot_interval) if p is not None]
@@ -789,7 +827,8 @@ class MemoryStore:
         """Give the child a fresh lock and its own purge thread; say that sessions split."""
         self._lock = threading.Lock()
         self._thread = None
-        self._changed = False  # the parent's sessions until this process writes
+        self._changed = False  # the parent's sessions until this process changes them
+        self._unsaved_at_fork = False
         held = len(self._sessions)
         parent, self._pid = self._pid, os.getpid()
         if held:
