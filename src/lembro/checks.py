@@ -12,6 +12,8 @@ __all__ = ["check_owner", "check_owner_key", "check_seconds", "check_session_id"
 
 def check_seconds(value: object, name: str = "ttl") -> float:
     """Return ``value`` as a positive, finite number of seconds, or raise ``InvalidOption``."""
+    if type(value) is float and 0.0 < value < math.inf:
+        return value  # what the integrations pass on every write
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
         raise InvalidOption(name, value, "a positive finite number of seconds")
     return float(value)

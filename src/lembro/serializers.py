@@ -56,7 +56,15 @@ class MsgpackSerializer:
         self.loads = msgspec.msgpack.Decoder(ext_hook=_from_ext).decode
 
     def dumps(self, obj: Any) -> bytes:
-        return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
+        try:
+            return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
+        except OverflowError:
+            path = _big_int_path(obj)
+            if path is None:
+                raise
+            raise SerializationError(
+                f"session{path}: int outside the 64 bits msgpack holds", path=path
+            ) from None
 
 
 class JsonSerializer:
@@ -97,9 +105,9 @@ def _exact_length(encode_into: Any, obj: Any) -> bytes:
 _MSGPACK_KEYS: frozenset[type] = frozenset({str, int, float, bool, bytes, type(None)})
 _JSON_KEYS: frozenset[type] = frozenset({str})
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's ints hold
-# Values each format carries as they are, whatever their value (msgpack's ints and JSON's
-# floats need a look at the value).
-_MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, float, type(None)})
+# Values each format carries as they are, whatever their value (JSON's floats need a look
+# at the value; an int msgpack cannot hold makes msgspec raise, and is named then).
+_MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, int, float, type(None)})
 _JSON_SAFE: frozenset[type] = frozenset({str, bool, int, type(None)})
 _JSON_MARK = "\ue000"  # a private-use character: the one key of a tagged JSON object
 _JSON_MARK_BYTES = _JSON_MARK.encode()
@@ -140,8 +148,6 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
-        if tag is _to_ext and not _INT_MIN <= value <= _INT_MAX:
-            raise _Refused("int outside the 64 bits msgpack holds")
         return value
     if kind is float:
         if tag is _to_json_tag and not math.isfinite(value):
@@ -150,11 +156,12 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is dict:
         return _walk_dict(value, tag, key_types)
     if kind is list:
-        out_list = None
         safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+        if safe.issuperset(map(type, value)):
+            return value  # a list of plain values, the common case, seen at once
+        out_list = None
         for index, item in enumerate(value):
-            item_kind = type(item)
-            if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+            if type(item) in safe:
                 continue
             new = _walk_inside(item, index, tag, key_types)
             if new is not item:
@@ -181,13 +188,13 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
 
 
 def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> Any:
+    if not key_types.issuperset(map(type, dict.keys(value))):  # every key's type, at once
+        bad = next(type(key) for key in dict.keys(value) if type(key) not in key_types)
+        raise _Refused(f"key of type {bad.__name__}")
     out = None
     safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
     for key, item in dict.items(value):
-        if type(key) not in key_types:
-            raise _Refused(f"key of type {type(key).__name__}")
-        item_kind = type(item)
-        if item_kind in safe or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+        if type(item) in safe:
             continue  # the common cases, without a call
         new = _walk_inside(item, key, tag, key_types)
         if new is not item:
@@ -197,6 +204,26 @@ def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> A
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)
     return value if out is None else out
+
+
+def _big_int_path(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` an int lies outside the 64 bits msgpack holds, as a refusal
+    names it (``['orders'][2]``), or ``None``; only walked once msgspec refused one."""
+    if type(value) is int:
+        return None if _INT_MIN <= value <= _INT_MAX else path
+    if isinstance(value, dict):
+        pairs: Any = dict.items(value)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        pairs = enumerate(value)
+    else:
+        return None
+    keyed = isinstance(value, dict)
+    for key, item in pairs:
+        where = f"{path}[{key!r}]"
+        found = _big_int_path(item, where) or (_big_int_path(key, where) if keyed else None)
+        if found is not None:
+            return found
+    return None
 
 
 def _walk_inside(item: Any, key: Any, tag: Any, key_types: frozenset[type]) -> Any:

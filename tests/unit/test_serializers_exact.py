@@ -35,9 +35,24 @@ def test_a_refusal_names_the_type_and_the_whole_key_path(serializer: Serializer)
         serializer.dumps(data)
 
 
-def test_msgpack_refuses_an_int_it_cannot_hold_naming_where() -> None:
-    with pytest.raises(SerializationError, match=r"session\['big'\]\[0\]: int outside"):
-        MsgpackSerializer().dumps({"big": [2**64]})
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"big": [2**64]}, r"\['big'\]\[0\]"),
+        ({"big": -(2**63) - 1}, r"\['big'\]"),
+        ({"deep": {"pair": (1, 2**70)}}, r"\['deep'\]\['pair'\]\[1\]"),
+        ({"keys": {2**64: "x"}}, r"\['keys'\]\[18446744073709551616\]"),
+    ],
+)
+def test_msgpack_refuses_an_int_it_cannot_hold_naming_where(data: Any, where: str) -> None:
+    with pytest.raises(SerializationError, match=rf"session{where}: int outside"):
+        MsgpackSerializer().dumps(data)
+
+
+def test_msgpack_carries_the_ints_at_both_ends_of_its_64_bits() -> None:
+    data = {"low": -(2**63), "high": 2**64 - 1, "list": [2**64 - 1, -(2**63)]}
+    serializer = MsgpackSerializer()
+    assert serializer.loads(serializer.dumps(data)) == data
 
 
 def test_json_refuses_nan_naming_where() -> None:
