@@ -134,6 +134,9 @@ def cookie_value(header: str, name: str, *, last: bool = False) -> str | None:
 
     Cheaper than parsing every cookie the request carries, which is all a session needs.
     """
+    if ";" not in header:  # one cookie: the header is that cookie
+        key, _, value = header.partition("=")
+        return value.strip() if key.strip() == name else None
     found = None
     for chunk in header.split(";"):
         key, _, value = chunk.partition("=")

@@ -88,3 +88,25 @@ def test_cookie_value_finds_the_named_cookie_first_or_last() -> None:
     assert cookie_value(header, "session") == "first"
     assert cookie_value(header, "session", last=True) == "second"
     assert cookie_value(header, "missing") is None
+
+
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize(
+    ("header", "found"),
+    [
+        ("session=abc", "abc"),
+        (" session = abc ", "abc"),
+        ("session=", ""),
+        ("session", ""),
+        ("xsession=abc", None),
+        ("sessionx=abc", None),
+        ("other=abc", None),
+        ("", None),
+        ("session=a=b", "a=b"),
+    ],
+)
+def test_a_header_of_one_cookie_is_read_as_one_of_several_would_be(
+    header: str, found: str | None, last: bool
+) -> None:
+    assert cookie_value(header, "session", last=last) == found
+    assert cookie_value(header + "; other=1", "session", last=last) == found
