@@ -39,6 +39,7 @@ import tempfile
 import threading
 
 from .errors import InvalidOption, SeveralProcesses
+from .snapshot import pid_alive
 
 __all__ = ["POLICIES", "check", "policy", "runtime_dir"]
 
@@ -219,7 +220,7 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
         return []
     for name in names:
         making = _CLAIMING.fullmatch(name)
-        if making is not None and not _alive(int(making.group(1))):
+        if making is not None and not pid_alive(int(making.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
             continue
@@ -244,16 +245,6 @@ def _live_claims(directory: str, prefix: str) -> list[int]:
         finally:
             os.close(fd)
     return sorted(live)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, someone else's
-        return True
-    return True
 
 
 def _release() -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "SnapshotRecord",
     "check_snapshot_path",
     "file_identity",
+    "pid_alive",
     "read_snapshot",
     "remove_leftovers",
     "write_snapshot",
@@ -170,7 +171,7 @@ def remove_leftovers(path: str | os.PathLike[str]) -> int:
         if not name.startswith(prefix):
             continue
         pid_text = name[len(prefix) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
             os.unlink(target.parent / name)
@@ -182,7 +183,9 @@ def remove_leftovers(path: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is alive (this process is; another user's is, as far as we
+    can tell)."""
     if pid == os.getpid():
         return True
     try:
