@@ -30,6 +30,7 @@ __all__ = [
     "MsgpackSerializer",
     "PickleSerializer",
     "Serializer",
+    "SessionDict",
     "dumps_session",
     "fingerprint",
     "get_serializer",
@@ -37,6 +38,13 @@ __all__ = [
     "require_safe_serializer",
     "serializer_name",
 ]
+
+
+class SessionDict(dict[str, Any]):
+    """A dict that an integration hands a store as one session's data: stored, and loaded
+    back, as a plain dict (its own state and methods are not the session's)."""
+
+    __slots__ = ()
 
 
 @runtime_checkable
@@ -131,11 +139,12 @@ def _exact(obj: Any, tag: Any, key_types: frozenset[type]) -> Any:
     """``obj`` with every value JSON or msgpack would change replaced by ``tag(code,
     payload)``; raises :class:`SerializationError` for a value it cannot carry.
 
-    The session itself may be any dict (an integration's own dict subclass, read through
-    ``dict``'s methods, not its own): its top level is stored, and comes back, as a dict.
+    The session itself may be a :class:`SessionDict` (an integration's session, read
+    through ``dict``'s methods, not its own): its top level is stored, and comes back, as
+    a dict. Any other dict subclass is refused, as anywhere else.
     """
     try:
-        if isinstance(obj, dict):
+        if type(obj) is dict or isinstance(obj, SessionDict):
             return _walk_dict(obj, tag, key_types)
         return _walk(obj, tag, key_types)
     except _Refused as e:
@@ -390,10 +399,11 @@ def serializer_name(serializer: Serializer) -> str:
 
 def dumps_session(serializer: Serializer, data: Any) -> bytes:
     """Serialize one session's ``data`` (a dict), raising :class:`SerializationError` on
-    failure. A dict subclass is serialized as a plain dict: its top level comes back as one."""
+    failure. A :class:`SessionDict` is serialized as a plain dict: its top level comes
+    back as one."""
     if not isinstance(data, dict):
         raise SerializationError(f"session data must be a dict, not {type(data).__name__}")
-    if type(data) is not dict and type(serializer) not in BUILTIN_SERIALIZERS:
+    if isinstance(data, SessionDict) and type(serializer) not in BUILTIN_SERIALIZERS:
         data = dict(dict.items(data))  # others (pickle) would keep the subclass and its state
     try:
         blob = serializer.dumps(data)

@@ -26,7 +26,7 @@ from .errors import SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, as_async
-from .serializers import fingerprint
+from .serializers import SessionDict, fingerprint
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -45,7 +45,7 @@ RESEND_FRACTION = 0.01
 SENT_COOKIES_REMEMBERED = 256
 
 
-class Session(dict[str, Any]):
+class Session(SessionDict):
     """The dict in ``scope["session"]``, as Starlette's ``Session``: ``accessed`` once read
     or written, ``modified`` once written through its own methods.
 
@@ -280,7 +280,7 @@ class SessionMiddleware:
             self.store, "blocking", True
         )
         self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
-        self._serializes_now = isinstance(self.store, MemoryStore)
+        self._serializes_now = type(self.store) is MemoryStore
         self._ttl: float | None = None if max_age is None else float(max_age)
         lifetime = "" if max_age is None else f"Max-Age={max_age}; "
         self._cookie_prefix = f"{session_cookie}=".encode("latin-1")
@@ -343,9 +343,9 @@ class SessionMiddleware:
             session.mark_modified()
         if session.accessed:
             _vary_on_cookie(headers)
-        # A MemoryStore is given the session itself: it serializes any dict through dict's
-        # own methods (not Session's), at once, on this thread, and keeps only the bytes.
-        # Any other store gets a copy, which it may keep, or read later or elsewhere.
+        # A MemoryStore is given the session itself: it serializes a SessionDict through
+        # dict's own methods, at once, on this thread, and keeps only the bytes. Any other
+        # store (a subclass too) gets a copy, which it may keep, or read later or elsewhere.
         data: dict[str, Any] = session if self._serializes_now else dict(dict.items(session))
         if not dict.__len__(session):
             if sid is not None:  # a stored session is never empty: this one was emptied

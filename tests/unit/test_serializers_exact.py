@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import Counter, OrderedDict, defaultdict
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,6 +17,7 @@ from lembro.serializers import (
     MsgpackSerializer,
     PickleSerializer,
     Serializer,
+    SessionDict,
     dumps_session,
     fingerprint,
 )
@@ -99,8 +101,10 @@ def test_msgpack_carries_a_value_as_an_extension_type() -> None:
     assert raw["day"].data == b"2024-01-02"
 
 
-class _Tracked(dict[str, Any]):
-    """A dict subclass with state of its own, as an integration's session is."""
+class _Tracked(SessionDict):
+    """A SessionDict with state of its own, as an integration's session is."""
+
+    __slots__ = ("reads",)
 
     def __init__(self, data: dict[str, Any]) -> None:
         super().__init__(data)
@@ -112,9 +116,7 @@ class _Tracked(dict[str, Any]):
 
 
 @pytest.mark.parametrize("serializer", [*SERIALIZERS, PickleSerializer()], ids=[*IDS, "pickle"])
-def test_a_session_that_is_a_dict_subclass_comes_back_as_a_plain_dict(
-    serializer: Serializer,
-) -> None:
+def test_a_session_dict_comes_back_as_a_plain_dict(serializer: Serializer) -> None:
     session = _Tracked({"a": 1, "when": date(2026, 12, 2), "nested": {"b": [1, 2]}})
     back = serializer.loads(dumps_session(serializer, session))
     assert type(back) is dict
@@ -123,6 +125,23 @@ def test_a_session_that_is_a_dict_subclass_comes_back_as_a_plain_dict(
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
-def test_a_dict_subclass_inside_a_session_is_still_refused(serializer: Serializer) -> None:
+def test_a_session_dict_inside_a_session_is_still_refused(serializer: Serializer) -> None:
     with pytest.raises(SerializationError, match=r"session\['inner'\]: _Tracked"):
         serializer.dumps({"inner": _Tracked({"a": 1})})
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@pytest.mark.parametrize("kind", [OrderedDict, lambda data: defaultdict(list, data), Counter])
+def test_any_other_dict_subclass_is_refused_even_as_the_whole_session(
+    serializer: Serializer, kind: Any
+) -> None:
+    """It would come back as a plain dict, without its order, default or counting."""
+    with pytest.raises(SerializationError, match=r"session: (OrderedDict|defaultdict|Counter)"):
+        dumps_session(serializer, kind({"a": 1}))
+
+
+def test_pickle_keeps_a_dict_subclass_it_is_given() -> None:
+    serializer = PickleSerializer()
+    back = serializer.loads(dumps_session(serializer, defaultdict(list, {"a": [1]})))
+    assert type(back) is defaultdict
+    assert back["missing"] == []

@@ -118,6 +118,7 @@ class MemoryStore:
         "_expired",
         "_expiry",
         "_file_at_fork",
+        "_file_before_fork",
         "_hits",
         "_lock",
         "_misses",
@@ -212,6 +213,7 @@ class MemoryStore:
         # the file at the fork tells.
         self._unsaved_at_fork = False
         self._file_at_fork: FileIdentity | None = None
+        self._file_before_fork: FileIdentity | None = None
         _STORES.add(self)
 
         self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
@@ -554,8 +556,14 @@ class MemoryStore:
         fork with no change in between keeps the file of the first."""
         if self._changed and self.snapshot is not None:
             self._unsaved_at_fork = True
-            self._file_at_fork = file_identity(self.snapshot)
+            self._file_at_fork = self._file_before_fork
         self._changed = False  # its next change checks again for other processes
+
+    def _note_file_before_fork(self) -> None:
+        """Just before a fork, note the snapshot file as it is: a child that replaces it,
+        however soon after the fork, is then seen as having replaced it."""
+        if self._changed and self.snapshot is not None:
+            self._file_before_fork = file_identity(self.snapshot)
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -855,6 +863,7 @@ _HELD_FOR_FORK: list[threading.Lock] = []
 
 def _hold_locks_for_fork() -> None:
     for store in list(_STORES):
+        store._note_file_before_fork()
         lock = store._lock
         lock.acquire()
         _HELD_FOR_FORK.append(lock)
