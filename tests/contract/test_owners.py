@@ -316,11 +316,13 @@ def test_expired_sessions_leave_the_index(binding: Binding, store: Any) -> None:
 def test_a_session_kept_alive_by_touch_stays_in_the_index(binding: Binding) -> None:
     # The owner's set must outlive a member whose lifetime touch moved past the write's.
     store = binding.new(owner_key=OWNER_KEY, ttl=SHORT)
+    twin = binding.twin(store)  # built and connected first: a cluster client's start-up
+    assert twin.get(sid()) is None  # can outlast SHORT
     s, seen_elsewhere = sid(), sid()
     store.set(s, {OWNER_KEY: "ana"})
     store.set(seen_elsewhere, {OWNER_KEY: "bob"})
     assert store.touch(s, ttl=LONG) is True
-    assert binding.twin(store).touch(seen_elsewhere, ttl=LONG) is True
+    assert twin.touch(seen_elsewhere, ttl=LONG) is True
     for _ in range(3):  # past the write's lifetime and the owner set's margin over it
         binding.wait_expired(store)
     assert store.sessions_of("ana") == [s]
