@@ -118,7 +118,6 @@ class MemoryStore:
         "_expired",
         "_expiry",
         "_file_at_fork",
-        "_file_before_fork",
         "_hits",
         "_lock",
         "_misses",
@@ -213,7 +212,6 @@ class MemoryStore:
         # the file at the fork tells.
         self._unsaved_at_fork = False
         self._file_at_fork: FileIdentity | None = None
-        self._file_before_fork: FileIdentity | None = None
         _STORES.add(self)
 
         self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
@@ -555,15 +553,14 @@ class MemoryStore:
         unsaved changes stay its to write, as long as no child replaces the file; a later
         fork with no change in between keeps the file of the first."""
         if self._changed and self.snapshot is not None:
-            self._unsaved_at_fork = True
-            self._file_at_fork = self._file_before_fork
+            self._unsaved_at_fork = True  # _file_at_fork, noted just before, tells if a child wrote
         self._changed = False  # its next change checks again for other processes
 
     def _note_file_before_fork(self) -> None:
         """Just before a fork, note the snapshot file as it is: a child that replaces it,
         however soon after the fork, is then seen as having replaced it."""
         if self._changed and self.snapshot is not None:
-            self._file_before_fork = file_identity(self.snapshot)
+            self._file_at_fork = file_identity(self.snapshot)
 
     def __enter__(self) -> MemoryStore:
         return self
