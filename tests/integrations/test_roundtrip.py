@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -86,18 +87,32 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # ---- three ways to write a value in one request and read it in the next -----------------
+#
+# Each runs ``write(session)`` in one request and returns what the next request reads.
+# With ``seed``, a request before them stores ``seed`` first, so ``write`` changes a
+# session loaded from the store rather than a new one.
+
+Write = Callable[[MutableMapping[str, Any]], None]
 
 
-def through_flask(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
+def through_flask(
+    store: MemoryStore, write: Write, seed: dict[str, Any] | None = None
+) -> dict[str, Any]:
     app = Flask(__name__)
     app.secret_key = "roundtrip"
     app.testing = True  # the refusal reaches the test, not a 500 page
     lembro.flask.Lembro(app, store)
     seen: dict[str, Any] = {}
 
+    @app.get("/seed")
+    def put_seed() -> str:
+        lembro.flask.session.update(seed or {})
+        return "ok"
+
     @app.get("/put")
     def put() -> str:
-        lembro.flask.session.update(data)
+        write(lembro.flask.session)
+        lembro.flask.session.modified = True  # as Flask asks after a change inside a value
         return "ok"
 
     @app.get("/get")
@@ -106,16 +121,24 @@ def through_flask(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
         return "ok"
 
     client = app.test_client()
+    if seed:
+        client.get("/seed")
     client.get("/put")
     client.get("/get")
     return seen
 
 
-def through_starlette(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
+def through_starlette(
+    store: MemoryStore, write: Write, seed: dict[str, Any] | None = None
+) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
+    async def put_seed(request: Request) -> PlainTextResponse:
+        request.session.update(seed or {})
+        return PlainTextResponse("ok")
+
     async def put(request: Request) -> PlainTextResponse:
-        request.session.update(data)
+        write(request.session)
         return PlainTextResponse("ok")
 
     async def get(request: Request) -> PlainTextResponse:
@@ -123,21 +146,30 @@ def through_starlette(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any
         return PlainTextResponse("ok")
 
     app = Starlette(
-        routes=[Route("/put", put), Route("/get", get)],
+        routes=[Route("/seed", put_seed), Route("/put", put), Route("/get", get)],
         middleware=[Middleware(SessionMiddleware, secret_key="roundtrip", store=store)],
     )
     client = TestClient(app, raise_server_exceptions=True)
+    if seed:
+        client.get("/seed")
     client.get("/put")
     client.get("/get")
     return seen
 
 
-_django_data: dict[str, Any] = {}
+_django_write: list[Write] = []
+_django_seed: dict[str, Any] = {}
 _django_seen: dict[str, Any] = {}
 
 
+def _put_seed(request: HttpRequest) -> HttpResponse:
+    request.session.update(_django_seed)
+    return HttpResponse("ok")
+
+
 def _put(request: HttpRequest) -> HttpResponse:
-    request.session.update(_django_data)
+    _django_write[0](request.session)
+    request.session.modified = True  # as Django asks after a change inside a value
     return HttpResponse("ok")
 
 
@@ -146,15 +178,20 @@ def _get(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
-urlpatterns = [path("put", _put), path("get", _get)]
+urlpatterns = [path("seed", _put_seed), path("put", _put), path("get", _get)]
 
 
-def through_django(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
-    _django_data.clear()
-    _django_data.update(data)
+def through_django(
+    store: MemoryStore, write: Write, seed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    _django_write[:] = [write]
+    _django_seed.clear()
+    _django_seed.update(seed or {})
     _django_seen.clear()
     with override_settings(ROOT_URLCONF=__name__, LEMBRO={"STORE": store}):
         client = Client(raise_request_exception=True)
+        if seed:
+            client.get("/seed")
         client.get("/put")
         client.get("/get")
     return dict(_django_seen)
@@ -163,14 +200,44 @@ def through_django(store: MemoryStore, data: dict[str, Any]) -> dict[str, Any]:
 INTEGRATIONS = {"flask": through_flask, "starlette": through_starlette, "django": through_django}
 
 
+def update_with(data: dict[str, Any]) -> Write:
+    """A write of ``data`` in one call (``session.update``)."""
+    return lambda session: session.update(data)
+
+
+def set_each_of(data: dict[str, Any]) -> Write:
+    """A write of ``data`` a key at a time (``session[key] = value``)."""
+
+    def write(session: MutableMapping[str, Any]) -> None:
+        for key, value in data.items():
+            session[key] = value
+
+    return write
+
+
+SEED = {"seed": 1, "cart": [1, 2]}
+
+
 @pytest.mark.parametrize("integration", list(INTEGRATIONS))
 @pytest.mark.parametrize("serializer", SERIALIZERS)
 def test_every_exact_type_comes_back_equal_and_of_the_same_type(
     serializer: str, integration: str
 ) -> None:
     with MemoryStore("1M", None, serializer=serializer) as store:
-        seen = INTEGRATIONS[integration](store, EXACT)
+        seen = INTEGRATIONS[integration](store, update_with(EXACT))
     assert _same(seen, EXACT)
+
+
+@pytest.mark.parametrize("integration", list(INTEGRATIONS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_exact_types_set_in_a_loaded_session_come_back_with_what_it_held(
+    serializer: str, integration: str
+) -> None:
+    """A session loaded from the store may be checked only where it was written: the
+    values written are tagged, and the values it held come back as they were."""
+    with MemoryStore("1M", None, serializer=serializer) as store:
+        seen = INTEGRATIONS[integration](store, set_each_of(EXACT), seed=SEED)
+    assert _same(seen, {**SEED, **EXACT})
 
 
 @pytest.mark.parametrize(("data", "message"), REFUSED)
@@ -181,5 +248,35 @@ def test_a_type_that_would_change_is_refused_naming_where_it_is(
 ) -> None:
     with MemoryStore("1M", None, serializer=serializer) as store:
         with pytest.raises(SerializationError, match=message):
-            INTEGRATIONS[integration](store, data)
+            INTEGRATIONS[integration](store, update_with(data))
         assert len(store) == 0
+
+
+@pytest.mark.parametrize(("data", "message"), REFUSED)
+@pytest.mark.parametrize("integration", list(INTEGRATIONS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_a_type_set_in_a_loaded_session_is_refused_and_the_session_kept(
+    serializer: str, integration: str, data: dict[str, Any], message: str
+) -> None:
+    with MemoryStore("1M", None, serializer=serializer) as store:
+        with pytest.raises(SerializationError, match=message):
+            INTEGRATIONS[integration](store, set_each_of(data), seed=SEED)
+        assert list(store.all().values()) == [SEED]
+
+
+@pytest.mark.parametrize("integration", list(INTEGRATIONS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_a_type_put_inside_a_loaded_value_is_refused_and_the_session_kept(
+    serializer: str, integration: str
+) -> None:
+    """Changed in place, a value loaded from the store is checked like a new one (Flask
+    and Django see such a change once told, with ``session.modified = True``; Starlette
+    sees it by itself)."""
+
+    def append_to_cart(session: MutableMapping[str, Any]) -> None:
+        session["cart"].append(Color.RED)
+
+    with MemoryStore("1M", None, serializer=serializer) as store:
+        with pytest.raises(SerializationError, match=r"session\['cart'\]\[2\]: Color"):
+            INTEGRATIONS[integration](store, append_to_cart, seed=SEED)
+        assert list(store.all().values()) == [SEED]

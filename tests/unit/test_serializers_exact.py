@@ -145,3 +145,55 @@ def test_pickle_keeps_a_dict_subclass_it_is_given() -> None:
     back = serializer.loads(dumps_session(serializer, defaultdict(list, {"a": [1]})))
     assert type(back) is defaultdict
     assert back["missing"] == []
+
+
+class _Loaded(SessionDict):
+    """A session that says only ``written`` may differ from what the store gave."""
+
+    __slots__ = ("written",)
+
+    def __init__(self, data: dict[str, Any], written: set[str]) -> None:
+        super().__init__(data)
+        self.written = written
+
+    def changed_keys(self) -> set[str]:
+        return self.written
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_session_dicts_changed_values_are_tagged_and_the_rest_kept(
+    serializer: Serializer,
+) -> None:
+    session = _Loaded(
+        {"held": ["as", "loaded"], "when": date(2026, 12, 2), "count": 1},
+        written={"when", "count", "deleted since"},
+    )
+    back = serializer.loads(dumps_session(serializer, session))
+    assert back == {"held": ["as", "loaded"], "when": date(2026, 12, 2), "count": 1}
+    assert type(back["when"]) is date
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_session_dicts_changed_value_is_refused_naming_its_key(serializer: Serializer) -> None:
+    session = _Loaded({"held": 1, "level": Level.HIGH}, written={"level"})
+    with pytest.raises(SerializationError, match=r"session\['level'\]: Level"):
+        dumps_session(serializer, session)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_session_dicts_unchanged_values_are_trusted_as_the_store_gave_them(
+    serializer: Serializer,
+) -> None:
+    """What ``changed_keys`` leaves out is not looked at: the integration vouches that
+    it came from the store's own serializer (an IntEnum could never have)."""
+    session = _Loaded({"level": Level.HIGH}, written=set())
+    assert serializer.loads(dumps_session(serializer, session)) == {"level": 1}
+
+
+def test_json_checks_every_value_of_a_session_dict_holding_the_marker_key() -> None:
+    """The marker key at the top level makes the whole session a tagged object."""
+    serializer = JsonSerializer()
+    session = _Loaded({"\ue000": "a user's key", "when": date(2026, 12, 2)}, written=set())
+    back = serializer.loads(dumps_session(serializer, session))
+    assert back == {"\ue000": "a user's key", "when": date(2026, 12, 2)}
+    assert type(back["when"]) is date
