@@ -112,11 +112,18 @@ def _exact_length(encode_into: Any, obj: Any) -> bytes:
     and a store that counts its memory needs the bytes it holds to cost what they say:
     encoding into a fresh bytearray and copying it out costs as much, and leaves no
     scratch buffer behind (a buffer kept per thread would hold a large session's size
-    for the thread's life, unseen by the store's cap).
+    for the thread's life, unseen by the store's cap). The bytearray starts at
+    ``_FIRST_BUFFER`` bytes, so a typical session is written without growing it; msgspec
+    cuts it to what it wrote.
     """
-    buffer = bytearray()
+    buffer = bytearray(_FIRST_BUFFER)
     encode_into(obj, buffer)
     return bytes(buffer)
+
+
+# Bytes of the buffer a session is first encoded into (a logged-in user's session of
+# a dozen fields takes about 250); a larger one grows it as it is written.
+_FIRST_BUFFER = 512
 
 
 # ---- exact types ----------------------------------------------------------------------

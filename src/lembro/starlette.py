@@ -72,7 +72,6 @@ class Session(SessionDict):
         self,
         data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
         /,
-        *,
         sid: str | None = None,
         middleware: SessionMiddleware | None = None,
     ) -> None:
@@ -333,7 +332,7 @@ class SessionMiddleware:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
             if not data:  # unknown or expired: never adopted, a new id is made on write
                 sid = cookie = None
-        scope["session"] = Session(data or {}, sid=sid, middleware=self)
+        scope["session"] = Session(data or {}, sid, self)  # positional: no keyword dict
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)

@@ -438,6 +438,20 @@ def test_prune_shrinks_to_low_water(clock: FakeClock) -> None:
         assert_accounting_exact(s)
 
 
+def test_a_write_that_grows_a_session_past_the_cap_prunes(clock: FakeClock) -> None:
+    unit = per_session()
+    with MemoryStore(unit * 100, None, clock=clock) as s:
+        ids = fill(s, "a", 100)
+        assert s.size == unit * 100  # at the cap, not over it
+        assert s.replace(ids[0], SESSION)  # the same size: nothing to prune
+        assert s.replace(ids[1], {**SESSION, "csrf": "y" * 43})
+        assert len(s) == 100
+        assert s.replace(ids[2], {**SESSION, "more": "grown"})  # one byte over is over
+        assert s.size <= int(unit * 100 * 0.75)
+        assert ids[2] in s
+        assert_accounting_exact(s)
+
+
 def test_prune_evicts_expired_before_live(clock: FakeClock) -> None:
     unit = per_session()
     # The short ones come after longer ones: their expiries are filed out of order.

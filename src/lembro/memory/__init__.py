@@ -591,8 +591,8 @@ class MemoryStore:
             old = self._live_locked(sid, now)
             if old is None and only_over_live:
                 return False
-            self._write_locked(sid, blob, now + lifetime, old, owner)
-            self._fit_locked(now, keep=sid)
+            if self._write_locked(sid, blob, now + lifetime, old, owner):
+                self._fit_locked(now, keep=sid)
             return True
 
     # ---- outside the lock: arguments and serialization ----------------------------------
@@ -666,17 +666,20 @@ class MemoryStore:
 
     def _write_locked(
         self, sid: str, data: bytes, expires: float, old: Entry | None, owner: str | None
-    ) -> None:
+    ) -> bool:
         """Put ``data`` (of ``owner``, or none) under ``sid``, expiring at ``expires``: a
-        new session, or in place of the live session ``old``, as one more use of it."""
+        new session, or in place of the live session ``old``, as one more use of it.
+        Return whether the size grew: only then may the store have to fit again."""
+        size = self._budget.size
         if old is None:
             self._add_locked(sid, data, expires, owner=owner)
-            return
-        self._budget.replace_data(old, data)
-        self._eviction.used(old)
-        if self._owners is not None:
-            self._own_locked(old, owner)
-        self._renew_locked(old, expires)
+        else:
+            self._budget.replace_data(old, data)
+            self._eviction.used(old)
+            if self._owners is not None:
+                self._own_locked(old, owner)
+            self._renew_locked(old, expires)
+        return self._budget.size > size
 
     def _own_locked(self, entry: Entry, owner: str | None) -> None:
         """Make ``owner`` (``None``: no one) the owner of ``entry``, as its most recent
