@@ -423,13 +423,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-_SERVE = """
+# What a child process runs first: this module, loaded from its file as ``module``.
+_LOAD_MODULE = """
 import importlib.util, sys, logging
 sys.path.insert(0, {here!r})
 spec = importlib.util.spec_from_file_location("lembro_bench_requests", {file!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 logging.disable(logging.CRITICAL)
+"""
+
+
+def _child(body: str, **fields: object) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Python child that loads this module, then
+    runs ``body`` (formatted with ``fields``)."""
+    code = (_LOAD_MODULE + body).format(
+        here=str(HERE), file=str(Path(__file__).resolve()), **fields
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE)])}
+    return [sys.executable, "-c", code], env
+
+
+_SERVE = """
 if {framework!r} == "starlette":
     import uvicorn
     uvicorn.run(module.starlette_app({kind!r}), host="127.0.0.1", port={port},
@@ -447,15 +462,8 @@ else:
 
 def _serve(framework: str, kind: str) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    code = _SERVE.format(
-        here=str(HERE),
-        file=str(Path(__file__).resolve()),
-        framework=framework,
-        kind=kind,
-        port=port,
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE)])}
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    command, env = _child(_SERVE, framework=framework, kind=kind, port=port)
+    process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -542,12 +550,7 @@ def _servers(config: Config) -> Table:
 # ---- instructions, counted by valgrind ----
 
 _COUNT = """
-import asyncio, importlib.util, sys, logging, gc
-sys.path.insert(0, {here!r})
-spec = importlib.util.spec_from_file_location("lembro_bench_requests", {file!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-logging.disable(logging.CRITICAL)
+import asyncio
 count = {warm} + {n}
 if {framework!r} == "starlette":
     client = module.AsgiClient(module.starlette_app({kind!r}))
@@ -566,17 +569,9 @@ _VALGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 
 def _counting(framework: str, kind: str, n: int, warm: int) -> subprocess.Popen[str]:
     """A child that makes ``warm + n`` requests to ``kind``'s app under callgrind."""
-    code = _COUNT.format(
-        here=str(HERE),
-        file=str(Path(__file__).resolve()),
-        framework=framework,
-        kind=kind,
-        n=n,
-        warm=warm,
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE)])}
+    command, env = _child(_COUNT, framework=framework, kind=kind, n=n, warm=warm)
     return subprocess.Popen(
-        [*_VALGRIND, sys.executable, "-c", code],
+        [*_VALGRIND, *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
