@@ -43,6 +43,11 @@ _CLEARED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
 RESEND_FRACTION = 0.01
 #: How many ids' last cookie times the middleware remembers (about 150 bytes each).
 SENT_COOKIES_REMEMBERED = 256
+#: How many ``Cookie`` headers that carried a verified session id the middleware
+#: remembers, with what they carried, and the longest it remembers (bytes): a returning
+#: client sends the same header on every request.
+COOKIE_HEADERS_REMEMBERED = 256
+COOKIE_HEADER_REMEMBERED_BYTES = 512
 
 
 class Session(SessionDict):
@@ -316,13 +321,15 @@ class SessionMiddleware:
         # last SENT_COOKIES_REMEMBERED ids: see _sent_lately.
         self._sent: dict[str, float] = {}
         self._resend_after = 0.0 if max_age is None else max_age * RESEND_FRACTION
+        # Cookie headers that carried a verified id, and what _session_cookie found in them.
+        self._verified_headers: dict[bytes, tuple[str | None, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
 
-        sid, cookie = self._unsign(_cookie_value(scope, self.session_cookie))
+        sid, cookie = self._session_cookie(scope)
         data: dict[str, Any] | None = None
         if sid is not None:
             try:  # a store that never blocks is called directly: no coroutine
@@ -345,6 +352,30 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    def _session_cookie(self, scope: Scope) -> tuple[str | None, str | None]:
+        """The session id in the request's session cookie, and the value to send back for
+        it (see ``_unsign``); the cookie is read from the first ``Cookie`` header, the last
+        of several of that name, as Starlette's ``request.cookies`` finds it.
+
+        A header whose cookie verified is remembered with what it carried (the last
+        ``COOKIE_HEADERS_REMEMBERED``, of at most ``COOKIE_HEADER_REMEMBERED_BYTES``
+        each), so a returning client's costs one lookup; the answer depends only on the
+        header, this middleware's cookie name and its keys, which never change. One that
+        did not verify is never remembered: a flood of forged cookies cannot fill it."""
+        for key, raw in scope["headers"]:
+            if key == b"cookie":
+                known = self._verified_headers.get(raw)
+                if known is not None:
+                    return known
+                value = cookie_value(raw.decode("latin-1"), self.session_cookie, last=True)
+                found = self._unsign(value)
+                if found[0] is not None and len(raw) <= COOKIE_HEADER_REMEMBERED_BYTES:
+                    if len(self._verified_headers) >= COOKIE_HEADERS_REMEMBERED:
+                        self._verified_headers.clear()  # forgotten headers are verified again
+                    self._verified_headers[raw] = found
+                return found
+        return None, None
 
     def _unsign(self, value: str | None) -> tuple[str | None, str | None]:
         """The session id a cookie value carries, and the value to send back for it
@@ -440,15 +471,6 @@ _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 def _has_containers(data: dict[str, Any]) -> bool:
     """Whether ``data`` holds a value that could change without the session seeing it."""
     return any(type(value) not in _PLAIN for value in dict.values(data))
-
-
-def _cookie_value(scope: Scope, name: str) -> str | None:
-    """The value of the cookie ``name`` in the request's first ``Cookie`` header, the last
-    of several, as Starlette's ``request.cookies`` finds it; ``None`` when absent."""
-    for key, raw in scope["headers"]:
-        if key == b"cookie":
-            return cookie_value(raw.decode("latin-1"), name, last=True)
-    return None
 
 
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,13 @@ from lembro.errors import SerializationError
 from lembro.ids import is_session_id, new_session_id
 from lembro.protocol import AsyncSessionStore, SessionStore
 from lembro.size import parse_size
-from lembro.starlette import SENT_COOKIES_REMEMBERED, Session, SessionMiddleware, regenerate
+from lembro.starlette import (
+    COOKIE_HEADERS_REMEMBERED,
+    SENT_COOKIES_REMEMBERED,
+    Session,
+    SessionMiddleware,
+    regenerate,
+)
 from tests.conftest import FakeClock
 from tests.servers import ROOT
 
@@ -449,6 +456,120 @@ def test_unreadable_record_gives_a_fresh_session() -> None:
     assert response.status_code == 200
     assert response.json() == {}
     assert cookie_sid(client.post("/update", json={"b": 2})) != old
+
+
+# ---- Cookie headers remembered --------------------------------------------------------
+
+
+async def async_view(request: Request) -> JSONResponse:
+    return JSONResponse(dict(request.session))
+
+
+def _asgi_get(
+    loop: asyncio.AbstractEventLoop, app: Any, cookie_header: bytes
+) -> tuple[bytes, list[bytes]]:
+    """One GET of ``/`` straight through ``app`` on ``loop``, with this Cookie header:
+    (the body, the Set-Cookie values)."""
+    body: list[bytes] = []
+    set_cookies: list[bytes] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            set_cookies.extend(v for k, v in message["headers"] if k == b"set-cookie")
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    scope: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"cookie", cookie_header)],
+        "state": {},
+    }
+    loop.run_until_complete(app(scope, receive, send))
+    return b"".join(body), set_cookies
+
+
+def test_cookie_headers_remembered_stay_bounded_and_forged_ones_never_count() -> None:
+    """Each client sends its own Cookie header (the session cookie beside one of its
+    own); many clients, and as many forged cookies, leave the middleware holding no more
+    than ``COOKIE_HEADERS_REMEMBERED`` headers cost, and every answer stays right."""
+    store = MemoryStore("16M", None)
+    app = make_app(store, [Route("/", async_view)])
+    loop = asyncio.new_event_loop()
+    clients = 10 * COOKIE_HEADERS_REMEMBERED
+    sids = [new_session_id() for _ in range(clients)]
+    for index, sid in enumerate(sids):
+        store.set(sid, {"n": index})
+    headers = [f"session={signed(sid)}; theme=t{i}".encode() for i, sid in enumerate(sids)]
+    forged = [f"session={signed(sid)[:-1]}A; theme=t{i}".encode() for i, sid in enumerate(sids)]
+    _asgi_get(loop, app, headers[0])  # the app's own first-request allocations, out of the count
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for index, (header, fake) in enumerate(zip(headers, forged, strict=True)):
+            assert _asgi_get(loop, app, header)[0] == f'{{"n":{index}}}'.encode()
+            if fake != header:  # a tag that already ends in "A" would not be forged
+                assert _asgi_get(loop, app, fake)[0] == b"{}"
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    # A header remembered costs its bytes and what it carried; the signer remembers as
+    # many values. Remembering every header would hold ten times as many.
+    assert grown < COOKIE_HEADERS_REMEMBERED * 1200
+    assert _asgi_get(loop, app, headers[-1])[0] == f'{{"n":{clients - 1}}}'.encode()
+    loop.close()
+
+
+def test_forged_cookie_headers_are_never_remembered() -> None:
+    store = MemoryStore("1M", None)
+    app = make_app(store, [Route("/", async_view)])
+    loop = asyncio.new_event_loop()
+    forged = [
+        f"session={new_session_id()}.{'A' * 43}; theme=t{i}".encode()
+        for i in range(COOKIE_HEADERS_REMEMBERED - 1)  # all would fit, were they kept
+    ]
+    _asgi_get(loop, app, forged[0])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for header in forged:
+            assert _asgi_get(loop, app, header) == (b"{}", [])
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        loop.close()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < COOKIE_HEADERS_REMEMBERED * 25  # remembered, they would hold a table of them
+
+
+def test_a_remembered_header_signed_with_an_old_key_is_re_signed_each_time() -> None:
+    store = MemoryStore("1M", None)
+    app = Starlette(
+        routes=[Route("/", async_view)],
+        middleware=[
+            Middleware(
+                SessionMiddleware, secret_key="new-key", secret_key_fallbacks=[SECRET], store=store
+            )
+        ],
+    )
+    loop = asyncio.new_event_loop()
+    sid = new_session_id()
+    store.set(sid, {"user": "alice"})
+    header = f"session={signed(sid)}".encode()
+    for _ in range(2):  # the second answer is remembered, and still asks for re-signing
+        body, set_cookies = _asgi_get(loop, app, header)
+        assert body == b'{"user":"alice"}'
+        assert len(set_cookies) == 1
+        assert set_cookies[0].startswith(f"session={signed(sid, 'new-key')};".encode())
+    loop.close()
 
 
 # ---- regenerate ----------------------------------------------------------------------
