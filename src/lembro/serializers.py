@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import math
 import pickle
-from collections.abc import Collection
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -46,16 +45,6 @@ class SessionDict(dict[str, Any]):
     back, as a plain dict (its own state and methods are not the session's)."""
 
     __slots__ = ()
-
-    def changed_keys(self) -> Collection[Any] | None:
-        """The keys whose values may not be as the store's ``get`` gave them, or ``None``
-        when any value may not be (the default).
-
-        msgpack and json check only these values: the others came from the store's own
-        serializer, so they are exact. An integration whose session tracks its writes
-        names the keys written since the session was loaded, and says ``None`` once a
-        nested value was handed out (it may have been changed in place)."""
-        return None
 
 
 @runtime_checkable
@@ -162,10 +151,8 @@ def _exact(obj: Any, tag: Any, key_types: frozenset[type]) -> Any:
     a dict. Any other dict subclass is refused, as anywhere else.
     """
     try:
-        if type(obj) is dict:
+        if type(obj) is dict or isinstance(obj, SessionDict):
             return _walk_dict(obj, tag, key_types)
-        if isinstance(obj, SessionDict):
-            return _walk_session(obj, tag, key_types)
         return _walk(obj, tag, key_types)
     except _Refused as e:
         path = "".join(reversed(e.path))
@@ -233,28 +220,6 @@ def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> A
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)
     return value if out is None else out
-
-
-def _walk_session(session: SessionDict, tag: Any, key_types: frozenset[type]) -> Any:
-    """``_walk_dict(session)``, looking only at the values its ``changed_keys`` names."""
-    changed = session.changed_keys()
-    if changed is None or (tag is _to_json_tag and dict.__contains__(session, _JSON_MARK)):
-        return _walk_dict(session, tag, key_types)
-    safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
-    for key in changed:  # a key deleted since reads as None, which is safe
-        if type(key) not in key_types or type(dict.get(session, key)) not in safe:
-            break
-    else:
-        return session  # plain values under plain keys (a counter, a flag): nothing to tag
-    written = {
-        key: dict.__getitem__(session, key) for key in changed if dict.__contains__(session, key)
-    }
-    checked = _walk_dict(written, tag, key_types)
-    if checked is written:
-        return session
-    out = dict(dict.items(session))
-    out.update(checked)
-    return out
 
 
 def _big_int_path(value: Any, path: str = "") -> str | None:

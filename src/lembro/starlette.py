@@ -57,21 +57,9 @@ class Session(SessionDict):
     A change made inside a nested value (``session["cart"].append(x)``) is seen too: the
     first time a list, dict or other container is handed out, the session's bytes are
     kept, and compared with what it holds when the response starts.
-
-    Built with ``sid``, a session holds what the store's ``get`` returned for that id,
-    and names the keys set since in ``changed_keys``: a ``MemoryStore`` checks only
-    their values for exactness on the write back.
     """
 
-    __slots__ = (
-        "_before",
-        "_middleware",
-        "_regenerate",
-        "_sid",
-        "_written",
-        "accessed",
-        "modified",
-    )
+    __slots__ = ("_before", "_middleware", "_regenerate", "_sid", "accessed", "modified")
 
     def __init__(
         self,
@@ -87,8 +75,6 @@ class Session(SessionDict):
         self._before: object = None  # the fingerprint taken before a container was handed out
         self._sid = sid  # the id the session was loaded under (None: a new session)
         self._middleware = middleware  # the middleware that loaded it
-        # The keys set since it was loaded from the store (None: not loaded, any may be new).
-        self._written: set[str] | None = None if sid is None else set()
 
     def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         """Copied (``copy.copy``, ``copy.deepcopy``) or pickled, a session is its data
@@ -112,12 +98,6 @@ class Session(SessionDict):
     def _hand_out_all(self) -> None:
         if self._before is None and _has_containers(self):
             self._before = fingerprint(dict(dict.items(self)))
-
-    def changed_keys(self) -> set[str] | None:
-        """The keys set since the session was loaded from the store, whose values the
-        store must check; ``None`` (check every value) for a session not loaded, or once a
-        container was handed out, which may have been changed in place."""
-        return None if self._before is not None else self._written
 
     def changed_inside(self) -> bool:
         """Whether a container handed out has changed since (always false if none was)."""
@@ -173,8 +153,6 @@ class Session(SessionDict):
     def __setitem__(self, key: str, value: Any) -> None:
         self.accessed = self.modified = True
         dict.__setitem__(self, key, value)
-        if self._written is not None:
-            self._written.add(key)
 
     def __delitem__(self, key: str) -> None:
         self.mark_modified()
@@ -198,18 +176,14 @@ class Session(SessionDict):
         self.accessed = True
         if not dict.__contains__(self, key):
             self.mark_modified()
-            if self._written is not None:
-                self._written.add(key)
         return self._hand_out(super().setdefault(key, default))
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.mark_modified()
-        self._written = None  # any key may be new: the store checks every value
         super().update(*args, **kwargs)
 
     def __ior__(self, other: Any, /) -> Session:  # type: ignore[override,misc]
         self.mark_modified()
-        self._written = None
         return super().__ior__(other)
 
 

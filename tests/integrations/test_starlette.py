@@ -674,33 +674,6 @@ def test_session_notes_reads_that_bypass_request_session() -> None:
         assert not session.modified
 
 
-def test_a_loaded_session_names_the_keys_written_since_it_was_loaded() -> None:
-    """Only those values need a look from the store's serializer (see SessionDict)."""
-    session = Session({"a": 1, "items": [1]}, sid=new_session_id())
-    assert session.changed_keys() == set()
-    session["b"] = 2
-    session.setdefault("c", 3)
-    session.setdefault("a", 0)  # already held: not written
-    del session["b"]
-    assert session.changed_keys() == {"b", "c"}
-    assert session["items"] == [1]  # a list handed out may change in place
-    assert session.changed_keys() is None
-
-
-@pytest.mark.parametrize(
-    "write",
-    [lambda s: s.update(b=2), lambda s: s.__ior__({"b": 2})],
-    ids=["update", "|="],
-)
-def test_a_bulk_write_or_a_new_session_has_every_value_checked(
-    write: Callable[[Session], Any],
-) -> None:
-    assert Session({"a": 1}).changed_keys() is None  # not loaded from the store
-    session = Session({"a": 1}, sid=new_session_id())
-    write(session)
-    assert session.changed_keys() is None
-
-
 @pytest.mark.parametrize(
     "copy_of",
     [copy.copy, copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))],  # noqa: S301 - its own bytes
