@@ -145,4 +145,3 @@ def test_pickle_keeps_a_dict_subclass_it_is_given() -> None:
     back = serializer.loads(dumps_session(serializer, defaultdict(list, {"a": [1]})))
     assert type(back) is defaultdict
     assert back["missing"] == []
-
