@@ -39,6 +39,7 @@ from lembro.ids import is_session_id, new_session_id
 from lembro.protocol import AsyncSessionStore, SessionStore
 from lembro.size import parse_size
 from lembro.starlette import (
+    COOKIE_HEADER_REMEMBERED_BYTES,
     COOKIE_HEADERS_REMEMBERED,
     SENT_COOKIES_REMEMBERED,
     Session,
@@ -548,6 +549,31 @@ def test_forged_cookie_headers_are_never_remembered() -> None:
         loop.close()
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert grown < COOKIE_HEADERS_REMEMBERED * 25  # remembered, they would hold a table of them
+
+
+def test_cookie_headers_longer_than_the_limit_are_never_remembered() -> None:
+    store = MemoryStore("1M", None)
+    app = make_app(store, [Route("/", async_view)])
+    loop = asyncio.new_event_loop()
+    sid = new_session_id()
+    store.set(sid, {"user": "alice"})
+    pad = "p" * COOKIE_HEADER_REMEMBERED_BYTES
+    headers = [
+        f"session={signed(sid)}; theme=t{i}; pad={pad}".encode()
+        for i in range(COOKIE_HEADERS_REMEMBERED - 1)  # all would fit, were they kept
+    ]
+    _asgi_get(loop, app, headers[0])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for header in headers:
+            assert _asgi_get(loop, app, header)[0] == b'{"user":"alice"}'
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    loop.close()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < COOKIE_HEADERS_REMEMBERED * 60  # remembered, they would hold a table of them
 
 
 def test_a_remembered_header_signed_with_an_old_key_is_re_signed_each_time() -> None:
