@@ -285,7 +285,10 @@ def logout_everywhere(user: Any, keep: SessionBase | str | None = None) -> int:
 
 class LembroConfig(AppConfig):  # type: ignore[misc]
     """Put ``"lembro.django.LembroConfig"`` in ``INSTALLED_APPS`` to have ``manage.py
-    check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` before serving."""
+    check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` before serving. With
+    a ``SNAPSHOT`` and ``SESSION_ENGINE = "lembro.django"``, it also builds the store at
+    start-up, in the main thread, where the store can catch SIGTERM to write its
+    snapshot (built lazily at the first request, in a request thread, it cannot)."""
 
     name = "lembro"
     label = "lembro"
@@ -293,6 +296,9 @@ class LembroConfig(AppConfig):  # type: ignore[misc]
 
     def ready(self) -> None:
         checks.register(check_settings, checks.Tags.security)
+        options = getattr(settings, "LEMBRO", None) or {}
+        if settings.SESSION_ENGINE == __name__ and options.get("SNAPSHOT"):
+            get_store()
 
 
 class SessionStore(SessionBase):  # type: ignore[misc]

@@ -1,8 +1,11 @@
 """Snapshot files: a MemoryStore's live sessions on disk, so a restart logs no one out.
 
-The file is a 16-byte magic, a CRC-32 of the body, and the body: msgpack of the format's
-version, the save's wall-clock time, the serializer's name, and each session as ``[sid,
-seconds_left, read_again, data]`` in least-recently-used-first order.
+The file is a 16-byte magic and a sequence of frames, each a 4-byte length, a CRC-32 of
+its payload and the payload, in msgpack: first ``[version, saved_at, serializer]`` (the
+save's wall-clock time, the serializer's name), then each session as ``[sid,
+seconds_left, read_again, data]``, lowest eviction score first, and last their count, so
+a file cut at a frame's end is still seen to be cut. Frames are written and read one at
+a time: neither a save nor a load holds the whole file in memory.
 
 A save writes a fresh temporary file next to the target (``mkstemp``: a unique name,
 ``O_EXCL``, so no symlink planted there is followed), mode 0600, fsyncs it and renames it
@@ -24,7 +27,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ __all__ = [
     "SnapshotRecord",
     "check_snapshot_path",
     "file_identity",
+    "load_snapshot",
     "pid_alive",
     "read_snapshot",
     "remove_leftovers",
@@ -45,9 +49,9 @@ __all__ = [
 
 log = logging.getLogger("lembro")
 
-_MAGIC = b"LEMBRO-SNAPSHOT1"
-_HEADER = len(_MAGIC) + 4  # magic, CRC-32 of the body
-_VERSION = 1
+_MAGIC = b"LEMBRO-SNAPSHOT2"
+_FRAME = 8  # a frame's length and CRC-32, 4 bytes each, big-endian
+_VERSION = 2
 
 # A save's temporary file: ".<name>.tmp-<pid>-<random>", so a later start can tell a
 # killed writer's leftover (its pid is gone) from a live writer's file.
@@ -60,11 +64,14 @@ SnapshotRecord = tuple[str, float, bool, bytes]
 FileIdentity = tuple[int, int, int]
 
 
-class _Body(msgspec.Struct, array_like=True):
+class _Header(msgspec.Struct, array_like=True):
     version: int
     saved_at: float  # wall-clock seconds (time.time()) at save
     serializer: str
-    sessions: list[tuple[str, float, bool, bytes]]
+
+
+_Session = tuple[str, float, bool, bytes]
+# The last frame is an int: how many sessions the file holds.
 
 
 class _Unusable(Exception):
@@ -72,24 +79,21 @@ class _Unusable(Exception):
 
 
 # One lock per target path, so that a periodic save and an explicit one in the same
-# process take turns; forked children start with fresh ones (a lock held by another
-# thread at the fork would never be released in the child).
+# process take turns; a forked child starts with fresh ones (a lock held by another
+# thread at the fork would never be released in the child), seen by its pid.
 _save_locks: dict[str, threading.Lock] = {}
 _save_locks_guard = threading.Lock()
+_save_locks_pid = os.getpid()
 
 
 def _lock_for(target: Path) -> threading.Lock:
+    global _save_locks_guard, _save_locks_pid
+    if _save_locks_pid != os.getpid():
+        _save_locks_guard = threading.Lock()
+        _save_locks.clear()
+        _save_locks_pid = os.getpid()
     with _save_locks_guard:
         return _save_locks.setdefault(os.fspath(target), threading.Lock())
-
-
-def _fresh_locks_in_child() -> None:
-    global _save_locks_guard
-    _save_locks_guard = threading.Lock()
-    _save_locks.clear()
-
-
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def check_snapshot_path(path: str | os.PathLike[str]) -> str:
@@ -121,19 +125,22 @@ def file_identity(path: str | os.PathLike[str]) -> FileIdentity | None:
     return info.st_ino, info.st_mtime_ns, info.st_size
 
 
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big") + payload
+
+
 def write_snapshot(
     path: str | os.PathLike[str],
     serializer: str,
-    records: list[SnapshotRecord],
+    records: Iterable[SnapshotRecord],
     only_if: Callable[[], bool] | None = None,
 ) -> bool:
-    """Write ``records`` to ``path`` atomically: a unique temporary file (mode 0600) in the
-    same directory, fsync, rename over ``path``, fsync of the directory. With ``only_if``,
-    it is asked just before the rename, and ``False`` leaves ``path`` as it is (and this
-    returns ``False``)."""
+    """Write ``records`` to ``path`` atomically, one at a time as they come: a unique
+    temporary file (mode 0600) in the same directory, fsync, rename over ``path``, fsync
+    of the directory. With ``only_if``, it is asked just before the rename, and ``False``
+    leaves ``path`` as it is (and this returns ``False``)."""
     target = Path(path)
-    body = msgspec.msgpack.encode(_Body(_VERSION, time.time(), serializer, records))
-    blob = _MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
+    encode = msgspec.msgpack.Encoder().encode
     with _lock_for(target):
         # mkstemp opens with O_CREAT | O_EXCL (and O_NOFOLLOW where there is one), mode 0600.
         fd, temporary = tempfile.mkstemp(
@@ -141,7 +148,13 @@ def write_snapshot(
         )
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
+                handle.write(_MAGIC)
+                handle.write(_frame(encode(_Header(_VERSION, time.time(), serializer))))
+                count = 0
+                for record in records:
+                    handle.write(_frame(encode(record)))
+                    count += 1
+                handle.write(_frame(encode(count)))
                 handle.flush()
                 os.fsync(handle.fileno())
             if only_if is not None and not only_if():
@@ -204,44 +217,63 @@ def read_snapshot(
     max_bytes: int | None = None,
     max_lifetime: float = math.inf,
 ) -> list[SnapshotRecord]:
-    """Return the sessions in ``path`` with their lifetimes (seconds) reduced by the time
-    since the save and capped at ``max_lifetime``.
+    """The sessions in ``path`` as a list: see ``load_snapshot``, which takes them one at
+    a time ([] when the file is unusable)."""
+    records: list[SnapshotRecord] = []
+    loaded = load_snapshot(
+        path, serializer, records.append, max_bytes=max_bytes, max_lifetime=max_lifetime
+    )
+    return records if loaded else []
 
-    Nothing at the path gives ``[]``. Anything else that is not a snapshot this store can
-    load (a directory, a symlink loop or a dangling one, a file this process may not
-    read, garbage, a truncated or damaged file, one larger than ``max_bytes``, one made
-    with another serializer or by another version) gives ``[]`` and one WARNING, and is
-    moved aside to ``<path>.corrupt-<time>-<random>`` where the directory allows. A
-    record whose lifetime is not a finite number is skipped. Never raises.
+
+def load_snapshot(
+    path: str | os.PathLike[str],
+    serializer: str,
+    take: Callable[[SnapshotRecord], None],
+    *,
+    max_bytes: int | None = None,
+    max_lifetime: float = math.inf,
+) -> bool:
+    """Give ``take`` each session in ``path``, as it is read, with its lifetime (seconds)
+    reduced by the time since the save and capped at ``max_lifetime``; return whether the
+    whole file was good. ``False`` after some sessions were taken means the file was cut
+    short or damaged past them: the caller drops what it took.
+
+    Nothing at the path gives ``True`` and no session. Anything else that is not a
+    snapshot this store can load (a directory, a symlink loop or a dangling one, a file
+    this process may not read, garbage, a truncated or damaged file, one larger than
+    ``max_bytes``, one made with another serializer or by another version) gives ``False``
+    and one WARNING, and is moved aside to ``<path>.corrupt-<time>-<random>`` where the
+    directory allows. A record whose lifetime is not a finite number is skipped. Never
+    raises but for what ``take`` raises.
     """
     source = Path(path)
     try:
         os.lstat(source)
     except FileNotFoundError:
-        return []
+        return True
     except OSError as e:
         log.warning("snapshot %s cannot be examined (%s); starting empty", source, e)
-        return []
+        return False
     try:
-        body = _load(source, serializer, max_bytes)
+        _load(source, serializer, max_bytes, max_lifetime, take)
     except _Unusable as e:
         log.warning(
             "snapshot %s is unusable (%s): %s; starting empty", source, e, _move_aside(source)
         )
-        return []
-    elapsed = max(0.0, time.time() - body.saved_at) if math.isfinite(body.saved_at) else 0.0
-    records: list[SnapshotRecord] = []
-    for sid, left, read_again, data in body.sessions:
-        if not math.isfinite(left):  # inf would live forever; nan compares false to everything
-            continue
-        left = min(left - elapsed, max_lifetime)
-        if left > 0:
-            records.append((sid, left, bool(read_again), data))
-    return records
+        return False
+    return True
 
 
-def _load(source: Path, serializer: str, max_bytes: int | None) -> _Body:
-    """Open ``source``, check its magic and size before reading the body, and decode it."""
+def _load(
+    source: Path,
+    serializer: str,
+    max_bytes: int | None,
+    max_lifetime: float,
+    take: Callable[[SnapshotRecord], None],
+) -> None:
+    """Open ``source``, check its magic and size before reading on, then read and give
+    ``take`` one session at a time; raise ``_Unusable`` for anything wrong."""
     try:
         # O_NONBLOCK: a FIFO at the path must not hang the start; a regular file ignores it.
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -258,36 +290,85 @@ def _load(source: Path, serializer: str, max_bytes: int | None) -> _Body:
         raise _Unusable("not a regular file")
     with os.fdopen(fd, "rb") as handle:
         try:
-            head = handle.read(_HEADER)
+            head = handle.read(len(_MAGIC))
             if not head:
                 raise _Unusable("empty")
-            if not head.startswith(_MAGIC[: len(head)]):
-                if head.startswith(_MAGIC[:-1]):
+            if head != _MAGIC:
+                if len(head) == len(_MAGIC) and head.startswith(_MAGIC[:-1]):
                     raise _Unusable("written by another version of lembro")
+                if _MAGIC.startswith(head):
+                    raise _Unusable("truncated")
                 raise _Unusable("not a lembro snapshot")
-            if len(head) < _HEADER:
-                raise _Unusable("truncated")
             if max_bytes is not None and info.st_size > max_bytes:
                 raise _Unusable(f"{info.st_size} bytes, more than the {max_bytes} it may hold")
-            body = handle.read(-1 if max_bytes is None else max_bytes + 1 - _HEADER)
-            if max_bytes is not None and len(body) > max_bytes - _HEADER:  # grew since
-                raise _Unusable(f"more than the {max_bytes} bytes it may hold")
+            _read_frames(handle, info.st_size, serializer, max_lifetime, take)
         except OSError as e:  # EIO
             raise _Unusable(e.strerror or str(e)) from None
-    if zlib.crc32(body).to_bytes(4, "big") != head[len(_MAGIC) :]:
-        raise _Unusable("checksum mismatch: truncated or damaged")
+
+
+def _read_frames(
+    handle: Any,
+    size: int,
+    serializer: str,
+    max_lifetime: float,
+    take: Callable[[SnapshotRecord], None],
+) -> None:
+    limit = size  # no frame is longer than the file was when opened: it may not grow
+    read_frame = _frame_reader(handle, limit)
+    header = _decode(read_frame(), _Header)
+    if header.version != _VERSION:
+        raise _Unusable(f"version {header.version}, expected {_VERSION}")
+    if header.serializer != serializer:
+        raise _Unusable(
+            f"written with serializer {header.serializer!r}, this store uses {serializer!r}"
+        )
+    saved_at = header.saved_at
+    elapsed = max(0.0, time.time() - saved_at) if math.isfinite(saved_at) else 0.0
+    count = 0
+    decoder = msgspec.msgpack.Decoder(_Session | int)
+    while True:
+        try:
+            item: Any = decoder.decode(read_frame())
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise _Unusable(f"undecodable: {e}") from None
+        if isinstance(item, int):  # the trailer
+            if item != count:
+                raise _Unusable(f"holds {count} sessions, says {item}")
+            if handle.read(1):
+                raise _Unusable("more after its end")
+            return
+        count += 1
+        sid, left, read_again, data = item
+        if not math.isfinite(left):  # inf would live forever; nan compares false to everything
+            continue
+        left = min(left - elapsed, max_lifetime)
+        if left > 0:
+            take((sid, left, bool(read_again), data))
+
+
+def _frame_reader(handle: Any, limit: int) -> Callable[[], bytes]:
+    def read_frame() -> bytes:
+        head = handle.read(_FRAME)
+        if len(head) < _FRAME:
+            raise _Unusable("truncated")
+        length = int.from_bytes(head[:4], "big")
+        if length > limit:
+            raise _Unusable("damaged: a frame longer than the file")
+        payload: bytes = handle.read(length)
+        if len(payload) < length:
+            raise _Unusable("truncated")
+        if zlib.crc32(payload).to_bytes(4, "big") != head[4:]:
+            raise _Unusable("checksum mismatch: truncated or damaged")
+        return payload
+
+    return read_frame
+
+
+def _decode(payload: bytes, kind: type[_Header]) -> _Header:
     try:
-        parsed: Any = msgspec.msgpack.decode(body, type=_Body)
+        return msgspec.msgpack.decode(payload, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise _Unusable(f"undecodable: {e}") from None
-    if parsed.version != _VERSION:
-        raise _Unusable(f"version {parsed.version}, expected {_VERSION}")
-    if parsed.serializer != serializer:
-        raise _Unusable(
-            f"written with serializer {parsed.serializer!r}, this store uses {serializer!r}"
-        )
-    result: _Body = parsed
-    return result
 
 
 def _move_aside(source: Path) -> str:

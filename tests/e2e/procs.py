@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["SEVERAL", "Server", "env_for", "free_port", "run_script"]
+__all__ = ["SEVERAL", "Server", "env_for", "free_port", "run_group", "run_script"]
 
 # What lembro's ERROR about several processes says.
 SEVERAL = "serve this app with their own MemoryStore"
@@ -90,6 +90,7 @@ settings.configure(
     SECRET_KEY="a test key",
     ALLOWED_HOSTS=["127.0.0.1"],
     ROOT_URLCONF="views",
+    INSTALLED_APPS=["lembro.django.LembroConfig"],
     MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
     SESSION_ENGINE="lembro.django",
     LEMBRO={"SNAPSHOT": os.environ.get("SNAPSHOT") or None},
@@ -212,3 +213,27 @@ def run_script(
         timeout=timeout,
         check=False,
     )
+
+
+def run_group(
+    code: str, directory: Path, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Like ``run_script``, in a process group of its own that is killed whole when the
+    run ends, however it ends: a script that forks (a pool, a server) leaves nothing
+    behind, even when it hangs. A hang fails the test with ``TimeoutExpired``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=directory,
+        env=env_for(directory, env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

@@ -4,6 +4,8 @@ restart, where only the worker's sessions are current."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +16,16 @@ import pytest
 
 from lembro.snapshot import read_snapshot
 
-from .procs import DJANGO_APP, DJANGO_VIEWS, FLASK_APP, Server, env_for, free_port, run_script
+from .procs import (
+    DJANGO_APP,
+    DJANGO_VIEWS,
+    FLASK_APP,
+    Server,
+    env_for,
+    free_port,
+    run_group,
+    run_script,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +65,16 @@ def start_script(code: str, directory: Path) -> subprocess.Popen[str]:
     return process
 
 
-def test_sigterm_writes_the_snapshot_of_a_store_built_in_another_thread(tmp_path: Path) -> None:
+def test_a_snapshot_store_built_off_the_main_thread_says_sigterm_is_not_caught(
+    tmp_path: Path,
+) -> None:
+    """Only the main thread may install a signal handler: a store built in another says
+    so once, and SIGTERM then kills the process as it would without lembro."""
     process = start_script(BUILT_IN_A_THREAD, tmp_path)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert saved(tmp_path / "s.snap") == ["from_a_thread"]
+    assert process.returncode == -signal.SIGTERM, err
+    assert err.count("cannot catch SIGTERM") == 1, err
 
 
 def test_sigterm_without_a_snapshot_still_kills_as_before(tmp_path: Path) -> None:
@@ -70,21 +85,61 @@ def test_sigterm_without_a_snapshot_still_kills_as_before(tmp_path: Path) -> Non
     assert process.returncode == -signal.SIGTERM
 
 
-def test_a_store_first_imported_off_the_main_thread_warns_that_sigterm_is_not_caught(
+def test_sigterm_writes_the_snapshot_of_a_store_built_in_the_main_thread(tmp_path: Path) -> None:
+    code = BUILT_IN_A_THREAD.replace("thread.start()\nthread.join()", "build()")
+    assert code != BUILT_IN_A_THREAD
+    process = start_script(code, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert saved(tmp_path / "s.snap") == ["from_a_thread"]
+
+
+CHAINED = """
+import os, signal, sys
+import lembro
+
+def mine(signum, frame):
+    print("mine", flush=True)
+    sys.exit(7)
+
+signal.signal(signal.SIGTERM, mine)
+store = lembro.MemoryStore("1M", None, snapshot="s.snap")
+assert signal.getsignal(signal.SIGTERM) is not mine  # lembro's, while the store is open
+store.set("chained", {"n": 1})
+os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_sigterm_chains_to_the_handler_lembro_replaced_and_the_snapshot_is_written(
     tmp_path: Path,
 ) -> None:
+    result = run_script(CHAINED, tmp_path)
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == "mine\n"
+    assert saved(tmp_path / "s.snap") == ["chained"]
+
+
+def test_closing_the_last_snapshot_store_puts_the_replaced_handler_back(tmp_path: Path) -> None:
     code = """
-import threading
-def build():
-    import lembro
-    lembro.MemoryStore("1M", None, snapshot="s.snap")
-thread = threading.Thread(target=build)
-thread.start()
-thread.join()
+import signal
+import lembro
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)
+first = lembro.MemoryStore("1M", None, snapshot="a.snap")
+second = lembro.MemoryStore("1M", None, snapshot="b.snap")
+first.close()
+assert signal.getsignal(signal.SIGTERM) is not mine  # the second still needs it
+second.close()
+assert signal.getsignal(signal.SIGTERM) is mine
+plain = lembro.MemoryStore("1M", None)  # no snapshot: no handler
+assert signal.getsignal(signal.SIGTERM) is mine
 """
     result = run_script(code, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "could not catch SIGTERM" in result.stderr
 
 
 def test_sys_exit_writes_the_snapshot(tmp_path: Path) -> None:
@@ -208,24 +263,59 @@ def test_a_forked_child_dies_of_sigterm_as_without_lembro_until_its_sessions_cha
 
 
 POOL_TERMINATED = """
-import multiprocessing
+import multiprocessing, sys
 import lembro
+
+if sys.argv[1:] == ["snapshot"]:
+    store = lembro.MemoryStore("1M", None, snapshot="s.snap")
+    store.set("held", {"n": 1})
 
 def square(n):
     return n * n
 
 if __name__ == "__main__":
-    for _ in range(20):
+    for _ in range(CYCLES):
         with multiprocessing.get_context("fork").Pool(3) as pool:  # __exit__ terminates
             assert pool.map(square, range(30)) == [n * n for n in range(30)]
 """
 
+CHURN = """
+import multiprocessing, time
 
-def test_terminated_pools_never_hang_with_lembro_imported(tmp_path: Path) -> None:
-    (tmp_path / "pools.py").write_text(POOL_TERMINATED)
-    result = run_script(
-        "import runpy; runpy.run_path('pools.py', run_name='__main__')", tmp_path, timeout=120
-    )
+def square(n):
+    return n * n
+
+if __name__ == "__main__":
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            pool.map(square, range(10))
+"""
+
+
+@pytest.mark.parametrize("store", ["imported", "snapshot"])
+def test_terminated_pools_never_hang_beside_other_pools(tmp_path: Path, store: str) -> None:
+    """``Pool.__exit__`` sends SIGTERM to workers it just forked: a Python-level handler
+    inherited across the fork used to hang it. 200 cycles, with lembro imported or a
+    snapshot store built, while two other processes churn pools beside it."""
+    (tmp_path / "pools.py").write_text(POOL_TERMINATED.replace("CYCLES", "200"))
+    (tmp_path / "churn.py").write_text(CHURN)
+    churners = [
+        subprocess.Popen([sys.executable, "churn.py"], cwd=tmp_path, start_new_session=True)
+        for _ in range(2)
+    ]
+    try:
+        result = run_group(
+            f"import runpy, sys; sys.argv = ['pools.py', {store!r}]; "
+            "runpy.run_path('pools.py', run_name='__main__')",
+            tmp_path,
+            timeout=240,
+        )
+    finally:
+        for churner in churners:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(churner.pid, signal.SIGKILL)
+            churner.wait()
     assert result.returncode == 0, result.stderr
 
 

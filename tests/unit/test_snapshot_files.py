@@ -66,7 +66,7 @@ def make_other_serializer(path: Path) -> None:
 def make_future_version(path: Path) -> None:
     good_snapshot(path)
     blob = path.read_bytes()
-    path.write_bytes(b"LEMBRO-SNAPSHOT2" + blob[16:])
+    path.write_bytes(b"LEMBRO-SNAPSHOT9" + blob[16:])
 
 
 def make_huge(path: Path) -> None:

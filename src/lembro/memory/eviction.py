@@ -16,18 +16,24 @@ more often than a user, within a few half-lives, to outrank them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 
 from .entry import Entry
 
-__all__ = ["HALF_LIFE", "EvictionOrder"]
+__all__ = ["HALF_LIFE", "SAMPLE", "EvictionOrder"]
 
 # How many uses per session the store holds when full halve the weight of a use. Long
 # enough that a user who comes back every few uses per session keeps a higher score than
 # a bot's burst of requests; short enough that a session popular long ago gives way to
 # today's users.
 HALF_LIFE = 16.0
+
+# How many sessions a large store's prune looks at to find the score below which the
+# sessions it must evict lie: enough that the cut lands within a few percent of the
+# exact one, few enough to sort in a moment.
+SAMPLE = 1024
 
 
 class EvictionOrder:
@@ -37,12 +43,13 @@ class EvictionOrder:
     sessions used as often, the less recently used scores lower: the store keeps no
     separate recency order."""
 
-    __slots__ = ("_now", "_step", "_uses")
+    __slots__ = ("_now", "_random", "_step", "_uses")
 
     def __init__(self, capacity: int) -> None:
         self._now = 0.0  # the time, in half-lives
         self._step = 0.0  # how far one use moves the time: see ``resize``
         self._uses = 0  # every use ever counted, for ``check``
+        self._random = random.Random(0)  # samples; seeded, so a prune is reproducible
         self.resize(capacity)
 
     def resize(self, capacity: int) -> None:
@@ -88,6 +95,28 @@ class EvictionOrder:
                 chosen.append(entry)
                 need -= cost(entry)
         return chosen
+
+    def cutoff(self, entries: list[Entry], need: int, cost: Callable[[Entry], int]) -> float:
+        """The score at or below which the sessions to evict to free ``need`` bytes lie,
+        estimated from a sample of ``entries`` (``cost`` says what each frees): a large
+        store is pruned a batch at a time, taking the sessions scored at most this, without
+        sorting them all. ``inf`` when the sample says every session must go."""
+        if need <= 0 or not entries:
+            return -math.inf
+        sample = self._random.sample(entries, min(SAMPLE, len(entries)))
+        sample.sort(key=_score)
+        scale = len(entries) / len(sample)
+        freed = 0.0
+        for entry in sample:
+            freed += cost(entry) * scale
+            if freed >= need:
+                return entry.score
+        return math.inf
+
+    @staticmethod
+    def scored_at_most(entries: Iterable[Entry], cutoff: float) -> Iterator[Entry]:
+        """``entries`` scored at most ``cutoff``, in their order."""
+        return (entry for entry in entries if entry.score <= cutoff)
 
     def check(self, entry: Entry) -> None:
         """Raise ``AssertionError`` when ``entry``'s score could not have been given: a

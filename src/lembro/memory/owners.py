@@ -58,19 +58,21 @@ class OwnerIndex:
     ``join`` and ``leave`` return the name of an owner they added or dropped (``None``
     when the owner was already there or still has sessions), for the budget to count."""
 
-    __slots__ = ("_most", "_owners")
+    __slots__ = ("_detached", "_most", "_owners")
 
     def __init__(self) -> None:
         self._owners: dict[str, Owner] = {}
         self._most = 0  # the most owners held since the table was last rebuilt
+        # Owners taken out of the table by ``detach`` whose sessions are still being ended.
+        self._detached: set[Owner] = set()
 
     def __len__(self) -> int:
         """Owners held (each has at least one session)."""
         return len(self._owners)
 
     def names(self) -> list[str]:
-        """Every owner's name, as held (for the budget's recount)."""
-        return [owner.name for owner in self._owners.values()]
+        """Every owner's name, as held, detached ones included (for the budget's recount)."""
+        return [owner.name for owner in (*self._owners.values(), *self._detached)]
 
     def join(self, entry: Entry, name: str) -> str | None:
         """Make ``entry`` (which has no owner) the most recent session of owner ``name``;
@@ -98,6 +100,9 @@ class OwnerIndex:
         member.owner = None
         if owner.count:
             return None
+        if self._owners.get(owner.name) is not owner:  # detached
+            self._detached.discard(owner)
+            return owner.name
         del self._owners[owner.name]
         if len(self._owners) * 2 < self._most and self._most > _SMALL:
             # A dict never shrinks when keys leave: rebuilt, its table fits the owners
@@ -109,7 +114,8 @@ class OwnerIndex:
     def own(self, entry: Entry, name: str | None) -> tuple[str | None, str | None]:
         """Make ``name`` (``None``: no one) the owner of ``entry``, as its most recent
         session: a write. Return the names of the owner dropped and the owner added, for
-        the budget (``(None, None)``: none). O(1)."""
+        the budget (``(None, None)``: none). O(1). A session of a detached owner written
+        under the same name stays with it: it is being ended."""
         member: OwnedEntry = entry  # type: ignore[assignment]
         owner = member.owner
         if owner is not None and owner.name == name:
@@ -135,6 +141,25 @@ class OwnerIndex:
         owner = member.owner
         return None if owner is None else owner.name
 
+    def detach(self, name: str) -> Owner | None:
+        """Take owner ``name`` out of the table (``None``: no such owner), so its sessions
+        can be ended a few at a time from its ``newest`` while new sessions of that name
+        join a new owner. The detached owner is dropped when its last session leaves."""
+        owner = self._owners.pop(name, None)
+        if owner is not None:
+            self._detached.add(owner)
+        return owner
+
+    def rejoin(self, entry: Entry) -> tuple[str | None, str | None]:
+        """Move ``entry`` from a detached owner to the owner of that name in the table (a
+        new one if needed), as ``own`` would a session written by another owner."""
+        member: OwnedEntry = entry  # type: ignore[assignment]
+        owner = member.owner
+        if owner is None:
+            return _NO_CHANGE
+        dropped = self.leave(member)
+        return dropped, self.join(member, owner.name)
+
     def sessions(self, name: str) -> list[Entry]:
         """Owner ``name``'s sessions, most recently used first (live or not: the store
         judges). O(sessions of that owner)."""
@@ -154,13 +179,15 @@ class OwnerIndex:
             member: OwnedEntry = entry  # type: ignore[assignment]
             owner = member.owner
             if owner is not None:
-                if self._owners.get(owner.name) is not owner:
+                if self._owners.get(owner.name) is not owner and owner not in self._detached:
                     raise AssertionError(
                         f"session {entry.sid[:8]!r} names owner {owner.name!r}, not indexed"
                     )
                 owned[id(entry)] = owner
         listed = 0
-        for name, owner in self._owners.items():
+        held = [(name, owner) for name, owner in self._owners.items()]
+        held += [(owner.name, owner) for owner in self._detached]
+        for name, owner in held:
             if owner.name != name:
                 raise AssertionError(f"owner {owner.name!r} is held under {name!r}")
             walked = 0

@@ -1,0 +1,757 @@
+"""MemoryStore: a bounded, self-purging in-memory session store for one process.
+
+The store is a thin keeper: one lock around a ``SessionTable`` (the sessions and their
+bookkeeping, no lock and no I/O), serialization outside the lock, and the policies it
+opts into, each an object of its own: a ``SnapshotFile``, the background thread, the
+process-wide hooks (``lembro.hooks``) and the several-processes check
+(``lembro.processes``). docs/architecture.md maps them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from .. import background, hooks, processes
+from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
+from ..errors import InvalidOption, SerializationError, SessionTooLarge
+from ..protocol import Stats
+from ..serializers import (
+    BUILTIN_SERIALIZERS,
+    Serializer,
+    dumps_session,
+    get_serializer,
+    loads_session,
+    require_safe_serializer,
+    serializer_name,
+)
+from ..size import format_size, parse_size
+from ..snapshot import SnapshotRecord, check_snapshot_path
+from .entry import Entry
+from .persistence import SnapshotFile
+from .table import SMALL, SessionTable
+
+__all__ = ["MemoryStore"]
+
+log = logging.getLogger("lembro")
+
+# A snapshot file larger than this many times max_size is not read: a store's own snapshot
+# is smaller than the store (a session's overhead in memory is far above its bytes on disk).
+_SNAPSHOT_SLACK = 4
+
+# The id a store's smallest session is measured with: as long as the ids lembro draws.
+_TYPICAL_ID = "x" * 43
+
+
+class MemoryStore:
+    """A session store in this process's memory, capped at ``max_size`` bytes.
+
+    ``max_size`` (bytes, or a size string such as ``"4M"``) bounds the memory the store
+    holds, as tracemalloc counts it. When a call takes it over, the store prunes to
+    ``low_water * max_size``: expired sessions first, then the sessions used least often
+    and least recently (uses that fade with time, see ``lembro.memory.eviction``).
+    Expired sessions are also removed on access and by a background purge every
+    ``interval`` seconds (``None`` or ``0``: none). ``ttl`` is the default lifetime in
+    seconds. ``clock`` returns seconds; inject one for tests. ``on_error`` receives any
+    exception the background purge raises (default: logged).
+
+    ``snapshot`` names a file that keeps sessions across restarts: loaded at start
+    (expired ones skipped; a damaged file is moved aside with a WARNING), written on
+    ``close()``, at interpreter exit and on SIGTERM (see ``lembro.hooks``), and every
+    ``snapshot_interval`` seconds when that is set (so a crash loses at most that much).
+    Without a periodic snapshot, a process killed with SIGKILL loses its sessions. Which
+    process writes the file after a fork, and when a forked child reloads it, is
+    ``lembro.memory.persistence``'s to say. ``trust_pickle=True`` is needed to combine
+    ``serializer="pickle"`` with a snapshot: whoever can write the file could otherwise
+    run code in the app.
+
+    ``owner_key`` names the session field that holds the signed-in user (``None``: no
+    owner index, and no cost). With it, the store keeps each owner's sessions, most
+    recently used first, for :meth:`sessions_of` and :meth:`destroy_sessions_of`; an
+    owner is a str or an int, compared as a str (``42`` and ``"42"`` are one owner), and a
+    write whose owner field holds anything else raises ``SerializationError``. The index
+    counts against ``max_size``.
+
+    Every method is thread-safe, and a fork never copies a change half done. Sessions are
+    held serialized, so each ``get`` returns a fresh dict that no other request shares.
+    No call holds the lock for work over more than ``batch_size`` sessions: a purge, a
+    prune, ``len``, ``stats``, ``all``, ``clear``, a snapshot and ``destroy_sessions_of``
+    work in steps, and other threads' calls run in between.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_changed",
+        "_clock",
+        "_closed",
+        "_lock",
+        "_next_purge",
+        "_next_snapshot",
+        "_purges",
+        "_serializer",
+        "_snapshot",
+        "_stop",
+        "_table",
+        "_thread",
+        "_trusted",
+        "_upkeep_lock",
+        "_warned_evicting",
+        "batch_size",
+        "interval",
+        "on_error",
+        "owner_key",
+        "snapshot",
+        "snapshot_interval",
+        "ttl",
+    )
+
+    blocking = False  # calls take microseconds and do no I/O: async callers may call inline
+
+    def __init__(
+        self,
+        max_size: int | str = "4M",
+        interval: float | None = 360.0,
+        *,
+        ttl: float = 86400.0,
+        low_water: float = 0.75,
+        serializer: str | Serializer = "msgpack",
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[BaseException], object] | None = None,
+        snapshot: str | os.PathLike[str] | None = None,
+        snapshot_interval: float | None = None,
+        trust_pickle: bool = False,
+        owner_key: str | None = None,
+    ) -> None:
+        size = parse_size(max_size)
+        self.owner_key = check_owner_key(owner_key)
+        self.ttl = check_seconds(ttl)
+        if (
+            isinstance(low_water, bool)
+            or not isinstance(low_water, (int, float))
+            or not (0 < low_water < 1)
+        ):
+            raise InvalidOption("low_water", low_water, "a fraction between 0 and 1, exclusive")
+        if interval is not None and interval != 0:
+            interval = check_seconds(interval, "interval")
+        self.interval: float | None = interval or None
+        if not callable(clock):
+            raise InvalidOption("clock", clock, "a callable returning seconds")
+        if on_error is not None and not callable(on_error):
+            raise InvalidOption("on_error", on_error, "a callable taking an exception")
+        if snapshot_interval is not None and snapshot_interval != 0:
+            snapshot_interval = check_seconds(snapshot_interval, "snapshot_interval")
+            if snapshot is None:
+                raise InvalidOption("snapshot_interval", snapshot_interval, "a snapshot file too")
+        self.snapshot_interval: float | None = snapshot_interval or None
+        # The path is checked now, not at exit, when the sessions would be lost.
+        self.snapshot = check_snapshot_path(snapshot) if snapshot is not None else None
+        self._serializer = get_serializer(serializer)
+        if self.snapshot is not None:  # no code from a file
+            require_safe_serializer(self._serializer, "a snapshot file", trust_pickle)
+        # The built-in serializers return exact bytes and dicts back; others are checked.
+        self._trusted = type(self._serializer) in BUILTIN_SERIALIZERS
+        self._clock = clock
+        self.on_error = on_error
+        self.batch_size = 1024
+
+        self._table = SessionTable(size, float(low_water), owners=owner_key is not None)
+        smallest = self._table.budget.new_session_cost(_TYPICAL_ID, b"\x80")
+        if size < smallest:
+            raise InvalidOption(
+                "max_size", max_size, f"at least {smallest} bytes: the cost of one empty session"
+            )
+        self._lock = threading.Lock()
+        # One thread at a time purges, prunes and compacts in steps; the others go on.
+        self._upkeep_lock = threading.Lock()
+        self._purges = 0
+        self._warned_evicting = False
+        self._closed = False
+        # Whether this process changed the sessions since they were loaded or it forked
+        # (the first change after either checks for other processes serving).
+        self._changed = False
+        self._snapshot = (
+            SnapshotFile(self.snapshot, serializer_name(self._serializer))
+            if self.snapshot is not None
+            else None
+        )
+        self._next_purge = self._next_snapshot = 0.0  # monotonic seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        processes.check()  # several processes serving one app: said, or refused
+        if self._snapshot is not None:
+            self._load_snapshot(self._snapshot)
+        hooks.attach(self)
+        self._start_thread()
+
+    @property
+    def max_size(self) -> int:
+        """The cap, in bytes."""
+        return self._table.budget.max_size
+
+    @property
+    def low_water(self) -> float:
+        """The fraction of ``max_size`` a prune shrinks the store to."""
+        return self._table.budget.low_water
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as accounted: per session, its id as CPython holds it, its data and
+        ``SESSION_OVERHEAD`` (with ``owner_key``, ``OWNED_SESSION_OVERHEAD`` more); per
+        record in the expiry index (one per session, and those left by removed sessions
+        until they are dropped), ``RECORD_OVERHEAD``; with ``owner_key``, per owner, its
+        name as CPython holds it and ``OWNER_OVERHEAD``."""
+        return self._table.budget.size
+
+    # ---- one session -----------------------------------------------------------------------
+    #
+    # The lock is held in with blocks, never acquire() then try: a signal handler that
+    # raises (lembro's SIGTERM exit does) may run between acquire() and the try, and the
+    # lock would then never be released, hanging the snapshot written at exit.
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
+        now = self._clock()
+        with self._lock:
+            blob = self._table.read(sid, now)
+        return None if blob is None else self._decode(blob)
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
+
+        Raises ``SerializationError`` when ``data`` does not serialize and
+        ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
+        unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
+        """
+        self._put(sid, data, ttl, only_over_live=False)
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
+        when ``sid`` is absent or expired."""
+        return self._put(sid, data, ttl, only_over_live=True)
+
+    def touch(self, sid: str, ttl: float | None = None) -> bool:
+        """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
+
+        Returns ``False`` when the session is absent or expired. Counts as a use.
+        """
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            touched = table.touch(sid, now + lifetime, now)
+            upkeep = table.upkeep_due
+        if upkeep:
+            self._upkeep(keep=sid)
+        return touched
+
+    def destroy(self, sid: str) -> bool:
+        """Remove session ``sid``; return whether a live session was removed."""
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            return self._table.destroy(sid, now)
+
+    def __contains__(self, sid: object) -> bool:
+        """Whether ``sid`` is a live session; neither a hit nor a miss nor a use."""
+        if not isinstance(sid, str):
+            return False
+        now = self._clock()
+        with self._lock:
+            return self._table.holds(sid, now)
+
+    def _put(self, sid: str, data: dict[str, Any], ttl: float | None, only_over_live: bool) -> bool:
+        """What ``set`` and ``replace`` do: serialize outside the lock, then write under
+        it, then prune if that took the store over its cap."""
+        blob, lifetime, owner = self._encode(sid, data, ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            written = table.write(
+                sid, blob, now + lifetime, owner, now, only_over_live=only_over_live
+            )
+            upkeep = table.upkeep_due
+        if upkeep:
+            self._upkeep(keep=sid)
+        return written
+
+    # ---- sessions per owner (owner_key) ----------------------------------------------------
+
+    def sessions_of(self, owner: str | int) -> list[str]:
+        """The ids of ``owner``'s live sessions, most recently used first (a ``get``,
+        ``set``, ``replace`` or ``touch`` is a use). O(sessions of that owner).
+
+        Raises ``InvalidOption`` on a store without ``owner_key``, or for an owner that
+        is not a str or an int."""
+        name = self._owner_name(owner)
+        now = self._clock()
+        with self._lock:
+            return self._table.sessions_of(name, now)
+
+    def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        """End every live session of ``owner`` but ``keep`` (the current session's id,
+        for "sign out my other devices"); return how many this call ended.
+
+        The owner's sessions are set apart in one step, then ended ``batch_size`` per hold
+        of the lock, so an owner with very many sessions does not stall other requests. A
+        session that joins the owner meanwhile (a new login) is not ended; one that
+        leaves it meanwhile (a login as someone else) is not either.
+
+        Raises ``InvalidOption``, before anything changes, on a store without
+        ``owner_key``, for an owner that is not a str or an int, or a ``keep`` that is not
+        ``None`` or a str."""
+        name = self._owner_name(owner)
+        if keep is not None and not isinstance(keep, str):
+            raise InvalidOption("keep", keep, "None or a session id (str)")
+        if not self._changed:
+            self._first_change()
+        with self._lock:
+            detached = self._table.detach_owner(name, keep)
+        ended = 0
+        more = detached is not None
+        while more:
+            now = self._clock()
+            with self._lock:
+                assert detached is not None
+                count, more = self._table.end_detached(detached, now, self.batch_size)
+            ended += count
+        return ended
+
+    def _owner_name(self, owner: object) -> str:
+        """``owner`` as the str owners compare by; raises ``InvalidOption`` for a bad
+        owner, or when the store has no ``owner_key``."""
+        if self.owner_key is None:
+            raise InvalidOption(
+                "owner_key",
+                None,
+                "a session field name: sessions_of and destroy_sessions_of need a store "
+                "built with owner_key='...'",
+            )
+        return check_owner(owner)
+
+    # ---- the whole store -----------------------------------------------------------------
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        """Return a fresh copy of every live session, by id."""
+        blobs: list[tuple[str, bytes]] = []
+        for batch in self._in_batches(self._entries()):
+            now = self._clock()
+            with self._lock:
+                sessions = self._table.sessions
+                blobs.extend(
+                    (entry.sid, entry.data)
+                    for entry in batch
+                    if sessions.get(entry.sid) is entry and entry.expires > now
+                )
+        return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
+
+    def __len__(self) -> int:
+        """The number of live sessions (expired ones are purged first, in batches)."""
+        self._purge_in_batches()
+        with self._lock:
+            return len(self._table)
+
+    def stats(self) -> Stats:
+        """The store's counters now (expired sessions are purged first, in batches)."""
+        self._purge_in_batches()
+        with self._lock:
+            table = self._table
+            return Stats(
+                sessions=len(table),
+                size=table.budget.size,
+                max_size=table.budget.max_size,
+                hits=table.hits,
+                misses=table.misses,
+                expired=table.expired,
+                evicted=table.evicted,
+                purges=self._purges,
+            )
+
+    def clear(self) -> None:
+        """Remove every session. Counters (hits, misses, ...) are kept.
+
+        The sessions are swapped for an empty table in one step; the old one is taken
+        apart ``batch_size`` sessions at a time, outside the lock."""
+        if not self._changed:
+            self._first_change()
+        self._clear()
+
+    def _clear(self) -> None:
+        with self._lock:
+            old = self._table
+            budget = old.budget
+            table = SessionTable(budget.max_size, budget.low_water, owners=old.owners is not None)
+            table.hits, table.misses = old.hits, old.misses
+            table.expired, table.evicted = old.expired, old.evicted
+            self._table = table
+        old.take_apart(self.batch_size)
+
+    def purge(self) -> int:
+        """Remove expired sessions now, ``batch_size`` records per hold of the lock;
+        return how many. Costs O(log n) per record due."""
+        removed = self._purge_in_batches()
+        with self._lock:
+            self._purges += 1
+        return removed
+
+    def prune(self) -> int:
+        """Shrink to ``low_water * max_size`` now; return how many live sessions were evicted."""
+        return self._upkeep(keep=None, prune=True)
+
+    def check(self) -> None:
+        """Recount the size and every structure from scratch and compare them with what
+        the store keeps; raise ``AssertionError`` naming the first mismatch. O(n), in one
+        hold of the lock: for tests and debugging."""
+        with self._lock:
+            self._table.check()
+
+    # ---- upkeep: purge, prune and compact, in steps ------------------------------------------
+
+    def _purge_in_batches(self) -> int:
+        """Remove expired sessions, ``batch_size`` records per hold of the lock; return
+        how many."""
+        removed = 0
+        more = True
+        while more:
+            now = self._clock()
+            with self._lock:
+                count, more = self._table.purge(now, self.batch_size)
+            removed += count
+        return removed
+
+    def _upkeep(self, keep: str | None, prune: bool = False) -> int:
+        """Bring the store back under its cap (``prune``: to its target even when under
+        the cap), then drop flagged records: every step in a hold of the lock of its own.
+        Never evicts ``keep``. Return how many live sessions were evicted."""
+        with self._upkeep_lock:
+            self._compact_in_steps()
+            with self._lock:
+                prune = prune or self._table.budget.over
+            if not prune:
+                return 0
+            evicted = self._prune_in_steps(keep)
+            self._compact_in_steps()
+        return evicted
+
+    def _compact_in_steps(self) -> None:
+        more = True
+        while more:
+            with self._lock:
+                more = self._table.compact_step(self.batch_size)
+
+    def _prune_in_steps(self, keep: str | None) -> int:
+        """Shrink to ``low_water * max_size``: expired sessions first, then the least
+        likely to be missed. A store of at most ``SMALL`` sessions is pruned in one step,
+        in exact order; a larger one a batch at a time, taking the sessions scored at or
+        below a cutoff found from a sample (a session used meanwhile is spared)."""
+        self._purge_in_batches()
+        with self._lock:
+            table = self._table
+            log.debug("prune start: %s in %d sessions", format_size(self.size), len(table))
+            table.resize_eviction()
+            if len(table) <= SMALL:
+                evicted = table.prune_small(keep)
+                self._forced_compaction_locked()
+                self._log_prune(evicted)
+                return evicted
+        evicted = 0
+        for attempt in range(3):
+            with self._lock:
+                entries = self._table.entries() if self._table.need > 0 else []
+            if not entries:
+                break
+            # A third pass takes any session, oldest first: a cutoff too low twice means
+            # the sample was far off, and the store must still come under its cap.
+            cutoff = table.cutoff(entries) if attempt < 2 else math.inf
+            for batch in self._in_batches(table.eviction.scored_at_most(entries, cutoff)):
+                with self._lock:
+                    count, done = self._table.evict(batch, keep, cutoff)
+                evicted += count
+                if done:
+                    break
+        with self._lock:
+            self._forced_compaction_locked()
+        self._log_prune(evicted)
+        return evicted
+
+    def _forced_compaction_locked(self) -> None:
+        """Start dropping the records a prune flagged, so the size reaches its target."""
+        expiry = self._table.expiry
+        if expiry.stale:
+            expiry.start_compaction()
+
+    def _log_prune(self, evicted: int) -> None:
+        log.debug("prune end: %s, %d evicted", format_size(self.size), evicted)
+        if evicted and not self._warned_evicting:
+            self._warned_evicting = True
+            log.warning(
+                "max_size %s is too small: evicted %d live sessions to fit; the store holds "
+                "%d sessions in %s. Raise max_size to keep sessions until they expire.",
+                format_size(self.max_size),
+                evicted,
+                len(self._table),
+                format_size(self.size),
+            )
+
+    def _entries(self) -> list[Entry]:
+        """Every session held, as a list copied in one step (a C-level copy)."""
+        with self._lock:
+            return self._table.entries()
+
+    def _in_batches(self, entries: Iterable[Entry]) -> Iterator[list[Entry]]:
+        """``entries`` in lists of at most ``batch_size``, for one hold of the lock each."""
+        it = iter(entries)
+        while batch := list(islice(it, self.batch_size)):
+            yield batch
+
+    # ---- outside the lock: arguments and serialization ----------------------------------
+
+    def _encode(
+        self, sid: str, data: dict[str, Any], ttl: float | None
+    ) -> tuple[bytes, float, str | None]:
+        """Check a write's arguments, serialize ``data`` and, with ``owner_key``, read
+        its owner from it (while it is still a dict); return (bytes, lifetime in seconds,
+        owner or ``None``). Raises before anything changes, and when a new session of
+        them could not fit in ``max_size``."""
+        if type(sid) is not str or not sid:
+            check_session_id(sid)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if self._trusted and isinstance(data, dict):
+            try:
+                blob = self._serializer.dumps(data)
+            except Exception as e:
+                raise SerializationError(f"session data does not serialize: {e}") from e
+        else:
+            # A serializer of the app's may return bytes with room to spare (msgspec's
+            # encode does): a copy holds exactly what the budget counts.
+            blob = bytes(memoryview(dumps_session(self._serializer, data)))
+        owner = None if self.owner_key is None else owner_of(data, self.owner_key)
+        budget = self._table.budget
+        cost = budget.new_session_cost(sid, blob, owner)
+        if cost > budget.max_size:
+            raise SessionTooLarge(cost, budget.max_size)
+        return blob, lifetime, owner
+
+    def _decode(self, blob: bytes) -> dict[str, Any]:
+        if not self._trusted:
+            return loads_session(self._serializer, blob)
+        try:
+            data: dict[str, Any] = self._serializer.loads(blob)
+        except Exception as e:
+            raise SerializationError(f"stored session does not deserialize: {e}") from e
+        return data
+
+    # ---- snapshots -----------------------------------------------------------------------
+
+    def save_snapshot(self) -> int:
+        """Write the live sessions to the ``snapshot`` file now; return how many.
+
+        ``close()``, the exit and the periodic save write only a copy that is the current
+        one: see ``lembro.memory.persistence``."""
+        if self._snapshot is None:
+            raise InvalidOption("snapshot", None, "a snapshot file given to MemoryStore")
+        counted = _Counted(self._records())
+        self._snapshot.write(counted)
+        log.debug("snapshot: %d sessions written to %s", counted.count, self.snapshot)
+        return counted.count
+
+    def _save_if_current(self) -> None:
+        """What ``close()``, the exit and the periodic save write: see ``save_snapshot``."""
+        if self._snapshot is not None:
+            self._snapshot.write_if_current(self._changed, self._records)
+
+    def _records(self) -> Iterator[SnapshotRecord]:
+        """The live sessions as snapshot records, lowest score first (loaded in that
+        order, they keep their ranks). Read ``batch_size`` per hold of the lock; each
+        batch is sorted on its own and the batches merged as the file is written."""
+        runs: list[list[tuple[float, SnapshotRecord]]] = []
+        for batch in self._in_batches(self._entries()):
+            now = self._clock()
+            with self._lock:
+                table = self._table
+                sessions, count = table.sessions, table.eviction.count
+                run = [
+                    (e.score, (e.sid, e.expires - now, count(e) > 1.0, e.data))
+                    for e in batch
+                    if sessions.get(e.sid) is e and e.expires > now
+                ]
+            run.sort(key=_first)
+            runs.append(run)
+        return (record for _, record in heapq.merge(*runs, key=_first))
+
+    def _load_snapshot(self, snapshot: SnapshotFile) -> None:
+        """Load the file one session at a time, held to the cap as it goes: a file larger
+        than the store is pruned while it loads. A file found bad part way leaves the
+        store empty."""
+        now = self._clock()
+        loaded = 0
+
+        def take(record: SnapshotRecord) -> None:
+            nonlocal loaded
+            sid, left, used_again, data = record
+            owner = self._stored_owner(data)
+            with self._lock:
+                table = self._table
+                if sid in table.sessions:
+                    return
+                table.add(sid, data, now + left, 2 if used_again else 1, owner)
+                upkeep = table.upkeep_due
+            loaded += 1
+            if upkeep:
+                self._upkeep(keep=None)
+
+        whole = snapshot.load(
+            take, max_bytes=self.max_size * _SNAPSHOT_SLACK + 65536, max_lifetime=self.ttl
+        )
+        if not whole:
+            self._clear()
+        elif loaded:
+            log.info("snapshot: %d sessions loaded from %s", loaded, self.snapshot)
+
+    def _stored_owner(self, blob: bytes) -> str | None:
+        """The owner of a stored session (decoded once, outside the lock): ``None``
+        without ``owner_key``, and for a session that does not decode or whose owner field
+        is of another type than str or int (a store without ``owner_key`` wrote it): no
+        one's, as the Redis stores read such a session."""
+        if self.owner_key is None:
+            return None
+        try:
+            return owner_of(loads_session(self._serializer, blob), self.owner_key)
+        except SerializationError:
+            return None
+
+    def _first_change(self) -> None:
+        """The sessions change for the first time since they were loaded or forked: from
+        now on they are this process's to write, and a forked process that writes serves,
+        so check for siblings first (which may raise ``SeveralProcesses``)."""
+        processes.check()
+        self._changed = True
+        if self._snapshot is not None:  # a forked child's sessions are now its to write
+            hooks.install_sigterm()
+
+    # ---- the background thread -------------------------------------------------------------
+
+    def _background_tick(self, now: float) -> None:
+        """One wake of the background thread at ``now`` (monotonic seconds)."""
+        if self.interval is not None and now >= self._next_purge:
+            self._next_purge = background.next_due(self._next_purge, self.interval, now)
+            self.purge()
+        if self.snapshot_interval is not None and now >= self._next_snapshot:
+            self._next_snapshot = background.next_due(
+                self._next_snapshot, self.snapshot_interval, now
+            )
+            self._save_if_current()
+
+    def _start_thread(self) -> None:
+        periods = [p for p in (self.interval, self.snapshot_interval) if p is not None]
+        if not periods or self._closed:
+            return
+        start = time.monotonic()
+        self._next_purge = start + (self.interval or 0)
+        self._next_snapshot = start + (self.snapshot_interval or 0)
+        self._stop = threading.Event()
+        self._thread = background.start(self, self._stop, min(periods))
+
+    # ---- forks (called by lembro.hooks) --------------------------------------------------------
+    #
+    # A fork copies memory while other threads may be halfway through a change: the lock
+    # is held across it, so the child's copy is always whole.
+
+    def _before_fork(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.before_fork(self._changed)
+        self._lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+        if self._snapshot is not None:
+            self._snapshot.forked_in_parent(self._changed)
+        self._changed = False  # its next change checks again for other processes
+
+    def _after_fork_in_child(self) -> None:
+        """Give the child fresh locks and its own thread; reload a snapshot replaced since
+        its parent loaded it; say that sessions split."""
+        self._lock = threading.Lock()
+        self._upkeep_lock = threading.Lock()
+        self._thread = None
+        changed, self._changed = self._changed, False
+        if self._snapshot is not None and self._snapshot.stale_in_child(changed):
+            self._clear()
+            self._load_snapshot(self._snapshot)
+        held = len(self._table)
+        if held:
+            log.warning(
+                "MemoryStore forked from process %d with %d sessions: process %d now has its "
+                "own copy, and sessions written in one worker are not seen by another. Run "
+                "one worker process (with threads), or use lembro.RedisStore for several.",
+                os.getppid(),
+                held,
+                os.getpid(),
+            )
+        self._start_thread()
+
+    # ---- the store's lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background purge and write the snapshot, if any. Idempotent.
+
+        The sessions stay readable and writable; only the thread stops.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        self._thread = None
+        try:
+            self._save_if_current()
+        finally:
+            hooks.detach(self)  # no longer kept alive for the exit
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryStore {len(self._table)} sessions, "
+            f"{format_size(self.size)} of {format_size(self.max_size)}>"
+        )
+
+
+def _first(pair: tuple[float, Any]) -> float:
+    return pair[0]
+
+
+class _Counted:
+    """An iterable that counts what was taken from it."""
+
+    def __init__(self, items: Iterable[SnapshotRecord]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[SnapshotRecord]:
+        for item in self._items:
+            self.count += 1
+            yield item

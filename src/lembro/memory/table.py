@@ -1,0 +1,365 @@
+"""SessionTable: a MemoryStore's sessions and their bookkeeping, with no lock and no I/O.
+
+The table composes the parts, each in its own module: the sessions (``Entry``, oldest
+first), the ``ExpiryIndex`` (who comes due when), the ``EvictionOrder`` (who goes first
+when over the cap), the ``Budget`` (the size, and what each session costs) and, with
+owners, the ``OwnerIndex`` (each signed-in user's sessions). Every change to them goes
+through ``_add`` and ``_remove`` here, so size, counts and indexes move together.
+
+The caller holds one lock around every call and passes the time in (clock seconds). Work
+over many sessions (a purge, a prune, a compaction, ending an owner's sessions) is done in
+steps of at most ``limit`` sessions, so the caller can release its lock in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .budget import RECORD_OVERHEAD, Budget
+from .entry import Entry
+from .eviction import EvictionOrder
+from .expiry import ExpiryIndex
+from .owners import OwnedEntry, Owner, OwnerIndex
+
+__all__ = ["SMALL", "SessionTable"]
+
+# A store of at most this many sessions is pruned in one step, exactly lowest score first;
+# a larger one a batch at a time, against a cutoff score found from a sample.
+SMALL = 4096
+
+# Below this many sessions, the table is not worth rebuilding when sessions leave.
+_SMALL_TABLE = 1024
+
+
+class SessionTable:
+    """Sessions by id, with their expiry index, eviction order, budget and owner index.
+
+    Counters (``hits``, ``misses``, ``expired``, ``evicted``) count what the table saw.
+    """
+
+    __slots__ = (
+        "_most",
+        "_new_entry",
+        "budget",
+        "evicted",
+        "eviction",
+        "expired",
+        "expiry",
+        "hits",
+        "misses",
+        "owners",
+        "sessions",
+    )
+
+    def __init__(self, max_size: int, low_water: float, owners: bool) -> None:
+        self.sessions: dict[str, Entry] = {}  # oldest first
+        self.expiry = ExpiryIndex()
+        self.budget = Budget(max_size, low_water, owners=owners)
+        self.eviction = EvictionOrder(self.budget.first_capacity())
+        # With owners, sessions are OwnedEntry: an Entry with its place in the index.
+        self.owners = OwnerIndex() if owners else None
+        self._new_entry: type[Entry] = OwnedEntry if owners else Entry
+        self.hits = self.misses = self.expired = self.evicted = 0
+        self._most = 0  # the most sessions held since the table was last rebuilt
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    # ---- one session ---------------------------------------------------------------------
+
+    def live(self, sid: str, now: float) -> Entry | None:
+        """Session ``sid`` if live; an expired one is removed (and counted) on the way."""
+        entry = self.sessions.get(sid)
+        if entry is not None and entry.expires <= now:
+            self._remove(entry)
+            self.expired += 1
+            return None
+        return entry
+
+    def holds(self, sid: str, now: float) -> bool:
+        """Whether ``sid`` is a live session; changes nothing."""
+        entry = self.sessions.get(sid)
+        return entry is not None and entry.expires > now
+
+    def read(self, sid: str, now: float) -> bytes | None:
+        """The data of live session ``sid`` (a use of it, and a hit), or ``None`` (a miss)."""
+        entry = self.live(sid, now)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.use(entry)
+        self.hits += 1
+        return entry.data
+
+    def use(self, entry: Entry) -> None:
+        """``entry`` was used once more."""
+        self.eviction.used(entry)
+        if self.owners is not None:
+            self.owners.used(entry)
+
+    def write(
+        self,
+        sid: str,
+        data: bytes,
+        expires: float,
+        owner: str | None,
+        now: float,
+        *,
+        only_over_live: bool,
+    ) -> bool:
+        """Put ``data`` (of ``owner``, or none) under ``sid``, expiring at ``expires``: a
+        new session, or in place of the live one as one more use of it. ``False`` (and
+        nothing written) when ``only_over_live`` and ``sid`` is not a live session."""
+        old = self.live(sid, now)
+        if old is None:
+            if only_over_live:
+                return False
+            self.add(sid, data, expires, owner=owner)
+            return True
+        self.budget.replace_data(old, data)
+        self.eviction.used(old)
+        if self.owners is not None:
+            self._own(old, owner)
+        self.renew(old, expires)
+        return True
+
+    def touch(self, sid: str, expires: float, now: float) -> bool:
+        """Make live session ``sid`` expire at ``expires``, as a use; ``False`` when absent."""
+        entry = self.live(sid, now)
+        if entry is None:
+            return False
+        self.use(entry)
+        self.renew(entry, expires)
+        return True
+
+    def destroy(self, sid: str, now: float) -> bool:
+        """Remove session ``sid``; return whether a live session was removed."""
+        entry = self.sessions.get(sid)
+        if entry is None:
+            return False
+        self._remove(entry)
+        return entry.expires > now
+
+    def add(
+        self, sid: str, data: bytes, expires: float, uses: int = 1, owner: str | None = None
+    ) -> Entry:
+        """Add a session not held now, with ``uses`` uses and ``owner`` (``None``: none);
+        give it an expiry record; count the bytes of all three."""
+        entry = self._new_entry(sid, data, expires, self.expiry.add(sid, expires))
+        self.eviction.created(entry, uses)
+        self.sessions[sid] = entry
+        if len(self.sessions) > self._most:
+            self._most = len(self.sessions)
+        self.budget.add_session(entry)
+        if owner is not None:
+            self._own(entry, owner)
+        return entry
+
+    def renew(self, entry: Entry, expires: float) -> None:
+        """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
+        later (a purge then finds it extended and gives it a new one); an earlier expiry
+        needs a new record, or the session would be purged late."""
+        entry.expires = expires
+        if expires < entry.record.expires:
+            self._refile(entry)
+
+    def _remove(self, entry: Entry) -> None:
+        """Remove a held session; its record is flagged (and stays counted until the
+        index drops it). A table that held twice as many sessions as it does now is
+        rebuilt, since a dict never shrinks: so it holds at most twice their slots."""
+        sessions = self.sessions
+        del sessions[entry.sid]
+        self.expiry.remove(entry.record)
+        self.budget.remove_session(entry)
+        if self.owners is not None:
+            dropped = self.owners.leave(entry)
+            if dropped is not None:
+                self.budget.remove_owner(dropped)
+        if len(sessions) * 2 < self._most and self._most > _SMALL_TABLE:
+            self.sessions = dict(sessions)
+            self._most = len(sessions)
+
+    def _own(self, entry: Entry, owner: str | None) -> None:
+        """Make ``owner`` (``None``: no one) the owner of ``entry``; count an owner added or
+        dropped."""
+        assert self.owners is not None
+        self._count_owners(*self.owners.own(entry, owner))
+
+    def _count_owners(self, dropped: str | None, added: str | None) -> None:
+        if dropped is not None:
+            self.budget.remove_owner(dropped)
+        if added is not None:
+            self.budget.add_owner(added)
+
+    def _refile(self, entry: Entry) -> None:
+        """Give ``entry`` a new record at its expiry, in place of the one it has."""
+        self.expiry.remove(entry.record)
+        entry.record = self.expiry.add(entry.sid, entry.expires)
+        self.budget.add_record()
+
+    # ---- upkeep, in steps ------------------------------------------------------------------
+
+    @property
+    def upkeep_due(self) -> bool:
+        """Whether the table is over its cap or its index needs compacting: the caller
+        then runs ``purge``, ``prune`` and ``compact_step`` until they are done."""
+        expiry = self.expiry
+        return self.budget.over or expiry.compacting or expiry.should_compact(len(self.sessions))
+
+    def purge(self, now: float, limit: int) -> tuple[int, bool]:
+        """Take up to ``limit`` records due by ``now``: remove the sessions that have
+        expired, give the ones extended since a new record. Return (removed, whether more
+        are due)."""
+        sids, taken = self.expiry.pop_due(now, limit)
+        self.budget.remove_records(taken)
+        removed = 0
+        for sid in sids:
+            entry = self.sessions[sid]
+            if entry.expires <= now:
+                self._remove(entry)
+                removed += 1
+            else:
+                self._refile(entry)
+        self.expired += removed
+        return removed, taken == limit
+
+    def compact_step(self, limit: int) -> bool:
+        """Drop flagged records, up to ``limit`` records looked at; start a compaction
+        when they outnumber the live. Return whether more is left to do."""
+        expiry = self.expiry
+        if not expiry.compacting:
+            if not expiry.should_compact(len(self.sessions)):
+                return False
+            expiry.start_compaction()
+        dropped, more = expiry.compact_step(limit)
+        self.budget.remove_records(dropped)
+        return more
+
+    @property
+    def need(self) -> int:
+        """Bytes a prune must free to reach its target (0 or less: none), counting the
+        flagged records as freed: every prune ends by dropping them."""
+        return self.budget.size - self.budget.target - self.expiry.stale * RECORD_OVERHEAD
+
+    def entries(self) -> list[Entry]:
+        """Every session held, oldest first: a copy, for work done in steps."""
+        return list(self.sessions.values())
+
+    def prune_small(self, keep: str | None) -> int:
+        """Evict, lowest score first, until at the prune's target; never ``keep``.
+        O(n log n) in one step: for a table of at most ``SMALL`` sessions. Return how
+        many were evicted."""
+        need = self.need
+        if need <= 0:
+            return 0
+        self.resize_eviction()
+        victims = self.eviction.victims(self.sessions.values(), need, self.budget.freed_by, keep)
+        for entry in victims:
+            self._remove(entry)
+        self.evicted += len(victims)
+        return len(victims)
+
+    def evict(
+        self, candidates: Iterable[Entry], keep: str | None, cutoff: float
+    ) -> tuple[int, bool]:
+        """Evict ``candidates`` still held and still scored at most ``cutoff`` (a use since
+        they were chosen saves them), in order, until at the prune's target; never
+        ``keep``. Return (how many were evicted, whether the target is reached)."""
+        evicted = 0
+        sessions = self.sessions
+        for entry in candidates:
+            if self.need <= 0:
+                break
+            if sessions.get(entry.sid) is entry and entry.sid != keep and entry.score <= cutoff:
+                self._remove(entry)
+                evicted += 1
+        self.evicted += evicted
+        return evicted, self.need <= 0
+
+    def resize_eviction(self) -> None:
+        """Tell the eviction order how many sessions fit when full, at today's average."""
+        self.eviction.resize(self.budget.capacity(len(self.sessions)))
+
+    def cutoff(self, entries: list[Entry]) -> float:
+        """The score at or below which the sessions to evict lie (see ``EvictionOrder``)."""
+        return self.eviction.cutoff(entries, self.need, self.budget.freed_by)
+
+    # ---- owners ----------------------------------------------------------------------------
+
+    def sessions_of(self, name: str, now: float) -> list[str]:
+        """The ids of owner ``name``'s live sessions, most recently used first; expired
+        ones are removed on the way."""
+        assert self.owners is not None
+        live: list[str] = []
+        for entry in self.owners.sessions(name):
+            if entry.expires > now:
+                live.append(entry.sid)
+            else:
+                self._remove(entry)
+                self.expired += 1
+        return live
+
+    def detach_owner(self, name: str, keep: str | None) -> Owner | None:
+        """Set owner ``name``'s sessions apart to be ended by ``end_detached`` (``None``:
+        no such owner); ``keep``, if one of them, stays with the owner of that name.
+        Sessions that join the owner from now on are not set apart."""
+        assert self.owners is not None
+        owner = self.owners.detach(name)
+        if owner is None:
+            return None
+        kept = self.sessions.get(keep) if keep is not None else None
+        if kept is not None and getattr(kept, "owner", None) is owner:
+            self._count_owners(*self.owners.rejoin(kept))
+        return owner
+
+    def end_detached(self, owner: Owner, now: float, limit: int) -> tuple[int, bool]:
+        """End up to ``limit`` sessions of a detached ``owner``; return (how many of them
+        were live, whether more are left)."""
+        ended = 0
+        for _ in range(limit):
+            entry = owner.newest
+            if entry is None:
+                break
+            if entry.expires > now:
+                ended += 1
+            else:
+                self.expired += 1
+            self._remove(entry)
+        return ended, owner.newest is not None
+
+    # ---- the whole table -------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Recount the size and every structure from scratch and compare them with what
+        the table keeps; raise ``AssertionError`` naming the first mismatch. O(n)."""
+        self.expiry.check()
+        entries = list(self.sessions.values())
+        for sid, entry in self.sessions.items():
+            if sid is not entry.sid:
+                raise AssertionError(f"session {sid[:8]!r} is held under another id")
+            record = entry.record
+            if record.removed or record.sid is not sid:
+                raise AssertionError(f"session {sid[:8]!r} has no live record")
+            if record.expires > entry.expires:
+                raise AssertionError(f"session {sid[:8]!r} is due after it expires")
+            self.eviction.check(entry)
+        live = self.expiry.live_records()
+        if len(live) != len(entries) or {id(r) for r in live} != {id(e.record) for e in entries}:
+            raise AssertionError(
+                f"{len(entries)} sessions but {len(live)} live records in the expiry index"
+            )
+        owners: list[str] = []
+        if self.owners is not None:
+            self.owners.check(entries)
+            owners = self.owners.names()
+        self.budget.check(entries, len(self.expiry), owners)
+
+    def take_apart(self, step: int) -> None:
+        """Free a table no one else uses any more, ``step`` sessions and records at a
+        time, so that no single call frees them all while other threads wait for the
+        interpreter."""
+        sessions = self.sessions
+        while sessions:
+            for _ in range(min(step, len(sessions))):
+                sessions.popitem()
+        self.expiry.take_apart(step)
