@@ -297,7 +297,7 @@ class LembroConfig(AppConfig):  # type: ignore[misc]
     def ready(self) -> None:
         checks.register(check_settings, checks.Tags.security)
         options = getattr(settings, "LEMBRO", None) or {}
-        if settings.SESSION_ENGINE == __name__ and options.get("SNAPSHOT"):
+        if options.get("SNAPSHOT") and settings.SESSION_ENGINE == "lembro.django":
             get_store()
 
 
