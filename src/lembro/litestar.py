@@ -14,8 +14,9 @@ rate limits) as well as sessions.
 
 ``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
-over a live record (a logout in another request is never undone), and moves a session to a
-new id on :func:`regenerate` (at login) only if its old record was still there to destroy.
+over a live record (a logout in another request is never undone), moves a session to a
+new id on :func:`regenerate` (at login) only if its old record was still there to destroy,
+and sends ``Vary: Cookie`` wherever the session was read or written.
 
 On a lembro store built with ``owner_key=``, a session's record also carries its owner (the
 session's field of that name), so :func:`logout_everywhere` can end a user's sessions.
