@@ -36,8 +36,10 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    redis-server redis-sentinel redis-tools openssl >/dev/null; }
 
+# `make demo PORT=8011` serves on another port; PORT=0 picks a free one.
+PORT ?= 8000
 demo: $(VENV)/.demo
-	PYTHONPATH=src $(PY) -m tools.demo
+	PYTHONPATH=src $(PY) -m tools.demo --port $(PORT)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks examples tools

@@ -15,8 +15,10 @@ the next visit does.
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +41,15 @@ from lembro.size import format_size
 from tools.options import size_option
 from tools.serving import serve_until_stopped
 
-__all__ = ["FLOOD_SIZE", "OWNER_KEY", "build_parser", "create_app", "main", "plural"]
+__all__ = [
+    "FLOOD_SIZE",
+    "OWNER_KEY",
+    "build_parser",
+    "check_port",
+    "create_app",
+    "main",
+    "plural",
+]
 
 FLOOD_SIZE = 100_000
 #: The session field that holds the signed-in name: the demo's stores index sessions by it.
@@ -187,9 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_port(host: str, port: int) -> None:
+    """Exit, saying how to pick another port, when ``port`` on ``host`` cannot be listened on.
+
+    Tried before the store starts, so there is nothing to undo; werkzeug's own message (which
+    names no ``make demo PORT=``) stays for the rare case another program takes the port in
+    between.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"port {port} on {host} is in use (a demo still running?): pick another with "
+                f"`make demo PORT={port + 1}` (python -m tools.demo --port {port + 1}); "
+                "PORT=0 picks a free one"
+            ) from None
+        raise SystemExit(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tools.demo``: serve the demo until SIGTERM or Ctrl-C; return the exit status."""
     args = build_parser().parse_args(argv)
+    check_port(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     store = MemoryStore(
         args.max_size,

@@ -18,7 +18,8 @@ Options come from the ``LEMBRO`` settings dict (every key optional)::
 The store is built once per process, on first use, and rebuilt when ``LEMBRO`` changes
 (``override_settings`` in tests). Each session record lives ``get_expiry_age()`` seconds
 from its last save, as with Django's own engines. Add ``"lembro.django.LembroConfig"`` to
-``INSTALLED_APPS`` and ``manage.py check`` validates ``LEMBRO``. ``manage.py
+``INSTALLED_APPS`` and ``manage.py check`` validates ``LEMBRO``, and reports a
+``SESSION_ENGINE`` that names lembro wrongly (``"lembro"``, say). ``manage.py
 clearsessions`` purges expired records now, or says why there is nothing to purge.
 
 As with Django's engines, ``save()`` and ``create()`` store the session even when it is
@@ -72,6 +73,7 @@ __all__ = [
     "LembroConfig",
     "SessionStore",
     "build_store",
+    "check_engine",
     "check_settings",
     "get_store",
     "logout_everywhere",
@@ -250,6 +252,24 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     return []
 
 
+def check_engine(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Django system check: a ``SESSION_ENGINE`` naming lembro names ``"lembro.django"``
+    (``lembro.E002`` when it names another lembro path, which would fail only at the first
+    request: ``"lembro"`` finds the ``SessionStore`` protocol, not an engine)."""
+    engine = getattr(settings, "SESSION_ENGINE", None)
+    if not isinstance(engine, str) or engine == "lembro.django":
+        return []
+    if engine.lower().partition(".")[0] != "lembro":
+        return []
+    return [
+        checks.Error(
+            f"SESSION_ENGINE = {engine!r} is not lembro's session engine",
+            hint="SESSION_ENGINE = 'lembro.django'",
+            id="lembro.E002",
+        )
+    ]
+
+
 def _user_owner(user: Any) -> str:
     """The owner a user object or primary key names, as ``login()`` writes it to the
     session: ``user._meta.pk.value_to_string(user)``."""
@@ -285,10 +305,11 @@ def logout_everywhere(user: Any, keep: SessionBase | str | None = None) -> int:
 
 class LembroConfig(AppConfig):  # type: ignore[misc]
     """Put ``"lembro.django.LembroConfig"`` in ``INSTALLED_APPS`` to have ``manage.py
-    check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` before serving. With
-    a ``SNAPSHOT`` and ``SESSION_ENGINE = "lembro.django"``, it also builds the store at
-    start-up, in the main thread, where the store can catch SIGTERM to write its
-    snapshot (built lazily at the first request, in a request thread, it cannot)."""
+    check`` (and ``runserver``, ``migrate``...) validate ``LEMBRO`` and ``SESSION_ENGINE``
+    before serving. With a ``SNAPSHOT`` and ``SESSION_ENGINE = "lembro.django"``, it
+    also builds the store at start-up, in the main thread, where the store can catch
+    SIGTERM to write its snapshot (built lazily at the first request, in a request
+    thread, it cannot)."""
 
     name = "lembro"
     label = "lembro"
@@ -296,6 +317,7 @@ class LembroConfig(AppConfig):  # type: ignore[misc]
 
     def ready(self) -> None:
         checks.register(check_settings, checks.Tags.security)
+        checks.register(check_engine)
         options = getattr(settings, "LEMBRO", None) or {}
         if options.get("SNAPSHOT") and settings.SESSION_ENGINE == "lembro.django":
             get_store()

@@ -14,8 +14,9 @@ rate limits) as well as sessions.
 
 ``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
-over a live record (a logout in another request is never undone), and moves a session to a
-new id on :func:`regenerate` (at login) only if its old record was still there to destroy.
+over a live record (a logout in another request is never undone), moves a session to a
+new id on :func:`regenerate` (at login) only if its old record was still there to destroy,
+and sends ``Vary: Cookie`` wherever the session was read or written.
 
 On a lembro store built with ``owner_key=``, a session's record also carries its owner (the
 session's field of that name), so :func:`logout_everywhere` can end a user's sessions.
@@ -23,6 +24,8 @@ session's field of that name), so :func:`logout_everywhere` can end a user's ses
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -43,8 +46,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from ._cookies import is_current_owner
 from .checks import check_owner, owner_of
-from .errors import InvalidOption
-from .ids import is_session_id, new_session_id
+from .errors import InvalidOption, SerializationError
+from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, as_async
 
@@ -61,6 +64,8 @@ __all__ = [
     "logout_everywhere",
     "regenerate",
 ]
+
+log = logging.getLogger("lembro")
 
 # Separators no namespace may contain: a key is <namespace path><_KEY><key>, a namespace
 # path is its names joined by _CHILD; so a namespace's own keys and its children's are
@@ -297,11 +302,50 @@ _REGENERATE = "lembro.regenerate"
 _BACKEND = "lembro.backend"
 
 
+class _Session(dict[str, Any]):
+    """The dict in ``scope["session"]``: ``accessed`` once anything reads or writes it, so
+    ``Vary: Cookie`` is sent wherever the response may depend on the session."""
+
+    __slots__ = ("accessed",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        dict.__init__(self, data)
+        self.accessed = False
+
+
+def _noting_access(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def noted(self: _Session, *args: Any, **kwargs: Any) -> Any:
+        self.accessed = True
+        return method(self, *args, **kwargs)
+
+    return noted
+
+
+# Every dict method that reads or writes; dict(), ** and json read a subclass through them.
+for _name in (
+    "__contains__", "__delitem__", "__eq__", "__getitem__", "__ior__", "__iter__", "__len__",
+    "__or__", "__setitem__", "clear", "copy", "get", "items", "keys", "pop", "popitem",
+    "setdefault", "update", "values",
+):  # fmt: skip
+    setattr(_Session, _name, _noting_access(getattr(dict, _name)))
+
+
+def _vary_on_cookie(headers: MutableScopeHeaders) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header, or add the header."""
+    vary = headers.get("Vary")
+    if vary is None or "cookie" not in vary.lower():
+        headers.extend_header_value("Vary", "Cookie")
+
+
 def regenerate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """Move this request's session to a new id when its response is sent, destroying the
     old record (call it at login). If the old record is already gone (a logout in another
     request), nothing is written and the cookie is left as that logout set it."""
     connection.scope[_REGENERATE] = True  # type: ignore[literal-required]
+    session = connection.scope.get("session")
+    if isinstance(session, _Session):
+        session.accessed = True
 
 
 class LembroSessionBackend(ServerSideSessionBackend):
@@ -331,12 +375,16 @@ class LembroSessionBackend(ServerSideSessionBackend):
         sid = connection.cookies.get(self.config.key)
         if sid and is_session_id(sid):
             store = self.config.get_store_from_app(scope["app"])
-            data = await self.get(sid, store=store)
+            try:
+                data = await self.get(sid, store=store)
+            except SerializationError:
+                log.warning("session %s cannot be read back; starting a new one", redact(sid))
+                data = None
             if data is not None:
                 scope[_SID] = sid
                 scope[_LOADED] = True
-                return self.deserialize_data(data)
-        return {}
+                return _Session(self.deserialize_data(data))
+        return _Session({})
 
     async def store_in_message(
         self,
@@ -347,10 +395,13 @@ class LembroSessionBackend(ServerSideSessionBackend):
         """Write the session back and set the cookie, as Litestar does, except: an empty
         session that was never stored stores nothing and sets no cookie; a loaded session
         is written back only over its live record; a regenerate moves it to a new id only
-        if the old record was there to destroy."""
+        if the old record was there to destroy. ``Vary: Cookie`` goes wherever the session
+        was read or written (a session the app replaced counts as written)."""
         scope = cast(dict[str, Any], connection.scope)
         store = self.config.get_store_from_app(scope["app"])
         headers = MutableScopeHeaders.from_message(message)
+        if not isinstance(scope_session, _Session) or scope_session.accessed:
+            _vary_on_cookie(headers)
         cookie_params = dict(
             extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys())
         )
@@ -360,6 +411,8 @@ class LembroSessionBackend(ServerSideSessionBackend):
         if scope_session is Empty or not scope_session:
             if loaded:  # emptied or cleared: end the session, clear the cookie
                 await self.delete(sid, store=store)
+                # Max-Age wins over Expires in a browser: the config's would keep the cookie.
+                cookie_params["max_age"] = 0
                 null = Cookie(value="null", key=self.config.key, expires=0, **cookie_params)
                 headers.add("Set-Cookie", null.to_header(header=""))
             return

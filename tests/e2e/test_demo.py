@@ -3,6 +3,8 @@ over HTTP as a browser would."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,3 +167,28 @@ def test_a_bad_max_size_gets_lembros_own_message() -> None:
         done.stderr
     )
     assert "invalid size_option value" not in done.stderr
+
+
+def test_a_busy_port_says_how_to_pick_another() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_demo_command("--port", str(port), "--snapshot", "")
+    assert done.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in done.stderr
+    assert f"`make demo PORT={port + 1}`" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_make_demo_passes_port_to_the_demo() -> None:
+    env = {name: value for name, value in os.environ.items() if name != "PORT"}
+    for args, port in (([], 8000), (["PORT=8011"], 8011)):
+        done = subprocess.run(
+            ["make", "--dry-run", "demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        assert f"-m tools.demo --port {port}\n" in done.stdout

@@ -338,6 +338,22 @@ def test_clearsessions_purges_expired_records(
     assert list(engine_store.all()) == [keep]
 
 
+@pytest.mark.parametrize(
+    ("engine", "flagged"),
+    [
+        ("lembro.django", False),
+        ("django.contrib.sessions.backends.cache", False),
+        ("lembro_sessions.engine", False),  # a project's own module, not lembro
+        ("lembro", True),
+        ("Lembro.Django", True),
+        ("lembro.flask", True),
+    ],
+)
+def test_session_engine_check_flags_only_wrong_lembro_paths(engine: str, flagged: bool) -> None:
+    with override_settings(SESSION_ENGINE=engine):
+        assert [m.id for m in lembro.django.check_engine()] == (["lembro.E002"] if flagged else [])
+
+
 def test_session_keys_are_256_bit_ids(engine_store: MemoryStore) -> None:
     keys = {SessionStore()._get_new_session_key() for _ in range(100)}
     assert len(keys) == 100

@@ -14,11 +14,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _django_admin(tmp_path: Path, lembro: str, *command: str) -> subprocess.CompletedProcess[str]:
+def _django_admin(
+    tmp_path: Path, lembro: str, *command: str, engine: str = "lembro.django"
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "lembro_test_settings.py").write_text(
         "SECRET_KEY = 'x'\n"
         "INSTALLED_APPS = ['django.contrib.sessions', 'lembro.django.LembroConfig']\n"
-        "SESSION_ENGINE = 'lembro.django'\n"
+        f"SESSION_ENGINE = {engine!r}\n"
         f"LEMBRO = {lembro}\n"
     )
     env = {
@@ -56,6 +58,16 @@ def test_check_fails_on_a_bad_lembro_setting(tmp_path: Path, lembro: str, named:
 def test_check_passes_on_good_settings(tmp_path: Path) -> None:
     result = _django_admin(tmp_path, '{"MAX_SIZE": "8M", "INTERVAL": 60}', "check")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("engine", ["lembro", "lembro.django.SessionStore"])
+def test_check_fails_on_a_session_engine_naming_lembro_wrongly(tmp_path: Path, engine: str) -> None:
+    # Both pass Django's own checks and fail only at the first request.
+    result = _django_admin(tmp_path, "{}", "check", engine=engine)
+    assert result.returncode != 0
+    assert "lembro.E002" in result.stderr
+    assert f"SESSION_ENGINE = {engine!r}" in result.stderr
+    assert "HINT: SESSION_ENGINE = 'lembro.django'" in result.stderr
 
 
 def test_clearsessions_with_the_memory_store_says_why_there_is_nothing_to_purge(

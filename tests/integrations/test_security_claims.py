@@ -8,14 +8,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import litestar
 import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
 from flask import Flask
+from litestar import Litestar
+from litestar.testing import TestClient as LitestarClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,9 +30,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import lembro.flask
-from lembro import MemoryStore
-from lembro.ids import is_session_id
+import lembro.litestar
+import lembro.starlette
+from lembro import MemoryStore, SerializationError
+from lembro.ids import is_session_id, new_session_id, redact
+from lembro.serializers import MsgpackSerializer
 from lembro.starlette import SessionMiddleware
+from tests.conftest import FakeClock
 from tests.integrations.test_django import configure_django
 from tools.demo import create_app
 
@@ -88,17 +99,299 @@ def _django_inc(request: HttpRequest) -> HttpResponse:
     return HttpResponse(str(request.session["n"]))
 
 
-urlpatterns = [path("inc", _django_inc)]
+def _django_read(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(request.session.get("n", 0)))
 
 
-# ---- "cookies are HttpOnly and SameSite=Lax" ---------------------------------------------
+def _django_nothing(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("nothing")
 
 
-def test_flask_cookie_is_httponly_and_samesite_lax_by_default() -> None:
-    with MemoryStore("1M", None) as store:
-        header = flask_app(store).test_client().get("/inc").headers["Set-Cookie"]
+def _django_login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()
+    request.session["user"] = "ada"
+    return HttpResponse("ok")
+
+
+def _django_clear(request: HttpRequest) -> HttpResponse:
+    request.session.flush()
+    return HttpResponse("ok")
+
+
+def _django_poison(request: HttpRequest) -> HttpResponse:
+    request.session["poison"] = 1
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("inc", _django_inc),
+    path("read", _django_read),
+    path("nothing", _django_nothing),
+    path("login", _django_login),
+    path("clear", _django_clear),
+    path("poison", _django_poison),
+]
+
+
+# ---- every framework, driven as a browser that sends exactly the cookie given -----------
+
+
+@dataclass
+class Reply:
+    status: int
+    text: str
+    set_cookie: str | None  # the session cookie's Set-Cookie header, if the response sent one
+    vary: str
+
+
+@dataclass
+class Site:
+    """One framework's app on a lembro ``MemoryStore``, with the same routes everywhere:
+    ``/inc`` counts, ``/read`` reads the count, ``/nothing`` never touches the session,
+    ``/login`` regenerates (``cycle_key()`` under Django), ``/clear`` empties the session
+    (``flush()`` under Django), ``/poison`` writes a field the store cannot read back."""
+
+    framework: str
+    cookie: str
+    store: MemoryStore
+    send: Callable[[str, str | None], Reply]
+
+    def get(self, path: str, cookie: str | None = None) -> Reply:
+        reply = self.send(path, None if cookie is None else f"{self.cookie}={cookie}")
+        assert reply.status == 200, reply.text
+        return reply
+
+    def value(self, reply: Reply) -> str:
+        """The session cookie's value a reply sets."""
+        assert reply.set_cookie is not None
+        return reply.set_cookie.split(";")[0].split("=", 1)[1].strip('"')
+
+    def sid(self, value: str) -> str:
+        """The session id a cookie value carries (Flask and Starlette add a tag)."""
+        return value.partition(".")[0] if self.framework in ("flask", "starlette") else value
+
+    def stored(self) -> set[str]:
+        """The session ids the store holds (Litestar's ``LembroStore`` adds a namespace)."""
+        return {key.rpartition("\x1e")[2] for key in self.store.all()}
+
+
+class PoisonableSerializer:
+    """msgpack, except that a record holding "poison" cannot be read back."""
+
+    def __init__(self) -> None:
+        self._msgpack = MsgpackSerializer()
+
+    def dumps(self, obj: Any) -> bytes:
+        return self._msgpack.dumps(obj)
+
+    def loads(self, data: bytes) -> Any:
+        if b"poison" in data:
+            raise SerializationError("a poisoned record")
+        return self._msgpack.loads(data)
+
+
+def _flask_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    app = flask_app(store, SESSION_COOKIE_SECURE=secure)
+    session = lembro.flask.session
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("n", 0))
+
+    @app.get("/nothing")
+    def nothing() -> str:
+        return "nothing"
+
+    @app.get("/login")
+    def login() -> str:
+        session.regenerate()
+        session["user"] = "ada"
+        return "ok"
+
+    @app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
+    @app.get("/poison")
+    def poison() -> str:
+        session["poison"] = 1
+        return "ok"
+
+    client = app.test_client(use_cookies=False)
+
+    def send(path: str, cookie: str | None) -> Reply:
+        response = client.get(path, headers={"Cookie": cookie} if cookie else {})
+        headers = response.headers
+        return Reply(
+            response.status_code, response.text, headers.get("Set-Cookie"), headers.get("Vary", "")
+        )
+
+    yield Site("flask", "session", store, send)
+
+
+def _starlette_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    async def inc(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    async def read(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(request.session.get("n", 0)))
+
+    async def nothing(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("nothing")
+
+    async def login(request: Request) -> PlainTextResponse:
+        lembro.starlette.regenerate(request)
+        request.session["user"] = "ada"
+        return PlainTextResponse("ok")
+
+    async def clear(request: Request) -> PlainTextResponse:
+        request.session.clear()
+        return PlainTextResponse("ok")
+
+    async def poison(request: Request) -> PlainTextResponse:
+        request.session["poison"] = 1
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route(f"/{view.__name__}", view) for view in (inc, read, nothing, login, clear, poison)
+    ]
+    middleware = Middleware(SessionMiddleware, secret_key="claims", store=store, https_only=secure)
+    client = TestClient(Starlette(routes=routes, middleware=[middleware]))
+
+    def send(path: str, cookie: str | None) -> Reply:
+        client.cookies.clear()
+        headers = {"cookie": cookie.encode("latin-1")} if cookie else {}
+        response = client.get(path, headers=headers)
+        return Reply(
+            response.status_code,
+            response.text,
+            response.headers.get("set-cookie"),
+            response.headers.get("vary", ""),
+        )
+
+    yield Site("starlette", "session", store, send)
+
+
+def _django_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    def send(path: str, cookie: str | None) -> Reply:
+        response = Client().get(path, **({"HTTP_COOKIE": cookie} if cookie else {}))
+        morsel = response.cookies.get("sessionid")
+        set_cookie = morsel.OutputString() if morsel is not None else None
+        return Reply(
+            response.status_code,
+            response.content.decode(),
+            set_cookie,
+            response.headers.get("Vary", ""),
+        )
+
+    with override_settings(
+        ROOT_URLCONF=__name__, LEMBRO={"STORE": store}, SESSION_COOKIE_SECURE=secure
+    ):
+        yield Site("django", "sessionid", store, send)
+
+
+def _litestar_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    @litestar.get("/inc")
+    async def inc(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return str(request.session["n"])
+
+    @litestar.get("/read")
+    async def read(request: litestar.Request[Any, Any, Any]) -> str:
+        return str(request.session.get("n", 0))
+
+    @litestar.get("/nothing")
+    async def nothing() -> str:
+        return "nothing"
+
+    @litestar.get("/login")
+    async def login(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request)
+        request.session["user"] = "ada"
+        return "ok"
+
+    @litestar.get("/clear")
+    async def clear(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session.clear()
+        return "ok"
+
+    @litestar.get("/poison")
+    async def poison(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session["poison"] = 1
+        return "ok"
+
+    app = Litestar(
+        route_handlers=[inc, read, nothing, login, clear, poison],
+        middleware=[lembro.litestar.LembroSessionConfig(secure=secure).middleware],
+        stores={"sessions": lembro.litestar.LembroStore(store)},
+    )
+    with LitestarClient(app) as client:
+
+        def send(path: str, cookie: str | None) -> Reply:
+            client.cookies.clear()
+            headers = {"cookie": cookie.encode("latin-1")} if cookie else {}
+            response = client.get(path, headers=headers)
+            return Reply(
+                response.status_code,
+                response.text,
+                response.headers.get("set-cookie"),
+                response.headers.get("vary", ""),
+            )
+
+        yield Site("litestar", "session", store, send)
+
+
+SITES = {
+    "flask": _flask_site,
+    "starlette": _starlette_site,
+    "django": _django_site,
+    "litestar": _litestar_site,
+}
+
+
+@contextmanager
+def open_site(framework: str, clock: FakeClock, secure: bool = False) -> Iterator[Site]:
+    with MemoryStore("1M", None, clock=clock, serializer=PoisonableSerializer()) as store:
+        yield from SITES[framework](store, secure)
+
+
+@pytest.fixture(params=list(SITES))
+def site(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Site]:
+    with open_site(request.param, clock) as opened:
+        yield opened
+
+
+def _cleared(set_cookie: str) -> bool:
+    """Whether a browser deletes the cookie a Set-Cookie header names: ``Max-Age=0``, or no
+    Max-Age and an Expires in the past (Max-Age wins where both are given)."""
+    attributes = {
+        name.strip().lower(): value.strip().lower()
+        for name, _, value in (part.partition("=") for part in set_cookie.split(";")[1:])
+    }
+    if "max-age" in attributes:
+        return attributes["max-age"] == "0"
+    return "1970" in attributes.get("expires", "")
+
+
+# ---- "cookies are HttpOnly and SameSite=Lax"; "set Secure with your framework's setting" --
+
+
+def test_cookie_is_httponly_and_samesite_lax_by_default(site: Site) -> None:
+    header = site.get("/inc").set_cookie
+    assert header is not None
     assert "httponly" in _attributes(header)
+    assert "secure" not in _attributes(header)
     assert _samesite(header) == "lax"
+
+
+@pytest.mark.parametrize("framework", list(SITES))
+def test_the_frameworks_setting_makes_the_cookie_secure(framework: str, clock: FakeClock) -> None:
+    with open_site(framework, clock, secure=True) as secure_site:
+        header = secure_site.get("/inc").set_cookie
+        assert header is not None
+        assert "secure" in _attributes(header)
 
 
 def test_flask_app_can_still_choose_its_samesite() -> None:
@@ -108,22 +401,6 @@ def test_flask_app_can_still_choose_its_samesite() -> None:
     assert _samesite(header) == "strict"
 
 
-def test_starlette_cookie_is_httponly_and_samesite_lax_by_default() -> None:
-    with MemoryStore("1M", None) as store:
-        header = TestClient(starlette_app(store)).get("/inc").headers["set-cookie"]
-    assert "httponly" in _attributes(header)
-    assert _samesite(header) == "lax"
-
-
-@override_settings(ROOT_URLCONF=__name__)
-def test_django_cookie_is_httponly_and_samesite_lax_by_default() -> None:
-    with MemoryStore("1M", None) as store, override_settings(LEMBRO={"STORE": store}):
-        response = Client().get("/inc")
-    header = response.cookies["sessionid"].output()
-    assert "httponly" in _attributes(header)
-    assert _samesite(header) == "lax"
-
-
 def test_demo_cookie_is_httponly_and_samesite_lax() -> None:
     with MemoryStore("1M", None) as store:
         header = create_app(store).test_client().get("/").headers["Set-Cookie"]
@@ -131,29 +408,109 @@ def test_demo_cookie_is_httponly_and_samesite_lax() -> None:
     assert _samesite(header) == "lax"
 
 
-# ---- "the cookie holds only the id, signed with keyed BLAKE2b" ----------------------------
+# ---- "the cookie holds only the session id" (signed under Flask and Starlette) -----------
 
 
-def test_flask_cookie_is_the_id_and_its_keyed_blake2b() -> None:
-    with MemoryStore("1M", None) as store:
-        client = flask_app(store).test_client()
-        client.get("/inc")
-        value = client.get_cookie("session").value
-        sid = value.partition(".")[0]
-        assert is_session_id(sid)
-        assert value == signed_cookie(sid, "claims")
-        assert list(store.all()) == [sid]
+def test_the_cookie_holds_only_the_session_id(site: Site) -> None:
+    value = site.value(site.get("/inc"))
+    sid = site.sid(value)
+    assert is_session_id(sid)
+    if site.framework in ("flask", "starlette"):
+        assert value == signed_cookie(sid, "claims")  # <id>.<keyed BLAKE2b of the id>
+    else:
+        assert value == sid  # as Django's own engines: the id alone
+    assert site.stored() == {sid}  # the data stays on the server
 
 
-def test_starlette_cookie_is_the_id_and_its_keyed_blake2b() -> None:
-    with MemoryStore("1M", None) as store:
-        client = TestClient(starlette_app(store))
-        client.get("/inc")
-        value = client.cookies["session"]
-        sid = value.partition(".")[0]
-        assert is_session_id(sid)
-        assert value == signed_cookie(sid, "claims")
-        assert list(store.all()) == [sid]
+# ---- "an id the server did not issue is never adopted" ----------------------------------
+
+
+def _planted(site: Site, kind: str, clock: FakeClock) -> str:
+    """A cookie value of ``kind`` that the server must not adopt."""
+    if kind == "unknown":
+        sid = new_session_id()
+        return signed_cookie(sid, "claims") if site.framework in ("flask", "starlette") else sid
+    if kind == "expired":
+        value = site.value(site.get("/inc"))
+        clock.advance(400 * 86400)  # past every framework's default lifetime
+        return value
+    if kind == "badly signed":
+        return f"{new_session_id()}.{'A' * 43}"
+    return {"malformed": "../../etc/passwd", "huge": "a" * 5000, "non-ASCII": "é" * 43}[kind]
+
+
+@pytest.mark.parametrize(
+    "kind", ["unknown", "expired", "badly signed", "malformed", "huge", "non-ASCII"]
+)
+def test_a_cookie_the_server_did_not_issue_gets_a_fresh_empty_session(
+    site: Site, clock: FakeClock, kind: str
+) -> None:
+    planted = _planted(site, kind, clock)
+    reply = site.get("/inc", planted)  # nothing raises into the app: a 200
+    assert reply.text == "1"  # a fresh, empty session
+    issued = site.sid(site.value(reply))
+    assert is_session_id(issued)
+    assert issued != site.sid(planted)
+    assert site.stored() == {issued}
+
+
+# ---- "regenerate destroys the old record" ------------------------------------------------
+
+
+def test_regenerate_moves_the_data_to_a_new_id_and_destroys_the_old_record(site: Site) -> None:
+    before = site.value(site.get("/inc"))
+    after = site.value(site.get("/login", before))
+    assert site.sid(after) != site.sid(before)
+    assert site.stored() == {site.sid(after)}
+    assert site.get("/read", after).text == "1"  # the data came along
+    assert site.get("/read", before).text == "0"  # the old id is worth nothing
+
+
+# ---- "don't store what no one wrote"; "Vary: Cookie where the session was accessed" ------
+
+
+def test_a_request_that_only_reads_stores_nothing_and_sets_no_cookie(site: Site) -> None:
+    for route in ("/read", "/nothing"):
+        assert site.get(route).set_cookie is None
+    assert site.stored() == set()
+
+
+def test_an_emptied_session_loses_its_record_and_its_cookie(site: Site) -> None:
+    value = site.value(site.get("/inc"))
+    reply = site.get("/clear", value)
+    assert reply.set_cookie is not None
+    assert _cleared(reply.set_cookie), reply.set_cookie
+    assert site.stored() == set()
+
+
+def test_vary_cookie_is_sent_where_the_session_was_accessed_and_only_there(site: Site) -> None:
+    value = site.value(site.get("/inc"))
+    for route, cookie in (("/read", None), ("/read", value), ("/inc", value), ("/clear", value)):
+        assert "cookie" in site.get(route, cookie).vary.lower(), route
+    assert "cookie" not in site.get("/nothing", value).vary.lower()
+
+
+# ---- "logs never hold a whole session id" ------------------------------------------------
+
+
+def test_logs_never_hold_a_whole_session_id(
+    site: Site, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sids = []
+    value = site.value(site.get("/inc"))
+    sids.append(site.sid(value))
+    value = site.value(site.get("/login", value))
+    sids.append(site.sid(value))
+    site.get("/poison", value)
+    assert site.get("/inc", value).text == "1"  # the record could not be read back: logged
+    for kind in ("unknown", "expired", "badly signed"):
+        planted = _planted(site, kind, clock)
+        sids.append(site.sid(planted))
+        sids.append(site.sid(site.value(site.get("/inc", planted))))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(redact(sids[1]) in message for message in messages), messages
+    assert not [message for message in messages if any(sid in message for sid in sids)]
 
 
 # ---- "rotating the key: older keys still accepted, cookies signed anew" ------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import lembro
@@ -24,11 +27,12 @@ def test_version_is_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"lembro {lembro.__version__}"
 
 
-def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main([])
-    assert exited.value.code == 2
-    assert "required: COMMAND" in capsys.readouterr().err
+def test_no_command_prints_the_help_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: lembro ")
+    assert "info" in captured.out
+    assert captured.err == ""
 
 
 def test_info_reports_every_integration_ready_where_all_extras_are_installed(
@@ -40,3 +44,36 @@ def test_info_reports_every_integration_ready_where_all_extras_are_installed(
     for module, _, _ in INTEGRATIONS:
         (line,) = [line for line in out if line.strip().startswith(f"{module}:")]
         assert ": ready (" in line, line
+
+
+def _info_without(*modules: str) -> dict[str, str]:
+    """``lembro info``'s line for each integration, in a process where ``modules`` are missing."""
+    code = (
+        "import sys\n"
+        f"for name in {modules!r}: sys.modules[name] = None\n"
+        "from lembro.cli import main\n"
+        "sys.exit(main(['info']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = [line.strip().split(": ", 1) for line in done.stdout.splitlines()[2:]]
+    return {module: rest for module, rest in lines}
+
+
+def test_info_reports_starlette_ready_without_itsdangerous() -> None:
+    # lembro signs its own cookies; only Flask itself imports itsdangerous.
+    lines = _info_without("itsdangerous")
+    assert lines["lembro.starlette"].startswith("ready (starlette ")
+    assert lines["lembro.flask"] == "needs itsdangerous: pip install 'lembro[flask]'"
+
+
+def test_info_reports_redis_store_ready_with_valkey_alone() -> None:
+    lines = _info_without("redis")
+    assert lines["lembro.RedisStore"].startswith("ready (valkey ")
+
+
+def test_info_names_the_missing_framework_and_its_extra() -> None:
+    lines = _info_without("litestar", "django", "redis", "valkey")
+    assert lines["lembro.litestar"] == "needs litestar: pip install 'lembro[litestar]'"
+    assert lines["lembro.django"] == "needs django: pip install 'lembro[django]'"
+    assert lines["lembro.RedisStore"] == "needs redis-py or valkey-py: pip install 'lembro[redis]'"
+    assert lines["lembro.flask"].startswith("ready (flask ")

@@ -4,8 +4,13 @@ in dependency groups, a demo that installs only what it needs."""
 from __future__ import annotations
 
 import re
+import sys
+from importlib.metadata import version
 
 import tomllib
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from trove_classifiers import classifiers as KNOWN_CLASSIFIERS
 
 from tests.servers import ROOT
 
@@ -15,7 +20,36 @@ MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 def test_the_published_extras_are_the_frameworks_and_redis_only() -> None:
     extras = PROJECT["project"]["optional-dependencies"]
-    assert set(extras) == {"flask", "starlette", "django", "litestar", "redis"}
+    assert set(extras) == {"flask", "starlette", "fastapi", "django", "litestar", "redis"}
+
+
+def test_every_extra_is_installed_by_the_test_group_at_a_version_it_allows() -> None:
+    # So the suite runs against what each extra installs.
+    for extra, requirements in PROJECT["project"]["optional-dependencies"].items():
+        for line in requirements:
+            requirement = Requirement(line)
+            assert requirement.specifier.contains(version(requirement.name)), (extra, line)
+
+
+def test_every_classifier_is_a_trove_classifier() -> None:
+    unknown = set(PROJECT["project"]["classifiers"]) - KNOWN_CLASSIFIERS
+    assert not unknown
+
+
+def test_classifiers_name_every_framework_and_every_python_version_supported() -> None:
+    classifiers = PROJECT["project"]["classifiers"]
+    for framework in ("Django", "FastAPI", "Flask", "Litestar"):
+        assert f"Framework :: {framework}" in classifiers
+    minors = sorted(
+        int(c.rsplit(".", 1)[1])
+        for c in classifiers
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    )
+    assert minors == list(range(minors[0], minors[-1] + 1))  # no gap
+    requires = SpecifierSet(PROJECT["project"]["requires-python"])
+    assert not requires.contains(f"3.{minors[0] - 1}")
+    assert requires.contains(f"3.{minors[0]}")
+    assert sys.version_info.minor in minors
 
 
 def test_the_library_depends_on_msgspec_alone() -> None:
