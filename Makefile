@@ -1,5 +1,6 @@
-# make demo / make test / make bench / make soak / make dist: each sets up .venv when it is
-# missing and installs only the dependency group it needs (pyproject.toml [dependency-groups]).
+# make demo / make test / make docs / make bench / make soak / make dist: each sets up .venv
+# when it is missing and installs only the dependency group it needs (pyproject.toml
+# [dependency-groups]).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # pip reads [dependency-groups] (`--group`) from 25.1 on.
 PIP_FOR_GROUPS := pip>=25.1
 
-.PHONY: demo test test-fast lint bench soak dist redis-server clean
+.PHONY: demo test test-fast lint docs bench soak dist redis-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,13 @@ $(VENV)/.demo: pyproject.toml | $(PY)
 $(VENV)/.dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade '$(PIP_FOR_GROUPS)'
 	$(PIP) install --quiet --group dev -e .
-	touch $@ $(VENV)/.demo
+	touch $@ $(VENV)/.demo $(VENV)/.docs
+
+# The documentation site's tools: MkDocs, Material, mkdocstrings (which reads src/).
+$(VENV)/.docs: pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade '$(PIP_FOR_GROUPS)'
+	$(PIP) install --quiet --group docs
+	touch $@
 
 # Debian's redis-server, redis-sentinel and redis-cli (and openssl, for the TLS test's
 # certificate), for the Redis store's tests; installed when missing. The Valkey server
@@ -46,8 +53,13 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check src tools
 	$(PY) -m mypy
 
-test: $(VENV)/.dev redis-server lint
+# The site is built too (a few seconds): a broken link or docstring fails the run.
+test: $(VENV)/.dev redis-server lint docs
 	$(PY) -m pytest -q
+
+# The documentation site, into site/; every warning is an error.
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # The suite without the end-to-end tests (real demo, soak and benchmark processes).
 test-fast: $(VENV)/.dev redis-server
@@ -67,4 +79,4 @@ dist: $(VENV)/.dev
 	unzip -l dist/*.whl
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site .mypy_cache .pytest_cache .ruff_cache
