@@ -43,13 +43,12 @@ class EvictionOrder:
     sessions used as often, the less recently used scores lower: the store keeps no
     separate recency order."""
 
-    __slots__ = ("_now", "_random", "_step", "_uses")
+    __slots__ = ("_now", "_step", "_uses")
 
     def __init__(self, capacity: int) -> None:
         self._now = 0.0  # the time, in half-lives
         self._step = 0.0  # how far one use moves the time: see ``resize``
         self._uses = 0  # every use ever counted, for ``check``
-        self._random = random.Random(0)  # samples; seeded, so a prune is reproducible
         self.resize(capacity)
 
     def resize(self, capacity: int) -> None:
@@ -103,7 +102,7 @@ class EvictionOrder:
         sorting them all. ``inf`` when the sample says every session must go."""
         if need <= 0 or not entries:
             return -math.inf
-        sample = self._random.sample(entries, min(SAMPLE, len(entries)))
+        sample = _random.sample(entries, min(SAMPLE, len(entries)))
         sample.sort(key=_score)
         scale = len(entries) / len(sample)
         freed = 0.0
@@ -128,3 +127,4 @@ class EvictionOrder:
 
 
 _score = attrgetter("score")
+_random = random.Random(0)  # seeded, so a run's prunes can be reproduced

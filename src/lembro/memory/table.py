@@ -28,7 +28,7 @@ __all__ = ["SMALL", "SessionTable"]
 SMALL = 4096
 
 # Below this many sessions, the table is not worth rebuilding when sessions leave.
-_SMALL_TABLE = 1024
+_SMALL_TABLE = 64
 
 
 class SessionTable:
