@@ -47,6 +47,10 @@ log = logging.getLogger("lembro")
 # is smaller than the store (a session's overhead in memory is far above its bytes on disk).
 _SNAPSHOT_SLACK = 4
 
+# Seconds each step of work done in steps pauses for, after it releases the lock: long
+# enough for the operating system to run a thread woken by the release.
+_PAUSE = 0.00005
+
 # The id a store's smallest session is measured with: as long as the ids lembro draws.
 _TYPICAL_ID = "x" * 43
 
@@ -160,7 +164,7 @@ class MemoryStore:
         self._trusted = type(self._serializer) in BUILTIN_SERIALIZERS
         self._clock = clock
         self.on_error = on_error
-        self.batch_size = 1024
+        self.batch_size = 256
 
         self._table = SessionTable(size, float(low_water), owners=owner_key is not None)
         smallest = self._table.budget.new_session_cost(_TYPICAL_ID, b"\x80")
@@ -319,14 +323,17 @@ class MemoryStore:
             self._first_change()
         with self._lock:
             detached = self._table.detach_owner(name, keep)
+        if detached is None:
+            return 0
         ended = 0
-        more = detached is not None
-        while more:
-            now = self._clock()
-            with self._lock:
-                assert detached is not None
-                count, more = self._table.end_detached(detached, now, self.batch_size)
+
+        def step(now: float) -> bool:
+            nonlocal ended
+            count, more = self._table.end_detached(detached, now, self.batch_size)
             ended += count
+            return more
+
+        self._until_done(step)
         return ended
 
     def _owner_name(self, owner: object) -> str:
@@ -423,12 +430,14 @@ class MemoryStore:
         """Remove expired sessions, ``batch_size`` records per hold of the lock; return
         how many."""
         removed = 0
-        more = True
-        while more:
-            now = self._clock()
-            with self._lock:
-                count, more = self._table.purge(now, self.batch_size)
+
+        def step(now: float) -> bool:
+            nonlocal removed
+            count, more = self._table.purge(now, self.batch_size)
             removed += count
+            return more
+
+        self._until_done(step)
         return removed
 
     def _upkeep(self, keep: str | None, prune: bool = False) -> int:
@@ -446,10 +455,7 @@ class MemoryStore:
         return evicted
 
     def _compact_in_steps(self) -> None:
-        more = True
-        while more:
-            with self._lock:
-                more = self._table.compact_step(self.batch_size)
+        self._until_done(lambda now: self._table.compact_step(self.batch_size))
 
     def _prune_in_steps(self, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``: expired sessions first, then the least
@@ -505,16 +511,32 @@ class MemoryStore:
                 format_size(self.size),
             )
 
+    def _until_done(self, step: Callable[[float], bool]) -> None:
+        """Call ``step(now)`` under the lock until it says no more is left, pausing between
+        calls (see ``_pause``)."""
+        while True:
+            now = self._clock()
+            with self._lock:
+                more = step(now)
+            if not more:
+                return
+            _pause()
+
     def _entries(self) -> list[Entry]:
         """Every session held, as a list copied in one step (a C-level copy)."""
         with self._lock:
             return self._table.entries()
 
     def _in_batches(self, entries: Iterable[Entry]) -> Iterator[list[Entry]]:
-        """``entries`` in lists of at most ``batch_size``, for one hold of the lock each."""
+        """``entries`` in lists of at most ``batch_size``, for one hold of the lock each,
+        with a pause between two (see ``_pause``)."""
         it = iter(entries)
-        while batch := list(islice(it, self.batch_size)):
+        batch = list(islice(it, self.batch_size))
+        while batch:
             yield batch
+            batch = list(islice(it, self.batch_size))
+            if batch:
+                _pause()
 
     # ---- outside the lock: arguments and serialization ----------------------------------
 
@@ -738,6 +760,14 @@ class MemoryStore:
             f"<MemoryStore {len(self._table)} sessions, "
             f"{format_size(self.size)} of {format_size(self.max_size)}>"
         )
+
+
+def _pause() -> None:
+    """Between two steps of work done in steps, with the lock released: a short sleep, the
+    interpreter free, so that a thread waiting for the lock gets it before the next step
+    takes it back. Python's locks are not fair: without the pause, a waiting thread could
+    wait out every step of a long call."""
+    time.sleep(_PAUSE)
 
 
 def _first(pair: tuple[float, Any]) -> float:

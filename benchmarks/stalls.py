@@ -1,0 +1,123 @@
+"""The longest wait another thread's ``get()`` sees while one call goes through a large
+store: 300,000 sessions (30,000 in a quick run), half of them expired, with one lifetime
+and with mixed ones. Every call works in steps and lets waiting threads in between, so
+no wait should come near the time the whole call takes."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import Config, Row, Section, Table, Target, progress
+
+from lembro import MemoryStore
+
+LIMIT_MS = 10.0
+
+CALLS: dict[str, Callable[[MemoryStore], object]] = {
+    "a write over the cap (prune)": lambda s: (_over_cap(s), s.set("w" * 43, {"user": "bo"})),
+    "purge()": lambda s: s.purge(),
+    "len()": len,
+    "stats()": lambda s: s.stats(),
+    "all()": lambda s: s.all(),
+    "clear()": lambda s: s.clear(),
+    "destroy_sessions_of()": lambda s: s.destroy_sessions_of("ana"),
+    "save_snapshot()": lambda s: s.save_snapshot(),
+}
+
+
+def _over_cap(store: MemoryStore) -> None:
+    store._table.budget.max_size = store.size  # the next write takes it over
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def build(sessions: int, mixed: bool, snapshot: Path) -> tuple[MemoryStore, Clock]:
+    clock = Clock()
+    snapshot.unlink(missing_ok=True)  # each store starts empty
+    store = MemoryStore("1G", None, clock=clock, owner_key="user", snapshot=snapshot)
+    for i in range(sessions):
+        short = i % 2 == 0
+        ttl = (10.0 + i % 7 if mixed else 10.0) if short else 1000.0 - (i % 13 if mixed else 0)
+        store.set(f"s{i:042d}", {"user": "ana" if i % 3 else f"u{i}", "n": i}, ttl=ttl)
+    clock.now += 100
+    return store, clock
+
+
+def waits_during(store: MemoryStore, call: Callable[[MemoryStore], object]) -> tuple[float, float]:
+    """Run ``call`` while another thread times its ``get()``s; return (the longest wait,
+    the whole call), in milliseconds."""
+    stop = threading.Event()
+    longest = [0.0]
+    started = threading.Event()
+
+    def reader() -> None:
+        started.set()
+        while not stop.is_set():
+            begin = time.perf_counter()
+            store.get("s" + "0" * 42)
+            longest[0] = max(longest[0], time.perf_counter() - begin)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    started.wait()
+    time.sleep(0.01)
+    begin = time.perf_counter()
+    call(store)
+    took = time.perf_counter() - begin
+    stop.set()
+    thread.join()
+    return longest[0] * 1000, took * 1000
+
+
+def run(config: Config) -> Section:
+    logging.getLogger("lembro").setLevel(logging.ERROR)
+    sessions = 30_000 if config.quick else 300_000
+    modes = {"one lifetime": False, "mixed lifetimes": True}
+    columns = [f"{mode}: longest get() wait" for mode in modes] + [
+        f"{mode}: the call" for mode in modes
+    ]
+    table = Table(
+        f"Milliseconds, {sessions:,} sessions, half expired (median of 3 runs)",
+        columns,
+        columns[0],
+    )
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as directory:
+        for name, call in CALLS.items():
+            progress(f"stalls: {name}")
+            values: dict[str, float | None] = {}
+            for mode, mixed in modes.items():
+                waits, calls = [], []
+                for _ in range(3):
+                    store, _clock = build(sessions, mixed, Path(directory) / "s.snap")
+                    wait, took = waits_during(store, call)
+                    store.close()
+                    waits.append(wait)
+                    calls.append(took)
+                values[f"{mode}: longest get() wait"] = statistics.median(waits)
+                values[f"{mode}: the call"] = statistics.median(calls)
+                worst = max(worst, statistics.median(waits))
+            table.rows.append(Row(name, "ms", values))
+    return Section(
+        "Stalls: another thread's wait while one call works through the store",
+        [table],
+        [
+            Target(
+                f"no get() waits {LIMIT_MS:.0f} ms or more",
+                worst < LIMIT_MS,
+                f"longest median wait {worst:.1f} ms",
+            )
+        ],
+    )
