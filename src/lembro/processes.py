@@ -86,6 +86,12 @@ _CLAIM = re.compile(r"([0-9a-f]{16})-([0-9]+)")
 # A claim being made, locked before it is renamed to its claim name: .claiming-<pid>
 _CLAIMING = re.compile(r"\.claiming-([0-9]+)")
 
+# A socket object made over a copy of the app's descriptor is told it is non-blocking:
+# otherwise, with a default timeout set (socket.setdefaulttimeout), it would make the
+# open file non-blocking, and the copy shares that with the app's socket. 0 where the
+# system has no such flag.
+_NONBLOCKING = getattr(socket, "SOCK_NONBLOCK", 0)
+
 # A listening socket: its address family and its address as text.
 _Listener = tuple[int, str]
 
@@ -186,6 +192,8 @@ def _listening_sockets() -> list[_Listener]:
     ``host:port`` (``[host]:port`` for IPv6), a Unix socket's path, or ``@name`` for an
     abstract one. Empty where the system lists no descriptors."""
     found: set[_Listener] = set()
+    if not _NONBLOCKING and socket.getdefaulttimeout() is not None:
+        return []  # a socket object made now would make the app's sockets non-blocking
     for fd in _open_descriptors():
         try:
             if not stat.S_ISSOCK(os.fstat(fd).st_mode):
@@ -194,7 +202,7 @@ def _listening_sockets() -> list[_Listener]:
         except OSError:
             continue
         try:
-            sock = socket.socket(fileno=copy)
+            sock = socket.socket(type=socket.SOCK_STREAM | _NONBLOCKING, fileno=copy)
         except OSError:
             os.close(copy)
             continue
