@@ -4,51 +4,56 @@ A ``MemoryStore`` holds its sessions in one process. When a server runs several 
 ``-w 2``, uvicorn ``--workers 2``), each has its own copy and a user's next request may
 land in a process that never saw their session.
 
-**Which processes are one app's workers.** Those that listen for connections on the same
-addresses. A process's *identity* is the set of listening sockets it holds: every open
-descriptor that is a socket with ``SO_ACCEPTCONN`` set, as its address family and
-``getsockname()`` (host and port, or the Unix socket's path), sorted, together with the
+**Which processes are one app's workers: those that listen on the same sockets.** A
+process's *identity* is the set of listening sockets it holds: every open descriptor
+(listed from ``/proc/self/fd``, else ``/dev/fd``) that is a socket with
+``SO_ACCEPTCONN`` set, as its address family and ``getsockname()`` address (host and
+port, a Unix socket's path, or an abstract socket's name), sorted, together with the
 process's network namespace where the system names one (``/proc/self/ns/net``). The
-workers of one server share their listening socket (gunicorn's master makes it and forks
+workers of one server share their listening socket (gunicorn's master opens it and forks
 them, with or without ``--preload``; uvicorn ``--workers`` passes it to the children it
-spawns), or bind the same address with ``SO_REUSEPORT``; either way they hold the same
-identity. Two unrelated programs never do: they listen on nothing, or on different
-addresses, as no two sockets can listen on one address unless both ask to share it. A
-process that listens on nothing (a script, a test run, a ``multiprocessing`` worker, a
-task queue worker) has no identity and claims nothing.
+spawns), or each bind the same address with ``SO_REUSEPORT``: they have one identity. Two
+unrelated programs do not: they listen on nothing, or on different addresses, since two
+sockets listen on one address only when both ask to share it. A process that listens on
+nothing (a script, a test run, a ``multiprocessing`` worker, a task queue's worker) has
+no identity, claims nothing, and is never counted.
 
 **Claims.** A process with an identity holds a *claim*: a file in a private runtime
 directory named ``<identity: 16 hex digits of a SHA-256>-<pid>``, locked with a POSIX
-record lock (``lockf``) for as long as the process lives. Such a lock belongs to the
-process: a forked child does not inherit it, and it goes when the process ends, however
-it ends. A file under a claim name is always locked already (it is made and locked as
-``.claiming-<pid>``, then renamed). A process that claims looks for other claims of the
-same identity: a lock it cannot take is held by a live process, and counts (except its
-parent's: a server's master that built a store before forking its workers is not one of
-them); a file it can lock was left by a dead process and is removed, of any identity, as
-is a ``.claiming-`` file whose process is gone. Nothing is removed at exit: no exit hook
-is installed, and the next process to look removes what a dead one left.
+record lock (``lockf``). Such a lock belongs to the process that took it: a forked child
+does not inherit it, and it goes when the process ends, however it ends. A file under a
+claim name is always locked already (it is made and locked as ``.claiming-<pid>``, then
+renamed). A process that claims then looks for other claims of its identity: a lock it
+cannot take is held by a live process, which counts, unless it is this process's parent
+(a server's master that built a store while holding the socket, then forked its
+workers); a file it can lock was left by a dead process and is removed, whatever its
+identity, as is a ``.claiming-`` file whose process is gone. Nothing is removed at exit
+(lembro installs no exit hook): the next process to look removes what a dead one left.
 
 **When a process looks.** ``check()`` is called when a store is built and at a store's
-first change after a fork. A process looks at its descriptors at its first check and,
-if it listened on nothing then (a store built before the server opened its socket), once
-more at its next check; after a claim or a second look with nothing found, a check costs
-one ``getpid()``. A fork is told by the pid: a process whose pid is not the one it
-claimed under is a forked child, and starts again (the inherited claim is dropped and its
-descriptor closed, which leaves the parent's lock alone). So gunicorn's workers without
-``--preload``, and uvicorn's, claim when they build their store at start-up; with
-``--preload``, the master builds its store before it opens its socket and claims
-nothing, and each worker claims at its first request.
+first change after it was loaded or forked. A process looks for its listening sockets at
+its first check and, if it found none (a store built before the server listened), once
+more at its next check; after it has claimed, or looked twice, a check costs a
+``getpid()`` and a dict lookup. A fork is told by the pid: a process whose pid has no
+state yet is new, and one forked from a process that had checked drops the state it
+inherited (closing the inherited claim descriptor, which leaves the parent's lock
+alone). So gunicorn's workers without ``--preload`` claim when they build their store,
+at start-up; with ``--preload`` the master builds its store before it opens its socket
+and claims nothing, and each worker claims at its first session write. uvicorn's parent
+binds the socket and the first worker to start listens on it, so a worker that built its
+store before then claims at its first session write.
 
 What it does then is ``LEMBRO_SEVERAL_PROCESSES`` in the environment: ``"error"`` (the
 default) logs one ERROR naming the way out; ``"refuse"`` raises
-:class:`lembro.errors.SeveralProcesses` (from the store's constructor, or from the first
-write after a fork); ``"ignore"`` checks nothing. ``LEMBRO_RUNTIME_DIR`` moves the claims'
-directory (default: ``$XDG_RUNTIME_DIR/lembro`` or ``<tmp>/lembro-<uid>``).
+:class:`lembro.errors.SeveralProcesses` (from the store's constructor, or from every
+session write of a process that claimed at its first); ``"ignore"`` checks nothing.
+``LEMBRO_RUNTIME_DIR`` moves the claims' directory (default: ``$XDG_RUNTIME_DIR/lembro``
+or ``<tmp>/lembro-<uid>``).
 
-Not caught: workers that share no listening socket (a server that hands connections
-to its workers over a pipe), several hosts, processes in different network namespaces,
-a system with neither ``/proc/self/fd`` nor ``/dev/fd``.
+Not caught: workers that share no listening address (a server that hands connections to
+its workers itself), a process that forks a worker and also serves sessions itself (its
+worker does not count it), several hosts, a process that found no listening socket at its
+first two checks, and systems that list no descriptors.
 """
 
 from __future__ import annotations

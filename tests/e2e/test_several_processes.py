@@ -127,10 +127,13 @@ def test_refuse_makes_gunicorn_with_two_workers_fail_to_start(app_dir: Path) -> 
     assert "SeveralProcesses" in server.output()
 
 
-def test_uvicorn_with_two_workers_logs_the_error(app_dir: Path) -> None:
+def test_uvicorn_with_two_workers_logs_the_error_once_both_have_served(app_dir: Path) -> None:
     server = uvicorn(app_dir, "--workers", "2")
     try:
         server.wait_ready()
+        # uvicorn's parent binds the socket and the first worker to start listens on it:
+        # a worker that built its store before then claims at its first session write.
+        assert len(pids_serving(server, 2)) == 2
         assert server.wait_for(SEVERAL)
     finally:
         server.stop()
