@@ -104,7 +104,7 @@ _Listener = tuple[int, str]
 class _Process:
     """What one process (one pid) knows of its claim. Changed only under ``lock``."""
 
-    __slots__ = ("done", "fd", "file", "found", "listening", "lock", "looks", "path", "pid")
+    __slots__ = ("done", "fd", "file", "found", "lock", "looks", "path", "pid")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -114,7 +114,6 @@ class _Process:
         self.fd: int | None = None  # the claim's descriptor, locked
         self.file: tuple[int, int] | None = None  # the claim's (st_dev, st_ino)
         self.path: str | None = None
-        self.listening: list[_Listener] = []
         self.found: list[int] = []  # the other live claims of its identity, by pid
 
 
@@ -148,7 +147,8 @@ def check() -> None:
     """Claim this process as one serving on its listening sockets, once per process; log
     one ERROR (or raise :class:`SeveralProcesses`) when other live processes listening on
     the same sockets hold claims. A process that listens on nothing claims nothing. Cheap
-    once claimed: every store calls it when built, and at its first change after a fork."""
+    once claimed: every store calls it when built, and at its first change after it was
+    loaded or forked."""
     me = _this_process()
     if me.done:
         if me.found and policy() == "refuse":
@@ -208,7 +208,7 @@ def _listening_sockets() -> list[_Listener]:
             continue
         try:
             sock = socket.socket(type=socket.SOCK_STREAM | _NONBLOCKING, fileno=copy)
-        except OSError:
+        except (OSError, ValueError):  # not a socket Python can represent
             os.close(copy)
             continue
         with sock:
@@ -254,24 +254,29 @@ def _identity(listening: Sequence[_Listener]) -> str:
 
 
 def _look(me: _Process) -> None:
-    """Look for this process's listening sockets; claim under them and look for other
-    claims when there are some (``me.lock`` held)."""
+    """Look for this process's listening sockets, and claim under them when there are
+    some (``me.lock`` held). ``me.done`` is set last: a thread that sees it set sees what
+    the claim found."""
     me.looks += 1
     listening = _listening_sockets()
-    if not listening:
-        me.done = me.looks >= _LOOKS
-        return
-    me.done = True
+    if listening:
+        _claim(me, listening)
+    me.done = bool(listening) or me.looks >= _LOOKS
+
+
+def _claim(me: _Process, listening: list[_Listener]) -> None:
+    """Take this process's claim under ``listening`` and look for the other live claims
+    of the same identity; log the ERROR when there are some (``me.lock`` held)."""
     directory = runtime_dir()
     if not _private_directory(directory):
         return
     name = _identity(listening)
     path = os.path.join(directory, f"{name}-{me.pid}")
-    fd = _locked_file(directory, path, listening)
-    if fd is None:
+    made = _locked_file(directory, path, listening)
+    if made is None:
         return
-    info = os.fstat(fd)
-    me.fd, me.file, me.path, me.listening = fd, (info.st_dev, info.st_ino), path, listening
+    me.fd, me.file = made
+    me.path = path
     # A process's parent does not count: a server's master that built a store while it
     # held the socket (gunicorn --preload handed inherited sockets) serves no request.
     others = _live_claims(directory, name, ignore={me.pid, os.getppid()})
@@ -290,11 +295,13 @@ def _look(me: _Process) -> None:
         )
 
 
-def _locked_file(directory: str, path: str, listening: Sequence[_Listener]) -> int | None:
+def _locked_file(
+    directory: str, path: str, listening: Sequence[_Listener]
+) -> tuple[int, tuple[int, int]] | None:
     """Make the claim file ``path``, locked by this process before it appears under that
     name (another process that finds a claim unlocked removes it as a dead one's): made
-    and locked under a name of its own, then renamed. Return its descriptor, or ``None``
-    when it cannot be made."""
+    and locked under a name of its own, then renamed. Return its descriptor and its
+    ``(st_dev, st_ino)``, or ``None`` when it cannot be made."""
     making = os.path.join(directory, f".claiming-{os.getpid()}")
     with contextlib.suppress(OSError):
         os.unlink(making)  # left by a killed process that had this pid
@@ -310,6 +317,7 @@ def _locked_file(directory: str, path: str, listening: Sequence[_Listener]) -> i
         addresses = " ".join(address for _family, address in listening)
         about = f"{addresses}\n{' '.join(sys.argv)}\n"  # for whoever lists the directory
         os.write(fd, about.encode("utf-8", "replace")[:4096])
+        info = os.fstat(fd)
         os.rename(making, path)
     except OSError as e:
         os.close(fd)
@@ -317,7 +325,7 @@ def _locked_file(directory: str, path: str, listening: Sequence[_Listener]) -> i
             os.unlink(making)
         log.debug("cannot claim %s: %s", path, e)
         return None
-    return fd
+    return fd, (info.st_dev, info.st_ino)
 
 
 def _private_directory(directory: str) -> bool:
