@@ -3,10 +3,12 @@ never with one worker (reloaders included), and a refusal to start when asked.""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -417,6 +419,45 @@ def test_django_runserver_reloader_keeps_sessions_with_snapshot_and_says_nothing
     finally:
         server.stop()
     assert SEVERAL not in server.output()
+
+
+SERVER_LEAVING_A_HELPER = """
+import os, socket
+from lembro import MemoryStore
+
+listener = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+store = MemoryStore("1M", None)  # it claims
+if os.fork() == 0:  # a helper that never serves sessions, and outlives the server
+    listener.close()
+    os.read(0, 1)  # until the test closes its stdin
+    os._exit(0)
+"""
+
+
+def test_a_helper_that_outlives_its_server_does_not_keep_the_servers_claim_alive(
+    tmp_path: Path,
+) -> None:
+    env = {"PORT": str(free_port())}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_LEAVING_A_HELPER],
+        cwd=tmp_path,
+        env=env_for(tmp_path, env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert server.wait(30) == 0  # the server is gone; its helper lives on
+        restarted = run_script(SERVER_SCRIPT, tmp_path, env)
+        assert restarted.returncode == 0, restarted.stderr
+        assert SEVERAL not in restarted.stderr
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def test_a_runtime_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
