@@ -1334,3 +1334,41 @@ def test_a_paused_cluster_primary_costs_one_socket_timeout_per_call(
     assert store.get(sid) == {"a": 1}
     store.clear()
     store.close()
+
+
+def test_a_paused_cluster_primary_costs_the_async_store_one_socket_timeout_per_call(
+    redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = RedisStore(redis_cluster.url, prefix=unique_prefix())
+    victim = redis_cluster.nodes[2]
+    while True:
+        sid = new_session_id()
+        if probe.client.get_node_from_key(probe.prefix + sid).port == victim.port:
+            break
+    probe.close()
+    sends: list[int] = []
+    send = redis.asyncio.connection.Connection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(self.port)
+        await send(self, command, check_health)
+
+    async def main() -> None:
+        store = AsyncRedisStore(redis_cluster.url, prefix=probe.prefix, socket_timeout=0.3)
+        await store.set(sid, {"a": 1})
+        monkeypatch.setattr(redis.asyncio.connection.Connection, "send_packed_command", counted)
+        victim.pause()
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                await asyncio.wait_for(store.get(sid), 30)
+            assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+        finally:
+            victim.resume()
+            monkeypatch.undo()
+        await store.close()
+
+    asyncio.run(main())
+    assert sends.count(victim.port) == 1
+    redis_cluster.wait_ok()
+    with RedisStore(redis_cluster.url, prefix=probe.prefix) as store:
+        store.clear()
