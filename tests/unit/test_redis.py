@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import socket
 import subprocess
@@ -1372,3 +1373,26 @@ def test_a_paused_cluster_primary_costs_the_async_store_one_socket_timeout_per_c
     redis_cluster.wait_ok()
     with RedisStore(redis_cluster.url, prefix=probe.prefix) as store:
         store.clear()
+
+
+def test_the_two_stores_offer_the_same_operations_with_the_same_arguments() -> None:
+    """Both are thin drivers of one set of steps: an operation added to one and not the
+    other, or with other arguments, is caught here."""
+    renamed = {"__len__": "length", "__contains__": "contains"}
+    shared = {"client", "options", "from_options"}
+    sync_only = {"as_async", "blocking", "__enter__", "__exit__"}
+    for name in sorted(set(vars(RedisStore)) - sync_only - {"__doc__", "__module__"}):
+        if name.startswith("_") and name not in renamed:
+            continue
+        twin = getattr(AsyncRedisStore, renamed.get(name, name))
+        if name in shared or isinstance(twin, property):
+            continue
+        assert inspect.iscoroutinefunction(twin), name
+        ours = inspect.signature(getattr(RedisStore, name))
+        theirs = inspect.signature(twin)
+        if name == "__contains__":
+            assert list(theirs.parameters) == ["self", "sid"]
+            continue
+        assert [(p.name, p.default) for p in ours.parameters.values()] == [
+            (p.name, p.default) for p in theirs.parameters.values()
+        ], name
