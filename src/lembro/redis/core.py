@@ -648,6 +648,8 @@ class RedisCore:
                 del self._owners[next(iter(self._owners))]
 
     def _forget(self, *sids: str) -> None:
+        if self.owner_key is None:
+            return
         with self._lock:
             for sid in sids:
                 self._owners.pop(sid, None)
