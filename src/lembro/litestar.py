@@ -49,7 +49,7 @@ from .checks import check_owner, owner_of
 from .errors import InvalidOption, SerializationError
 from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
-from .protocol import AsyncSessionStore, SessionStore, as_async
+from .protocol import AsyncSessionStore, SessionStore, _supports, as_async
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -218,9 +218,20 @@ class LembroStore(NamespacedStore):
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         """The bytes stored under ``key``, or None when absent or expired. With
         ``renew_for`` (seconds or a timedelta), a value that was set with an expiry gets a
-        new one, ``renew_for`` from now; one set without is left alone, as Litestar says."""
+        new one, ``renew_for`` from now; one set without keeps the lembro store's ttl, as
+        Litestar says. On a lembro store with ``renew`` and ``time_left`` (``RedisStore``:
+        one GETEX) the read and the renewal are one step, so a ``set`` racing it is never
+        undone; on another, the record is written back with its new expiry."""
         seconds = _seconds(renew_for)
         full = self._key(key)
+        if seconds is not None and _supports(self._store, "renew", "time_left"):
+            store = cast(Any, self._store)
+            renewed: dict[str, Any] | None = await store.renew(full, seconds)
+            if renewed is None:
+                return None
+            if renewed.get("x") is None:  # set without an expiry: not renew_for's to change
+                await store.touch(full)
+            return self._value(renewed)
         record = await self._store.get(full)
         if record is None:
             return None
@@ -265,6 +276,10 @@ class LembroStore(NamespacedStore):
         expires = record.get("x")
         if expires is None:
             return -1
+        if _supports(self._store, "renew", "time_left"):
+            # A renewal moves the store's expiry and leaves the record's as it was.
+            left: float | None = await cast(Any, self._store).time_left(self._key(key))
+            return None if left is None else max(0, int(left))
         # Never -1 ("no expiry") for a value whose expiry is only just past.
         return max(0, int(cast(float, expires) - self._clock()))
 

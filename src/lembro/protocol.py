@@ -54,6 +54,20 @@ class SessionStore(Protocol):
     checkers require them of any store. ``isinstance`` checks only the methods that serve
     a request, so a store written before these two still serves sessions (and the two
     raise ``InvalidOption`` through :func:`as_async`).
+
+    Two more operations are optional; a store that has them is used through them:
+
+    - ``renew(sid, ttl=None) -> dict | None``: a fresh copy of session ``sid`` whose
+      lifetime is set to ``ttl`` seconds from now (default: the store's ``ttl``), or
+      ``None`` when absent; one step that no write can come between (a ``get`` then a
+      ``touch`` in one, so a ``set`` racing it is never undone), a hit or a miss as
+      ``get``, and a use of the session for its owner's index as ``touch``. Raises
+      ``InvalidOption`` for a bad ``ttl`` before anything changes.
+    - ``time_left(sid) -> float | None``: the seconds until session ``sid`` ends, or
+      ``None`` when absent; neither a hit nor a miss.
+
+    Litestar's ``get(renew_for=...)`` uses them (and a ``get`` then a ``replace`` on a
+    store without them).
     """
 
     @property
@@ -139,6 +153,14 @@ class _InlineAsync:
         ended: int = _owner_method(self.sync, "destroy_sessions_of")(owner, keep)
         return ended
 
+    async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = _optional_method(self.sync, "renew")(sid, ttl)
+        return data
+
+    async def time_left(self, sid: str) -> float | None:
+        left: float | None = _optional_method(self.sync, "time_left")(sid)
+        return left
+
     async def all(self) -> dict[str, dict[str, Any]]:
         return self.sync.all()
 
@@ -189,6 +211,16 @@ class _ThreadAsync(_InlineAsync):
         ended: int = await asyncio.to_thread(method, owner, keep)
         return ended
 
+    async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        method = _optional_method(self.sync, "renew")
+        data: dict[str, Any] | None = await asyncio.to_thread(method, sid, ttl)
+        return data
+
+    async def time_left(self, sid: str) -> float | None:
+        method = _optional_method(self.sync, "time_left")
+        left: float | None = await asyncio.to_thread(method, sid)
+        return left
+
     async def all(self) -> dict[str, dict[str, Any]]:
         return await asyncio.to_thread(self.sync.all)
 
@@ -220,6 +252,22 @@ def _owner_method(store: object, name: str) -> Any:
             "store", store, f"a store with {name}() (MemoryStore or RedisStore with owner_key)"
         )
     return method
+
+
+def _optional_method(store: object, name: str) -> Any:
+    """``store``'s optional operation ``name`` (``renew`` or ``time_left``), or
+    ``InvalidOption`` for a store without it (ask :func:`_supports` first)."""
+    method = getattr(store, name, None)
+    if not callable(method):
+        raise InvalidOption("store", store, f"a store with {name}()")
+    return method
+
+
+def _supports(store: object, *names: str) -> bool:
+    """Whether ``store`` (or the store behind an async face) has every optional
+    operation in ``names``."""
+    inner = store.sync if isinstance(store, _InlineAsync) else store
+    return all(callable(getattr(inner, name, None)) for name in names)
 
 
 def as_async(store: SessionStore | AsyncSessionStore) -> AsyncSessionStore:

@@ -63,6 +63,12 @@ class SyncFace:
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         return self._run(self.store.touch(sid, ttl))
 
+    def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        return self._run(self.store.renew(sid, ttl))
+
+    def time_left(self, sid: str) -> float | None:
+        return self._run(self.store.time_left(sid))
+
     def destroy(self, sid: str) -> None:
         self._run(self.store.destroy(sid))
 
@@ -254,6 +260,62 @@ def test_touch_of_an_absent_session_is_false_and_creates_nothing(store: Any) -> 
     assert s not in store
     assert store.get(s) is None
     assert len(store) == 0
+
+
+def renewing(store: Any) -> Any:
+    """``store``, when it has the optional ``renew`` and ``time_left`` (see
+    lembro.protocol); the test is skipped on a store without them."""
+    if not (hasattr(store, "renew") and hasattr(store, "time_left")):
+        pytest.skip(f"{type(store).__name__} has no renew() and time_left() yet")
+    return store
+
+
+def test_renew_returns_the_session_and_gives_it_a_new_lifetime(
+    backend: Backend, store: Any
+) -> None:
+    renewed, control = sid(), sid()
+    renewing(store).set(renewed, {"kept": [1]}, ttl=SHORT)
+    store.set(control, {"kept": False}, ttl=SHORT)
+    assert store.renew(renewed, ttl=LONG) == {"kept": [1]}
+    backend.wait_expired(store, control)
+    assert store.get(control) is None
+    assert store.get(renewed) == {"kept": [1]}
+    assert LONG - 5 < store.time_left(renewed) <= LONG
+    store.set(control, {"v": 1})
+    assert store.renew(control) == {"v": 1}  # the store's ttl by default
+    assert store.ttl - 5 < store.time_left(control) <= store.ttl
+
+
+def test_renew_and_time_left_of_an_absent_session_are_none_and_create_nothing(
+    backend: Backend, store: Any
+) -> None:
+    expired = sid()
+    renewing(store).set(expired, {"v": 1}, ttl=SHORT)
+    backend.wait_expired(store, expired)
+    for s in (sid(), expired, "", "a:b"):
+        assert store.renew(s, ttl=LONG) is None
+        assert store.time_left(s) is None
+    assert len(store) == 0
+
+
+def test_renew_counts_as_a_get_and_time_left_as_neither(store: Any) -> None:
+    s = sid()
+    renewing(store).set(s, {"v": 1})
+    assert store.renew(s) == {"v": 1}
+    assert store.renew(sid()) is None
+    assert store.time_left(s) is not None
+    stats = store.stats()
+    assert (stats.hits, stats.misses) == (1, 1)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, math.inf, math.nan, "60", True])
+def test_renew_with_a_bad_ttl_raises_and_changes_nothing(store: Any, ttl: Any) -> None:
+    s = sid()
+    renewing(store).set(s, {"v": 1}, ttl=LONG)
+    with pytest.raises(InvalidOption):
+        store.renew(s, ttl=ttl)
+    assert LONG - 5 < store.time_left(s) <= LONG
+    assert store.get(s) == {"v": 1}
 
 
 def test_replace_writes_only_over_a_live_session(backend: Backend, store: Any) -> None:

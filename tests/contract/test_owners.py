@@ -329,6 +329,29 @@ def test_a_session_kept_alive_by_touch_stays_in_the_index(binding: Binding) -> N
     assert store.sessions_of("bob") == [seen_elsewhere]
 
 
+def test_a_session_kept_alive_by_renew_stays_in_the_index_as_most_recent(
+    binding: Binding,
+) -> None:
+    # As touch: the owner's set must outlive a member whose lifetime renew moved.
+    store = binding.new(owner_key=OWNER_KEY, ttl=SHORT)
+    if not hasattr(store, "renew"):
+        pytest.skip(f"{type(store).__name__} has no renew() yet")
+    twin = binding.twin(store)
+    assert twin.get(sid()) is None
+    s, older, seen_elsewhere = sid(), sid(), sid()
+    store.set(s, {OWNER_KEY: "ana"})
+    binding.tick()
+    store.set(older, {OWNER_KEY: "ana"}, ttl=LONG)
+    binding.tick()
+    store.set(seen_elsewhere, {OWNER_KEY: "bob"})
+    assert store.renew(s, ttl=LONG) == {OWNER_KEY: "ana"}
+    assert twin.renew(seen_elsewhere, ttl=LONG) == {OWNER_KEY: "bob"}
+    for _ in range(3):  # past the write's lifetime and the owner set's margin over it
+        binding.wait_expired(store)
+    assert store.sessions_of("ana") == [s, older]
+    assert store.sessions_of("bob") == [seen_elsewhere]
+
+
 def test_destroy_removes_the_session_from_the_index(binding: Binding, store: Any) -> None:
     a, b, c = sid(), sid(), sid()
     for s in (a, b, c):

@@ -1,9 +1,11 @@
 """The README's set-ups, each framework on a Redis deployment: Flask on a Redis Cluster,
 Starlette on Sentinel and on Valkey through valkey-py, Django on a TLS cluster; a login,
-a visit and a logout through the framework, the record checked in Redis."""
+a visit and a logout through the framework, the record checked in Redis. And Litestar's
+store on Redis: a renewal racing a write."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from lembro import AsyncRedisStore, RedisStore
 from lembro.flask import Lembro
+from lembro.litestar import LembroStore
 
 from ..redis_server import RedisServer
 from ..topologies import Cluster, SentinelSetup
@@ -132,3 +135,43 @@ def test_django_builds_a_store_on_a_tls_cluster_url(tls_cluster: Cluster) -> Non
     assert store.get("abc") == {"user": "carol"}
     assert store.destroy("abc") is True
     store.close()
+
+
+def test_litestar_renewal_never_undoes_a_set_racing_it(redis_server: RedisServer) -> None:
+    """Litestar's get(renew_for=...) reads and renews in one GETEX: a set() of a new value
+    that lands between the read and the renewal is never overwritten by the old one."""
+
+    async def main() -> list[bytes | None]:
+        async with AsyncRedisStore(redis_server.url, prefix=prefix()) as redis_store:
+            store = LembroStore(redis_store)
+            finals = []
+            for _ in range(50):
+                await store.set("key", b"old", expires_in=60)
+                read, _ = await asyncio.gather(
+                    store.get("key", renew_for=120), store.set("key", b"new", expires_in=60)
+                )
+                assert read in (b"old", b"new")
+                finals.append(await store.get("key"))
+            await redis_store.clear()
+            return finals
+
+    assert asyncio.run(main()) == [b"new"] * 50
+
+
+def test_litestar_renewal_on_redis_moves_the_expiry_it_reports(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with AsyncRedisStore(redis_server.url, prefix=prefix(), ttl=1000) as redis_store:
+            store = LembroStore(redis_store)
+            await store.set("short", b"value", expires_in=10)
+            await store.set("forever", b"value")
+            assert await store.get("short", renew_for=500) == b"value"
+            assert 490 <= (await store.expires_in("short") or 0) <= 500
+            assert await store.get("forever", renew_for=5) == b"value"
+            assert await store.expires_in("forever") == -1  # no expiry, as Litestar says
+            # It still lives the lembro store's ttl, not the 5 s it was asked to renew for.
+            assert (await redis_store.time_left("LITESTAR\x1eforever") or 0) > 900
+            assert await store.get("absent", renew_for=5) is None
+            assert await store.expires_in("absent") is None
+            await redis_store.clear()
+
+    asyncio.run(main())

@@ -8,7 +8,11 @@ session's shared one keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import inspect
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -22,8 +26,16 @@ import redis
 import redis.asyncio
 
 import lembro
-from lembro import AsyncRedisStore, InvalidOption, LembroError, RedisStore, StoreUnavailable
+from lembro import (
+    AsyncRedisStore,
+    InvalidOption,
+    LembroError,
+    RedisStore,
+    SessionTooLarge,
+    StoreUnavailable,
+)
 from lembro.ids import new_session_id, redact
+from lembro.redis import RedisOptions
 
 from ..conftest import start_redis_server
 from ..redis_server import RedisServer, find_redis_server
@@ -213,20 +225,24 @@ def test_each_call_is_one_round_trip(store: RedisStore, raw: redis.Redis) -> Non
         (lambda: store.get(sid), "get"),
         (lambda: store.get(new_session_id()), "get"),
         (lambda: store.touch(sid), "pexpire"),
-        (lambda: sid in store, "exists"),
+        (lambda: sid in store, "type"),
         (lambda: store.destroy(sid), "del"),
     ]:
         before = command_calls(raw)
         for _ in range(10):
             op()
         calls.append((command, delta(before, command_calls(raw))))
+    # A write, touch or destroy is one script that checks the key's TYPE first, so that
+    # another app's key under the prefix is left alone; Redis counts the script's
+    # commands too.
+    guarded = {"eval": 10, "type": 10}
     assert calls == [
-        ("set", {"set": 10}),
+        ("set", {**guarded, "set": 10}),
         ("get", {"get": 10}),
         ("get", {"get": 10}),
-        ("pexpire", {"pexpire": 10}),
-        ("exists", {"exists": 10}),
-        ("del", {"del": 10}),
+        ("pexpire", {**guarded, "pexpire": 10}),
+        ("type", {"type": 10}),
+        ("del", {**guarded, "del": 10}),
     ]
 
 
@@ -244,7 +260,7 @@ def test_async_store_calls_are_one_round_trip(redis_server: RedisServer, raw: re
             await s.clear()
             return seen
 
-    assert asyncio.run(main()) == [{"set": 1}, {"get": 1}]
+    assert asyncio.run(main()) == [{"eval": 1, "type": 1, "set": 1}, {"get": 1}]
 
 
 def test_as_async_gives_an_async_redis_store_on_the_same_options(store: RedisStore) -> None:
@@ -728,7 +744,14 @@ def test_each_call_on_a_cluster_is_one_command_on_one_node(redis_cluster: Cluste
             op()
             seen.append(delta(before, calls()))
         store.clear()
-    assert seen == [{"set": 1}, {"get": 1}, {"set": 1}, {"pexpire": 1}, {"del": 1}]
+    guarded = {"eval": 1, "type": 1}
+    assert seen == [
+        {**guarded, "set": 1},
+        {"get": 1},
+        {**guarded, "set": 1},
+        {**guarded, "pexpire": 1},
+        {**guarded, "del": 1},
+    ]
     for raw in raws:
         raw.close()
 
@@ -832,7 +855,8 @@ def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: red
     before = command_calls(raw)
     assert _each_op_round_trips(plain) == [1, 1, 1, 1, 1]
     after = command_calls(raw)
-    assert delta(before, after) == {"set": 2, "get": 1, "pexpire": 1, "del": 1}
+    guarded = {"eval": 4, "type": 4}  # set, replace, touch, destroy: see above
+    assert delta(before, after) == {**guarded, "set": 2, "get": 1, "pexpire": 1, "del": 1}
     before = after
     assert _each_op_round_trips(owned) == [1, 1, 1, 1, 1]
     # The owner's set rides along: joined on each write and touch (a script: ZADD, and
@@ -842,7 +866,8 @@ def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: red
     assert {k: n for k, n in used.items() if k not in ("pexpire", "pttl")} == {
         "set": 2,
         "get": 1,
-        "eval": 3,
+        "eval": 3 + 4,  # three joins, and the four guarded commands
+        "type": 4,
         "zadd": 4,
         "zrem": 2,
         "del": 1,
@@ -958,3 +983,416 @@ def test_a_member_whose_session_is_gone_is_pruned_when_read(
     assert store.sessions_of(42) == []
     assert raw.zscore(index, sid) is None
     store.clear()
+
+
+# ---- renew and time_left ----------------------------------------------------------------
+
+
+def test_renew_reads_and_moves_the_expiry_in_one_getex(store: RedisStore, raw: redis.Redis) -> None:
+    sid = new_session_id()
+    store.set(sid, {"a": 1}, ttl=100)
+    before = command_calls(raw)
+    assert store.renew(sid, ttl=1000) == {"a": 1}
+    assert delta(before, command_calls(raw)) == {"getex": 1}
+    assert 999_000 < raw.pttl(store.prefix + sid) <= 1_000_000
+    assert 999 < (store.time_left(sid) or 0) <= 1000
+    assert store.renew(new_session_id()) is None
+    assert store.time_left(new_session_id()) is None
+    assert (store.stats().hits, store.stats().misses) == (1, 1)
+    with pytest.raises(InvalidOption):
+        store.renew(sid, ttl=0)
+    assert 999 < (store.time_left(sid) or 0) <= 1000  # unchanged by the refused call
+
+
+def test_renew_keeps_the_owner_set_alive_past_the_session(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    with (
+        RedisStore(redis_server.url, prefix=prefix, owner_key="user", ttl=100) as writer,
+        RedisStore(redis_server.url, prefix=prefix, owner_key="user", ttl=100) as reader,
+        redis.Redis.from_url(redis_server.url) as raw,
+    ):
+        sid = new_session_id()
+        writer.set(sid, {"user": "ana"}, ttl=10)
+        for store in (writer, reader):  # one knows the owner, the other learns it
+            assert store.renew(sid, ttl=5000) == {"user": "ana"}
+            assert raw.pttl(f"{prefix}owner:ana:") > 5_000_000
+        assert reader.sessions_of("ana") == [sid]
+        writer.clear()
+
+
+# ---- the prefix is the store's alone ------------------------------------------------------
+
+
+def test_a_store_on_app_owner_leaves_the_owner_set_of_user_owner_of_app(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    """``app:owner:owner:`` is the owner set of user ``owner`` in the store on ``app:``; to
+    the store on ``app:owner:`` it once looked like an owner set of its own."""
+    base = unique_prefix()
+    with (
+        RedisStore(redis_server.url, prefix=base, owner_key="user") as app,
+        RedisStore(redis_server.url, prefix=base + "owner:", owner_key="user") as other,
+    ):
+        sid = new_session_id()
+        app.set(sid, {"user": "owner"})
+        assert raw.exists(f"{base}owner:owner:") == 1
+        other.clear()
+        assert raw.exists(f"{base}owner:owner:") == 1
+        assert app.sessions_of("owner") == [sid]
+        assert app.destroy_sessions_of("owner") == 1
+        app.clear()
+
+
+@pytest.fixture
+def foreign(store: RedisStore, raw: redis.Redis) -> Iterator[dict[str, str]]:
+    """Another app's keys under the store's prefix, one of each kind; removed after."""
+    keys = {kind: store.prefix + f"their-{kind}" for kind in ("string", "hash", "list", "zset")}
+    raw.set(keys["string"], b"\xff\x00 not a session")
+    raw.hset(keys["hash"], "field", "value")
+    raw.rpush(keys["list"], "a", "b")
+    raw.zadd(keys["zset"], {"member": 1})
+    yield keys
+    raw.delete(*keys.values())
+
+
+def test_another_apps_keys_under_the_prefix_are_never_returned_or_counted(
+    store: RedisStore, foreign: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = new_session_id()
+    store.set(mine, {"a": 1})
+    with caplog.at_level(logging.WARNING, logger="lembro"):
+        assert store.all() == {mine: {"a": 1}}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"{store.prefix}their-…" in warnings[0]  # the id part shortened, as ids are
+    # A string could be a session its serializer cannot read; the other kinds cannot.
+    assert len(store) == 2
+    assert store.stats().sessions == 2
+    for kind in ("string", "hash", "list", "zset"):
+        name = f"their-{kind}"
+        assert store.get(name) is None
+        assert store.renew(name) is None
+        assert (name in store) is (kind == "string")
+    assert (store.stats().hits, store.stats().misses) == (0, 8)
+
+
+def test_another_apps_keys_under_the_prefix_are_never_overwritten_or_deleted(
+    store: RedisStore, raw: redis.Redis, foreign: dict[str, str]
+) -> None:
+    raw.expire(foreign["list"], 3600)
+    for kind in ("hash", "list", "zset"):
+        name = f"their-{kind}"
+        assert store.replace(name, {"a": 1}) is False
+        assert store.touch(name, ttl=5) is False
+        assert store.destroy(name) is False
+        with pytest.raises(InvalidOption):
+            store.set(name, {"a": 1})
+    store.clear()
+    assert raw.lrange(foreign["list"], 0, -1) == [b"a", b"b"]
+    assert raw.ttl(foreign["list"]) > 3000  # touch did not move it
+    assert raw.hgetall(foreign["hash"]) == {b"field": b"value"}
+    assert raw.zrange(foreign["zset"], 0, -1) == [b"member"]
+    assert raw.get(foreign["string"]) == b"\xff\x00 not a session"  # clear() left it
+
+
+def test_the_async_store_skips_another_apps_keys_too(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    prefix = unique_prefix()
+    raw.rpush(prefix + "their-list", "a")
+    raw.set(prefix + "their-string", b"\xff not a session")
+
+    async def main() -> None:
+        async with AsyncRedisStore(redis_server.url, prefix=prefix) as store:
+            assert await store.get("their-list") is None
+            assert await store.replace("their-list", {"a": 1}) is False
+            assert await store.all() == {}
+            assert await store.length() == 1
+            await store.clear()
+
+    asyncio.run(main())
+    assert raw.lrange(prefix + "their-list", 0, -1) == [b"a"]
+    raw.delete(prefix + "their-list", prefix + "their-string")
+
+
+# ---- any odd reply is a LembroError -----------------------------------------------------------
+
+
+@pytest.fixture
+def not_redis() -> Iterator[str]:
+    """A URL of a loopback server that answers every request with an HTTP error."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_server_that_is_not_redis_is_store_unavailable(
+    not_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisStore(not_redis, socket_timeout=2.0) as strict:
+        with pytest.raises(StoreUnavailable) as info:
+            finishes(lambda: strict.get(new_session_id()))
+        assert isinstance(info.value.__cause__, redis.exceptions.InvalidResponse)
+    with RedisStore(not_redis, on_unavailable="empty") as lenient:
+        with caplog.at_level(logging.WARNING, logger="lembro"):
+            assert finishes(lambda: lenient.get(new_session_id())) is None
+        assert "unavailable" in caplog.text
+        with pytest.raises(StoreUnavailable):  # a logout still fails closed
+            finishes(lambda: lenient.destroy(new_session_id()))
+
+    async def main() -> None:
+        async with AsyncRedisStore(not_redis, on_unavailable="empty") as store:
+            assert await asyncio.wait_for(store.get(new_session_id()), 30) is None
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.destroy(new_session_id()), 30)
+
+    asyncio.run(main())
+
+
+def test_a_command_redis_refuses_is_store_unavailable_not_a_raw_error(
+    own_server: RedisServer,
+) -> None:
+    with redis.Redis.from_url(own_server.url) as raw:
+        raw.acl_setuser(
+            "no-scripts", enabled=True, passwords=["+pw"], commands=["+@all", "-eval"], keys=["*"]
+        )
+    url = f"redis://no-scripts:pw@127.0.0.1:{own_server.port}/0"
+    for on_unavailable in ("raise", "empty"):
+        with RedisStore(url, on_unavailable=on_unavailable) as store:  # type: ignore[arg-type]
+            with pytest.raises(StoreUnavailable) as info:
+                store.set(new_session_id(), {"a": 1})
+            assert isinstance(info.value.__cause__, redis.exceptions.NoPermissionError)
+            assert store.get(new_session_id()) is None  # GET is allowed
+
+
+def test_an_oversized_session_is_refused_before_anything_is_sent(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    sid = new_session_id()
+    store.set(sid, {"a": 1})
+    assert store.max_session_bytes == lembro.redis.DEFAULT_MAX_SESSION_BYTES == 4 * 1024**2
+    before = command_calls(raw)
+    for write in (store.set, store.replace):
+        with pytest.raises(SessionTooLarge) as info:
+            write(sid, {"blob": "x" * (4 * 1024**2)})
+        assert info.value.size > info.value.max_size == 4 * 1024**2
+    assert delta(before, command_calls(raw)) == {}
+    assert store.get(sid) == {"a": 1}
+    with RedisStore(client=store.client, prefix=store.prefix, max_session_bytes="1K") as small:
+        with pytest.raises(SessionTooLarge):
+            small.set(sid, {"blob": "x" * 2000})
+        small.set(sid, {"blob": "x" * 500})
+
+
+@pytest.mark.parametrize("limit", [0, "huge", 512 * 1024**2 + 1, "1G"])
+def test_a_session_limit_redis_could_not_take_is_refused(limit: Any) -> None:
+    # Redis closes the connection on a value over 512 MiB (proto-max-bulk-len), which a
+    # client cannot tell from an outage: the store never sends one.
+    for cls in (RedisStore, AsyncRedisStore):
+        with pytest.raises(LembroError):
+            cls("redis://127.0.0.1:1/0", max_session_bytes=limit)
+
+
+# ---- the options ---------------------------------------------------------------------------
+
+
+def test_as_async_carries_every_option_whole(redis_server: RedisServer) -> None:
+    with RedisStore(
+        redis_server.url,
+        prefix=unique_prefix(),
+        serializer="pickle",
+        trust_pickle=True,
+        max_session_bytes="64K",
+        owner_key="user",
+        on_unavailable="empty",
+    ) as store:
+        twin = store.as_async()
+        assert isinstance(twin, AsyncRedisStore)
+        assert twin.options is store.options
+        sid = new_session_id()
+
+        async def main() -> None:
+            await twin.set(sid, {"user": "ana", "when": {1, 2}})
+            with pytest.raises(SessionTooLarge):
+                await twin.set(sid, {"blob": "x" * 70_000})
+            await twin.close()
+
+        asyncio.run(main())
+        assert store.get(sid) == {"user": "ana", "when": {1, 2}}
+        assert store.sessions_of("ana") == [sid]
+        store.clear()
+
+
+def test_options_are_one_frozen_object() -> None:
+    options = RedisOptions(prefix="app:", ttl=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.ttl = 20  # type: ignore[misc]
+    store = RedisStore.from_options(options)
+    assert (store.options, store.prefix, store.ttl) == (options, "app:", 10.0)
+    assert AsyncRedisStore.from_options(options).options is options
+    with pytest.raises(InvalidOption):
+        RedisOptions(prefix="app")
+    with pytest.raises(InvalidOption):
+        RedisStore.from_options({"prefix": "app:"})  # type: ignore[arg-type]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes"),
+    [
+        ("redis+sentinel://127.0.0.1/service", [("127.0.0.1", 26379)]),
+        ("redis+sentinel://[::1]/service/2", [("::1", 26379)]),
+        ("redis+sentinel://a:26380,b/service", [("a", 26380), ("b", 26379)]),
+        ("redis+sentinel://u:p@[::1]:26381/service", [("::1", 26381)]),
+    ],
+)
+def test_a_sentinel_url_without_a_port_uses_sentinels_own(
+    url: str, nodes: list[tuple[str, int]]
+) -> None:
+    store = RedisStore(url)  # no connection is opened until the first call
+    seen = [
+        (c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+        for c in store._helpers
+    ]
+    assert seen == nodes
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://127.0.0.1:port/service",
+        "redis+sentinel://127.0.0.1:70000/service",
+        "redis+sentinel://127.0.0.1/service/db",
+        "redis://127.0.0.1:port/0",
+    ],
+)
+def test_a_url_with_a_bad_port_or_db_is_invalid_option(url: str) -> None:
+    with pytest.raises(InvalidOption) as info:
+        RedisStore(url)
+    assert info.value.name == "url"
+
+
+def test_a_paused_cluster_primary_costs_one_socket_timeout_per_call(
+    redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP: the node takes the command and never answers. The call must send it once
+    (one socket_timeout), not once more on a retry of the timeout."""
+    store = RedisStore(redis_cluster.url, prefix=unique_prefix(), socket_timeout=0.3)
+    victim = redis_cluster.nodes[1]
+    while True:
+        sid = new_session_id()
+        if store.client.get_node_from_key(store.prefix + sid).port == victim.port:
+            break
+    store.set(sid, {"a": 1})
+    sends: list[int] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(self.port)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    victim.pause()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            finishes(lambda: store.get(sid))
+        assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    finally:
+        victim.resume()
+    assert sends.count(victim.port) == 1
+    monkeypatch.undo()
+    redis_cluster.wait_ok()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the node comes back: so does the store
+        with contextlib.suppress(StoreUnavailable):
+            if store.get(sid) == {"a": 1}:
+                break
+    assert store.get(sid) == {"a": 1}
+    store.clear()
+    store.close()
+
+
+def test_a_paused_cluster_primary_costs_the_async_store_one_socket_timeout_per_call(
+    redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = RedisStore(redis_cluster.url, prefix=unique_prefix())
+    victim = redis_cluster.nodes[2]
+    while True:
+        sid = new_session_id()
+        if probe.client.get_node_from_key(probe.prefix + sid).port == victim.port:
+            break
+    probe.close()
+    sends: list[int] = []
+    send = redis.asyncio.connection.Connection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(self.port)
+        await send(self, command, check_health)
+
+    async def main() -> None:
+        store = AsyncRedisStore(redis_cluster.url, prefix=probe.prefix, socket_timeout=0.3)
+        await store.set(sid, {"a": 1})
+        monkeypatch.setattr(redis.asyncio.connection.Connection, "send_packed_command", counted)
+        victim.pause()
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                await asyncio.wait_for(store.get(sid), 30)
+            assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+        finally:
+            victim.resume()
+            monkeypatch.undo()
+        await store.close()
+
+    asyncio.run(main())
+    assert sends.count(victim.port) == 1
+    redis_cluster.wait_ok()
+    with RedisStore(redis_cluster.url, prefix=probe.prefix) as store:
+        store.clear()
+
+
+def test_the_two_stores_offer_the_same_operations_with_the_same_arguments() -> None:
+    """Both are thin drivers of one set of steps: an operation added to one and not the
+    other, or with other arguments, is caught here."""
+    renamed = {"__len__": "length", "__contains__": "contains"}
+    shared = {"client", "options", "from_options"}
+    sync_only = {"as_async", "blocking", "__enter__", "__exit__"}
+    for name in sorted(set(vars(RedisStore)) - sync_only - {"__doc__", "__module__"}):
+        if name.startswith("_") and name not in renamed:
+            continue
+        twin = getattr(AsyncRedisStore, renamed.get(name, name))
+        if name in shared or isinstance(twin, property):
+            continue
+        assert inspect.iscoroutinefunction(twin), name
+        ours = inspect.signature(getattr(RedisStore, name))
+        theirs = inspect.signature(twin)
+        if name == "__contains__":
+            assert list(theirs.parameters) == ["self", "sid"]
+            continue
+        assert [(p.name, p.default) for p in ours.parameters.values()] == [
+            (p.name, p.default) for p in theirs.parameters.values()
+        ], name

@@ -8,7 +8,14 @@ The commands, keys, reply decoding and error policy live once, in :mod:`.core`;
 from __future__ import annotations
 
 from .asyncio import AsyncRedisStore
-from .core import SEPARATOR, OnUnavailable
+from .core import DEFAULT_MAX_SESSION_BYTES, SEPARATOR, OnUnavailable, RedisOptions
 from .sync import RedisStore
 
-__all__ = ["SEPARATOR", "AsyncRedisStore", "OnUnavailable", "RedisStore"]
+__all__ = [
+    "DEFAULT_MAX_SESSION_BYTES",
+    "SEPARATOR",
+    "AsyncRedisStore",
+    "OnUnavailable",
+    "RedisOptions",
+    "RedisStore",
+]

@@ -5,8 +5,12 @@ Each session is one Redis string, ``prefix + sid``, holding the serialized sessi
 carrying the session's lifetime as a Redis expiry, so Redis removes expired sessions
 itself and bounds memory with its own ``maxmemory`` policy. With ``owner_key``, each owner
 also has a sorted set, ``prefix + "owner:" + quoted owner + ":"``, of its sessions' ids
-scored by their last use (see :meth:`RedisCore._owner_index`). Nothing here talks to Redis:
-the stores send the commands built here and hand the replies back to be decoded.
+scored by their last use (see :meth:`RedisCore._owner_index`).
+
+Every operation is written once, as a generator of *steps* (the ``_*_steps`` methods):
+it yields what to send (:data:`Request`) and gets the reply back, or the client's error
+thrown in. ``RedisStore`` drives a generator with blocking calls and ``AsyncRedisStore``
+with awaits; nothing here talks to Redis.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
-from ..errors import InvalidOption, SerializationError, StoreUnavailable
+from ..errors import InvalidOption, SerializationError, SessionTooLarge, StoreUnavailable
 from ..ids import redact
 from ..protocol import Stats
 from ..serializers import (
@@ -34,17 +39,41 @@ from ..serializers import (
     loads_session,
     require_safe_serializer,
 )
+from ..size import parse_size
 
-__all__ = ["SCAN_COUNT", "SEPARATOR", "Command", "OnUnavailable", "RedisCore"]
+__all__ = [
+    "DEFAULT_MAX_SESSION_BYTES",
+    "FAILS_CLOSED",
+    "SCAN_COUNT",
+    "SEPARATOR",
+    "Command",
+    "OnUnavailable",
+    "RedisCore",
+    "RedisOptions",
+    "Request",
+]
 
 log = logging.getLogger("lembro")
 
 OnUnavailable = Literal["raise", "empty"]
 Command = tuple[Any, ...]
+# What a step asks of the I/O: ("send", [command, ...]) -> the replies, in one round trip;
+# ("scan", "string" | "zset") -> the keys of that type matching the prefix;
+# ("config", None) -> CONFIG GET maxmemory's reply.
+Request = tuple[str, Any]
+T = TypeVar("T")
+_C = TypeVar("_C", bound="RedisCore")
+Steps = Generator[Request, Any, T]
 
 # A prefix ends with the separator and a session id never holds one, so the keys of
 # "app:" (app:<id>) and of "app:admin:" (app:admin:<id>) cannot be taken for each other.
 SEPARATOR = ":"
+# The largest serialized session a store sends by default, in bytes; a session over it
+# is refused with SessionTooLarge before anything is sent.
+DEFAULT_MAX_SESSION_BYTES = 4 * 1024 * 1024
+# Redis refuses a value over proto-max-bulk-len (512 MiB unless configured) by closing
+# the connection, which a client cannot tell from an outage: no larger bound is accepted.
+_MAX_BULK = 512 * 1024 * 1024
 # Redis rejects an expiry that overflows its millisecond clock; ~285,000 years is plenty.
 _MAX_TTL_MS = 2**53
 # Keys per SCAN step, and per MGET / DEL / MEMORY USAGE batch: big enough to keep round
@@ -58,7 +87,7 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 # AuthenticationError, BusyLoadingError, MasterNotFoundError), a timeout, a former primary
 # that is now a read-only replica, a full Redis with maxmemory-policy noeviction, a
 # cluster that is down, resharding or has lost a slot's owner, a primary whose replicas
-# are gone (min-replicas-to-write).
+# are gone (min-replicas-to-write), a server that answers but does not speak Redis.
 _UNAVAILABLE_NAMES = (
     "ConnectionError",
     "TimeoutError",
@@ -69,13 +98,22 @@ _UNAVAILABLE_NAMES = (
     "TryAgainError",
     "SlotNotCoveredError",
     "MasterDownError",
+    "InvalidResponse",
+)
+# Every other error a client library raises: a command Redis refused (ACLs, a disabled
+# or renamed command), a cluster client that found no node. Never raised raw.
+_CLIENT_ERROR_NAMES = (
+    "RedisError",
+    "ValkeyError",
+    "RedisClusterException",
+    "ValkeyClusterException",
 )
 _CLIENT_LIBRARIES = ("redis", "valkey")
 _URL_FORMS = "a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
 # Operations that must not report success they did not have: a logout whose record may
 # still be live, a clear that may have left sessions, numbers that would be made up.
 _FAIL_CLOSED = frozenset({"destroy", "clear", "stats", "destroy_sessions_of"})
-_READS = frozenset({"get", "touch", "all", "len", "contains", "sessions_of"})
+_READS = frozenset({"get", "renew", "touch", "all", "len", "contains", "sessions_of", "time_left"})
 # An owner's key ends with the separator, so it is never ``prefix + id`` of any store
 # (an id holds no separator), and the owner inside it is quoted, so holds none either.
 _OWNER_MARK = "owner:"
@@ -108,6 +146,22 @@ for i = 1, #ARGV, 2 do
 end
 return removed
 """
+# Runs the command ARGV[1] on KEYS[1] with the rest of ARGV, unless the key holds
+# something other than a string (another app's hash, list, set...): then -1, and the key
+# is left as it was. A write, touch or destroy of a session is this script, so a store
+# never overwrites, moves the expiry of, or deletes a key that is not a session.
+_GUARDED = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'string' then
+  return -1
+end
+return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))
+"""
+# What the guard answers for a key that is not a session.
+_FOREIGN = -1
+# The empty answer of an operation that raises during an outage whatever on_unavailable
+# says, so never returns one.
+FAILS_CLOSED: Any = None
 
 
 class _Unknown:
@@ -145,6 +199,17 @@ def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
 def _as_bytes(value: bytes | str) -> bytes:
     # The store's own clients never decode replies; a given client is checked for it.
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _guarded(*command: Any) -> Command:
+    """``command`` (its second item the key) run only on a key that is not another app's."""
+    name, key, *args = command
+    return ("EVAL", _GUARDED, 1, key, name, *args)
+
+
+def _wrong_type(error: BaseException) -> bool:
+    """Whether ``error`` is Redis's refusal of a command on a key of another type."""
+    return str(error).startswith("WRONGTYPE")
 
 
 def _library_errors(names: Iterable[str]) -> tuple[type[Exception], ...]:
@@ -186,10 +251,88 @@ def _max_size(config: object) -> int | None:
     return None
 
 
+def _sentinel_nodes(url: str, hosts: str) -> list[tuple[str, int]]:
+    """``host[:port],...`` (IPv6 hosts in brackets) as addresses; the port defaults to
+    26379, Sentinel's own."""
+    nodes = []
+    for node in hosts.split(","):
+        if node.startswith("["):
+            host, _, rest = node[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = node.partition(":")
+        if not port:
+            port = "26379"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidOption(
+                "url", url, "redis+sentinel://host[:port][,host[:port]...]/service_name[/db]"
+            )
+        nodes.append((host or "127.0.0.1", int(port)))
+    return nodes
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """Everything a Redis store is built from but its client, checked once.
+
+    ``RedisStore(url, **options)`` and ``AsyncRedisStore(...)`` build one;
+    ``store.options`` is it, and ``as_async()`` hands it whole to the twin (the
+    ``serializer`` object itself, ``trust_pickle`` and every limit included). Seconds are
+    floats; ``max_session_bytes`` is bytes (an int, or a size such as ``"4M"``), at most
+    512 MiB, Redis's default ``proto-max-bulk-len``. Raises ``InvalidOption`` (or
+    ``InvalidSize``) for a value outside what it accepts.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "lembro:"
+    ttl: float = 86400.0
+    serializer: str | Serializer = "msgpack"
+    socket_timeout: float = 2.0
+    connect_timeout: float = 2.0
+    on_unavailable: OnUnavailable = "raise"
+    trust_pickle: bool = False
+    owner_key: str | None = None
+    max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES
+    _resolved: Serializer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url:
+            raise InvalidOption("url", self.url, _URL_FORMS)
+        if not isinstance(self.prefix, str) or not self.prefix.endswith(SEPARATOR):
+            # An empty prefix would make clear() delete every key in the database; one
+            # without the separator could be the start of another store's prefix.
+            raise InvalidOption(
+                "prefix", self.prefix, f"a str ending in {SEPARATOR!r}, like 'lembro:'"
+            )
+        if self.on_unavailable not in ("raise", "empty"):
+            raise InvalidOption("on_unavailable", self.on_unavailable, "'raise' or 'empty'")
+        if not isinstance(self.trust_pickle, bool):
+            raise InvalidOption("trust_pickle", self.trust_pickle, "True or False")
+        limit = parse_size(self.max_session_bytes)
+        if limit > _MAX_BULK:
+            raise InvalidOption(
+                "max_session_bytes",
+                self.max_session_bytes,
+                "at most 512 MiB, the largest value Redis takes (proto-max-bulk-len)",
+            )
+        resolved = get_serializer(self.serializer)
+        require_safe_serializer(resolved, "a Redis server", self.trust_pickle)
+        checked = {
+            "ttl": check_seconds(self.ttl, "ttl"),
+            "socket_timeout": check_seconds(self.socket_timeout, "socket_timeout"),
+            "connect_timeout": check_seconds(self.connect_timeout, "connect_timeout"),
+            "owner_key": check_owner_key(self.owner_key),
+            "max_session_bytes": limit,
+            "_resolved": resolved,
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+
 class _Call:
-    """Wraps one store operation's I/O: notes success, and turns an outage into
-    ``StoreUnavailable`` or, where ``on_unavailable="empty"`` allows it, a log line and
-    the ``with`` block skipped (the caller then returns its empty answer)."""
+    """Wraps one store operation's I/O: notes success, and turns a client's error into
+    ``StoreUnavailable`` or, for an outage where ``on_unavailable="empty"`` allows it, a
+    log line and the ``with`` block skipped (the caller then returns its empty answer)."""
 
     __slots__ = ("_core", "_op", "_sid")
 
@@ -210,17 +353,20 @@ class _Call:
             if core._outage:
                 core._answers_again()
             return False
-        if not isinstance(error, core._unavailable_errors):
-            return False
-        core._unavailable(self._op, self._sid, error)
-        return True
+        if isinstance(error, core._unavailable_errors):
+            core._unavailable(self._op, self._sid, error)
+            return True
+        if isinstance(error, core._client_errors):
+            raise StoreUnavailable(f"Redis at {core._where} refused {self._op}: {error}") from error
+        return False
 
 
 class RedisCore:
-    """Options, keys, commands, decoding, counters and outage handling for both stores.
+    """Options, keys, the operations' steps, decoding, counters and outage handling for
+    both stores.
 
-    A subclass supplies the I/O: it sends each command this class builds through its
-    client, inside ``with self._call(op, sid):``, and decodes the reply here.
+    A subclass supplies the I/O: its ``_run`` drives a ``_*_steps`` generator, sending
+    each :data:`Request` through its client inside ``with self._call(op, sid):``.
     """
 
     _asynchronous: bool
@@ -238,41 +384,51 @@ class RedisCore:
         on_unavailable: OnUnavailable = "raise",
         trust_pickle: bool = False,
         owner_key: str | None = None,
+        max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES,
     ) -> None:
-        if not isinstance(url, str) or not url:
-            raise InvalidOption("url", url, _URL_FORMS)
-        if not isinstance(prefix, str) or not prefix.endswith(SEPARATOR):
-            # An empty prefix would make clear() delete every key in the database; one
-            # without the separator could be the start of another store's prefix.
-            raise InvalidOption("prefix", prefix, f"a str ending in {SEPARATOR!r}, like 'lembro:'")
-        if on_unavailable not in ("raise", "empty"):
-            raise InvalidOption("on_unavailable", on_unavailable, "'raise' or 'empty'")
-        self.url = url
-        self.prefix = prefix
-        self.ttl = check_seconds(ttl, "ttl")
-        self.socket_timeout = check_seconds(socket_timeout, "socket_timeout")
-        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
-        self.on_unavailable: OnUnavailable = on_unavailable
-        self.owner_key = check_owner_key(owner_key)
+        options = RedisOptions(
+            url=url,
+            prefix=prefix,
+            ttl=ttl,
+            serializer=serializer,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            on_unavailable=on_unavailable,
+            trust_pickle=trust_pickle,
+            owner_key=owner_key,
+            max_session_bytes=max_session_bytes,
+        )
+        self._setup(options, client)
+
+    @classmethod
+    def from_options(cls: type[_C], options: RedisOptions, *, client: Any = None) -> _C:
+        """A store built from ``options`` (a :class:`RedisOptions`), on ``client`` if given."""
+        if not isinstance(options, RedisOptions):
+            raise InvalidOption("options", options, "a lembro.redis.RedisOptions")
+        store = cls.__new__(cls)
+        store._setup(options, client)
+        return store
+
+    def _setup(self, options: RedisOptions, client: Any) -> None:
+        self.options = options
         # session id -> its owner's key (None: no owner), for the sessions seen lately;
         # oldest first. Guarded by _lock.
         self._owners: dict[str, str | None] = {}
-        self._serializer_option = serializer
-        self._serializer = get_serializer(serializer)
-        require_safe_serializer(self._serializer, "a Redis server", trust_pickle)
-        self._prefix_bytes = prefix.encode()
-        self._pattern = _glob_escape(prefix) + "*"
-        self._lock = threading.Lock()  # guards the counters and outage state only
+        self._serializer = options._resolved
+        self._prefix_bytes = options.prefix.encode()
+        self._pattern = _glob_escape(options.prefix) + "*"
+        self._lock = threading.Lock()  # guards the counters and the log throttles only
         self._hits = 0
         self._misses = 0
         self._outage = False
         self._last_warning = -math.inf
         self._suppressed = 0
+        self._last_foreign = -math.inf
         self._owns_client = client is None
         # Clients the store opened besides ``_client`` (a Sentinel's), closed with it.
         self._helpers: list[Any] = []
         if client is None:
-            client = self._connect(url, self._asynchronous)
+            client = self._connect(options.url, self._asynchronous)
         else:
             self._check_client(client, self._asynchronous)
         self._client: Any = client
@@ -281,13 +437,58 @@ class RedisCore:
         self._keyslot = getattr(client, "keyslot", None)
         self._where = _describe(client)
         self._unavailable_errors = _library_errors(_UNAVAILABLE_NAMES)
+        self._client_errors = _library_errors(_CLIENT_ERROR_NAMES)
         self._refused = _library_errors(("ResponseError",))
+
+    # ---- the options --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL the store connects to (as given, with any credentials)."""
+        return self.options.url
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key this store owns."""
+        return self.options.prefix
+
+    @property
+    def ttl(self) -> float:
+        """The default lifetime of a session, in seconds."""
+        return self.options.ttl
+
+    @property
+    def socket_timeout(self) -> float:
+        """Seconds a command may wait for Redis's reply."""
+        return self.options.socket_timeout
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds a connection may take to open."""
+        return self.options.connect_timeout
+
+    @property
+    def on_unavailable(self) -> OnUnavailable:
+        """``"raise"`` or ``"empty"``: what a call does while Redis does not answer."""
+        return self.options.on_unavailable
+
+    @property
+    def owner_key(self) -> str | None:
+        """The session field that names the signed-in user, or ``None``."""
+        return self.options.owner_key
+
+    @property
+    def max_session_bytes(self) -> int:
+        """The largest serialized session this store sends, in bytes."""
+        limit = self.options.max_session_bytes
+        assert isinstance(limit, int)  # parsed by RedisOptions
+        return limit
 
     # ---- the client ---------------------------------------------------------------------
 
     def _connect(self, url: str, asynchronous: bool) -> object:
         """A client for ``url``: redis://, rediss://, unix://, redis+cluster://,
-        rediss+cluster://, or redis+sentinel://host:port[,host:port...]/service[/db]."""
+        rediss+cluster://, or redis+sentinel://host[:port][,host[:port]...]/service[/db]."""
         # Clients open their connections on first use (a sync cluster client excepted), so
         # an asyncio store can be built outside an event loop.
         lib = _client_library()
@@ -308,6 +509,11 @@ class RedisCore:
         if scheme in ("redis+cluster", "rediss+cluster"):
             module = flavour.cluster if asynchronous else lib.cluster
             cluster = getattr(module, "RedisCluster", None) or module.ValkeyCluster
+            # A cluster client retries a timeout as well as a lost connection, whatever
+            # the retry's own errors say: no retry, so a hung node costs one
+            # socket_timeout; a call that meets a restarted node fails once, and the next
+            # one finds the node again.
+            options["retry"] = retry_module.Retry(lib.backoff.NoBackoff(), 0)
             try:  # a sync cluster client asks a node for the slot map right away
                 return cluster.from_url(scheme.split("+")[0] + "://" + rest, **options)
             except (lib.exceptions.RedisClusterException, lib.exceptions.RedisError) as e:
@@ -316,21 +522,22 @@ class RedisCore:
             return self._sentinel_master(flavour, rest, options)
         if scheme not in ("redis", "rediss", "unix"):
             raise InvalidOption("url", url, _URL_FORMS)
-        return flavour.Redis.from_url(url, **options)
+        try:
+            return flavour.Redis.from_url(url, **options)
+        except ValueError as e:  # a port or db that is not a number, an unknown option
+            raise InvalidOption("url", url, f"{_URL_FORMS} ({e})") from e
 
     def _sentinel_master(self, flavour: ModuleType, rest: str, options: dict[str, Any]) -> object:
+        forms = "redis+sentinel://host[:port][,host[:port]...]/service_name[/db]"
         parts = urlsplit("redis+sentinel://" + rest)
         path = [unquote(p) for p in parts.path.split("/") if p]
         if not path or len(path) > 2 or not parts.netloc:
-            raise InvalidOption(
-                "url", self.url, "redis+sentinel://host:port[,host:port...]/service_name[/db]"
-            )
+            raise InvalidOption("url", self.url, forms)
+        if len(path) > 1 and not path[1].isdigit():
+            raise InvalidOption("url", self.url, forms)
         credentials, _, hosts = parts.netloc.rpartition("@")
         user, _, password = credentials.partition(":")
-        nodes = []
-        for node in hosts.split(","):
-            host, _, port = node.rpartition(":")
-            nodes.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
+        nodes = _sentinel_nodes(self.url, hosts)
         query = dict(parse_qsl(parts.query))
         timeouts = {
             "socket_timeout": options["socket_timeout"],
@@ -360,39 +567,55 @@ class RedisCore:
         if getattr(client.get_encoder(), "decode_responses", False):
             raise InvalidOption("client", client, "a client with decode_responses=False")
 
-    # ---- keys and commands ----------------------------------------------------------------
+    # ---- keys ---------------------------------------------------------------------------
 
     def _key(self, sid: str) -> str:
         return self.prefix + sid
 
-    def _write(self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str) -> Command:
-        """SET for a write, checked and serialized; raises ``InvalidOption`` or
-        ``SerializationError`` before anything is sent."""
+    def _lifetime(self, ttl: float | None) -> float:
+        return self.ttl if ttl is None else check_seconds(ttl, "ttl")
+
+    def _encode(self, sid: str, data: dict[str, Any], ttl: float | None) -> tuple[str, bytes, int]:
+        """A write's key, serialized session and lifetime in ms; raises ``InvalidOption``,
+        ``SerializationError`` or ``SessionTooLarge`` before anything is sent."""
         check_session_id(sid)
         if SEPARATOR in sid:
             raise InvalidOption("session id", sid, f"a str without {SEPARATOR!r}")
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
+        lifetime = self._lifetime(ttl)
         blob = dumps_session(self._serializer, data)
-        return ("SET", self._key(sid), blob, "PX", _ttl_ms(lifetime), *flags)
+        if len(blob) > self.max_session_bytes:
+            raise SessionTooLarge(len(blob), self.max_session_bytes)
+        return self._key(sid), blob, _ttl_ms(lifetime)
 
-    def _get_command(self, sid: object) -> Command | None:
-        return ("GET", self._key(sid)) if _is_sid(sid) else None
+    def _own_keys(self, keys: Iterable[bytes]) -> list[bytes]:
+        """The session keys of this store among SCAN's matches, each once (SCAN may repeat
+        a key, and its pattern also matches a longer prefix's keys, which hold a
+        separator)."""
+        start = len(self._prefix_bytes)
+        separator = SEPARATOR.encode()
+        own = []
+        for key in dict.fromkeys(keys):
+            rest = key[start:]
+            if rest and separator not in rest:
+                own.append(key)
+        return own
 
-    def _set_command(self, sid: str, data: dict[str, Any], ttl: float | None) -> Command:
-        return self._write(sid, data, ttl)
-
-    def _replace_command(self, sid: str, data: dict[str, Any], ttl: float | None) -> Command:
-        return self._write(sid, data, ttl, "XX")
-
-    def _touch_command(self, sid: object, ttl: float | None) -> Command | None:
-        lifetime = self.ttl if ttl is None else check_seconds(ttl, "ttl")
-        return ("PEXPIRE", self._key(sid), _ttl_ms(lifetime)) if _is_sid(sid) else None
-
-    def _destroy_command(self, sid: object) -> Command | None:
-        return ("DEL", self._key(sid)) if _is_sid(sid) else None
-
-    def _contains_command(self, sid: object) -> Command | None:
-        return ("EXISTS", self._key(sid)) if _is_sid(sid) else None
+    def _owner_keys(self, keys: Iterable[bytes]) -> list[bytes]:
+        """This store's owner sets among SCAN's matches: ``owner:`` + a quoted owner + the
+        separator, nothing more. ``app:owner:`` alone is no owner set of ``app:`` (its
+        ``owner:`` is the mark's, with no owner after it): it is the owner set of the
+        user named ``owner`` in the store on ``app:`` (``app:`` + ``owner:`` + ``owner``
+        + ``:``) seen from a store on ``app:owner:``."""
+        start = len(self._prefix_bytes)
+        separator = SEPARATOR.encode()
+        mark = _OWNER_MARK.encode()
+        own = []
+        for key in dict.fromkeys(keys):
+            rest = key[start:]
+            name = rest[len(mark) :]
+            if rest.startswith(mark) and name.endswith(separator) and separator not in name[:-1]:
+                own.append(key)
+        return own
 
     # ---- the owner index ----------------------------------------------------------------
 
@@ -410,10 +633,14 @@ class RedisCore:
         return self.prefix + _OWNER_MARK + quote(check_owner(owner), safe="") + SEPARATOR
 
     def _recall(self, sid: str) -> str | _Unknown | None:
+        if self.owner_key is None:
+            return None
         with self._lock:
             return self._owners.get(sid, _UNKNOWN)
 
     def _remember(self, sid: str, index: str | None) -> None:
+        if self.owner_key is None:
+            return
         with self._lock:
             self._owners.pop(sid, None)
             self._owners[sid] = index
@@ -421,14 +648,18 @@ class RedisCore:
                 del self._owners[next(iter(self._owners))]
 
     def _forget(self, *sids: str) -> None:
+        if self.owner_key is None:
+            return
         with self._lock:
             for sid in sids:
                 self._owners.pop(sid, None)
 
     def _index_of(self, data: dict[str, Any]) -> str | None:
-        """The owner's key for session ``data``; raises ``SerializationError`` for an owner
-        field of the wrong type."""
-        assert self.owner_key is not None
+        """The owner's key for session ``data`` (``None`` on a store without
+        ``owner_key``); raises ``SerializationError`` for an owner field of the wrong
+        type."""
+        if self.owner_key is None:
+            return None
         owner = owner_of(data, self.owner_key)
         return None if owner is None else self._owner_index(owner)
 
@@ -445,90 +676,255 @@ class RedisCore:
         keep = min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS)
         return [("EVAL", _JOIN, 1, index, time.time(), sid, keep)]
 
-    def _owned_write(
-        self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
-    ) -> tuple[list[Command], int, str | None]:
-        """The commands of a write on a store with ``owner_key``, where the SET's reply
-        is among them, and the owner's key: the session joins its owner's set, is
-        written, then leaves the set of the owner it had (when this store knows it;
-        otherwise reads prune it from there). In that order, so that on one server a
-        write cut short leaves at worst a stale member, never a session missing from
-        its owner's set."""
-        command = self._write(sid, data, ttl, *flags)
-        index = self._index_of(data)
-        commands = [] if index is None else self._join(index, sid, command[4])
+    # ---- the operations, each written once (see the module) -----------------------------
+
+    def _get_steps(self, sid: object) -> Steps[dict[str, Any] | None]:
+        """GET (with ``owner_key``, pipelined with the ZADD XX that counts the use when
+        this store knows the owner)."""
+        if not _is_sid(sid):
+            return self._got(None)
+        key = self._key(sid)
+        index = self._recall(sid)
+        commands: list[Command] = [("GET", key)]
+        if isinstance(index, str):
+            commands.append(("ZADD", index, "XX", time.time(), sid))
+        try:
+            replies = yield ("send", commands)
+        except self._refused as error:
+            if not _wrong_type(error):
+                raise
+            self._foreign([key])
+            return self._got(None)
+        data = self._read(key, replies[0])
+        if data is None:
+            self._forget(sid)
+        else:
+            self._remember(sid, self._stored_index(data))
+        return data
+
+    def _renew_steps(self, sid: object, ttl: float | None) -> Steps[dict[str, Any] | None]:
+        """GETEX: the session, its expiry moved in the same command (see
+        :meth:`_extend_steps`); a hit or a miss, as a get."""
+        lifetime = self._lifetime(ttl)
+        if not _is_sid(sid):
+            return self._got(None)
+        _, data = yield from self._extend_steps(sid, _ttl_ms(lifetime), counted=True)
+        return data
+
+    def _extend_steps(
+        self, sid: str, lifetime_ms: int, counted: bool
+    ) -> Steps[tuple[bool, dict[str, Any] | None]]:
+        """GETEX PX: ``sid``'s session read and its lifetime moved in one command, so a
+        write racing it is never undone; with ``owner_key``, the owner's set joined in
+        the same round trip when this store knows the owner, or in a second one once the
+        session named it. Whether the key was there, and the session (``None`` when
+        absent or not this store's)."""
+        key = self._key(sid)
+        index = self._recall(sid)
+        commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
         at = len(commands)
-        commands.append(command)
+        commands.append(("GETEX", key, "PX", lifetime_ms))
+        try:
+            replies = yield ("send", commands)
+        except self._refused as error:
+            if not _wrong_type(error):
+                raise
+            self._foreign([key])
+            return False, self._got(None) if counted else None
+        blob = replies[at]
+        data = self._read(key, blob, counted)
+        if self.owner_key is not None:
+            found = self._stored_index(data)
+            if found is not None and found != index:
+                yield ("send", self._join(found, sid, lifetime_ms))
+            if data is None:
+                self._forget(sid)
+            else:
+                self._remember(sid, found)
+        return blob is not None, data
+
+    def _write_steps(
+        self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
+    ) -> Steps[bool]:
+        """SET PX (``flags``: XX for a replace), guarded so that another app's key is
+        never overwritten. With ``owner_key``, in one pipeline: the session joins its
+        owner's set, is written, then leaves the set of the owner it had (when this store
+        knows it; otherwise reads prune it from there). In that order, so that on one
+        server a write cut short leaves at worst a stale member, never a session missing
+        from its owner's set. Raises ``InvalidOption``, ``SerializationError`` or
+        ``SessionTooLarge`` before anything is sent."""
+        key, blob, lifetime_ms = self._encode(sid, data, ttl)
+        index = self._index_of(data)
+        commands = self._join(index, sid, lifetime_ms) if index is not None else []
+        at = len(commands)
+        commands.append(_guarded("SET", key, blob, "PX", lifetime_ms, *flags))
         before = self._recall(sid)
         if isinstance(before, str) and before != index:
             commands.append(("ZREM", before, sid))
-        return commands, at, index
-
-    def _written(self, sid: str, index: str | None, done: bool) -> None:
-        if done:
+        self._forget(sid)  # until the write is known to have landed
+        replies = yield ("send", commands)
+        reply = replies[at]
+        if reply == _FOREIGN:
+            self._foreign([key])
+            if not flags:
+                raise InvalidOption("session id", sid, "an id whose key holds no other app's data")
+            return False
+        if reply is not None:
             self._remember(sid, index)
-        else:
-            self._forget(sid)
+        return reply is not None
 
-    def _owned_get(self, sid: object) -> list[Command] | None:
-        """GET, and the session's use counted in its owner's set when this store knows
-        the owner (ZADD XX: a get never adds a member)."""
-        command = self._get_command(sid)
-        if command is None:
-            return None
-        name = command[1][len(self.prefix) :]
-        index = self._recall(name)
-        if isinstance(index, str):
-            return [command, ("ZADD", index, "XX", time.time(), name)]
-        return [command]
-
-    def _got_owned(self, sid: str, blob: bytes | str | None) -> dict[str, Any] | None:
-        data = self._got(blob)
-        self._written(sid, self._stored_index(data), data is not None)
-        return data
-
-    def _owned_touch(self, sid: object, ttl: float | None) -> tuple[list[Command], int] | None:
-        """PEXPIRE, after the owner's set's upkeep when this store knows the owner, or
-        with a GET to learn it (then :meth:`_touch_follow_up` says what else to send);
-        and where the PEXPIRE's reply is."""
-        command = self._touch_command(sid, ttl)
-        if command is None:
-            return None
-        name = command[1][len(self.prefix) :]
-        index = self._recall(name)
+    def _touch_steps(self, sid: object, ttl: float | None) -> Steps[bool]:
+        """PEXPIRE, guarded (with ``owner_key``, after the owner's set's upkeep when this
+        store knows the owner; a GETEX when it does not, to learn it)."""
+        lifetime_ms = _ttl_ms(self._lifetime(ttl))
+        if not _is_sid(sid):
+            return False
+        index = self._recall(sid)
         if isinstance(index, _Unknown):
-            return [command, ("GET", command[1])], 0
-        commands = [] if index is None else self._join(index, name, command[2])
-        return [*commands, command], len(commands)
+            found, _ = yield from self._extend_steps(sid, lifetime_ms, counted=False)
+            return found
+        key = self._key(sid)
+        commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
+        commands.append(_guarded("PEXPIRE", key, lifetime_ms))
+        replies = yield ("send", commands)
+        return self._done(key, replies[-1])
 
-    def _touch_follow_up(
-        self, sid: str, commands: list[Command], replies: list[Any]
-    ) -> list[Command]:
-        """After a touch that had to read the session: the commands that keep its
-        owner's set, if it has an owner."""
-        if not (len(commands) == 2 and commands[1][0] == "GET"):  # the owner was known
-            return []
-        if not replies[0] or replies[1] is None:
-            self._forget(sid)
-            return []
-        try:
-            data: dict[str, Any] | None = loads_session(self._serializer, _as_bytes(replies[1]))
-        except SerializationError:
-            data = None
-        index = self._stored_index(data)
-        self._remember(sid, index)
-        return [] if index is None else self._join(index, sid, commands[0][2])
+    def _destroy_steps(self, sid: object) -> Steps[bool]:
+        """DEL, guarded (with ``owner_key``, and ZREM from the owner's set when this store
+        knows the owner; otherwise the next read of that set prunes it)."""
+        if not _is_sid(sid):
+            return False
+        key = self._key(sid)
+        commands = [_guarded("DEL", key)]
+        index = self._recall(sid)
+        self._forget(sid)
+        if isinstance(index, str):
+            commands.append(("ZREM", index, sid))
+        replies = yield ("send", commands)
+        return self._done(key, replies[0])
 
-    def _owned_destroy(self, sid: object) -> list[Command] | None:
-        """DEL, and ZREM from the owner's set when this store knows the owner; otherwise
-        the next read of that set prunes it."""
-        command = self._destroy_command(sid)
-        if command is None:
+    def _contains_steps(self, sid: object) -> Steps[bool]:
+        """TYPE: whether a string (a session, not another app's key) is there."""
+        if not _is_sid(sid):
+            return False
+        (kind,) = yield ("send", [("TYPE", self._key(sid))])
+        return _as_bytes(kind) == b"string"
+
+    def _time_left_steps(self, sid: object) -> Steps[float | None]:
+        """TYPE and PTTL in one round trip: the seconds ``sid`` has left."""
+        if not _is_sid(sid):
             return None
-        name = command[1][len(self.prefix) :]
-        index = self._recall(name)
-        self._forget(name)
-        return [command] + ([("ZREM", index, name)] if isinstance(index, str) else [])
+        key = self._key(sid)
+        kind, left = yield ("send", [("TYPE", key), ("PTTL", key)])
+        if _as_bytes(kind) != b"string" or int(left) < 0:
+            # Absent (-2), or a key without an expiry: no session of this store's.
+            return None
+        return int(left) / 1000
+
+    def _all_steps(self) -> Steps[dict[str, dict[str, Any]]]:
+        """SCAN TYPE string (every primary of a cluster), then one MGET per batch of keys
+        (per slot on a cluster); a value that is no session is left out, and logged."""
+        keys = self._own_keys((yield ("scan", "string")))
+        found: dict[str, dict[str, Any]] = {}
+        foreign: list[bytes] = []
+        for batch in _batches(keys):
+            mgets = self._per_slot("MGET", batch)
+            for key, blob in self._pairs(mgets, (yield ("send", mgets))):
+                data = self._decode(blob)
+                if data is not None:
+                    found[key[len(self._prefix_bytes) :].decode()] = data
+                elif blob is not None:
+                    foreign.append(key)
+        self._foreign(foreign)
+        return found
+
+    def _len_steps(self) -> Steps[int]:
+        keys = yield ("scan", "string")
+        return len(self._own_keys(keys))
+
+    def _clear_steps(self) -> Steps[None]:
+        """Per batch of string keys, an MGET and a DEL of those that hold a session; then
+        a DEL of the owner sets."""
+        keys = self._own_keys((yield ("scan", "string")))
+        foreign: list[bytes] = []
+        for batch in _batches(keys):
+            mgets = self._per_slot("MGET", batch)
+            ours = []
+            for key, blob in self._pairs(mgets, (yield ("send", mgets))):
+                if self._decode(blob) is not None:
+                    ours.append(key)
+                elif blob is not None:
+                    foreign.append(key)
+            if ours:
+                yield ("send", self._per_slot("DEL", ours))
+        self._foreign(foreign)
+        owners = self._owner_keys((yield ("scan", "zset")))
+        for batch in _batches(owners):
+            yield ("send", self._per_slot("DEL", batch))
+        with self._lock:
+            self._owners.clear()
+
+    def _stats_steps(self) -> Steps[Stats]:
+        """SCAN, MEMORY USAGE per key (STRLEN where MEMORY is disabled), CONFIG GET."""
+        keys = self._own_keys((yield ("scan", "string")))
+        size = 0
+        for batch in _batches(keys):
+            try:
+                replies = yield ("send", [("MEMORY USAGE", key) for key in batch])
+                size += sum(int(n) for n in replies if n)
+            except self._refused:  # MEMORY disabled: count payloads and keys
+                replies = yield ("send", [("STRLEN", key) for key in batch])
+                size += sum(int(n) + len(k) for k, n in zip(batch, replies, strict=True) if n)
+        try:
+            config = yield ("config", None)
+        except self._refused:  # CONFIG disabled, as on managed Redis
+            config = None
+        with self._lock:
+            hits, misses = self._hits, self._misses
+        # Redis expires and evicts keys itself and does not count them per prefix.
+        return Stats(
+            sessions=len(keys),
+            size=size,
+            max_size=_max_size(config),
+            hits=hits,
+            misses=misses,
+            expired=0,
+            evicted=0,
+            purges=0,
+        )
+
+    def _sessions_of_steps(self, owner: str | int) -> Steps[list[str]]:
+        """ZREVRANGE of the owner's set, MGET of its members (per slot on a cluster),
+        and the pruning of stale members (a third round trip, only when there are
+        some)."""
+        index = self._owner_index(owner)
+        live, stale = yield from self._look_up_steps(index)
+        if stale:
+            yield ("send", [self._prune_command(index, stale)])
+        return live
+
+    def _destroy_sessions_of_steps(self, owner: str | int, keep: str | None) -> Steps[int]:
+        """As :meth:`_sessions_of_steps`, then one pipeline of a DEL per session and the
+        pruning of the owner's set."""
+        index = self._owner_index(owner)
+        if keep is not None and not isinstance(keep, str):
+            raise InvalidOption("keep", keep, "None or a session id (str)")
+        live, stale = yield from self._look_up_steps(index)
+        ended = [sid for sid in live if sid != keep]
+        commands = self._ending(index, ended, stale)
+        replies = (yield ("send", commands)) if commands else []
+        self._forget(*ended)
+        return sum(int(n) for n in replies[: len(ended)])
+
+    def _look_up_steps(self, index: str) -> Steps[tuple[list[str], list[tuple[str, bytes]]]]:
+        (reply,) = yield ("send", [("ZREVRANGE", index, 0, -1, "WITHSCORES")])
+        members = self._members(reply)
+        fetched = []
+        for mgets in self._mgets(self._member_keys(members)):
+            fetched.append((mgets, (yield ("send", mgets))))
+        return self._sort_members(index, members, fetched)
+
+    # ---- the owner index's reads ----------------------------------------------------------
 
     def _members(self, reply: Any) -> list[tuple[str, bytes]]:
         """A ZREVRANGE ... WITHSCORES reply as ``(session id, score)``, most recent first."""
@@ -569,8 +965,7 @@ class RedisCore:
         recent = time.time() - _JOIN_GRACE
         blobs: dict[bytes, Any] = {}
         for commands, replies in fetched:
-            for command, values in zip(commands, replies, strict=True):
-                blobs.update(zip(command[1:], values, strict=True))
+            blobs.update(self._pairs(commands, replies))
         live, stale = [], []
         for (sid, score), key in zip(members, self._member_keys(members), strict=True):
             blob = blobs.get(key)
@@ -606,6 +1001,8 @@ class RedisCore:
             commands.append(self._prune_command(index, stale))
         return commands
 
+    # ---- batches and slots --------------------------------------------------------------
+
     def _per_slot(self, name: str, keys: list[bytes]) -> list[Command]:
         """``name keys...`` as one command on a single Redis, one per hash slot on a
         cluster (a multi-key command must not cross slots)."""
@@ -621,85 +1018,78 @@ class RedisCore:
         for batch in _batches(keys):
             yield self._per_slot("MGET", batch)
 
-    def _own_keys(self, keys: Iterable[bytes], owners: bool = False) -> list[bytes]:
-        """The session keys of this store among SCAN's matches, each once (SCAN may repeat
-        a key, and its pattern also matches a longer prefix's keys, which hold a
-        separator); with ``owners``, this store's owner keys too."""
-        start = len(self._prefix_bytes)
-        separator = SEPARATOR.encode()
-        mark = _OWNER_MARK.encode()
-        own = []
-        for key in dict.fromkeys(keys):
-            rest = key[start:]
-            # An empty rest is no session of ours: it is the name of another store's owner
-            # set whose prefix ends where ours does (``app:owner:42:`` under ``app:``).
-            if (rest and separator not in rest) or (
-                owners
-                and rest.startswith(mark)
-                and rest.endswith(separator)
-                and separator not in rest[len(mark) : -1]
-            ):
-                own.append(key)
-        return own
+    @staticmethod
+    def _pairs(commands: list[Command], replies: list[Any]) -> Iterator[tuple[bytes, Any]]:
+        """``(key, value)`` for each key of the MGETs ``commands`` and their replies."""
+        for command, blobs in zip(commands, replies, strict=True):
+            yield from zip(command[1:], blobs, strict=True)
 
     # ---- replies ----------------------------------------------------------------------
 
-    def _got(self, blob: bytes | str | None) -> dict[str, Any] | None:
-        """A GET reply as a session, counted as a hit or a miss."""
+    def _decode(self, blob: bytes | str | None) -> dict[str, Any] | None:
+        """A stored value as a session; ``None`` when absent or not one (another app's
+        string, or a record this store's serializer cannot read)."""
+        if blob is None:
+            return None
+        try:
+            return loads_session(self._serializer, _as_bytes(blob))
+        except SerializationError:
+            return None
+
+    def _read(
+        self, key: str, blob: bytes | str | None, counted: bool = True
+    ) -> dict[str, Any] | None:
+        """A GET (or GETEX) reply as a session, counted as a hit or a miss; a value that
+        is no session is a miss, and logged."""
+        data = self._decode(blob)
+        if data is None and blob is not None:
+            self._foreign([key])
+        return self._got(data) if counted else data
+
+    def _got(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
         with self._lock:
-            if blob is None:
+            if data is None:
                 self._misses += 1
-                return None
-            self._hits += 1
-        return loads_session(self._serializer, _as_bytes(blob))
+            else:
+                self._hits += 1
+        return data
 
-    def _sessions(self, fetched: Iterable[tuple[list[Command], list[Any]]]) -> dict[str, Any]:
-        """MGET replies (with the commands that asked) as ``{sid: session}``; a key that
-        expired since SCAN, or whose id is not text, is left out."""
-        found: dict[str, dict[str, Any]] = {}
-        start = len(self._prefix_bytes)
-        for commands, replies in fetched:
-            for command, blobs in zip(commands, replies, strict=True):
-                for key, blob in zip(command[1:], blobs, strict=True):
-                    try:
-                        sid = key[start:].decode()
-                    except UnicodeDecodeError:
-                        continue
-                    if blob is not None:
-                        found[sid] = loads_session(self._serializer, _as_bytes(blob))
-        return found
+    def _done(self, key: str, reply: Any) -> bool:
+        """A guarded command's reply as whether it acted; another app's key is logged."""
+        if reply == _FOREIGN:
+            self._foreign([key])
+            return False
+        return bool(reply)
 
-    def _usage_commands(self, keys: list[bytes]) -> list[Command]:
-        return [("MEMORY USAGE", key) for key in keys]
+    # ---- outages and odd keys ---------------------------------------------------------------
 
-    def _strlen_commands(self, keys: list[bytes]) -> list[Command]:
-        return [("STRLEN", key) for key in keys]
+    def _call(self, op: str, sid: object = None) -> _Call:
+        return _Call(self, op, sid if isinstance(sid, str) else None)
 
-    def _size(self, keys: list[bytes], replies: list[Any], payload_only: bool = False) -> int:
-        """Bytes from MEMORY USAGE replies, or from STRLEN ones plus the key lengths."""
-        if payload_only:
-            replies = [n + len(key) if n else 0 for key, n in zip(keys, replies, strict=True)]
-        return sum(int(n) for n in replies if n)
-
-    def _stats(self, sessions: int, size: int, config: object) -> Stats:
+    def _foreign(self, keys: list[bytes] | list[str]) -> None:
+        """Note keys under the prefix that hold no session of this store's (another app's
+        data, or a record its serializer cannot read): they are skipped, never counted,
+        returned, overwritten or deleted. One WARNING naming one of them (its id part
+        shortened), at most one per ``_WARN_EVERY`` seconds; DEBUG otherwise."""
+        if not keys:
+            return
+        first = keys[0]
+        name = first.decode(errors="replace") if isinstance(first, bytes) else first
+        shown = self.prefix + redact(name[len(self.prefix) :])
+        now = time.monotonic()
         with self._lock:
-            hits, misses = self._hits, self._misses
-        # Redis expires and evicts keys itself and does not count them per prefix.
-        return Stats(
-            sessions=sessions,
-            size=size,
-            max_size=_max_size(config),
-            hits=hits,
-            misses=misses,
-            expired=0,
-            evicted=0,
-            purges=0,
+            loud = now - self._last_foreign >= _WARN_EVERY
+            if loud:
+                self._last_foreign = now
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        log.log(
+            logging.WARNING if loud else logging.DEBUG,
+            "Redis at %s: key %s%s under prefix %r holds no session of this store; skipped",
+            self._where,
+            shown,
+            more,
+            self.prefix,
         )
-
-    # ---- outages ------------------------------------------------------------------------
-
-    def _call(self, op: str, sid: str | None = None) -> _Call:
-        return _Call(self, op, sid)
 
     def _answers_again(self) -> None:
         with self._lock:
@@ -718,6 +1108,8 @@ class RedisCore:
         now = time.monotonic()
         with self._lock:
             self._outage = True
+            if op in ("get", "renew"):  # read as no session: a miss
+                self._misses += 1
             loud = now - self._last_warning >= _WARN_EVERY
             if loud:
                 self._last_warning = now

@@ -1,12 +1,15 @@
-"""RedisStore: the blocking I/O around :mod:`lembro.redis.core`."""
+"""RedisStore: the blocking I/O around :mod:`lembro.redis.core`.
+
+Each method hands one of the core's step generators to :meth:`RedisStore._run`, which
+sends what it asks for; :mod:`lembro.redis.asyncio` is the same with awaits.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidOption
 from ..protocol import AsyncSessionStore, Stats
-from .core import SCAN_COUNT, Command, RedisCore, _batches
+from .core import FAILS_CLOSED, SCAN_COUNT, RedisCore, Request, Steps, T
 
 __all__ = ["RedisStore"]
 
@@ -16,22 +19,29 @@ class RedisStore(RedisCore):
 
     ``url`` is ``redis://host:port/db``, ``rediss://`` (TLS), ``unix:///path``,
     ``redis+cluster://host:port`` (any node of a Redis Cluster; ``rediss+cluster://`` for
-    TLS) or ``redis+sentinel://host:port[,host:port...]/service_name[/db]`` (the primary
-    that Sentinel names, followed through failovers). ``client`` is a ready client to use
-    instead: redis-py's or valkey-py's ``Redis``/``Valkey``, ``RedisCluster``/
-    ``ValkeyCluster`` or a Sentinel ``master_for(...)`` client (its own timeouts and
-    retries apply, and ``close()`` leaves it open). ``prefix`` must end in ``":"``, and
-    the store owns exactly the keys ``prefix + id``: a store on ``"app:"`` never sees
-    ``"app:admin:"``'s sessions. ``ttl`` is the default lifetime in seconds; Redis
-    removes a session when it ends, so ``purge()`` has nothing to do. ``socket_timeout``
-    and ``connect_timeout`` are seconds.
+    TLS) or ``redis+sentinel://host[:port][,host[:port]...]/service_name[/db]`` (the
+    primary that Sentinel names, followed through failovers; the port defaults to 26379).
+    ``client`` is a ready client to use instead: redis-py's or valkey-py's ``Redis``/
+    ``Valkey``, ``RedisCluster``/``ValkeyCluster`` or a Sentinel ``master_for(...)``
+    client (its own timeouts and retries apply, and ``close()`` leaves it open).
+    ``prefix`` must end in ``":"``, and the store owns exactly the keys ``prefix + id``
+    that hold a session it can read (and its owner sets): a store on ``"app:"`` never sees
+    ``"app:admin:"``'s sessions, and another app's key under the prefix is skipped (one
+    WARNING names it), never returned, counted, overwritten or deleted. ``ttl`` is the
+    default lifetime in seconds; Redis removes a session when it ends, so ``purge()`` has
+    nothing to do. ``socket_timeout`` and ``connect_timeout`` are seconds.
+    ``max_session_bytes`` (default 4 MiB, at most 512 MiB) bounds one serialized session:
+    a larger one raises ``SessionTooLarge`` before anything is sent. The options are kept
+    in one :class:`~lembro.redis.RedisOptions`, ``store.options``.
 
     When Redis does not answer, or cannot take the command now (a failover, a cluster
-    that is down or resharding), calls raise ``StoreUnavailable``
-    (``on_unavailable="raise"``), or (``"empty"``) reads see no session and writes are
-    dropped, with a WARNING log; ``destroy()``, ``clear()`` and ``stats()`` raise either
-    way, so a logout is never reported done when it was not. The first call after Redis
-    (or the new primary) answers works again.
+    that is down or resharding), or answers but not as Redis, calls raise
+    ``StoreUnavailable`` (``on_unavailable="raise"``), or (``"empty"``) reads see no
+    session and writes are dropped, with a WARNING log; ``destroy()``, ``clear()`` and
+    ``stats()`` raise either way, so a logout is never reported done when it was not. The
+    first call after Redis (or the new primary) answers works again. A command Redis
+    refuses (ACLs, a disabled command) raises ``StoreUnavailable`` too: no raw client
+    error reaches the caller.
 
     ``owner_key`` names the session field that holds the signed-in user (``None``: no
     owner index, and no cost). With it, each owner's session ids are kept in a sorted set
@@ -55,62 +65,50 @@ class RedisStore(RedisCore):
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid``, or ``None`` when absent. One GET (with
         ``owner_key``, pipelined with the ZADD that counts the use)."""
-        if self.owner_key is None:
-            return self._got(self._execute("get", sid, self._get_command(sid)))
-        replies = self._send("get", sid, self._owned_get(sid))
-        return self._got_owned(sid, replies[0]) if replies else self._got(None)
+        return self._run("get", sid, self._get_steps(sid), None)
+
+    def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        """Return a fresh copy of session ``sid`` and give it a new lifetime of ``ttl``
+        seconds (default: the store's ``ttl``) in the same step, or ``None`` when absent:
+        a get and a touch that no write can come between, so a ``set`` racing it is
+        never undone. A hit or a miss, as :meth:`get`. One GETEX (with ``owner_key``,
+        pipelined with the owner's set's upkeep; a second round trip when this store has
+        not seen ``sid`` lately and the session names an owner). Raises
+        ``InvalidOption`` for a bad ``ttl`` before anything is sent."""
+        return self._run("renew", sid, self._renew_steps(sid, ttl), None)
 
     def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
         """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
 
-        One SET with PX (with ``owner_key``, pipelined with the owner's set's upkeep: one
-        round trip). Raises ``InvalidOption`` or ``SerializationError`` before anything is
-        sent, so the stored session is unchanged.
+        One SET with PX, in a script that leaves another app's key alone (with
+        ``owner_key``, pipelined with the owner's set's upkeep: one round trip). Raises
+        ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
+        is sent, so the stored session is unchanged; ``InvalidOption`` too when ``sid``'s
+        key holds another app's data.
         """
-        if self.owner_key is None:
-            self._execute("set", sid, self._set_command(sid, data, ttl))
-            return
-        commands, at, index = self._owned_write(sid, data, ttl)
-        replies = self._send("set", sid, commands)
-        self._written(sid, index, bool(replies and replies[at]))
+        self._run("set", sid, self._write_steps(sid, data, ttl), False)
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
-        if self.owner_key is None:
-            return bool(self._execute("replace", sid, self._replace_command(sid, data, ttl)))
-        commands, at, index = self._owned_write(sid, data, ttl, "XX")
-        replies = self._send("replace", sid, commands)
-        done = bool(replies and replies[at])
-        self._written(sid, index, done)
-        return done
+        return self._run("replace", sid, self._write_steps(sid, data, ttl, "XX"), False)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE
-        (with ``owner_key``, a second round trip when this store has not seen ``sid``
-        lately and must read it to find its owner)."""
-        if self.owner_key is None:
-            return bool(self._execute("touch", sid, self._touch_command(sid, ttl)))
-        planned = self._owned_touch(sid, ttl)
-        if planned is None:
-            return False
-        commands, at = planned
-        replies = self._send("touch", sid, commands)
-        if not replies:
-            return False
-        follow_up = self._touch_follow_up(sid, commands, replies)
-        if follow_up:
-            self._send("touch", sid, follow_up)
-        return bool(replies[at])
+        (with ``owner_key``, a GETEX when this store has not seen ``sid`` lately and must
+        read it to find its owner, and a second round trip when it names one)."""
+        return self._run("touch", sid, self._touch_steps(sid, ttl), False)
+
+    def time_left(self, sid: str) -> float | None:
+        """Seconds until session ``sid`` ends, or ``None`` when absent; neither a hit nor a
+        miss. TYPE and PTTL, in one round trip."""
+        return self._run("time_left", sid, self._time_left_steps(sid), None)
 
     def destroy(self, sid: str) -> bool:
         """Remove session ``sid``; return whether one was there. One DEL.
 
         Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
         """
-        if self.owner_key is None:
-            return bool(self._execute("destroy", sid, self._destroy_command(sid)))
-        replies = self._send("destroy", sid, self._owned_destroy(sid))
-        return bool(replies and replies[0])
+        return self._run("destroy", sid, self._destroy_steps(sid), False)
 
     def sessions_of(self, owner: str | int) -> list[str]:
         """The ids of ``owner``'s live sessions, most recently used first.
@@ -121,13 +119,7 @@ class RedisStore(RedisCore):
         Raises ``InvalidOption`` on a store without ``owner_key`` or for an owner that is
         not a str or an int.
         """
-        index = self._owner_index(owner)
-        with self._call("sessions_of"):
-            live, stale = self._look_up(index)
-            if stale:
-                self._client.execute_command(*self._prune_command(index, stale))
-            return live
-        return []
+        return self._run("sessions_of", None, self._sessions_of_steps(owner), [])
 
     def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every live session of ``owner`` but ``keep`` (the current session's id, for
@@ -138,44 +130,29 @@ class RedisStore(RedisCore):
         ended. Raises ``StoreUnavailable`` when Redis does not answer, whatever
         ``on_unavailable``: a logout everywhere is never reported done when it was not.
         """
-        index = self._owner_index(owner)
-        if keep is not None and not isinstance(keep, str):
-            raise InvalidOption("keep", keep, "None or a session id (str)")
-        with self._call("destroy_sessions_of"):
-            live, stale = self._look_up(index)
-            ended = [sid for sid in live if sid != keep]
-            commands = self._ending(index, ended, stale)
-            replies = self._pipeline(commands) if commands else []
-            self._forget(*ended)
-            return sum(int(n) for n in replies[: len(ended)])
-        raise AssertionError("destroy_sessions_of fails closed")  # pragma: no cover
+        steps = self._destroy_sessions_of_steps(owner, keep)
+        return self._run("destroy_sessions_of", None, steps, 0)
 
     def __contains__(self, sid: object) -> bool:
-        """Whether ``sid`` is a live session; neither a hit nor a miss. One EXISTS."""
-        return bool(self._execute("contains", None, self._contains_command(sid)))
+        """Whether ``sid`` is a live session; neither a hit nor a miss. One TYPE."""
+        return self._run("contains", None, self._contains_steps(sid), False)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Return a fresh copy of every live session under the prefix. SCAN (every
         primary of a cluster), then one MGET per batch of keys (per slot on a cluster)."""
-        with self._call("all"):
-            fetched = [(mgets, self._pipeline(mgets)) for mgets in self._mgets(self._keys())]
-            return self._sessions(fetched)
-        return {}
+        return self._run("all", None, self._all_steps(), {})
 
     def __len__(self) -> int:
-        """The number of live sessions under the prefix (SCAN: O(keys in the database))."""
-        with self._call("len"):
-            return len(self._keys())
-        return 0
+        """The number of live sessions under the prefix (SCAN: O(keys in the database);
+        another app's string under the prefix is counted, its other types are not)."""
+        return self._run("len", None, self._len_steps(), 0)
 
     def clear(self) -> None:
         """Remove every session under the prefix, and no other key. Counters are kept.
 
         Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
         """
-        with self._call("clear"):
-            for batch in _batches(self._keys(owners=True)):
-                self._pipeline(self._per_slot("DEL", batch))
+        self._run("clear", None, self._clear_steps(), None)
 
     def purge(self) -> int:
         """Return 0: Redis removes expired sessions itself."""
@@ -189,11 +166,8 @@ class RedisStore(RedisCore):
         ``maxmemory`` where CONFIG GET is allowed and a limit is set, else ``None``.
         ``hits`` and ``misses`` are this object's own.
         """
-        with self._call("stats"):
-            keys = self._keys()
-            size = sum(self._memory(batch) for batch in _batches(keys))
-            config = self._config()
-        return self._stats(len(keys), size, config)
+        stats: Stats = self._run("stats", None, self._stats_steps(), FAILS_CLOSED)
+        return stats
 
     def close(self) -> None:
         """Close the connections this store opened (not a ``client`` it was given)."""
@@ -202,7 +176,8 @@ class RedisStore(RedisCore):
                 client.close()
 
     def as_async(self) -> AsyncSessionStore:
-        """An ``AsyncRedisStore`` on the same URL and options, for ASGI apps.
+        """An ``AsyncRedisStore`` on the same options (``store.options``, whole), for
+        ASGI apps.
 
         A store built on a given ``client`` gets a face that runs each call in a worker
         thread instead, since a sync client cannot be shared with an event loop.
@@ -213,16 +188,7 @@ class RedisStore(RedisCore):
             return _ThreadAsync(self)
         from .asyncio import AsyncRedisStore
 
-        return AsyncRedisStore(
-            self.url,
-            prefix=self.prefix,
-            ttl=self.ttl,
-            serializer=self._serializer_option,
-            socket_timeout=self.socket_timeout,
-            connect_timeout=self.connect_timeout,
-            on_unavailable=self.on_unavailable,
-            owner_key=self.owner_key,
-        )
+        return AsyncRedisStore.from_options(self.options)
 
     def __enter__(self) -> RedisStore:
         return self
@@ -232,50 +198,36 @@ class RedisStore(RedisCore):
 
     # ---- I/O --------------------------------------------------------------------------
 
-    def _execute(self, op: str, sid: str | None, command: Command | None) -> Any:
-        """Send ``command`` (nothing when it is ``None``); ``None`` when Redis is down and
-        ``on_unavailable`` lets ``op`` fail quietly."""
-        if command is not None:
-            with self._call(op, sid):
-                return self._client.execute_command(*command)
-        return None
+    def _run(self, op: str, sid: object, steps: Steps[T], empty: T) -> T:
+        """Drive ``steps``: send each request, hand back its reply (or throw in the
+        client's error), and return what the steps return; ``empty`` when Redis is down
+        and ``on_unavailable`` lets ``op`` fail quietly."""
+        with self._call(op, sid):
+            try:
+                request = next(steps)
+                while True:
+                    try:
+                        reply = self._perform(request)
+                    except Exception as error:  # the steps may handle it, else it rises
+                        request = steps.throw(error)
+                    else:
+                        request = steps.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+        return empty
 
-    def _send(self, op: str, sid: str | None, commands: list[Command] | None) -> list[Any]:
-        """Send ``commands`` in one round trip; their replies, or ``[]`` when there were
-        none or Redis is down and ``on_unavailable`` lets ``op`` fail quietly."""
-        if commands:
-            with self._call(op, sid):
-                if len(commands) == 1:
-                    return [self._client.execute_command(*commands[0])]
-                return self._pipeline(commands)
-        return []
-
-    def _look_up(self, index: str) -> tuple[list[str], list[tuple[str, bytes]]]:
-        members = self._members(
-            self._client.execute_command("ZREVRANGE", index, 0, -1, "WITHSCORES")
-        )
-        mgets = list(self._mgets(self._member_keys(members)))
-        return self._sort_members(index, members, [(m, self._pipeline(m)) for m in mgets])
-
-    def _pipeline(self, commands: list[Command]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        replies: list[Any] = pipe.execute()
-        return replies
-
-    def _keys(self, owners: bool = False) -> list[bytes]:
-        scan = self._client.scan_iter(match=self._pattern, count=SCAN_COUNT)
-        return self._own_keys(scan, owners)
-
-    def _memory(self, keys: list[bytes]) -> int:
-        try:
-            return self._size(keys, self._pipeline(self._usage_commands(keys)))
-        except self._refused:  # MEMORY disabled: count payloads and keys
-            return self._size(keys, self._pipeline(self._strlen_commands(keys)), True)
-
-    def _config(self) -> object:
-        try:
-            return self._client.config_get("maxmemory")
-        except self._refused:  # CONFIG disabled, as on managed Redis
-            return None
+    def _perform(self, request: Request) -> Any:
+        kind, argument = request
+        if kind == "send":
+            if len(argument) == 1:
+                return [self._client.execute_command(*argument[0])]
+            pipe = self._client.pipeline(transaction=False)
+            for command in argument:
+                pipe.execute_command(*command)
+            return pipe.execute()
+        if kind == "scan":
+            return list(
+                self._client.scan_iter(match=self._pattern, count=SCAN_COUNT, _type=argument)
+            )
+        return self._client.config_get("maxmemory")
