@@ -3,11 +3,14 @@
 msgpack and json give back exactly what they were given, type for type, or refuse it with
 :class:`SerializationError` naming the type and where it is (``session['cart'][2]: Color``).
 Beyond the JSON types (dict with str keys, list, str, int, float, bool, None) they carry
-``bytes``, ``tuple``, ``set``, ``frozenset``, ``datetime`` (naive, or aware with its UTC
-offset), ``date``, ``time``, ``timedelta``, ``UUID`` and ``Decimal``: as msgpack extension
-types, or in JSON as a one-key object ``{"\ue000": [tag, value]}``. Anything else (an
-``Enum``, a dataclass, a subclass of any of these such as ``OrderedDict``) is refused: it
-would come back as something else.
+``bytes``, ``tuple``, ``set``, ``frozenset``, ``datetime``, ``date``, ``time``,
+``timedelta``, ``UUID`` and ``Decimal``: as msgpack extension types, or in JSON as a one-key
+object ``{"\ue000": [tag, value]}``. A ``datetime`` or ``time`` comes back with its ``fold``
+and its zone: none, a ``datetime.timezone`` (its offset, and its name if it was given one),
+or a ``zoneinfo.ZoneInfo`` (its key, such as ``"Europe/Lisbon"``: the zone is looked up
+again where the session is read, so a day added later lands on the right side of a change
+of offset). Any other ``tzinfo`` is refused, as is anything else (an ``Enum``, a dataclass,
+a subclass of any of these such as ``OrderedDict``): it would come back as something else.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import base64
 import math
 import pickle
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -130,8 +134,9 @@ _JSON_MARK_BYTES = _JSON_MARK.encode()
 # Tags, shared by both formats (msgpack extension codes; the first item of a JSON tag).
 _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _TUPLE, _SET, _FROZENSET = range(1, 10)
 _BYTES, _DICT = 10, 11  # JSON only: msgpack has bytes, and no marker to escape
-
-_ISO = {datetime: _DATETIME, date: _DATE, time: _TIME}
+# A datetime or time whose ISO form would lose something (its fold, its zone's key, its
+# fixed offset's name): [ISO form, fold, ZoneInfo key or None, timezone name or None].
+_DATETIME_FULL, _TIME_FULL = 12, 13
 
 
 class _Refused(Exception):
@@ -191,9 +196,12 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         code = _TUPLE if kind is tuple else _SET if kind is set else _FROZENSET
         items = value if kind is tuple else sorted(value, key=_sort_key)
         return tag(code, _walk(list(items), tag, key_types))
-    iso = _ISO.get(kind)
-    if iso is not None:
-        return tag(iso, value.isoformat())
+    if kind is datetime:
+        return _moment(value, _DATETIME, _DATETIME_FULL, tag)
+    if kind is date:
+        return tag(_DATE, value.isoformat())
+    if kind is time:
+        return _moment(value, _TIME, _TIME_FULL, tag)
     if kind is timedelta:
         return tag(_TIMEDELTA, [value.days, value.seconds, value.microseconds])
     if kind is UUID:
@@ -201,6 +209,44 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is Decimal:
         return tag(_DECIMAL, str(value))
     raise _Refused(f"{kind.__qualname__} (refused: it would come back as another type)")
+
+
+def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
+    """``value`` tagged: as its ISO form when that holds all of it (no fold, no zone or an
+    unnamed fixed offset: what earlier versions wrote too), else with what ISO leaves out."""
+    zone = value.tzinfo
+    if zone is None:
+        if not value.fold:
+            return tag(code, value.isoformat())
+        return tag(full_code, [value.isoformat(), 1, None, None])
+    if type(zone) is timezone:
+        offset = zone.utcoffset(None)
+        name = zone.tzname(None)
+        named = name != timezone(offset).tzname(None)
+        if not value.fold and not named:
+            return tag(code, value.isoformat())
+        return tag(full_code, [value.isoformat(), value.fold, None, name if named else None])
+    if type(zone) is ZoneInfo and zone.key is not None:
+        wall = value.replace(tzinfo=None).isoformat()
+        return tag(full_code, [wall, value.fold, zone.key, None])
+    raise _Refused(
+        f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
+        "datetime.timezone and a ZoneInfo made from a key come back as they went in)"
+    )
+
+
+def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datetime | time:
+    """What :func:`_moment` tagged with ``_DATETIME_FULL`` or ``_TIME_FULL``, back."""
+    iso, fold, key, name = payload
+    value = kind.fromisoformat(iso)
+    if key is not None:
+        return value.replace(tzinfo=ZoneInfo(key), fold=fold)
+    if name is not None:
+        offset = value.utcoffset()
+        if offset is None:
+            raise ValueError(f"a zone name {name!r} without an offset")
+        return value.replace(tzinfo=timezone(offset, name), fold=fold)
+    return value.replace(fold=fold)
 
 
 def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> Any:
@@ -277,6 +323,10 @@ def _from_ext(code: int, data: memoryview) -> Any:
     if code == _DECIMAL:
         return Decimal(bytes(data).decode())
     items = msgspec.msgpack.decode(data, ext_hook=_from_ext)
+    if code == _DATETIME_FULL:
+        return _moment_back(datetime, items)
+    if code == _TIME_FULL:
+        return _moment_back(time, items)
     if code == _TIMEDELTA:
         return timedelta(*items)
     if code == _TUPLE:
@@ -319,6 +369,10 @@ def _untag_json(value: Any) -> Any:
             return Decimal(payload)
         if code == _TIMEDELTA:
             return timedelta(*payload)
+        if code == _DATETIME_FULL:
+            return _moment_back(datetime, payload)
+        if code == _TIME_FULL:
+            return _moment_back(time, payload)
         items = [_untag_json(item) for item in payload]
         if code == _TUPLE:
             return tuple(items)

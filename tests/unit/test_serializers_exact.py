@@ -5,11 +5,15 @@ from __future__ import annotations
 import enum
 import json
 from collections import Counter, OrderedDict, defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from importlib import resources
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lembro import SerializationError
 from lembro.serializers import (
@@ -145,3 +149,155 @@ def test_pickle_keeps_a_dict_subclass_it_is_given() -> None:
     back = serializer.loads(dumps_session(serializer, defaultdict(list, {"a": [1]})))
     assert type(back) is defaultdict
     assert back["missing"] == []
+
+
+# ---- datetimes and times: fold and zone come back, or are refused ---------------------------
+
+LISBON = ZoneInfo("Europe/Lisbon")
+
+
+def zone_of(value: datetime | time) -> object:
+    """What makes two zones the same zone: a ZoneInfo's key, a fixed offset and its name."""
+    zone = value.tzinfo
+    if zone is None:
+        return None
+    if type(zone) is ZoneInfo:
+        return ("zone", zone.key)
+    return ("fixed", zone.utcoffset(None), zone.tzname(None))
+
+
+def assert_same_moment(back: Any, sent: datetime | time) -> None:
+    """Same type, same wall time, same fold, same zone: all a datetime or time holds."""
+    assert type(back) is type(sent)
+    assert back.replace(tzinfo=None, fold=0) == sent.replace(tzinfo=None, fold=0)
+    assert back.fold == sent.fold
+    assert zone_of(back) == zone_of(sent)
+
+
+def round_trip(serializer: Serializer, value: Any) -> Any:
+    return serializer.loads(serializer.dumps({"value": value}))["value"]
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_fold_comes_back_on_a_naive_datetime_and_a_time(serializer: Serializer) -> None:
+    for sent in (datetime(2024, 10, 27, 1, 30, fold=1), time(1, 30, fold=1)):
+        assert_same_moment(round_trip(serializer, sent), sent)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_the_second_of_two_equal_wall_times_keeps_its_offset(serializer: Serializer) -> None:
+    """Lisbon's clocks went back at 02:00 on 2024-10-27: 01:30 happened twice."""
+    second = datetime(2024, 10, 27, 1, 30, tzinfo=LISBON, fold=1)
+    back = round_trip(serializer, second)
+    assert_same_moment(back, second)
+    assert back.utcoffset() == timedelta(0)
+    assert back.astimezone(timezone.utc) == datetime(2024, 10, 27, 1, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_zoneinfo_datetime_keeps_its_zone_across_a_change_of_offset(
+    serializer: Serializer,
+) -> None:
+    """A day after noon on 2024-03-30 (WET, +00:00) is noon on the 31st in summer time."""
+    noon = datetime(2024, 3, 30, 12, tzinfo=LISBON)
+    back = round_trip(serializer, noon)
+    assert_same_moment(back, noon)
+    assert isinstance(back.tzinfo, ZoneInfo)
+    assert back.tzinfo.key == "Europe/Lisbon"
+    assert (back + timedelta(days=1)).utcoffset() == timedelta(hours=1)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_an_aware_time_keeps_its_zone(serializer: Serializer) -> None:
+    for sent in (
+        time(9, 15, tzinfo=LISBON),
+        time(9, 15, tzinfo=timezone(timedelta(hours=-3))),
+        time(9, 15, tzinfo=timezone.utc, fold=1),
+    ):
+        assert_same_moment(round_trip(serializer, sent), sent)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_fixed_offset_keeps_the_name_it_was_given(serializer: Serializer) -> None:
+    sent = datetime(2024, 7, 1, 12, tzinfo=timezone(timedelta(hours=2), "CEST"))
+    back = round_trip(serializer, sent)
+    assert_same_moment(back, sent)
+    assert back.tzname() == "CEST"
+
+
+class _Paris(tzinfo):
+    """A hand-written tzinfo: nothing to look it up by where the session is read."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "CET"
+
+
+def _keyless_zone() -> ZoneInfo:
+    """Lisbon's rules read from a file: a ZoneInfo with no key to look it up by."""
+    with resources.files("tzdata.zoneinfo").joinpath("Europe/Lisbon").open("rb") as file:
+        return ZoneInfo.from_file(file)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (datetime(2024, 1, 1, tzinfo=_Paris()), "datetime with tzinfo _Paris"),
+        (time(8, tzinfo=_Paris()), "time with tzinfo _Paris"),
+        (datetime(2024, 1, 1, tzinfo=_keyless_zone()), "datetime with tzinfo ZoneInfo"),
+    ],
+)
+def test_a_tzinfo_that_would_not_come_back_is_refused_naming_the_path(
+    serializer: Serializer, value: Any, what: str
+) -> None:
+    with pytest.raises(SerializationError, match=rf"session\['log'\]\[1\]: {what}"):
+        serializer.dumps({"log": [None, value]})
+
+
+def test_a_datetime_that_its_iso_form_holds_is_written_as_before() -> None:
+    """Sessions written by earlier versions, and by this one, read the same: a naive or
+    fixed-offset datetime (fold 0) is still its ISO form under the datetime tag."""
+    sent = {"naive": datetime(2024, 1, 2, 3, 4), "utc": datetime(2024, 1, 2, tzinfo=timezone.utc)}
+    raw = msgspec.msgpack.decode(MsgpackSerializer().dumps(sent))
+    assert raw["naive"] == msgspec.msgpack.Ext(1, b"2024-01-02T03:04:00")
+    assert raw["utc"] == msgspec.msgpack.Ext(1, b"2024-01-02T00:00:00+00:00")
+
+
+fixed_offsets = st.builds(
+    timezone,
+    st.timedeltas(
+        min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
+    ),
+) | st.builds(
+    timezone,
+    st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)),
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=8),
+)
+zones = st.none() | st.timezones() | fixed_offsets
+folds = st.integers(0, 1)
+moments = st.one_of(
+    st.builds(lambda when, fold: when.replace(fold=fold), st.datetimes(timezones=zones), folds),
+    st.builds(lambda when, fold: when.replace(fold=fold), st.times(timezones=zones), folds),
+)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@settings(max_examples=200, deadline=None)
+@given(sent=moments)
+def test_every_datetime_and_time_comes_back_with_its_fold_and_zone(
+    serializer: Serializer, sent: datetime | time
+) -> None:
+    back = round_trip(serializer, sent)
+    assert_same_moment(back, sent)
+    if isinstance(sent, datetime):
+        assert back.utcoffset() == sent.utcoffset()
+        assert back.tzname() == sent.tzname()
+        if sent.year < 9999:  # a day later still exists
+            day_later = timedelta(days=1)
+            assert (back + day_later).utcoffset() == (sent + day_later).utcoffset()
