@@ -69,6 +69,8 @@ class MsgpackSerializer:
 
     def dumps(self, obj: Any) -> bytes:
         try:
+            if (type(obj) is dict or isinstance(obj, SessionDict)) and _msgpack_plain(obj):
+                return _exact_length(self._encode_into, obj)
             return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
         except OverflowError:
             path = _big_int_path(obj)
@@ -90,6 +92,8 @@ class JsonSerializer:
         self._decode = msgspec.json.Decoder().decode
 
     def dumps(self, obj: Any) -> bytes:
+        if (type(obj) is dict or isinstance(obj, SessionDict)) and _json_plain(obj):
+            return _exact_length(self._encode_into, obj)
         return _exact_length(self._encode_into, _exact(obj, _to_json_tag, _JSON_KEYS))
 
     def loads(self, data: bytes) -> Any:
@@ -128,6 +132,7 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's ints hold
 # at the value; an int msgpack cannot hold makes msgspec raise, and is named then).
 _MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, int, float, type(None)})
 _JSON_SAFE: frozenset[type] = frozenset({str, bool, int, type(None)})
+_MSGPACK_LEAVES: frozenset[type] = _MSGPACK_SAFE | {bytes}  # msgpack keeps bytes as bytes
 _JSON_MARK = "\ue000"  # a private-use character: the one key of a tagged JSON object
 _JSON_MARK_BYTES = _JSON_MARK.encode()
 
@@ -135,8 +140,86 @@ _JSON_MARK_BYTES = _JSON_MARK.encode()
 _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _TUPLE, _SET, _FROZENSET = range(1, 10)
 _BYTES, _DICT = 10, 11  # JSON only: msgpack has bytes, and no marker to escape
 # A datetime or time whose ISO form would lose something (its fold, its zone's key, its
-# fixed offset's name): [ISO form, fold, ZoneInfo key or None, timezone name or None].
+# fixed offset's name): see _moment.
 _DATETIME_FULL, _TIME_FULL = 12, 13
+
+
+# ---- the common case: nothing to tag -------------------------------------------------------
+#
+# Most sessions hold only what msgpack and JSON carry as they are. These checks say so in
+# one pass, and the session goes to msgspec untouched; any other value (one to tag, or to
+# refuse) makes them answer False, and the walk below does the rest, refusals included.
+# They read a dict through dict's own methods, as the walk does, for a SessionDict.
+
+
+def _msgpack_plain(value: dict[Any, Any]) -> bool:
+    """Whether msgpack gives the dict ``value`` back as it is, with no tag: keys of a type
+    msgpack keeps, and nothing inside but dicts, lists, str, int, float, bool, bytes and
+    None (an int beyond msgpack's 64 bits makes msgspec raise, and is named then)."""
+    for key, item in dict.items(value):
+        if type(key) is not str and type(key) not in _MSGPACK_KEYS:
+            return False
+        kind = type(item)
+        if kind in _MSGPACK_LEAVES:
+            continue
+        if kind is dict:
+            if not _msgpack_plain(item):
+                return False
+        elif kind is not list or not _msgpack_plain_list(item):
+            return False
+    return True
+
+
+def _msgpack_plain_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind in _MSGPACK_LEAVES:
+            continue
+        if kind is dict:
+            if not _msgpack_plain(item):
+                return False
+        elif kind is not list or not _msgpack_plain_list(item):
+            return False
+    return True
+
+
+def _json_plain(value: dict[Any, Any]) -> bool:
+    """Whether JSON gives the dict ``value`` back as it is, with no tag: str keys (none
+    the marker of a tag), and nothing inside but dicts, lists, str, int, finite floats,
+    bool and None."""
+    if dict.__contains__(value, _JSON_MARK):
+        return False
+    for key, item in dict.items(value):
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind in _JSON_SAFE:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict:
+            if not _json_plain(item):
+                return False
+        elif kind is not list or not _json_plain_list(item):
+            return False
+    return True
+
+
+def _json_plain_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind in _JSON_SAFE:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict:
+            if not _json_plain(item):
+                return False
+        elif kind is not list or not _json_plain_list(item):
+            return False
+    return True
 
 
 class _Refused(Exception):
@@ -212,23 +295,28 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
 
 
 def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
-    """``value`` tagged: as its ISO form when that holds all of it (no fold, no zone or an
-    unnamed fixed offset: what earlier versions wrote too), else with what ISO leaves out."""
+    """``value`` tagged: as its ISO form when that holds all of it (fold 0, and no zone
+    or an unnamed offset of whole seconds: what earlier versions wrote too), else as
+    ``[wall-clock ISO form, fold, zone]``, the zone a ZoneInfo's key, or ``[seconds,
+    microseconds, name or None]`` of a fixed offset."""
     zone = value.tzinfo
     if zone is None:
         if not value.fold:
             return tag(code, value.isoformat())
-        return tag(full_code, [value.isoformat(), 1, None, None])
+        return tag(full_code, [value.isoformat(), 1, None])
+    wall = value.replace(tzinfo=None).isoformat()
     if type(zone) is timezone:
-        offset = zone.utcoffset(None)
-        name = zone.tzname(None)
-        named = name != timezone(offset).tzname(None)
-        if not value.fold and not named:
-            return tag(code, value.isoformat())
-        return tag(full_code, [value.isoformat(), value.fold, None, name if named else None])
+        offset: timedelta = zone.utcoffset(None)
+        name: str | None = zone.tzname(None)
+        if name == timezone(offset).tzname(None):
+            # fromisoformat reads an offset with microseconds but no seconds as 0
+            if not value.fold and not offset.microseconds:
+                return tag(code, value.isoformat())
+            name = None
+        seconds = offset.days * 86_400 + offset.seconds
+        return tag(full_code, [wall, value.fold, [seconds, offset.microseconds, name]])
     if type(zone) is ZoneInfo and zone.key is not None:
-        wall = value.replace(tzinfo=None).isoformat()
-        return tag(full_code, [wall, value.fold, zone.key, None])
+        return tag(full_code, [wall, value.fold, zone.key])
     raise _Refused(
         f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
         "datetime.timezone and a ZoneInfo made from a key come back as they went in)"
@@ -237,15 +325,15 @@ def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
 
 def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datetime | time:
     """What :func:`_moment` tagged with ``_DATETIME_FULL`` or ``_TIME_FULL``, back."""
-    iso, fold, key, name = payload
+    iso, fold, zone = payload
     value = kind.fromisoformat(iso)
-    if key is not None:
-        return value.replace(tzinfo=ZoneInfo(key), fold=fold)
-    if name is not None:
-        offset = value.utcoffset()
-        if offset is None:
-            raise ValueError(f"a zone name {name!r} without an offset")
-        return value.replace(tzinfo=timezone(offset, name), fold=fold)
+    if type(zone) is str:
+        return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
+    if zone is not None:
+        seconds, microseconds, name = zone
+        offset = timedelta(seconds=seconds, microseconds=microseconds)
+        fixed = timezone(offset) if name is None else timezone(offset, name)
+        return value.replace(tzinfo=fixed, fold=fold)
     return value.replace(fold=fold)
 
 
@@ -392,6 +480,8 @@ def fingerprint(data: dict[str, Any]) -> object:
     integration keeps of a loaded session to tell later whether it changed, without a
     deep copy. Data msgpack cannot carry gets a value equal to nothing."""
     try:
+        if type(data) is dict and _msgpack_plain(data):
+            return _FINGERPRINT.encode(data)
         return _FINGERPRINT.encode(_walk(data, _to_ext, _MSGPACK_KEYS))
     except (_Refused, TypeError, ValueError, OverflowError, RecursionError):
         return object()

@@ -6,8 +6,10 @@ import enum
 import json
 from collections import Counter, OrderedDict, defaultdict
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
 from importlib import resources
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -225,6 +227,20 @@ def test_a_fixed_offset_keeps_the_name_it_was_given(serializer: Serializer) -> N
     assert back.tzname() == "CEST"
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@pytest.mark.parametrize(
+    "offset", [timedelta(microseconds=1), timedelta(microseconds=-1), timedelta(seconds=-59)]
+)
+def test_an_offset_below_a_minute_comes_back_to_the_microsecond(
+    serializer: Serializer, offset: timedelta
+) -> None:
+    """fromisoformat reads "+00:00:00.000001" as +00:00: such offsets are not left to it."""
+    for sent in (datetime(2000, 1, 1, tzinfo=timezone(offset)), time(1, tzinfo=timezone(offset))):
+        back = round_trip(serializer, sent)
+        assert_same_moment(back, sent)
+        assert back.utcoffset() == offset
+
+
 class _Paris(tzinfo):
     """A hand-written tzinfo: nothing to look it up by where the session is read."""
 
@@ -301,3 +317,108 @@ def test_every_datetime_and_time_comes_back_with_its_fold_and_zone(
         if sent.year < 9999:  # a day later still exists
             day_later = timedelta(days=1)
             assert (back + day_later).utcoffset() == (sent + day_later).utcoffset()
+
+
+# ---- a plain session goes to msgspec untouched; anything else is still found, however deep --
+
+
+def realistic_session(inner: Any = "member") -> dict[str, Any]:
+    """A login: a list of roles, cookie settings, preferences nested two deep; ``inner``
+    is the third role of the innermost list."""
+    return {
+        "user_id": 1042,
+        "email": "ada@example.org",
+        "roles": ["admin", "billing"],
+        "cookie": {"secure": True, "samesite": "Lax", "max_age": 1209600, "domain": None},
+        "preferences": {"theme": "dark", "alerts": {"channels": ["email", "sms", inner]}},
+        "last_seen": 1732790400.75,
+    }
+
+
+INNER = r"session\['preferences'\]\['alerts'\]\['channels'\]\[2\]"
+
+
+class Tier(str, enum.Enum):
+    GOLD = "gold"
+
+
+class Label(str):
+    """A str subclass: msgspec writes it as a str, and it would come back as one."""
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_plain_session_is_written_as_msgspec_writes_it(serializer: Serializer) -> None:
+    plain = realistic_session()
+    bare = msgspec.msgpack if isinstance(serializer, MsgpackSerializer) else msgspec.json
+    assert serializer.dumps(plain) == bare.encode(plain)
+    assert serializer.dumps(SessionDict(plain)) == bare.encode(plain)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@pytest.mark.parametrize(
+    "value",
+    [
+        (1, 2),
+        {3},
+        frozenset({4}),
+        datetime(2024, 1, 1, tzinfo=LISBON),
+        date(2024, 1, 1),
+        time(12, 0),
+        timedelta(seconds=5),
+        UUID(int=7),
+        Decimal("1.10"),
+        {"\ue000": [1, "2024-01-01"]},
+        b"\x00",
+        2**63 - 1,
+        -0.0,
+        True,
+        None,
+    ],
+    ids=repr,
+)
+def test_a_value_that_needs_a_tag_deep_inside_comes_back_as_it_was(
+    serializer: Serializer, value: Any
+) -> None:
+    data = realistic_session(value)
+    back = serializer.loads(serializer.dumps(data))
+    found = back["preferences"]["alerts"]["channels"][2]
+    assert back == data
+    assert type(found) is type(value)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (Tier.GOLD, "Tier"),
+        (Label("x"), "Label"),
+        (Level.HIGH, "Level"),
+        (bytearray(b"x"), "bytearray"),
+        (OrderedDict(a=1), "OrderedDict"),
+        (SessionDict(a=1), "SessionDict"),
+        (datetime(2024, 1, 1, tzinfo=_Paris()), "datetime with tzinfo _Paris"),
+        ({(1, 2): "pair"}, "key of type tuple"),
+    ],
+    ids=repr,
+)
+def test_a_value_that_would_change_deep_inside_is_refused_naming_the_path(
+    serializer: Serializer, value: Any, what: str
+) -> None:
+    with pytest.raises(SerializationError, match=rf"{INNER}: {what}"):
+        serializer.dumps(realistic_session(value))
+
+
+@pytest.mark.parametrize(
+    ("serializer", "value", "what"),
+    [
+        (MsgpackSerializer(), 2**64, "int outside the 64 bits"),
+        (JsonSerializer(), float("inf"), "float inf"),
+        (JsonSerializer(), {1: "one"}, "key of type int"),
+    ],
+    ids=["msgpack-big-int", "json-infinity", "json-int-key"],
+)
+def test_what_one_format_cannot_carry_deep_inside_is_refused_naming_the_path(
+    serializer: Serializer, value: Any, what: str
+) -> None:
+    with pytest.raises(SerializationError, match=rf"{INNER}: {what}"):
+        serializer.dumps(realistic_session(value))
