@@ -69,8 +69,6 @@ class MsgpackSerializer:
 
     def dumps(self, obj: Any) -> bytes:
         try:
-            if (type(obj) is dict or isinstance(obj, SessionDict)) and _msgpack_plain(obj):
-                return _exact_length(self._encode_into, obj)
             return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
         except OverflowError:
             path = _big_int_path(obj)
@@ -92,8 +90,6 @@ class JsonSerializer:
         self._decode = msgspec.json.Decoder().decode
 
     def dumps(self, obj: Any) -> bytes:
-        if (type(obj) is dict or isinstance(obj, SessionDict)) and _json_plain(obj):
-            return _exact_length(self._encode_into, obj)
         return _exact_length(self._encode_into, _exact(obj, _to_json_tag, _JSON_KEYS))
 
     def loads(self, data: bytes) -> Any:
@@ -146,10 +142,10 @@ _DATETIME_FULL, _TIME_FULL = 12, 13
 
 # ---- the common case: nothing to tag -------------------------------------------------------
 #
-# Most sessions hold only what msgpack and JSON carry as they are. These checks say so in
-# one pass, and the session goes to msgspec untouched; any other value (one to tag, or to
-# refuse) makes them answer False, and the walk below does the rest, refusals included.
-# They read a dict through dict's own methods, as the walk does, for a SessionDict.
+# Most of a session is what msgpack and JSON carry as they are. The walk below asks these
+# about each dict and list it meets: one that holds nothing else is kept as it is, seen
+# with a check of each value's type and no call per value; anything else (a value to tag
+# or to refuse) makes them answer False, and the walk goes in, refusals included.
 
 
 def _msgpack_plain(value: dict[Any, Any]) -> bool:
@@ -260,9 +256,9 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is dict:
         return _walk_dict(value, tag, key_types)
     if kind is list:
+        if _msgpack_plain_list(value) if tag is _to_ext else _json_plain_list(value):
+            return value
         safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
-        if safe.issuperset(map(type, value)):
-            return value  # a list of plain values, the common case, seen at once
         out_list = None
         for index, item in enumerate(value):
             if type(item) in safe:
@@ -300,27 +296,30 @@ def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
     ``[wall-clock ISO form, fold, zone]``, the zone a ZoneInfo's key, or ``[seconds,
     microseconds, name or None]`` of a fixed offset."""
     zone = value.tzinfo
-    if zone is None:
-        if not value.fold:
+    fold = value.fold
+    if zone is None or zone is timezone.utc:
+        if not fold:
             return tag(code, value.isoformat())
-        return tag(full_code, [value.isoformat(), 1, None])
-    wall = value.replace(tzinfo=None).isoformat()
+        if zone is None:
+            return tag(full_code, [value.isoformat(), fold, None])
     if type(zone) is timezone:
         offset: timedelta = zone.utcoffset(None)
         name: str | None = zone.tzname(None)
         if name == timezone(offset).tzname(None):
             # fromisoformat reads an offset with microseconds but no seconds as 0
-            if not value.fold and not offset.microseconds:
+            if not fold and not offset.microseconds:
                 return tag(code, value.isoformat())
             name = None
         seconds = offset.days * 86_400 + offset.seconds
-        return tag(full_code, [wall, value.fold, [seconds, offset.microseconds, name]])
-    if type(zone) is ZoneInfo and zone.key is not None:
-        return tag(full_code, [wall, value.fold, zone.key])
-    raise _Refused(
-        f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
-        "datetime.timezone and a ZoneInfo made from a key come back as they went in)"
-    )
+        zone_tag: Any = [seconds, offset.microseconds, name]
+    elif type(zone) is ZoneInfo and zone.key is not None:
+        zone_tag = zone.key
+    else:
+        raise _Refused(
+            f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
+            "datetime.timezone and a ZoneInfo made from a key come back as they went in)"
+        )
+    return tag(full_code, [value.replace(tzinfo=None).isoformat(), fold, zone_tag])
 
 
 def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datetime | time:
@@ -338,18 +337,27 @@ def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datet
 
 
 def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> Any:
-    if not key_types.issuperset(map(type, dict.keys(value))):  # every key's type, at once
-        bad = next(type(key) for key in dict.keys(value) if type(key) not in key_types)
-        raise _Refused(f"key of type {bad.__name__}")
     out = None
-    safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+    msgpack = tag is _to_ext
+    leaves = _MSGPACK_LEAVES if msgpack else _JSON_SAFE
     for key, item in dict.items(value):
-        if type(item) in safe:
+        if type(key) is not str and type(key) not in key_types:
+            raise _Refused(f"key of type {type(key).__name__}")
+        kind = type(item)
+        if kind in leaves:
             continue  # the common cases, without a call
+        if kind is dict:
+            if _msgpack_plain(item) if msgpack else _json_plain(item):
+                continue
+        elif kind is list:
+            if _msgpack_plain_list(item) if msgpack else _json_plain_list(item):
+                continue
+        elif kind is float and math.isfinite(item):
+            continue  # in JSON (msgpack's floats are leaves)
         new = _walk_inside(item, key, tag, key_types)
         if new is not item:
             if out is None:
-                out = dict(dict.items(value))
+                out = dict.copy(value)  # a plain dict, for a SessionDict too
             out[key] = new
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)
@@ -480,8 +488,6 @@ def fingerprint(data: dict[str, Any]) -> object:
     integration keeps of a loaded session to tell later whether it changed, without a
     deep copy. Data msgpack cannot carry gets a value equal to nothing."""
     try:
-        if type(data) is dict and _msgpack_plain(data):
-            return _FINGERPRINT.encode(data)
         return _FINGERPRINT.encode(_walk(data, _to_ext, _MSGPACK_KEYS))
     except (_Refused, TypeError, ValueError, OverflowError, RecursionError):
         return object()
