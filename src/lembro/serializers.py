@@ -357,7 +357,8 @@ def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> A
         new = _walk_inside(item, key, tag, key_types)
         if new is not item:
             if out is None:
-                out = dict.copy(value)  # a plain dict, for a SessionDict too
+                # dict.copy would read a SessionDict through its own __iter__ and keys
+                out = dict.copy(value) if type(value) is dict else dict(dict.items(value))
             out[key] = new
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)

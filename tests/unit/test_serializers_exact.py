@@ -130,6 +130,26 @@ def test_a_session_dict_comes_back_as_a_plain_dict(serializer: Serializer) -> No
     assert session.reads == 0
 
 
+class _Guarded(SessionDict):
+    """A SessionDict whose own ways of reading itself all fail: never to be called."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any) -> Any:
+        raise AssertionError("read through the SessionDict's own methods")
+
+    __iter__ = keys = values = items = __getitem__ = get = _refuse
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
+def test_a_session_dict_with_values_to_tag_is_read_through_dicts_own_methods(
+    serializer: Serializer,
+) -> None:
+    session = _Guarded({"when": date(2026, 12, 2), "pair": (1, 2), "n": 1})
+    back = serializer.loads(dumps_session(serializer, session))
+    assert back == {"when": date(2026, 12, 2), "pair": (1, 2), "n": 1}
+
+
 @pytest.mark.parametrize("serializer", SERIALIZERS, ids=IDS)
 def test_a_session_dict_inside_a_session_is_still_refused(serializer: Serializer) -> None:
     with pytest.raises(SerializationError, match=r"session\['inner'\]: _Tracked"):
