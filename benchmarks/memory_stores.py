@@ -1,12 +1,15 @@
 """In-memory stores side by side: lembro's MemoryStore, a floor, and the stores people use.
 
-The stores, all holding the same sessions (about 250 bytes serialized, 43-character ids):
+The stores, all holding the same sessions (43-character ids): flat ones (about 250 bytes
+serialized) for every row, and realistic ones (a login with a list of roles, nested dicts
+of cookie settings and of preferences; about 420 bytes) for the rows that say so.
 
 - ``lembro MemoryStore``: the store under test, ``interval=None`` (no purge thread).
-- ``floor``: the least a correct thread-safe store must do: one lock, a dict of
-  sid -> (msgpack bytes, expiry), the clock read once per operation, expiry checked on
-  get. Its purge scans every session: it has no expiry index. At the cap it evicts the
-  oldest insertion.
+- ``floor``: the least a correct thread-safe store must do, with none of lembro's code:
+  one lock, a dict of sid -> (bytes, expiry), the dict encoded by bare msgspec
+  (``msgspec.msgpack.encode``/``decode``, no exactness check), the clock read once per
+  operation, expiry checked on get. Its purge scans every session: it has no expiry
+  index. At the cap it evicts the oldest insertion.
 - ``cachetools TLRUCache``: bounded in bytes (``getsizeof=len`` of the serialized
   session), ``ttu`` from a ttl, behind a ``threading.Lock`` as cachetools asks for threads.
 - ``Django LocMemCache``: pickles the dict itself; bounded by ``MAX_ENTRIES``.
@@ -23,6 +26,7 @@ import dataclasses
 import gc
 import itertools
 import logging
+import pickle
 import random
 import secrets
 import statistics
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import cachetools
+import msgspec
 from cachelib import SimpleCache
 from django.conf import settings
 from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
@@ -44,14 +49,14 @@ from starsessions import InMemoryStore, JsonSerializer
 from lembro import MemoryStore, SessionStore, as_async
 from lembro.ids import new_session_id
 from lembro.memory.budget import RECORD_OVERHEAD, session_cost
-from lembro.serializers import MsgpackSerializer, PickleSerializer
+from lembro.serializers import MsgpackSerializer
 
 if not settings.configured:
     settings.configure(USE_TZ=True)
 
 from django.core.cache.backends.locmem import LocMemCache  # needs the settings above
 
-__all__ = ["STORES", "Floor", "LockedTLRU", "run", "session_data"]
+__all__ = ["STORES", "Floor", "LockedTLRU", "realistic_session_data", "run", "session_data"]
 
 TTL = 86_400  # seconds: a day, for every store
 BIG = 1 << 40  # a bound no run reaches: "below the cap"
@@ -89,12 +94,52 @@ def session_data(i: int) -> dict[str, Any]:
     }
 
 
+def realistic_session_data(i: int) -> dict[str, Any]:
+    """A session shaped like a real login's: a list of roles, a nested dict of cookie
+    settings and one of preferences (itself nesting one); the same length for every ``i``."""
+    n = 1_000_000 + i % 9_000_000
+    return {
+        "_user_id": str(n),
+        "_fresh": True,
+        "user": {
+            "id": n,
+            "username": f"user{n}",
+            "email": f"user{n}@example.org",
+            "roles": ["member", "editor", "billing"],
+            "mfa_verified": True,
+        },
+        "csrf_token": secrets.token_urlsafe(32),
+        "cookie": {
+            "secure": True,
+            "httponly": True,
+            "samesite": "Lax",
+            "path": "/",
+            "max_age": 1_209_600,
+            "domain": None,
+        },
+        "preferences": {
+            "theme": "dark",
+            "language": "en-GB",
+            "timezone": "Europe/London",
+            "page_size": 50,
+            "notifications": {"email": True, "sms": False},
+        },
+        "created_at": 1732790000.25 + i,
+        "last_seen": 1732790400.75 + i,
+        "cart_items": 3,
+    }
+
+
 VARIANTS = [session_data(i) for i in range(64)]
-BLOB = len(MsgpackSerializer().dumps(VARIANTS[0]))
+BLOB = len(msgspec.msgpack.encode(VARIANTS[0]))
+REALISTIC = [realistic_session_data(i) for i in range(64)]
+REALISTIC_BLOB = len(msgspec.msgpack.encode(REALISTIC[0]))
 
 
-def _pairs(sids: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    return list(zip(sids, itertools.cycle(VARIANTS), strict=False))
+def _pairs(
+    sids: list[str], variants: list[dict[str, Any]] = VARIANTS
+) -> list[tuple[str, dict[str, Any]]]:
+    return list(zip(sids, itertools.cycle(variants), strict=False))
 
 
 def _ids(n: int) -> list[str]:
@@ -112,7 +157,8 @@ class FakeClock:
 
 
 class Floor:
-    """The floor: one lock, a dict sid -> (msgpack bytes, expiry in clock seconds).
+    """The floor: one lock, a dict sid -> (bytes, expiry in clock seconds), and none of
+    lembro's code: ``encode``/``decode`` are bare msgspec msgpack unless given.
 
     ``max_entries`` bounds the count (the oldest insertion goes first); ``purge`` scans
     every session, as a store without an expiry index must.
@@ -125,7 +171,8 @@ class Floor:
         ttl: float = TTL,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int | None = None,
-        serializer: Any = None,
+        encode: Callable[[Any], bytes] = msgspec.msgpack.encode,
+        decode: Callable[[bytes], Any] = msgspec.msgpack.decode,
     ) -> None:
         self.ttl = float(ttl)
         self._clock = clock
@@ -137,10 +184,8 @@ class Floor:
             None if max_entries is None else OrderedDict()
         )
         self._data: dict[str, tuple[bytes, float]] = {} if self._fifo is None else self._fifo
-        if serializer is None:
-            serializer = MsgpackSerializer()  # lembro's: "the same serializer"
-        self._encode = serializer.dumps
-        self._decode = serializer.loads
+        self._encode = encode
+        self._decode = decode
 
     # The lock is held in with blocks, as lembro holds its own: acquire() then try is not
     # safe when a signal handler raises between the two (lembro's SIGTERM exit does).
@@ -356,18 +401,26 @@ def _loop_set(
     return run
 
 
-def _cases(op: str, drivers: dict[str, Driver], held: list[str]) -> dict[str, Case[Any]]:
-    """Each store's case for ``op``; ``held`` are the ids every store holds (and keeps)."""
+def _cases(
+    op: str,
+    drivers: dict[str, Driver],
+    held: list[str],
+    variants: list[dict[str, Any]] = VARIANTS,
+) -> dict[str, Case[Any]]:
+    """Each store's case for ``op``; ``held`` are the ids every store holds (and keeps);
+    sets write sessions of ``variants``."""
     cases: dict[str, Case[Any]] = {}
     for name, drv in drivers.items():
         if op == "get":
             cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.get))
         elif op == "set_new":
-            cases[name] = Case(lambda n: _pairs(_ids(n)), _loop_set(drv.set), _undo(drv.destroy))
+            cases[name] = Case(
+                lambda n: _pairs(_ids(n), variants), _loop_set(drv.set), _undo(drv.destroy)
+            )
         elif op == "set_cap":
-            cases[name] = Case(lambda n: _pairs(_ids(n)), _loop_set(drv.set))
+            cases[name] = Case(lambda n: _pairs(_ids(n), variants), _loop_set(drv.set))
         elif op == "set_replace":
-            cases[name] = Case(lambda n: _pairs(_sample(held, n)), _loop_set(drv.set))
+            cases[name] = Case(lambda n: _pairs(_sample(held, n), variants), _loop_set(drv.set))
         elif op == "touch" and drv.touch is not None:
             cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.touch))
         elif op == "destroy":
@@ -490,14 +543,19 @@ LABELS = {
     "set_cap": "set at the cap (churn)",
 }
 NO_TOUCH = "no touch"
+# The rows timed again on realistic sessions: the ones whose cost grows with the session.
+REALISTIC_OPS = ("get", "set_new", "set_replace")
+REALISTIC_LABEL = ", realistic session"
 
 
 def _sync_table(config: Config, notes: list[str]) -> Table:
     table = Table("In-memory stores, sync, per operation", list(SYNC), FLOOR)
     held = _ids(config.sessions)
+    held_realistic = _ids(config.sessions)
     drivers = {name: build(name) for name in SYNC}
     for drv in drivers.values():
         _loop_set(drv.set)(_pairs(held))
+        _loop_set(drv.set)(_pairs(held_realistic, REALISTIC))
     _freeze()
     for op in OPS:
         progress(f"sync: {LABELS[op]}")
@@ -506,6 +564,11 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
         if op == "touch":
             row.notes = {name: NO_TOUCH for name in SYNC if name not in timed}
         table.rows.append(row)
+    for op in REALISTIC_OPS:
+        label = LABELS[op] + REALISTIC_LABEL
+        progress(f"sync: {label}")
+        timed = measure(_cases(op, drivers, held_realistic, REALISTIC), config)
+        table.rows.append(Row.timed(label, "µs", timed, list(SYNC)))
     gc.unfreeze()
     for drv in drivers.values():
         drv.close()
@@ -912,24 +975,27 @@ def run(config: Config) -> Section:
     owners = _owner_table(config)
     one_serializer = _one_serializer_table(config)
     notes += [
-        f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are "
-        f"43 characters. Below the cap, each store holds {config.sessions:,} sessions; "
-        f"batches of up to {config.batch:,} operations, {config.repeats} repeats, stores "
-        "interleaved, gc collected between batches and off during them; cells are medians. "
-        "A ratio of two stores is the median of their ratios repeat by repeat: in a repeat "
-        "they run moments apart, on nearly the same machine, so that the machine's drift "
+        f"Sessions are {BLOB} bytes as msgpack (pickle and JSON make them larger), ids are 43 "
+        f"characters; the realistic ones ({REALISTIC_BLOB} bytes: a login with a list of roles, a "
+        "nested dict of cookie settings and one of preferences) are held beside them in every "
+        f"store, {config.sessions:,} more. Below the cap, each store holds {config.sessions:,} "
+        f"sessions of each shape; batches of up to {config.batch:,} operations, {config.repeats} "
+        "repeats, stores interleaved, gc collected between batches and off during them; cells are "
+        "medians. A ratio of two stores is the median of their ratios repeat by repeat: in a "
+        "repeat they run moments apart, on nearly the same machine, so that the machine's drift "
         "between repeats cancels out.",
-        "Every get returns a fresh dict and every set serializes: lembro, floor and "
-        "cachetools with the same serializer, lembro's msgpack (msgspec, its bytes copied "
-        "to their exact length so that a store can count them), Django and cachelib with "
-        "pickle (their own), starsessions with its middleware's JSON serializer (its "
-        "default).",
-        "floor: a lock and a dict sid -> (bytes, expiry); the least a correct thread-safe "
-        "store does. It holds the lock in with blocks, as lembro does (acquire() then try "
-        "is not safe when a signal handler raises in between), and its destroy says "
-        "whether it removed a live session, as the store protocol asks. Its purge scans all "
-        "sessions: it has no expiry index. Its bound evicts the oldest insertion, with no "
-        "recency.",
+        "Every get returns a fresh dict and every set serializes: lembro and cachetools "
+        "with lembro's exact msgpack (msgspec, after a check that every value comes back "
+        "as it went in, its bytes copied to their exact length so that a store can count "
+        "them), the floor with bare msgspec msgpack (no check, no copy), Django and "
+        "cachelib with pickle (their own), starsessions with its middleware's JSON "
+        "serializer (its default).",
+        "floor: a lock, a dict sid -> (bytes, expiry) and bare msgspec, none of lembro's code; "
+        "the least a correct thread-safe store does. It holds the lock in with blocks, as lembro "
+        "does (acquire() then try is not safe when a signal handler raises in between), and its "
+        "destroy says whether it removed a live session, as the store protocol asks. Its purge "
+        "scans all sessions: it has no expiry index. Its bound evicts the oldest insertion, with "
+        "no recency.",
         "Purge: lembro, floor and cachetools with an injected clock; cachelib's is "
         "SimpleCache._remove_expired, the scan its _prune runs on a set once over the "
         "threshold. Django LocMemCache has no purge (expired entries go when read, or in a "
@@ -941,11 +1007,11 @@ def run(config: Config) -> Section:
         "await (lembro.as_async), so each column pays the same coroutine overhead.",
         "cachetools, cachelib and starsessions have no touch; a rolling session there is "
         "a rewrite (see set, replacing an id).",
-        "Writes on one serializer: lembro and the floor with lembro's pickle serializer, "
-        "beside Django and cachelib with their own pickle, below any cap; what remains is "
-        "each store's own work per write. lembro's is an entry, an expiry record, a score "
-        "and the byte count that keep its cap true; cachelib's is a dict store, its "
-        "pruning left to the set that goes over its threshold (see set at the cap).",
+        "Writes on one serializer: lembro with its pickle serializer and the floor with "
+        "pickle.dumps at the same protocol, beside Django and cachelib with their own pickle, "
+        "below any cap; what remains is each store's own work per write. lembro's is an entry, an "
+        "expiry record, a score and the byte count that keep its cap true; cachelib's is a dict "
+        "store, its pruning left to the set that goes over its threshold (see set at the cap).",
     ]
     notes.append(
         f"Owner index: the same MemoryStore with owner_key={OWNER_FIELD!r} and without, on "
@@ -968,6 +1034,11 @@ FLOOR_PICKLE = "floor, pickle"
 ONE_SERIALIZER = (LEMBRO_PICKLE, FLOOR_PICKLE, DJANGO, CACHELIB)
 
 
+def _pickle_dumps(data: Any) -> bytes:
+    """What lembro's pickle serializer writes, without lembro's code: for the floor."""
+    return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _one_serializer_table(config: Config) -> Table:
     """Writes with every store on pickle (Django's and cachelib's own): what the stores
     cost beside one another, the serializer aside."""
@@ -978,7 +1049,7 @@ def _one_serializer_table(config: Config) -> Table:
     )
     held = _ids(config.sessions)
     lembro = MemoryStore(BIG, None, serializer="pickle")
-    floor = Floor(serializer=PickleSerializer())
+    floor = Floor(encode=_pickle_dumps, decode=pickle.loads)
     drivers = {
         LEMBRO_PICKLE: Driver(
             lembro.get, lembro.set, lembro.set, lembro.touch, lembro.destroy, lembro.purge,

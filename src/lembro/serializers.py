@@ -3,11 +3,14 @@
 msgpack and json give back exactly what they were given, type for type, or refuse it with
 :class:`SerializationError` naming the type and where it is (``session['cart'][2]: Color``).
 Beyond the JSON types (dict with str keys, list, str, int, float, bool, None) they carry
-``bytes``, ``tuple``, ``set``, ``frozenset``, ``datetime`` (naive, or aware with its UTC
-offset), ``date``, ``time``, ``timedelta``, ``UUID`` and ``Decimal``: as msgpack extension
-types, or in JSON as a one-key object ``{"\ue000": [tag, value]}``. Anything else (an
-``Enum``, a dataclass, a subclass of any of these such as ``OrderedDict``) is refused: it
-would come back as something else.
+``bytes``, ``tuple``, ``set``, ``frozenset``, ``datetime``, ``date``, ``time``,
+``timedelta``, ``UUID`` and ``Decimal``: as msgpack extension types, or in JSON as a one-key
+object ``{"\ue000": [tag, value]}``. A ``datetime`` or ``time`` comes back with its ``fold``
+and its zone: none, a ``datetime.timezone`` (its offset, and its name if it was given one),
+or a ``zoneinfo.ZoneInfo`` (its key, such as ``"Europe/Lisbon"``: the zone is looked up
+again where the session is read, so a day added later lands on the right side of a change
+of offset). Any other ``tzinfo`` is refused, as is anything else (an ``Enum``, a dataclass,
+a subclass of any of these such as ``OrderedDict``): it would come back as something else.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import base64
 import math
 import pickle
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -90,8 +94,12 @@ class JsonSerializer:
 
     def loads(self, data: bytes) -> Any:
         obj = self._decode(data)
-        # Tags are rare: only a document that holds the marker needs a walk.
-        return _untag_json(obj) if _JSON_MARK_BYTES in data else obj
+        # Tags are rare: only a document that holds the marker needs a walk. A scan for
+        # its first byte (which starts only U+E000 to U+EFFF) spares most documents the
+        # slower search for all three.
+        if _JSON_MARK_FIRST_BYTE in data and _JSON_MARK_BYTES in data:
+            return _untag_json(obj)
+        return obj
 
 
 def _exact_length(encode_into: Any, obj: Any) -> bytes:
@@ -124,14 +132,95 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's ints hold
 # at the value; an int msgpack cannot hold makes msgspec raise, and is named then).
 _MSGPACK_SAFE: frozenset[type] = frozenset({str, bool, int, float, type(None)})
 _JSON_SAFE: frozenset[type] = frozenset({str, bool, int, type(None)})
+_MSGPACK_LEAVES: frozenset[type] = _MSGPACK_SAFE | {bytes}  # msgpack keeps bytes as bytes
 _JSON_MARK = "\ue000"  # a private-use character: the one key of a tagged JSON object
 _JSON_MARK_BYTES = _JSON_MARK.encode()
+_JSON_MARK_FIRST_BYTE = _JSON_MARK_BYTES[:1]
 
 # Tags, shared by both formats (msgpack extension codes; the first item of a JSON tag).
 _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _TUPLE, _SET, _FROZENSET = range(1, 10)
 _BYTES, _DICT = 10, 11  # JSON only: msgpack has bytes, and no marker to escape
+# A datetime or time whose ISO form would lose something (its fold, its zone's key, its
+# fixed offset's name): see _moment.
+_DATETIME_FULL, _TIME_FULL = 12, 13
 
-_ISO = {datetime: _DATETIME, date: _DATE, time: _TIME}
+
+# ---- the common case: nothing to tag -------------------------------------------------------
+#
+# Most of a session is what msgpack and JSON carry as they are. The walk below asks these
+# about each dict and list it meets: one that holds nothing else is kept as it is, seen
+# with a check of each value's type and no call per value; anything else (a value to tag
+# or to refuse) makes them answer False, and the walk goes in, refusals included.
+
+
+def _msgpack_plain(value: dict[Any, Any]) -> bool:
+    """Whether msgpack gives the dict ``value`` back as it is, with no tag: keys of a type
+    msgpack keeps, and nothing inside but dicts, lists, str, int, float, bool, bytes and
+    None (an int beyond msgpack's 64 bits makes msgspec raise, and is named then)."""
+    for key, item in dict.items(value):
+        if type(key) is not str and type(key) not in _MSGPACK_KEYS:
+            return False
+        kind = type(item)
+        if kind in _MSGPACK_LEAVES:
+            continue
+        if kind is dict:
+            if not _msgpack_plain(item):
+                return False
+        elif kind is not list or not _msgpack_plain_list(item):
+            return False
+    return True
+
+
+def _msgpack_plain_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind in _MSGPACK_LEAVES:
+            continue
+        if kind is dict:
+            if not _msgpack_plain(item):
+                return False
+        elif kind is not list or not _msgpack_plain_list(item):
+            return False
+    return True
+
+
+def _json_plain(value: dict[Any, Any]) -> bool:
+    """Whether JSON gives the dict ``value`` back as it is, with no tag: str keys (none
+    the marker of a tag), and nothing inside but dicts, lists, str, int, finite floats,
+    bool and None."""
+    if dict.__contains__(value, _JSON_MARK):
+        return False
+    for key, item in dict.items(value):
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind in _JSON_SAFE:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict:
+            if not _json_plain(item):
+                return False
+        elif kind is not list or not _json_plain_list(item):
+            return False
+    return True
+
+
+def _json_plain_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind in _JSON_SAFE:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict:
+            if not _json_plain(item):
+                return False
+        elif kind is not list or not _json_plain_list(item):
+            return False
+    return True
 
 
 class _Refused(Exception):
@@ -172,9 +261,9 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     if kind is dict:
         return _walk_dict(value, tag, key_types)
     if kind is list:
+        if _msgpack_plain_list(value) if tag is _to_ext else _json_plain_list(value):
+            return value
         safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
-        if safe.issuperset(map(type, value)):
-            return value  # a list of plain values, the common case, seen at once
         out_list = None
         for index, item in enumerate(value):
             if type(item) in safe:
@@ -191,9 +280,12 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
         code = _TUPLE if kind is tuple else _SET if kind is set else _FROZENSET
         items = value if kind is tuple else sorted(value, key=_sort_key)
         return tag(code, _walk(list(items), tag, key_types))
-    iso = _ISO.get(kind)
-    if iso is not None:
-        return tag(iso, value.isoformat())
+    if kind is datetime:
+        return _moment(value, _DATETIME, _DATETIME_FULL, tag)
+    if kind is date:
+        return tag(_DATE, value.isoformat())
+    if kind is time:
+        return _moment(value, _TIME, _TIME_FULL, tag)
     if kind is timedelta:
         return tag(_TIMEDELTA, [value.days, value.seconds, value.microseconds])
     if kind is UUID:
@@ -203,19 +295,75 @@ def _walk(value: Any, tag: Any, key_types: frozenset[type]) -> Any:
     raise _Refused(f"{kind.__qualname__} (refused: it would come back as another type)")
 
 
+def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
+    """``value`` tagged: as its ISO form when that holds all of it (fold 0, and no zone
+    or an unnamed offset of whole seconds: what earlier versions wrote too), else as
+    ``[wall-clock ISO form, fold, zone]``, the zone a ZoneInfo's key, or ``[seconds,
+    microseconds, name or None]`` of a fixed offset."""
+    zone = value.tzinfo
+    fold = value.fold
+    if zone is None or zone is timezone.utc:
+        if not fold:
+            return tag(code, value.isoformat())
+        if zone is None:
+            return tag(full_code, [value.isoformat(), fold, None])
+    if type(zone) is timezone:
+        offset: timedelta = zone.utcoffset(None)
+        name: str | None = zone.tzname(None)
+        if name == timezone(offset).tzname(None):
+            # fromisoformat reads an offset with microseconds but no seconds as 0
+            if not fold and not offset.microseconds:
+                return tag(code, value.isoformat())
+            name = None
+        seconds = offset.days * 86_400 + offset.seconds
+        zone_tag: Any = [seconds, offset.microseconds, name]
+    elif type(zone) is ZoneInfo and zone.key is not None:
+        zone_tag = zone.key
+    else:
+        raise _Refused(
+            f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
+            "datetime.timezone and a ZoneInfo made from a key come back as they went in)"
+        )
+    return tag(full_code, [value.replace(tzinfo=None).isoformat(), fold, zone_tag])
+
+
+def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datetime | time:
+    """What :func:`_moment` tagged with ``_DATETIME_FULL`` or ``_TIME_FULL``, back."""
+    iso, fold, zone = payload
+    value = kind.fromisoformat(iso)
+    if type(zone) is str:
+        return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
+    if zone is not None:
+        seconds, microseconds, name = zone
+        offset = timedelta(seconds=seconds, microseconds=microseconds)
+        fixed = timezone(offset) if name is None else timezone(offset, name)
+        return value.replace(tzinfo=fixed, fold=fold)
+    return value.replace(fold=fold)
+
+
 def _walk_dict(value: dict[Any, Any], tag: Any, key_types: frozenset[type]) -> Any:
-    if not key_types.issuperset(map(type, dict.keys(value))):  # every key's type, at once
-        bad = next(type(key) for key in dict.keys(value) if type(key) not in key_types)
-        raise _Refused(f"key of type {bad.__name__}")
     out = None
-    safe = _MSGPACK_SAFE if tag is _to_ext else _JSON_SAFE
+    msgpack = tag is _to_ext
+    leaves = _MSGPACK_LEAVES if msgpack else _JSON_SAFE
     for key, item in dict.items(value):
-        if type(item) in safe:
+        if type(key) is not str and type(key) not in key_types:
+            raise _Refused(f"key of type {type(key).__name__}")
+        kind = type(item)
+        if kind in leaves:
             continue  # the common cases, without a call
+        if kind is dict:
+            if _msgpack_plain(item) if msgpack else _json_plain(item):
+                continue
+        elif kind is list:
+            if _msgpack_plain_list(item) if msgpack else _json_plain_list(item):
+                continue
+        elif kind is float and math.isfinite(item):
+            continue  # in JSON (msgpack's floats are leaves)
         new = _walk_inside(item, key, tag, key_types)
         if new is not item:
             if out is None:
-                out = dict(dict.items(value))
+                # dict.copy would read a SessionDict through its own __iter__ and keys
+                out = dict.copy(value) if type(value) is dict else dict(dict.items(value))
             out[key] = new
     if tag is _to_json_tag and dict.__contains__(value, _JSON_MARK):
         return tag(_DICT, value if out is None else out)
@@ -277,6 +425,10 @@ def _from_ext(code: int, data: memoryview) -> Any:
     if code == _DECIMAL:
         return Decimal(bytes(data).decode())
     items = msgspec.msgpack.decode(data, ext_hook=_from_ext)
+    if code == _DATETIME_FULL:
+        return _moment_back(datetime, items)
+    if code == _TIME_FULL:
+        return _moment_back(time, items)
     if code == _TIMEDELTA:
         return timedelta(*items)
     if code == _TUPLE:
@@ -319,6 +471,10 @@ def _untag_json(value: Any) -> Any:
             return Decimal(payload)
         if code == _TIMEDELTA:
             return timedelta(*payload)
+        if code == _DATETIME_FULL:
+            return _moment_back(datetime, payload)
+        if code == _TIME_FULL:
+            return _moment_back(time, payload)
         items = [_untag_json(item) for item in payload]
         if code == _TUPLE:
             return tuple(items)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.http import HttpRequest, HttpResponse
@@ -28,9 +30,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import lembro.flask
-from lembro import MemoryStore, SerializationError
+from lembro import MemoryStore, RedisStore, SerializationError
+from lembro.ids import new_session_id
 from lembro.starlette import SessionMiddleware
 from tests.integrations.test_django import configure_django
+from tests.redis_server import RedisServer
 
 configure_django()
 
@@ -48,11 +52,32 @@ class Point:
     x: int
 
 
+class Club(tzinfo):
+    """A hand-written tzinfo: nothing to look it up by where the session is read."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "CLUB"
+
+
+LISBON = ZoneInfo("Europe/Lisbon")
+
 EXACT: dict[str, Any] = {
     "naive": datetime(2024, 5, 6, 7, 8, 9, 123456),
     "aware": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
+    "named": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2), "CEST")),
+    "zoned": datetime(2024, 3, 30, 12, tzinfo=LISBON),  # a day later is summer time
+    "twice": datetime(2024, 10, 27, 1, 30, tzinfo=LISBON, fold=1),  # the second 01:30
+    "folded": datetime(2024, 10, 27, 1, 30, fold=1),
     "day": date(2024, 2, 29),
     "clock": time(23, 59, 1, 5),
+    "zoned_clock": time(9, 15, tzinfo=LISBON),
+    "folded_clock": time(1, 30, tzinfo=timezone.utc, fold=1),
     "span": timedelta(days=-1, seconds=5, microseconds=7),
     "id": UUID("12345678-1234-5678-1234-567812345678"),
     "money": Decimal("19.90"),
@@ -69,6 +94,10 @@ REFUSED: list[tuple[Any, str]] = [
     ({"where": Point(1)}, r"session\['where'\]: Point"),
     ({"ordered": OrderedDict(a=1)}, r"session\['ordered'\]: OrderedDict"),
     ({"deep": {"x": [object()]}}, r"session\['deep'\]\['x'\]\[0\]: object"),
+    (
+        {"at": [datetime(2024, 1, 1, tzinfo=Club())]},
+        r"session\['at'\]\[0\]: datetime with tzinfo Club",
+    ),
 ]
 
 SERIALIZERS = ["msgpack", "json"]
@@ -81,8 +110,14 @@ def _same(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, datetime):
-        return a == b and a.utcoffset() == b.utcoffset()
+    if isinstance(a, (datetime, time)):
+        return (
+            a.replace(tzinfo=None) == b.replace(tzinfo=None)
+            and a.fold == b.fold
+            and a.utcoffset() == b.utcoffset()
+            and a.tzname() == b.tzname()
+            and getattr(a.tzinfo, "key", None) == getattr(b.tzinfo, "key", None)
+        )
     return bool(a == b)
 
 
@@ -281,3 +316,21 @@ def test_a_type_put_inside_a_loaded_value_is_refused_and_the_session_kept(
         with pytest.raises(SerializationError, match=r"session\['cart'\]\[2\]: Color"):
             INTEGRATIONS[integration](store, append_to_cart, seed=SEED)
         assert list(store.all().values()) == [SEED]
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_a_redis_store_reads_back_every_exact_type_it_wrote(
+    serializer: str, redis_server: RedisServer
+) -> None:
+    """RedisStore shares the serializers: what it writes to a real server, it reads back."""
+    prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+    with RedisStore(redis_server.url, prefix=prefix, serializer=serializer) as store:
+        try:
+            sid = new_session_id()
+            store.set(sid, EXACT)
+            assert _same(store.get(sid), EXACT)
+            with pytest.raises(SerializationError, match=REFUSED[-1][1]):
+                store.set(sid, REFUSED[-1][0])
+            assert _same(store.get(sid), EXACT)
+        finally:
+            store.clear()
