@@ -128,6 +128,19 @@ class DictStore:
         with self._lock:
             return self._drop_locked(sid)
 
+    def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        """Session ``sid`` with a new lifetime of ``ttl`` seconds, or ``None``."""
+        data = self.get(sid)
+        if data is not None:
+            self.touch(sid, ttl)
+        return data
+
+    def time_left(self, sid: str) -> float | None:
+        """Seconds until session ``sid`` expires, or ``None``."""
+        with self._lock:
+            item = self._data.get(sid)
+        return None if item is None else max(item[0] - time.monotonic(), 0.0)
+
     def all(self) -> dict[str, dict[str, Any]]:
         """Every session, expired or not (this store never looks)."""
         with self._lock:

@@ -55,7 +55,8 @@ class SessionStore(Protocol):
     a request, so a store written before these two still serves sessions (and the two
     raise ``InvalidOption`` through :func:`as_async`).
 
-    Two more operations are optional; a store that has them is used through them:
+    Two more operations every lembro store has, and a store of the app's may lack (it is
+    then used without them):
 
     - ``renew(sid, ttl=None) -> dict | None``: a fresh copy of session ``sid`` whose
       lifetime is set to ``ttl`` seconds from now (default: the store's ``ttl``), or
@@ -91,6 +92,8 @@ class SessionStore(Protocol):
 
         def sessions_of(self, owner: str | int) -> list[str]: ...
         def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
+        def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
+        def time_left(self, sid: str) -> float | None: ...
 
 
 @runtime_checkable
@@ -118,6 +121,8 @@ class AsyncSessionStore(Protocol):
 
         async def sessions_of(self, owner: str | int) -> list[str]: ...
         async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
+        async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
+        async def time_left(self, sid: str) -> float | None: ...
 
 
 class _InlineAsync:

@@ -1087,3 +1087,26 @@ def test_whole_store_calls_work_in_batches_and_let_other_calls_in(call: str) -> 
         # another thread's get ran between each two.
         assert clock.interleaved >= 25
         s.check()
+
+
+def test_a_session_over_max_session_bytes_is_refused_and_changes_nothing(
+    clock: FakeClock,
+) -> None:
+    with MemoryStore("1M", None, clock=clock, max_session_bytes="1K") as store:
+        store.set("a" * 43, {"v": "small"})
+        size = store.size
+        with pytest.raises(SessionTooLarge) as raised:
+            store.set("a" * 43, {"v": "x" * 2000})
+        assert raised.value.max_size == 1024
+        assert raised.value.size > 1024
+        assert store.get("a" * 43) == {"v": "small"}
+        assert store.size == size
+        store.check()
+
+
+def test_max_session_bytes_defaults_to_four_mebibytes_as_on_redis() -> None:
+    with MemoryStore("64M", None) as store:
+        assert store.max_session_bytes == 4 * 1024 * 1024
+        store.set("b" * 43, {"v": "x" * (3 * 1024 * 1024)})
+        with pytest.raises(SessionTooLarge):
+            store.set("b" * 43, {"v": "x" * (5 * 1024 * 1024)})

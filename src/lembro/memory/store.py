@@ -51,6 +51,9 @@ _SNAPSHOT_SLACK = 4
 # enough for the operating system to run a thread woken by the release.
 _PAUSE = 0.00005
 
+# The largest serialized session a store takes by default, in bytes: as on Redis.
+DEFAULT_MAX_SESSION_BYTES = 4 * 1024 * 1024
+
 # The id a store's smallest session is measured with: as long as the ids lembro draws.
 _TYPICAL_ID = "x" * 43
 
@@ -76,6 +79,9 @@ class MemoryStore:
     ``lembro.memory.persistence``'s to say. ``trust_pickle=True`` is needed to combine
     ``serializer="pickle"`` with a snapshot: whoever can write the file could otherwise
     run code in the app.
+
+    ``max_session_bytes`` (bytes, or a size string; default 4 MiB) bounds one serialized
+    session: a larger one raises ``SessionTooLarge`` before anything changes, as on Redis.
 
     ``owner_key`` names the session field that holds the signed-in user (``None``: no
     owner index, and no cost). With it, the store keeps each owner's sessions, most
@@ -110,6 +116,7 @@ class MemoryStore:
         "_warned_evicting",
         "batch_size",
         "interval",
+        "max_session_bytes",
         "on_error",
         "owner_key",
         "snapshot",
@@ -133,8 +140,10 @@ class MemoryStore:
         snapshot_interval: float | None = None,
         trust_pickle: bool = False,
         owner_key: str | None = None,
+        max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES,
     ) -> None:
         size = parse_size(max_size)
+        self.max_session_bytes = parse_size(max_session_bytes)
         self.owner_key = check_owner_key(owner_key)
         self.ttl = check_seconds(ttl)
         if (
@@ -240,6 +249,29 @@ class MemoryStore:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
         return self._put(sid, data, ttl, only_over_live=True)
+
+    def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
+        """Return a fresh copy of session ``sid`` and give it a new lifetime of ``ttl``
+        seconds (default: the store's ``ttl``), in one step no write comes between; or
+        ``None`` when absent or expired. A hit or a miss, and a use, as ``get`` is."""
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            blob = table.renew(sid, now + lifetime, now)
+            upkeep = blob is not None and table.upkeep_due
+        if upkeep:
+            self._upkeep(keep=sid)
+        return None if blob is None else self._decode(blob)
+
+    def time_left(self, sid: str) -> float | None:
+        """Seconds until session ``sid`` ends, or ``None`` when absent or expired; neither
+        a hit nor a miss nor a use."""
+        now = self._clock()
+        with self._lock:
+            return self._table.time_left(sid, now)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds without re-serializing.
@@ -559,6 +591,8 @@ class MemoryStore:
             # A serializer of the app's may return bytes with room to spare (msgspec's
             # encode does): a copy holds exactly what the budget counts.
             blob = bytes(memoryview(dumps_session(self._serializer, data)))
+        if len(blob) > self.max_session_bytes:
+            raise SessionTooLarge(len(blob), self.max_session_bytes)
         owner = None if self.owner_key is None else owner_of(data, self.owner_key)
         budget = self._table.budget
         cost = budget.new_session_cost(sid, blob, owner)

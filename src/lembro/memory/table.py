@@ -120,7 +120,7 @@ class SessionTable:
         self.eviction.used(old)
         if self.owners is not None:
             self._own(old, owner)
-        self.renew(old, expires)
+        self.extend(old, expires)
         return True
 
     def touch(self, sid: str, expires: float, now: float) -> bool:
@@ -129,8 +129,23 @@ class SessionTable:
         if entry is None:
             return False
         self.use(entry)
-        self.renew(entry, expires)
+        self.extend(entry, expires)
         return True
+
+    def renew(self, sid: str, expires: float, now: float) -> bytes | None:
+        """The data of live session ``sid``, which now expires at ``expires`` (a use of
+        it, and a hit), or ``None`` (a miss)."""
+        data = self.read(sid, now)
+        if data is not None:
+            self.extend(self.sessions[sid], expires)
+        return data
+
+    def time_left(self, sid: str, now: float) -> float | None:
+        """Seconds until live session ``sid`` expires, or ``None``; changes nothing."""
+        entry = self.sessions.get(sid)
+        if entry is None or entry.expires <= now:
+            return None
+        return entry.expires - now
 
     def destroy(self, sid: str, now: float) -> bool:
         """Remove session ``sid``; return whether a live session was removed."""
@@ -155,7 +170,7 @@ class SessionTable:
             self._own(entry, owner)
         return entry
 
-    def renew(self, entry: Entry, expires: float) -> None:
+    def extend(self, entry: Entry, expires: float) -> None:
         """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
         later (a purge then finds it extended and gives it a new one); an earlier expiry
         needs a new record, or the session would be purged late."""
