@@ -31,7 +31,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Hooked", "attach", "detach", "sigterm_installed"]
+__all__ = ["Hooked", "attach", "detach", "installed"]
 
 log = logging.getLogger("lembro")
 
@@ -115,9 +115,15 @@ def install_sigterm() -> None:
     _installed = True
 
 
-def sigterm_installed() -> bool:
-    """Whether lembro's SIGTERM handler is installed in this process now."""
-    return _installed and signal.getsignal(signal.SIGTERM) is _on_sigterm
+def installed() -> frozenset[str]:
+    """Which hooks lembro holds in this process now: ``"fork"`` (registered for good, but
+    acting only while a store lives), ``"exit"`` and ``"sigterm"``."""
+    held = {"fork"} if _fork_hooks and len(_live) else set()
+    if _kept:
+        held.add("exit")
+    if _installed and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        held.add("sigterm")
+    return frozenset(held)
 
 
 def _uninstall_sigterm() -> None:
