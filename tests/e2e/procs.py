@@ -52,6 +52,11 @@ def logout():
     return f"{os.getpid()} 0"
 
 
+@app.get("/pid")
+def pid():
+    return f"{os.getpid()} 0"
+
+
 if __name__ == "__main__":
     app.run("127.0.0.1", int(os.environ["PORT"]), debug=True, use_reloader=True)
 """

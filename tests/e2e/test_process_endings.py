@@ -236,6 +236,48 @@ def test_gunicorn_preload_restart_keeps_the_workers_logins_and_logouts(tmp_path:
             client.close()
 
 
+def test_a_recycled_preload_worker_starts_from_the_sessions_as_they_are_now(
+    tmp_path: Path,
+) -> None:
+    """gunicorn --preload --max-requests: the master loaded the snapshot at start and
+    never serves; a worker replacing one that reached its request limit must start from
+    the file its predecessor wrote at exit, not from the master's copy: a logout made
+    since stays made, and a login made since is kept."""
+    (tmp_path / "app.py").write_text(FLASK_APP)
+    env = {"SNAPSHOT": str(tmp_path / "s.snap")}
+
+    def gunicorn(*extra: str) -> Server:
+        port = free_port()
+        args = ["-m", "gunicorn", "--preload", "-w", "1", *extra, "-b", f"127.0.0.1:{port}"]
+        server = Server([*args, "app:app"], tmp_path, port, env, name="gunicorn")
+        server.wait_ready()
+        return server
+
+    server = gunicorn()
+    leave, new = httpx.Client(), httpx.Client()
+    try:
+        assert visits(leave, server.url) == 1
+        assert server.stop() == 0  # the worker writes the snapshot: one session
+        server = gunicorn("--max-requests", "4")
+        ((name, cookie),) = leave.cookies.items()  # as a stolen copy would replay it
+        first = int(leave.get(server.url + "/logout", timeout=5).text.split()[0])
+        assert visits(new, server.url) == 1  # a login in the first worker
+        for _ in range(2):  # the first worker's fourth request: it exits and writes
+            new.get(server.url + "/pid", timeout=5)
+        for _ in range(100):  # until the master has started the next worker
+            pid = int(new.get(server.url + "/pid", timeout=5).text.split()[0])
+            if pid != first:
+                break
+        assert pid != first, "the worker was not recycled"
+        with httpx.Client(cookies={name: cookie}) as replayed:
+            assert visits(replayed, server.url) == 1, "a logout came back in a recycled worker"
+        assert visits(new, server.url) == 2, "a login was lost in the recycled worker"
+    finally:
+        server.stop()
+        for client in (leave, new):
+            client.close()
+
+
 FORKED_CHILD_SIGTERM = """
 import os, signal, sys
 from lembro import MemoryStore
