@@ -109,3 +109,23 @@ def test_a_session_unused_for_a_thousand_half_lives_still_checks_as_valid() -> N
     order.check(idle)
     order.check(busy)
     assert names(order.victims([idle, busy], 1, one_byte, keep=None)) == ["idle"]
+
+
+def test_the_cutoff_from_a_sample_lands_near_the_exact_one() -> None:
+    order = ordered()
+    entries = [entry(order, f"s{i}", uses=1 + i % 10) for i in range(20_000)]
+    need = 5_000  # a quarter of them, one byte each
+    cutoff = order.cutoff(entries, need, one_byte)
+    below = sum(1 for e in entries if e.score <= cutoff)
+    assert 0.8 * need <= below <= 1.2 * need
+    taken = list(EvictionOrder.scored_at_most(entries, cutoff))
+    assert len(taken) == below
+    assert all(e.score <= cutoff for e in taken)
+
+
+def test_no_need_gives_a_cutoff_below_every_score_and_too_much_need_takes_all() -> None:
+    order = ordered()
+    entries = [entry(order, f"s{i}") for i in range(100)]
+    assert not list(EvictionOrder.scored_at_most(entries, order.cutoff(entries, 0, one_byte)))
+    everything = order.cutoff(entries, 1_000, one_byte)
+    assert len(list(EvictionOrder.scored_at_most(entries, everything))) == 100

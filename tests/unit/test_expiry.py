@@ -108,3 +108,35 @@ def test_check_names_a_record_out_of_order() -> None:
     first.expires = 3.0  # what only a bug could do
     with pytest.raises(AssertionError, match="out of order"):
         index.check()
+
+
+def test_a_compaction_in_steps_drops_flagged_records_and_keeps_every_live_one_due() -> None:
+    index = ExpiryIndex()
+    records = [index.add(f"s{t}", float(t)) for t in range(1000)]
+    for t in (999, 500, 10):
+        index.add(f"late{t}", float(t) + 0.5)  # out of order: into the heap
+    for record in records[::2]:
+        index.remove(record)
+    assert index.stale == 500
+    index.start_compaction()
+    assert index.compacting
+    index.add("during", 2000.0)  # records keep coming during a compaction
+    dropped, more = index.compact_step(100)
+    assert (dropped, more) == (50, True)
+    assert due_sids(index, 20.0) == ["s1", "s3", "s5", "s7", "s9", "late10", "s11"] + [
+        f"s{t}" for t in range(13, 21, 2)
+    ]  # in time order from wherever they are held meanwhile
+    index.check()
+    total = dropped
+    while more:
+        count, more = index.compact_step(100)
+        total += count
+    assert total == 500
+    assert index.stale == 0
+    assert not index.compacting
+    index.check()
+    times = {f"s{t}": float(t) for t in range(1000)}
+    times.update({"late999": 999.5, "late500": 500.5, "during": 2000.0})
+    rest = due_sids(index, 3000.0)
+    assert len(rest) == 500 - 10 + 3
+    assert [times[sid] for sid in rest] == sorted(times[sid] for sid in rest)

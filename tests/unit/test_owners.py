@@ -162,3 +162,34 @@ def test_own_says_which_owners_came_and_went() -> None:
     assert index.own(b, None) == ("bob", None)
     assert len(index) == 0
     index.check([a, b])
+
+
+def test_a_detached_owner_keeps_its_sessions_apart_from_new_ones_of_that_name() -> None:
+    index = OwnerIndex()
+    a, b, new = entry("a"), entry("b"), entry("new")
+    index.join(a, "ana")
+    index.join(b, "ana")
+    detached = index.detach("ana")
+    assert detached is not None
+    assert index.detach("ana") is None  # gone from the table
+    assert index.join(new, "ana") == "ana"  # a new login: a new owner of that name
+    assert sids(index, "ana") == ["new"]
+    assert index.own(b, "ana") == (None, None)  # written as ana: stays with the detached
+    assert detached.newest is b
+    index.check([a, b, new])
+    assert sorted(index.names()) == ["ana", "ana"]  # both counted until the first is empty
+    assert index.leave(b) is None
+    assert index.leave(a) == "ana"  # the detached owner's last session: dropped
+    assert index.names() == ["ana"]
+    index.check([new])
+
+
+def test_a_session_rejoins_the_owner_of_its_name_from_a_detached_one() -> None:
+    index = OwnerIndex()
+    keep, other = entry("keep"), entry("other")
+    index.join(keep, "ana")
+    index.join(other, "ana")
+    index.detach("ana")
+    assert index.rejoin(keep) == (None, "ana")  # a new owner in the table
+    assert sids(index, "ana") == ["keep"]
+    index.check([keep, other])

@@ -1,0 +1,127 @@
+"""SessionTable through its own API: no lock, no clock of its own, work in steps."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lembro.memory.budget import RECORD_OVERHEAD, session_cost
+from lembro.memory.table import SMALL, SessionTable
+
+NOW = 1000.0
+
+
+def table(max_size: int = 1 << 20, owners: bool = False) -> SessionTable:
+    return SessionTable(max_size, 0.75, owners=owners)
+
+
+def test_a_write_read_touch_and_destroy_keep_every_part_in_step() -> None:
+    t = table()
+    assert t.write("a", b"one", NOW + 10, None, NOW, only_over_live=False)
+    assert not t.write("b", b"two", NOW + 10, None, NOW, only_over_live=True)  # not there
+    assert t.read("a", NOW) == b"one"
+    assert t.read("b", NOW) is None
+    assert (t.hits, t.misses) == (1, 1)
+    assert t.touch("a", NOW + 5, NOW)  # earlier: a new record, the old one flagged
+    assert t.budget.size == session_cost("a", b"one") + 2 * RECORD_OVERHEAD
+    t.check()
+    assert t.time_left("a", NOW) == 5
+    assert t.renew("a", NOW + 60, NOW) == b"one"
+    assert t.time_left("a", NOW) == 60
+    assert t.destroy("a", NOW)
+    assert not t.destroy("a", NOW)
+    t.check()
+
+
+def test_an_expired_session_is_removed_and_counted_when_looked_at() -> None:
+    t = table()
+    t.write("a", b"x", NOW + 1, None, NOW, only_over_live=False)
+    assert not t.holds("a", NOW + 1)
+    assert len(t) == 1  # holds() changes nothing
+    assert t.live("a", NOW + 1) is None
+    assert (len(t), t.expired) == (0, 1)
+    t.check()
+
+
+def test_a_purge_takes_what_is_due_a_step_at_a_time() -> None:
+    t = table()
+    for i in range(10):
+        t.write(f"s{i}", b"x", NOW + i, None, NOW, only_over_live=False)
+    assert t.purge(NOW + 5, 4) == (4, True)
+    assert t.purge(NOW + 5, 4) == (2, False)
+    assert len(t) == 4
+    assert t.expired == 6
+    t.check()
+
+
+def test_a_small_table_over_its_cap_evicts_the_least_used_exactly() -> None:
+    cost = session_cost("s0", b"x" * 100) + RECORD_OVERHEAD
+    t = table(cost * 10)
+    for i in range(11):
+        t.write(f"s{i}", b"x" * 100, NOW + 100, None, NOW, only_over_live=False)
+        if i != 3:
+            t.read(f"s{i}", NOW)  # all but s3 used twice
+    assert t.budget.over
+    assert t.upkeep_due
+    assert len(t) <= SMALL
+    evicted = t.prune_small(keep="s10")
+    assert 1 <= evicted <= 4  # down to three quarters of ten sessions' worth
+    assert "s3" not in t.sessions  # the one used once went first
+    assert "s10" in t.sessions
+    assert t.need <= 0
+    t.check()
+
+
+def test_a_large_table_evicts_below_a_cutoff_and_spares_a_session_used_meanwhile() -> None:
+    t = table()
+    for i in range(2000):
+        t.write(f"s{i}", b"x" * 100, NOW + 100, None, NOW, only_over_live=False)
+    t.budget.max_size = t.budget.size  # over its target: a quarter must go
+    entries = t.entries()
+    cutoff = t.cutoff(entries)
+    spared = entries[0]
+    t.read(spared.sid, NOW)  # used after the cutoff was chosen: scored above it now
+    evicted, done = t.evict(entries, keep=None, cutoff=cutoff)
+    assert done
+    assert spared.sid in t.sessions
+    assert 400 <= evicted <= 600
+    while t.compact_step(64):
+        pass
+    t.check()
+
+
+def test_ending_a_detached_owner_spares_keep_and_new_logins() -> None:
+    t = table(owners=True)
+    for i in range(5):
+        t.write(f"a{i}", b"x", NOW + 100, "ana", NOW, only_over_live=False)
+    owner = t.detach_owner("ana", keep="a2")
+    assert owner is not None
+    t.write("new", b"x", NOW + 100, "ana", NOW, only_over_live=False)  # a login meanwhile
+    ended, more = t.end_detached(owner, NOW, 3)
+    assert (ended, more) == (3, True)
+    t.check()
+    assert t.end_detached(owner, NOW, 3) == (1, False)
+    assert sorted(t.sessions_of("ana", NOW)) == ["a2", "new"]
+    t.check()
+
+
+def test_taking_a_table_apart_empties_it() -> None:
+    t = table()
+    for i in range(100):
+        t.write(f"s{i}", b"x", NOW + 100, None, NOW, only_over_live=False)
+    t.take_apart(7)
+    assert len(t) == 0
+    assert len(t.expiry) == 0
+
+
+@pytest.mark.parametrize("held", [200, 2000])
+def test_a_table_that_held_many_more_sessions_is_rebuilt_small(held: int) -> None:
+    t = table()
+    for i in range(held):
+        t.write(f"s{i}", b"x", NOW + 100, None, NOW, only_over_live=False)
+    full = sys.getsizeof(t.sessions)
+    for i in range(held - 10):
+        t.destroy(f"s{i}", NOW)
+    assert sys.getsizeof(t.sessions) < full / 2  # at most twice the slots it needs
+    t.check()
