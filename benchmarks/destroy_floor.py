@@ -14,7 +14,8 @@ thread):
 - lembro's ``MemoryStore.destroy`` through ``lembro.as_async``, as its Starlette
   middleware calls it.
 
-It backs one line of README's benchmark notes; ``make bench`` does not run it.
+It explains the destroy row of docs/benchmarks.md's async table, where starsessions is
+faster than the floor; ``make bench`` does not run it.
 """
 
 from __future__ import annotations

@@ -320,7 +320,7 @@ def _start_server(store: str, max_size: str) -> tuple[subprocess.Popen[str], int
     command += ["--max-size", max_size]
     # werkzeug runs a thread per connection, and glibc gives threads their own malloc
     # arenas, which grow RSS with no live object behind it; production Python servers cap
-    # them, as README's deployment section says. Every store runs with the same setting.
+    # them, as docs/processes.md says. Every store runs with the same setting.
     env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None

@@ -84,7 +84,7 @@ def client(app: Flask) -> Iterator[Any]:
 
 
 def sign(sid: str, key: str = SECRET) -> str:
-    """Sign ``sid`` as README says lembro.flask does, with ``key``: computed here
+    """Sign ``sid`` as docs/security.md says lembro.flask does, with ``key``: computed here
     independently, the id, a dot, and keyed BLAKE2b-256 of the id under HMAC-SHA256(key,
     "lembro.session-id")."""
     derived = hmac.digest(key.encode(), b"lembro.session-id", "sha256")

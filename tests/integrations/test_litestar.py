@@ -349,7 +349,7 @@ def test_an_id_the_server_did_not_issue_is_never_adopted(
 def test_litestars_own_config_adopts_the_clients_id_which_lembros_does_not(
     memory: MemoryStore,
 ) -> None:
-    # What Litestar's middleware decides by itself, pinned so the README stays true.
+    # What Litestar's middleware decides by itself, pinned so docs/litestar.md stays true.
     app = make_app(LembroStore(memory), ServerSideSessionConfig())
     with TestClient(app) as stock:
         stock.get("/count", headers={"Cookie": "session=chosen-by-the-client"})

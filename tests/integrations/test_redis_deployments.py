@@ -1,4 +1,4 @@
-"""The README's set-ups, each framework on a Redis deployment: Flask on a Redis Cluster,
+"""docs/redis.md's set-ups, each framework on a Redis deployment: Flask on a Redis Cluster,
 Starlette on Sentinel and on Valkey through valkey-py, Django on a TLS cluster; a login,
 a visit and a logout through the framework, the record checked in Redis. And Litestar's
 store on Redis: a renewal racing a write."""

@@ -1,4 +1,4 @@
-"""README's Security section, claim by claim, through each integration and the demo.
+"""docs/security.md, claim by claim, through each integration and the demo.
 
 Each test here would fail if the sentence it is named after were false.
 """
@@ -48,8 +48,9 @@ with warnings.catch_warnings():
 
 
 def signed_cookie(sid: str, secret: str) -> str:
-    """README: the id, a dot, and keyed BLAKE2b-256 of the id under a key derived once from
-    the secret (HMAC-SHA256(secret, "lembro.session-id")); computed here without lembro."""
+    """docs/security.md: the id, a dot, and keyed BLAKE2b-256 of the id under a key derived
+    once from the secret (HMAC-SHA256(secret, "lembro.session-id")); computed here without
+    lembro."""
     key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
     tag = base64.urlsafe_b64encode(
         hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()

@@ -160,7 +160,7 @@ def signed(value: str, secret: str = SECRET) -> str:
 
 
 def signed_cookie(sid: str, secret: str) -> str:
-    """The cookie value README describes, computed here independently of lembro: the id,
+    """The cookie value docs/security.md describes, computed here independently of lembro: the id,
     a dot, and keyed BLAKE2b-256 of the id under HMAC-SHA256(secret, "lembro.session-id")."""
     key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
     digest = hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()

@@ -479,7 +479,7 @@ cookie_cases = st.one_of(raw_cookies, crafted_cookies)
 
 
 def _hmac_cookie(sid: str, secret: str) -> str:
-    """The signed cookie README describes (the id, a dot, keyed BLAKE2b-256 of the id
+    """The signed cookie docs/security.md describes (the id, a dot, keyed BLAKE2b-256 of the id
     under HMAC-SHA256(secret, "lembro.session-id")), computed here independently of lembro."""
     key = hmac.digest(secret.encode(), b"lembro.session-id", "sha256")
     digest = hashlib.blake2b(sid.encode(), key=key, digest_size=32).digest()
