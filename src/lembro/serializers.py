@@ -18,11 +18,11 @@ from __future__ import annotations
 import base64
 import math
 import pickle
+import sys
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -317,8 +317,8 @@ def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
             name = None
         seconds = offset.days * 86_400 + offset.seconds
         zone_tag: Any = [seconds, offset.microseconds, name]
-    elif type(zone) is ZoneInfo and zone.key is not None:
-        zone_tag = zone.key
+    elif (key := _zone_key(zone)) is not None:
+        zone_tag = key
     else:
         raise _Refused(
             f"{type(value).__name__} with tzinfo {type(zone).__qualname__} (refused: only "
@@ -327,11 +327,24 @@ def _moment(value: datetime | time, code: int, full_code: int, tag: Any) -> Any:
     return tag(full_code, [value.replace(tzinfo=None).isoformat(), fold, zone_tag])
 
 
+def _zone_key(zone: Any) -> str | None:
+    """The key of ``zone`` if it is a ``zoneinfo.ZoneInfo`` made from one, else ``None``.
+    No ZoneInfo exists before the app imports zoneinfo, so lembro does not import it (it
+    reads the system's configuration when imported)."""
+    zoneinfo = sys.modules.get("zoneinfo")
+    if zoneinfo is None or type(zone) is not zoneinfo.ZoneInfo:
+        return None
+    key: str | None = zone.key
+    return key
+
+
 def _moment_back(kind: type[datetime] | type[time], payload: list[Any]) -> datetime | time:
     """What :func:`_moment` tagged with ``_DATETIME_FULL`` or ``_TIME_FULL``, back."""
     iso, fold, zone = payload
     value = kind.fromisoformat(iso)
     if type(zone) is str:
+        from zoneinfo import ZoneInfo  # imported only once a session holds a zone
+
         return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
     if zone is not None:
         seconds, microseconds, name = zone
