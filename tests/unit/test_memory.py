@@ -1110,3 +1110,20 @@ def test_max_session_bytes_defaults_to_four_mebibytes_as_on_redis() -> None:
         store.set("b" * 43, {"v": "x" * (3 * 1024 * 1024)})
         with pytest.raises(SessionTooLarge):
             store.set("b" * 43, {"v": "x" * (5 * 1024 * 1024)})
+
+
+def test_a_flood_past_a_large_store_evicts_bots_before_an_early_returning_user(
+    clock: FakeClock,
+) -> None:
+    """A store of more sessions than it prunes in one exact step is pruned a batch at a
+    time below a sampled cutoff, lowest score first: the oldest session, a user who came
+    back, must not go just because it is first in the table."""
+    with MemoryStore("4M", None, clock=clock) as store:
+        user = "u" * 43
+        store.set(user, {"user": "ana"})
+        store.get(user)
+        for i in range(60_000):
+            store.set(f"b{i:042d}", {"n": i})
+        assert store.stats().evicted > 10_000
+        assert store.get(user) == {"user": "ana"}
+        store.check()

@@ -15,9 +15,11 @@ more often than a user, within a few half-lives, to outrank them.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from operator import attrgetter
 
 from .entry import Entry
@@ -116,6 +118,17 @@ class EvictionOrder:
     def scored_at_most(entries: Iterable[Entry], cutoff: float) -> Iterator[Entry]:
         """``entries`` scored at most ``cutoff``, in their order."""
         return (entry for entry in entries if entry.score <= cutoff)
+
+    @staticmethod
+    def lowest_first(entries: Iterable[Entry], run: int) -> Iterator[Entry]:
+        """``entries``, lowest score first: sorted ``run`` at a time and the runs merged as
+        they are taken, so no single sort holds the interpreter for all of them."""
+        it = iter(entries)
+        runs = []
+        while chunk := list(islice(it, run)):
+            chunk.sort(key=_score)
+            runs.append(chunk)
+        return heapq.merge(*runs, key=_score)
 
     def check(self, entry: Entry) -> None:
         """Raise ``AssertionError`` when ``entry``'s score could not have been given: a

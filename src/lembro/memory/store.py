@@ -36,6 +36,7 @@ from ..serializers import (
 from ..size import format_size, parse_size
 from ..snapshot import SnapshotRecord, check_snapshot_path
 from .entry import Entry
+from .eviction import EvictionOrder
 from .persistence import SnapshotFile
 from .table import SMALL, SessionTable
 
@@ -492,8 +493,8 @@ class MemoryStore:
     def _prune_in_steps(self, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``: expired sessions first, then the least
         likely to be missed. A store of at most ``SMALL`` sessions is pruned in one step,
-        in exact order; a larger one a batch at a time, taking the sessions scored at or
-        below a cutoff found from a sample (a session used meanwhile is spared)."""
+        in exact order; a larger one a batch at a time: the sessions scored at or below a
+        cutoff found from a sample, lowest first (a session used meanwhile is spared)."""
         self._purge_in_batches()
         with self._lock:
             table = self._table
@@ -510,10 +511,11 @@ class MemoryStore:
                 entries = self._table.entries() if self._table.need > 0 else []
             if not entries:
                 break
-            # A third pass takes any session, oldest first: a cutoff too low twice means
-            # the sample was far off, and the store must still come under its cap.
+            # A third pass ranks every session: a cutoff too low twice means the sample
+            # was far off, and the store must still come under its cap.
             cutoff = table.cutoff(entries) if attempt < 2 else math.inf
-            for batch in self._in_batches(table.eviction.scored_at_most(entries, cutoff)):
+            below = EvictionOrder.scored_at_most(entries, cutoff)
+            for batch in self._in_batches(EvictionOrder.lowest_first(below, self.batch_size)):
                 with self._lock:
                     count, done = self._table.evict(batch, keep, cutoff)
                 evicted += count
