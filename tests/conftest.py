@@ -12,7 +12,8 @@ import pytest
 
 from lembro import MemoryStore
 
-from .redis_server import RedisServer, _free_port, find_redis_server
+from .ports import free_port
+from .redis_server import RedisServer, find_redis_server
 from .topologies import (
     Cluster,
     SentinelSetup,
@@ -170,7 +171,7 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[RedisServer, st
     require_binaries("redis-server")
     executable = find_redis_server()
     assert executable is not None
-    tls_port = _free_port()
+    tls_port = free_port()
     server = RedisServer(executable, args=["--tls-port", str(tls_port), *tls_args(*certificate)])
     server.start()
     yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate[0]}"

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .redis_server import RedisServer, _free_port, find_redis_server
+from .ports import free_port
+from .redis_server import RedisServer, find_redis_server
 
 __all__ = [
     "Cluster",
@@ -108,7 +109,7 @@ class Cluster:
 
 def _cluster_port() -> int:
     """A free port that Redis Cluster accepts (it refuses ports above 55535)."""
-    while (port := _free_port()) > 55535:
+    while (port := free_port()) > 55535:
         pass
     return port
 
@@ -135,7 +136,7 @@ def start_cluster(certificate: tuple[Path, Path] | None = None) -> Cluster:
         RedisServer(
             executable,
             _cluster_port(),
-            [*args, "--cluster-port", str(_free_port())]
+            [*args, "--cluster-port", str(free_port())]
             + (["--tls-port", str(tls_ports[i])] if tls_ports else []),
         )
         for i in range(3)
@@ -250,7 +251,7 @@ def start_sentinel() -> SentinelSetup:
     primary = RedisServer(executable, args=quick)
     primary.start()
     replica = RedisServer(executable, args=[*quick, "--replicaof", "127.0.0.1", str(primary.port)])
-    setup = SentinelSetup(primary, replica, _free_port())
+    setup = SentinelSetup(primary, replica, free_port())
     try:
         replica.start()
         setup.start_sentinel()
