@@ -44,12 +44,16 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check src tools
 	$(PY) -m mypy
 
+# Tests run in parallel (pytest-xdist), one worker per CPU; worksteal rebalances the
+# long end-to-end tests when one worker runs out of work.
+PYTEST_PARALLEL := -n auto --dist worksteal
+
 test: $(VENV)/.dev redis-server lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # The suite without the end-to-end tests (real demo, soak and benchmark processes).
 test-fast: $(VENV)/.dev redis-server
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e"
 
 bench: $(VENV)/.dev redis-server
 	$(PY) benchmarks/run.py
