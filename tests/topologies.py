@@ -122,12 +122,17 @@ def tls_args(cert: Path, key: Path) -> list[str]:
     ]
 
 
-def start_cluster(certificate: tuple[Path, Path] | None = None) -> Cluster:
-    """A running 3-primary cluster; over TLS when given ``(cert, key)``."""
+def start_cluster(
+    certificate: tuple[Path, Path] | None = None, node_timeout: float = 15.0
+) -> Cluster:
+    """A running 3-primary cluster; over TLS when given ``(cert, key)``. A node that does
+    not answer for ``node_timeout`` seconds is failed, and the cluster with it (no
+    replicas): fault tests want that within seconds, tests of a healthy cluster never
+    (a loaded machine can stall a node for a second)."""
     executable = find_redis_server()
     assert executable is not None
-    # A short node timeout so a lost primary turns into CLUSTERDOWN within seconds.
-    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+    milliseconds = str(round(node_timeout * 1000))
+    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", milliseconds]
     tls_ports = None
     if certificate is not None:
         tls_ports = [_cluster_port() for _ in range(3)]
