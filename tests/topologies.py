@@ -193,7 +193,10 @@ class SentinelSetup:
         config.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self._dir}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 1\n"
-            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            # Failovers in the tests are forced (SENTINEL FAILOVER); one Sentinel decided
+            # itself, after a stall of the loaded machine, would come in the middle of
+            # whatever test runs then.
+            f"sentinel down-after-milliseconds {SERVICE} 30000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n"
         )
         log = (self._dir / "sentinel.log").open("ab")
