@@ -53,9 +53,13 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check src tools
 	$(PY) -m mypy
 
-# The site is built too (a few seconds): a broken link or docstring fails the run.
+# Tests run in parallel (pytest-xdist), one worker per CPU; worksteal rebalances the
+# long end-to-end tests when one worker runs out of work. The site is built too (a few
+# seconds): a broken link or docstring fails the run.
+PYTEST_PARALLEL := -n auto --dist worksteal
+
 test: $(VENV)/.dev redis-server lint docs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # The documentation site, into site/; every warning is an error.
 docs: $(VENV)/.docs
@@ -63,7 +67,7 @@ docs: $(VENV)/.docs
 
 # The suite without the end-to-end tests (real demo, soak and benchmark processes).
 test-fast: $(VENV)/.dev redis-server
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e"
 
 bench: $(VENV)/.dev redis-server
 	$(PY) benchmarks/run.py

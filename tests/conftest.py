@@ -12,7 +12,8 @@ import pytest
 
 from lembro import MemoryStore
 
-from .redis_server import RedisServer, _free_port, find_redis_server
+from .ports import free_port
+from .redis_server import RedisServer, find_redis_server
 from .topologies import (
     Cluster,
     SentinelSetup,
@@ -22,6 +23,45 @@ from .topologies import (
     start_sentinel,
     tls_args,
 )
+
+# The temporary directory this test process made, and the TMPDIR it replaced.
+_TMPDIR = pytest.StashKey[tuple[str | None, str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this test process, and what it starts, a temporary directory of its own.
+
+    Every store a test builds claims its process as one serving an app, in a directory
+    under the temporary directory (lembro.processes). pytest-xdist's workers share a
+    parent, a working directory and a command line, so in a shared directory each worker
+    would find the others' claims and report several processes (a developer's running
+    demo would be found too). A fresh TMPDIR, rather than one LEMBRO_RUNTIME_DIR, keeps
+    the default layout: a process that gives up root for another user claims in that
+    user's own directory, as it would on a real machine.
+    """
+    # pytest's own tmp_path directories stay where they were, kept after the run.
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix="lembro-tests-")
+    # As /tmp (sticky): a test that gives up root makes its own entries, as on a real machine.
+    os.chmod(directory, 0o1777)  # noqa: S103
+    config.stash[_TMPDIR] = (os.environ.get("TMPDIR"), directory)
+    os.environ["TMPDIR"] = directory
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    os.environ.pop("LEMBRO_RUNTIME_DIR", None)
+    os.environ.pop("XDG_RUNTIME_DIR", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_TMPDIR, None)
+    if saved is None:
+        return
+    before, directory = saved
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class FakeClock:
@@ -131,7 +171,7 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[RedisServer, st
     require_binaries("redis-server")
     executable = find_redis_server()
     assert executable is not None
-    tls_port = _free_port()
+    tls_port = free_port()
     server = RedisServer(executable, args=["--tls-port", str(tls_port), *tls_args(*certificate)])
     server.start()
     yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate[0]}"

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .ports import free_port
+
 __all__ = ["RedisServer", "find_redis_server"]
 
 
@@ -21,13 +23,6 @@ def find_redis_server() -> str | None:
     if found:
         return found
     return "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _ping(port: int) -> bool:
@@ -45,7 +40,7 @@ class RedisServer:
 
     def __init__(self, executable: str, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.executable = executable
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.args = list(args)  # more redis-server options, such as --cluster-enabled yes
         self._dir = Path(tempfile.mkdtemp(prefix="lembro-redis-"))
         self.process: subprocess.Popen[bytes] | None = None

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .redis_server import RedisServer, _free_port, find_redis_server
+from .ports import free_port
+from .redis_server import RedisServer, find_redis_server
 
 __all__ = [
     "Cluster",
@@ -108,7 +109,7 @@ class Cluster:
 
 def _cluster_port() -> int:
     """A free port that Redis Cluster accepts (it refuses ports above 55535)."""
-    while (port := _free_port()) > 55535:
+    while (port := free_port()) > 55535:
         pass
     return port
 
@@ -121,12 +122,17 @@ def tls_args(cert: Path, key: Path) -> list[str]:
     ]
 
 
-def start_cluster(certificate: tuple[Path, Path] | None = None) -> Cluster:
-    """A running 3-primary cluster; over TLS when given ``(cert, key)``."""
+def start_cluster(
+    certificate: tuple[Path, Path] | None = None, node_timeout: float = 15.0
+) -> Cluster:
+    """A running 3-primary cluster; over TLS when given ``(cert, key)``. A node that does
+    not answer for ``node_timeout`` seconds is failed, and the cluster with it (no
+    replicas): fault tests want that within seconds, tests of a healthy cluster never
+    (a loaded machine can stall a node for a second)."""
     executable = find_redis_server()
     assert executable is not None
-    # A short node timeout so a lost primary turns into CLUSTERDOWN within seconds.
-    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+    milliseconds = str(round(node_timeout * 1000))
+    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", milliseconds]
     tls_ports = None
     if certificate is not None:
         tls_ports = [_cluster_port() for _ in range(3)]
@@ -135,7 +141,7 @@ def start_cluster(certificate: tuple[Path, Path] | None = None) -> Cluster:
         RedisServer(
             executable,
             _cluster_port(),
-            [*args, "--cluster-port", str(_free_port())]
+            [*args, "--cluster-port", str(free_port())]
             + (["--tls-port", str(tls_ports[i])] if tls_ports else []),
         )
         for i in range(3)
@@ -187,7 +193,10 @@ class SentinelSetup:
         config.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self._dir}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 1\n"
-            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            # Failovers in the tests are forced (SENTINEL FAILOVER); one Sentinel decided
+            # itself, after a stall of the loaded machine, would come in the middle of
+            # whatever test runs then.
+            f"sentinel down-after-milliseconds {SERVICE} 30000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n"
         )
         log = (self._dir / "sentinel.log").open("ab")
@@ -250,7 +259,7 @@ def start_sentinel() -> SentinelSetup:
     primary = RedisServer(executable, args=quick)
     primary.start()
     replica = RedisServer(executable, args=[*quick, "--replicaof", "127.0.0.1", str(primary.port)])
-    setup = SentinelSetup(primary, replica, _free_port())
+    setup = SentinelSetup(primary, replica, free_port())
     try:
         replica.start()
         setup.start_sentinel()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from tests.ports import free_port
 
 __all__ = ["SEVERAL", "Server", "env_for", "free_port", "run_group", "run_script"]
 
@@ -124,13 +125,6 @@ def visit(request):
 
 urlpatterns = [path("", visit)]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def env_for(directory: Path, extra: dict[str, str]) -> dict[str, str]:

@@ -39,7 +39,7 @@ def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> Non
 def fault_cluster() -> Iterator[Cluster]:
     """A Redis Cluster for this module's fault tests, apart from the contract suite's."""
     require_binaries("redis-server", "redis-cli")
-    c = start_cluster()
+    c = start_cluster(node_timeout=1.0)  # a lost primary is CLUSTERDOWN within seconds
     yield c
     c.close()
 

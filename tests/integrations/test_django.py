@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from lembro import MemoryStore
 from lembro.django import SessionStore, build_store, get_store
 from lembro.ids import is_session_id, new_session_id
 from tests.conftest import FakeClock
+from tests.ports import free_port
 from tests.redis_server import RedisServer
 from tests.servers import ROOT
 
@@ -521,16 +521,9 @@ def test_redis_store_is_built_only_when_asked_for() -> None:
 EXAMPLE = ROOT / "examples" / "django_app.py"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def example_server() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(EXAMPLE), "runserver", f"127.0.0.1:{port}", "--noreload"],
         stdout=subprocess.DEVNULL,
