@@ -1127,3 +1127,40 @@ def test_a_flood_past_a_large_store_evicts_bots_before_an_early_returning_user(
         assert store.stats().evicted > 10_000
         assert store.get(user) == {"user": "ana"}
         store.check()
+
+
+ANONYMOUS = {"csrf": "x" * 43, "theme": "dark"}  # a visitor who never signed in
+
+
+@pytest.mark.parametrize("returns", [5, 10], ids=["back-5-times", "back-10-times"])
+@pytest.mark.parametrize(
+    "cap", [256 * 1024, 1024 * 1024, 6 * 1024 * 1024], ids=["256K", "1M", "6M-pruned-in-steps"]
+)
+def test_bots_that_come_back_more_often_than_users_never_evict_a_signed_in_user(
+    returns: int, cap: int
+) -> None:
+    """Frequency cannot tell a bot from a user once the bot visits as often (issue 25's
+    floods: 260 users who visit every other round, bots coming back 5 or 10 times). With
+    ``owner_key``, every anonymous session goes before any signed-in one: no signed-in
+    user is lost while anonymous sessions remain, whatever the bots' counts."""
+    store = MemoryStore(cap, None, clock=FakeClock(), owner_key="user")
+    users = []
+    for n in range(260):
+        sid = new_session_id()
+        store.set(sid, {"user": f"u{n}"})
+        users.append(sid)
+    for round_ in range(20):
+        if round_ % 2 == 0:
+            for sid in users:
+                assert store.get(sid) is not None, f"a signed-in user lost, round {round_}"
+        bots = [new_session_id() for _ in range(2000)]
+        for j in range(2000 + 10 * returns):
+            if j < 2000:
+                store.set(bots[j], ANONYMOUS)
+            for back in range(j - 10 * returns, j, 10):
+                if 0 <= back < 2000:
+                    store.get(bots[back])
+    assert store.stats().evicted > 10_000
+    assert all(store.get(sid) is not None for sid in users)
+    store.check()
+    store.close()

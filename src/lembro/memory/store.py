@@ -506,25 +506,41 @@ class MemoryStore:
                 self._log_prune(evicted)
                 return evicted
         evicted = 0
+        done = False
         for attempt in range(3):
             with self._lock:
                 entries = self._table.entries() if self._table.need > 0 else []
             if not entries:
                 break
-            # A third pass ranks every session: a cutoff too low twice means the sample
-            # was far off, and the store must still come under its cap.
-            cutoff = table.cutoff(entries) if attempt < 2 else math.inf
-            below = EvictionOrder.scored_at_most(entries, cutoff)
-            for batch in self._in_batches(EvictionOrder.lowest_first(below, self.batch_size)):
-                with self._lock:
-                    count, done = self._table.evict(batch, keep, cutoff)
+            for tier in table.tiers(entries):
+                # A third pass ranks every session: a cutoff too low twice means the
+                # sample was far off, and the store must still come under its cap.
+                cutoff = table.cutoff(tier) if attempt < 2 else math.inf
+                count, done = self._evict_lowest(tier, keep, cutoff)
                 evicted += count
                 if done:
                     break
+            if done:
+                break
         with self._lock:
             self._forced_compaction_locked()
         self._log_prune(evicted)
         return evicted
+
+    def _evict_lowest(
+        self, entries: list[Entry], keep: str | None, cutoff: float
+    ) -> tuple[int, bool]:
+        """Evict ``entries`` scored at most ``cutoff``, lowest first, a batch per hold of
+        the lock, until at the prune's target; return (how many, whether it is reached)."""
+        evicted = 0
+        below = EvictionOrder.scored_at_most(entries, cutoff)
+        for batch in self._in_batches(EvictionOrder.lowest_first(below, self.batch_size)):
+            with self._lock:
+                count, done = self._table.evict(batch, keep, cutoff)
+            evicted += count
+            if done:
+                return evicted, True
+        return evicted, False
 
     def _forced_compaction_locked(self) -> None:
         """Start dropping the records a prune flagged, so the size reaches its target."""

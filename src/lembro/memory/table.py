@@ -260,19 +260,38 @@ class SessionTable:
         """Every session held, oldest first: a copy, for work done in steps."""
         return list(self.sessions.values())
 
+    def tiers(self, entries: list[Entry]) -> list[list[Entry]]:
+        """``entries`` in the order their tiers are evicted: with owners, every session
+        without one (an anonymous visitor) before any signed-in user's, whatever their
+        scores, so a flood must sign in to compete with users; without, one tier."""
+        if self.owners is None:
+            return [entries]
+        anonymous: list[Entry] = []
+        signed_in: list[Entry] = []
+        for entry in entries:
+            (anonymous if entry.owner is None else signed_in).append(entry)  # type: ignore[attr-defined]
+        return [anonymous, signed_in]
+
     def prune_small(self, keep: str | None) -> int:
-        """Evict, lowest score first, until at the prune's target; never ``keep``.
+        """Evict, lowest score first (by tier, see ``tiers``), until at the prune's target;
+        never ``keep``.
         O(n log n) in one step: for a table of at most ``SMALL`` sessions. Return how
         many were evicted."""
         need = self.need
         if need <= 0:
             return 0
         self.resize_eviction()
-        victims = self.eviction.victims(self.sessions.values(), need, self.budget.freed_by, keep)
-        for entry in victims:
-            self._remove(entry)
-        self.evicted += len(victims)
-        return len(victims)
+        evicted = 0
+        for tier in self.tiers(list(self.sessions.values())):
+            victims = self.eviction.victims(tier, need, self.budget.freed_by, keep)
+            for entry in victims:
+                self._remove(entry)
+                need -= self.budget.freed_by(entry)
+            evicted += len(victims)
+            if need <= 0:
+                break
+        self.evicted += evicted
+        return evicted
 
     def evict(
         self, candidates: Iterable[Entry], keep: str | None, cutoff: float
@@ -296,9 +315,9 @@ class SessionTable:
         self.eviction.resize(self.budget.capacity(len(self.sessions)))
 
     def cutoff(self, entries: list[Entry]) -> float:
-        """A score at or below which the sessions to evict lie, estimated from a sample
-        (see ``EvictionOrder``) with a quarter to spare, so that the sessions below it,
-        taken lowest first, are very likely to free enough."""
+        """A score at or below which the sessions of ``entries`` to evict lie, estimated
+        from a sample (see ``EvictionOrder``) with a quarter to spare, so that the sessions
+        below it, taken lowest first, are very likely to free enough."""
         return self.eviction.cutoff(entries, self.need * 5 // 4, self.budget.freed_by)
 
     # ---- owners ----------------------------------------------------------------------------
