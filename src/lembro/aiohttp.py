@@ -53,11 +53,19 @@ log = logging.getLogger("lembro")
 #: user's identity in: the ``owner_key`` of the ``MemoryStore`` built when no store is given.
 AIOHTTP_SECURITY_OWNER_KEY = "AIOHTTP_SECURITY"
 
+
+def _request_key(name: str, kind: type) -> Any:
+    """A key of the request's mapping: a ``web.RequestKey`` where aiohttp has them (it
+    warns about str keys), else the str."""
+    make = getattr(web, "RequestKey", None)
+    return name if make is None else make(name, kind)
+
+
 # Per-request state, in the request's mapping.
-_SID = "lembro.sid"  # the id the request's cookie named and the store held
-_COOKIE = "lembro.cookie"  # that cookie's value, re-sent as is (None: sign anew)
-_LOADED = "lembro.session"  # the session load_session returned
-_REGENERATE = "lembro.regenerate"
+_SID = _request_key("lembro.sid", str)  # the id the cookie named and the store held
+_COOKIE = _request_key("lembro.cookie", str)  # that cookie, re-sent as is (None: sign anew)
+_LOADED = _request_key("lembro.session", Session)  # the session load_session returned
+_REGENERATE = _request_key("lembro.regenerate", bool)
 
 
 async def _move(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -111,8 +111,8 @@ def app(store: MemoryStore) -> Quart:
 
 
 @pytest.fixture
-async def client(app: Quart) -> AsyncIterator[QuartClient]:
-    yield app.test_client()
+def client(app: Quart) -> QuartClient:
+    return app.test_client()
 
 
 async def text(response: Response) -> str:
@@ -556,9 +556,7 @@ async def test_a_websocket_writes_a_stored_session_back_under_its_id(
     assert store.all() == {sid: {"n": 11}}
 
 
-async def test_a_new_session_in_a_websocket_stores_nothing(
-    app: Quart, store: MemoryStore
-) -> None:
+async def test_a_new_session_in_a_websocket_stores_nothing(app: Quart, store: MemoryStore) -> None:
     @app.websocket("/ws")
     async def ws() -> None:
         from quart import websocket
