@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart, Response
+from quart import request as quart_request
 from quart.testing import QuartClient
 
 from lembro import MemoryStore, RedisStore, StoreUnavailable
@@ -567,6 +568,37 @@ async def test_a_new_session_in_a_websocket_stores_nothing(app: Quart, store: Me
     async with app.test_client().websocket("/ws") as socket:
         assert await socket.receive() == "ok"
     assert len(store) == 0
+
+
+# ---- the interface, called as Quart calls it (what Quart's own session tests check) -----
+
+
+async def test_a_saved_session_opens_again_from_its_cookie(app: Quart) -> None:
+    interface = app.session_interface
+    saved = LembroSession(new=True)
+    saved["something"] = "else"
+    response = Response("")
+    await interface.save_session(app, saved, response)
+    cookie = response.headers["Set-Cookie"].split(";")[0]
+    async with app.test_request_context("/", headers={"Cookie": cookie}):
+        opened = await interface.open_session(app, quart_request)
+    assert isinstance(opened, LembroSession)
+    assert opened == saved == {"something": "else"}
+    assert opened.sid == saved.sid
+    assert response.headers["Vary"] == "Cookie"
+
+
+async def test_an_unchanged_unaccessed_session_sets_neither_cookie_nor_vary(
+    app: Quart, store: MemoryStore
+) -> None:
+    sid = new_session_id()
+    store.set(sid, {"something": "else"})
+    loaded = LembroSession({"something": "else"}, sid)
+    loaded._cookie = sign(sid)
+    response = Response("")
+    await app.session_interface.save_session(app, loaded, response)
+    assert "Set-Cookie" not in response.headers
+    assert "Vary" not in response.headers
 
 
 # ---- the extension ----------------------------------------------------------------------
