@@ -233,6 +233,8 @@ class LembroStorage(AbstractStorage):
         loaded = request.get(_LOADED)
         regenerate = request.pop(_REGENERATE, False)
         modified = session.modified if isinstance(session, LembroSession) else True
+        if session is loaded and not (modified or regenerate):
+            return  # only read: nothing to write, no cookie to send
         data = dict(session)
         if modified and set(map(type, data)) - {str}:
             key = next(k for k in data if type(k) is not str)
@@ -255,10 +257,8 @@ class LembroStorage(AbstractStorage):
 
         sid = request.get(_SID)
         if sid is None:  # a new session
-            if data and modified:
+            if data:
                 await self._create(response, session, data, ttl)
-            return
-        if not (modified or regenerate):
             return
         if not data:  # emptied: end it
             await self._store.destroy(sid)
