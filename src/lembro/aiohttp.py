@@ -234,7 +234,12 @@ class LembroStorage(AbstractStorage):
         regenerate = request.pop(_REGENERATE, False)
         modified = session.modified if isinstance(session, LembroSession) else True
         if session is loaded and not (modified or regenerate):
-            return  # only read: nothing to write, no cookie to send
+            # Only read: nothing to write, and no cookie to send unless an older key
+            # signed it (signed anew, so it outlives that key).
+            sid = request.get(_SID)
+            if sid is not None and request.get(_COOKIE) is None:
+                self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
+            return
         data = dict(session)
         if modified and set(map(type, data)) - {str}:
             key = next(k for k in data if type(k) is not str)

@@ -411,9 +411,14 @@ async def test_a_fallback_key_keeps_the_session_and_the_cookie_is_signed_anew(
     storage = LembroStorage(store, secret_key="rotated", secret_key_fallbacks=[SECRET])
     async with TestClient(TestServer(make_app(storage))) as client:
         plant(client, sign(sid))
+        response = await client.get("/read")  # a read only: signed anew all the same
+        assert await response.text() == "41"
+        assert cookie_of(client) == sign(sid, "rotated")
         response = await client.get("/inc")
         assert await response.text() == "42"
+        assert set_cookie(response) is not None
         assert cookie_of(client) == sign(sid, "rotated")
+        assert store.get(sid) == {"n": 42}
 
 
 def test_options_are_checked() -> None:
