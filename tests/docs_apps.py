@@ -147,3 +147,55 @@ def drive_django(namespace: Mapping[str, Any]) -> None:
 
 
 urlpatterns: list[Any] = []
+
+
+def drive_quart(app: Any) -> None:
+    import asyncio
+
+    client = app.test_client(use_cookies=False)
+    loop = asyncio.new_event_loop()
+
+    async def request(method: str, path: str, cookie: str | None) -> tuple[str, list[str]]:
+        response = await client.open(
+            path, method=method, headers={"Cookie": cookie} if cookie else {}
+        )
+        body = await response.get_data(as_text=True)
+        assert response.status_code < 400, (path, response.status_code, body)
+        return body, response.headers.getlist("Set-Cookie")
+
+    def send(method: str, path: str, cookie: str | None) -> tuple[str, list[str]]:
+        return loop.run_until_complete(request(method, path, cookie))
+
+    try:
+        check_sign_in_read_sign_out(send, app.config["SESSION_COOKIE_NAME"])
+    finally:
+        loop.close()
+
+
+def drive_aiohttp(app: Any) -> None:
+    import asyncio
+    import warnings
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    # aiohttp-session keeps its own state under str keys, which aiohttp >= 3.13 warns about.
+    warnings.filterwarnings("ignore", "It is recommended to use web.RequestKey")
+    loop = asyncio.new_event_loop()
+    client = TestClient(TestServer(app), loop=loop)
+    loop.run_until_complete(client.start_server())
+
+    async def request(method: str, path: str, cookie: str | None) -> tuple[str, list[str]]:
+        client.session.cookie_jar.clear()
+        response = await client.request(method, path, headers={"Cookie": cookie} if cookie else {})
+        body = await response.text()
+        assert response.status < 400, (path, response.status, body)
+        return body, response.headers.getall("Set-Cookie", [])
+
+    def send(method: str, path: str, cookie: str | None) -> tuple[str, list[str]]:
+        return loop.run_until_complete(request(method, path, cookie))
+
+    try:
+        check_sign_in_read_sign_out(send, "AIOHTTP_SESSION")
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()

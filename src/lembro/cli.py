@@ -26,6 +26,8 @@ INTEGRATIONS: tuple[tuple[str, str, str | None], ...] = (
     ("lembro.starlette", "starlette", "starlette"),
     ("lembro.django", "django", "django"),
     ("lembro.litestar", "litestar", "litestar"),
+    ("lembro.quart", "quart", "quart"),
+    ("lembro.aiohttp", "aiohttp", "aiohttp_session"),
     ("lembro.RedisStore", "redis", None),
 )
 

@@ -111,7 +111,16 @@ def test_the_wheels_metadata_names_the_license_and_the_project_urls(wheel: Path)
     assert [line for line in requires if "extra ==" not in line] == ["Requires-Dist: msgspec>=0.18"]
     lines = metadata.splitlines()
     extras = {line.split(": ", 1)[1] for line in lines if line.startswith("Provides-Extra")}
-    assert extras == {"flask", "starlette", "fastapi", "django", "litestar", "redis"}
+    assert extras == {
+        "flask",
+        "quart",
+        "starlette",
+        "fastapi",
+        "django",
+        "litestar",
+        "aiohttp",
+        "redis",
+    }
 
 
 def test_import_lembro_needs_nothing_but_msgspec(bare_python: Path) -> None:
@@ -137,6 +146,8 @@ def test_import_lembro_needs_nothing_but_msgspec(bare_python: Path) -> None:
         ("lembro.starlette", "starlette"),
         ("lembro.django", "django"),
         ("lembro.litestar", "litestar"),
+        ("lembro.quart", "quart"),
+        ("lembro.aiohttp", "aiohttp"),
     ],
 )
 def test_each_integration_without_its_framework_names_the_extra_to_install(

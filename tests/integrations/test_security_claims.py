@@ -15,8 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp_session
+import httpx
 import litestar
 import pytest
+import quart
+from aiohttp import web
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
@@ -29,8 +33,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import lembro.aiohttp
 import lembro.flask
 import lembro.litestar
+import lembro.quart
 import lembro.starlette
 from lembro import MemoryStore, SerializationError
 from lembro.ids import is_session_id, new_session_id, redact
@@ -38,6 +44,7 @@ from lembro.serializers import MsgpackSerializer
 from lembro.starlette import SessionMiddleware
 from tests.conftest import FakeClock
 from tests.integrations.test_django import configure_django
+from tests.live_servers import serve_aiohttp, serve_asgi
 from tools.demo import create_app
 
 configure_django()
@@ -168,8 +175,8 @@ class Site:
         return reply.set_cookie.split(";")[0].split("=", 1)[1].strip('"')
 
     def sid(self, value: str) -> str:
-        """The session id a cookie value carries (Flask and Starlette add a tag)."""
-        return value.partition(".")[0] if self.framework in ("flask", "starlette") else value
+        """The session id a cookie value carries (all but Django's and Litestar's add a tag)."""
+        return value.partition(".")[0] if self.framework in SIGNED else value
 
     def stored(self) -> set[str]:
         """The session ids the store holds (Litestar's ``LembroStore`` adds a namespace)."""
@@ -344,12 +351,125 @@ def _litestar_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
         yield Site("litestar", "session", store, send)
 
 
+def _http_sender(url: str, cookie_name: str) -> Callable[[str, str | None], Reply]:
+    """``Site.send`` for a real server at ``url``: each request carries exactly the cookie
+    given, none kept from before."""
+    client = httpx.Client(base_url=url)
+
+    def send(path: str, cookie: str | None) -> Reply:
+        client.cookies.clear()
+        headers = {"cookie": cookie.encode("latin-1")} if cookie else {}
+        response = client.get(path, headers=headers)
+        ours = [
+            header
+            for header in response.headers.get_list("set-cookie")
+            if header.startswith(f"{cookie_name}=")
+        ]
+        return Reply(
+            response.status_code,
+            response.text,
+            ours[0] if ours else None,
+            response.headers.get("vary", ""),
+        )
+
+    send.close = client.close  # type: ignore[attr-defined]
+    return send
+
+
+def _quart_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    app = quart.Quart(__name__)
+    app.secret_key = "claims"
+    app.config["SESSION_COOKIE_SECURE"] = secure
+    lembro.quart.Lembro(app, store)
+    session = lembro.quart.session
+
+    @app.get("/inc")
+    async def inc() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/read")
+    async def read() -> str:
+        return str(session.get("n", 0))
+
+    @app.get("/nothing")
+    async def nothing() -> str:
+        return "nothing"
+
+    @app.get("/login")
+    async def login() -> str:
+        lembro.quart.regenerate()
+        session["user"] = "ada"
+        return "ok"
+
+    @app.get("/clear")
+    async def clear() -> str:
+        session.clear()
+        return "ok"
+
+    @app.get("/poison")
+    async def poison() -> str:
+        session["poison"] = 1
+        return "ok"
+
+    with serve_asgi(app) as url:
+        send = _http_sender(url, "session")
+        try:
+            yield Site("quart", "session", store, send)
+        finally:
+            send.close()  # type: ignore[attr-defined]
+
+
+def _aiohttp_site(store: MemoryStore, secure: bool) -> Iterator[Site]:
+    async def inc(request: web.Request) -> web.Response:
+        session = await aiohttp_session.get_session(request)
+        session["n"] = session.get("n", 0) + 1
+        return web.Response(text=str(session["n"]))
+
+    async def read(request: web.Request) -> web.Response:
+        session = await aiohttp_session.get_session(request)
+        return web.Response(text=str(session.get("n", 0)))
+
+    async def nothing(request: web.Request) -> web.Response:
+        return web.Response(text="nothing")
+
+    async def login(request: web.Request) -> web.Response:
+        await lembro.aiohttp.regenerate(request)
+        (await aiohttp_session.get_session(request))["user"] = "ada"
+        return web.Response(text="ok")
+
+    async def clear(request: web.Request) -> web.Response:
+        (await aiohttp_session.get_session(request)).invalidate()
+        return web.Response(text="ok")
+
+    async def poison(request: web.Request) -> web.Response:
+        (await aiohttp_session.get_session(request))["poison"] = 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    aiohttp_session.setup(
+        app, lembro.aiohttp.LembroStorage(store, secret_key="claims", secure=secure)
+    )
+    for view in (inc, read, nothing, login, clear, poison):
+        app.router.add_get(f"/{view.__name__}", view)
+    with serve_aiohttp(app) as url:
+        send = _http_sender(url, "AIOHTTP_SESSION")
+        try:
+            yield Site("aiohttp", "AIOHTTP_SESSION", store, send)
+        finally:
+            send.close()  # type: ignore[attr-defined]
+
+
 SITES = {
     "flask": _flask_site,
     "starlette": _starlette_site,
     "django": _django_site,
     "litestar": _litestar_site,
+    "quart": _quart_site,
+    "aiohttp": _aiohttp_site,
 }
+#: The frameworks whose cookie carries the id signed: ``<id>.<tag>``.
+SIGNED = ("flask", "starlette", "quart", "aiohttp")
 
 
 @contextmanager
@@ -416,7 +536,7 @@ def test_the_cookie_holds_only_the_session_id(site: Site) -> None:
     value = site.value(site.get("/inc"))
     sid = site.sid(value)
     assert is_session_id(sid)
-    if site.framework in ("flask", "starlette"):
+    if site.framework in SIGNED:
         assert value == signed_cookie(sid, "claims")  # <id>.<keyed BLAKE2b of the id>
     else:
         assert value == sid  # as Django's own engines: the id alone
@@ -430,7 +550,7 @@ def _planted(site: Site, kind: str, clock: FakeClock) -> str:
     """A cookie value of ``kind`` that the server must not adopt."""
     if kind == "unknown":
         sid = new_session_id()
-        return signed_cookie(sid, "claims") if site.framework in ("flask", "starlette") else sid
+        return signed_cookie(sid, "claims") if site.framework in SIGNED else sid
     if kind == "expired":
         value = site.value(site.get("/inc"))
         clock.advance(400 * 86400)  # past every framework's default lifetime
@@ -509,7 +629,9 @@ def test_logs_never_hold_a_whole_session_id(
         planted = _planted(site, kind, clock)
         sids.append(site.sid(planted))
         sids.append(site.sid(site.value(site.get("/inc", planted))))
-    messages = [record.getMessage() for record in caplog.records]
+    # The HTTP client that plays the browser (for Quart and aiohttp) logs its own wire.
+    browser = ("httpx", "httpcore")
+    messages = [r.getMessage() for r in caplog.records if not r.name.startswith(browser)]
     assert any(redact(sids[1]) in message for message in messages), messages
     assert not [message for message in messages if any(sid in message for sid in sids)]
 

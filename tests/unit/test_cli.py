@@ -77,3 +77,12 @@ def test_info_names_the_missing_framework_and_its_extra() -> None:
     assert lines["lembro.django"] == "needs django: pip install 'lembro[django]'"
     assert lines["lembro.RedisStore"] == "needs redis-py or valkey-py: pip install 'lembro[redis]'"
     assert lines["lembro.flask"].startswith("ready (flask ")
+
+
+def test_info_names_the_extras_of_quart_and_aiohttp() -> None:
+    lines = _info_without("quart", "aiohttp_session")
+    assert lines["lembro.quart"] == "needs quart: pip install 'lembro[quart]'"
+    assert lines["lembro.aiohttp"] == "needs aiohttp_session: pip install 'lembro[aiohttp]'"
+    ready = _info_without()
+    assert ready["lembro.quart"].startswith("ready (quart ")
+    assert ready["lembro.aiohttp"].startswith("ready (aiohttp_session ")

@@ -6,7 +6,8 @@ fence, invisible once rendered, on GitHub, the package index and the docs site a
 - a ```` ```python ```` block with no mark runs as a script, in its own interpreter, in an
   empty temporary directory, with warnings as errors: it must exit 0, and it asserts what
   it shows (``assert store.get(sid) == ...``);
-- ``<!-- run: flask -->`` (or ``starlette``, ``django``, ``litestar``) before a block marks
+- ``<!-- run: flask -->`` (or ``starlette``, ``django``, ``litestar``, ``quart``,
+  ``aiohttp``) before a block marks
   a quick start: the block defines ``POST /login`` (sign in, regenerating the id),
   ``GET /`` (``hello ada`` or ``hello stranger``) and ``POST /logout``, and the suite then
   drives it through that framework's test client and asserts sign-in, read, a new id at
@@ -37,7 +38,9 @@ _FENCE = re.compile(
     r"(?:^<!-- (?P<mark>[a-z]+(?:: [a-z]+)?) -->\n)?^```(?P<info>[^\n`]*)\n(?P<code>.*?)^```$",
     re.MULTILINE | re.DOTALL,
 )
-FRAMEWORKS = ("flask", "starlette", "django", "litestar")
+FRAMEWORKS = ("flask", "starlette", "django", "litestar", "quart", "aiohttp")
+#: The frameworks README shows a quick start for; the others have theirs in docs/.
+README_FRAMEWORKS = ("flask", "starlette", "django", "litestar")
 README_REDIS_URL = "redis://127.0.0.1:6379/0"
 NOT_CHECKED = {"architecture.md", "benchmarks.md", "soak.md"}
 
@@ -66,8 +69,11 @@ RUN_BLOCKS = [block for block in ALL_BLOCKS if block[1] != "fragment"]
 def test_the_docs_hold_the_examples_this_test_expects() -> None:
     readme = blocks(ROOT / "README.md")
     marks = [mark for _, mark, _, _ in readme]
-    for framework in FRAMEWORKS:
+    for framework in README_FRAMEWORKS:
         assert f"run: {framework}" in marks, f"README has no {framework} quick start"
+    for framework in FRAMEWORKS:
+        page = blocks(ROOT / "docs" / f"{framework}.md")
+        assert f"run: {framework}" in [mark for _, mark, _, _ in page], framework
     assert any(README_REDIS_URL in code for _, mark, _, code in readme if mark != "fragment")
     assert len(ALL_BLOCKS) >= 20, "the fence pattern is stale"
 

@@ -20,7 +20,16 @@ MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 def test_the_published_extras_are_the_frameworks_and_redis_only() -> None:
     extras = PROJECT["project"]["optional-dependencies"]
-    assert set(extras) == {"flask", "starlette", "fastapi", "django", "litestar", "redis"}
+    assert set(extras) == {
+        "flask",
+        "quart",
+        "starlette",
+        "fastapi",
+        "django",
+        "litestar",
+        "aiohttp",
+        "redis",
+    }
 
 
 def test_every_extra_is_installed_by_the_test_group_at_a_version_it_allows() -> None:
@@ -38,7 +47,7 @@ def test_every_classifier_is_a_trove_classifier() -> None:
 
 def test_classifiers_name_every_framework_and_every_python_version_supported() -> None:
     classifiers = PROJECT["project"]["classifiers"]
-    for framework in ("Django", "FastAPI", "Flask", "Litestar"):
+    for framework in ("Django", "FastAPI", "Flask", "Litestar", "aiohttp"):
         assert f"Framework :: {framework}" in classifiers
     minors = sorted(
         int(c.rsplit(".", 1)[1])

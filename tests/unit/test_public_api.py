@@ -28,6 +28,8 @@ MODULES = [
     "lembro.starlette",
     "lembro.django",
     "lembro.litestar",
+    "lembro.quart",
+    "lembro.aiohttp",
     "lembro.redis",
     "lembro.redis.core",
     "lembro.redis.sync",
@@ -70,7 +72,8 @@ def test_the_package_exports_the_names_the_issue_names() -> None:
 def test_import_lembro_needs_only_msgspec() -> None:
     code = (
         "import sys, lembro; lembro.MemoryStore('1M', None).close(); "
-        "print(sorted(m for m in ('flask', 'starlette', 'django', 'litestar', 'redis', "
+        "print(sorted(m for m in ('flask', 'starlette', 'django', 'litestar', 'quart', "
+        "'aiohttp', 'aiohttp_session', 'redis', "
         "'itsdangerous') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,353 @@
+"""aiohttp: a storage for aiohttp-session that keeps sessions in a lembro store.
+
+``aiohttp_session.setup(app, LembroStorage(secret_key=...))`` and ``get_session(request)``
+work as with aiohttp-session's own storages; the data stays on the server, in a
+``MemoryStore`` (capped, purged in the background) unless ``store=`` names another (a
+``RedisStore`` when the app runs as several processes). The cookie carries only a 256-bit
+session id signed with ``secret_key`` (keyed BLAKE2b, see :mod:`lembro._cookies`), so an id
+this server did not issue is refused without asking the store, and never adopted.
+
+Beyond aiohttp-session's storages: :func:`regenerate` moves a session to a new id at login
+(and ``aiohttp_session.new_session(request)`` destroys the record it replaces), and
+:func:`logout_everywhere` ends every session of a user. ``Vary: Cookie`` goes out wherever
+the session was read. Values come back as the store's serializer gives them: exactly, or
+refused with ``SerializationError`` (see :mod:`lembro.serializers`).
+
+Concurrency: each request loads its own copy of the session and writes it back whole when
+it changed; the last to finish wins. A destroy wins over both: a session destroyed
+meanwhile (a logout or a regenerate in another request) is not written back, and that
+request sets no cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from aiohttp import web
+    from aiohttp_session import STORAGE_KEY, AbstractStorage, Session, get_session
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("lembro.aiohttp needs aiohttp-session: pip install 'lembro[aiohttp]'") from e
+
+from ._cookies import CookieSigner, cookie_value, is_current_owner
+from .checks import check_owner
+from .errors import InvalidOption, SerializationError
+from .ids import new_session_id, redact
+from .memory import MemoryStore
+from .protocol import AsyncSessionStore, SessionStore, _InlineAsync, _supports, as_async
+
+__all__ = [
+    "AIOHTTP_SECURITY_OWNER_KEY",
+    "LembroSession",
+    "LembroStorage",
+    "logout_everywhere",
+    "regenerate",
+]
+
+log = logging.getLogger("lembro")
+
+#: The session field aiohttp-security's ``SessionIdentityPolicy`` keeps the signed-in
+#: user's identity in: the ``owner_key`` of the ``MemoryStore`` built when no store is given.
+AIOHTTP_SECURITY_OWNER_KEY = "AIOHTTP_SECURITY"
+
+
+def _request_key(name: str, kind: type) -> Any:
+    """A key of the request's mapping: a ``web.RequestKey`` where aiohttp has them (it
+    warns about str keys), else the str."""
+    make = getattr(web, "RequestKey", None)
+    return name if make is None else make(name, kind)
+
+
+# Per-request state, in the request's mapping.
+_SID = _request_key("lembro.sid", str)  # the id the cookie named and the store held
+_COOKIE = _request_key("lembro.cookie", str)  # that cookie, re-sent as is (None: sign anew)
+_LOADED = _request_key("lembro.session", Session)  # the session load_session returned
+_REGENERATE = _request_key("lembro.regenerate", bool)
+
+
+async def _move(
+    store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
+) -> str | None:
+    """Move ``data`` from ``old_sid`` to a new id; the new id, or ``None`` when the old
+    record was already gone (a logout in another request won: nothing is written)."""
+    if not await store.destroy(old_sid):
+        return None
+    sid = new_session_id()
+    await store.set(sid, data, ttl)
+    return sid
+
+
+class LembroSession(Session):
+    """aiohttp-session's ``Session``, as this storage hands it out.
+
+    aiohttp-session saves a session only when it reports a change; this one always does,
+    so that the storage sees every response of a request that used the session (for
+    ``Vary: Cookie``), and writes to the store only what really changed.
+    """
+
+    _modified = False
+
+    @property
+    def _changed(self) -> bool:
+        return True
+
+    @_changed.setter
+    def _changed(self, value: bool) -> None:
+        self._modified = value
+
+    @property
+    def modified(self) -> bool:
+        """Whether the session was written (``session[k] = v``, ``del``, ``changed()``,
+        ``invalidate()``) since it was loaded."""
+        return self._modified
+
+
+class LembroStorage(AbstractStorage):
+    """An aiohttp-session storage on a lembro ``store``.
+
+    ``store``: a ``MemoryStore``, a ``RedisStore``, or any ``SessionStore`` /
+    ``AsyncSessionStore`` (sync stores are reached through :func:`lembro.as_async`, so the
+    event loop never waits on a blocking one); default: a ``MemoryStore("4M")`` whose
+    records live ``max_age`` seconds (a day without it), with ``owner_key``
+    :data:`AIOHTTP_SECURITY_OWNER_KEY`. ``secret_key`` signs the session ids in cookies;
+    ``secret_key_fallbacks`` (older keys) still verify, and a cookie signed with one is
+    signed anew with ``secret_key``.
+
+    The cookie: ``cookie_name``, ``domain``, ``path``, ``httponly`` and ``samesite``
+    (``"Lax"`` by default here), ``secure`` (set it when served over HTTPS) and
+    ``max_age`` (seconds; ``None``, the default, ends the cookie with the browser
+    session). A record lives ``max_age`` seconds (``session.max_age`` if the app set it;
+    the store's ``ttl`` without either) after its last use: each request that loads a
+    session renews it, and each write sends the cookie again.
+
+    Errors: a cookie that is missing, malformed, badly signed, unknown or expired, and a
+    stored record that no longer deserializes, all give a fresh, empty session. A store
+    that cannot be reached raises ``lembro.StoreUnavailable`` from ``get_session``; data
+    the store cannot serialize raises ``lembro.SerializationError`` when the response is
+    saved. Either is a 500 unless the app handles it.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | AsyncSessionStore | None = None,
+        *,
+        secret_key: str | bytes,
+        secret_key_fallbacks: Sequence[str | bytes] = (),
+        cookie_name: str = "AIOHTTP_SESSION",
+        domain: str | None = None,
+        max_age: int | None = None,
+        path: str = "/",
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: str | None = "Lax",
+    ) -> None:
+        if not secret_key or not isinstance(secret_key, (str, bytes)):
+            raise InvalidOption("secret_key", secret_key, "a non-empty str or bytes")
+        if max_age is not None and (
+            isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0
+        ):
+            raise InvalidOption("max_age", max_age, "None or a positive int of seconds")
+        super().__init__(
+            cookie_name=cookie_name,
+            domain=domain,
+            max_age=max_age,
+            path=path,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+        self._owns_store = store is None
+        if store is None:
+            store = MemoryStore(
+                "4M", ttl=float(max_age or 86400), owner_key=AIOHTTP_SECURITY_OWNER_KEY
+            )
+        elif not isinstance(store, (SessionStore, AsyncSessionStore)):
+            raise InvalidOption("store", store, "a lembro SessionStore or AsyncSessionStore")
+        self.store: SessionStore | AsyncSessionStore = store
+        self._store = as_async(store)
+        self._renews = _supports(self._store, "renew")
+        self.signer = CookieSigner(secret_key, secret_key_fallbacks)
+
+    async def close(self) -> None:
+        """Close what this storage opened: the ``MemoryStore`` it built when given no
+        store (its purge thread stops), the connections of a store's async face (a
+        ``RedisStore``'s async twin). A store given stays open, the app's to close. Call
+        it when the app stops: ``app.on_cleanup.append(lambda app: storage.close())``."""
+        face = self._store
+        if self._owns_store or (face is not self.store and not isinstance(face, _InlineAsync)):
+            await face.close()
+
+    def _cookie(self, request: web.Request) -> str | None:
+        """The session cookie's value, read from the ``Cookie`` header without parsing
+        every cookie the request carries."""
+        header = request.headers.get("Cookie")
+        return cookie_value(header, self.cookie_name) if header else None
+
+    async def new_session(self) -> LembroSession:
+        return LembroSession(None, data=None, new=True, max_age=self.max_age)
+
+    async def load_session(self, request: web.Request) -> LembroSession:
+        """The session the request's cookie names, if the store holds it; else a new one."""
+        session = await self._load(request)
+        request[_LOADED] = session
+        return session
+
+    async def _load(self, request: web.Request) -> LembroSession:
+        cookie = self._cookie(request)
+        if not cookie:
+            return await self.new_session()
+        sid, resign = self.signer.unsign(cookie)
+        if sid is None:
+            return await self.new_session()
+        try:
+            if self._renews:
+                data: dict[str, Any] | None = await self._store.renew(sid, self.max_age)
+            else:
+                data = await self._store.get(sid)
+        except SerializationError as e:
+            await self._discard(sid, e)
+            return await self.new_session()
+        if not data:
+            return await self.new_session()
+        if set(map(type, data)) != {str}:
+            await self._discard(sid, TypeError("stored session is not a dict of str keys"))
+            return await self.new_session()
+        request[_SID] = sid
+        request[_COOKIE] = None if resign else cookie
+        loaded = {"session": data, "created": int(time.time())}
+        return LembroSession(sid, data=loaded, new=False, max_age=self.max_age)  # type: ignore[arg-type]
+
+    async def _discard(self, sid: str, error: Exception) -> None:
+        """Drop a record that cannot be loaded, so it costs one warning, not a 500 each time."""
+        log.warning("discarding corrupt session %s: %s", redact(sid), error)
+        await self._store.destroy(sid)
+
+    async def save_session(
+        self, request: web.Request, response: web.StreamResponse, session: Session
+    ) -> None:
+        """Write back what changed, and set or delete the cookie to match."""
+        _vary_on_cookie(response)
+        loaded = request.get(_LOADED)
+        regenerate = request.pop(_REGENERATE, False)
+        modified = session.modified if isinstance(session, LembroSession) else True
+        if session is loaded and not (modified or regenerate):
+            # Only read: nothing to write, and no cookie to send unless an older key
+            # signed it (signed anew, so it outlives that key).
+            sid = request.get(_SID)
+            if sid is not None and request.get(_COOKIE) is None:
+                self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
+            return
+        data = dict(session)
+        if modified and set(map(type, data)) - {str}:
+            key = next(k for k in data if type(k) is not str)
+            raise SerializationError(f"session key {key!r}: session keys must be str")
+        ttl = None if session.max_age is None else float(session.max_age)
+
+        if session is not loaded:
+            # aiohttp_session.new_session() replaced the request's session: the record it
+            # replaces is destroyed, whether or not the new one is ever written.
+            old = request.get(_SID) if loaded is not None else self._cookie_sid(request)
+            if old is not None:
+                request.pop(_SID, None)
+                await self._store.destroy(old)
+            if not data:
+                if old is not None:
+                    self.save_cookie(response, "", max_age=session.max_age)
+                return
+            await self._create(response, session, data, ttl)
+            return
+
+        sid = request.get(_SID)
+        if sid is None:  # a new session
+            if data:
+                await self._create(response, session, data, ttl)
+            return
+        if not data:  # emptied: end it
+            await self._store.destroy(sid)
+            self.save_cookie(response, "", max_age=session.max_age)
+            return
+        if regenerate:
+            new_sid = await _move(self._store, sid, data, ttl)
+            if new_sid is None:  # logged out meanwhile: the logout wins
+                self.save_cookie(response, "", max_age=session.max_age)
+                return
+            self.save_cookie(response, self.signer.sign(new_sid), max_age=session.max_age)
+            return
+        if not await self._store.replace(sid, data, ttl):
+            return  # destroyed since it was loaded: it stays destroyed, no cookie
+        cookie = request.get(_COOKIE) or self.signer.sign(sid)
+        self.save_cookie(response, cookie, max_age=session.max_age)
+
+    async def _create(
+        self,
+        response: web.StreamResponse,
+        session: Session,
+        data: dict[str, Any],
+        ttl: float | None,
+    ) -> None:
+        sid = new_session_id()
+        await self._store.set(sid, data, ttl)
+        if session.new:
+            session.set_new_identity(sid)
+        self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
+
+    def _cookie_sid(self, request: web.Request) -> str | None:
+        """The session id the request's cookie carries, if this server signed it."""
+        cookie = self._cookie(request)
+        return self.signer.unsign(cookie)[0] if cookie else None
+
+
+def _vary_on_cookie(response: web.StreamResponse) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header, or add the header."""
+    vary = response.headers.get("Vary")
+    if vary is None:
+        response.headers["Vary"] = "Cookie"
+    elif "cookie" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Cookie"
+
+
+def _storage(request: web.Request, caller: str) -> LembroStorage:
+    storage = request.get(STORAGE_KEY)
+    if not isinstance(storage, LembroStorage):
+        raise RuntimeError(f"{caller}() needs aiohttp_session.setup(app, LembroStorage(...))")
+    return storage
+
+
+async def regenerate(request: web.Request) -> None:
+    """Move the request's session to a new id when the response is saved, destroying the
+    old record (call it at login): the data is kept, an id known before (planted or
+    leaked) is worth nothing after. If the old record is gone by then (a logout in
+    another request), the logout wins: nothing is written and the cookie is deleted.
+    Raises ``RuntimeError`` without a :class:`LembroStorage` set up."""
+    _storage(request, "regenerate")
+    session = await get_session(request)
+    request[_REGENERATE] = True
+    session.changed()
+
+
+async def logout_everywhere(
+    request: web.Request, owner: str | int, keep_current: bool = True
+) -> int:
+    """End every session of ``owner`` in the storage's store; return how many ended.
+
+    ``owner`` is what the store's ``owner_key`` field holds for the signed-in user
+    (aiohttp-security's identity with the default store; build your own store with
+    ``owner_key=``); owners compare as strings. With ``keep_current`` (the default: "sign
+    out my other devices") the request's session is kept; with ``keep_current=False`` it
+    ends too when it is ``owner``'s, and is emptied, so the response deletes its cookie.
+    A concurrent request of an ended session does not write it back. Raises
+    ``InvalidOption`` for a bad owner or a store without ``owner_key``,
+    ``StoreUnavailable`` when the store cannot be reached, and ``RuntimeError`` without
+    a :class:`LembroStorage` set up.
+    """
+    name = check_owner(owner)
+    storage = _storage(request, "logout_everywhere")
+    session = await get_session(request)
+    keep = request.get(_SID) if keep_current and session is request.get(_LOADED) else None
+    ended = await storage._store.destroy_sessions_of(name, keep=keep)
+    if not keep_current and is_current_owner(storage.store, session, name):
+        session.invalidate()  # an emptied session deletes its cookie when saved
+    return ended
