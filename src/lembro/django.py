@@ -26,7 +26,8 @@ As with Django's engines, ``save()`` and ``create()`` store the session even whe
 empty, so a key once saved stays the session's key; the middleware stores nothing for a
 visitor whose session was never written. Where lembro differs, it is stricter: session keys
 are 256-bit (:func:`lembro.ids.new_session_id`), a key the server did not issue is never
-adopted, and ``cycle_key()`` on a session a logout removed meanwhile does not bring it
+adopted, ``cycle_key()`` moves the record to its new key in one store operation
+(``rename``), and ``cycle_key()`` on a session a logout removed meanwhile does not bring it
 back: the session is left empty and keyless, as after the logout.
 
 ``save()`` of an existing session writes only over a live record (``replace``): a logout in
@@ -424,18 +425,42 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     def cycle_key(self) -> None:
         """Move the data to a new key and remove the old record (``login()`` runs this).
 
-        The old record is removed first; if it was already gone (a logout in another
+        One ``rename`` in the store (a ``destroy`` then a ``create`` on a store without
+        it): a failed write leaves the old record, and a logout everywhere never falls
+        between the two. If the old record was already gone (a logout in another
         request), the logout wins: the session is left empty and keyless instead.
         """
         data = self._session
         key = self.session_key
-        if is_session_id(key) and key != self._unwritten and not get_store().destroy(key):
-            self._session_key = None
-            self._session_cache = {}
-            self.modified = True
+        if not is_session_id(key) or key == self._unwritten:
+            self.create()
+            self._session_cache = data
             return
-        self.create()
+        store = get_store()
+        rename = getattr(store, "rename", None)
+        age = self.get_expiry_age()
+        if not callable(rename) or age <= 0:
+            if not store.destroy(key):
+                self._logged_out()
+                return
+            self.create()
+            self._session_cache = data
+            return
+        new = self._get_new_session_key()
+        if not rename(key, new, data, ttl=age):
+            self._logged_out()
+            return
+        self._session_key = new
         self._session_cache = data
+        self.modified = True
+        self._after_save(store, new, data)
+
+    def _logged_out(self) -> None:
+        """The record was gone when a ``cycle_key`` came for it: leave the session empty
+        and keyless, as the logout did."""
+        self._session_key = None
+        self._session_cache = {}
+        self.modified = True
 
     async def acycle_key(self) -> None:
         """:meth:`cycle_key`, from async code."""
