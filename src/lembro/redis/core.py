@@ -891,8 +891,9 @@ class RedisCore:
                     raise InvalidOption("new", new, "an id whose key holds no other app's data")
         else:
             reply = yield from self._rename_in_steps(old, old_key, key, blob, lifetime_ms, index)
-            if reply and leave:
-                yield ("send", [("ZREM", leave, old)])
+            leaving: list[Command] = [("ZREM", owners, old) for owners in (index, leave) if owners]
+            if reply and leaving:
+                yield ("send", leaving)
         if reply == 1:
             self._remember(new, index)
         return reply == 1
@@ -919,8 +920,11 @@ class RedisCore:
                     return 0
             (taken,) = yield ("send", [_guarded("DEL", old_key)])
         except Exception:
-            with contextlib.suppress(Exception):  # the first error is the one that rises
-                yield ("send", undo)
+            # One command at a time, each on its own node: the node that failed may hold
+            # the owner's set, and the new record is deleted still.
+            for command in undo:
+                with contextlib.suppress(Exception):  # the first error is the one that rises
+                    yield ("send", [command])
             raise
         if int(taken) == 1:
             return 1
