@@ -368,7 +368,8 @@ class MemoryStore:
         The owner's sessions are set apart in one step, then ended ``batch_size`` per hold
         of the lock, so an owner with very many sessions does not stall other requests. A
         session that joins the owner meanwhile (a new login) is not ended; one that
-        leaves it meanwhile (a login as someone else) is not either.
+        leaves it meanwhile (a login as someone else) is not either; a :meth:`rename` of
+        one of them under the same owner is refused meanwhile (it would outlive the call).
 
         Raises ``InvalidOption``, before anything changes, on a store without
         ``owner_key``, for an owner that is not a str or an int, or a ``keep`` that is not

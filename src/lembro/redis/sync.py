@@ -102,7 +102,7 @@ class RedisStore(RedisCore):
         One script on one server or Sentinel's primary: ``old`` and ``new`` are never
         both there, or both gone. On a cluster, where they may live on different nodes:
         ``new`` is written first and ``old`` deleted second, and if ``old`` was gone by
-        then, ``new`` is deleted again (three or four round trips). Raises
+        then, ``new`` is deleted again (two round trips; four with ``owner_key``). Raises
         ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
         is sent, and ``StoreUnavailable`` when Redis does not answer, whatever
         ``on_unavailable``: ``old`` is left as it was (on a cluster, unless the node of
@@ -145,7 +145,9 @@ class RedisStore(RedisCore):
 
         As :meth:`sessions_of`, then one pipeline of a DEL per session and the pruning of
         the owner's set. A session that joins the owner after the set was read is not
-        ended. Raises ``StoreUnavailable`` when Redis does not answer, whatever
+        ended; the set is marked while the call runs, and a :meth:`rename` of one of its
+        sessions under the same owner is refused meanwhile (it would outlive the call).
+        Raises ``StoreUnavailable`` when Redis does not answer, whatever
         ``on_unavailable``: a logout everywhere is never reported done when it was not.
         """
         steps = self._destroy_sessions_of_steps(owner, keep)
