@@ -6,7 +6,9 @@ logout (and the call said it ended none). Here each device keeps re-logging in (
 regenerate of its signed-in session) while one call logs its user out everywhere: after
 that call, no device is signed in, and the call counted every device it ended. In-process
 on a MemoryStore and on RedisStore over a real redis-server, then through Flask (with
-Flask-Login) and Django (with django.contrib.auth) test clients, on both stores.
+Flask-Login) and Django (with django.contrib.auth) test clients, on both stores. On Redis
+(one server and a Cluster), a rename held between the round trips of a logout
+everywhere, step by step, and a rename next to another app's keys.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 import lembro.flask
-from lembro import MemoryStore, RedisStore
+from lembro import InvalidOption, MemoryStore, RedisStore
 from lembro._cookies import regenerate
 from lembro.flask import Lembro
 from lembro.ids import new_session_id
@@ -314,3 +316,67 @@ def test_django_relogins_racing_a_logout_everywhere_never_survive_it(
                 assert store.sessions_of(str(alice.pk)) == []
     finally:
         get_user_model().objects.all().delete()
+
+
+# ---- Redis: a rename between the round trips of a logout everywhere -----------------------
+
+
+def finish(store: RedisStore, steps: Any, reply: Any) -> Any:
+    """Drive a store operation's steps to their end from ``reply``; what they return."""
+    try:
+        while True:
+            reply = store._perform(steps.send(reply))
+    except StopIteration as done:
+        return done.value
+
+
+@pytest.mark.parametrize("deployment", ["redis_server", "redis_cluster"])
+def test_a_rename_between_the_round_trips_of_a_logout_everywhere_is_refused(
+    request: pytest.FixtureRequest, deployment: str
+) -> None:
+    url = request.getfixturevalue(deployment).url
+    prefix = f"relogin-{uuid.uuid4().hex[:12]}:"
+    with (
+        RedisStore(url, prefix=prefix, owner_key=OWNER_KEY) as admin,
+        RedisStore(url, prefix=prefix, owner_key=OWNER_KEY) as device,
+    ):
+        old, other = new_session_id(), new_session_id()
+        device.set(old, {OWNER_KEY: "ana"})
+        device.set(other, {OWNER_KEY: "bob"})
+        # The logout everywhere's first round trip (the owner's set read), then held.
+        steps = admin._destroy_sessions_of_steps("ana", None)
+        reply = admin._perform(next(steps))
+        new = new_session_id()
+        assert device.rename(old, new, {OWNER_KEY: "ana", "again": True}) is False
+        assert device.get(old) == {OWNER_KEY: "ana"}  # left for the logout to end
+        assert new not in device
+        # Another owner's sessions are not held up.
+        assert device.rename(other, new, {OWNER_KEY: "bob"}) is True
+        assert finish(admin, steps, reply) == 1
+        assert device.get(old) is None
+        # Once the logout is done, the owner's sessions rename again.
+        anew, renamed = new_session_id(), new_session_id()
+        device.set(anew, {OWNER_KEY: "ana"})
+        assert device.rename(anew, renamed, {OWNER_KEY: "ana"}) is True
+        assert device.sessions_of("ana") == [renamed]
+        admin.clear()
+
+
+@pytest.mark.parametrize("deployment", ["redis_server", "redis_cluster"])
+def test_a_rename_never_takes_or_overwrites_another_apps_key(
+    request: pytest.FixtureRequest, deployment: str
+) -> None:
+    url = request.getfixturevalue(deployment).url
+    with RedisStore(url, prefix=f"relogin-{uuid.uuid4().hex[:12]}:", owner_key=OWNER_KEY) as store:
+        old, theirs, new = new_session_id(), new_session_id(), new_session_id()
+        store.set(old, {OWNER_KEY: "ana"})
+        store.client.hset(store.prefix + theirs, "field", "value")  # another app's hash
+        with pytest.raises(InvalidOption):
+            store.rename(old, theirs, {OWNER_KEY: "ana"})
+        assert store.get(old) == {OWNER_KEY: "ana"}
+        assert store.rename(theirs, new, {OWNER_KEY: "ana"}) is False
+        assert new not in store
+        assert store.client.hgetall(store.prefix + theirs) == {b"field": b"value"}
+        assert store.sessions_of("ana") == [old]
+        store.client.delete(store.prefix + theirs)
+        store.clear()
