@@ -135,6 +135,18 @@ class DictStore:
             self.touch(sid, ttl)
         return data
 
+    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Move session ``old`` to ``new`` with ``data``, in one step; whether it was there."""
+        blob = dumps_session(self._serializer, data)
+        expires = time.monotonic() + (self._ttl if ttl is None else ttl)
+        with self._lock:
+            if not self._drop_locked(old):
+                return False
+            self._drop_locked(new)
+            self._data[new] = (expires, blob)
+            self.payload_bytes += len(new) + len(blob)
+            return True
+
     def time_left(self, sid: str) -> float | None:
         """Seconds until session ``sid`` expires, or ``None``."""
         with self._lock:

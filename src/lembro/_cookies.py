@@ -18,11 +18,12 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .checks import owner_of
 from .errors import SerializationError
 from .ids import new_session_id
+from .protocol import _supports
 
 if TYPE_CHECKING:
     from .protocol import AsyncSessionStore, SessionStore
@@ -153,12 +154,18 @@ def regenerate(
     """Move ``data`` from ``old_sid`` to a new id; return the new id, or ``None`` when the
     old record was already gone (a logout in another request won: nothing is written).
 
-    The old record is destroyed first, so that no moment has the session under both ids,
-    and ``destroy``'s answer says whether it was still there.
+    One ``rename`` where the store has it (every lembro store): the old record goes and
+    the new one comes in one step, so a failed write leaves the old session, and a logout
+    everywhere never falls between the two. On a store without it, the old record is
+    destroyed first, so that no moment has the session under both ids, and ``destroy``'s
+    answer says whether it was still there.
     """
+    sid = new_session_id()
+    rename = getattr(store, "rename", None)
+    if callable(rename):
+        return sid if rename(old_sid, sid, data, ttl) else None
     if not store.destroy(old_sid):
         return None
-    sid = new_session_id()
     store.set(sid, data, ttl)
     return sid
 
@@ -167,9 +174,12 @@ async def aregenerate(
     store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
 ) -> str | None:
     """:func:`regenerate` for an async store."""
+    sid = new_session_id()
+    if _supports(store, "rename"):
+        renamed: bool = await cast(Any, store).rename(old_sid, sid, data, ttl)
+        return sid if renamed else None
     if not await store.destroy(old_sid):
         return None
-    sid = new_session_id()
     await store.set(sid, data, ttl)
     return sid
 

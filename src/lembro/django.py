@@ -26,8 +26,10 @@ As with Django's engines, ``save()`` and ``create()`` store the session even whe
 empty, so a key once saved stays the session's key; the middleware stores nothing for a
 visitor whose session was never written. Where lembro differs, it is stricter: session keys
 are 256-bit (:func:`lembro.ids.new_session_id`), a key the server did not issue is never
-adopted, and ``cycle_key()`` on a session a logout removed meanwhile does not bring it
-back: the session is left empty and keyless, as after the logout.
+adopted, ``cycle_key()`` moves the record to its new key in one store operation
+(``rename``), and ``cycle_key()`` on a session a logout removed meanwhile does not bring it
+back: the session is left empty and keyless, as after the logout, and what the request
+writes into it next (``login()`` writes the user) is refused at the save (``UpdateError``).
 
 ``save()`` of an existing session writes only over a live record (``replace``): a logout in
 another request wins, and the save raises ``UpdateError`` as Django's engines do.
@@ -337,6 +339,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     # The user and password hash the session was loaded with (or last saved with), to see
     # a password change made through update_session_auth_hash on this session.
     _loaded_auth: tuple[object, object] = (None, None)
+    # A cycle_key found the record ended by a logout in another request: whatever this
+    # request writes into the session after it is not saved (the logout wins).
+    _ended_meanwhile = False
 
     def load(self) -> dict[str, Any]:
         """Return the session's data; a missing, expired or malformed key gets a new session."""
@@ -374,8 +379,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
         ``must_create``: raise ``CreateError`` if the key is taken; otherwise raise
         ``UpdateError`` if the record is gone (a logout elsewhere), never resurrecting it.
-        An expiry in the past removes the record.
+        An expiry in the past removes the record. After a ``cycle_key()`` that found the
+        record ended meanwhile, raises ``UpdateError`` (until the session is flushed).
         """
+        if self._ended_meanwhile:
+            raise UpdateError  # Django's middleware answers 400 (SessionInterrupted)
         data = self._get_session(no_load=must_create)
         key = self.session_key
         if not is_session_id(key):  # no key yet, or one this server did not issue
@@ -420,22 +428,51 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         hash) starts from here too: what it writes next is not a password change."""
         super().clear()
         self._loaded_auth = (None, None)
+        self._ended_meanwhile = False
 
     def cycle_key(self) -> None:
         """Move the data to a new key and remove the old record (``login()`` runs this).
 
-        The old record is removed first; if it was already gone (a logout in another
-        request), the logout wins: the session is left empty and keyless instead.
+        One ``rename`` in the store (a ``destroy`` then a ``create`` on a store without
+        it): a failed write leaves the old record, and a logout everywhere never falls
+        between the two. If the old record was already gone (a logout in another
+        request), or its user's sessions are being ended, the logout wins: the session
+        is left empty and keyless instead, and what the request writes into it next
+        (``login()`` writes the user) is not saved: the save raises ``UpdateError``, as
+        for any session a logout ended while the request ran.
         """
         data = self._session
         key = self.session_key
-        if is_session_id(key) and key != self._unwritten and not get_store().destroy(key):
-            self._session_key = None
-            self._session_cache = {}
-            self.modified = True
+        if not is_session_id(key) or key == self._unwritten:
+            self.create()
+            self._session_cache = data
             return
-        self.create()
+        store = get_store()
+        rename = getattr(store, "rename", None)
+        age = self.get_expiry_age()
+        if not callable(rename) or age <= 0:
+            if not store.destroy(key):
+                self._logged_out()
+                return
+            self.create()
+            self._session_cache = data
+            return
+        new = self._get_new_session_key()
+        if not rename(key, new, data, ttl=age):
+            self._logged_out()
+            return
+        self._session_key = new
         self._session_cache = data
+        self.modified = True
+        self._after_save(store, new, data)
+
+    def _logged_out(self) -> None:
+        """The record was gone when a ``cycle_key`` came for it: leave the session empty
+        and keyless, as the logout did."""
+        self._session_key = None
+        self._session_cache = {}
+        self.modified = True
+        self._ended_meanwhile = True
 
     async def acycle_key(self) -> None:
         """:meth:`cycle_key`, from async code."""

@@ -15,8 +15,9 @@ rate limits) as well as sessions.
 ``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
 over a live record (a logout in another request is never undone), moves a session to a
-new id on :func:`regenerate` (at login) only if its old record was still there to destroy,
-and sends ``Vary: Cookie`` wherever the session was read or written.
+new id on :func:`regenerate` (at login) only if its old record was still there, in one
+store operation (``rename``), and sends ``Vary: Cookie`` wherever the session was read or
+written.
 
 On a lembro store built with ``owner_key=``, a session's record also carries its owner (the
 session's field of that name), so :func:`logout_everywhere` can end a user's sessions.
@@ -208,6 +209,25 @@ class LembroStore(NamespacedStore):
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
         await self._store.set(self._key(key), self._record(value, expires, owner), seconds)
+
+    async def rename_session(
+        self, key: str, new_key: str, value: bytes, expires_in: int, owner: str | None = None
+    ) -> bool:
+        """Move the session under ``key`` to ``new_key`` with ``value`` (a regenerate);
+        whether ``key``'s value was there (if not, nothing is written: a logout won). One
+        ``rename`` on a lembro store that has it, so a failed write leaves the old value
+        and a logout everywhere never falls between the two; else a delete then a set."""
+        seconds = _seconds(expires_in)
+        expires = None if seconds is None else self._clock() + seconds
+        record = self._record(value, expires, owner)
+        full, new_full = self._key(key), self._key(new_key)
+        if _supports(self._store, "rename"):
+            renamed: bool = await cast(Any, self._store).rename(full, new_full, record, seconds)
+            return renamed
+        if not await self._store.destroy(full):
+            return False
+        await self._store.set(new_full, record, seconds)
+        return True
 
     async def end_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every session of ``owner`` in the lembro store (the ``keep`` key spared);
@@ -410,8 +430,8 @@ class LembroSessionBackend(ServerSideSessionBackend):
         """Write the session back and set the cookie, as Litestar does, except: an empty
         session that was never stored stores nothing and sets no cookie; a loaded session
         is written back only over its live record; a regenerate moves it to a new id only
-        if the old record was there to destroy. ``Vary: Cookie`` goes wherever the session
-        was read or written (a session the app replaced counts as written)."""
+        if the old record was still there (one ``rename``). ``Vary: Cookie`` goes wherever
+        the session was read or written (a session the app replaced counts as written)."""
         scope = cast(dict[str, Any], connection.scope)
         store = self.config.get_store_from_app(scope["app"])
         headers = MutableScopeHeaders.from_message(message)
@@ -436,10 +456,12 @@ class LembroSessionBackend(ServerSideSessionBackend):
         expires_in = int(self.config.max_age)
         owner = _owner(store, scope_session)  # type: ignore[arg-type]
         if scope.get(_REGENERATE):
-            if loaded and not await _remove(store, sid):
+            new_sid = self.generate_session_id()
+            if not loaded:
+                await _set(store, new_sid, data, expires_in, owner)
+            elif not await _rename(store, sid, new_sid, data, expires_in, owner):
                 return  # a logout won: never bring its session back under a new id
-            sid = scope[_SID] = self.generate_session_id()
-            await _set(store, sid, data, expires_in, owner)
+            sid = scope[_SID] = new_sid
         elif loaded:
             if not await _replace(store, sid, data, expires_in, owner):
                 return  # ended by another request meanwhile: not brought back
@@ -457,6 +479,19 @@ async def _remove(store: Store, key: str) -> bool:
     existed = await store.exists(key)
     await store.delete(key)
     return existed
+
+
+async def _rename(
+    store: Store, key: str, new_key: str, data: bytes, expires_in: int, owner: str | None
+) -> bool:
+    """Move ``key``'s session to ``new_key``; whether ``key``'s value was there (a
+    ``LembroStore`` does it in one store operation, another store removes then sets)."""
+    if isinstance(store, LembroStore):
+        return await store.rename_session(key, new_key, data, expires_in, owner)
+    if not await _remove(store, key):
+        return False
+    await store.set(new_key, data, expires_in=expires_in)
+    return True
 
 
 def _owner(store: Store, session: dict[str, Any]) -> str | None:

@@ -44,8 +44,7 @@ class SessionStore(Protocol):
     ``set`` writes whether or not the session exists; ``replace`` writes only over a live
     session and says whether it did (one round trip where a backend can, so a session
     destroyed meanwhile by a logout is never written back); ``touch`` moves only the expiry;
-    ``destroy`` says whether it removed a live session (a regenerate writes its new id only
-    when it did, so a logout that won the race is never undone).
+    ``destroy`` says whether it removed a live session.
 
     ``sessions_of(owner)`` lists the ids of the live sessions whose ``owner_key`` field
     names ``owner``, most recently used first, and ``destroy_sessions_of(owner, keep)``
@@ -66,9 +65,20 @@ class SessionStore(Protocol):
       ``InvalidOption`` for a bad ``ttl`` before anything changes.
     - ``time_left(sid) -> float | None``: the seconds until session ``sid`` ends, or
       ``None`` when absent; neither a hit nor a miss.
+    - ``rename(old, new, data, ttl=None) -> bool``: a regenerate as one operation. When
+      ``old`` is a live session, it is removed and ``data`` stored under ``new`` (a fresh
+      id) for ``ttl`` seconds, with ``new`` joining its owner's index in the same step,
+      and the answer is ``True``; when ``old`` is absent (a logout won the race), or a
+      ``destroy_sessions_of`` is ending its owner's sessions and ``data`` names that
+      owner, nothing is written and the answer is ``False``. Whatever fails
+      (``SerializationError``, ``SessionTooLarge``, ``StoreUnavailable``) leaves ``old``
+      as it was and raises: the user keeps the old session or gets the new one, never
+      neither.
 
-    Litestar's ``get(renew_for=...)`` uses them (and a ``get`` then a ``replace`` on a
-    store without them).
+    Litestar's ``get(renew_for=...)`` uses ``renew`` and ``time_left`` (and a ``get``
+    then a ``replace`` on a store without them); every integration's regenerate uses
+    ``rename`` (a ``destroy`` then a ``set`` on a store without it, which a failed write
+    or a logout everywhere can come between).
     """
 
     @property
@@ -94,6 +104,9 @@ class SessionStore(Protocol):
         def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
         def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
         def time_left(self, sid: str) -> float | None: ...
+        def rename(
+            self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        ) -> bool: ...
 
 
 @runtime_checkable
@@ -123,6 +136,9 @@ class AsyncSessionStore(Protocol):
         async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
         async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
         async def time_left(self, sid: str) -> float | None: ...
+        async def rename(
+            self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        ) -> bool: ...
 
 
 class _InlineAsync:
@@ -165,6 +181,12 @@ class _InlineAsync:
     async def time_left(self, sid: str) -> float | None:
         left: float | None = _optional_method(self.sync, "time_left")(sid)
         return left
+
+    async def rename(
+        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+    ) -> bool:
+        renamed: bool = _optional_method(self.sync, "rename")(old, new, data, ttl)
+        return renamed
 
     async def all(self) -> dict[str, dict[str, Any]]:
         return self.sync.all()
@@ -226,6 +248,13 @@ class _ThreadAsync(_InlineAsync):
         left: float | None = await asyncio.to_thread(method, sid)
         return left
 
+    async def rename(
+        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+    ) -> bool:
+        method = _optional_method(self.sync, "rename")
+        renamed: bool = await asyncio.to_thread(method, old, new, data, ttl)
+        return renamed
+
     async def all(self) -> dict[str, dict[str, Any]]:
         return await asyncio.to_thread(self.sync.all)
 
@@ -260,7 +289,7 @@ def _owner_method(store: object, name: str) -> Any:
 
 
 def _optional_method(store: object, name: str) -> Any:
-    """``store``'s optional operation ``name`` (``renew`` or ``time_left``), or
+    """``store``'s optional operation ``name`` (``renew``, ``time_left`` or ``rename``), or
     ``InvalidOption`` for a store without it (ask :func:`_supports` first)."""
     method = getattr(store, name, None)
     if not callable(method):

@@ -24,6 +24,7 @@ from lembro import (
     MemoryStore,
     RedisStore,
     SerializationError,
+    SessionTooLarge,
     Stats,
 )
 from lembro.ids import new_session_id
@@ -69,8 +70,17 @@ class SyncFace:
     def time_left(self, sid: str) -> float | None:
         return self._run(self.store.time_left(sid))
 
-    def destroy(self, sid: str) -> None:
-        self._run(self.store.destroy(sid))
+    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        return self._run(self.store.rename(old, new, data, ttl))
+
+    def sessions_of(self, owner: str | int) -> list[str]:
+        return self._run(self.store.sessions_of(owner))
+
+    def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
+        return self._run(self.store.destroy_sessions_of(owner, keep))
+
+    def destroy(self, sid: str) -> bool:
+        return self._run(self.store.destroy(sid))
 
     def all(self) -> dict[str, dict[str, Any]]:
         return self._run(self.store.all())
@@ -474,3 +484,120 @@ def test_purge_leaves_live_sessions(backend: Backend, store: Any) -> None:
     assert store.purge() >= 0
     assert store.all() == {live: {"a": 1}}
     assert store.stats().sessions == 1
+
+
+# ---- rename: a regenerate as one operation ------------------------------------------------
+
+
+def test_rename_moves_the_session_to_the_new_id(store: Any) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"cart": [1]})
+    assert store.rename(old, new, {"cart": [1], "user": "ana"}) is True
+    assert store.get(old) is None
+    assert old not in store
+    assert store.get(new) == {"cart": [1], "user": "ana"}
+    assert store.all() == {new: {"cart": [1], "user": "ana"}}
+
+
+def test_rename_of_an_absent_session_is_false_and_writes_nothing(store: Any) -> None:
+    old, new = sid(), sid()
+    assert store.rename(old, new, {"user": "ana"}) is False
+    assert new not in store
+    assert len(store) == 0
+
+
+def test_rename_after_a_logout_is_false_and_writes_nothing(store: Any) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"cart": [1]})
+    assert store.destroy(old) is True  # another request's logout won the race
+    assert store.rename(old, new, {"user": "ana"}) is False
+    assert new not in store
+    assert store.all() == {}
+
+
+def test_rename_of_an_expired_session_is_false(backend: Backend, store: Any) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"cart": [1]}, ttl=SHORT)
+    backend.wait_expired(store, old)
+    assert store.rename(old, new, {"user": "ana"}) is False
+    assert new not in store
+
+
+def test_rename_gives_the_new_session_its_lifetime(backend: Backend, store: Any) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"n": 1}, ttl=LONG)
+    assert store.rename(old, new, {"n": 2}, ttl=SHORT) is True
+    left = store.time_left(new)
+    assert left is not None
+    assert left < LONG / 2
+    backend.wait_expired(store, new)
+    assert store.get(new) is None
+
+
+@pytest.mark.parametrize("data", [{"f": object()}, {"big": 2**70}, ["not", "a", "dict"], None])
+def test_rename_with_unserializable_data_raises_and_keeps_the_old_session(
+    store: Any, data: Any
+) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"v": "old"})
+    with pytest.raises(SerializationError):
+        store.rename(old, new, data)
+    assert store.get(old) == {"v": "old"}
+    assert new not in store
+
+
+def test_rename_of_a_session_too_large_raises_and_keeps_the_old_session(
+    backend: Backend,
+) -> None:
+    store = backend.new(max_session_bytes=1024)
+    old, new = sid(), sid()
+    store.set(old, {"v": "old"})
+    with pytest.raises(SessionTooLarge):
+        store.rename(old, new, {"v": "x" * 4096})
+    assert store.get(old) == {"v": "old"}
+    assert new not in store
+
+
+@pytest.mark.parametrize("bad", ["", None, 7, "same"])
+def test_rename_with_a_bad_id_raises_and_changes_nothing(store: Any, bad: Any) -> None:
+    old = sid()
+    store.set(old, {"v": "old"})
+    with pytest.raises(InvalidOption):
+        store.rename(old if bad == "same" else bad, old, {"v": "new"})
+    with pytest.raises(InvalidOption):
+        store.rename(old, bad if bad != "same" else old, {"v": "new"})
+    assert store.all() == {old: {"v": "old"}}
+
+
+def test_rename_with_a_bad_ttl_raises_and_changes_nothing(store: Any) -> None:
+    old, new = sid(), sid()
+    store.set(old, {"v": "old"})
+    with pytest.raises(InvalidOption):
+        store.rename(old, new, {"v": "new"}, ttl=0)
+    assert store.all() == {old: {"v": "old"}}
+
+
+def test_rename_moves_the_session_in_its_owners_index(backend: Backend) -> None:
+    store = backend.new(owner_key="user")
+    old, other, new = sid(), sid(), sid()
+    store.set(old, {"user": "ana"})
+    store.set(other, {"user": "ana"})
+    assert store.rename(old, new, {"user": "ana", "fresh": True}) is True
+    assert sorted(store.sessions_of("ana")) == sorted([new, other])
+    assert store.destroy_sessions_of("ana") == 2
+    assert store.all() == {}
+
+
+def test_rename_to_another_owner_moves_the_session_between_owners(backend: Backend) -> None:
+    store = backend.new(owner_key="user")
+    anonymous, old, new, newer = sid(), sid(), sid(), sid()
+    store.set(anonymous, {"cart": [1]})
+    assert store.rename(anonymous, old, {"cart": [1], "user": "ana"}) is True  # a login
+    assert store.sessions_of("ana") == [old]
+    assert store.rename(old, new, {"user": "bob"}) is True  # a login as someone else
+    assert store.sessions_of("ana") == []
+    assert store.sessions_of("bob") == [new]
+    assert store.rename(new, newer, {"cart": []}) is True  # a logout that keeps the session
+    assert store.sessions_of("bob") == []
+    assert store.destroy_sessions_of("bob") == 0
+    assert store.all() == {newer: {"cart": []}}

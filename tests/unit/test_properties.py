@@ -38,7 +38,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import lembro.starlette
-from lembro import LembroError, MemoryStore, SerializationError
+from lembro import InvalidOption, LembroError, MemoryStore, SerializationError
 from lembro.ids import is_session_id, new_session_id
 from lembro.memory import RECORD_OVERHEAD, SESSION_OVERHEAD
 from lembro.memory.budget import session_cost
@@ -371,6 +371,29 @@ class MemoryStoreMachine(RuleBasedStateMachine):
             assert sid in self.store
         assert may_prune or self.store.stats().evicted == evicted
         self._settle(keep=sid)
+
+    @rule(
+        old=st.sampled_from(SIDS),
+        new=st.sampled_from(SIDS),
+        text=st.one_of(st.text(max_size=40), st.integers(0, 900).map(lambda n: "x" * n)),
+        ttl=st.sampled_from([None, 1.0, 30.0]),
+    )
+    def rename(self, old: str, new: str, text: str, ttl: float | None) -> None:
+        if old == new:
+            with pytest.raises(InvalidOption):
+                self.store.rename(old, new, {"text": text})
+            self._settle()
+            return
+        data = {"text": text, "n": 0}
+        live = self._live(old)
+        assert self.store.rename(old, new, data, ttl) is live
+        assert self.store.size <= MAX_SIZE
+        assert old not in self.store
+        if live:
+            del self.model[old]
+            self.model[new] = (data, self.clock.now + (TTL if ttl is None else ttl))
+            assert new in self.store
+        self._settle(keep=new if live else None)
 
     @rule(sid=st.sampled_from(SIDS))
     def get(self, sid: str) -> None:

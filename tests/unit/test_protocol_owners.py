@@ -20,6 +20,7 @@ from lembro import (
     Stats,
     as_async,
 )
+from lembro._cookies import aregenerate, regenerate
 from lembro.protocol import _InlineAsync, _ThreadAsync
 
 OWNER_METHODS = ("sessions_of", "destroy_sessions_of")
@@ -102,3 +103,38 @@ def test_a_store_written_before_the_owner_methods_still_serves() -> None:
 
     asyncio.run(main())
     assert isinstance(face, AsyncSessionStore)
+
+
+@pytest.mark.parametrize("face", [AsyncRedisStore, _InlineAsync, _ThreadAsync])
+def test_every_async_store_and_face_has_rename_as_a_coroutine(face: type) -> None:
+    assert inspect.iscoroutinefunction(face.rename)
+
+
+@pytest.mark.parametrize("wrap", [as_async, _ThreadAsync])
+def test_an_async_face_of_a_memory_store_renames_in_one_step(wrap: Any) -> None:
+    with MemoryStore("1M", None, owner_key="user") as store:
+        store.set("old", {"user": "ana"})
+        face = wrap(store)
+
+        async def main() -> None:
+            assert await face.rename("old", "new", {"user": "ana", "in": True}) is True
+            assert await face.rename("old", "newer", {"user": "ana"}) is False
+
+        asyncio.run(main())
+        assert store.all() == {"new": {"user": "ana", "in": True}}
+        assert store.sessions_of("ana") == ["new"]
+
+
+def test_a_store_without_rename_still_regenerates_by_destroy_then_set() -> None:
+    older = OlderStore()
+    older.set("old", {"cart": [1]})
+    new = regenerate(older, "old", {"cart": [1], "user": "ana"})  # type: ignore[arg-type]
+    assert new is not None
+    assert older.data == {new: {"cart": [1], "user": "ana"}}
+    assert regenerate(older, "old", {"user": "ana"}) is None  # type: ignore[arg-type]
+    face = as_async(older)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOption, match="rename"):
+        asyncio.run(face.rename(new, "x", {}))  # type: ignore[attr-defined]
+    newer = asyncio.run(aregenerate(face, new, {"user": "ana"}))
+    assert newer is not None
+    assert older.data == {newer: {"user": "ana"}}

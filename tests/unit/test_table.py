@@ -106,6 +106,28 @@ def test_ending_a_detached_owner_spares_keep_and_new_logins() -> None:
     t.check()
 
 
+def test_a_rename_moves_a_session_in_one_step_unless_its_owner_is_being_ended() -> None:
+    t = table(owners=True)
+    t.write("a", b"x", NOW + 100, "ana", NOW, only_over_live=False)
+    t.write("b", b"x", NOW + 100, "ana", NOW, only_over_live=False)
+    assert t.rename("a", "a2", b"yy", NOW + 50, "ana", NOW)
+    assert sorted(t.sessions_of("ana", NOW)) == ["a2", "b"]
+    assert t.time_left("a2", NOW) == 50
+    assert not t.rename("a", "a3", b"yy", NOW + 50, "ana", NOW)  # gone: nothing written
+    assert not t.holds("a3", NOW)
+    t.check()
+    owner = t.detach_owner("ana", keep=None)  # a logout everywhere, under way
+    assert owner is not None
+    assert not t.rename("b", "b2", b"z", NOW + 50, "ana", NOW)  # would outlive it
+    assert t.holds("b", NOW)
+    assert not t.holds("b2", NOW)
+    assert t.rename("a2", "bob1", b"z", NOW + 50, "bob", NOW)  # a login as someone else
+    assert t.end_detached(owner, NOW, 10) == (1, False)
+    assert t.sessions_of("ana", NOW) == []
+    assert t.sessions_of("bob", NOW) == ["bob1"]
+    t.check()
+
+
 def test_taking_a_table_apart_empties_it() -> None:
     t = table()
     for i in range(100):

@@ -135,6 +135,15 @@ class OwnerIndex:
             _unlink(owner, member)
             _link_newest(owner, member)
 
+    def ending(self, entry: Entry) -> str | None:
+        """The name of ``entry``'s owner when that owner is detached (its sessions are
+        being ended), else ``None``."""
+        member: OwnedEntry = entry  # type: ignore[assignment]
+        owner = member.owner
+        if owner is None or self._owners.get(owner.name) is owner:
+            return None
+        return owner.name
+
     def owner_of(self, entry: Entry) -> str | None:
         """The name of ``entry``'s owner, or ``None``."""
         member: OwnedEntry = entry  # type: ignore[assignment]

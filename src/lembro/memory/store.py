@@ -251,6 +251,31 @@ class MemoryStore:
         when ``sid`` is absent or expired."""
         return self._put(sid, data, ttl, only_over_live=True)
 
+    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Move live session ``old`` to the id ``new`` (a fresh one), holding ``data`` for
+        ``ttl`` seconds (default: the store's ``ttl``): a regenerate, in one hold of the
+        lock. ``False``, and nothing changed, when ``old`` is absent or expired (a logout
+        won the race), or when a :meth:`destroy_sessions_of` is ending its owner's
+        sessions and ``data`` names that owner.
+
+        Raises ``InvalidOption`` (a bad id, or ``new`` equal to ``old``),
+        ``SerializationError`` or ``SessionTooLarge`` before anything changes: the user
+        keeps the old session or gets the new one, never neither. A use of the session.
+        """
+        blob, lifetime, owner = self._encode(new, data, ttl)
+        if not isinstance(old, str) or not old or old == new:
+            raise InvalidOption("old", old, "a non-empty str other than new")
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            renamed = table.rename(old, new, blob, now + lifetime, owner, now)
+            upkeep = renamed and table.upkeep_due
+        if upkeep:
+            self._upkeep(keep=new)
+        return renamed
+
     def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid`` and give it a new lifetime of ``ttl``
         seconds (default: the store's ``ttl``), in one step no write comes between; or
@@ -344,7 +369,8 @@ class MemoryStore:
         The owner's sessions are set apart in one step, then ended ``batch_size`` per hold
         of the lock, so an owner with very many sessions does not stall other requests. A
         session that joins the owner meanwhile (a new login) is not ended; one that
-        leaves it meanwhile (a login as someone else) is not either.
+        leaves it meanwhile (a login as someone else) is not either; a :meth:`rename` of
+        one of them under the same owner is refused meanwhile (it would outlive the call).
 
         Raises ``InvalidOption``, before anything changes, on a store without
         ``owner_key``, for an owner that is not a str or an int, or a ``keep`` that is not

@@ -123,6 +123,29 @@ class SessionTable:
         self.extend(old, expires)
         return True
 
+    def rename(
+        self, old: str, new: str, data: bytes, expires: float, owner: str | None, now: float
+    ) -> bool:
+        """Put ``data`` (of ``owner``, or none) under ``new``, expiring at ``expires``, in
+        place of live session ``old``, which is removed: one step, so no moment has the
+        session under neither id (or under both), and the new id joins its owner's index
+        as the old one leaves it. The new session keeps the old one's uses. ``False``
+        (and nothing changed) when ``old`` is not a live session, or when its owner's
+        sessions are being ended (``detach_owner``) and ``new`` names that same owner:
+        the logout everywhere ends ``old``, and its successor would have survived it."""
+        entry = self.live(old, now)
+        if entry is None:
+            return False
+        if owner is not None and self.owners is not None and self.owners.ending(entry) == owner:
+            return False
+        uses = 2 if self.eviction.count(entry) > 1.0 else 1
+        self._remove(entry)
+        taken = self.sessions.get(new)
+        if taken is not None:  # an id in use: written over, as ``write`` would
+            self._remove(taken)
+        self.add(new, data, expires, uses, owner)
+        return True
+
     def touch(self, sid: str, expires: float, now: float) -> bool:
         """Make live session ``sid`` expire at ``expires``, as a use; ``False`` when absent."""
         entry = self.live(sid, now)

@@ -48,6 +48,13 @@ class AsyncRedisStore(RedisCore):
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
         return await self._run("replace", sid, self._write_steps(sid, data, ttl, "XX"), False)
 
+    async def rename(
+        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+    ) -> bool:
+        """Move session ``old`` to the id ``new`` in one operation, as
+        :meth:`RedisStore.rename`."""
+        return await self._run("rename", old, self._rename_steps(old, new, data, ttl), False)
+
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds, as :meth:`RedisStore.touch`."""
         return await self._run("touch", sid, self._touch_steps(sid, ttl), False)

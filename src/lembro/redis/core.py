@@ -15,6 +15,7 @@ with awaits; nothing here talks to Redis.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -22,6 +23,7 @@ import math
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
@@ -112,7 +114,7 @@ _CLIENT_LIBRARIES = ("redis", "valkey")
 _URL_FORMS = "a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
 # Operations that must not report success they did not have: a logout whose record may
 # still be live, a clear that may have left sessions, numbers that would be made up.
-_FAIL_CLOSED = frozenset({"destroy", "clear", "stats", "destroy_sessions_of"})
+_FAIL_CLOSED = frozenset({"destroy", "clear", "stats", "destroy_sessions_of", "rename"})
 _READS = frozenset({"get", "renew", "touch", "all", "len", "contains", "sessions_of", "time_left"})
 # An owner's key ends with the separator, so it is never ``prefix + id`` of any store
 # (an id holds no separator), and the owner inside it is quoted, so holds none either.
@@ -159,6 +161,90 @@ return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))
 """
 # What the guard answers for a key that is not a session.
 _FOREIGN = -1
+# A destroy_sessions_of in progress marks its owner's set with a member that is no
+# session id (it holds the separator), scored minus the marker's deadline in ms (Redis's
+# clock): markers sort below every session, and one past its deadline (a call that died
+# half way) is dropped by the next look. A rename of one of the set's sessions to a
+# session of the same owner is refused while a marker is live: the logout everywhere
+# read the set before the new id joined it, and would leave the new id alive.
+_ENDING_MARK = "ending:"
+# Seconds a marker outlives the round trips of the call that set it would take.
+_ENDING_GRACE = 10.0
+_LIVE_MARKER = """
+local function ending(index)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '(' .. string.format('%d', -now), '(0')
+  return redis.call('ZCOUNT', index, '-inf', '(0') > 0
+end
+"""
+# Marks KEYS[1] (an owner's set) with the marker ARGV[1] for ARGV[2] ms, if the set exists.
+_MARK_ENDING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%d', -(now + tonumber(ARGV[2]))), ARGV[1])
+return 1
+"""
+# Moves session KEYS[1] to KEYS[2] on one server, in one step: 0 (nothing changed) when
+# KEYS[1] holds no session, or when ARGV[5] says the new session joins KEYS[3] (its
+# owner's set) and a logout everywhere of that owner, which counts KEYS[1] among its
+# sessions, is under way; -1 when KEYS[1] and -2 when KEYS[2] is another app's key. The
+# owner's set is joined first and the old record deleted last, so that a write Redis
+# refuses (a full Redis) changes no session; with ARGV[6], KEYS[4] is the set the old
+# session leaves.
+_RENAME = (
+    _LIVE_MARKER
+    + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  return 0
+elseif kind ~= 'string' then
+  return -1
+end
+kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'none' and kind ~= 'string' then
+  return -2
+end
+local owned = ARGV[5] == '1'
+if owned then
+  if ending(KEYS[3]) and redis.call('ZSCORE', KEYS[3], ARGV[7]) then
+    return 0
+  end
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+if owned then
+  redis.call('ZREM', KEYS[3], ARGV[7])
+end
+if ARGV[6] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[7])
+end
+return 1
+"""
+)
+# On a cluster, the rename's step on the new session's owner set (KEYS[1]): 0 when a
+# logout everywhere that counts ARGV[1] (the old id) is under way; else ARGV[2] (the new
+# id) joins with score ARGV[3], the set kept alive ARGV[4] ms, and 1.
+_CLAIM = (
+    _LIVE_MARKER
+    + """
+if ending(KEYS[1]) and redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+)
 # The empty answer of an operation that raises during an outage whatever on_unavailable
 # says, so never returns one.
 FAILS_CLOSED: Any = None
@@ -773,6 +859,80 @@ class RedisCore:
             self._remember(sid, index)
         return reply is not None
 
+    def _rename_steps(
+        self, old: object, new: str, data: dict[str, Any], ttl: float | None
+    ) -> Steps[bool]:
+        """Session ``old`` moved to ``new`` (see :meth:`RedisStore.rename`): one script on
+        one server. On a cluster, where the two keys (and the owner's set) may live on
+        different nodes: the new record is written, then joins its owner's set (refused
+        while a logout everywhere of that owner counts ``old``), then ``old`` is deleted
+        if it is still there; if it was not (a logout won meanwhile), the new record is
+        deleted again. Raises before anything is sent for bad arguments; an error after
+        the new record was written deletes it again (as far as Redis answers) and
+        rises."""
+        key, blob, lifetime_ms = self._encode(new, data, ttl)
+        if not _is_sid(old) or old == new:
+            raise InvalidOption("old", old, f"a session id without {SEPARATOR!r}, other than new")
+        old_key = self._key(old)
+        index = self._index_of(data)
+        before = self._recall(old)
+        leave = before if isinstance(before, str) and before != index else None
+        joining = (time.time(), min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS))
+        self._forget(old, new)
+        if self._keyslot is None:
+            keys = (old_key, key, index or old_key, leave or old_key)
+            flags = ("1" if index else "0", "1" if leave else "0")
+            command = ("EVAL", _RENAME, 4, *keys, blob, lifetime_ms, *joining, *flags, old, new)
+            (reply,) = yield ("send", [command])
+            reply = int(reply)
+            if reply == _FOREIGN or reply == _FOREIGN - 1:
+                self._foreign([old_key if reply == _FOREIGN else key])
+                if reply != _FOREIGN:
+                    raise InvalidOption("new", new, "an id whose key holds no other app's data")
+        else:
+            reply = yield from self._rename_in_steps(old, old_key, key, blob, lifetime_ms, index)
+            leaving: list[Command] = [("ZREM", owners, old) for owners in (index, leave) if owners]
+            if reply and leaving:
+                yield ("send", leaving)
+        if reply == 1:
+            self._remember(new, index)
+        return reply == 1
+
+    def _rename_in_steps(
+        self, old: str, old_key: str, key: str, blob: bytes, lifetime_ms: int, index: str | None
+    ) -> Steps[int]:
+        """A cluster's rename (see :meth:`_rename_steps`): 1 when done, else 0."""
+        new = key[len(self.prefix) :]
+        (written,) = yield ("send", [_guarded("SET", key, blob, "PX", lifetime_ms)])
+        if written == _FOREIGN:
+            self._foreign([key])
+            raise InvalidOption("new", new, "an id whose key holds no other app's data")
+        undo: list[Command] = [_guarded("DEL", key)]
+        try:
+            if index is not None:
+                undo.append(("ZREM", index, new))
+                keep = min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS)
+                claim = ("EVAL", _CLAIM, 1, index, old, new, time.time(), keep)
+                (claimed,) = yield ("send", [claim])
+                if not int(claimed):
+                    undo.pop()  # never joined
+                    yield ("send", undo)
+                    return 0
+            (taken,) = yield ("send", [_guarded("DEL", old_key)])
+        except Exception:
+            # One command at a time, each on its own node: the node that failed may hold
+            # the owner's set, and the new record is deleted still.
+            for command in undo:
+                with contextlib.suppress(Exception):  # the first error is the one that rises
+                    yield ("send", [command])
+            raise
+        if int(taken) == 1:
+            return 1
+        if taken == _FOREIGN:
+            self._foreign([old_key])
+        yield ("send", undo)
+        return 0
+
     def _touch_steps(self, sid: object, ttl: float | None) -> Steps[bool]:
         """PEXPIRE, guarded (with ``owner_key``, after the owner's set's upkeep when this
         store knows the owner; a GETEX when it does not, to learn it)."""
@@ -909,15 +1069,32 @@ class RedisCore:
         index = self._owner_index(owner)
         if keep is not None and not isinstance(keep, str):
             raise InvalidOption("keep", keep, "None or a session id (str)")
-        live, stale = yield from self._look_up_steps(index)
+        # The set is marked as it is read (see _ENDING_MARK), and unmarked as it ends.
+        marker = _ENDING_MARK + uuid.uuid4().hex
+        grace = _ttl_ms(_ENDING_GRACE + 4 * self.socket_timeout)
+        mark: Command = ("EVAL", _MARK_ENDING, 1, index, marker, grace)
+        marked: list[Any] = []
+        live, stale = yield from self._look_up_steps(index, mark, marked)
         ended = [sid for sid in live if sid != keep]
         commands = self._ending(index, ended, stale)
+        if marked and int(marked[0]):
+            commands.append(("ZREM", index, marker))
         replies = (yield ("send", commands)) if commands else []
         self._forget(*ended)
         return sum(int(n) for n in replies[: len(ended)])
 
-    def _look_up_steps(self, index: str) -> Steps[tuple[list[str], list[tuple[str, bytes]]]]:
-        (reply,) = yield ("send", [("ZREVRANGE", index, 0, -1, "WITHSCORES")])
+    def _look_up_steps(
+        self, index: str, first: Command | None = None, first_reply: list[Any] | None = None
+    ) -> Steps[tuple[list[str], list[tuple[str, bytes]]]]:
+        """The owner's set read (after ``first``, in the same round trip, whose reply is
+        appended to ``first_reply``), and its members' sessions fetched."""
+        read: list[Command] = [("ZREVRANGE", index, 0, -1, "WITHSCORES")]
+        if first is not None:
+            read.insert(0, first)
+        replies = yield ("send", read)
+        if first_reply is not None:
+            first_reply.extend(replies[:-1])
+        reply = replies[-1]
         members = self._members(reply)
         fetched = []
         for mgets in self._mgets(self._member_keys(members)):

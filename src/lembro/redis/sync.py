@@ -92,6 +92,24 @@ class RedisStore(RedisCore):
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
         return self._run("replace", sid, self._write_steps(sid, data, ttl, "XX"), False)
 
+    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        """Move session ``old`` to the id ``new`` (a fresh one), holding ``data`` for
+        ``ttl`` seconds: a regenerate as one operation. ``False``, and nothing written,
+        when ``old`` is absent (a logout won the race), or when a
+        :meth:`destroy_sessions_of` of the owner ``data`` names, which counts ``old``, is
+        under way. With ``owner_key``, ``new`` joins its owner's set in the same step.
+
+        One script on one server or Sentinel's primary: ``old`` and ``new`` are never
+        both there, or both gone. On a cluster, where they may live on different nodes:
+        ``new`` is written first and ``old`` deleted second, and if ``old`` was gone by
+        then, ``new`` is deleted again (two round trips; four with ``owner_key``). Raises
+        ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
+        is sent, and ``StoreUnavailable`` when Redis does not answer, whatever
+        ``on_unavailable``: ``old`` is left as it was (on a cluster, unless the node of
+        ``old`` deleted it and its answer was lost).
+        """
+        return self._run("rename", old, self._rename_steps(old, new, data, ttl), False)
+
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE
         (with ``owner_key``, a GETEX when this store has not seen ``sid`` lately and must
@@ -127,7 +145,9 @@ class RedisStore(RedisCore):
 
         As :meth:`sessions_of`, then one pipeline of a DEL per session and the pruning of
         the owner's set. A session that joins the owner after the set was read is not
-        ended. Raises ``StoreUnavailable`` when Redis does not answer, whatever
+        ended; the set is marked while the call runs, and a :meth:`rename` of one of its
+        sessions under the same owner is refused meanwhile (it would outlive the call).
+        Raises ``StoreUnavailable`` when Redis does not answer, whatever
         ``on_unavailable``: a logout everywhere is never reported done when it was not.
         """
         steps = self._destroy_sessions_of_steps(owner, keep)
