@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.aiohttp needs aiohttp-session: pip install 'lembro[aiohttp]'") from e
 
-from ._cookies import CookieSigner, cookie_value, is_current_owner
+from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
@@ -66,18 +66,6 @@ _SID = _request_key("lembro.sid", str)  # the id the cookie named and the store 
 _COOKIE = _request_key("lembro.cookie", str)  # that cookie, re-sent as is (None: sign anew)
 _LOADED = _request_key("lembro.session", Session)  # the session load_session returned
 _REGENERATE = _request_key("lembro.regenerate", bool)
-
-
-async def _move(
-    store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
-) -> str | None:
-    """Move ``data`` from ``old_sid`` to a new id; the new id, or ``None`` when the old
-    record was already gone (a logout in another request won: nothing is written)."""
-    if not await store.destroy(old_sid):
-        return None
-    sid = new_session_id()
-    await store.set(sid, data, ttl)
-    return sid
 
 
 class LembroSession(Session):
@@ -270,7 +258,7 @@ class LembroStorage(AbstractStorage):
             self.save_cookie(response, "", max_age=session.max_age)
             return
         if regenerate:
-            new_sid = await _move(self._store, sid, data, ttl)
+            new_sid = await aregenerate(self._store, sid, data, ttl)
             if new_sid is None:  # logged out meanwhile: the logout wins
                 self.save_cookie(response, "", max_age=session.max_age)
                 return

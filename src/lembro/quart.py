@@ -35,7 +35,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.quart needs Quart: pip install 'lembro[quart]'") from e
 
-from ._cookies import CookieSigner, cookie_value, is_current_owner
+from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .flask import Lembro as _FlaskLembro
@@ -58,18 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("lembro")
-
-
-async def _move(
-    store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
-) -> str | None:
-    """Move ``data`` from ``old_sid`` to a new id; the new id, or ``None`` when the old
-    record was already gone (a logout in another request won: nothing is written)."""
-    if not await store.destroy(old_sid):
-        return None
-    sid = new_session_id()
-    await store.set(sid, data, ttl)
-    return sid
 
 
 class LembroSessionInterface(SessionInterface):
@@ -196,7 +184,7 @@ class LembroSessionInterface(SessionInterface):
             await self._store.set(sid, dict(session))
             session.sid, session._cookie = sid, None
         elif regenerate:
-            new_sid = await _move(self._store, old_sid, dict(session))
+            new_sid = await aregenerate(self._store, old_sid, dict(session))
             if new_sid is None:  # logged out meanwhile: the logout wins
                 session.sid = None
                 self._delete_cookie(app, response)
