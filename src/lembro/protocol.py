@@ -25,6 +25,15 @@ class Stats:
     ``hits`` and ``misses`` of ``get``; ``expired`` sessions removed because their
     lifetime ended; ``evicted`` live sessions removed to stay under ``max_size``;
     ``purges`` runs of the expiry purge.
+
+    Counters of what this store object saw (on Redis, what this process did; a store and
+    its ``as_async()`` twin count together): ``created`` sessions, each new id a ``set``
+    stored (on Redis, every ``set``) and each regenerate's new id; sessions ended by
+    ``destroy`` (``logouts``), by ``rename`` (``regenerates``: the old id) and by
+    ``destroy_sessions_of`` (``logouts_everywhere``); ``unavailable`` operations that
+    failed because Redis did not answer. ``signed_in_users`` is the number of owners
+    with sessions (``None`` without ``owner_key``). The defaults keep stores written
+    before these fields working; ``lembro.metrics`` exports them all.
     """
 
     sessions: int
@@ -35,6 +44,12 @@ class Stats:
     expired: int
     evicted: int
     purges: int
+    created: int = 0
+    logouts: int = 0
+    regenerates: int = 0
+    logouts_everywhere: int = 0
+    unavailable: int = 0
+    signed_in_users: int | None = None
 
 
 @runtime_checkable
