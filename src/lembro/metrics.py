@@ -5,12 +5,14 @@ The collector holds no counter of its own: at each scrape it reads the store's
 count of refused session cookies (:data:`lembro._cookies.REJECTED`), so a request pays
 for nothing it did not already do. A scrape of a ``MemoryStore`` works in steps, as its
 ``stats()`` does, and never holds the store's lock for long; a scrape of a ``RedisStore``
-SCANs the store's prefix (see ``RedisStore.stats``).
+SCANs the store's prefix (see ``RedisStore.stats``). docs/metrics.md shows a scrape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,7 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised only without prometheus
 
 from ._cookies import REJECTED
 from .errors import InvalidOption, StoreUnavailable
-from .protocol import AsyncSessionStore, SessionStore, Stats, _InlineAsync
+from .protocol import AsyncSessionStore, SessionStore, _InlineAsync
 
 __all__ = ["LembroCollector"]
 
@@ -51,9 +53,10 @@ class LembroCollector(Collector):
     are the same for every store. ``cookies=False`` leaves out the cookie counts (they
     are the process's, whichever store).
 
-    Metrics: ``lembro_up`` (1 when the store answered the scrape, else 0 and only the
-    cookie counts follow), ``lembro_sessions``, ``lembro_bytes``, ``lembro_max_bytes``
-    (when the store has a cap), ``lembro_signed_in_users`` (with ``owner_key``),
+    Metrics: ``lembro_up`` (1 when the store answered the scrape; 0 when Redis did not,
+    and then only the counts this process keeps follow), ``lembro_sessions``,
+    ``lembro_bytes``, ``lembro_max_bytes`` (when the store has a cap),
+    ``lembro_signed_in_users`` (with ``owner_key``),
     ``lembro_created_total``, ``lembro_destroyed_total{reason}``, ``lembro_hits_total``,
     ``lembro_misses_total``, ``lembro_expired_total`` and ``lembro_evicted_total`` (not
     on Redis, which does not count them per prefix), ``lembro_unavailable_total`` (on
@@ -84,54 +87,41 @@ class LembroCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The metrics' names, without reading the store (so registering costs nothing)."""
-        return self._families(None)
+        return self._families(None, up=True)
 
     def collect(self) -> Iterator[Metric]:
-        """The metrics now: one ``stats()`` of the store."""
+        """The metrics now: one ``stats()`` of the store. While Redis does not answer,
+        ``lembro_up`` is 0 and the counters this process keeps (``counters()``) follow."""
         try:
-            stats: Stats | None = self.store.stats()
+            values: dict[str, Any] = dataclasses.asdict(self.store.stats())
         except StoreUnavailable:
-            stats = None
-        return self._families(stats, up=stats is not None)
+            counters = getattr(self.store, "counters", None)
+            return self._families(counters() if callable(counters) else {}, up=False)
+        return self._families(values, up=True)
 
-    def _families(self, stats: Stats | None, up: bool = True) -> Iterator[Metric]:
-        """The metric families for ``stats``; for ``None``, empty ones (their names)."""
+    def _families(self, values: Mapping[str, Any] | None, up: bool) -> Iterator[Metric]:
+        """The metric families for ``values`` (``Stats`` fields; a family whose field is
+        missing or ``None`` is left out); for ``values=None``, every family, empty."""
+
+        def value(field: str) -> Any:
+            return None if values is None else values.get(field)
+
+        def wanted(field: str) -> bool:
+            return values is None or value(field) is not None
+
         yield GaugeMetricFamily(
             "lembro_up", "Whether the store answered this scrape (1) or not (0).", value=int(up)
         )
-        if up:
-            yield from self._store_families(stats)
-        if self.cookies:
-            rejected = CounterMetricFamily(
-                "lembro_cookies_rejected",
-                "Session cookies refused in this process, by reason.",
-                labels=["reason"],
-            )
-            for reason, field in _REJECTED_REASONS:
-                rejected.add_metric([reason], getattr(REJECTED, field))
-            yield rejected
-
-    def _store_families(self, stats: Stats | None) -> Iterator[Metric]:
-        def value(field: str) -> float | None:
-            return None if stats is None else getattr(stats, field)
-
-        yield GaugeMetricFamily("lembro_sessions", "Live sessions held.", value=value("sessions"))
-        yield GaugeMetricFamily("lembro_bytes", "Bytes the sessions take.", value=value("size"))
         for name, doc, field in (
+            ("lembro_sessions", "Live sessions held.", "sessions"),
+            ("lembro_bytes", "Bytes the sessions take.", "size"),
             ("lembro_max_bytes", "The cap on lembro_bytes (max_size, or maxmemory).", "max_size"),
             ("lembro_signed_in_users", "Owners (owner_key) with sessions.", "signed_in_users"),
         ):
-            if stats is None or value(field) is not None:  # absent where the store cannot say
+            if wanted(field):
                 yield GaugeMetricFamily(name, doc, value=value(field))
-        yield CounterMetricFamily("lembro_created", "Sessions created.", value=value("created"))
-        destroyed = CounterMetricFamily(
-            "lembro_destroyed", "Live sessions ended, by reason.", labels=["reason"]
-        )
-        if stats is not None:
-            for reason, field in _DESTROYED_REASONS:
-                destroyed.add_metric([reason], getattr(stats, field))
-        yield destroyed
         counters = [
+            ("lembro_created", "Sessions created.", "created"),
             ("lembro_hits", "Session reads that found the session.", "hits"),
             ("lembro_misses", "Session reads that found none.", "misses"),
         ]
@@ -147,7 +137,25 @@ class LembroCollector(Collector):
             counters.append(("lembro_expired", "Sessions whose lifetime ended.", "expired"))
             counters.append(("lembro_evicted", "Live sessions evicted to fit the cap.", "evicted"))
         for name, doc, field in counters:
-            yield CounterMetricFamily(name, doc, value=value(field))
+            if wanted(field):
+                yield CounterMetricFamily(name, doc, value=value(field))
+        destroyed = CounterMetricFamily(
+            "lembro_destroyed", "Live sessions ended, by reason.", labels=["reason"]
+        )
+        for reason, field in _DESTROYED_REASONS:
+            if value(field) is not None:
+                destroyed.add_metric([reason], value(field))
+        if values is None or destroyed.samples:
+            yield destroyed
+        if self.cookies:
+            rejected = CounterMetricFamily(
+                "lembro_cookies_rejected",
+                "Session cookies refused in this process, by reason.",
+                labels=["reason"],
+            )
+            for reason, field in _REJECTED_REASONS:
+                rejected.add_metric([reason], getattr(REJECTED, field))
+            yield rejected
 
 
 def _is_redis(store: object) -> bool:

@@ -1066,25 +1066,17 @@ class RedisCore:
         users = None
         if self.owner_key is not None:  # a set lives one ttl past its last session
             users = len(self._owner_keys((yield ("scan", "zset"))))
-        with self._lock:
-            counts = self._counts
-            # Redis expires and evicts keys itself and does not count them per prefix.
-            return Stats(
-                sessions=len(keys),
-                size=size,
-                max_size=_max_size(config),
-                hits=counts.hits,
-                misses=counts.misses,
-                expired=0,
-                evicted=0,
-                purges=0,
-                created=counts.created,
-                logouts=counts.logouts,
-                regenerates=counts.regenerates,
-                logouts_everywhere=counts.logouts_everywhere,
-                unavailable=counts.unavailable,
-                signed_in_users=users,
-            )
+        # Redis expires and evicts keys itself and does not count them per prefix.
+        return Stats(
+            sessions=len(keys),
+            size=size,
+            max_size=_max_size(config),
+            expired=0,
+            evicted=0,
+            purges=0,
+            signed_in_users=users,
+            **self.counters(),
+        )
 
     def _sessions_of_steps(self, owner: str | int) -> Steps[list[str]]:
         """ZREVRANGE of the owner's set, MGET of its members (per slot on a cluster),
@@ -1266,6 +1258,15 @@ class RedisCore:
             else:
                 self._counts.hits += 1
         return data
+
+    def counters(self) -> dict[str, int]:
+        """What this process did through the store (and its async twin), by
+        :class:`~lembro.protocol.Stats` field: ``hits``, ``misses``, ``created``,
+        ``logouts``, ``regenerates``, ``logouts_everywhere`` and ``unavailable``. Read
+        without asking Redis, so ``lembro.metrics`` has them while Redis does not answer."""
+        with self._lock:
+            counts = self._counts
+            return {name: getattr(counts, name) for name in _Counts.__slots__}
 
     def _count(self, *names: str) -> None:
         """One more of each of the counters ``names``."""
