@@ -26,14 +26,15 @@ class Stats:
     lifetime ended; ``evicted`` live sessions removed to stay under ``max_size``;
     ``purges`` runs of the expiry purge.
 
-    Counters of what this store object saw (on Redis, what this process did; a store and
-    its ``as_async()`` twin count together): ``created`` sessions, each new id a ``set``
-    stored (on Redis, every ``set``) and each regenerate's new id; sessions ended by
-    ``destroy`` (``logouts``), by ``rename`` (``regenerates``: the old id) and by
+    Counters since the store was made (on Redis, of what this process did through it and
+    its ``as_async()`` twin): ``created`` sessions (a ``set`` of an id not held, on Redis
+    any ``set``, and each ``rename``'s new id); live sessions ended by ``destroy``
+    (``logouts``), by ``rename`` (``regenerates``: the old id) and by
     ``destroy_sessions_of`` (``logouts_everywhere``); ``unavailable`` operations that
-    failed because Redis did not answer. ``signed_in_users`` is the number of owners
-    with sessions (``None`` without ``owner_key``). The defaults keep stores written
-    before these fields working; ``lembro.metrics`` exports them all.
+    failed because Redis did not answer. ``signed_in_users``: the owners with sessions
+    (``None`` without ``owner_key``; on Redis, the owner sets, which outlive their last
+    session by one ``ttl``). The defaults keep stores written before these fields
+    working; ``lembro.metrics`` exports them all.
     """
 
     sessions: int

@@ -30,6 +30,7 @@ SMALL = 4096
 # Below this many sessions, the table is not worth rebuilding when sessions leave.
 _SMALL_TABLE = 64
 
+# The counters a table keeps, carried over when ``clear()`` replaces it.
 _COUNTERS = (
     "hits",
     "misses",
