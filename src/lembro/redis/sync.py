@@ -185,7 +185,8 @@ class RedisStore(RedisCore):
         payload lengths) are summed over a SCAN of the prefix; ``max_size`` is Redis's
         ``maxmemory`` where CONFIG GET is allowed and a limit is set, else ``None``.
         ``hits``, ``misses`` and the other counters are this object's own (and its
-        :meth:`as_async` twin's).
+        :meth:`as_async` twin's; :meth:`counters` reads them without Redis). With
+        ``owner_key``, ``signed_in_users`` counts the owner sets, over a second SCAN.
         """
         stats: Stats = self._run("stats", None, self._stats_steps(), FAILS_CLOSED)
         return stats
