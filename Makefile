@@ -13,7 +13,7 @@ PIP_FOR_GROUPS := pip>=25.1
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs Flask and msgspec: lembro is imported from src/, not installed.
+# The demo needs Flask, prometheus_client (its /metrics) and msgspec: lembro is imported from src/, not installed.
 $(VENV)/.demo: pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade '$(PIP_FOR_GROUPS)'
 	$(PIP) install --quiet --group demo msgspec

@@ -6,6 +6,7 @@ that rotates the session id and a logout that removes the session, beside the st
 counters and a bar of bytes held against the cap, refreshed every second. A button floods
 the store with 100,000 anonymous sessions. Signed in, the page lists every session of your
 name (log in as one name from two browsers to see two) and a button signs out the others.
+``/metrics`` serves the store's metrics to Prometheus (``lembro.metrics``).
 
 A visit is one view of the page: the buttons post, then redirect to the page, which counts
 that view once. Right after a logout the page says the session ended and starts no new one;
@@ -25,17 +26,19 @@ from collections.abc import Sequence
 
 try:
     from flask import Flask, jsonify, redirect, request
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Response
 except ImportError as e:  # pragma: no cover - exercised only without Flask
     raise SystemExit(
-        f"the demo needs Flask ({e.name} is missing): run it with `make demo`, which "
-        "installs it (the demo dependency group in pyproject.toml)"
+        f"the demo needs Flask and prometheus_client ({e.name} is missing): run it with "
+        "`make demo`, which installs them (the demo dependency group in pyproject.toml)"
     ) from e
 
 from lembro.flask import Lembro, logout_everywhere, session
 from lembro.ids import new_session_id, redact
 from lembro.memory import MemoryStore
+from lembro.metrics import LembroCollector
 from lembro.protocol import SessionStore
 from lembro.size import format_size
 from tools.options import size_option
@@ -74,6 +77,8 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
         store = MemoryStore("4M", 5.0, owner_key=OWNER_KEY)
     Lembro(app, store)
     indexed = getattr(store, "owner_key", None) == OWNER_KEY
+    registry = CollectorRegistry()  # the app's own: one collector per registry
+    LembroCollector(store, registry=registry)
 
     def devices() -> list[dict[str, object]]:
         """The sessions of the signed-in name, most recently used first (ids redacted)."""
@@ -132,6 +137,11 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
                 "purges": stats.purges,
             },
         )
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """The store's metrics, read now, for Prometheus to scrape."""
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.post("/login")
     def login() -> Response:

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COOKIE_LENGTH",
+    "REJECTED",
     "VERIFIED_CACHE_SIZE",
     "CookieSigner",
+    "RejectedCookies",
     "aregenerate",
     "cookie_value",
     "is_current_owner",
@@ -45,6 +47,23 @@ _SIGNED_LENGTH = 87
 MAX_COOKIE_LENGTH = _SIGNED_LENGTH
 #: How many verified cookie values a signer remembers (about 300 bytes each).
 VERIFIED_CACHE_SIZE = 256
+
+
+class RejectedCookies:
+    """Session cookies refused in this process, by reason, for :mod:`lembro.metrics`:
+    ``malformed`` (not the shape of a session cookie), ``bad_signature`` (the shape, but
+    no key of ours signed it) and ``unknown_id`` (a valid id the store does not hold: it
+    expired, was evicted or logged out). Plain int increments on the paths that refuse:
+    a cookie that verifies costs nothing more."""
+
+    __slots__ = ("bad_signature", "malformed", "unknown_id")
+
+    def __init__(self) -> None:
+        self.bad_signature = self.malformed = self.unknown_id = 0
+
+
+#: The process's count of refused session cookies, kept by every integration.
+REJECTED = RejectedCookies()
 
 
 def _derive(secret: str | bytes, salt: bytes) -> bytes:
@@ -112,6 +131,7 @@ class CookieSigner:
         # server made, and so a well-formed one. The length first, before anything hashes
         # the value (the cache's lookup does).
         if len(value) != _SIGNED_LENGTH or value[43] != "." or not value.isascii():
+            REJECTED.malformed += 1
             return None, False
         known = self._verified.get(value)
         if known is not None:
@@ -125,6 +145,7 @@ class CookieSigner:
                     self._verified.clear()  # simple, and safe while other threads read it
                 self._verified[value] = verified
                 return verified
+        REJECTED.bad_signature += 1
         return None, False
 
 

@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.aiohttp needs aiohttp-session: pip install 'lembro[aiohttp]'") from e
 
-from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
@@ -199,6 +199,8 @@ class LembroStorage(AbstractStorage):
             await self._discard(sid, e)
             return await self.new_session()
         if not data:
+            if data is None:
+                REJECTED.unknown_id += 1
             return await self.new_session()
         if set(map(type, data)) != {str}:
             await self._discard(sid, TypeError("stored session is not a dict of str keys"))

@@ -29,6 +29,7 @@ INTEGRATIONS: tuple[tuple[str, str, str | None], ...] = (
     ("lembro.quart", "quart", "quart"),
     ("lembro.aiohttp", "aiohttp", "aiohttp_session"),
     ("lembro.RedisStore", "redis", None),
+    ("lembro.metrics", "prometheus", "prometheus_client"),
 )
 
 

@@ -65,6 +65,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
+from ._cookies import REJECTED
 from .checks import check_owner, check_owner_key
 from .errors import InvalidOption, LembroError, SerializationError
 from .ids import is_session_id, new_session_id, redact
@@ -353,6 +354,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             except SerializationError:
                 log.warning("session %s does not deserialize: starting a new one", redact(key))
         if data is None:
+            if key is not None:
+                if is_session_id(key):
+                    REJECTED.unknown_id += 1
+                else:
+                    REJECTED.malformed += 1
             # Never adopt a key the store does not hold: the next save makes a new one.
             self._session_key = None
             return {}

@@ -29,7 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
-from ._cookies import CookieSigner, cookie_value, is_current_owner
+from ._cookies import REJECTED, CookieSigner, cookie_value, is_current_owner
 from ._cookies import regenerate as _regenerate
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
@@ -207,6 +207,7 @@ class LembroSessionInterface(SessionInterface):
             return self.session_class(new=True)
         data = self._load(sid)
         if data is None:
+            REJECTED.unknown_id += 1
             return self.session_class(new=True)
         session = self.session_class(data, sid)
         if not resign:

@@ -45,7 +45,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
 
-from ._cookies import is_current_owner
+from ._cookies import REJECTED, is_current_owner
 from .checks import check_owner, owner_of
 from .errors import InvalidOption, SerializationError
 from .ids import is_session_id, new_session_id, redact
@@ -408,7 +408,9 @@ class LembroSessionBackend(ServerSideSessionBackend):
         scope = cast(dict[str, Any], connection.scope)
         scope[_BACKEND] = self
         sid = connection.cookies.get(self.config.key)
-        if sid and is_session_id(sid):
+        if sid and not is_session_id(sid):
+            REJECTED.malformed += 1
+        elif sid:
             store = self.config.get_store_from_app(scope["app"])
             try:
                 data = await self.get(sid, store=store)
@@ -419,6 +421,7 @@ class LembroSessionBackend(ServerSideSessionBackend):
                 scope[_SID] = sid
                 scope[_LOADED] = True
                 return _Session(self.deserialize_data(data))
+            REJECTED.unknown_id += 1
         return _Session({})
 
     async def store_in_message(

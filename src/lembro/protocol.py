@@ -25,6 +25,16 @@ class Stats:
     ``hits`` and ``misses`` of ``get``; ``expired`` sessions removed because their
     lifetime ended; ``evicted`` live sessions removed to stay under ``max_size``;
     ``purges`` runs of the expiry purge.
+
+    Counters since the store was made (on Redis, of what this process did through it and
+    its ``as_async()`` twin): ``created`` sessions (a ``set`` of an id not held, on Redis
+    any ``set``, and each ``rename``'s new id); live sessions ended by ``destroy``
+    (``logouts``), by ``rename`` (``regenerates``: the old id) and by
+    ``destroy_sessions_of`` (``logouts_everywhere``); ``unavailable`` operations that
+    failed because Redis did not answer. ``signed_in_users``: the owners with sessions
+    (``None`` without ``owner_key``; on Redis, the owner sets, which outlive their last
+    session by one ``ttl``). The defaults keep stores written before these fields
+    working; ``lembro.metrics`` exports them all.
     """
 
     sessions: int
@@ -35,6 +45,12 @@ class Stats:
     expired: int
     evicted: int
     purges: int
+    created: int = 0
+    logouts: int = 0
+    regenerates: int = 0
+    logouts_everywhere: int = 0
+    unavailable: int = 0
+    signed_in_users: int | None = None
 
 
 @runtime_checkable

@@ -35,7 +35,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.quart needs Quart: pip install 'lembro[quart]'") from e
 
-from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .flask import Lembro as _FlaskLembro
@@ -145,6 +145,7 @@ class LembroSessionInterface(SessionInterface):
             return self.session_class(new=True)
         data = await self._load(sid)
         if data is None:
+            REJECTED.unknown_id += 1
             return self.session_class(new=True)
         session = self.session_class(data, sid)
         if not resign:

@@ -20,7 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
-from ._cookies import CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import SerializationError
 from .ids import new_session_id, redact
@@ -312,6 +312,8 @@ class SessionMiddleware:
             except SerializationError:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
             if not data:  # unknown or expired: never adopted, a new id is made on write
+                if data is None:
+                    REJECTED.unknown_id += 1
                 sid = cookie = None
         scope["session"] = Session(data or {}, sid, self)  # positional: no keyword dict
         if scope["type"] == "websocket":

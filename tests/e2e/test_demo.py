@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ROOT, DemoServer, start_demo, tools_env
 from tools.demo import plural
@@ -46,6 +47,29 @@ def test_demo_counts_visits_and_shows_the_store(demo: DemoServer) -> None:
         assert store["sessions"] == 1
         assert store["max_size"] == 4 * 1024 * 1024
         assert 0 < store["size"] <= store["max_size"]  # type: ignore[operator]
+
+
+def test_demo_serves_its_stores_metrics_to_prometheus(demo: DemoServer) -> None:
+    with httpx.Client(base_url=demo.url) as client:
+        client.get("/")
+        client.post("/login", data={"name": "ada"})
+        client.post("/logout")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, sample.labels.get("reason", "")): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("lembro_up", "")] == 1
+    assert samples[("lembro_sessions", "")] == 0
+    assert samples[("lembro_max_bytes", "")] == 4 * 1024 * 1024
+    assert samples[("lembro_created_total", "")] == 2  # the visit's, and the login's new id
+    assert samples[("lembro_destroyed_total", "regenerate")] == 1
+    assert samples[("lembro_destroyed_total", "logout")] == 1
+    assert samples[("lembro_cookies_rejected_total", "bad_signature")] == 0
+    assert "set-cookie" not in response.headers
 
 
 def test_demo_state_alone_creates_no_session(demo: DemoServer) -> None:

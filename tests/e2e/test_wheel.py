@@ -120,6 +120,7 @@ def test_the_wheels_metadata_names_the_license_and_the_project_urls(wheel: Path)
         "litestar",
         "aiohttp",
         "redis",
+        "prometheus",
     }
 
 

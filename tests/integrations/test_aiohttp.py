@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_session import get_session, new_session, setup
 
 from lembro import InvalidOption, MemoryStore, RedisStore, StoreUnavailable
+from lembro._cookies import REJECTED
 from lembro.aiohttp import (
     AIOHTTP_SECURITY_OWNER_KEY,
     LembroSession,
@@ -135,6 +136,16 @@ def sid_of(client: TestClient[Any, Any]) -> str:
     return value.partition(".")[0]
 
 
+def _rejected() -> tuple[int, int, int]:
+    return REJECTED.malformed, REJECTED.bad_signature, REJECTED.unknown_id
+
+
+def _refused() -> list[str]:
+    """A malformed, a forged and a logged-out (signed, unknown) cookie: one of each."""
+    planted = planted_cookies()
+    return [planted["garbage"][0], planted["tampered"][0], sign(new_session_id())]
+
+
 def plant(client: TestClient[Any, Any], value: str) -> None:
     client.session.cookie_jar.clear()
     client.session.cookie_jar.update_cookies({COOKIE: value}, client.make_url("/"))
@@ -172,6 +183,16 @@ async def test_cookie_holds_only_a_signed_id(
     assert "secure" not in attributes
     assert "SameSite=Lax" in header
     assert "expires" not in attributes  # no max_age: the cookie ends with the browser
+
+
+async def test_refused_cookies_are_counted_by_reason_for_the_metrics(
+    client: TestClient[Any, Any],
+) -> None:
+    before = _rejected()
+    for value in _refused():
+        plant(client, value)
+        assert await (await client.get("/read")).text() == "None"
+    assert [now - then for now, then in zip(_rejected(), before, strict=True)] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("kind", list(planted_cookies()))

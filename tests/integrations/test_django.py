@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import lembro
 from lembro import MemoryStore
+from lembro._cookies import REJECTED
 from lembro.django import SessionStore, build_store, get_store
 from lembro.ids import is_session_id, new_session_id
 from tests.conftest import FakeClock
@@ -189,6 +190,14 @@ def test_save_every_request_with_a_bad_cookie_stores_nothing(engine_store: Memor
     assert response.status_code == 200
     assert response.cookies[COOKIE].value != planted
     assert len(engine_store) == 0
+
+
+def test_refused_session_cookies_are_counted_for_the_metrics(engine_store: MemoryStore) -> None:
+    malformed, unknown = REJECTED.malformed, REJECTED.unknown_id
+    Client(HTTP_COOKIE=f"{COOKIE}=not-a-lembro-key").get("/read")
+    Client(HTTP_COOKIE=f"{COOKIE}={new_session_id()}").get("/read")
+    Client().get("/read")  # no cookie: nothing refused
+    assert (REJECTED.malformed - malformed, REJECTED.unknown_id - unknown) == (1, 1)
 
 
 def test_an_expired_session_is_not_revived(

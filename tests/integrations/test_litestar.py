@@ -24,6 +24,7 @@ from litestar.stores.memory import MemoryStore as LitestarMemoryStore
 from litestar.testing import TestClient
 
 from lembro import InvalidOption, MemoryStore, RedisStore
+from lembro._cookies import REJECTED
 from lembro.ids import is_session_id, new_session_id
 from lembro.litestar import LembroSessionConfig, LembroStore, regenerate
 from tests.conftest import FakeClock
@@ -313,6 +314,16 @@ def client(memory: MemoryStore) -> Iterator[TestClient[Litestar]]:
     app = make_app(LembroStore(memory), LembroSessionConfig())
     with TestClient(app) as test_client:
         yield test_client
+
+
+def test_refused_session_cookies_are_counted_for_the_metrics(
+    client: TestClient[Litestar],
+) -> None:
+    malformed, unknown = REJECTED.malformed, REJECTED.unknown_id
+    for value in ("not-a-lembro-id", new_session_id()):
+        client.cookies.set("session", value)
+        assert client.get("/peek").json() == {"visits": 0}
+    assert (REJECTED.malformed - malformed, REJECTED.unknown_id - unknown) == (1, 1)
 
 
 def stored_ids(memory: MemoryStore) -> set[str]:

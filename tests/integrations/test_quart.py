@@ -23,6 +23,7 @@ from quart import request as quart_request
 from quart.testing import QuartClient
 
 from lembro import MemoryStore, RedisStore, StoreUnavailable
+from lembro._cookies import REJECTED
 from lembro.errors import InvalidOption
 from lembro.ids import is_session_id, new_session_id
 from lembro.quart import (
@@ -155,6 +156,16 @@ def reporting_errors(app: Quart) -> Quart:
     return app
 
 
+def _rejected() -> tuple[int, int, int]:
+    return REJECTED.malformed, REJECTED.bad_signature, REJECTED.unknown_id
+
+
+def _refused() -> list[str]:
+    """A malformed, a forged and a logged-out (signed, unknown) cookie: one of each."""
+    planted = planted_cookies()
+    return [planted["garbage"][0], planted["tampered"][0], sign(new_session_id())]
+
+
 def plant(client: QuartClient, value: str) -> None:
     assert client.cookie_jar is not None
     client.cookie_jar.clear()
@@ -184,6 +195,14 @@ async def test_session_keeps_its_id_across_writes(client: QuartClient) -> None:
     first = cookie_sid(client)
     await client.get("/inc")
     assert cookie_sid(client) == first
+
+
+async def test_refused_cookies_are_counted_by_reason_for_the_metrics(client: QuartClient) -> None:
+    before = _rejected()
+    for value in _refused():
+        plant(client, value)
+        assert await text(await client.get("/read")) == "None"
+    assert [now - then for now, then in zip(_rejected(), before, strict=True)] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("kind", list(planted_cookies()))

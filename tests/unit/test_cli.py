@@ -86,3 +86,8 @@ def test_info_names_the_extras_of_quart_and_aiohttp() -> None:
     ready = _info_without()
     assert ready["lembro.quart"].startswith("ready (quart ")
     assert ready["lembro.aiohttp"].startswith("ready (aiohttp_session ")
+
+
+def test_info_names_the_prometheus_extra_for_the_metrics() -> None:
+    lines = _info_without("prometheus_client")
+    assert lines["lembro.metrics"] == "needs prometheus_client: pip install 'lembro[prometheus]'"

@@ -126,12 +126,33 @@ def test_clear_removes_everything_and_keeps_counters(store: MemoryStore) -> None
     for i in range(10):
         store.set(f"s{i}", SESSION)
     store.get("s1")
+    store.destroy("s2")
     store.clear()
     assert len(store) == 0
     assert store.size == 0
     assert store.stats().hits == 1
+    assert (store.stats().created, store.stats().logouts) == (10, 1)
     store.set("again", SESSION)
     assert_accounting_exact(store)
+
+
+def test_created_less_ended_sessions_is_the_sessions_held(clock: FakeClock) -> None:
+    with MemoryStore("1M", None, clock=clock, owner_key="user") as store:
+        for i in range(6):
+            store.set(f"s{i}", {"user": "ada" if i < 3 else "bob"}, ttl=10 if i == 5 else 100)
+        store.set("s1", {"user": "ada", "n": 1})  # over a live session: not a new one
+        assert store.rename("s0", "r0", {"user": "ada"})
+        assert store.destroy("s4")
+        assert not store.destroy("gone")
+        clock.advance(20)
+        assert not store.destroy("s5")  # expired, not yet purged: an expiry, not a logout
+        assert store.destroy_sessions_of("ada", keep="s1") == 2
+        stats = store.stats()
+    assert (stats.created, stats.regenerates, stats.logouts) == (7, 1, 1)
+    assert (stats.logouts_everywhere, stats.expired, stats.evicted) == (2, 1, 0)
+    ended = stats.regenerates + stats.logouts + stats.logouts_everywhere + stats.expired
+    assert stats.created - ended == stats.sessions == 2  # s1 and s3
+    assert stats.signed_in_users == 2
 
 
 def test_stats_count_hits_misses_and_expiry(store: MemoryStore, clock: FakeClock) -> None:

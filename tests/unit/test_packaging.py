@@ -18,7 +18,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 
-def test_the_published_extras_are_the_frameworks_and_redis_only() -> None:
+def test_the_published_extras_are_the_frameworks_redis_and_prometheus_only() -> None:
     extras = PROJECT["project"]["optional-dependencies"]
     assert set(extras) == {
         "flask",
@@ -29,6 +29,7 @@ def test_the_published_extras_are_the_frameworks_and_redis_only() -> None:
         "litestar",
         "aiohttp",
         "redis",
+        "prometheus",
     }
 
 
@@ -76,7 +77,7 @@ def test_development_tools_are_dependency_groups() -> None:
 
 def test_make_demo_installs_only_the_demo_group_and_msgspec() -> None:
     demo = [dep.split(">")[0] for dep in PROJECT["dependency-groups"]["demo"]]
-    assert demo == ["flask", "itsdangerous"]
+    assert demo == ["flask", "itsdangerous", "prometheus-client"]
     recipe = MAKEFILE.split("$(VENV)/.demo:", 1)[1].split("\n\n", 1)[0]
     installs = [line for line in recipe.splitlines() if " install " in line]
     assert installs[-1].endswith("install --quiet --group demo msgspec"), installs

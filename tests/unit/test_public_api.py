@@ -30,6 +30,7 @@ MODULES = [
     "lembro.litestar",
     "lembro.quart",
     "lembro.aiohttp",
+    "lembro.metrics",
     "lembro.redis",
     "lembro.redis.core",
     "lembro.redis.sync",
@@ -73,7 +74,7 @@ def test_import_lembro_needs_only_msgspec() -> None:
     code = (
         "import sys, lembro; lembro.MemoryStore('1M', None).close(); "
         "print(sorted(m for m in ('flask', 'starlette', 'django', 'litestar', 'quart', "
-        "'aiohttp', 'aiohttp_session', 'redis', "
+        "'aiohttp', 'aiohttp_session', 'redis', 'prometheus_client', "
         "'itsdangerous') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -430,7 +430,9 @@ class MemoryStore:
             return len(self._table)
 
     def stats(self) -> Stats:
-        """The store's counters now (expired sessions are purged first, in batches)."""
+        """The store's counters now (expired sessions are purged first, in batches); see
+        :class:`~lembro.protocol.Stats`. A session loaded from the snapshot file is not
+        counted as created, and ``clear()`` counts what it removes nowhere."""
         self._purge_in_batches()
         with self._lock:
             table = self._table
@@ -443,6 +445,11 @@ class MemoryStore:
                 expired=table.expired,
                 evicted=table.evicted,
                 purges=self._purges,
+                created=table.created,
+                logouts=table.logouts,
+                regenerates=table.regenerates,
+                logouts_everywhere=table.logouts_everywhere,
+                signed_in_users=None if table.owners is None else len(table.owners),
             )
 
     def clear(self) -> None:
@@ -459,8 +466,7 @@ class MemoryStore:
             old = self._table
             budget = old.budget
             table = SessionTable(budget.max_size, budget.low_water, owners=old.owners is not None)
-            table.hits, table.misses = old.hits, old.misses
-            table.expired, table.evicted = old.expired, old.evicted
+            table.keep_counters(old)
             self._table = table
         old.take_apart(self.batch_size)
 

@@ -30,24 +30,42 @@ SMALL = 4096
 # Below this many sessions, the table is not worth rebuilding when sessions leave.
 _SMALL_TABLE = 64
 
+# The counters a table keeps, carried over when ``clear()`` replaces it.
+_COUNTERS = (
+    "hits",
+    "misses",
+    "expired",
+    "evicted",
+    "created",
+    "logouts",
+    "regenerates",
+    "logouts_everywhere",
+)
+
 
 class SessionTable:
     """Sessions by id, with their expiry index, eviction order, budget and owner index.
 
-    Counters (``hits``, ``misses``, ``expired``, ``evicted``) count what the table saw.
+    Counters (``hits``, ``misses``, ``expired``, ``evicted``, ``created``, and the
+    sessions ended by ``destroy`` (``logouts``), ``rename`` (``regenerates``) and
+    ``end_detached`` (``logouts_everywhere``)) count what the table saw.
     """
 
     __slots__ = (
         "_most",
         "_new_entry",
         "budget",
+        "created",
         "evicted",
         "eviction",
         "expired",
         "expiry",
         "hits",
+        "logouts",
+        "logouts_everywhere",
         "misses",
         "owners",
+        "regenerates",
         "sessions",
     )
 
@@ -60,6 +78,7 @@ class SessionTable:
         self.owners = OwnerIndex() if owners else None
         self._new_entry: type[Entry] = OwnedEntry if owners else Entry
         self.hits = self.misses = self.expired = self.evicted = 0
+        self.created = self.logouts = self.regenerates = self.logouts_everywhere = 0
         self._most = 0  # the most sessions held since the table was last rebuilt
 
     def __len__(self) -> int:
@@ -115,6 +134,7 @@ class SessionTable:
             if only_over_live:
                 return False
             self.add(sid, data, expires, owner=owner)
+            self.created += 1
             return True
         self.budget.replace_data(old, data)
         self.eviction.used(old)
@@ -144,6 +164,8 @@ class SessionTable:
         if taken is not None:  # an id in use: written over, as ``write`` would
             self._remove(taken)
         self.add(new, data, expires, uses, owner)
+        self.created += 1
+        self.regenerates += 1
         return True
 
     def touch(self, sid: str, expires: float, now: float) -> bool:
@@ -176,7 +198,11 @@ class SessionTable:
         if entry is None:
             return False
         self._remove(entry)
-        return entry.expires > now
+        if entry.expires > now:
+            self.logouts += 1
+            return True
+        self.expired += 1
+        return False
 
     def add(
         self, sid: str, data: bytes, expires: float, uses: int = 1, owner: str | None = None
@@ -384,9 +410,15 @@ class SessionTable:
             else:
                 self.expired += 1
             self._remove(entry)
+        self.logouts_everywhere += ended
         return ended, owner.newest is not None
 
     # ---- the whole table -------------------------------------------------------------------
+
+    def keep_counters(self, old: SessionTable) -> None:
+        """Carry ``old``'s counters over to this table (which replaces it)."""
+        for name in _COUNTERS:
+            setattr(self, name, getattr(old, name))
 
     def check(self) -> None:
         """Recount the size and every structure from scratch and compare them with what

@@ -447,6 +447,25 @@ class _Call:
         return False
 
 
+class _Counts:
+    """What this process did through one store (and its async twin, which shares it);
+    guarded by the store's ``_lock``. See :class:`~lembro.protocol.Stats`."""
+
+    __slots__ = (
+        "created",
+        "hits",
+        "logouts",
+        "logouts_everywhere",
+        "misses",
+        "regenerates",
+        "unavailable",
+    )
+
+    def __init__(self) -> None:
+        self.created = self.hits = self.misses = self.unavailable = 0
+        self.logouts = self.regenerates = self.logouts_everywhere = 0
+
+
 class RedisCore:
     """Options, keys, the operations' steps, decoding, counters and outage handling for
     both stores.
@@ -504,8 +523,7 @@ class RedisCore:
         self._prefix_bytes = options.prefix.encode()
         self._pattern = _glob_escape(options.prefix) + "*"
         self._lock = threading.Lock()  # guards the counters and the log throttles only
-        self._hits = 0
-        self._misses = 0
+        self._counts = _Counts()
         self._outage = False
         self._last_warning = -math.inf
         self._suppressed = 0
@@ -857,6 +875,8 @@ class RedisCore:
             return False
         if reply is not None:
             self._remember(sid, index)
+            if not flags:  # a set: Redis does not say whether the id was new
+                self._count("created")
         return reply is not None
 
     def _rename_steps(
@@ -896,6 +916,7 @@ class RedisCore:
                 yield ("send", leaving)
         if reply == 1:
             self._remember(new, index)
+            self._count("created", "regenerates")
         return reply == 1
 
     def _rename_in_steps(
@@ -961,7 +982,10 @@ class RedisCore:
         if isinstance(index, str):
             commands.append(("ZREM", index, sid))
         replies = yield ("send", commands)
-        return self._done(key, replies[0])
+        ended = self._done(key, replies[0])
+        if ended:
+            self._count("logouts")
+        return ended
 
     def _contains_steps(self, sid: object) -> Steps[bool]:
         """TYPE: whether a string (a session, not another app's key) is there."""
@@ -1039,18 +1063,19 @@ class RedisCore:
             config = yield ("config", None)
         except self._refused:  # CONFIG disabled, as on managed Redis
             config = None
-        with self._lock:
-            hits, misses = self._hits, self._misses
+        users = None
+        if self.owner_key is not None:  # a set lives one ttl past its last session
+            users = len(self._owner_keys((yield ("scan", "zset"))))
         # Redis expires and evicts keys itself and does not count them per prefix.
         return Stats(
             sessions=len(keys),
             size=size,
             max_size=_max_size(config),
-            hits=hits,
-            misses=misses,
             expired=0,
             evicted=0,
             purges=0,
+            signed_in_users=users,
+            **self.counters(),
         )
 
     def _sessions_of_steps(self, owner: str | int) -> Steps[list[str]]:
@@ -1081,7 +1106,10 @@ class RedisCore:
             commands.append(("ZREM", index, marker))
         replies = (yield ("send", commands)) if commands else []
         self._forget(*ended)
-        return sum(int(n) for n in replies[: len(ended)])
+        count = sum(int(n) for n in replies[: len(ended)])
+        with self._lock:
+            self._counts.logouts_everywhere += count
+        return count
 
     def _look_up_steps(
         self, index: str, first: Command | None = None, first_reply: list[Any] | None = None
@@ -1226,10 +1254,30 @@ class RedisCore:
     def _got(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
         with self._lock:
             if data is None:
-                self._misses += 1
+                self._counts.misses += 1
             else:
-                self._hits += 1
+                self._counts.hits += 1
         return data
+
+    def counters(self) -> dict[str, int]:
+        """What this process did through the store (and its async twin), by
+        :class:`~lembro.protocol.Stats` field: ``hits``, ``misses``, ``created``,
+        ``logouts``, ``regenerates``, ``logouts_everywhere`` and ``unavailable``. Read
+        without asking Redis, so ``lembro.metrics`` has them while Redis does not answer."""
+        with self._lock:
+            counts = self._counts
+            return {name: getattr(counts, name) for name in _Counts.__slots__}
+
+    def _count(self, *names: str) -> None:
+        """One more of each of the counters ``names``."""
+        with self._lock:
+            counts = self._counts
+            for name in names:
+                setattr(counts, name, getattr(counts, name) + 1)
+
+    def _share_counts(self, other: RedisCore) -> None:
+        """Count into ``other``'s counters from now on (an async twin into its store's)."""
+        self._counts, self._lock = other._counts, other._lock
 
     def _done(self, key: str, reply: Any) -> bool:
         """A guarded command's reply as whether it acted; another app's key is logged."""
@@ -1278,6 +1326,7 @@ class RedisCore:
     def _unavailable(self, op: str, sid: str | None, error: BaseException) -> None:
         """Raise ``StoreUnavailable`` from ``error``, or log it when ``on_unavailable="empty"``
         allows ``op`` to fail quietly."""
+        self._count("unavailable")
         if self.on_unavailable == "raise" or op in _FAIL_CLOSED:
             raise StoreUnavailable(
                 f"Redis at {self._where} is unavailable ({op}): {error}"
@@ -1286,7 +1335,7 @@ class RedisCore:
         with self._lock:
             self._outage = True
             if op in ("get", "renew"):  # read as no session: a miss
-                self._misses += 1
+                self._counts.misses += 1
             loud = now - self._last_warning >= _WARN_EVERY
             if loud:
                 self._last_warning = now

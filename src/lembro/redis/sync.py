@@ -184,7 +184,9 @@ class RedisStore(RedisCore):
         ``sessions`` and ``size`` (bytes, MEMORY USAGE or, where that is disabled, the
         payload lengths) are summed over a SCAN of the prefix; ``max_size`` is Redis's
         ``maxmemory`` where CONFIG GET is allowed and a limit is set, else ``None``.
-        ``hits`` and ``misses`` are this object's own.
+        ``hits``, ``misses`` and the other counters are this object's own (and its
+        :meth:`as_async` twin's; :meth:`counters` reads them without Redis). With
+        ``owner_key``, ``signed_in_users`` counts the owner sets, over a second SCAN.
         """
         stats: Stats = self._run("stats", None, self._stats_steps(), FAILS_CLOSED)
         return stats
@@ -208,7 +210,9 @@ class RedisStore(RedisCore):
             return _ThreadAsync(self)
         from .asyncio import AsyncRedisStore
 
-        return AsyncRedisStore.from_options(self.options)
+        twin = AsyncRedisStore.from_options(self.options)
+        twin._share_counts(self)
+        return twin
 
     def __enter__(self) -> RedisStore:
         return self
