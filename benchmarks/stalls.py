@@ -1,10 +1,13 @@
 """The longest wait another thread's ``get()`` sees while one call goes through a large
 store: 300,000 sessions (30,000 in a quick run), half of them expired, with one lifetime
 and with mixed ones. Every call works in steps and lets waiting threads in between, so
-no wait should come near the time the whole call takes."""
+no wait should come near the time the whole call takes. The last row is not a call of
+lembro's: it is the interpreter's full cyclic collection, which stops every thread for a
+time that grows with the objects held, sessions included."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import statistics
 import tempfile
@@ -28,7 +31,13 @@ CALLS: dict[str, Callable[[MemoryStore], object]] = {
     "clear()": lambda s: s.clear(),
     "destroy_sessions_of()": lambda s: s.destroy_sessions_of("ana"),
     "save_snapshot()": lambda s: s.save_snapshot(),
+    # Not lembro's: CPython's full cyclic collection walks every object that can hold a
+    # reference, two per session here, and stops every thread while it does.
+    "gc.collect() (for comparison)": lambda s: gc.collect(),
 }
+
+
+LEMBROS = [name for name in CALLS if not name.startswith("gc.")]
 
 
 def _over_cap(store: MemoryStore) -> None:
@@ -108,14 +117,15 @@ def run(config: Config) -> Section:
                     calls.append(took)
                 values[f"{mode}: longest get() wait"] = statistics.median(waits)
                 values[f"{mode}: the call"] = statistics.median(calls)
-                worst = max(worst, statistics.median(waits))
+                if name in LEMBROS:
+                    worst = max(worst, statistics.median(waits))
             table.rows.append(Row(name, "ms", values))
     return Section(
         "Stalls: another thread's wait while one call works through the store",
         [table],
         [
             Target(
-                f"no get() waits {LIMIT_MS:.0f} ms or more",
+                f"no get() waits {LIMIT_MS:.0f} ms or more during a call of lembro's",
                 worst < LIMIT_MS,
                 f"longest median wait {worst:.1f} ms",
             )

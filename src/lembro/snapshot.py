@@ -3,9 +3,10 @@
 The file is a 16-byte magic and a sequence of frames, each a 4-byte length, a CRC-32 of
 its payload and the payload, in msgpack: first ``[version, saved_at, serializer]`` (the
 save's wall-clock time, the serializer's name), then each session as ``[sid,
-seconds_left, read_again, data]``, lowest eviction score first, and last their count, so
-a file cut at a frame's end is still seen to be cut. Frames are written and read one at
-a time: neither a save nor a load holds the whole file in memory.
+seconds_left, uses, data]`` (``uses``: its count of uses as the eviction order fades
+them, so a load gives back each session's rank whatever the order of the file), and last
+their count, so a file cut at a frame's end is still seen to be cut. Frames are written
+and read one at a time: neither a save nor a load holds the whole file in memory.
 
 A save writes a fresh temporary file next to the target (``mkstemp``: a unique name,
 ``O_EXCL``, so no symlink planted there is followed), mode 0600, fsyncs it and renames it
@@ -57,8 +58,9 @@ _VERSION = 2
 # killed writer's leftover (its pid is gone) from a live writer's file.
 _TEMPORARY = ".{name}.tmp-{pid}-"
 
-# sid, seconds of life left at save time, whether it was read again (off probation), data
-SnapshotRecord = tuple[str, float, bool, bytes]
+# sid, seconds of life left at save time, its faded count of uses (a bool, from a file
+# that says only whether it was used again: 2 or 1), data
+SnapshotRecord = tuple[str, float, float, bytes]
 
 # A file's inode, modification time (nanoseconds) and size: a save replaces all three.
 FileIdentity = tuple[int, int, int]
@@ -70,7 +72,7 @@ class _Header(msgspec.Struct, array_like=True):
     serializer: str
 
 
-_Session = tuple[str, float, bool, bytes]
+_Session = tuple[str, float, float | bool, bytes]
 # The last frame is an int: how many sessions the file holds.
 
 
@@ -338,12 +340,16 @@ def _read_frames(
                 raise _Unusable("more after its end")
             return
         count += 1
-        sid, left, read_again, data = item
+        sid, left, uses, data = item
         if not math.isfinite(left):  # inf would live forever; nan compares false to everything
             continue
+        if isinstance(uses, bool):
+            uses = 2.0 if uses else 1.0
+        elif not (0.0 < uses < math.inf):
+            uses = 1.0  # a count no save writes: as a new session's
         left = min(left - elapsed, max_lifetime)
         if left > 0:
-            take((sid, left, bool(read_again), data))
+            take((sid, left, uses, data))
 
 
 def _frame_reader(handle: Any, limit: int) -> Callable[[], bytes]:

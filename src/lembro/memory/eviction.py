@@ -50,7 +50,7 @@ class EvictionOrder:
     def __init__(self, capacity: int) -> None:
         self._now = 0.0  # the time, in half-lives
         self._step = 0.0  # how far one use moves the time: see ``resize``
-        self._uses = 0  # every use ever counted, for ``check``
+        self._uses = 0.0  # every use ever counted, for ``check``
         self.resize(capacity)
 
     def resize(self, capacity: int) -> None:
@@ -60,12 +60,12 @@ class EvictionOrder:
         the pace of the last estimate."""
         self._step = 1.0 / (HALF_LIFE * capacity)
 
-    def created(self, entry: Entry, uses: int = 1) -> None:
+    def created(self, entry: Entry, uses: float = 1.0) -> None:
         """``entry`` is a new session, with ``uses`` uses (one, unless restored from a
-        snapshot)."""
+        snapshot with its faded count, which may have faded below one)."""
         self._now += self._step
         self._uses += uses
-        entry.score = math.log2(uses) + self._now
+        entry.score = math.log2(max(uses, _FADED)) + self._now
 
     def used(self, entry: Entry) -> None:
         """``entry`` was used once more."""
@@ -140,4 +140,5 @@ class EvictionOrder:
 
 
 _score = attrgetter("score")
+_FADED = 2.0**-1000  # the least count a restored session starts with: faded, not zero
 _random = random.Random(0)  # seeded, so a run's prunes can be reproduced

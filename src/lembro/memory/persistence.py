@@ -47,7 +47,7 @@ class SnapshotFile:
     def load(
         self, take: Callable[[SnapshotRecord], None], max_bytes: int, max_lifetime: float
     ) -> bool:
-        """Give ``take`` each session in the file, lowest score first, as it is read;
+        """Give ``take`` each session in the file, as it is read;
         return whether the whole file was good (see ``lembro.snapshot.load_snapshot``)."""
         remove_leftovers(self.path)
         self._known = file_identity(self.path)

@@ -9,7 +9,6 @@ process-wide hooks (``lembro.hooks``) and the several-processes check
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import os
@@ -679,23 +678,20 @@ class MemoryStore:
             self._snapshot.write_if_current(self._changed, self._records)
 
     def _records(self) -> Iterator[SnapshotRecord]:
-        """The live sessions as snapshot records, lowest score first (loaded in that
-        order, they keep their ranks). Read ``batch_size`` per hold of the lock; each
-        batch is sorted on its own and the batches merged as the file is written."""
-        runs: list[list[tuple[float, SnapshotRecord]]] = []
+        """The live sessions as snapshot records, each with its faded count of uses (a
+        load gives back the ranks from them), read ``batch_size`` per hold of the lock
+        and handed on as they are read, so a save holds one batch at a time."""
         for batch in self._in_batches(self._entries()):
             now = self._clock()
             with self._lock:
                 table = self._table
                 sessions, count = table.sessions, table.eviction.count
-                run = [
-                    (e.score, (e.sid, e.expires - now, count(e) > 1.0, e.data))
+                records = [
+                    (e.sid, e.expires - now, count(e), e.data)
                     for e in batch
                     if sessions.get(e.sid) is e and e.expires > now
                 ]
-            run.sort(key=_first)
-            runs.append(run)
-        return (record for _, record in heapq.merge(*runs, key=_first))
+            yield from records
 
     def _load_snapshot(self, snapshot: SnapshotFile) -> None:
         """Load the file one session at a time, held to the cap as it goes: a file larger
@@ -706,13 +702,13 @@ class MemoryStore:
 
         def take(record: SnapshotRecord) -> None:
             nonlocal loaded
-            sid, left, used_again, data = record
+            sid, left, uses, data = record
             owner = self._stored_owner(data)
             with self._lock:
                 table = self._table
                 if sid in table.sessions:
                     return
-                table.add(sid, data, now + left, 2 if used_again else 1, owner)
+                table.add(sid, data, now + left, uses, owner)
                 upkeep = table.upkeep_due
             loaded += 1
             if upkeep:
@@ -852,10 +848,6 @@ def _pause() -> None:
     takes it back. Python's locks are not fair: without the pause, a waiting thread could
     wait out every step of a long call."""
     time.sleep(_PAUSE)
-
-
-def _first(pair: tuple[float, Any]) -> float:
-    return pair[0]
 
 
 class _Counted:

@@ -205,7 +205,7 @@ class SessionTable:
         return False
 
     def add(
-        self, sid: str, data: bytes, expires: float, uses: int = 1, owner: str | None = None
+        self, sid: str, data: bytes, expires: float, uses: float = 1.0, owner: str | None = None
     ) -> Entry:
         """Add a session not held now, with ``uses`` uses and ``owner`` (``None``: none);
         give it an expiry record; count the bytes of all three."""
