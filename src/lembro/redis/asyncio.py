@@ -6,12 +6,32 @@ The twin of :mod:`lembro.redis.sync`: each method hands the same step generator 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import weakref
 from typing import Any
 
 from ..protocol import Stats
-from .core import FAILS_CLOSED, SCAN_COUNT, RedisCore, Request, Steps, T
+from .core import (
+    _SWITCH_CHANNEL,
+    FAILS_CLOSED,
+    SCAN_COUNT,
+    Address,
+    RedisCore,
+    Request,
+    Steps,
+    T,
+    _announced_switch,
+    _Primary,
+)
 
 __all__ = ["AsyncRedisStore"]
+
+log = logging.getLogger("lembro")
+
+# Seconds the listener waits for a message at a time (cancelling it wakes it at once).
+_POLL = 1.0
 
 
 class AsyncRedisStore(RedisCore):
@@ -100,7 +120,12 @@ class AsyncRedisStore(RedisCore):
         return stats
 
     async def close(self) -> None:
-        """Close the connections this store opened (not a ``client`` it was given)."""
+        """Stop listening to Sentinel, and close the connections this store opened (not a
+        ``client`` it was given)."""
+        self._listens = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
         if self._owns_client:
             for client in (self._client, *self._helpers):
                 await client.aclose()
@@ -114,6 +139,11 @@ class AsyncRedisStore(RedisCore):
     # ---- I/O: RedisStore's, with awaits --------------------------------------------------
 
     async def _run(self, op: str, sid: object, steps: Steps[T], empty: T) -> T:
+        if self._listens and (
+            self._listener is None or self._listener.loop is not asyncio.get_running_loop()
+        ):
+            self._listen()
+        steps = self._across_switches(steps)
         with self._call(op, sid):
             try:
                 request = next(steps)
@@ -129,8 +159,20 @@ class AsyncRedisStore(RedisCore):
                 return result
         return empty
 
+    def _listen(self) -> None:
+        """Start the listener task on the running loop: on the first use, and again when
+        the store is used from another loop."""
+        old, self._listener = self._listener, _Listener(self._watched, self._primary)
+        if old is not None:
+            old.cancel()
+        # A store dropped without close() stops its listener too.
+        weakref.finalize(self, self._listener.cancel)
+
     async def _perform(self, request: Request) -> Any:
         kind, argument = request
+        if kind == "resolve":
+            pool = getattr(self._client, "connection_pool", None)
+            return await _find_primary(pool, self._watched)
         if kind == "send":
             if len(argument) == 1:
                 return [await self._client.execute_command(*argument[0])]
@@ -142,3 +184,82 @@ class AsyncRedisStore(RedisCore):
             scan = self._client.scan_iter(match=self._pattern, count=SCAN_COUNT, _type=argument)
             return [key async for key in scan]
         return await self._client.config_get("maxmemory")
+
+
+async def _find_primary(pool: Any, watched: Any) -> tuple[Address | None, Address] | None:
+    """The sync store's ``_find_primary``, with awaits."""
+    if pool is None:
+        return None
+    found = None
+    if watched is not None:
+        before = watched.master_address
+        found = before, await watched.get_master_address()
+    await pool.disconnect(inuse_connections=False)
+    return found
+
+
+class _Listener:
+    """The sync store's listener as a task on the store's event loop: subscribed to
+    ``+switch-master`` on one of a Sentinel pool's Sentinels, it looks the primary up
+    again on each announcement for the pool's service and on each (re)subscription."""
+
+    def __init__(self, pool: Any, primary: _Primary) -> None:
+        self._pool = pool
+        self._primary = primary
+        self.loop = asyncio.get_running_loop()
+        self._task = self.loop.create_task(
+            self._listen(), name=f"lembro-sentinel-{pool.service_name}"
+        )
+
+    def cancel(self) -> None:
+        """Cancel the task, from any thread, unless its loop has ended."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
+            self.loop.call_soon_threadsafe(self._task.cancel)
+
+    async def stop(self) -> None:
+        """Cancel the task and, on its own loop, wait until it has ended."""
+        if self.loop is not asyncio.get_running_loop():
+            self.cancel()
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            sentinels = list(self._pool.sentinel_manager.sentinels)
+            sentinel = sentinels[failures % len(sentinels)]
+            pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe(_SWITCH_CHANNEL)
+                while True:
+                    await self._handle(sentinel, await pubsub.get_message(timeout=_POLL))
+            except Exception as error:  # any failure: on to the next Sentinel
+                failures += 1
+                log.debug("Sentinel %s: listening for switches failed: %s", sentinel, error)
+                await asyncio.sleep(min(failures, 10) * 0.1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _handle(self, sentinel: Any, message: Any) -> None:
+        pool = self._pool
+        if isinstance(message, dict) and message.get("type") in ("subscribe", b"subscribe"):
+            before = pool.master_address
+            after = await pool.get_master_address()
+            if before is not None and before != after:
+                self._primary.moved(before, after, "found on subscribing to Sentinel")
+            return
+        new = _announced_switch(message, pool.service_name)
+        if new is None:
+            return
+        before = pool.master_address
+        # The Sentinel that announced the switch knows the new primary; another may
+        # learn of it later, so it is asked first.
+        manager = pool.sentinel_manager
+        manager.sentinels = [sentinel, *(s for s in manager.sentinels if s is not sentinel)]
+        try:
+            await pool.get_master_address()
+        finally:
+            self._primary.moved(before, new, "Sentinel announced it")
