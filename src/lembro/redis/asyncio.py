@@ -249,6 +249,7 @@ class _Listener:
             before = pool.master_address
             after = await pool.get_master_address()
             if before is not None and before != after:
+                await _drop_all(pool)
                 self._primary.moved(before, after, "found on subscribing to Sentinel")
             return
         new = _announced_switch(message, pool.service_name)
@@ -261,5 +262,14 @@ class _Listener:
         manager.sentinels = [sentinel, *(s for s in manager.sentinels if s is not sentinel)]
         try:
             await pool.get_master_address()
+            await _drop_all(pool)
         finally:
             self._primary.moved(before, new, "Sentinel announced it")
+
+
+async def _drop_all(pool: Any) -> None:
+    """Close every connection of ``pool``, those in use too: an asyncio pool takes a
+    released connection back as it is, so one to the former primary would be used again.
+    A command waiting on one fails as a lost connection, which the client sends again on
+    a new one (to the new primary), as the store would anyway."""
+    await pool.disconnect(inuse_connections=True)
