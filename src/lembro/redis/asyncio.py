@@ -41,6 +41,8 @@ class AsyncRedisStore(RedisCore):
     and ``contains(sid)`` in place of ``len()`` and ``in``. ``client`` is a ready asyncio
     client: ``redis.asyncio.Redis``/``RedisCluster``, a Sentinel ``master_for(...)`` from
     ``redis.asyncio.sentinel``, or valkey-py's twins. Use one store from one event loop.
+    On Sentinel, its listener for ``+switch-master`` is a task on that loop, started by
+    the first call and ended by ``close()``.
     """
 
     _asynchronous = True
@@ -77,8 +79,8 @@ class AsyncRedisStore(RedisCore):
         return await self._run("time_left", sid, self._time_left_steps(sid), None)
 
     async def destroy(self, sid: str) -> bool:
-        """Remove session ``sid``; return whether one was there. One DEL. Raises
-        ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``."""
+        """Remove session ``sid``; return whether one was there, as
+        :meth:`RedisStore.destroy` (and, as it, fail closed and honour ``wait_replicas``)."""
         return await self._run("destroy", sid, self._destroy_steps(sid), False)
 
     async def sessions_of(self, owner: str | int) -> list[str]:

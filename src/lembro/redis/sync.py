@@ -56,6 +56,16 @@ class RedisStore(RedisCore):
     a larger one raises ``SessionTooLarge`` before anything is sent. The options are kept
     in one :class:`~lembro.redis.RedisOptions`, ``store.options``.
 
+    On Sentinel, the store listens (from its first call until ``close()``, in a daemon
+    thread) for Sentinel's ``+switch-master`` and moves its connections to the new
+    primary when it is announced; a ``READONLY`` reply makes it look the primary up again
+    too. In the second or so between the replica's promotion and the announcement, the
+    former primary still takes writes, which it loses when demoted: ``wait_replicas``
+    (0: off) makes ``destroy``, ``destroy_sessions_of`` and ``clear`` send WAIT after
+    their deletions and raise ``StoreUnavailable`` unless that many replicas confirmed
+    them within ``wait_timeout`` seconds, so that a logout reported done survives a
+    failover or a crash of the primary (refused on a cluster).
+
     When Redis does not answer, or cannot take the command now (a failover, a cluster
     that is down or resharding), or answers but not as Redis, calls raise
     ``StoreUnavailable`` (``on_unavailable="raise"``), or (``"empty"``) reads see no
@@ -126,9 +136,11 @@ class RedisStore(RedisCore):
         return self._run("time_left", sid, self._time_left_steps(sid), None)
 
     def destroy(self, sid: str) -> bool:
-        """Remove session ``sid``; return whether one was there. One DEL.
+        """Remove session ``sid``; return whether one was there. One DEL (and, with
+        ``wait_replicas``, a WAIT in the same round trip).
 
-        Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
+        Raises ``StoreUnavailable`` when Redis does not answer, or fewer than
+        ``wait_replicas`` replicas confirmed the deletion, whatever ``on_unavailable``.
         """
         return self._run("destroy", sid, self._destroy_steps(sid), False)
 
@@ -148,8 +160,9 @@ class RedisStore(RedisCore):
         "sign out my other devices"); return how many this call ended.
 
         As :meth:`sessions_of`, then one pipeline of a DEL per session and the pruning of
-        the owner's set. A session that joins the owner after the set was read is not
-        ended. Raises ``StoreUnavailable`` when Redis does not answer, whatever
+        the owner's set (with ``wait_replicas``, and a WAIT). A session that joins the
+        owner after the set was read is not ended. Raises ``StoreUnavailable`` when Redis
+        does not answer, or fewer than ``wait_replicas`` replicas confirmed, whatever
         ``on_unavailable``: a logout everywhere is never reported done when it was not.
         """
         steps = self._destroy_sessions_of_steps(owner, keep)
@@ -172,7 +185,9 @@ class RedisStore(RedisCore):
     def clear(self) -> None:
         """Remove every session under the prefix, and no other key. Counters are kept.
 
-        Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
+        Raises ``StoreUnavailable`` when Redis does not answer, or fewer than
+        ``wait_replicas`` replicas confirmed a batch of deletions, whatever
+        ``on_unavailable``.
         """
         self._run("clear", None, self._clear_steps(), None)
 
