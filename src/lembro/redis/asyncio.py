@@ -203,45 +203,58 @@ async def _find_primary(pool: Any, watched: Any) -> tuple[Address | None, Addres
 class _Listener:
     """The sync store's listener as a task on the store's event loop: subscribed to
     ``+switch-master`` on one of a Sentinel pool's Sentinels, it looks the primary up
-    again on each announcement for the pool's service and on each (re)subscription."""
+    again on each announcement for the pool's service and on each (re)subscription.
+
+    It is stopped by a flag and by closing its connection, not by cancelling it: a
+    cancellation that meets the client's read timeout can be lost, and the task with it.
+    """
 
     def __init__(self, pool: Any, primary: _Primary) -> None:
         self._pool = pool
         self._primary = primary
+        self._stopped = False
+        self._pubsub: Any = None
         self.loop = asyncio.get_running_loop()
         self._task = self.loop.create_task(
             self._listen(), name=f"lembro-sentinel-{pool.service_name}"
         )
 
     def cancel(self) -> None:
-        """Cancel the task, from any thread, unless its loop has ended."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
-            self.loop.call_soon_threadsafe(self._task.cancel)
+        """Tell the task to end, from any thread; it does within ``_POLL`` seconds."""
+        self._stopped = True
 
     async def stop(self) -> None:
-        """Cancel the task and, on its own loop, wait until it has ended."""
+        """End the task and, on its own loop, wait until it has ended (cancelled after
+        ``_POLL`` seconds more, at worst)."""
+        self._stopped = True
         if self.loop is not asyncio.get_running_loop():
-            self.cancel()
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        connection = getattr(self._pubsub, "connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):  # wakes the task from its read
+                await connection.disconnect(nowait=True)
+        await asyncio.wait({self._task}, timeout=_POLL + 1)
+        if not self._task.done():
+            self._task.cancel()
 
     async def _listen(self) -> None:
         failures = 0
-        while True:
+        while not self._stopped:
             sentinels = list(self._pool.sentinel_manager.sentinels)
             sentinel = sentinels[failures % len(sentinels)]
-            pubsub = sentinel.pubsub()
+            pubsub = self._pubsub = sentinel.pubsub()
             try:
                 await pubsub.subscribe(_SWITCH_CHANNEL)
-                while True:
+                while not self._stopped:
                     await self._handle(sentinel, await pubsub.get_message(timeout=_POLL))
             except Exception as error:  # any failure: on to the next Sentinel
+                if self._stopped:
+                    break
                 failures += 1
                 log.debug("Sentinel %s: listening for switches failed: %s", sentinel, error)
                 await asyncio.sleep(min(failures, 10) * 0.1)
             finally:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
