@@ -170,11 +170,22 @@ def start_cluster(
 
 
 class SentinelSetup:
-    """A primary, one replica, and one redis-sentinel watching them as ``SERVICE``."""
+    """A primary, one replica, and one redis-sentinel watching them as ``SERVICE``;
+    Sentinel calls a primary down after ``down_after`` ms without an answer, and waits
+    ``failover_timeout`` ms (twice that between two failovers) on a failover."""
 
-    def __init__(self, primary: RedisServer, replica: RedisServer, sentinel_port: int) -> None:
+    def __init__(
+        self,
+        primary: RedisServer,
+        replica: RedisServer,
+        sentinel_port: int,
+        down_after: int = 30000,
+        failover_timeout: int = 5000,
+    ) -> None:
         self.servers = [primary, replica]
         self.sentinel_port = sentinel_port
+        self.down_after = down_after
+        self.failover_timeout = failover_timeout
         self._dir = primary.dir
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -193,11 +204,8 @@ class SentinelSetup:
         config.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self._dir}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 1\n"
-            # Failovers in the tests are forced (SENTINEL FAILOVER); one Sentinel decided
-            # itself, after a stall of the loaded machine, would come in the middle of
-            # whatever test runs then.
-            f"sentinel down-after-milliseconds {SERVICE} 30000\n"
-            f"sentinel failover-timeout {SERVICE} 5000\n"
+            f"sentinel down-after-milliseconds {SERVICE} {self.down_after}\n"
+            f"sentinel failover-timeout {SERVICE} {self.failover_timeout}\n"
         )
         log = (self._dir / "sentinel.log").open("ab")
         self.process = subprocess.Popen(
@@ -217,9 +225,22 @@ class SentinelSetup:
             "the primary to see its replica",
         )
 
+    def server(self, port: int) -> RedisServer:
+        """The server of the set-up listening on ``port``."""
+        return next(s for s in self.servers if s.port == port)
+
     def failover(self) -> int:
         """Force a failover (SENTINEL FAILOVER) and return the new primary's port once
         Sentinel names it, it takes writes and its replica follows it."""
+        before, after = self.switch()
+        self.demote(before, after)
+        return after
+
+    def switch(self) -> tuple[int, int]:
+        """Force a failover (SENTINEL FAILOVER) and return the former and the new
+        primary's ports once Sentinel names the new one and it takes writes. The former
+        primary still takes writes too, until :meth:`demote` (or Sentinel, seconds
+        later) makes it a replica, which throws them away."""
         before = self.primary_port()
         _until(
             lambda: _command(self.sentinel_port, "SENTINEL", "FAILOVER", SERVICE).startswith(
@@ -229,19 +250,60 @@ class SentinelSetup:
         )
         _until(lambda: self.primary_port() != before, "the failover")
         after = self.primary_port()
+        self._wait_primary(after)
+        return before, after
+
+    def promoted(self, before: int) -> int:
+        """The port of the primary Sentinel names in place of ``before`` (killed, or
+        paused), once it takes writes."""
+        _until(lambda: self.primary_port() != before, "Sentinel to promote the replica", 30)
+        after = self.primary_port()
+        self._wait_primary(after)
+        return after
+
+    def demote(self, before: int, after: int) -> None:
+        """Make the former primary on ``before`` a replica of ``after`` (restarted, if it
+        was killed) and return once it follows it: the set-up as it was found. Sentinel
+        would do the same on its next look, up to seconds later; the resync throws away
+        what the former primary took since the switch."""
+        former = self.server(before)
+        if former.process is None or former.process.poll() is not None:
+            former.args = [*former.args, "--replicaof", "127.0.0.1", str(after)]
+            former.start()
+        else:
+            _command(before, "REPLICAOF", "127.0.0.1", str(after))
+        # Online, not necessarily caught up: under traffic the offsets a replica reports
+        # (once a second) rarely equal the primary's.
         _until(
-            lambda: b"role:master" in _command(after, "INFO", "replication"),
-            "the new primary to take writes",
-        )
-        # Leave the set-up as it was found: a primary with a replica in sync. Sentinel
-        # turns the former primary into the new one's replica on its next look, up to
-        # seconds later; telling it now is what Sentinel will tell it anyway.
-        _command(before, "REPLICAOF", "127.0.0.1", str(after))
-        _until(
-            lambda: b"connected_slaves:1" in _command(after, "INFO", "replication"),
+            lambda: b"state=online" in _command(after, "INFO", "replication"),
             "the former primary to follow the new one",
         )
-        return after
+        _until(
+            lambda: b"master_link_status:up" in _command(before, "INFO", "replication"),
+            "the former primary's link to the new one",
+        )
+
+    def wait_in_sync(self, primary: int | None = None) -> None:
+        """Return once the replica has every write the primary took (equal replication
+        offsets, read from the primary's INFO)."""
+        port = self.primary_port() if primary is None else primary
+
+        def in_sync() -> bool:
+            info = _command(port, "INFO", "replication").decode()
+            fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+            replica = fields.get("slave0", "")
+            return (
+                "state=online" in replica
+                and f"offset={fields['master_repl_offset']}," in replica + ","
+            )
+
+        _until(in_sync, "the replica to catch up")
+
+    def _wait_primary(self, port: int) -> None:
+        _until(
+            lambda: b"role:master" in _command(port, "INFO", "replication"),
+            "the new primary to take writes",
+        )
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -251,16 +313,20 @@ class SentinelSetup:
             server.close()
 
 
-def start_sentinel() -> SentinelSetup:
+def start_sentinel(down_after: int = 30000, failover_timeout: int = 5000) -> SentinelSetup:
+    # Failovers in the shared set-up are forced (SENTINEL FAILOVER): one Sentinel decided
+    # itself, after a stall of the loaded machine, would come in the middle of whatever
+    # test runs then. The failover tests ask for short timeouts for set-ups of their own.
+    """A running primary, replica and Sentinel (see :class:`SentinelSetup`)."""
     executable = find_redis_server()
     assert executable is not None
     # A primary waits this long for more replicas before a full sync; there is only one.
     quick = ["--repl-diskless-sync-delay", "0"]
     primary = RedisServer(executable, args=quick)
-    primary.start()
     replica = RedisServer(executable, args=[*quick, "--replicaof", "127.0.0.1", str(primary.port)])
-    setup = SentinelSetup(primary, replica, free_port())
+    setup = SentinelSetup(primary, replica, free_port(), down_after, failover_timeout)
     try:
+        primary.start()
         replica.start()
         setup.start_sentinel()
     except BaseException:

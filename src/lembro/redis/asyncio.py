@@ -6,12 +6,32 @@ The twin of :mod:`lembro.redis.sync`: each method hands the same step generator 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import weakref
 from typing import Any
 
 from ..protocol import Stats
-from .core import FAILS_CLOSED, SCAN_COUNT, RedisCore, Request, Steps, T
+from .core import (
+    _SWITCH_CHANNEL,
+    FAILS_CLOSED,
+    SCAN_COUNT,
+    Address,
+    RedisCore,
+    Request,
+    Steps,
+    T,
+    _announced_switch,
+    _Primary,
+)
 
 __all__ = ["AsyncRedisStore"]
+
+log = logging.getLogger("lembro")
+
+# Seconds the listener waits for a message at a time (cancelling it wakes it at once).
+_POLL = 1.0
 
 
 class AsyncRedisStore(RedisCore):
@@ -21,6 +41,8 @@ class AsyncRedisStore(RedisCore):
     and ``contains(sid)`` in place of ``len()`` and ``in``. ``client`` is a ready asyncio
     client: ``redis.asyncio.Redis``/``RedisCluster``, a Sentinel ``master_for(...)`` from
     ``redis.asyncio.sentinel``, or valkey-py's twins. Use one store from one event loop.
+    On Sentinel, its listener for ``+switch-master`` is a task on that loop, started by
+    the first call and ended by ``close()``.
     """
 
     _asynchronous = True
@@ -64,8 +86,8 @@ class AsyncRedisStore(RedisCore):
         return await self._run("time_left", sid, self._time_left_steps(sid), None)
 
     async def destroy(self, sid: str) -> bool:
-        """Remove session ``sid``; return whether one was there. One DEL. Raises
-        ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``."""
+        """Remove session ``sid``; return whether one was there, as
+        :meth:`RedisStore.destroy` (and, as it, fail closed and honour ``wait_replicas``)."""
         return await self._run("destroy", sid, self._destroy_steps(sid), False)
 
     async def sessions_of(self, owner: str | int) -> list[str]:
@@ -107,7 +129,12 @@ class AsyncRedisStore(RedisCore):
         return stats
 
     async def close(self) -> None:
-        """Close the connections this store opened (not a ``client`` it was given)."""
+        """Stop listening to Sentinel, and close the connections this store opened (not a
+        ``client`` it was given)."""
+        self._listens = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
         if self._owns_client:
             for client in (self._client, *self._helpers):
                 await client.aclose()
@@ -121,6 +148,11 @@ class AsyncRedisStore(RedisCore):
     # ---- I/O: RedisStore's, with awaits --------------------------------------------------
 
     async def _run(self, op: str, sid: object, steps: Steps[T], empty: T) -> T:
+        if self._listens and (
+            self._listener is None or self._listener.loop is not asyncio.get_running_loop()
+        ):
+            self._listen()
+        steps = self._across_switches(steps)
         with self._call(op, sid):
             try:
                 request = next(steps)
@@ -136,8 +168,20 @@ class AsyncRedisStore(RedisCore):
                 return result
         return empty
 
+    def _listen(self) -> None:
+        """Start the listener task on the running loop: on the first use, and again when
+        the store is used from another loop."""
+        old, self._listener = self._listener, _Listener(self._watched, self._primary)
+        if old is not None:
+            old.cancel()
+        # A store dropped without close() stops its listener too.
+        weakref.finalize(self, self._listener.cancel)
+
     async def _perform(self, request: Request) -> Any:
         kind, argument = request
+        if kind == "resolve":
+            pool = getattr(self._client, "connection_pool", None)
+            return await _find_primary(pool, self._watched)
         if kind == "send":
             if len(argument) == 1:
                 return [await self._client.execute_command(*argument[0])]
@@ -149,3 +193,105 @@ class AsyncRedisStore(RedisCore):
             scan = self._client.scan_iter(match=self._pattern, count=SCAN_COUNT, _type=argument)
             return [key async for key in scan]
         return await self._client.config_get("maxmemory")
+
+
+async def _find_primary(pool: Any, watched: Any) -> tuple[Address | None, Address] | None:
+    """The sync store's ``_find_primary``, with awaits."""
+    if pool is None:
+        return None
+    found = None
+    if watched is not None:
+        before = watched.master_address
+        found = before, await watched.get_master_address()
+    await pool.disconnect(inuse_connections=False)
+    return found
+
+
+class _Listener:
+    """The sync store's listener as a task on the store's event loop: subscribed to
+    ``+switch-master`` on one of a Sentinel pool's Sentinels, it looks the primary up
+    again on each announcement for the pool's service and on each (re)subscription.
+
+    It is stopped by a flag and by closing its connection, not by cancelling it: a
+    cancellation that meets the client's read timeout can be lost, and the task with it.
+    """
+
+    def __init__(self, pool: Any, primary: _Primary) -> None:
+        self._pool = pool
+        self._primary = primary
+        self._stopped = False
+        self._pubsub: Any = None
+        self.loop = asyncio.get_running_loop()
+        self._task = self.loop.create_task(
+            self._listen(), name=f"lembro-sentinel-{pool.service_name}"
+        )
+
+    def cancel(self) -> None:
+        """Tell the task to end, from any thread; it does within ``_POLL`` seconds."""
+        self._stopped = True
+
+    async def stop(self) -> None:
+        """End the task and, on its own loop, wait until it has ended (cancelled after
+        ``_POLL`` seconds more, at worst)."""
+        self._stopped = True
+        if self.loop is not asyncio.get_running_loop():
+            return
+        connection = getattr(self._pubsub, "connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):  # wakes the task from its read
+                await connection.disconnect(nowait=True)
+        await asyncio.wait({self._task}, timeout=_POLL + 1)
+        if not self._task.done():
+            self._task.cancel()
+
+    async def _listen(self) -> None:
+        failures = 0
+        while not self._stopped:
+            sentinels = list(self._pool.sentinel_manager.sentinels)
+            sentinel = sentinels[failures % len(sentinels)]
+            pubsub = self._pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe(_SWITCH_CHANNEL)
+                while not self._stopped:
+                    await self._handle(sentinel, await pubsub.get_message(timeout=_POLL))
+            except Exception as error:  # any failure: on to the next Sentinel
+                if self._stopped:
+                    break
+                failures += 1
+                log.debug("Sentinel %s: listening for switches failed: %s", sentinel, error)
+                await asyncio.sleep(min(failures, 10) * 0.1)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _handle(self, sentinel: Any, message: Any) -> None:
+        pool = self._pool
+        if isinstance(message, dict) and message.get("type") in ("subscribe", b"subscribe"):
+            before = pool.master_address
+            after = await pool.get_master_address()
+            if before is not None and before != after:
+                await _drop_all(pool)
+                self._primary.moved(before, after, "found on subscribing to Sentinel")
+            return
+        new = _announced_switch(message, pool.service_name)
+        if new is None:
+            return
+        before = pool.master_address
+        # The Sentinel that announced the switch knows the new primary; another may
+        # learn of it later, so it is asked first.
+        manager = pool.sentinel_manager
+        manager.sentinels = [sentinel, *(s for s in manager.sentinels if s is not sentinel)]
+        try:
+            await pool.get_master_address()
+            await _drop_all(pool)
+        finally:
+            self._primary.moved(before, new, "Sentinel announced it")
+
+
+async def _drop_all(pool: Any) -> None:
+    """Close every connection of ``pool``, those in use too: an asyncio pool takes a
+    released connection back as it is, so one to the former primary would be used again.
+    A command waiting on one fails as a lost connection, which the client sends again on
+    a new one (to the new primary), as the store would anyway."""
+    await pool.disconnect(inuse_connections=True)

@@ -248,6 +248,69 @@ return 1
 # The empty answer of an operation that raises during an outage whatever on_unavailable
 # says, so never returns one.
 FAILS_CLOSED: Any = None
+# WAIT counts the replicas that have every write of the connection it is sent on, so it
+# must follow the deletions on their own connection: a cluster client sends it elsewhere.
+_WAIT_ON_ONE = "0 on a Redis Cluster: WAIT needs one primary (one server or Sentinel)"
+# What Sentinel publishes when a service's primary changes:
+# "<service> <old ip> <old port> <new ip> <new port>".
+_SWITCH_CHANNEL = "+switch-master"
+# How redis-py's and valkey-py's Sentinel connections report a READONLY reply.
+_DEMOTED_TEXT = "previous master is now a slave"
+Address = tuple[str, int]
+
+
+class _Primary:
+    """What a store knows of its primary's moves: how many it has seen (a step in flight
+    across one is sent again, since it may have reached the former primary), each one
+    logged once as a WARNING."""
+
+    __slots__ = ("_lock", "_where", "moves")
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._lock = threading.Lock()
+        self.moves = 0
+
+    def moved(self, before: object, after: object, why: str) -> None:
+        with self._lock:
+            self.moves += 1
+        log.warning(
+            "Redis at %s: the primary moved from %s to %s (%s); connections to the "
+            "former primary are dropped",
+            self._where,
+            _address(before),
+            _address(after),
+            why,
+        )
+
+
+def _address(address: object) -> str:
+    if isinstance(address, (tuple, list)) and len(address) == 2:
+        return f"{address[0]}:{address[1]}"
+    return "?"
+
+
+def _sentinel_pool(client: object) -> Any:
+    """The connection pool of a Sentinel ``master_for(...)`` client, or ``None``."""
+    pool = getattr(client, "connection_pool", None)
+    needs = ("get_master_address", "sentinel_manager", "service_name")
+    if pool is None or not all(hasattr(pool, name) for name in needs):
+        return None
+    return pool if getattr(pool, "is_master", False) else None
+
+
+def _announced_switch(message: object, service: str) -> Address | None:
+    """The new primary's address in a ``+switch-master`` message of Sentinel's pub/sub
+    for ``service``; ``None`` for any other message."""
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return None
+    data = message.get("data")
+    if not isinstance(data, (bytes, str)):
+        return None
+    parts = _as_bytes(data).decode(errors="replace").split()
+    if len(parts) != 5 or parts[0] != service or not parts[4].isdigit():
+        return None
+    return parts[3], int(parts[4])
 
 
 class _Unknown:
@@ -255,6 +318,25 @@ class _Unknown:
 
 
 _UNKNOWN = _Unknown()
+
+
+def _advance(steps: Steps[T], reply: Any = None, error: Exception | None = None) -> Any:
+    """``steps`` moved on by ``reply`` (or ``error`` thrown in): its next request, or
+    ``_Finished`` holding what it returned."""
+    try:
+        return steps.throw(error) if error is not None else steps.send(reply)
+    except StopIteration as done:
+        return _Finished(done.value)
+
+
+@dataclass(frozen=True)
+class _Finished:
+    value: Any
+
+
+def _is_primary(role: object) -> bool:
+    """Whether a ROLE reply is a primary's (``master``, offset, replicas)."""
+    return isinstance(role, (list, tuple)) and bool(role) and role[0] in (b"master", "master")
 
 
 def _is_sid(sid: object) -> TypeGuard[str]:
@@ -365,8 +447,11 @@ class RedisOptions:
     ``store.options`` is it, and ``as_async()`` hands it whole to the twin (the
     ``serializer`` object itself, ``trust_pickle`` and every limit included). Seconds are
     floats; ``max_session_bytes`` is bytes (an int, or a size such as ``"4M"``), at most
-    512 MiB, Redis's default ``proto-max-bulk-len``. Raises ``InvalidOption`` (or
-    ``InvalidSize``) for a value outside what it accepts.
+    512 MiB, Redis's default ``proto-max-bulk-len``. ``wait_replicas`` (0: none) is how
+    many replicas must confirm a logout (``destroy``, ``destroy_sessions_of``, ``clear``)
+    within ``wait_timeout`` seconds (less than ``socket_timeout``) before it is reported
+    done. Raises ``InvalidOption`` (or ``InvalidSize``) for a value outside what it
+    accepts.
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -379,6 +464,8 @@ class RedisOptions:
     trust_pickle: bool = False
     owner_key: str | None = None
     max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES
+    wait_replicas: int = 0
+    wait_timeout: float = 0.1
     _resolved: Serializer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -401,6 +488,21 @@ class RedisOptions:
                 self.max_session_bytes,
                 "at most 512 MiB, the largest value Redis takes (proto-max-bulk-len)",
             )
+        if (
+            isinstance(self.wait_replicas, bool)
+            or not isinstance(self.wait_replicas, int)
+            or self.wait_replicas < 0
+        ):
+            raise InvalidOption(
+                "wait_replicas", self.wait_replicas, "a number of replicas, 0 or more (an int)"
+            )
+        wait_timeout = check_seconds(self.wait_timeout, "wait_timeout")
+        if wait_timeout >= check_seconds(self.socket_timeout, "socket_timeout"):
+            # A WAIT that outlasts the socket would cost every unconfirmed logout a
+            # dropped connection as well as the error.
+            raise InvalidOption(
+                "wait_timeout", self.wait_timeout, "seconds, less than socket_timeout"
+            )
         resolved = get_serializer(self.serializer)
         require_safe_serializer(resolved, "a Redis server", self.trust_pickle)
         checked = {
@@ -409,6 +511,7 @@ class RedisOptions:
             "connect_timeout": check_seconds(self.connect_timeout, "connect_timeout"),
             "owner_key": check_owner_key(self.owner_key),
             "max_session_bytes": limit,
+            "wait_timeout": wait_timeout,
             "_resolved": resolved,
         }
         for name, value in checked.items():
@@ -490,6 +593,8 @@ class RedisCore:
         trust_pickle: bool = False,
         owner_key: str | None = None,
         max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.1,
     ) -> None:
         options = RedisOptions(
             url=url,
@@ -502,6 +607,8 @@ class RedisCore:
             trust_pickle=trust_pickle,
             owner_key=owner_key,
             max_session_bytes=max_session_bytes,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
         self._setup(options, client)
 
@@ -532,6 +639,8 @@ class RedisCore:
         # Clients the store opened besides ``_client`` (a Sentinel's), closed with it.
         self._helpers: list[Any] = []
         if client is None:
+            if options.wait_replicas and "+cluster" in options.url.partition("://")[0]:
+                raise InvalidOption("wait_replicas", options.wait_replicas, _WAIT_ON_ONE)
             client = self._connect(options.url, self._asynchronous)
         else:
             self._check_client(client, self._asynchronous)
@@ -539,10 +648,21 @@ class RedisCore:
         # A cluster client can say which slot a key hashes to; multi-key commands are
         # then split per slot.
         self._keyslot = getattr(client, "keyslot", None)
+        if options.wait_replicas and self._keyslot is not None:
+            raise InvalidOption("wait_replicas", options.wait_replicas, _WAIT_ON_ONE)
         self._where = _describe(client)
         self._unavailable_errors = _library_errors(_UNAVAILABLE_NAMES)
         self._client_errors = _library_errors(_CLIENT_ERROR_NAMES)
         self._refused = _library_errors(("ResponseError",))
+        self._read_only = _library_errors(("ReadOnlyError",))
+        # The pool of a Sentinel master_for(...) client: the store follows the primary
+        # Sentinel names, listening for its announcements once the store is first used.
+        self._watched = _sentinel_pool(client)
+        self._primary = _Primary(self._where)
+        # The shell's listener for Sentinel's announcements (a thread, or a task), once
+        # started; none after close().
+        self._listener: Any = None
+        self._listens = self._watched is not None
 
     # ---- the options --------------------------------------------------------------------
 
@@ -587,6 +707,16 @@ class RedisCore:
         limit = self.options.max_session_bytes
         assert isinstance(limit, int)  # parsed by RedisOptions
         return limit
+
+    @property
+    def wait_replicas(self) -> int:
+        """How many replicas must confirm a logout before it is reported done (0: none)."""
+        return self.options.wait_replicas
+
+    @property
+    def wait_timeout(self) -> float:
+        """Seconds a logout waits for ``wait_replicas`` replicas to confirm it."""
+        return self.options.wait_timeout
 
     # ---- the client ---------------------------------------------------------------------
 
@@ -903,7 +1033,9 @@ class RedisCore:
             keys = (old_key, key, index or old_key, leave or old_key)
             flags = ("1" if index else "0", "1" if leave else "0")
             command = ("EVAL", _RENAME, 4, *keys, blob, lifetime_ms, *joining, *flags, old, new)
-            (reply,) = yield ("send", [command])
+            # With wait_replicas, the old id's end waits for replicas as a logout does: a
+            # failover must not bring back the id a sign-in left.
+            (reply,) = self._confirmed((yield ("send", self._durable([command]))))
             reply = int(reply)
             if reply == _FOREIGN or reply == _FOREIGN - 1:
                 self._foreign([old_key if reply == _FOREIGN else key])
@@ -981,7 +1113,7 @@ class RedisCore:
         self._forget(sid)
         if isinstance(index, str):
             commands.append(("ZREM", index, sid))
-        replies = yield ("send", commands)
+        replies = self._confirmed((yield ("send", self._durable(commands))))
         ended = self._done(key, replies[0])
         if ended:
             self._count("logouts")
@@ -1040,11 +1172,11 @@ class RedisCore:
                 elif blob is not None:
                     foreign.append(key)
             if ours:
-                yield ("send", self._per_slot("DEL", ours))
+                self._confirmed((yield ("send", self._durable(self._per_slot("DEL", ours)))))
         self._foreign(foreign)
         owners = self._owner_keys((yield ("scan", "zset")))
         for batch in _batches(owners):
-            yield ("send", self._per_slot("DEL", batch))
+            self._confirmed((yield ("send", self._durable(self._per_slot("DEL", batch)))))
         with self._lock:
             self._owners.clear()
 
@@ -1104,7 +1236,7 @@ class RedisCore:
         commands = self._ending(index, ended, stale)
         if marked and int(marked[0]):
             commands.append(("ZREM", index, marker))
-        replies = (yield ("send", commands)) if commands else []
+        replies = self._confirmed((yield ("send", self._durable(commands)))) if commands else []
         self._forget(*ended)
         count = sum(int(n) for n in replies[: len(ended)])
         with self._lock:
@@ -1285,6 +1417,80 @@ class RedisCore:
             self._foreign([key])
             return False
         return bool(reply)
+
+    # ---- failovers and durable logouts -----------------------------------------------------
+
+    def _across_switches(self, steps: Steps[T]) -> Steps[T]:
+        """``steps``, with one step sent again when it may have reached a former primary:
+        one in flight while the store heard that the primary moved, or one answered
+        READONLY (a demoted primary). Before a READONLY step is sent again, the pool's
+        idle connections are dropped, the primary looked up again (from Sentinel) and
+        asked ROLE: one that calls itself a replica fails the operation as an outage
+        (the original error). Once per operation; a cluster client follows its nodes
+        itself, so its steps pass through."""
+        if self._keyslot is not None:
+            return (yield from steps)
+        sent_again = False
+        # Priming a fresh generator: send(None) is next().
+        step = _advance(steps)
+        while not isinstance(step, _Finished):
+            moves = self._primary.moves
+            try:
+                reply = yield step
+            except Exception as error:
+                if sent_again or not self._demoted(error):
+                    step = _advance(steps, error=error)
+                    continue
+                sent_again = True
+                yield from self._find_primary_steps(error)
+                continue
+            if self._primary.moves != moves and not sent_again:
+                sent_again = True
+                continue
+            step = _advance(steps, reply)
+        return step.value  # type: ignore[no-any-return]
+
+    def _find_primary_steps(self, error: Exception) -> Steps[None]:
+        """Drop the pool's idle connections and look the primary up again; raise
+        ``error`` when the server found calls itself a replica."""
+        found = yield ("resolve", None)
+        if found is not None and found[0] is not None and found[0] != found[1]:
+            self._primary.moved(found[0], found[1], "the former one answered READONLY")
+        try:
+            (role,) = yield ("send", [("ROLE",)])
+        except self._refused:  # ROLE refused (an ACL): sending the step again will tell
+            return
+        if not _is_primary(role):
+            raise error
+
+    def _demoted(self, error: BaseException) -> bool:
+        """Whether ``error`` says the server was a primary and is a replica now."""
+        return (
+            isinstance(error, self._read_only)
+            or str(error).startswith("READONLY")
+            or _DEMOTED_TEXT in str(error)
+        )
+
+    def _durable(self, commands: list[Command]) -> list[Command]:
+        """``commands`` and, when logouts must reach replicas, a WAIT after them in the
+        same pipeline: on their connection, whose writes are the ones WAIT counts."""
+        if not self.wait_replicas:
+            return commands
+        return [*commands, ("WAIT", self.wait_replicas, _ttl_ms(self.wait_timeout))]
+
+    def _confirmed(self, replies: list[Any]) -> list[Any]:
+        """The replies of :meth:`_durable`'s ``commands``; raises ``StoreUnavailable``
+        when fewer than ``wait_replicas`` replicas confirmed them in ``wait_timeout``."""
+        if not self.wait_replicas:
+            return replies
+        *replies, confirmed = replies
+        if int(confirmed) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"Redis at {self._where}: {confirmed} of the {self.wait_replicas} replicas "
+                f"asked for confirmed the logout within {self.wait_timeout} s; it is not "
+                "reported done, since a failover now could bring the session back"
+            )
+        return replies
 
     # ---- outages and odd keys ---------------------------------------------------------------
 

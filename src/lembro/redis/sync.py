@@ -6,12 +6,34 @@ sends what it asks for; :mod:`lembro.redis.asyncio` is the same with awaits.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import threading
+import weakref
 from typing import Any
 
 from ..protocol import AsyncSessionStore, Stats
-from .core import FAILS_CLOSED, SCAN_COUNT, RedisCore, Request, Steps, T
+from .core import (
+    _SWITCH_CHANNEL,
+    FAILS_CLOSED,
+    SCAN_COUNT,
+    Address,
+    RedisCore,
+    Request,
+    Steps,
+    T,
+    _announced_switch,
+    _Primary,
+)
 
 __all__ = ["RedisStore"]
+
+log = logging.getLogger("lembro")
+
+# Seconds the listener waits for a message before it looks whether it was stopped; close()
+# wakes it sooner by dropping its connection.
+_POLL = 1.0
 
 
 class RedisStore(RedisCore):
@@ -33,6 +55,16 @@ class RedisStore(RedisCore):
     ``max_session_bytes`` (default 4 MiB, at most 512 MiB) bounds one serialized session:
     a larger one raises ``SessionTooLarge`` before anything is sent. The options are kept
     in one :class:`~lembro.redis.RedisOptions`, ``store.options``.
+
+    On Sentinel, the store listens (from its first call until ``close()``, in a daemon
+    thread) for Sentinel's ``+switch-master`` and moves its connections to the new
+    primary when it is announced; a ``READONLY`` reply makes it look the primary up again
+    too. In the second or so between the replica's promotion and the announcement, the
+    former primary still takes writes, which it loses when demoted: ``wait_replicas``
+    (0: off) makes ``destroy``, ``destroy_sessions_of`` and ``clear`` send WAIT after
+    their deletions and raise ``StoreUnavailable`` unless that many replicas confirmed
+    them within ``wait_timeout`` seconds, so that a logout reported done survives a
+    failover or a crash of the primary (refused on a cluster).
 
     When Redis does not answer, or cannot take the command now (a failover, a cluster
     that is down or resharding), or answers but not as Redis, calls raise
@@ -122,9 +154,11 @@ class RedisStore(RedisCore):
         return self._run("time_left", sid, self._time_left_steps(sid), None)
 
     def destroy(self, sid: str) -> bool:
-        """Remove session ``sid``; return whether one was there. One DEL.
+        """Remove session ``sid``; return whether one was there. One DEL (and, with
+        ``wait_replicas``, a WAIT in the same round trip).
 
-        Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
+        Raises ``StoreUnavailable`` when Redis does not answer, or fewer than
+        ``wait_replicas`` replicas confirmed the deletion, whatever ``on_unavailable``.
         """
         return self._run("destroy", sid, self._destroy_steps(sid), False)
 
@@ -144,10 +178,11 @@ class RedisStore(RedisCore):
         "sign out my other devices"); return how many this call ended.
 
         As :meth:`sessions_of`, then one pipeline of a DEL per session and the pruning of
-        the owner's set. A session that joins the owner after the set was read is not
-        ended; the set is marked while the call runs, and a :meth:`rename` of one of its
-        sessions under the same owner is refused meanwhile (it would outlive the call).
-        Raises ``StoreUnavailable`` when Redis does not answer, whatever
+        the owner's set (with ``wait_replicas``, and a WAIT). A session that joins the
+        owner after the set was read is not ended; the set is marked while the call runs,
+        and a :meth:`rename` of one of its sessions under the same owner is refused
+        meanwhile (it would outlive the call). Raises ``StoreUnavailable`` when Redis does
+        not answer, or fewer than ``wait_replicas`` replicas confirmed, whatever
         ``on_unavailable``: a logout everywhere is never reported done when it was not.
         """
         steps = self._destroy_sessions_of_steps(owner, keep)
@@ -170,7 +205,9 @@ class RedisStore(RedisCore):
     def clear(self) -> None:
         """Remove every session under the prefix, and no other key. Counters are kept.
 
-        Raises ``StoreUnavailable`` when Redis does not answer, whatever ``on_unavailable``.
+        Raises ``StoreUnavailable`` when Redis does not answer, or fewer than
+        ``wait_replicas`` replicas confirmed a batch of deletions, whatever
+        ``on_unavailable``.
         """
         self._run("clear", None, self._clear_steps(), None)
 
@@ -192,7 +229,12 @@ class RedisStore(RedisCore):
         return stats
 
     def close(self) -> None:
-        """Close the connections this store opened (not a ``client`` it was given)."""
+        """Stop listening to Sentinel, and close the connections this store opened (not a
+        ``client`` it was given)."""
+        self._listens = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         if self._owns_client:
             for client in (self._client, *self._helpers):
                 client.close()
@@ -226,6 +268,9 @@ class RedisStore(RedisCore):
         """Drive ``steps``: send each request, hand back its reply (or throw in the
         client's error), and return what the steps return; ``empty`` when Redis is down
         and ``on_unavailable`` lets ``op`` fail quietly."""
+        if self._listens and (self._listener is None or self._listener.pid != os.getpid()):
+            self._listen()
+        steps = self._across_switches(steps)
         with self._call(op, sid):
             try:
                 request = next(steps)
@@ -241,8 +286,22 @@ class RedisStore(RedisCore):
                 return result
         return empty
 
+    def _listen(self) -> None:
+        """Start the listener: on the first use, and again in a forked child (which has
+        none of its parent's threads)."""
+        with self._lock:
+            if not self._listens or (
+                self._listener is not None and self._listener.pid == os.getpid()
+            ):
+                return
+            self._listener = _Listener(self._watched, self._primary)
+            # A store dropped without close() stops its listener too.
+            weakref.finalize(self, self._listener.stop, False)
+
     def _perform(self, request: Request) -> Any:
         kind, argument = request
+        if kind == "resolve":
+            return _find_primary(getattr(self._client, "connection_pool", None), self._watched)
         if kind == "send":
             if len(argument) == 1:
                 return [self._client.execute_command(*argument[0])]
@@ -255,3 +314,90 @@ class RedisStore(RedisCore):
                 self._client.scan_iter(match=self._pattern, count=SCAN_COUNT, _type=argument)
             )
         return self._client.config_get("maxmemory")
+
+
+def _find_primary(pool: Any, watched: Any) -> tuple[Address | None, Address] | None:
+    """Drop ``pool``'s idle connections and, for a Sentinel pool (``watched``), ask
+    Sentinel for the primary again: its address before and now (``None`` for another
+    pool, whose connections reconnect to the address they were given)."""
+    if pool is None:
+        return None
+    found = None
+    if watched is not None:
+        before = watched.master_address
+        # Connections to another address are dropped when they are released.
+        found = before, watched.get_master_address()
+    pool.disconnect(inuse_connections=False)
+    return found
+
+
+class _Listener:
+    """A daemon thread subscribed to ``+switch-master`` on one of a Sentinel pool's
+    Sentinels (the next one when it stops answering). On an announcement for the pool's
+    service it looks the primary up again, which drops the connections to the former
+    one, and tells the store's :class:`_Primary`. On each (re)subscription it looks the
+    primary up too, since a switch may have been announced while it was not listening."""
+
+    def __init__(self, pool: Any, primary: _Primary) -> None:
+        self._pool = pool
+        self._primary = primary
+        self._stopped = threading.Event()
+        self._pubsub: Any = None
+        self.pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._listen, name=f"lembro-sentinel-{pool.service_name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the thread; with ``wait``, return once it has ended."""
+        self._stopped.set()
+        connection = getattr(self._pubsub, "connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):  # wakes the thread from its read
+                connection.disconnect()
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join(timeout=_POLL + 5)
+
+    def _listen(self) -> None:
+        failures = 0
+        while not self._stopped.is_set():
+            sentinels = list(self._pool.sentinel_manager.sentinels)
+            sentinel = sentinels[failures % len(sentinels)]
+            pubsub = sentinel.pubsub()
+            self._pubsub = pubsub
+            try:
+                pubsub.subscribe(_SWITCH_CHANNEL)
+                while not self._stopped.is_set():
+                    self._handle(sentinel, pubsub.get_message(timeout=_POLL))
+            except Exception as error:  # any failure: on to the next Sentinel
+                if self._stopped.is_set():
+                    break
+                failures += 1
+                log.debug("Sentinel %s: listening for switches failed: %s", sentinel, error)
+                self._stopped.wait(min(failures, 10) * 0.1)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def _handle(self, sentinel: Any, message: Any) -> None:
+        pool = self._pool
+        if isinstance(message, dict) and message.get("type") in ("subscribe", b"subscribe"):
+            before = pool.master_address
+            after = pool.get_master_address()
+            if before is not None and before != after:
+                self._primary.moved(before, after, "found on subscribing to Sentinel")
+            return
+        new = _announced_switch(message, pool.service_name)
+        if new is None:
+            return
+        before = pool.master_address
+        # The Sentinel that announced the switch knows the new primary; another may
+        # learn of it later, so it is asked first.
+        manager = pool.sentinel_manager
+        manager.sentinels = [sentinel, *(s for s in manager.sentinels if s is not sentinel)]
+        try:
+            pool.get_master_address()
+        finally:
+            self._primary.moved(before, new, "Sentinel announced it")
