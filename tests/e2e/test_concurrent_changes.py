@@ -1,0 +1,211 @@
+"""Overlapping requests of one session never lose each other's changes (issue 28), under
+real servers: Flask under gunicorn with threads, Starlette under uvicorn, each on a
+MemoryStore and on a real redis-server.
+
+Each round sends 8 requests of one session at once; each view waits a few ms after the
+session was loaded, so they all hold the session before any writes it back. Each sets a
+key of its own, or appends to a list of its own in place (never assigning it). After
+every round, every request's change is there.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ..redis_server import RedisServer
+from .procs import Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+WRITERS = 8
+ROUNDS = 20
+
+STORE = """
+import os
+from lembro import MemoryStore, RedisStore
+
+_url = os.environ.get("REDIS_URL")
+store = RedisStore(_url, prefix=os.environ["PREFIX"]) if _url else MemoryStore("16M", None)
+"""
+
+FLASK_APP = (
+    STORE
+    + """
+import time
+from flask import Flask, jsonify, session
+from lembro.flask import Lembro
+
+app = Flask(__name__)
+app.secret_key = "a test key"
+Lembro(app, store)
+
+
+@app.get("/")
+def ready():
+    return "ok"
+
+
+@app.post("/start/<int:writers>")
+def start(writers):
+    for i in range(writers):
+        session[f"cart{i}"] = []
+    return "ok"
+
+
+@app.post("/set/<int:i>/<int:value>")
+def set_key(i, value):
+    time.sleep(0.005)
+    session[f"k{i}"] = value
+    return "ok"
+
+
+@app.post("/append/<int:i>/<int:value>")
+def append(i, value):
+    cart = session[f"cart{i}"]
+    time.sleep(0.005)
+    cart.append(value)
+    return "ok"
+
+
+@app.get("/read")
+def read():
+    return jsonify(dict(session))
+"""
+)
+
+ASGI_APP = (
+    STORE
+    + """
+import asyncio
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from lembro.starlette import SessionMiddleware
+
+
+async def ready(request):
+    return PlainTextResponse("ok")
+
+
+async def start(request):
+    for i in range(request.path_params["writers"]):
+        request.session[f"cart{i}"] = []
+    return PlainTextResponse("ok")
+
+
+async def set_key(request):
+    await asyncio.sleep(0.005)
+    request.session[f"k{request.path_params['i']}"] = request.path_params["value"]
+    return PlainTextResponse("ok")
+
+
+async def append(request):
+    cart = request.session[f"cart{request.path_params['i']}"]
+    await asyncio.sleep(0.005)
+    cart.append(request.path_params["value"])
+    return PlainTextResponse("ok")
+
+
+async def read(request):
+    return JSONResponse(dict(request.session))
+
+
+app = Starlette(
+    routes=[
+        Route("/", ready),
+        Route("/start/{writers:int}", start, methods=["POST"]),
+        Route("/set/{i:int}/{value:int}", set_key, methods=["POST"]),
+        Route("/append/{i:int}/{value:int}", append, methods=["POST"]),
+        Route("/read", read),
+    ]
+)
+app.add_middleware(SessionMiddleware, secret_key="a test key", store=store)
+"""
+)
+
+
+@pytest.fixture(
+    scope="module",
+    params=["flask-memory", "flask-redis", "starlette-memory", "starlette-redis"],
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The app served by gunicorn (8 threads, one worker) or uvicorn, on a MemoryStore or
+    the test session's redis-server (under a prefix of its own)."""
+    framework, kind = request.param.split("-")
+    directory = tmp_path_factory.mktemp(request.param)
+    (directory / "app.py").write_text(FLASK_APP if framework == "flask" else ASGI_APP)
+    env = {"PREFIX": f"lembro-e2e:{uuid.uuid4().hex[:12]}:"}
+    if kind == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        env["REDIS_URL"] = redis.url
+    port = free_port()
+    if framework == "flask":
+        args = ["-m", "gunicorn", "-w", "1", "--threads", str(WRITERS), "app:app"]
+        args += ["-b", f"127.0.0.1:{port}"]
+    else:
+        args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = Server(args, directory, port, env, name=framework)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def new_session(server: Server) -> dict[str, str]:
+    """A new session with an empty cart per writer; the cookie that names it."""
+    response = httpx.post(f"{server.url}/start/{WRITERS}", timeout=10)
+    assert response.status_code == 200
+    cookie = response.cookies.get("session")
+    assert cookie
+    return {"Cookie": f"session={cookie}"}
+
+
+def overlapping(server: Server, cookie: dict[str, str], paths: list[str]) -> None:
+    """Send one request per path at once, each on a connection of its own; all succeed."""
+    start = threading.Barrier(len(paths))
+    statuses: list[int] = []
+
+    def send(path: str) -> None:
+        with httpx.Client(timeout=30) as client:
+            start.wait()
+            statuses.append(client.post(server.url + path, headers=cookie).status_code)
+
+    threads = [threading.Thread(target=send, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * len(paths)
+
+
+def read(server: Server, cookie: dict[str, str]) -> dict[str, object]:
+    response = httpx.get(server.url + "/read", headers=cookie, timeout=10)
+    assert response.status_code == 200
+    data: dict[str, object] = response.json()
+    return data
+
+
+def test_overlapping_requests_that_set_their_own_keys_lose_none(server: Server) -> None:
+    cookie = new_session(server)
+    for round_ in range(ROUNDS):
+        overlapping(server, cookie, [f"/set/{i}/{round_}" for i in range(WRITERS)])
+        keys = {key: value for key, value in read(server, cookie).items() if key[0] == "k"}
+        assert keys == {f"k{i}": round_ for i in range(WRITERS)}, f"round {round_}"
+
+
+def test_overlapping_in_place_appends_lose_none(server: Server) -> None:
+    cookie = new_session(server)
+    for round_ in range(ROUNDS):
+        overlapping(server, cookie, [f"/append/{i}/{round_}" for i in range(WRITERS)])
+        carts = read(server, cookie)
+        assert carts == {f"cart{i}": list(range(round_ + 1)) for i in range(WRITERS)}, (
+            f"round {round_}"
+        )
