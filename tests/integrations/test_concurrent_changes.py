@@ -1,0 +1,221 @@
+"""Flask and Starlette write back only what a request changed (issue 28), with two
+requests of one session interleaved step by step: both load it, then finish in a chosen
+order. The rules: changes of different keys are both kept; a key one request deleted is
+not brought back by another that only read it; a destroyed session is not recreated; a
+request that only read writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask, Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from lembro import MemoryStore
+from lembro.flask import Lembro, LembroSession
+from lembro.starlette import SessionMiddleware
+
+SECRET = "test-secret"
+
+Change = Callable[[Any], None]
+
+
+@pytest.fixture
+def store() -> Iterator[MemoryStore]:
+    with MemoryStore("1M", None) as store:
+        yield store
+
+
+def set_theme(session: Any) -> None:
+    session["theme"] = "dark"
+
+
+def append_to_cart(session: Any) -> None:
+    session["cart"].append(7)  # in place: no assignment, no modified flag
+
+
+def take_flash(session: Any) -> None:
+    session.pop("flash")
+
+
+def read_only(session: Any) -> None:
+    assert session["cart"] is not None
+    assert session.get("theme") is not None
+
+
+def read_cart_and_set_theme(session: Any) -> None:
+    assert session["cart"] == []
+    assert session.get("flash") == "saved"
+    session["theme"] = "blue"
+
+
+# ---- Flask: two requests loaded, then saved in order -----------------------------------
+
+
+class FlaskRequests:
+    """Opens and saves sessions of one app as separate requests would, in any order."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.app = Flask(__name__)
+        self.app.config.update(SECRET_KEY=SECRET, TESTING=True)
+        Lembro(self.app, store)
+        self.interface = self.app.session_interface
+
+    def new(self, data: dict[str, Any]) -> str:
+        """A stored session holding ``data``; its cookie value."""
+        with self.app.test_request_context("/") as ctx:
+            session = self.interface.open_session(self.app, ctx.request)
+            assert isinstance(session, LembroSession)
+            session.update(data)
+            response = Response()
+            self.interface.save_session(self.app, session, response)
+            assert session.sid is not None
+            return session._cookie or ""
+
+    def load(self, cookie: str) -> LembroSession:
+        with self.app.test_request_context("/", headers={"Cookie": f"session={cookie}"}) as ctx:
+            session = self.interface.open_session(self.app, ctx.request)
+            assert isinstance(session, LembroSession)
+            assert not session.new
+            return session
+
+    def save(self, session: LembroSession) -> None:
+        with self.app.test_request_context("/"):
+            self.interface.save_session(self.app, session, Response())
+
+
+def flask_interleaved(
+    store: MemoryStore, first: Change, second: Change
+) -> tuple[str, dict[str, Any] | None]:
+    requests = FlaskRequests(store)
+    cookie = requests.new({"cart": [], "flash": "saved", "theme": "light"})
+    sid = cookie.rsplit(".", 1)[0]
+    one, two = requests.load(cookie), requests.load(cookie)
+    first(one)
+    second(two)
+    requests.save(one)
+    requests.save(two)
+    return sid, store.get(sid)
+
+
+# ---- Starlette: two requests in flight, released in order -------------------------------
+
+
+def starlette_interleaved(
+    store: MemoryStore, first: Change, second: Change, between: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    gates = {"one": asyncio.Event(), "two": asyncio.Event()}
+    changes = {"one": first, "two": second}
+    arrived: list[str] = []
+    both_loaded = asyncio.Event()
+
+    async def start(request: Request) -> PlainTextResponse:
+        request.session.update({"cart": [], "flash": "saved", "theme": "light"})
+        return PlainTextResponse("ok")
+
+    async def hold(request: Request) -> PlainTextResponse:
+        name = request.path_params["name"]
+        arrived.append(name)  # the middleware has loaded the session by now
+        if len(arrived) == 2:
+            both_loaded.set()
+        await gates[name].wait()
+        changes[name](request.session)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/start", start), Route("/hold/{name}", hold)])
+    app.add_middleware(SessionMiddleware, secret_key=SECRET, store=store)
+
+    async def main() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            cookie = (await client.get("/start")).cookies["session"]
+            client.cookies.clear()
+            headers = {"Cookie": f"session={cookie}"}
+            one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
+            two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
+            await both_loaded.wait()
+            if between is not None:
+                between(cookie.rsplit(".", 1)[0])
+            gates["one"].set()
+            assert (await one).status_code == 200
+            gates["two"].set()
+            assert (await two).status_code == 200
+            return str(cookie.rsplit(".", 1)[0])
+
+    sid = asyncio.run(main())
+    return sid, store.get(sid)
+
+
+FRAMEWORKS = ["flask", "starlette"]
+
+
+def interleaved(
+    framework: str, store: MemoryStore, first: Change, second: Change
+) -> dict[str, Any] | None:
+    run = flask_interleaved if framework == "flask" else starlette_interleaved
+    return run(store, first, second)[1]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_two_requests_that_change_different_keys_both_keep_their_change(
+    framework: str, store: MemoryStore
+) -> None:
+    assert interleaved(framework, store, set_theme, append_to_cart) == {
+        "cart": [7],
+        "flash": "saved",
+        "theme": "dark",
+    }
+    store.clear()
+    assert interleaved(framework, store, append_to_cart, set_theme) == {
+        "cart": [7],
+        "flash": "saved",
+        "theme": "dark",
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_deleted_key_is_not_brought_back_by_a_request_that_only_read_it(
+    framework: str, store: MemoryStore
+) -> None:
+    assert interleaved(framework, store, take_flash, read_cart_and_set_theme) == {
+        "cart": [],
+        "theme": "blue",
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_request_that_only_read_does_not_undo_another_requests_change(
+    framework: str, store: MemoryStore
+) -> None:
+    assert interleaved(framework, store, append_to_cart, read_only) == {
+        "cart": [7],
+        "flash": "saved",
+        "theme": "light",
+    }
+
+
+def test_a_flask_session_destroyed_meanwhile_is_not_recreated(store: MemoryStore) -> None:
+    requests = FlaskRequests(store)
+    cookie = requests.new({"cart": []})
+    sid = cookie.rsplit(".", 1)[0]
+    late = requests.load(cookie)
+    store.destroy(sid)  # a logout finished first
+    append_to_cart(late)
+    late["theme"] = "dark"
+    requests.save(late)
+    assert store.get(sid) is None
+    assert len(store) == 0
+
+
+def test_a_starlette_session_destroyed_meanwhile_is_not_recreated(store: MemoryStore) -> None:
+    sid, data = starlette_interleaved(store, set_theme, append_to_cart, between=store.destroy)
+    assert data is None
+    assert sid not in store
+    assert len(store) == 0
