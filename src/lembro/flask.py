@@ -64,6 +64,8 @@ log = logging.getLogger("lembro")
 # must not create a record for every cookieless visitor.
 _PERMANENT_KEY = "_permanent"
 
+_NOT_HELD = object()
+
 #: The session field Flask-Login writes the signed-in user's id to (``login_user``), and
 #: so the default ``LEMBRO_OWNER_KEY``.
 FLASK_LOGIN_OWNER_KEY = "_user_id"
@@ -128,6 +130,13 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         if type(value) not in PLAIN:
             self._hand_out(key, value)
         return value
+
+    def pop(self, key: str, *args: Any) -> Any:
+        value = dict.get(self, key, _NOT_HELD)
+        if value is not _NOT_HELD and type(value) not in PLAIN:
+            # Handed out too: set back after a change in place, it is seen as changed.
+            self._hand_out(key, value)
+        return super().pop(key, *args)
 
     # Overridden so that dict(session) and {**session} read through __getitem__, which
     # sees the containers they hand out; values, items and copy hand out every one.

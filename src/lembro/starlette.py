@@ -184,6 +184,8 @@ class Session(SessionDict):
     def pop(self, key: str, *args: Any) -> Any:
         if dict.__contains__(self, key):
             self.mark_modified()
+            # Handed out too: set back after a change in place, it is seen as changed.
+            self._hand_out(key, dict.__getitem__(self, key))
         return super().pop(key, *args)
 
     def popitem(self) -> tuple[str, Any]:

@@ -41,6 +41,12 @@ def append_to_cart(session: Any) -> None:
     session["cart"].append(7)  # in place: no assignment, no modified flag
 
 
+def pop_append_and_put_back(session: Any) -> None:
+    cart = session.pop("cart")
+    cart.append(8)
+    session["cart"] = cart  # the same list object the session was loaded with
+
+
 def take_flash(session: Any) -> None:
     session.pop("flash")
 
@@ -219,3 +225,12 @@ def test_a_starlette_session_destroyed_meanwhile_is_not_recreated(store: MemoryS
     assert data is None
     assert sid not in store
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_value_popped_changed_and_put_back_is_written(framework: str, store: MemoryStore) -> None:
+    assert interleaved(framework, store, set_theme, pop_append_and_put_back) == {
+        "cart": [8],
+        "flash": "saved",
+        "theme": "dark",
+    }
