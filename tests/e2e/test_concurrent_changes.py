@@ -1,6 +1,6 @@
 """Overlapping requests of one session never lose each other's changes (issue 28), under
-real servers: Flask under gunicorn with threads, Starlette under uvicorn, each on a
-MemoryStore and on a real redis-server.
+real servers: Flask and Django under gunicorn with threads, Starlette under uvicorn,
+each on a MemoryStore and on a real redis-server.
 
 Each round sends 8 requests of one session at once; each view waits a few ms after the
 session was loaded, so they all hold the session before any writes it back. Each sets a
@@ -129,24 +129,102 @@ app.add_middleware(SessionMiddleware, secret_key="a test key", store=store)
 )
 
 
+DJANGO_APP = """
+import os
+import time
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+
+_url = os.environ.get("REDIS_URL")
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="a test key",
+    ALLOWED_HOSTS=["127.0.0.1"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=["lembro.django.LembroConfig"],
+    MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+    SESSION_ENGINE="lembro.django",
+    SESSION_COOKIE_NAME="session",
+    LEMBRO=(
+        {"STORE": "redis", "URL": _url, "PREFIX": os.environ["PREFIX"]}
+        if _url
+        else {"STORE": "memory", "INTERVAL": 0}
+    ),
+)
+
+
+def ready(request):
+    return HttpResponse("ok")
+
+
+def start(request, writers):
+    for i in range(writers):
+        request.session[f"cart{i}"] = []
+    return HttpResponse("ok")
+
+
+def set_key(request, i, value):
+    request.session.get("cart0")  # the session is loaded before the wait
+    time.sleep(0.005)
+    request.session[f"k{i}"] = value
+    return HttpResponse("ok")
+
+
+def append(request, i, value):
+    cart = request.session[f"cart{i}"]
+    time.sleep(0.005)
+    cart.append(value)  # in place, and modified is never set
+    return HttpResponse("ok")
+
+
+def read(request):
+    return JsonResponse(dict(request.session.items()))
+
+
+urlpatterns = [
+    path("", ready),
+    path("start/<int:writers>", start),
+    path("set/<int:i>/<int:value>", set_key),
+    path("append/<int:i>/<int:value>", append),
+    path("read", read),
+]
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+app = get_wsgi_application()
+"""
+
+APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP}
+
+
 @pytest.fixture(
     scope="module",
-    params=["flask-memory", "flask-redis", "starlette-memory", "starlette-redis"],
+    params=[
+        "flask-memory",
+        "flask-redis",
+        "starlette-memory",
+        "starlette-redis",
+        "django-memory",
+        "django-redis",
+    ],
 )
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """The app served by gunicorn (8 threads, one worker) or uvicorn, on a MemoryStore or
+    """The app served by gunicorn (8 threads, one worker; Flask, Django) or uvicorn, on a
+    MemoryStore or
     the test session's redis-server (under a prefix of its own)."""
     framework, kind = request.param.split("-")
     directory = tmp_path_factory.mktemp(request.param)
-    (directory / "app.py").write_text(FLASK_APP if framework == "flask" else ASGI_APP)
+    (directory / "app.py").write_text(APPS[framework])
     env = {"PREFIX": f"lembro-e2e:{uuid.uuid4().hex[:12]}:"}
     if kind == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         env["REDIS_URL"] = redis.url
     port = free_port()
-    if framework == "flask":
+    if framework in ("flask", "django"):
         args = ["-m", "gunicorn", "-w", "1", "--threads", str(WRITERS), "app:app"]
         args += ["-b", f"127.0.0.1:{port}"]
     else:

@@ -1,4 +1,4 @@
-"""Flask and Starlette write back only what a request changed (issue 28), with two
+"""Flask, Starlette and Django write back only what a request changed (issue 28), with two
 requests of one session interleaved step by step: both load it, then finish in a chosen
 order. The rules: changes of different keys are both kept; a key one request deleted is
 not brought back by another that only read it; a destroyed session is not recreated; a
@@ -159,14 +159,43 @@ def starlette_interleaved(
     return sid, store.get(sid)
 
 
-FRAMEWORKS = ["flask", "starlette"]
+# ---- Django: two SessionStores of one key, saved in order as its middleware would ------
+
+
+def django_interleaved(
+    store: MemoryStore, first: Change, second: Change
+) -> tuple[str, dict[str, Any] | None]:
+    from lembro.django import SessionStore, get_store
+
+    from .test_django import configure_django
+
+    configure_django()
+    created = SessionStore()
+    created.update({"cart": [], "flash": "saved", "theme": "light"})
+    created.create()
+    key = created.session_key
+    assert key is not None
+    one, two = SessionStore(key), SessionStore(key)
+    first(one)
+    second(two)
+    for session in (one, two):
+        if session.modified:  # what Django's SessionMiddleware saves
+            session.save()
+    return key, get_store().get(key)
+
+
+FRAMEWORKS = ["flask", "starlette", "django"]
+RUNS = {
+    "flask": flask_interleaved,
+    "starlette": starlette_interleaved,
+    "django": django_interleaved,
+}
 
 
 def interleaved(
     framework: str, store: MemoryStore, first: Change, second: Change
 ) -> dict[str, Any] | None:
-    run = flask_interleaved if framework == "flask" else starlette_interleaved
-    return run(store, first, second)[1]
+    return RUNS[framework](store, first, second)[1]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -178,7 +207,6 @@ def test_two_requests_that_change_different_keys_both_keep_their_change(
         "flash": "saved",
         "theme": "dark",
     }
-    store.clear()
     assert interleaved(framework, store, append_to_cart, set_theme) == {
         "cart": [7],
         "flash": "saved",
@@ -234,3 +262,25 @@ def test_a_value_popped_changed_and_put_back_is_written(framework: str, store: M
         "flash": "saved",
         "theme": "dark",
     }
+
+
+def test_a_django_session_destroyed_meanwhile_is_not_recreated() -> None:
+    from django.contrib.sessions.backends.base import UpdateError
+
+    from lembro.django import SessionStore, get_store
+
+    from .test_django import configure_django
+
+    configure_django()
+    created = SessionStore()
+    created["cart"] = []
+    created.create()
+    key = created.session_key
+    assert key is not None
+    late = SessionStore(key)
+    late["cart"].append(7)
+    get_store().destroy(key)  # a logout finished first
+    assert late.modified
+    with pytest.raises(UpdateError):
+        late.save()
+    assert get_store().get(key) is None
