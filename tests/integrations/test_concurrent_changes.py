@@ -1,4 +1,4 @@
-"""Flask, Starlette and Django write back only what a request changed (issue 28), with two
+"""Flask, Starlette, Django and Litestar write back only what a request changed (issue 28), with two
 requests of one session interleaved step by step: both load it, then finish in a chosen
 order. The rules: changes of different keys are both kept; a key one request deleted is
 not brought back by another that only read it; a destroyed session is not recreated; a
@@ -7,12 +7,15 @@ request that only read writes nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from flask import Flask, Response
+from litestar import Litestar, get
+from litestar import Request as LitestarRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -20,6 +23,7 @@ from starlette.routing import Route
 
 from lembro import MemoryStore
 from lembro.flask import Lembro, LembroSession
+from lembro.litestar import LembroSessionConfig, LembroStore
 from lembro.starlette import SessionMiddleware
 
 SECRET = "test-secret"
@@ -184,11 +188,70 @@ def django_interleaved(
     return key, get_store().get(key)
 
 
-FRAMEWORKS = ["flask", "starlette", "django"]
+# ---- Litestar: two requests in flight, released in order -------------------------------
+
+
+def litestar_interleaved(
+    store: MemoryStore,
+    first: Change,
+    second: Change,
+    between: Callable[[str], Awaitable[object]] | None = None,
+) -> tuple[str, dict[str, Any] | None]:
+    gates = {"one": asyncio.Event(), "two": asyncio.Event()}
+    changes = {"one": first, "two": second}
+    arrived: list[str] = []
+    both_loaded = asyncio.Event()
+
+    @get("/start")
+    async def start(request: LitestarRequest[Any, Any, Any]) -> str:
+        request.session.update({"cart": [], "flash": "saved", "theme": "light"})
+        return "ok"
+
+    @get("/hold/{name:str}")
+    async def hold(request: LitestarRequest[Any, Any, Any]) -> str:
+        name = request.path_params["name"]
+        arrived.append(name)  # the middleware has loaded the session by now
+        if len(arrived) == 2:
+            both_loaded.set()
+        await gates[name].wait()
+        changes[name](request.session)
+        return "ok"
+
+    lembro_store = LembroStore(store)
+    app = Litestar(
+        route_handlers=[start, hold],
+        middleware=[LembroSessionConfig().middleware],
+        stores={"sessions": lembro_store},
+    )
+
+    async def main() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            sid = (await client.get("/start")).cookies["session"]
+            client.cookies.clear()
+            headers = {"Cookie": f"session={sid}"}
+            one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
+            two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
+            await both_loaded.wait()
+            if between is not None:
+                await between(sid)
+            gates["one"].set()
+            assert (await one).status_code == 200
+            gates["two"].set()
+            assert (await two).status_code == 200
+            return str(sid)
+
+    sid = asyncio.run(main())
+    value = asyncio.run(lembro_store.get(sid))
+    return sid, None if value is None else json.loads(value)
+
+
+FRAMEWORKS = ["flask", "starlette", "django", "litestar"]
 RUNS = {
     "flask": flask_interleaved,
     "starlette": starlette_interleaved,
     "django": django_interleaved,
+    "litestar": litestar_interleaved,
 }
 
 
@@ -284,3 +347,12 @@ def test_a_django_session_destroyed_meanwhile_is_not_recreated() -> None:
     with pytest.raises(UpdateError):
         late.save()
     assert get_store().get(key) is None
+
+
+def test_a_litestar_session_destroyed_meanwhile_is_not_recreated(store: MemoryStore) -> None:
+    async def logout(sid: str) -> None:
+        assert await LembroStore(store).remove(sid)
+
+    _, data = litestar_interleaved(store, set_theme, append_to_cart, between=logout)
+    assert data is None
+    assert len(store) == 0
