@@ -1,6 +1,6 @@
 """Overlapping requests of one session never lose each other's changes (issue 28), under
-real servers: Flask and Django under gunicorn with threads, Starlette under uvicorn,
-each on a MemoryStore and on a real redis-server.
+real servers: Flask and Django under gunicorn with threads, Starlette and Litestar under
+uvicorn, each on a MemoryStore and on a real redis-server.
 
 Each round sends 8 requests of one session at once; each view waits a few ms after the
 session was loaded, so they all hold the session before any writes it back. Each sets a
@@ -196,7 +196,57 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 app = get_wsgi_application()
 """
 
-APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP}
+LITESTAR_APP = (
+    STORE
+    + """
+import asyncio
+from typing import Any
+
+from litestar import Litestar, Request, get, post
+from lembro.litestar import LembroSessionConfig, LembroStore
+
+
+@get("/")
+async def ready() -> str:
+    return "ok"
+
+
+@post("/start/{writers:int}", status_code=200)
+async def start(request: Request[Any, Any, Any]) -> str:
+    for i in range(request.path_params["writers"]):
+        request.session[f"cart{i}"] = []
+    return "ok"
+
+
+@post("/set/{i:int}/{value:int}", status_code=200)
+async def set_key(request: Request[Any, Any, Any]) -> str:
+    await asyncio.sleep(0.005)
+    request.session[f"k{request.path_params['i']}"] = request.path_params["value"]
+    return "ok"
+
+
+@post("/append/{i:int}/{value:int}", status_code=200)
+async def append(request: Request[Any, Any, Any]) -> str:
+    cart = request.session[f"cart{request.path_params['i']}"]
+    await asyncio.sleep(0.005)
+    cart.append(request.path_params["value"])
+    return "ok"
+
+
+@get("/read")
+async def read(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return dict(request.session)
+
+
+app = Litestar(
+    route_handlers=[ready, start, set_key, append, read],
+    middleware=[LembroSessionConfig().middleware],
+    stores={"sessions": LembroStore(store)},
+)
+"""
+)
+
+APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP, "litestar": LITESTAR_APP}
 
 
 @pytest.fixture(
@@ -208,6 +258,8 @@ APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP}
         "starlette-redis",
         "django-memory",
         "django-redis",
+        "litestar-memory",
+        "litestar-redis",
     ],
 )
 def server(
