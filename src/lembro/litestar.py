@@ -14,7 +14,9 @@ rate limits) as well as sessions.
 
 ``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
-over a live record (a logout in another request is never undone), moves a session to a
+over a live record (a logout in another request is never undone) and, on a lembro store
+with ``update``, only the keys whose bytes changed (a session is kept a key at a time, see
+``_PART``), so overlapping requests keep each other's changes; moves a session to a
 new id on :func:`regenerate` (at login) only if its old record was still there, in one
 store operation (``rename``), and sends ``Vary: Cookie`` wherever the session was read or
 written.

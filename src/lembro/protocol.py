@@ -92,8 +92,8 @@ class SessionStore(Protocol):
     Litestar's ``get(renew_for=...)`` uses ``renew`` and ``time_left`` (and a ``get``
     then a ``replace`` on a store without them); every integration's regenerate uses
     ``rename`` (a ``destroy`` then a ``set`` on a store without it, which a failed write
-    or a logout everywhere can come between); Flask's, Starlette's and Django's
-    write-back of a loaded session uses ``update`` (a ``replace`` of the whole session on a store
+    or a logout everywhere can come between); Flask's, Starlette's, Django's and
+    Litestar's write-back of a loaded session uses ``update`` (a ``replace`` of the whole session on a store
     without it: then the last request to finish wins).
     """
 
