@@ -93,8 +93,8 @@ class SessionStore(Protocol):
     then a ``replace`` on a store without them); every integration's regenerate uses
     ``rename`` (a ``destroy`` then a ``set`` on a store without it, which a failed write
     or a logout everywhere can come between); Flask's, Starlette's, Django's and
-    Litestar's write-back of a loaded session uses ``update`` (a ``replace`` of the whole session on a store
-    without it: then the last request to finish wins).
+    Litestar's write-back of a loaded session uses ``update`` (a ``replace`` of the whole
+    session on a store without it: then the last request to finish wins).
     """
 
     @property
