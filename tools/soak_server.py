@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from flask import Flask, jsonify, session
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
+from lembro.checks import apply_changes
 from lembro.errors import InvalidOption
 from lembro.flask import Lembro
 from lembro.memory import MemoryStore
@@ -145,6 +146,28 @@ class DictStore:
             self._drop_locked(new)
             self._data[new] = (expires, blob)
             self.payload_bytes += len(new) + len(blob)
+            return True
+
+    def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        """Apply ``changes`` and ``deleted`` to session ``sid`` as it is now, in one hold
+        of the lock; whether it was there."""
+        expires = time.monotonic() + (self._ttl if ttl is None else ttl)
+        with self._lock:
+            item = self._data.get(sid)
+            if item is None:
+                return False
+            data = loads_session(self._serializer, item[1])
+            apply_changes(data, changes, tuple(deleted))
+            blob = dumps_session(self._serializer, data)
+            self._drop_locked(sid)
+            self._data[sid] = (expires, blob)
+            self.payload_bytes += len(sid) + len(blob)
             return True
 
     def time_left(self, sid: str) -> float | None:

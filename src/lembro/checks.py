@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import InvalidOption, SerializationError
 
-__all__ = ["check_owner", "check_owner_key", "check_seconds", "check_session_id", "owner_of"]
+__all__ = [
+    "apply_changes",
+    "check_changes",
+    "check_owner",
+    "check_owner_key",
+    "check_seconds",
+    "check_session_id",
+    "owner_of",
+]
 
 
 def check_seconds(value: object, name: str = "ttl") -> float:
@@ -69,3 +78,22 @@ def owner_of(data: dict[str, Any], owner_key: str) -> str | None:
             f"{type(value).__name__}; an owner must be a str or an int"
         )
     return name
+
+
+def check_changes(changes: object, deleted: object) -> tuple[str, ...]:
+    """Check an ``update``'s arguments (``changes`` a dict, ``deleted`` an iterable of
+    keys, not a str) and return the keys to delete as a tuple; raise ``InvalidOption``
+    before anything changes."""
+    if not isinstance(changes, dict):
+        raise InvalidOption("changes", changes, "a dict of the top-level keys set")
+    if isinstance(deleted, (str, bytes)) or not isinstance(deleted, Iterable):
+        raise InvalidOption("deleted", deleted, "an iterable of the top-level keys deleted")
+    return tuple(deleted)
+
+
+def apply_changes(data: dict[str, Any], changes: dict[str, Any], deleted: tuple[str, ...]) -> None:
+    """Apply an ``update`` to ``data`` (the session as it is now), in place: ``changes``
+    set, then ``deleted`` removed (a key in both ends up deleted)."""
+    data.update(changes)
+    for key in deleted:
+        data.pop(key, None)

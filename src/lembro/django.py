@@ -31,8 +31,14 @@ adopted, ``cycle_key()`` moves the record to its new key in one store operation
 back: the session is left empty and keyless, as after the logout, and what the request
 writes into it next (``login()`` writes the user) is refused at the save (``UpdateError``).
 
-``save()`` of an existing session writes only over a live record (``replace``): a logout in
-another request wins, and the save raises ``UpdateError`` as Django's engines do.
+``save()`` of an existing session writes back only the top-level keys the request set,
+deleted or changed in place (``update``: applied to the record as it is then), so
+overlapping requests of one session keep each other's changes to different keys; of two
+that change one key, the later save wins. It writes only over a live record: a logout in
+another request wins, and the save raises ``UpdateError`` as Django's engines do. (Django
+saves a session only when it is ``modified``, or with ``SESSION_SAVE_EVERY_REQUEST``; after
+a change in place, ``modified`` is true without the app setting it: the containers the
+request was handed are compared with what they held then.)
 
 Sessions are indexed by the user Django's ``login()`` writes (``OWNER_KEY``, default
 ``"_auth_user_id"``; a store object passed as ``"STORE"`` keeps its own ``owner_key``):
@@ -65,6 +71,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
+from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
 from ._cookies import REJECTED
 from .checks import check_owner, check_owner_key
 from .errors import InvalidOption, LembroError, SerializationError
@@ -103,6 +110,7 @@ _OPTIONS = frozenset(
 )
 
 _lock = threading.Lock()
+_NOT_GIVEN: Any = object()  # pop's default when none is given
 _store: StoreProtocol | None = None
 _owned = False  # whether _store was built here (and so is ours to close)
 
@@ -343,6 +351,27 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     # A cycle_key found the record ended by a logout in another request: whatever this
     # request writes into the session after it is not saved (the logout wins).
     _ended_meanwhile = False
+    # What the store gave, as loaded (a copy of the dict Django changes; the values are
+    # the session's own objects), and each container handed out: its key's fingerprint,
+    # taken before it was. A save writes back what changed from these (see _changes).
+    _loaded: dict[str, Any] | None = None
+    _before: dict[str, object] | None = None
+    _modified = False
+
+    @property
+    def modified(self) -> bool:
+        """Whether the session changed: written through its methods (or set so), or a
+        container handed out changed in place since, so Django's middleware saves it
+        without the app setting ``modified`` after ``session["cart"].append(x)``."""
+        if self._modified:
+            return True
+        before = self._before
+        data: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        return bool(before) and data is not None and changed_inside(data, before)
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
 
     def load(self) -> dict[str, Any]:
         """Return the session's data; a missing, expired or malformed key gets a new session."""
@@ -363,7 +392,82 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self._session_key = None
             return {}
         self._loaded_auth = (data.get(USER_SESSION_KEY), data.get(HASH_SESSION_KEY))
+        self._loaded, self._before = dict(data), None
         return data
+
+    # Each read that hands out a container fingerprints its key first, so a change made
+    # in it is written back (see lembro._changes).
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if type(value) not in PLAIN:
+            self._hand_out(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key, default)
+        if type(value) not in PLAIN and key in self._session:
+            self._hand_out(key, value)
+        return value
+
+    def setdefault(self, key: str, value: Any) -> Any:
+        found = super().setdefault(key, value)
+        if type(found) not in PLAIN:
+            self._hand_out(key, found)
+        return found
+
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        session = self._session
+        if key in session and type(session[key]) not in PLAIN:
+            self._hand_out(key, session[key])
+        return super().pop(key) if default is _NOT_GIVEN else super().pop(key, default)
+
+    def items(self) -> Any:
+        self._hand_out_all(self._session)
+        return super().items()
+
+    def values(self) -> Any:
+        self._hand_out_all(self._session)
+        return super().values()
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        value = await super().aget(key, default)
+        if type(value) not in PLAIN and key in self._session_cache:
+            self._hand_out(key, value)
+        return value
+
+    async def asetdefault(self, key: str, value: Any) -> Any:
+        found = await super().asetdefault(key, value)
+        if type(found) not in PLAIN:
+            self._hand_out(key, found)
+        return found
+
+    async def apop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        session = await self._aget_session()
+        if key in session and type(session[key]) not in PLAIN:
+            self._hand_out(key, session[key])
+        if default is _NOT_GIVEN:
+            return await super().apop(key)
+        return await super().apop(key, default)
+
+    async def aitems(self) -> Any:
+        self._hand_out_all(await self._aget_session())
+        return await super().aitems()
+
+    async def avalues(self) -> Any:
+        self._hand_out_all(await self._aget_session())
+        return await super().avalues()
+
+    def _hand_out(self, key: str, value: Any) -> None:
+        before = self._before
+        if before is None:
+            before = self._before = {}
+        if key not in before:
+            before[key] = fingerprint_key(key, value)
+
+    def _hand_out_all(self, session: dict[str, Any]) -> None:
+        for key, value in session.items():
+            if type(value) not in PLAIN:
+                self._hand_out(key, value)
 
     def exists(self, session_key: str | None) -> bool:
         """Whether the store holds a live session under ``session_key``."""
@@ -408,10 +512,27 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             store.set(key, data, ttl=age)
         elif key == self._unwritten:
             store.set(key, data, ttl=age)
-        elif not store.replace(key, data, ttl=age):
+        elif not self._write_back(store, key, data, age):
             raise UpdateError  # removed meanwhile, by a logout in another request
         self._unwritten = None
+        if self._loaded is not None:  # what a later save in this request compares with
+            self._loaded = dict(data)
+            before = self._before
+            if before:
+                self._before = {k: fingerprint_key(k, data[k]) for k in before if k in data}
         self._after_save(store, key, data)
+
+    def _write_back(self, store: StoreProtocol, key: str, data: dict[str, Any], age: int) -> bool:
+        """Write the loaded session back under ``key`` for ``age`` seconds: only the keys
+        this request set, deleted or changed in place, through the store's ``update`` (the
+        whole of ``data`` by ``replace`` on a store without it, or for a session this
+        instance did not load); whether the record was still there."""
+        update = getattr(store, "update", None)
+        if self._loaded is None or not callable(update):
+            return store.replace(key, data, ttl=age)
+        changes, deleted = changes_of(data, self._loaded, self._before)
+        updated: bool = update(key, changes, deleted, ttl=age)
+        return updated
 
     def _after_save(self, store: StoreProtocol, key: str, data: dict[str, Any]) -> None:
         """With ``LOGOUT_ON_PASSWORD_CHANGE``: when the session keeps its user but holds a

@@ -8,17 +8,21 @@ cookie carries only a 256-bit session id signed with ``app.secret_key`` (keyed B
 ``session.modified``, ``SECRET_KEY_FALLBACKS``. Values come back as the store's serializer
 gives them: exactly, or refused with ``SerializationError`` (see :mod:`lembro.serializers`).
 
-Concurrency: each request loads its own copy of the session and writes it back whole when
-it changed, so of two concurrent requests of one session the last to finish wins, and the
-other's changes are lost. Keep such writes idempotent, or serialize them yourself. A
-destroy wins over both: a session destroyed meanwhile (a logout or a regenerate in another
-request) is not written back, and that request sets no cookie.
+Concurrency: each request loads its own copy of the session and writes back only the
+top-level keys it set, deleted or changed in place (a list appended to, a nested dict
+edited), applied to the stored session as it is then (the store's ``update``). So two
+concurrent requests of one session that change different keys both keep their change;
+of two that change one key, the later write wins; a key one deletes is not brought back
+by another that only read it. A store of the app's without ``update`` gets the whole
+session, and the last request to finish wins. A destroy wins over all: a session
+destroyed meanwhile (a logout or a regenerate in another request) is not written back,
+and that request sets no cookie.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 try:
@@ -29,15 +33,18 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
+from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
 from ._cookies import REJECTED, CookieSigner, cookie_value, is_current_owner
 from ._cookies import regenerate as _regenerate
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
-from .protocol import SessionStore
+from .protocol import SessionStore, _supports
 
 if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_values
+
     from flask import Request, Response
 
 __all__ = [
@@ -57,6 +64,8 @@ log = logging.getLogger("lembro")
 # must not create a record for every cookieless visitor.
 _PERMANENT_KEY = "_permanent"
 
+_NOT_HELD = object()
+
 #: The session field Flask-Login writes the signed-in user's id to (``login_user``), and
 #: so the default ``LEMBRO_OWNER_KEY``.
 FLASK_LOGIN_OWNER_KEY = "_user_id"
@@ -67,7 +76,9 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
 
     ``sid`` is the session id, ``None`` until the session is first saved. ``new`` is true
     when no stored session was found for the request. Changes inside nested mutable
-    values are not seen: set ``modified = True`` after them, as with Flask's sessions.
+    values are seen too, with or without ``modified = True``: the first time a list, dict
+    or other container is handed out, that key's bytes are kept, and compared with what
+    it holds when the response is saved.
     """
 
     modified = False
@@ -89,6 +100,10 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.accessed = False
         self._regenerate = False
+        # What the store gave, kept as loaded (the values are the session's own objects),
+        # and each container handed out: its key's fingerprint, taken before it was.
+        self._loaded: dict[str, Any] = initial if type(initial) is dict else {}
+        self._before: dict[str, object] | None = None
         # The cookie value this session came with, re-sent as is while the id stays; None
         # when it must be signed (a new id, or a cookie signed with a fallback key).
         self._cookie: str | None = None
@@ -97,15 +112,65 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
     # access through the request context as well.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
-        return super().__getitem__(key)
+        value = super().__getitem__(key)
+        if type(value) not in PLAIN:
+            self._hand_out(key, value)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         self.accessed = True
-        return super().get(key, default)
+        value = super().get(key, default)
+        if type(value) not in PLAIN and dict.__contains__(self, key):
+            self._hand_out(key, value)
+        return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         self.accessed = True
-        return super().setdefault(key, default)
+        value = super().setdefault(key, default)
+        if type(value) not in PLAIN:
+            self._hand_out(key, value)
+        return value
+
+    def pop(self, key: str, *args: Any) -> Any:
+        value = dict.get(self, key, _NOT_HELD)
+        if value is not _NOT_HELD and type(value) not in PLAIN:
+            # Handed out too: set back after a change in place, it is seen as changed.
+            self._hand_out(key, value)
+        return super().pop(key, *args)
+
+    # Overridden so that dict(session) and {**session} read through __getitem__, which
+    # sees the containers they hand out; values, items and copy hand out every one.
+    def __iter__(self) -> Iterator[str]:
+        return super().__iter__()
+
+    def values(self) -> dict_values[str, Any]:
+        self._hand_out_all()
+        return super().values()
+
+    def items(self) -> dict_items[str, Any]:
+        self._hand_out_all()
+        return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        self._hand_out_all()
+        return dict(dict.items(self))
+
+    def _hand_out(self, key: str, value: Any) -> None:
+        before = self._before
+        if before is None:
+            before = self._before = {}
+        if key not in before:
+            before[key] = fingerprint_key(key, value)
+
+    def _hand_out_all(self) -> None:
+        self.accessed = True
+        for key, value in dict.items(self):
+            if type(value) not in PLAIN:
+                self._hand_out(key, value)
+
+    def changed_inside(self) -> bool:
+        """Whether a container handed out has changed since (always false if none was)."""
+        return changed_inside(self, self._before)
 
     def regenerate(self) -> None:
         """Move this session to a fresh id when the response is saved.
@@ -141,7 +206,9 @@ class LembroSessionInterface(SessionInterface):
     turns it into a 500 (see ``e.original_exception`` in a 500 handler). Writing data the
     store cannot serialize raises ``lembro.SerializationError``.
 
-    Concurrency: the last writer wins between concurrent requests of one session.
+    Concurrency: a request writes back only the keys it changed, so concurrent requests
+    of one session keep each other's changes (see the module; on a store with
+    ``update``).
     """
 
     session_class = LembroSession
@@ -150,6 +217,8 @@ class LembroSessionInterface(SessionInterface):
         if not isinstance(store, SessionStore):
             raise InvalidOption("store", store, "a lembro SessionStore (get/set/touch/destroy)")
         self.store = store
+        # Whether a loaded session writes back only what it changed (see the module).
+        self._updates = _supports(store, "update")
         self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
 
     # ---- signing ----------------------------------------------------------------------
@@ -224,7 +293,9 @@ class LembroSessionInterface(SessionInterface):
 
         old_sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
-        if (session.modified or old_sid is None) and set(map(type, session)) - {str}:
+        # Written through the session's methods, or a container handed out and changed.
+        changed = session.modified or session.changed_inside()
+        if (changed or old_sid is None) and set(map(type, session)) - {str}:
             # Flask's session keys are strs, and a record with others is discarded when
             # read: refuse it at the write, where the app can see why.
             key = next(k for k in session if type(k) is not str)
@@ -236,9 +307,7 @@ class LembroSessionInterface(SessionInterface):
                 self._delete_cookie(app, response)
             return
 
-        resend = session.permanent and (
-            session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]
-        )
+        resend = session.permanent and (changed or app.config["SESSION_REFRESH_EACH_REQUEST"])
         if old_sid is None:
             sid = new_session_id()
             self.store.set(sid, dict(session))
@@ -251,9 +320,9 @@ class LembroSessionInterface(SessionInterface):
                 return
             sid = session.sid = new_sid
             session._cookie = None
-        elif session.modified:
+        elif changed:
             sid = old_sid
-            if not self.store.replace(sid, dict(session)):
+            if not self._write_back(sid, session):
                 # Destroyed since it was loaded (a logout or a regenerate in another
                 # request): it stays destroyed, and this request's changes go with it.
                 return
@@ -281,6 +350,15 @@ class LembroSessionInterface(SessionInterface):
             **self._cookie_options(app),
         )
         _vary_on_cookie(response)
+
+    def _write_back(self, sid: str, session: LembroSession) -> bool:
+        """Write a loaded session that changed back under ``sid``: only the keys it set,
+        deleted or changed in place, through the store's ``update`` (the whole session by
+        ``replace`` on a store without it); whether the record was still there."""
+        if not self._updates:
+            return self.store.replace(sid, dict(dict.items(session)))
+        changes, deleted = changes_of(session, session._loaded, session._before)
+        return self.store.update(sid, changes, deleted)
 
     def _cookie_options(self, app: Flask) -> dict[str, Any]:
         """The cookie's attributes from the app's ``SESSION_COOKIE_*`` settings."""

@@ -14,7 +14,9 @@ rate limits) as well as sessions.
 
 ``LembroSessionConfig`` is Litestar's ``ServerSideSessionConfig`` with a backend that never
 adopts an id it did not issue, stores no empty session, writes a loaded session back only
-over a live record (a logout in another request is never undone), moves a session to a
+over a live record (a logout in another request is never undone) and, on a lembro store
+with ``update``, only the keys whose bytes changed (a session is kept a key at a time, see
+``_PART``), so overlapping requests keep each other's changes; moves a session to a
 new id on :func:`regenerate` (at login) only if its old record was still there, in one
 store operation (``rename``), and sends ``Vary: Cookie`` wherever the session was read or
 written.
@@ -84,6 +86,11 @@ def _escape(text: str) -> str:
 _KEY = "\x1e"
 # The fields of a record; an owner field of the lembro store must be none of them.
 _RECORD_FIELDS = frozenset({"s", "b", "x"})
+# A session the backend writes is kept a key at a time, so that a request writes back only
+# the keys it changed (the lembro store's update): the record field _PART + key holds that
+# key alone as a JSON object, '{"key":value}' in Litestar's encoding; the value the record
+# answers is those objects joined into one. An owner field must not begin with it.
+_PART = "="
 
 
 def _seconds(value: int | float | timedelta | None) -> float | None:
@@ -135,8 +142,12 @@ class LembroStore(NamespacedStore):
             raise InvalidOption("clock", clock, "a callable returning seconds")
         store = store if store is not None else MemoryStore("4M")
         owner_key = getattr(store, "owner_key", None)
-        if owner_key in _RECORD_FIELDS:
-            raise InvalidOption("owner_key", owner_key, "a field name other than 's', 'b', 'x'")
+        if owner_key in _RECORD_FIELDS or (
+            isinstance(owner_key, str) and owner_key.startswith(_PART)
+        ):
+            raise InvalidOption(
+                "owner_key", owner_key, "a field name other than 's', 'b', 'x', not starting '='"
+            )
         self._store = as_async(store)
         self._owner_key: str | None = owner_key if isinstance(owner_key, str) else None
         self._clock = clock
@@ -173,7 +184,31 @@ class LembroStore(NamespacedStore):
         text = record.get("s")
         if text is not None:
             return cast(str, text).encode("utf-8")
-        return bytes(record["b"])
+        if "b" in record:
+            return bytes(record["b"])
+        # A session kept a key at a time: each part is '{"key":value}'.
+        inner = ",".join(part[1:-1] for field, part in record.items() if field[:1] == _PART)
+        return ("{" + inner + "}").encode("utf-8")
+
+    def _session_record(
+        self, parts: dict[str, str], expires: float | None, owner: str | None
+    ) -> dict[str, Any]:
+        """The record of a session kept a key at a time (see ``_PART``)."""
+        record: dict[str, Any] = {"x": expires}
+        owner_key = self.owner_key
+        if owner is not None and owner_key is not None:
+            record[owner_key] = owner
+        for name, part in parts.items():
+            record[_PART + name] = part
+        return record
+
+    @staticmethod
+    def _parts(record: dict[str, Any]) -> dict[str, str] | None:
+        """The keys of a session kept a key at a time, each as its JSON object; None for a
+        record of one value (written whole, by ``set`` or before sessions were kept so)."""
+        if "s" in record or "b" in record:
+            return None
+        return {field[1:]: part for field, part in record.items() if field[:1] == _PART}
 
     # ---- Litestar's Store -----------------------------------------------------------------
 
@@ -193,25 +228,85 @@ class LembroStore(NamespacedStore):
         expires_in: int | timedelta | None = None,
         *,
         owner: str | None = None,
+        parts: dict[str, str] | None = None,
     ) -> bool:
         """As :meth:`set`, but only over a live value; returns whether it was written
         (lembro's write-back: a value deleted meanwhile is not brought back). ``owner``:
-        the user the value (a session) belongs to, kept for :meth:`end_sessions_of`."""
+        the user the value (a session) belongs to, kept for :meth:`end_sessions_of`;
+        ``parts``: the session a key at a time (see :meth:`set_session`)."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
-        record = self._record(value, expires, owner)
+        record = (
+            self._record(value, expires, owner)
+            if parts is None
+            else self._session_record(parts, expires, owner)
+        )
         return await self._store.replace(self._key(key), record, seconds)
 
     async def set_session(
-        self, key: str, value: bytes, expires_in: int, owner: str | None = None
+        self,
+        key: str,
+        value: bytes,
+        expires_in: int,
+        owner: str | None = None,
+        parts: dict[str, str] | None = None,
     ) -> None:
-        """As :meth:`set`, for a session that belongs to ``owner`` (None: no one)."""
+        """As :meth:`set`, for a session that belongs to ``owner`` (None: no one); with
+        ``parts`` (each key of the session as its own JSON object), kept a key at a time,
+        so that :meth:`update_session` can write back only what a request changed."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
-        await self._store.set(self._key(key), self._record(value, expires, owner), seconds)
+        record = (
+            self._record(value, expires, owner)
+            if parts is None
+            else self._session_record(parts, expires, owner)
+        )
+        await self._store.set(self._key(key), record, seconds)
+
+    async def get_session(
+        self, key: str, renew_for: int | timedelta | None = None
+    ) -> tuple[bytes, dict[str, str] | None] | None:
+        """As :meth:`get`, with the session's keys as their JSON objects when it is kept a
+        key at a time (else None with the bytes): what :meth:`update_session` compares."""
+        record = await self._get_record(key, renew_for)
+        if record is None:
+            return None
+        return self._value(record), self._parts(record)
+
+    async def update_session(
+        self,
+        key: str,
+        changes: dict[str, str],
+        deleted: list[str],
+        expires_in: int,
+        owner: str | None = None,
+    ) -> bool:
+        """Write back only what a request changed in a session kept a key at a time:
+        ``changes`` (keys set, each as its JSON object) and ``deleted`` keys, applied to
+        the record as it is then, with a new expiry and owner, in one step of the lembro
+        store (its ``update``); whether the record was still there (a logout wins)."""
+        seconds = _seconds(expires_in)
+        fields: dict[str, Any] = {"x": None if seconds is None else self._clock() + seconds}
+        gone = [_PART + name for name in deleted]
+        owner_key = self.owner_key
+        if owner_key is not None:
+            if owner is None:
+                gone.append(owner_key)
+            else:
+                fields[owner_key] = owner
+        for name, part in changes.items():
+            fields[_PART + name] = part
+        updated: bool = await cast(Any, self._store).update(self._key(key), fields, gone, seconds)
+        return updated
 
     async def rename_session(
-        self, key: str, new_key: str, value: bytes, expires_in: int, owner: str | None = None
+        self,
+        key: str,
+        new_key: str,
+        value: bytes,
+        expires_in: int,
+        owner: str | None = None,
+        parts: dict[str, str] | None = None,
     ) -> bool:
         """Move the session under ``key`` to ``new_key`` with ``value`` (a regenerate);
         whether ``key``'s value was there (if not, nothing is written: a logout won). One
@@ -219,7 +314,11 @@ class LembroStore(NamespacedStore):
         and a logout everywhere never falls between the two; else a delete then a set."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
-        record = self._record(value, expires, owner)
+        record = (
+            self._record(value, expires, owner)
+            if parts is None
+            else self._session_record(parts, expires, owner)
+        )
         full, new_full = self._key(key), self._key(new_key)
         if _supports(self._store, "rename"):
             renamed: bool = await cast(Any, self._store).rename(full, new_full, record, seconds)
@@ -242,6 +341,13 @@ class LembroStore(NamespacedStore):
         Litestar says. On a lembro store with ``renew`` and ``time_left`` (``RedisStore``:
         one GETEX) the read and the renewal are one step, so a ``set`` racing it is never
         undone; on another, the record is written back with its new expiry."""
+        record = await self._get_record(key, renew_for)
+        return None if record is None else self._value(record)
+
+    async def _get_record(
+        self, key: str, renew_for: int | timedelta | None
+    ) -> dict[str, Any] | None:
+        """``key``'s record, renewed as :meth:`get` says."""
         seconds = _seconds(renew_for)
         full = self._key(key)
         if seconds is not None and _supports(self._store, "renew", "time_left"):
@@ -251,15 +357,14 @@ class LembroStore(NamespacedStore):
                 return None
             if renewed.get("x") is None:  # set without an expiry: not renew_for's to change
                 await store.touch(full)
-            return self._value(renewed)
+            return renewed
         record = await self._store.get(full)
         if record is None:
             return None
-        value = self._value(record)
         if seconds is not None and record.get("x") is not None:
             record["x"] = self._clock() + seconds
             await self._store.replace(full, record, seconds)
-        return value
+        return record
 
     async def delete(self, key: str) -> None:
         """Delete ``key``'s value; nothing when there is none."""
@@ -333,6 +438,7 @@ class LembroStore(NamespacedStore):
 # store already held, or one lembro issued), and whether it loaded a record.
 _SID = "lembro.sid"
 _LOADED = "lembro.loaded"
+_PARTS = "lembro.parts"
 _REGENERATE = "lembro.regenerate"
 _BACKEND = "lembro.backend"
 
@@ -412,14 +518,22 @@ class LembroSessionBackend(ServerSideSessionBackend):
             REJECTED.malformed += 1
         elif sid:
             store = self.config.get_store_from_app(scope["app"])
+            parts: dict[str, str] | None = None
             try:
-                data = await self.get(sid, store=store)
+                if isinstance(store, LembroStore):
+                    max_age = self.config.max_age
+                    renew = int(max_age) if self.config.renew_on_access and max_age else None
+                    found = await store.get_session(sid, renew_for=renew)
+                    data, parts = (None, None) if found is None else found
+                else:
+                    data = await self.get(sid, store=store)
             except SerializationError:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
                 data = None
             if data is not None:
                 scope[_SID] = sid
                 scope[_LOADED] = True
+                scope[_PARTS] = parts  # what a write-back compares with
                 return _Session(self.deserialize_data(data))
             REJECTED.unknown_id += 1
         return _Session({})
@@ -455,21 +569,41 @@ class LembroSessionBackend(ServerSideSessionBackend):
                 headers.add("Set-Cookie", null.to_header(header=""))
             return
 
-        data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
+        session = cast(dict[str, Any], scope_session)
         expires_in = int(self.config.max_age)
-        owner = _owner(store, scope_session)  # type: ignore[arg-type]
+        owner = _owner(store, session)
+        # On a lembro store with update, a session is kept a key at a time: each key is
+        # serialized alone (together as costly as the whole), and a loaded session writes
+        # back only the keys whose bytes changed, so concurrent requests keep each other's
+        # changes. On another store, the whole session, and the last request wins.
+        parts: dict[str, str] | None = None
+        if isinstance(store, LembroStore) and _supports(store._store, "update"):
+            parts = {
+                key: self.serialize_data({key: value}, scope).decode("utf-8")  # type: ignore[arg-type]
+                for key, value in dict.items(session)
+            }
+            data = ("{" + ",".join(part[1:-1] for part in parts.values()) + "}").encode()
+        else:
+            data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
         if scope.get(_REGENERATE):
             new_sid = self.generate_session_id()
             if not loaded:
-                await _set(store, new_sid, data, expires_in, owner)
-            elif not await _rename(store, sid, new_sid, data, expires_in, owner):
+                await _set(store, new_sid, data, expires_in, owner, parts)
+            elif not await _rename(store, sid, new_sid, data, expires_in, owner, parts):
                 return  # a logout won: never bring its session back under a new id
             sid = scope[_SID] = new_sid
         elif loaded:
-            if not await _replace(store, sid, data, expires_in, owner):
+            before = scope.get(_PARTS)
+            if parts is not None and before is not None:
+                assert isinstance(store, LembroStore)
+                changes = {key: part for key, part in parts.items() if before.get(key) != part}
+                deleted = [key for key in before if key not in parts]
+                if not await store.update_session(sid, changes, deleted, expires_in, owner):
+                    return  # ended by another request meanwhile: not brought back
+            elif not await _replace(store, sid, data, expires_in, owner, parts):
                 return  # ended by another request meanwhile: not brought back
         else:
-            await _set(store, sid, data, expires_in, owner)
+            await _set(store, sid, data, expires_in, owner, parts)
         cookie = Cookie(value=sid, key=self.config.key, **cookie_params)
         headers.add("Set-Cookie", cookie.to_header(header=""))
 
@@ -485,12 +619,18 @@ async def _remove(store: Store, key: str) -> bool:
 
 
 async def _rename(
-    store: Store, key: str, new_key: str, data: bytes, expires_in: int, owner: str | None
+    store: Store,
+    key: str,
+    new_key: str,
+    data: bytes,
+    expires_in: int,
+    owner: str | None,
+    parts: dict[str, str] | None = None,
 ) -> bool:
     """Move ``key``'s session to ``new_key``; whether ``key``'s value was there (a
     ``LembroStore`` does it in one store operation, another store removes then sets)."""
     if isinstance(store, LembroStore):
-        return await store.rename_session(key, new_key, data, expires_in, owner)
+        return await store.rename_session(key, new_key, data, expires_in, owner, parts)
     if not await _remove(store, key):
         return False
     await store.set(new_key, data, expires_in=expires_in)
@@ -504,19 +644,31 @@ def _owner(store: Store, session: dict[str, Any]) -> str | None:
     return None if owner_key is None else owner_of(session, owner_key)
 
 
-async def _set(store: Store, key: str, data: bytes, expires_in: int, owner: str | None) -> None:
+async def _set(
+    store: Store,
+    key: str,
+    data: bytes,
+    expires_in: int,
+    owner: str | None,
+    parts: dict[str, str] | None = None,
+) -> None:
     if isinstance(store, LembroStore):
-        await store.set_session(key, data, expires_in, owner)
+        await store.set_session(key, data, expires_in, owner, parts)
     else:
         await store.set(key, data, expires_in=expires_in)
 
 
 async def _replace(
-    store: Store, key: str, data: bytes, expires_in: int, owner: str | None = None
+    store: Store,
+    key: str,
+    data: bytes,
+    expires_in: int,
+    owner: str | None = None,
+    parts: dict[str, str] | None = None,
 ) -> bool:
     """Write ``data`` over ``key``'s live value only; whether it was written."""
     if isinstance(store, LembroStore):
-        return await store.replace(key, data, expires_in, owner=owner)
+        return await store.replace(key, data, expires_in, owner=owner, parts=parts)
     if not await store.exists(key):
         return False
     await store.set(key, data, expires_in=expires_in)

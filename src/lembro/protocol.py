@@ -8,6 +8,7 @@ these methods, never to a store's internals.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -91,10 +92,25 @@ class SessionStore(Protocol):
       as it was and raises: the user keeps the old session or gets the new one, never
       neither.
 
+    - ``update(sid, changes, deleted=(), ttl=None) -> bool``: what a request that
+      changed some keys writes back. The top-level keys of ``changes`` are set and
+      those of ``deleted`` removed (after ``changes``) in the session as it is when the
+      write lands, in one step, and the session gets a new lifetime of ``ttl`` seconds;
+      keys neither names keep what other requests wrote meanwhile. ``False``, and
+      nothing written, when ``sid`` is absent: a destroyed session is never recreated.
+      With no change, only the lifetime moves. Checks as ``set`` does
+      (``InvalidOption``, ``SerializationError``, ``SessionTooLarge`` raise before
+      anything changes); with ``owner_key`` the owner field may change, and the owner's
+      index follows. A request should send only the keys it set, deleted or changed in
+      place (compare each key's serialized value with what it loaded), never the whole
+      session: a key it only read would undo another request's write of it.
+
     Litestar's ``get(renew_for=...)`` uses ``renew`` and ``time_left`` (and a ``get``
     then a ``replace`` on a store without them); every integration's regenerate uses
     ``rename`` (a ``destroy`` then a ``set`` on a store without it, which a failed write
-    or a logout everywhere can come between).
+    or a logout everywhere can come between); Flask's, Starlette's, Django's and
+    Litestar's write-back of a loaded session uses ``update`` (a ``replace`` of the whole
+    session on a store without it: then the last request to finish wins).
     """
 
     @property
@@ -122,6 +138,13 @@ class SessionStore(Protocol):
         def time_left(self, sid: str) -> float | None: ...
         def rename(
             self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        ) -> bool: ...
+        def update(
+            self,
+            sid: str,
+            changes: dict[str, Any],
+            deleted: Iterable[str] = (),
+            ttl: float | None = None,
         ) -> bool: ...
 
 
@@ -154,6 +177,13 @@ class AsyncSessionStore(Protocol):
         async def time_left(self, sid: str) -> float | None: ...
         async def rename(
             self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        ) -> bool: ...
+        async def update(
+            self,
+            sid: str,
+            changes: dict[str, Any],
+            deleted: Iterable[str] = (),
+            ttl: float | None = None,
         ) -> bool: ...
 
 
@@ -203,6 +233,16 @@ class _InlineAsync:
     ) -> bool:
         renamed: bool = _optional_method(self.sync, "rename")(old, new, data, ttl)
         return renamed
+
+    async def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        updated: bool = _optional_method(self.sync, "update")(sid, changes, deleted, ttl)
+        return updated
 
     async def all(self) -> dict[str, dict[str, Any]]:
         return self.sync.all()
@@ -271,6 +311,17 @@ class _ThreadAsync(_InlineAsync):
         renamed: bool = await asyncio.to_thread(method, old, new, data, ttl)
         return renamed
 
+    async def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        method = _optional_method(self.sync, "update")
+        updated: bool = await asyncio.to_thread(method, sid, changes, deleted, ttl)
+        return updated
+
     async def all(self) -> dict[str, dict[str, Any]]:
         return await asyncio.to_thread(self.sync.all)
 
@@ -305,8 +356,9 @@ def _owner_method(store: object, name: str) -> Any:
 
 
 def _optional_method(store: object, name: str) -> Any:
-    """``store``'s optional operation ``name`` (``renew``, ``time_left`` or ``rename``), or
-    ``InvalidOption`` for a store without it (ask :func:`_supports` first)."""
+    """``store``'s optional operation ``name`` (``renew``, ``time_left``, ``rename`` or
+    ``update``), or ``InvalidOption`` for a store without it (ask :func:`_supports`
+    first)."""
     method = getattr(store, name, None)
     if not callable(method):
         raise InvalidOption("store", store, f"a store with {name}()")

@@ -20,13 +20,15 @@ try:
 except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError("lembro.starlette needs Starlette: pip install 'lembro[starlette]'") from e
 
+from ._changes import PLAIN as _PLAIN
+from ._changes import changed_inside, changes_of, fingerprint_key
 from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
-from .protocol import AsyncSessionStore, SessionStore, as_async
-from .serializers import SessionDict, fingerprint
+from .protocol import AsyncSessionStore, SessionStore, _supports, as_async
+from .serializers import SessionDict
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -55,11 +57,20 @@ class Session(SessionDict):
     or written, ``modified`` once written through its own methods.
 
     A change made inside a nested value (``session["cart"].append(x)``) is seen too: the
-    first time a list, dict or other container is handed out, the session's bytes are
-    kept, and compared with what it holds when the response starts.
+    first time a list, dict or other container is handed out, that key's bytes are kept,
+    and compared with what it holds when the response starts. A loaded session writes
+    back only the keys it set, deleted or changed so (see :mod:`lembro._changes`).
     """
 
-    __slots__ = ("_before", "_middleware", "_regenerate", "_sid", "accessed", "modified")
+    __slots__ = (
+        "_before",
+        "_loaded",
+        "_middleware",
+        "_regenerate",
+        "_sid",
+        "accessed",
+        "modified",
+    )
 
     def __init__(
         self,
@@ -72,7 +83,10 @@ class Session(SessionDict):
         self.accessed = False
         self.modified = False
         self._regenerate = False
-        self._before: object = None  # the fingerprint taken before a container was handed out
+        # Each container handed out: its key's fingerprint, taken before it was.
+        self._before: dict[str, object] | None = None
+        # What the store gave, kept as loaded: the values are the session's own objects.
+        self._loaded: dict[str, Any] = data if type(data) is dict else {}
         self._sid = sid  # the id the session was loaded under (None: a new session)
         self._middleware = middleware  # the middleware that loaded it
 
@@ -90,33 +104,38 @@ class Session(SessionDict):
         self.accessed = True
         self.modified = True
 
-    def _hand_out(self, value: Any) -> Any:
-        if type(value) not in _PLAIN and self._before is None:
-            self._before = fingerprint(dict(dict.items(self)))
+    def _hand_out(self, key: str, value: Any) -> Any:
+        if type(value) not in _PLAIN:
+            before = self._before
+            if before is None:
+                before = self._before = {}
+            if key not in before:
+                before[key] = fingerprint_key(key, value)
         return value
 
     def _hand_out_all(self) -> None:
-        if self._before is None and _has_containers(self):
-            self._before = fingerprint(dict(dict.items(self)))
+        for key, value in dict.items(self):
+            if type(value) not in _PLAIN:
+                self._hand_out(key, value)
 
     def changed_inside(self) -> bool:
         """Whether a container handed out has changed since (always false if none was)."""
-        return self._before is not None and fingerprint(dict(dict.items(self))) != self._before
+        return changed_inside(self, self._before)
 
     # Reads count as access even when the app bypasses ``request.session`` (which marks it
     # itself), so ``Vary: Cookie`` is sent wherever the response may depend on the session.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
         value = dict.__getitem__(self, key)
-        if self._before is None and type(value) not in _PLAIN:
-            self._hand_out(value)
+        if type(value) not in _PLAIN:
+            self._hand_out(key, value)
         return value
 
     def get(self, key: str, default: Any = None, /) -> Any:
         self.accessed = True
         value = dict.get(self, key, default)
-        if self._before is None and type(value) not in _PLAIN:
-            self._hand_out(value)
+        if type(value) not in _PLAIN and dict.__contains__(self, key):
+            self._hand_out(key, value)
         return value
 
     def __contains__(self, key: object) -> bool:
@@ -165,6 +184,8 @@ class Session(SessionDict):
     def pop(self, key: str, *args: Any) -> Any:
         if dict.__contains__(self, key):
             self.mark_modified()
+            # Handed out too: set back after a change in place, it is seen as changed.
+            self._hand_out(key, dict.__getitem__(self, key))
         return super().pop(key, *args)
 
     def popitem(self) -> tuple[str, Any]:
@@ -176,7 +197,7 @@ class Session(SessionDict):
         self.accessed = True
         if not dict.__contains__(self, key):
             self.mark_modified()
-        return self._hand_out(super().setdefault(key, default))
+        return self._hand_out(key, super().setdefault(key, default))
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.mark_modified()
@@ -244,9 +265,14 @@ class SessionMiddleware:
     thread, so the event loop never waits on it. A store built with ``owner_key=``
     indexes sessions by user, for :func:`logout_everywhere`.
 
-    Concurrent requests of one session each load it, and the last to write wins, as with
-    any server-side session store; a record destroyed meanwhile (logout, regenerate) is
-    never written back, under its old id or another, and that response sets no cookie.
+    Concurrent requests of one session never lose each other's changes: each writes back
+    only the top-level keys it set, deleted or changed in place, applied to the record
+    as it is then (the store's ``update``). Two requests that change different keys
+    both keep their change; of two that change one key, the later write wins; a key one
+    deletes is not brought back by another that only read it. A store of the app's
+    without ``update`` gets the whole session, and the last request to finish wins. A
+    record destroyed meanwhile (logout, regenerate) is never written back, under its
+    old id or another, and that response sets no cookie.
     """
 
     def __init__(
@@ -285,6 +311,10 @@ class SessionMiddleware:
         )
         self._inline: SessionStore | None = self.store if inline else None  # type: ignore[assignment]
         self._serializes_now = type(self.store) is MemoryStore
+        # A loaded session writes back only what it changed, applied to the record as it
+        # is then, so concurrent requests keep each other's changes; a store without
+        # update gets the whole session (replace), and the last request to finish wins.
+        self._updates = _supports(self.store, "update")
         self._ttl: float | None = None if max_age is None else float(max_age)
         lifetime = "" if max_age is None else f"Max-Age={max_age}; "
         self._cookie_prefix = f"{session_cookie}=".encode("latin-1")
@@ -370,7 +400,8 @@ class SessionMiddleware:
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Write what changed to the store and the cookie, as the response starts."""
-        if not isinstance(session, Session):  # the app replaced it: take it as written
+        whole = not isinstance(session, Session)
+        if whole:  # the app replaced it: take it as written, whole
             session = Session(session)
             session.mark_modified()
         if session.accessed:
@@ -404,11 +435,7 @@ class SessionMiddleware:
             if self._persist:
                 await self._store.set(sid, data, self._ttl)
         elif self._persist and not (
-            (
-                self._inline.replace(sid, data, self._ttl)
-                if self._inline is not None
-                else await self._store.replace(sid, data, self._ttl)
-            )
+            await self._write_back(sid, session, data, whole)
             if changed
             else await self._store.touch(sid, self._ttl)
         ):
@@ -427,6 +454,23 @@ class SessionMiddleware:
             self._sent.clear()  # forgotten ids only get their cookie once more
         self._sent[sid] = time.monotonic()
 
+    async def _write_back(
+        self, sid: str, session: Session, data: dict[str, Any], whole: bool
+    ) -> bool:
+        """Write a loaded session that changed back under ``sid``: only the keys it set,
+        deleted or changed in place, through the store's ``update`` (or the whole of it,
+        ``data``, by ``replace``, on a store without ``update`` or when the app replaced
+        the session); whether the record was still there."""
+        inline = self._inline
+        if whole or not self._updates:
+            if inline is not None:
+                return inline.replace(sid, data, self._ttl)
+            return await self._store.replace(sid, data, self._ttl)
+        changes, deleted = changes_of(session, session._loaded, session._before)
+        if inline is not None:
+            return inline.update(sid, changes, deleted, self._ttl)
+        return await self._store.update(sid, changes, deleted, self._ttl)
+
     def _sent_lately(self, sid: str) -> bool:
         """Whether this process sent ``sid``'s cookie less than ``RESEND_FRACTION`` of
         ``max_age`` ago: sent again, its expiry would move by less than that, so the
@@ -439,14 +483,6 @@ class SessionMiddleware:
         """A ``Set-Cookie`` header, as Starlette's middleware writes it."""
         cookie = f"{self.session_cookie}={value}; path={self.path}; {lifetime}{self.security_flags}"
         return b"set-cookie", cookie.encode("latin-1")
-
-
-_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
-
-
-def _has_containers(data: dict[str, Any]) -> bool:
-    """Whether ``data`` holds a value that could change without the session seeing it."""
-    return any(type(value) not in _PLAIN for value in dict.values(data))
 
 
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:

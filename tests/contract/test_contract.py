@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -72,6 +72,15 @@ class SyncFace:
 
     def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         return self._run(self.store.rename(old, new, data, ttl))
+
+    def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        return self._run(self.store.update(sid, changes, deleted, ttl))
 
     def sessions_of(self, owner: str | int) -> list[str]:
         return self._run(self.store.sessions_of(owner))

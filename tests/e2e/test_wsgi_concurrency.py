@@ -6,11 +6,13 @@ HTTP connection, send it a bounded number of requests: eight clients own one ses
 each (counting, appending, reading, regenerating, logging out), eight share one session,
 and one never has a cookie.
 
-The rule for concurrent requests of one session is **last writer wins**: each request
-loads its own copy of the session, and a request that changed it writes the whole
-session back when its response is made. Of two requests that overlap, the one that
-saves last replaces what the other saved. What that guarantees, and what is asserted
-below for the shared session:
+The rule for concurrent requests of one session is **last writer wins, per key**: each
+request loads its own copy of the session, and a request that changed it writes back the
+keys it changed when its response is made (tests/e2e/test_concurrent_changes.py shows
+that changes of different keys are all kept). Here every writer of the shared session
+writes the same keys: of two requests that overlap, the one that saves last replaces
+what the other saved. What that guarantees, and what is asserted below for the shared
+session:
 
 - a session is always one whole write: never a mix of two writes, never half of one;
 - a value a request reads is a value some request wrote whole;

@@ -17,7 +17,7 @@ import threading
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import itsdangerous
@@ -297,6 +297,16 @@ def test_a_write_is_written_back_and_a_read_is_not(clock: FakeClock) -> None:
         def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
             self.sets += 1
             return super().replace(sid, data, ttl)
+
+        def update(
+            self,
+            sid: str,
+            changes: dict[str, Any],
+            deleted: Iterable[str] = (),
+            ttl: float | None = None,
+        ) -> bool:
+            self.sets += 1
+            return super().update(sid, changes, deleted, ttl)
 
     store = CountingStore("1M", None, clock=clock)
     with store:

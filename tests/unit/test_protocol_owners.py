@@ -138,3 +138,29 @@ def test_a_store_without_rename_still_regenerates_by_destroy_then_set() -> None:
     newer = asyncio.run(aregenerate(face, new, {"user": "ana"}))
     assert newer is not None
     assert older.data == {newer: {"user": "ana"}}
+
+
+@pytest.mark.parametrize("face", [AsyncRedisStore, _InlineAsync, _ThreadAsync])
+def test_every_async_store_and_face_has_update_as_a_coroutine(face: type) -> None:
+    assert inspect.iscoroutinefunction(face.update)
+
+
+@pytest.mark.parametrize("wrap", [as_async, _ThreadAsync])
+def test_an_async_face_of_a_memory_store_updates_the_session_as_it_is_now(wrap: Any) -> None:
+    with MemoryStore("1M", None) as store:
+        store.set("s", {"theme": "light", "flash": "hi"})
+        face = wrap(store)
+
+        async def main() -> None:
+            assert await face.update("s", {"cart": [1]}) is True
+            assert await face.update("s", {"theme": "dark"}, ["flash"]) is True
+            assert await face.update("gone", {"cart": [2]}) is False
+
+        asyncio.run(main())
+        assert store.all() == {"s": {"theme": "dark", "cart": [1]}}
+
+
+def test_a_store_without_update_says_so_through_its_async_face() -> None:
+    face = as_async(OlderStore())  # type: ignore[arg-type]
+    with pytest.raises(InvalidOption, match="update"):
+        asyncio.run(face.update("s", {"a": 1}))  # type: ignore[attr-defined]

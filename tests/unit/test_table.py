@@ -147,3 +147,22 @@ def test_a_table_that_held_many_more_sessions_is_rebuilt_small(held: int) -> Non
         t.destroy(f"s{i}", NOW)
     assert sys.getsizeof(t.sessions) < full / 2  # at most twice the slots it needs
     t.check()
+
+
+def test_write_if_writes_only_over_the_very_bytes_read() -> None:
+    t = table(owners=True)
+    t.write("s", b"\x81\xa1a\x01", 100.0, None, 0.0, only_over_live=False)
+    read = t.read("s", 1.0)
+    assert read is not None
+    # Another write of equal bytes lands between the read and the write: a change.
+    t.write("s", bytes(bytearray(read)), 100.0, None, 2.0, only_over_live=True)
+    assert t.write_if("s", read, b"\x81\xa1b\x02", 100.0, "ana", 3.0) is None
+    current = t.read("s", 4.0)
+    assert current is not None
+    assert t.write_if("s", current, b"\x81\xa1b\x02", 100.0, "ana", 5.0) is True
+    assert t.read("s", 6.0) == b"\x81\xa1b\x02"
+    assert t.sessions_of("ana", 6.0) == ["s"]
+    t.destroy("s", 7.0)
+    assert t.write_if("s", current, b"\x80", 100.0, None, 8.0) is False
+    assert "s" not in t.sessions
+    t.check()

@@ -20,7 +20,15 @@ from types import TracebackType
 from typing import Any
 
 from .. import background, hooks, processes
-from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
+from ..checks import (
+    apply_changes,
+    check_changes,
+    check_owner,
+    check_owner_key,
+    check_seconds,
+    check_session_id,
+    owner_of,
+)
 from ..errors import InvalidOption, SerializationError, SessionTooLarge
 from ..protocol import Stats
 from ..serializers import (
@@ -53,6 +61,10 @@ _PAUSE = 0.00005
 
 # The largest serialized session a store takes by default, in bytes: as on Redis.
 DEFAULT_MAX_SESSION_BYTES = 4 * 1024 * 1024
+
+# How many times an update reads, changes and writes outside the lock before it does the
+# next try in one hold of it: each failed try means another write landed in between.
+_UPDATE_TRIES = 3
 
 # The id a store's smallest session is measured with: as long as the ids lembro draws.
 _TYPICAL_ID = "x" * 43
@@ -249,6 +261,80 @@ class MemoryStore:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
         when ``sid`` is absent or expired."""
         return self._put(sid, data, ttl, only_over_live=True)
+
+    def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        """Apply ``changes`` (top-level keys set) and ``deleted`` (top-level keys removed)
+        to session ``sid`` as it is now, in one step, and give it a new lifetime of
+        ``ttl`` seconds (default: the store's ``ttl``): what a request that changed some
+        keys writes back, so that requests of one session that change different keys
+        never undo each other's changes. ``False``, and nothing written, when ``sid`` is
+        absent or expired: a destroyed session is never recreated. With no change, only
+        the lifetime moves (a :meth:`touch`). A use of the session.
+
+        Raises ``InvalidOption`` (bad arguments), ``SerializationError`` or
+        ``SessionTooLarge`` before anything changes, as :meth:`set`; with ``owner_key``
+        an update may change the owner field, and the owner's index follows.
+
+        The session is read, changed and serialized outside the lock, then written only
+        if no other write landed meanwhile; after a few such tries, one hold of the
+        lock does all of it (see docs/architecture.md).
+        """
+        if type(sid) is not str or not sid:
+            check_session_id(sid)
+        gone = check_changes(changes, deleted)
+        if not changes and not gone:
+            return self.touch(sid, ttl)
+        lifetime = self.ttl if ttl is None else check_seconds(ttl)
+        if not self._changed:
+            self._first_change()
+        for _ in range(_UPDATE_TRIES):
+            now = self._clock()
+            with self._lock:
+                entry = self._table.live(sid, now)
+                current = None if entry is None else entry.data
+            if current is None:
+                return False
+            blob, _, owner = self._changed_blob(sid, current, changes, gone, lifetime)
+            now = self._clock()
+            with self._lock:
+                table = self._table
+                written = table.write_if(sid, current, blob, now + lifetime, owner, now)
+                upkeep = bool(written) and table.upkeep_due
+            if written is not None:
+                break
+        else:
+            now = self._clock()
+            with self._lock:
+                table = self._table
+                entry = table.live(sid, now)
+                if entry is None:
+                    return False
+                blob, _, owner = self._changed_blob(sid, entry.data, changes, gone, lifetime)
+                written = table.write(sid, blob, now + lifetime, owner, now, only_over_live=True)
+                upkeep = table.upkeep_due
+        if upkeep:
+            self._upkeep(keep=sid)
+        return bool(written)
+
+    def _changed_blob(
+        self,
+        sid: str,
+        current: bytes,
+        changes: dict[str, Any],
+        deleted: tuple[str, ...],
+        lifetime: float,
+    ) -> tuple[bytes, float, str | None]:
+        """Session bytes ``current`` with an update's changes applied, encoded (see
+        :meth:`_encode`)."""
+        data = self._decode(current)
+        apply_changes(data, changes, deleted)
+        return self._encode(sid, data, lifetime)
 
     def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Move live session ``old`` to the id ``new`` (a fresh one), holding ``data`` for

@@ -143,6 +143,26 @@ class SessionTable:
         self.extend(old, expires)
         return True
 
+    def write_if(
+        self,
+        sid: str,
+        expected: bytes,
+        data: bytes,
+        expires: float,
+        owner: str | None,
+        now: float,
+    ) -> bool | None:
+        """Like ``write`` over a live session, only if ``sid`` still holds ``expected``
+        (the very bytes object read, so an equal write meanwhile counts as a change):
+        ``True`` when written, ``False`` when ``sid`` is not a live session, ``None``
+        (nothing written) when it holds other data now."""
+        entry = self.live(sid, now)
+        if entry is None:
+            return False
+        if entry.data is not expected:
+            return None
+        return self.write(sid, data, expires, owner, now, only_over_live=True)
+
     def rename(
         self, old: str, new: str, data: bytes, expires: float, owner: str | None, now: float
     ) -> bool:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from ..protocol import Stats
@@ -69,6 +70,17 @@ class AsyncRedisStore(RedisCore):
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
         return await self._run("replace", sid, self._write_steps(sid, data, ttl, "XX"), False)
+
+    async def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        """Apply ``changes`` and ``deleted`` to session ``sid`` as it is now, as
+        :meth:`RedisStore.update`."""
+        return await self._run("update", sid, self._update_steps(sid, changes, deleted, ttl), False)
 
     async def rename(
         self, old: str, new: str, data: dict[str, Any], ttl: float | None = None

@@ -16,6 +16,7 @@ with awaits; nothing here talks to Redis.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import inspect
 import logging
@@ -30,7 +31,15 @@ from types import ModuleType, TracebackType
 from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..checks import check_owner, check_owner_key, check_seconds, check_session_id, owner_of
+from ..checks import (
+    apply_changes,
+    check_changes,
+    check_owner,
+    check_owner_key,
+    check_seconds,
+    check_session_id,
+    owner_of,
+)
 from ..errors import InvalidOption, SerializationError, SessionTooLarge, StoreUnavailable
 from ..ids import redact
 from ..protocol import Stats
@@ -245,6 +254,27 @@ end
 return 1
 """
 )
+# An update's write: SET KEYS[1] ARGV[2] PX ARGV[3] only if KEYS[1] still holds the
+# session whose SHA-1 is ARGV[1] (the one the update read and changed): 1 when written; 0
+# when KEYS[1] holds no session (destroyed meanwhile: never recreated); -1 when it is
+# another app's key; -2 when another write landed since the read (the update reads again).
+_SWAP = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  return 0
+elseif kind ~= 'string' then
+  return -1
+end
+if redis.sha1hex(redis.call('GET', KEYS[1])) ~= ARGV[1] then
+  return -2
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+_CHANGED = -2
+# How many times an update reads, changes and writes before it gives up: each failed try
+# means another write of the session landed in between, so every try lets one through.
+_UPDATE_TRIES = 16
 # The empty answer of an operation that raises during an outage whatever on_unavailable
 # says, so never returns one.
 FAILS_CLOSED: Any = None
@@ -1008,6 +1038,66 @@ class RedisCore:
             if not flags:  # a set: Redis does not say whether the id was new
                 self._count("created")
         return reply is not None
+
+    def _update_steps(
+        self, sid: str, changes: dict[str, Any], deleted: Iterable[str], ttl: float | None
+    ) -> Steps[bool]:
+        """GET, then the changed session written by a script only if the session is still
+        the one read (:data:`_SWAP`), again from the GET while other writes land between
+        (at most :data:`_UPDATE_TRIES` times). With ``owner_key``, the owner's set is
+        joined in the script's round trip, and when the owner changed the session leaves
+        the old owner's set after the write. Raises ``InvalidOption``,
+        ``SerializationError`` or ``SessionTooLarge`` before anything is written, and
+        ``StoreUnavailable`` when every try met another write."""
+        check_session_id(sid)
+        if SEPARATOR in sid:
+            raise InvalidOption("session id", sid, f"a str without {SEPARATOR!r}")
+        gone = check_changes(changes, deleted)
+        lifetime = self._lifetime(ttl)
+        if not changes and not gone:
+            touched: bool = yield from self._touch_steps(sid, lifetime)
+            return touched
+        key = self._key(sid)
+        for _ in range(_UPDATE_TRIES):
+            try:
+                (current,) = yield ("send", [("GET", key)])
+            except self._refused as error:
+                if not _wrong_type(error):
+                    raise
+                self._foreign([key])
+                return False
+            data = self._decode(current)
+            if data is None:
+                if current is None:
+                    self._forget(sid)
+                else:
+                    self._foreign([key])
+                return False
+            before = self._stored_index(data)
+            apply_changes(data, changes, gone)
+            _, blob, lifetime_ms = self._encode(sid, data, lifetime)
+            index = self._index_of(data)
+            commands = self._join(index, sid, lifetime_ms) if index is not None else []
+            at = len(commands)
+            digest = hashlib.sha1(_as_bytes(current), usedforsecurity=False).hexdigest()
+            commands.append(("EVAL", _SWAP, 1, key, digest, blob, lifetime_ms))
+            self._forget(sid)  # until the write is known to have landed
+            replies = yield ("send", commands)
+            reply = int(replies[at])
+            if reply == _CHANGED:
+                continue
+            if reply == _FOREIGN:
+                self._foreign([key])
+                return False
+            if reply == 1:
+                if before is not None and before != index:
+                    yield ("send", [("ZREM", before, sid)])
+                self._remember(sid, index)
+            return reply == 1
+        raise StoreUnavailable(
+            f"Redis at {self._where}: session {redact(sid)} changed by other writes "
+            f"{_UPDATE_TRIES} times while an update was written; not written"
+        )
 
     def _rename_steps(
         self, old: object, new: str, data: dict[str, Any], ttl: float | None

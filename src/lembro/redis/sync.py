@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from ..protocol import AsyncSessionStore, Stats
@@ -123,6 +124,30 @@ class RedisStore(RedisCore):
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
         return self._run("replace", sid, self._write_steps(sid, data, ttl, "XX"), False)
+
+    def update(
+        self,
+        sid: str,
+        changes: dict[str, Any],
+        deleted: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bool:
+        """Apply ``changes`` (top-level keys set) and ``deleted`` (top-level keys
+        removed) to session ``sid`` as it is now, and give it a new lifetime of ``ttl``
+        seconds: what a request that changed some keys writes back, so that requests of
+        one session that change different keys never undo each other's changes.
+        ``False``, and nothing written, when ``sid`` is absent: a destroyed session is
+        never recreated. With no change, a :meth:`touch`.
+
+        A GET, then a script that writes the changed session only if it is still the one
+        read (with ``owner_key``, pipelined with the owner's set's upkeep, and one more
+        round trip when the owner changed): one round trip more than :meth:`set`, and
+        again while other writes of the session land in between, at most 16 times
+        (then ``StoreUnavailable``). One key, so the same on a cluster. Raises
+        ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
+        is written, as :meth:`set`.
+        """
+        return self._run("update", sid, self._update_steps(sid, changes, deleted, ttl), False)
 
     def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Move session ``old`` to the id ``new`` (a fresh one), holding ``data`` for

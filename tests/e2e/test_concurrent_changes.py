@@ -1,0 +1,341 @@
+"""Overlapping requests of one session never lose each other's changes (issue 28), under
+real servers: Flask and Django under gunicorn with threads, Starlette and Litestar under
+uvicorn, each on a MemoryStore and on a real redis-server.
+
+Each round sends 8 requests of one session at once; each view waits a few ms after the
+session was loaded, so they all hold the session before any writes it back. Each sets a
+key of its own, or appends to a list of its own in place (never assigning it). After
+every round, every request's change is there.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ..redis_server import RedisServer
+from .procs import Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+WRITERS = 8
+ROUNDS = 20
+
+STORE = """
+import os
+from lembro import MemoryStore, RedisStore
+
+_url = os.environ.get("REDIS_URL")
+store = RedisStore(_url, prefix=os.environ["PREFIX"]) if _url else MemoryStore("16M", None)
+"""
+
+FLASK_APP = (
+    STORE
+    + """
+import time
+from flask import Flask, jsonify, session
+from lembro.flask import Lembro
+
+app = Flask(__name__)
+app.secret_key = "a test key"
+Lembro(app, store)
+
+
+@app.get("/")
+def ready():
+    return "ok"
+
+
+@app.post("/start/<int:writers>")
+def start(writers):
+    for i in range(writers):
+        session[f"cart{i}"] = []
+    return "ok"
+
+
+@app.post("/set/<int:i>/<int:value>")
+def set_key(i, value):
+    time.sleep(0.005)
+    session[f"k{i}"] = value
+    return "ok"
+
+
+@app.post("/append/<int:i>/<int:value>")
+def append(i, value):
+    cart = session[f"cart{i}"]
+    time.sleep(0.005)
+    cart.append(value)
+    return "ok"
+
+
+@app.get("/read")
+def read():
+    return jsonify(dict(session))
+"""
+)
+
+ASGI_APP = (
+    STORE
+    + """
+import asyncio
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from lembro.starlette import SessionMiddleware
+
+
+async def ready(request):
+    return PlainTextResponse("ok")
+
+
+async def start(request):
+    for i in range(request.path_params["writers"]):
+        request.session[f"cart{i}"] = []
+    return PlainTextResponse("ok")
+
+
+async def set_key(request):
+    await asyncio.sleep(0.005)
+    request.session[f"k{request.path_params['i']}"] = request.path_params["value"]
+    return PlainTextResponse("ok")
+
+
+async def append(request):
+    cart = request.session[f"cart{request.path_params['i']}"]
+    await asyncio.sleep(0.005)
+    cart.append(request.path_params["value"])
+    return PlainTextResponse("ok")
+
+
+async def read(request):
+    return JSONResponse(dict(request.session))
+
+
+app = Starlette(
+    routes=[
+        Route("/", ready),
+        Route("/start/{writers:int}", start, methods=["POST"]),
+        Route("/set/{i:int}/{value:int}", set_key, methods=["POST"]),
+        Route("/append/{i:int}/{value:int}", append, methods=["POST"]),
+        Route("/read", read),
+    ]
+)
+app.add_middleware(SessionMiddleware, secret_key="a test key", store=store)
+"""
+)
+
+
+DJANGO_APP = """
+import os
+import time
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+
+_url = os.environ.get("REDIS_URL")
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="a test key",
+    ALLOWED_HOSTS=["127.0.0.1"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=["lembro.django.LembroConfig"],
+    MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+    SESSION_ENGINE="lembro.django",
+    SESSION_COOKIE_NAME="session",
+    LEMBRO=(
+        {"STORE": "redis", "URL": _url, "PREFIX": os.environ["PREFIX"]}
+        if _url
+        else {"STORE": "memory", "INTERVAL": 0}
+    ),
+)
+
+
+def ready(request):
+    return HttpResponse("ok")
+
+
+def start(request, writers):
+    for i in range(writers):
+        request.session[f"cart{i}"] = []
+    return HttpResponse("ok")
+
+
+def set_key(request, i, value):
+    request.session.get("cart0")  # the session is loaded before the wait
+    time.sleep(0.005)
+    request.session[f"k{i}"] = value
+    return HttpResponse("ok")
+
+
+def append(request, i, value):
+    cart = request.session[f"cart{i}"]
+    time.sleep(0.005)
+    cart.append(value)  # in place, and modified is never set
+    return HttpResponse("ok")
+
+
+def read(request):
+    return JsonResponse(dict(request.session.items()))
+
+
+urlpatterns = [
+    path("", ready),
+    path("start/<int:writers>", start),
+    path("set/<int:i>/<int:value>", set_key),
+    path("append/<int:i>/<int:value>", append),
+    path("read", read),
+]
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+app = get_wsgi_application()
+"""
+
+LITESTAR_APP = (
+    STORE
+    + """
+import asyncio
+from typing import Any
+
+from litestar import Litestar, Request, get, post
+from lembro.litestar import LembroSessionConfig, LembroStore
+
+
+@get("/")
+async def ready() -> str:
+    return "ok"
+
+
+@post("/start/{writers:int}", status_code=200)
+async def start(request: Request[Any, Any, Any]) -> str:
+    for i in range(request.path_params["writers"]):
+        request.session[f"cart{i}"] = []
+    return "ok"
+
+
+@post("/set/{i:int}/{value:int}", status_code=200)
+async def set_key(request: Request[Any, Any, Any]) -> str:
+    await asyncio.sleep(0.005)
+    request.session[f"k{request.path_params['i']}"] = request.path_params["value"]
+    return "ok"
+
+
+@post("/append/{i:int}/{value:int}", status_code=200)
+async def append(request: Request[Any, Any, Any]) -> str:
+    cart = request.session[f"cart{request.path_params['i']}"]
+    await asyncio.sleep(0.005)
+    cart.append(request.path_params["value"])
+    return "ok"
+
+
+@get("/read")
+async def read(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return dict(request.session)
+
+
+app = Litestar(
+    route_handlers=[ready, start, set_key, append, read],
+    middleware=[LembroSessionConfig().middleware],
+    stores={"sessions": LembroStore(store)},
+)
+"""
+)
+
+APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP, "litestar": LITESTAR_APP}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "flask-memory",
+        "flask-redis",
+        "starlette-memory",
+        "starlette-redis",
+        "django-memory",
+        "django-redis",
+        "litestar-memory",
+        "litestar-redis",
+    ],
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The app served by gunicorn (8 threads, one worker; Flask, Django) or uvicorn, on a
+    MemoryStore or
+    the test session's redis-server (under a prefix of its own)."""
+    framework, kind = request.param.split("-")
+    directory = tmp_path_factory.mktemp(request.param)
+    (directory / "app.py").write_text(APPS[framework])
+    env = {"PREFIX": f"lembro-e2e:{uuid.uuid4().hex[:12]}:"}
+    if kind == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        env["REDIS_URL"] = redis.url
+    port = free_port()
+    if framework in ("flask", "django"):
+        args = ["-m", "gunicorn", "-w", "1", "--threads", str(WRITERS), "app:app"]
+        args += ["-b", f"127.0.0.1:{port}"]
+    else:
+        args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = Server(args, directory, port, env, name=framework)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def new_session(server: Server) -> dict[str, str]:
+    """A new session with an empty cart per writer; the cookie that names it."""
+    response = httpx.post(f"{server.url}/start/{WRITERS}", timeout=10)
+    assert response.status_code == 200
+    cookie = response.cookies.get("session")
+    assert cookie
+    return {"Cookie": f"session={cookie}"}
+
+
+def overlapping(server: Server, cookie: dict[str, str], paths: list[str]) -> None:
+    """Send one request per path at once, each on a connection of its own; all succeed."""
+    start = threading.Barrier(len(paths))
+    statuses: list[int] = []
+
+    def send(path: str) -> None:
+        with httpx.Client(timeout=30) as client:
+            start.wait()
+            statuses.append(client.post(server.url + path, headers=cookie).status_code)
+
+    threads = [threading.Thread(target=send, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * len(paths)
+
+
+def read(server: Server, cookie: dict[str, str]) -> dict[str, object]:
+    response = httpx.get(server.url + "/read", headers=cookie, timeout=10)
+    assert response.status_code == 200
+    data: dict[str, object] = response.json()
+    return data
+
+
+def test_overlapping_requests_that_set_their_own_keys_lose_none(server: Server) -> None:
+    cookie = new_session(server)
+    for round_ in range(ROUNDS):
+        overlapping(server, cookie, [f"/set/{i}/{round_}" for i in range(WRITERS)])
+        keys = {key: value for key, value in read(server, cookie).items() if key[0] == "k"}
+        assert keys == {f"k{i}": round_ for i in range(WRITERS)}, f"round {round_}"
+
+
+def test_overlapping_in_place_appends_lose_none(server: Server) -> None:
+    cookie = new_session(server)
+    for round_ in range(ROUNDS):
+        overlapping(server, cookie, [f"/append/{i}/{round_}" for i in range(WRITERS)])
+        carts = read(server, cookie)
+        assert carts == {f"cart{i}": list(range(round_ + 1)) for i in range(WRITERS)}, (
+            f"round {round_}"
+        )
