@@ -4,7 +4,6 @@ refers to is collected and its thread ends. Started by the store, never on impor
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -12,9 +11,9 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Tended", "next_due", "start"]
+from ._log import log
 
-log = logging.getLogger("lembro")
+__all__ = ["Tended", "next_due", "start"]
 
 
 class Tended(Protocol):

@@ -22,7 +22,6 @@ them and removed with the last: nothing here acts when lembro is imported.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import signal
 import threading
@@ -31,9 +30,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Hooked", "attach", "detach", "installed"]
+from ._log import log
 
-log = logging.getLogger("lembro")
+__all__ = ["Hooked", "attach", "detach", "installed"]
 
 
 class Hooked(Protocol):

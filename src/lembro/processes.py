@@ -62,7 +62,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import logging
 import os
 import re
 import socket
@@ -72,12 +71,12 @@ import tempfile
 import threading
 from collections.abc import Collection, Sequence
 
+from ._log import log
 from .errors import InvalidOption, SeveralProcesses
 from .snapshot import pid_alive
 
 __all__ = ["POLICIES", "check", "policy", "runtime_dir"]
 
-log = logging.getLogger("lembro")
 
 #: The values ``LEMBRO_SEVERAL_PROCESSES`` accepts.
 POLICIES = ("error", "refuse", "ignore")

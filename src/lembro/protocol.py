@@ -7,10 +7,9 @@ these methods, never to a store's internals.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from .errors import InvalidOption
 
@@ -270,45 +269,45 @@ class _ThreadAsync(_InlineAsync):
     """An async face for a blocking store: each call runs in a worker thread."""
 
     async def get(self, sid: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.sync.get, sid)
+        return await _in_thread(self.sync.get, sid)
 
     async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-        await asyncio.to_thread(self.sync.set, sid, data, ttl)
+        await _in_thread(self.sync.set, sid, data, ttl)
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
-        return await asyncio.to_thread(self.sync.replace, sid, data, ttl)
+        return await _in_thread(self.sync.replace, sid, data, ttl)
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
-        return await asyncio.to_thread(self.sync.touch, sid, ttl)
+        return await _in_thread(self.sync.touch, sid, ttl)
 
     async def destroy(self, sid: str) -> bool:
-        return await asyncio.to_thread(self.sync.destroy, sid)
+        return await _in_thread(self.sync.destroy, sid)
 
     async def sessions_of(self, owner: str | int) -> list[str]:
         method = _owner_method(self.sync, "sessions_of")
-        ids: list[str] = await asyncio.to_thread(method, owner)
+        ids: list[str] = await _in_thread(method, owner)
         return ids
 
     async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         method = _owner_method(self.sync, "destroy_sessions_of")
-        ended: int = await asyncio.to_thread(method, owner, keep)
+        ended: int = await _in_thread(method, owner, keep)
         return ended
 
     async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
         method = _optional_method(self.sync, "renew")
-        data: dict[str, Any] | None = await asyncio.to_thread(method, sid, ttl)
+        data: dict[str, Any] | None = await _in_thread(method, sid, ttl)
         return data
 
     async def time_left(self, sid: str) -> float | None:
         method = _optional_method(self.sync, "time_left")
-        left: float | None = await asyncio.to_thread(method, sid)
+        left: float | None = await _in_thread(method, sid)
         return left
 
     async def rename(
         self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
     ) -> bool:
         method = _optional_method(self.sync, "rename")
-        renamed: bool = await asyncio.to_thread(method, old, new, data, ttl)
+        renamed: bool = await _in_thread(method, old, new, data, ttl)
         return renamed
 
     async def update(
@@ -319,29 +318,29 @@ class _ThreadAsync(_InlineAsync):
         ttl: float | None = None,
     ) -> bool:
         method = _optional_method(self.sync, "update")
-        updated: bool = await asyncio.to_thread(method, sid, changes, deleted, ttl)
+        updated: bool = await _in_thread(method, sid, changes, deleted, ttl)
         return updated
 
     async def all(self) -> dict[str, dict[str, Any]]:
-        return await asyncio.to_thread(self.sync.all)
+        return await _in_thread(self.sync.all)
 
     async def clear(self) -> None:
-        await asyncio.to_thread(self.sync.clear)
+        await _in_thread(self.sync.clear)
 
     async def purge(self) -> int:
-        return await asyncio.to_thread(self.sync.purge)
+        return await _in_thread(self.sync.purge)
 
     async def stats(self) -> Stats:
-        return await asyncio.to_thread(self.sync.stats)
+        return await _in_thread(self.sync.stats)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.sync.close)
+        await _in_thread(self.sync.close)
 
     async def length(self) -> int:
-        return await asyncio.to_thread(len, self.sync)
+        return await _in_thread(len, self.sync)
 
     async def contains(self, sid: str) -> bool:
-        return await asyncio.to_thread(self.sync.__contains__, sid)
+        return await _in_thread(self.sync.__contains__, sid)
 
 
 def _owner_method(store: object, name: str) -> Any:
@@ -388,3 +387,16 @@ def as_async(store: SessionStore | AsyncSessionStore) -> AsyncSessionStore:
     if getattr(store, "blocking", True) is False:
         return _InlineAsync(store)
     return _ThreadAsync(store)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def _in_thread(func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``asyncio.to_thread``, with asyncio imported when first awaited: an app that awaits
+    has it already, and ``import lembro`` must not pull it in (it imports logging, which
+    registers an exit hook)."""
+    import asyncio
+
+    return await asyncio.to_thread(func, *args, **kwargs)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import math
 import os
 import secrets
@@ -34,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from ._log import log
 from .errors import InvalidOption
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "write_snapshot",
 ]
 
-log = logging.getLogger("lembro")
 
 _MAGIC = b"LEMBRO-SNAPSHOT2"
 _FRAME = 8  # a frame's length and CRC-32, 4 bytes each, big-endian

@@ -121,3 +121,26 @@ def test_hooks_come_with_the_stores_that_need_them_and_go_with_them(tmp_path: Pa
     result = probe(tmp_path, A_STORE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
+
+
+def test_import_lembro_alone_registers_no_exit_hook_even_through_what_it_imports(
+    tmp_path: Path,
+) -> None:
+    """The core imports neither logging nor asyncio until they are used: each registers an
+    exit hook when imported, which an app that imports lembro first would get from us."""
+    code = (
+        "import atexit, signal, sys\n"
+        "handler, hooks = signal.getsignal(signal.SIGTERM), atexit._ncallbacks()\n"
+        "import lembro\n"
+        "assert (signal.getsignal(signal.SIGTERM), atexit._ncallbacks()) == (handler, hooks)\n"
+        "assert 'logging' not in sys.modules and 'asyncio' not in sys.modules\n"
+        "store = lembro.MemoryStore('1M', None)\n"
+        "store.set('a' * 43, {'n': 1})\n"
+        "assert store.get('a' * 43) == {'n': 1}\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"

@@ -9,7 +9,6 @@ process-wide hooks (``lembro.hooks``) and the several-processes check
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
@@ -20,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import background, hooks, processes
+from .._log import log
 from ..checks import (
     apply_changes,
     check_changes,
@@ -49,7 +49,6 @@ from .table import SMALL, SessionTable
 
 __all__ = ["MemoryStore"]
 
-log = logging.getLogger("lembro")
 
 # A snapshot file larger than this many times max_size is not read: a store's own snapshot
 # is smaller than the store (a session's overhead in memory is far above its bytes on disk).
