@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -30,6 +30,7 @@ from lembro import (
 from lembro.ids import new_session_id
 
 from ..conftest import FakeClock
+from .lifetimes import ShortLives
 
 T = TypeVar("T")
 
@@ -113,7 +114,7 @@ class SyncFace:
         return self._run(self.store.contains(sid))
 
 
-class Backend:
+class Backend(ShortLives):
     """Makes stores of one kind for a test, lets time pass for them, and cleans up."""
 
     def __init__(self, kind: str, clock: FakeClock, url: str | None) -> None:
@@ -150,8 +151,7 @@ class Backend:
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass: on the fake clock, or really (kept under a second)."""
-        if self._first_wait is None:
-            self._first_wait = time.monotonic()
+        self._note_first_wait()
         if self.kind == "memory":
             self.clock.advance(seconds)
         else:
@@ -164,23 +164,6 @@ class Backend:
         deadline = time.monotonic() + 1.0
         while any(sid in store for sid in sids) and time.monotonic() < deadline:
             time.sleep(0.01)
-
-    def in_time(self, scenario: Callable[[], None]) -> None:
-        """Run ``scenario``, which checks sessions of lifetime ``self.short`` alive before
-        its first wait. For Redis real time passes: when the scenario fails and more than
-        that lifetime had passed before its first wait, the loaded machine stalled between
-        a write and its check, which then showed nothing either way; so it runs again, with
-        lifetimes five times as long (twice at most). A failure in time is a failure."""
-        for attempt in range(3):
-            started, self._first_wait = time.monotonic(), None
-            try:
-                scenario()
-                return
-            except AssertionError:
-                checked = self._first_wait or time.monotonic()
-                if self.kind == "memory" or attempt == 2 or checked - started <= self.short:
-                    raise
-            self.short *= 5
 
     def close(self) -> None:
         for store in self.stores:

@@ -13,7 +13,7 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from lembro.ids import new_session_id
 
 from ..conftest import FakeClock, start_redis_server
 from ..redis_server import RedisServer
+from .lifetimes import ShortLives
 
 SHORT = 0.2  # seconds: a lifetime tests wait out
 LONG = 60.0  # seconds: a lifetime no test outlives
@@ -74,7 +75,7 @@ class AsyncFace:
         self.loop.close()
 
 
-class Binding:
+class Binding(ShortLives):
     """Makes stores of one kind, lets time pass for them, and cleans up after the test."""
 
     def __init__(self, kind: str, clock: FakeClock, url: str | None) -> None:
@@ -118,8 +119,7 @@ class Binding:
 
     def wait_expired(self, store: Any, *sids: str) -> None:
         """Let ``self.short`` seconds pass, and for Redis poll until it has expired ``sids``."""
-        if self._first_wait is None:
-            self._first_wait = time.monotonic()
+        self._note_first_wait()
         if self.kind == "memory":
             self.clock.advance(self.short)
             return
@@ -127,23 +127,6 @@ class Binding:
         deadline = time.monotonic() + 2.0
         while any(sid in store for sid in sids) and time.monotonic() < deadline:
             time.sleep(0.01)
-
-    def in_time(self, scenario: Callable[[], None]) -> None:
-        """Run ``scenario``, which checks sessions of lifetime ``self.short`` alive before
-        its first wait. For Redis real time passes: when the scenario fails and more than
-        that lifetime had passed before its first wait, the loaded machine stalled between
-        a write and its check, which then showed nothing either way; so it runs again, with
-        lifetimes five times as long (twice at most). A failure in time is a failure."""
-        for attempt in range(3):
-            started, self._first_wait = time.monotonic(), None
-            try:
-                scenario()
-                return
-            except AssertionError:
-                checked = self._first_wait or time.monotonic()
-                if self.kind == "memory" or attempt == 2 or checked - started <= self.short:
-                    raise
-            self.short *= 5
 
     def raw_keys(self, store: Any) -> list[bytes] | None:
         """Every key under a Redis store's prefix, owner sets included (None: not Redis)."""
