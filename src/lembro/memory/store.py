@@ -615,12 +615,12 @@ class MemoryStore:
         with self._lock:
             table = self._table
             log.debug("prune start: %s in %d sessions", format_size(self.size), len(table))
-            table.resize_eviction()
             if len(table) <= SMALL:
                 evicted = table.prune_small(keep)
-                self._forced_compaction_locked()
+                table.start_compaction()
                 self._log_prune(evicted)
                 return evicted
+            table.resize_eviction()
         evicted = 0
         done = False
         for attempt in range(3):
@@ -639,7 +639,7 @@ class MemoryStore:
             if done:
                 break
         with self._lock:
-            self._forced_compaction_locked()
+            self._table.start_compaction()
         self._log_prune(evicted)
         return evicted
 
@@ -657,12 +657,6 @@ class MemoryStore:
             if done:
                 return evicted, True
         return evicted, False
-
-    def _forced_compaction_locked(self) -> None:
-        """Start dropping the records a prune flagged, so the size reaches its target."""
-        expiry = self._table.expiry
-        if expiry.stale:
-            expiry.start_compaction()
 
     def _log_prune(self, evicted: int) -> None:
         log.debug("prune end: %s, %d evicted", format_size(self.size), evicted)

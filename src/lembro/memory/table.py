@@ -307,6 +307,12 @@ class SessionTable:
         self.expired += removed
         return removed, taken == limit
 
+    def start_compaction(self) -> None:
+        """Start dropping every flagged record, however few (a prune ends with this, so
+        the size reaches its target); ``compact_step`` does the work."""
+        if self.expiry.stale:
+            self.expiry.start_compaction()
+
     def compact_step(self, limit: int) -> bool:
         """Drop flagged records, up to ``limit`` records looked at; start a compaction
         when they outnumber the live. Return whether more is left to do."""
