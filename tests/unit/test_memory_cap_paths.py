@@ -105,3 +105,19 @@ def test_a_cap_that_holds_one_session_is_accepted_and_holds_it() -> None:
     with MemoryStore(1024, None) as store:
         store.set(sid_of(1), {})
         assert store.get(sid_of(1)) == {}
+
+
+def test_the_store_itself_costs_a_few_kib_beside_its_cap() -> None:
+    """README: ``max_size`` bounds what the sessions cost; the store itself (its lock,
+    table, indexes, purge thread) costs a few KiB beside, whatever it holds."""
+    MemoryStore("1M", 60).close()  # what the first store imports, imported before counting
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        store = MemoryStore("1M", 60)
+        cost = tracemalloc.get_traced_memory()[0] - base
+        store.close()
+    finally:
+        tracemalloc.stop()
+    assert 0 < cost < 16 * 1024, f"an empty store costs {cost} bytes"
