@@ -88,6 +88,7 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
 
 def test_a_ratio_is_the_median_of_the_ratios_repeat_by_repeat() -> None:
     from benchmarks.harness import Row, Timings
+
     # The machine slowed down tenfold in the third repeat, for both stores alike.
     timings = Timings({"mine": [1.2, 2.0, 12.0], "floor": [1.0, 1.0, 10.0]})
     row = Row.timed("get", "µs", timings, ["mine", "floor", "absent"])

@@ -288,6 +288,42 @@ def test_the_async_store_hears_a_planned_failover_too(
         check.close()
 
 
+def test_a_connection_that_reached_the_former_primary_across_the_switch_is_not_used_again(
+    sentinel: SentinelSetup, heard: Heard
+) -> None:
+    # A connection the pool hands out while the switch is heard is not connected yet when
+    # the listener drops the pool's connections; it then reaches the address it looked up
+    # before the switch. Back in the pool, it must not carry the next write there.
+    sid = new_session_id()
+    ports: list[int] = []
+
+    async def main() -> None:
+        store = AsyncRedisStore(sentinel.url, socket_timeout=1.0, connect_timeout=1.0)
+        try:
+            await store.set(new_session_id(), {"user": "first"})  # starts the listener
+            pool = store.client.connection_pool
+            former = pool.master_address
+            stray = pool.get_available_connection()
+            ports.extend(await asyncio.to_thread(sentinel.switch))
+            deadline = time.monotonic() + 30
+            while not heard.moments:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await stray.connect_to(former)
+            await pool.release(stray)
+            await store.set(sid, {"user": "after"})
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    old, new = ports
+    with RedisStore(sentinel.url) as check, redis.Redis(port=new) as primary:
+        assert primary.exists(check.prefix + sid)
+        sentinel.demote(old, new)
+        assert check.get(sid) == {"user": "after"}
+        check.clear()
+
+
 def test_durable_logouts_under_a_planned_failover_never_come_back(
     sentinel: SentinelSetup,
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-APP = '''
+APP = """
 from flask import Flask
 from lembro.flask import Lembro, regenerate, session
 
@@ -22,7 +22,7 @@ def login() -> str:
     regenerate()
     session["user"] = "alice"
     return "ok"
-'''
+"""
 
 
 @pytest.mark.slow

@@ -101,9 +101,7 @@ def test_a_snapshot_from_another_serializer_is_not_loaded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "s.snap"
-    with MemoryStore(
-        "1M", None, snapshot=path, serializer="pickle", trust_pickle=True
-    ) as first:
+    with MemoryStore("1M", None, snapshot=path, serializer="pickle", trust_pickle=True) as first:
         first.set("a", SESSION)
     with MemoryStore("1M", None, snapshot=path, serializer="json") as second:
         assert len(second) == 0

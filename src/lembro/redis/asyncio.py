@@ -233,6 +233,7 @@ class _Listener:
         self._primary = primary
         self._stopped = False
         self._pubsub: Any = None
+        _release_to_the_primary_only(pool)
         self.loop = asyncio.get_running_loop()
         self._task = self.loop.create_task(
             self._listen(), name=f"lembro-sentinel-{pool.service_name}"
@@ -299,6 +300,28 @@ class _Listener:
             await _drop_all(pool)
         finally:
             self._primary.moved(before, new, "Sentinel announced it")
+
+
+def _release_to_the_primary_only(pool: Any) -> None:
+    """Make ``pool`` close a connection released to it while connected elsewhere than the
+    primary it last looked up, as the blocking Sentinel pool does: a connection the pool
+    handed out just before a switch can finish connecting to the former primary after
+    :func:`_drop_all` ran, and would carry later commands there. Done once per pool, for
+    the pool's life (every user of it is better for it)."""
+    release = pool.release
+    if getattr(release, "_lembro_checks_the_primary", False):
+        return
+
+    async def release_to_the_primary(connection: Any) -> None:
+        primary = pool.master_address
+        try:
+            if primary is not None and (connection.host, connection.port) != tuple(primary):
+                await connection.disconnect()
+        finally:
+            await release(connection)
+
+    release_to_the_primary._lembro_checks_the_primary = True  # type: ignore[attr-defined]
+    pool.release = release_to_the_primary
 
 
 async def _drop_all(pool: Any) -> None:
