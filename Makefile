@@ -59,7 +59,7 @@ lint: $(VENV)/.dev
 PYTEST_PARALLEL := -n auto --dist worksteal
 
 test: $(VENV)/.dev redis-server lint docs
-	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 # The documentation site, into site/; every warning is an error.
 docs: $(VENV)/.docs
