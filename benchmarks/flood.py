@@ -159,7 +159,7 @@ def flood(site: Site, clock: FakeClock, returns: int, rounds: int) -> Outcome:
 def run(config: Config) -> Section:
     """Play each scenario against each store; tabulate users lost and bots' cost."""
     logging.getLogger("lembro").setLevel(logging.ERROR)  # its one "too small" warning
-    rounds = 20 if config.quick else 100
+    rounds = 5 if config.quick else 100
     lost = Table(f"Users who lost their session over {rounds} rounds", list(STORES), STORES[0])
     cost = Table("Bot requests per user session lost", list(STORES), STORES[0])
     results: dict[tuple[str, str], Outcome] = {}

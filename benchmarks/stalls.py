@@ -1,5 +1,5 @@
 """The longest wait another thread's ``get()`` sees while one call goes through a large
-store: 300,000 sessions (10,000 in a quick run), half of them expired, with one lifetime
+store: 300,000 sessions (3,000 in a quick run), half of them expired, with one lifetime
 and with mixed ones. Every call works in steps and lets waiting threads in between, so
 no wait should come near the time the whole call takes. The last row is not a call of
 lembro's: it is the interpreter's full cyclic collection, which stops every thread for a
@@ -92,7 +92,7 @@ def waits_during(store: MemoryStore, call: Callable[[MemoryStore], object]) -> t
 
 def run(config: Config) -> Section:
     logging.getLogger("lembro").setLevel(logging.ERROR)
-    sessions = 10_000 if config.quick else 300_000
+    sessions = 3_000 if config.quick else 300_000
     runs = 1 if config.quick else 3
     modes = {"one lifetime": False, "mixed lifetimes": True}
     columns = [f"{mode}: longest get() wait" for mode in modes] + [
