@@ -298,17 +298,32 @@ def new_session(server: Server) -> dict[str, str]:
     return {"Cookie": f"session={cookie}"}
 
 
-def overlapping(server: Server, cookie: dict[str, str], paths: list[str]) -> None:
+@pytest.fixture
+def clients() -> Iterator[list[httpx.Client]]:
+    """One client per writer, each keeping its connection from round to round."""
+    made = [httpx.Client(timeout=30) for _ in range(WRITERS)]
+    try:
+        yield made
+    finally:
+        for client in made:
+            client.close()
+
+
+def overlapping(
+    server: Server, cookie: dict[str, str], paths: list[str], clients: list[httpx.Client]
+) -> None:
     """Send one request per path at once, each on a connection of its own; all succeed."""
     start = threading.Barrier(len(paths))
     statuses: list[int] = []
 
-    def send(path: str) -> None:
-        with httpx.Client(timeout=30) as client:
-            start.wait()
-            statuses.append(client.post(server.url + path, headers=cookie).status_code)
+    def send(path: str, client: httpx.Client) -> None:
+        start.wait()
+        statuses.append(client.post(server.url + path, headers=cookie).status_code)
 
-    threads = [threading.Thread(target=send, args=(path,)) for path in paths]
+    threads = [
+        threading.Thread(target=send, args=(path, client))
+        for path, client in zip(paths, clients, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -323,18 +338,22 @@ def read(server: Server, cookie: dict[str, str]) -> dict[str, object]:
     return data
 
 
-def test_overlapping_requests_that_set_their_own_keys_lose_none(server: Server) -> None:
+def test_overlapping_requests_that_set_their_own_keys_lose_none(
+    server: Server, clients: list[httpx.Client]
+) -> None:
     cookie = new_session(server)
     for round_ in range(ROUNDS):
-        overlapping(server, cookie, [f"/set/{i}/{round_}" for i in range(WRITERS)])
+        overlapping(server, cookie, [f"/set/{i}/{round_}" for i in range(WRITERS)], clients)
         keys = {key: value for key, value in read(server, cookie).items() if key[0] == "k"}
         assert keys == {f"k{i}": round_ for i in range(WRITERS)}, f"round {round_}"
 
 
-def test_overlapping_in_place_appends_lose_none(server: Server) -> None:
+def test_overlapping_in_place_appends_lose_none(
+    server: Server, clients: list[httpx.Client]
+) -> None:
     cookie = new_session(server)
     for round_ in range(ROUNDS):
-        overlapping(server, cookie, [f"/append/{i}/{round_}" for i in range(WRITERS)])
+        overlapping(server, cookie, [f"/append/{i}/{round_}" for i in range(WRITERS)], clients)
         carts = read(server, cookie)
         assert carts == {f"cart{i}": list(range(round_ + 1)) for i in range(WRITERS)}, (
             f"round {round_}"
