@@ -12,6 +12,8 @@ from lembro import MemoryStore
 pytestmark = pytest.mark.e2e
 
 IDS = [f"s{i:042d}" for i in range(400)]
+# Each fork lands somewhere in a write, a touch, a destroy or a purge of the thread.
+FORKS = 150
 
 
 def child_is_whole(store: MemoryStore) -> bool:
@@ -51,7 +53,7 @@ def test_forks_taken_while_a_thread_writes_give_whole_stores() -> None:
     thread.start()
     failed = 0
     try:
-        for _ in range(300):
+        for _ in range(FORKS):
             pid = os.fork()
             if pid == 0:  # the child: answer with the exit code, skip pytest's teardown
                 code = 1
@@ -64,6 +66,6 @@ def test_forks_taken_while_a_thread_writes_give_whole_stores() -> None:
     finally:
         stop.set()
         thread.join()
-    assert failed == 0, f"{failed} of 300 children had a torn store"
+    assert failed == 0, f"{failed} of {FORKS} children had a torn store"
     store.check()
     store.close()
