@@ -143,9 +143,42 @@ def test_a_table_that_held_many_more_sessions_is_rebuilt_small(held: int) -> Non
     for i in range(held):
         t.write(f"s{i}", b"x", NOW + 100, None, NOW, only_over_live=False)
     full = sys.getsizeof(t.sessions)
+    assert not t.rebuild_due
     for i in range(held - 10):
         t.destroy(f"s{i}", NOW)
+    assert t.rebuild_due and t.upkeep_due
+    while t.rebuild_step(16):
+        pass
+    assert not t.rebuild_due
     assert sys.getsizeof(t.sessions) < full / 2  # at most twice the slots it needs
+    assert list(t.sessions) == [f"s{i}" for i in range(held - 10, held)]
+    t.check()
+
+
+def test_sessions_added_and_removed_during_a_rebuild_keep_their_order() -> None:
+    t = table()
+    for i in range(400):
+        t.write(f"s{i}", b"x", NOW + 100, None, NOW, only_over_live=False)
+    for i in range(0, 400, 2):
+        t.destroy(f"s{i}", NOW)
+    for i in range(1, 101, 2):
+        t.destroy(f"s{i}", NOW)  # 150 left of 400: a rebuild is due
+    assert t.rebuild_step(32)  # s101..s163 (odd) copied, the rest pending
+    t.check()
+    t.destroy("s103", NOW)  # copied already
+    t.destroy("s301", NOW)  # not copied yet
+    t.write("new1", b"x", NOW + 100, None, NOW, only_over_live=False)
+    t.destroy("s105", NOW)
+    t.write("s105", b"y", NOW + 100, None, NOW, only_over_live=False)  # made again: newest
+    t.write("s107", b"z", NOW + 100, None, NOW, only_over_live=False)  # rewritten in place
+    t.check()
+    while t.rebuild_step(32):
+        t.check()
+    kept = [f"s{i}" for i in range(101, 400, 2) if i not in (103, 105, 301)]
+    assert list(t.sessions) == [*kept, "new1", "s105"]
+    assert t.read("s107", NOW) == b"z"
+    assert t.read("s105", NOW) == b"y"
+    assert not t.rebuild_due
     t.check()
 
 

@@ -477,6 +477,7 @@ class MemoryStore:
             return more
 
         self._until_done(step)
+        self._compact_in_steps()
         return ended
 
     def _owner_name(self, owner: object) -> str:
@@ -558,6 +559,7 @@ class MemoryStore:
         """Remove expired sessions now, ``batch_size`` records per hold of the lock;
         return how many. Costs O(log n) per record due."""
         removed = self._purge_in_batches()
+        self._compact_in_steps()
         with self._lock:
             self._purges += 1
         return removed
@@ -604,7 +606,13 @@ class MemoryStore:
         return evicted
 
     def _compact_in_steps(self) -> None:
-        self._until_done(lambda now: self._table.compact_step(self.batch_size))
+        """Drop flagged records, then rebuild the sessions dict, in steps, if either is due."""
+        with self._lock:
+            compact, rebuild = self._table.compaction_due, self._table.rebuild_due
+        if compact:
+            self._until_done(lambda now: self._table.compact_step(self.batch_size))
+        if rebuild or compact:
+            self._until_done(lambda now: self._table.rebuild_step(self.batch_size))
 
     def _prune_in_steps(self, keep: str | None) -> int:
         """Shrink to ``low_water * max_size``: expired sessions first, then the least

@@ -30,6 +30,40 @@ SMALL = 4096
 # Below this many sessions, the table is not worth rebuilding when sessions leave.
 _SMALL_TABLE = 64
 
+
+class _Rebuild:
+    """The sessions dict being copied into a new one in steps (a dict never shrinks).
+
+    ``pending`` is every session held when it began, oldest first, and each one added
+    since, appended; ``copy_step`` copies the ones still held (the same ``Entry``: a
+    session removed and made again is copied at its new place) into ``fresh``, in that
+    order, so ``fresh`` ends oldest first too. A session removed after its copy leaves
+    ``fresh`` as well.
+    """
+
+    __slots__ = ("at", "fresh", "pending")
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.pending = entries
+        self.fresh: dict[str, Entry] = {}
+        self.at = 0
+
+    def copy_step(self, sessions: dict[str, Entry], limit: int) -> bool:
+        """Copy up to ``limit`` pending sessions; return whether some are left."""
+        pending, fresh = self.pending, self.fresh
+        end = min(self.at + limit, len(pending))
+        for entry in pending[self.at : end]:
+            sid = entry.sid
+            if sessions.get(sid) is entry:
+                fresh[sid] = entry
+        self.at = end
+        return end < len(pending)
+
+    def removed(self, entry: Entry) -> None:
+        if self.fresh.get(entry.sid) is entry:
+            del self.fresh[entry.sid]
+
+
 # The counters a table keeps, carried over when ``clear()`` replaces it.
 _COUNTERS = (
     "hits",
@@ -54,6 +88,7 @@ class SessionTable:
     __slots__ = (
         "_most",
         "_new_entry",
+        "_rebuild",
         "budget",
         "created",
         "evicted",
@@ -80,6 +115,7 @@ class SessionTable:
         self.hits = self.misses = self.expired = self.evicted = 0
         self.created = self.logouts = self.regenerates = self.logouts_everywhere = 0
         self._most = 0  # the most sessions held since the table was last rebuilt
+        self._rebuild: _Rebuild | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -234,6 +270,8 @@ class SessionTable:
         self.sessions[sid] = entry
         if len(self.sessions) > self._most:
             self._most = len(self.sessions)
+        if self._rebuild is not None:
+            self._rebuild.pending.append(entry)
         self.budget.add_session(entry)
         if owner is not None:
             self._own(entry, owner)
@@ -249,19 +287,18 @@ class SessionTable:
 
     def _remove(self, entry: Entry) -> None:
         """Remove a held session; its record is flagged (and stays counted until the
-        index drops it). A table that held twice as many sessions as it does now is
-        rebuilt, since a dict never shrinks: so it holds at most twice their slots."""
-        sessions = self.sessions
-        del sessions[entry.sid]
+        index drops it). A table that held twice as many sessions as it does now is due
+        a rebuild (``rebuild_step``), since a dict never shrinks: so it holds at most
+        twice their slots."""
+        del self.sessions[entry.sid]
+        if self._rebuild is not None:
+            self._rebuild.removed(entry)
         self.expiry.remove(entry.record)
         self.budget.remove_session(entry)
         if self.owners is not None:
             dropped = self.owners.leave(entry)
             if dropped is not None:
                 self.budget.remove_owner(dropped)
-        if len(sessions) * 2 < self._most and self._most > _SMALL_TABLE:
-            self.sessions = dict(sessions)
-            self._most = len(sessions)
 
     def _own(self, entry: Entry, owner: str | None) -> None:
         """Make ``owner`` (``None``: no one) the owner of ``entry``; count an owner added or
@@ -287,8 +324,36 @@ class SessionTable:
     def upkeep_due(self) -> bool:
         """Whether the table is over its cap or its index needs compacting: the caller
         then runs ``purge``, ``prune`` and ``compact_step`` until they are done."""
+        return self.budget.over or self.compaction_due or self.rebuild_due
+
+    @property
+    def compaction_due(self) -> bool:
+        """Whether the expiry index is being compacted, or should be (``compact_step``)."""
         expiry = self.expiry
-        return self.budget.over or expiry.compacting or expiry.should_compact(len(self.sessions))
+        return expiry.compacting or expiry.should_compact(len(self.sessions))
+
+    @property
+    def rebuild_due(self) -> bool:
+        """Whether the sessions dict is being rebuilt, or should be: it held twice as many
+        sessions as now. ``rebuild_step`` does the work."""
+        most = self._most
+        return self._rebuild is not None or (len(self.sessions) * 2 < most and most > _SMALL_TABLE)
+
+    def rebuild_step(self, limit: int) -> bool:
+        """Copy up to ``limit`` sessions into the new sessions dict, starting a rebuild
+        when one is due, and put the new dict in place once every session is in it.
+        Return whether more is left to do."""
+        rebuild = self._rebuild
+        if rebuild is None:
+            if not self.rebuild_due:
+                return False
+            rebuild = self._rebuild = _Rebuild(list(self.sessions.values()))
+        if rebuild.copy_step(self.sessions, limit):
+            return True
+        self.sessions = rebuild.fresh
+        self._most = len(rebuild.fresh)
+        self._rebuild = None
+        return False
 
     def purge(self, now: float, limit: int) -> tuple[int, bool]:
         """Take up to ``limit`` records due by ``now``: remove the sessions that have
@@ -460,6 +525,10 @@ class SessionTable:
             if record.expires > entry.expires:
                 raise AssertionError(f"session {sid[:8]!r} is due after it expires")
             self.eviction.check(entry)
+        if self._rebuild is not None:
+            for sid, entry in self._rebuild.fresh.items():
+                if self.sessions.get(sid) is not entry:
+                    raise AssertionError(f"session {sid[:8]!r} is rebuilt but not held")
         live = self.expiry.live_records()
         if len(live) != len(entries) or {id(r) for r in live} != {id(e.record) for e in entries}:
             raise AssertionError(
