@@ -137,7 +137,8 @@ class LembroStorage(AbstractStorage):
     ``max_age`` (seconds; ``None``, the default, ends the cookie with the browser
     session). A record lives ``max_age`` seconds (``session.max_age`` if the app set it;
     the store's ``ttl`` without either) after its last use: each request that loads a
-    session renews it, and each write sends the cookie again.
+    session renews it, and with ``max_age`` each write sends the cookie again (a cookie
+    that ends with the browser is sent only when its id is new or signed anew).
 
     Errors: a cookie that is missing, malformed, badly signed, unknown or expired, and a
     stored record that no longer deserializes, all give a fresh, empty session. A store
@@ -306,8 +307,10 @@ class LembroStorage(AbstractStorage):
             return
         if not await self._write_back(sid, session, data, ttl):
             return  # destroyed since it was loaded: it stays destroyed, no cookie
-        cookie = request.get(_COOKIE) or self.signer.sign(sid)
-        self.save_cookie(response, cookie, max_age=session.max_age)
+        cookie = request.get(_COOKIE)
+        if cookie is not None and session.max_age is None:
+            return  # the same id in a cookie that ends with the browser: nothing new to say
+        self.save_cookie(response, cookie or self.signer.sign(sid), max_age=session.max_age)
 
     async def _write_back(
         self, sid: str, session: Session, data: dict[str, Any], ttl: float | None
