@@ -25,13 +25,16 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from harness import Case, Config, Section, Table, Target, measure, progress, ticks
+from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
 from requests import LEMBRO, NONE, SECRET, _cookie_from, _cost_rows, _count
 
 __all__ = ["run"]
@@ -366,6 +369,87 @@ def _on_redis(config: Config) -> tuple[list[Table], str] | None:
     return [quart, aiohttp], version
 
 
+# ---- instructions, counted by valgrind ----
+
+HERE = Path(__file__).resolve().parent
+
+# What a child under callgrind runs: this module, loaded from its file, makes
+# ``warm + n`` requests to one app.
+_COUNT = """
+import asyncio, importlib.util, logging, sys
+sys.path.insert(0, {here!r})
+spec = importlib.util.spec_from_file_location("lembro_bench_quart_aiohttp", {file!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+logging.disable(logging.CRITICAL)
+loop = asyncio.new_event_loop()
+if {framework!r} == "quart":
+    client = module.QuartClient(module.quart_app({kind!r}))
+else:
+    client = module.AiohttpClient(module.aiohttp_app({kind!r}), loop)
+async def batch():
+    for _ in range({warm} + {n}):
+        await client.get("/")
+loop.run_until_complete(batch())
+"""
+
+_VALGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+
+
+def _counting(framework: str, kind: str, n: int, warm: int) -> subprocess.Popen[str]:
+    """A child that makes ``warm + n`` requests to ``kind``'s app under callgrind."""
+    code = _COUNT.format(
+        here=str(HERE),
+        file=str(Path(__file__).resolve()),
+        framework=framework,
+        kind=kind,
+        n=n,
+        warm=warm,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE)])}
+    return subprocess.Popen(
+        [*_VALGRIND, sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _collected(process: subprocess.Popen[str]) -> int:
+    """The instructions callgrind counted in ``process``'s whole run."""
+    _out, err = process.communicate()
+    for line in err.splitlines():
+        if "Collected :" in line:
+            return int(line.split("Collected :")[1].split()[0])
+    raise RuntimeError(f"callgrind counted nothing (exit {process.returncode}): {err[-500:]}")
+
+
+def _instructions(config: Config) -> Table | None:
+    """Instructions per request of each in-process app, counted by callgrind: the same on
+    every run of one build, whatever else the machine is doing. ``None`` without
+    valgrind, or in a smoke run."""
+    if config.quick or shutil.which("valgrind") is None:
+        return None
+    n, warm = 500, 50
+    rows: list[Row] = []
+    for framework, kinds in (("quart", QUART_KINDS), ("aiohttp", AIOHTTP_KINDS)):
+        progress(f"quart_aiohttp: {framework}, instructions per request under callgrind")
+        per_request: dict[str, float] = {}
+        for kind in kinds:  # two children at once: the run and its start-up alone
+            short, long = _counting(framework, kind, 0, warm), _counting(framework, kind, n, warm)
+            per_request[kind] = (_collected(long) - _collected(short)) / n
+        base = per_request.pop(NONE)
+        values: dict[str, float | None] = {
+            kind: count - base for kind, count in per_request.items()
+        }
+        rows.append(Row(f"{framework}: session cost per request", "instructions", values))
+    columns = [LEMBRO, *[k for k in QUART_KINDS + AIOHTTP_KINDS if k not in (NONE, LEMBRO)]]
+    table = Table("Instructions per request, counted by valgrind (callgrind)", columns, LEMBRO)
+    table.rows += rows
+    return table
+
+
 # ---- the section ----
 
 
@@ -379,6 +463,9 @@ def run(config: Config) -> Section:
     on_redis = _on_redis(config)
     if on_redis is not None:
         tables += on_redis[0]
+    counted = _instructions(config)
+    if counted is not None:
+        tables.append(counted)
     notes = [
         "Session cost: time per request over the same app with no sessions, both timed in "
         "the same repeat; a ratio of two backends is the median of their cost ratios repeat "
@@ -390,6 +477,12 @@ def run(config: Config) -> Section:
         "with its client's get, setex and delete on a dict, so its cost is quart-session's "
         "own (JSON with tags, the cookie); it signs no id by default (uuid4 in the cookie).",
     ]
+    if counted is not None:
+        notes.append(
+            "Instructions (when valgrind is installed): each app in a child process under "
+            "callgrind, 550 requests less 50, over 500; cost over the same app with no "
+            "sessions, as in the Flask and Starlette instruction counts."
+        )
     if on_redis is not None:
         notes.append(
             f"On Redis: one redis-server {on_redis[1]} on 127.0.0.1 started for the run, "
