@@ -43,6 +43,15 @@ SECTION_STORES = {
         "Django signed_cookies",
         "Django db (SQLite)",
     ),
+    # Quart's and aiohttp's sessions beside lembro's, in process and on Redis.
+    "quart_aiohttp": (
+        "Quart cookie",
+        "quart-session (dict backend)",
+        "aiohttp-session SimpleCookieStorage",
+        "aiohttp-session EncryptedCookieStorage",
+        "quart-session redis",
+        "aiohttp-session RedisStorage",
+    ),
     "flood": ("lembro MemoryStore", "cachelib SimpleCache", "cachetools TLRUCache"),
     "stalls": ("one lifetime: longest get() wait", "mixed lifetimes: longest get() wait"),
 }
@@ -58,6 +67,10 @@ SECTION_TEXT = {
         "[2 RT: GET, SET]",
     ),
     "requests": ("session cost per request (µs)", "Starlette under uvicorn (requests/s)"),
+    "quart_aiohttp": (
+        "Quart: lembro's cost at most half of every peer's",
+        "aiohttp: lembro's cost at most half of every peer's",
+    ),
     "flood": ("Bot requests per user session lost",),
     "stalls": ("destroy_sessions_of()",),
 }
