@@ -1718,6 +1718,10 @@ class RedisCore:
             return None
         if header is None:
             header = Header(now_ms, now_ms, now_ms, 0, None, None)
+        expires = now_ms + left_ms
+        if header.absolute_end:
+            # PTTL was read a moment before now_ms: never report a time past the end.
+            expires = min(expires, header.absolute_end)
         owner = None
         if self.owner_key is not None:
             value_of = data.get(self.owner_key)
@@ -1729,7 +1733,7 @@ class RedisCore:
             created=record.as_datetime(header.created),
             renewed=record.as_datetime(header.renewed),
             last_seen=record.as_datetime(header.last_seen),
-            expires=record.as_datetime(now_ms + left_ms),
+            expires=record.as_datetime(expires),
             absolute_expires=(
                 record.as_datetime(header.absolute_end) if header.absolute_end else None
             ),
