@@ -4,12 +4,14 @@ The header in each session's own value, values written before it, the PX cap at 
 absolute end (read back with PTTL from a real server), aliases as the old id's own key,
 and the claims that one operation is one step (a logout racing a renewal never leaves a
 session behind). The shared semantics are the contract's (tests/contract). Each test
-runs on one redis-server and on a 3-primary Cluster, where a rename's two keys live in
-different slots. Times in the past are written into headers, not waited for.
+runs on one redis-server, on a 3-primary Cluster, where a rename's two keys live in
+different slots, and through Sentinel. Times in the past are written into headers, not
+waited for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,21 +21,23 @@ from typing import Any
 
 import pytest
 
-from lembro import InvalidOption, RedisStore
+from lembro import AsyncRedisStore, InvalidOption, RedisStore
 from lembro.ids import new_session_id
 from lembro.lifetimes import Device, Loaded
 from lembro.redis import record
 
 from ..redis_server import RedisServer
-from ..topologies import Cluster
+from ..topologies import Cluster, SentinelSetup
 
 MINUTE_MS = 60_000
 
 
-@pytest.fixture(params=["redis", "cluster"])
+SERVERS = {"redis": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
+
+
+@pytest.fixture(params=list(SERVERS))
 def url(request: pytest.FixtureRequest) -> str:
-    name = "redis_server" if request.param == "redis" else "redis_cluster"
-    server: RedisServer | Cluster = request.getfixturevalue(name)
+    server: RedisServer | Cluster | SentinelSetup = request.getfixturevalue(SERVERS[request.param])
     return server.url
 
 
@@ -547,3 +551,36 @@ def test_bad_rename_and_set_arguments_change_nothing(make: Callable[..., RedisSt
     with pytest.raises(InvalidOption):
         store.set(new_session_id(), {}, device=("1.2.3.4", "UA"))  # type: ignore[arg-type]
     assert store.all() == {old: {"a": 1}}
+
+
+# ---- the asyncio twin -------------------------------------------------------------------
+
+
+def test_the_async_store_has_every_lifetime_operation(url: str) -> None:
+    async def main() -> None:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        options: dict[str, Any] = {"owner_key": "user", "absolute_ttl": 60, "renew_every": 30}
+        async with AsyncRedisStore(url, prefix=prefix, **options) as store:
+            sid, new = new_session_id(), new_session_id()
+            await store.set(sid, {"user": "ana"}, device=Device(ip="192.0.2.1"))
+            loaded = await store.load(sid)
+            assert loaded is not None
+            assert (loaded.sid, loaded.data) == (sid, {"user": "ana"})
+            assert loaded.absolute_left is not None
+            assert 0 < loaded.absolute_left <= 60
+            info = await store.session_info(sid)
+            assert info is not None
+            assert (info.owner, info.ip) == ("ana", "192.0.2.1")
+            assert await store.rename(sid, new, {"user": "ana"}, reset_lifetime=False, grace=5)
+            renamed = await store.load(sid)
+            assert renamed is not None
+            assert renamed.sid == new
+            infos = await store.sessions_of("ana", info=True)
+            assert [i.id for i in infos] == [new]
+            assert infos[0].created == info.created
+            assert not await store.destroy_session_of("bob", new)
+            assert await store.destroy_session_of("ana", new)
+            assert await store.load(sid) is None
+            await store.clear()
+
+    asyncio.run(main())
