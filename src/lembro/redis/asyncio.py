@@ -131,6 +131,10 @@ class AsyncRedisStore(RedisCore):
     async def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
     @overload
     async def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    async def sessions_of(
+        self, owner: str | int, *, info: bool
+    ) -> list[str] | list[SessionInfo]: ...
     async def sessions_of(
         self, owner: str | int, *, info: bool = False
     ) -> list[str] | list[SessionInfo]:

@@ -42,7 +42,7 @@ from ..checks import (
 )
 from ..errors import InvalidOption, SerializationError, SessionTooLarge, StoreUnavailable
 from ..ids import new_session_id, redact
-from ..lifetimes import Device, Loaded, SessionInfo
+from ..lifetimes import Loaded, SessionInfo, check_device, check_grace, check_max_sessions
 from ..protocol import Stats
 from ..serializers import (
     Serializer,
@@ -297,8 +297,6 @@ _CHANGED = -2
 _HOPS = 4
 # ms after which load writes a session's last_seen again: most reads write nothing.
 _SEEN_EVERY_MS = 60_000
-# The characters of a user agent a store keeps.
-_USER_AGENT_MAX = 512
 # How many times an update reads, changes and writes before it gives up: each failed try
 # means another write of the session landed in between, so every try lets one through.
 _UPDATE_TRIES = 16
@@ -508,13 +506,6 @@ def _sentinel_nodes(url: str, hosts: str) -> list[tuple[str, int]]:
     return nodes
 
 
-def _grace(value: object, name: str) -> float:
-    """``value`` as seconds of grace, 0 or more; raises ``InvalidOption``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise InvalidOption(name, value, "seconds, 0 or more (a finite number)")
-    return float(value)
-
-
 def _maybe_seconds(value: object, name: str) -> float | None:
     return None if value is None else check_seconds(value, name)
 
@@ -593,27 +584,15 @@ class RedisOptions:
             )
         resolved = get_serializer(self.serializer)
         require_safe_serializer(resolved, "a Redis server", self.trust_pickle)
-        limit_per_user = self.max_sessions_per_user
-        if limit_per_user is not None:
-            if (
-                isinstance(limit_per_user, bool)
-                or not isinstance(limit_per_user, int)
-                or limit_per_user < 1
-            ):
-                raise InvalidOption(
-                    "max_sessions_per_user", limit_per_user, "None or a number, 1 or more"
-                )
-            if self.owner_key is None:
-                raise InvalidOption(
-                    "max_sessions_per_user",
-                    limit_per_user,
-                    "None on a store without owner_key (the limit counts an owner's sessions)",
-                )
-        grace = _grace(self.renew_grace, "renew_grace")
+        limit_per_user = check_max_sessions(
+            self.max_sessions_per_user, check_owner_key(self.owner_key)
+        )
+        grace = check_grace(self.renew_grace, "renew_grace")
         checked = {
             "absolute_ttl": _maybe_seconds(self.absolute_ttl, "absolute_ttl"),
             "renew_every": _maybe_seconds(self.renew_every, "renew_every"),
             "renew_grace": grace,
+            "max_sessions_per_user": limit_per_user,
             "ttl": check_seconds(self.ttl, "ttl"),
             "socket_timeout": check_seconds(self.socket_timeout, "socket_timeout"),
             "connect_timeout": check_seconds(self.connect_timeout, "connect_timeout"),
@@ -1058,14 +1037,10 @@ class RedisCore:
     def _device(self, device: object) -> tuple[str, ...]:
         """``device`` as a script's arguments: ``"1"`` and its four fields, or ``"0"`` and
         empty ones (keep the device known); raises ``InvalidOption`` for anything else."""
-        if device is None:
+        checked = check_device(device)
+        if checked is None:
             return ("0", "-1", "", "-1", "")
-        if not isinstance(device, Device):
-            raise InvalidOption("device", device, "None or a lembro.Device")
-        agent = device.user_agent
-        if agent is not None:
-            agent = agent[:_USER_AGENT_MAX]
-        il, ip, ul, ua = record.device_args(device.ip, agent)
+        il, ip, ul, ua = record.device_args(checked.ip, checked.user_agent)
         return ("1", il, ip.decode(), ul, ua.decode())
 
     def _get_steps(self, sid: object) -> Steps[dict[str, Any] | None]:
@@ -1125,7 +1100,7 @@ class RedisCore:
                     self._foreign([key])
                 self._forget(sid)
                 return self._missed()
-            value, now = _as_bytes(reply[0]), int(reply[1])
+            value, now, remaining = _as_bytes(reply[0]), int(reply[1]), int(reply[2])
             parsed = record.split(value)
             if isinstance(parsed, Alias):
                 if now < parsed.grace_end:
@@ -1145,6 +1120,7 @@ class RedisCore:
                 if stamped is None:  # written meanwhile: read it again
                     continue
                 value, now = _as_bytes(stamped[0]), int(stamped[1])
+                remaining = int(stamped[2])
                 parsed = record.split(value)
                 assert not isinstance(parsed, Alias)
                 header = parsed[0]
@@ -1164,7 +1140,8 @@ class RedisCore:
                     sid,
                     new,
                     blob,
-                    _ttl_ms(self.ttl),
+                    # The new id keeps the session's expiry: a renewal is no use of it.
+                    remaining if remaining > 0 else _ttl_ms(self.ttl),
                     owners,
                     reset=False,
                     grace_ms=round(self.renew_grace * 1000),
@@ -1442,7 +1419,7 @@ class RedisCore:
             raise InvalidOption("old", old, f"a session id without {SEPARATOR!r}, other than new")
         if not isinstance(reset_lifetime, bool):
             raise InvalidOption("reset_lifetime", reset_lifetime, "True or False")
-        grace = _grace(grace, "grace")
+        grace = check_grace(grace, "grace")
         device_args = self._device(device)
         index = self._index_of(data)
         moved = yield from self._move_steps(
@@ -1690,7 +1667,8 @@ class RedisCore:
         return int(reply[1]) / 1000
 
     def _session_info_steps(self, sid: object) -> Steps[SessionInfo | None]:
-        """GET and PTTL, in one round trip: what ``sid`` is (``None``: no session)."""
+        """GET and PTTL, in one round trip: what ``sid`` is (``None``: no session); an id
+        in its grace answers as its session, in one round trip more."""
         if not _is_sid(sid):
             return None
         key = self._key(sid)
@@ -1703,6 +1681,15 @@ class RedisCore:
             return None
         if blob is None or int(left) < 0:
             return None
+        alias = _alias(blob)
+        if alias is not None:  # an id in its grace answers as its session
+            if _now_ms() >= alias.grace_end:
+                return None
+            target = self._key(alias.target)
+            blob, left = yield ("send", [("GET", target), ("PTTL", target)])
+            if blob is None or int(left) < 0 or _alias(blob) is not None:
+                return None
+            sid = alias.target
         return self._info(sid, _as_bytes(blob), int(left), _now_ms())
 
     def _info(self, sid: str, value: bytes, left_ms: int, now_ms: int) -> SessionInfo | None:

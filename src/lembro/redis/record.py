@@ -252,9 +252,10 @@ return redis.call('PEXPIRE', KEYS[1], px)
 """
 )
 
-# load: KEYS[1]'s value and Redis's time, {value, now}, with last_seen written (KEEPTTL)
-# when the stored one is ARGV[1] ms old or more; nil when absent or over; -1 for another
-# app's key. A value without a header, or an alias, is returned as it is.
+# load: KEYS[1]'s value, Redis's time and the ms it has left, {value, now, pttl}, with
+# last_seen written (KEEPTTL) when the stored one is ARGV[1] ms old or more; nil when
+# absent or over; -1 for another app's key. A value without a header, or an alias, is
+# returned as it is.
 LOAD = (
     PRELUDE
     + r"""
@@ -278,13 +279,13 @@ if h then
     redis.call('SET', KEYS[1], v, 'KEEPTTL')
   end
 end
-return {v, ms(now)}
+return {v, ms(now), redis.call('PTTL', KEYS[1])}
 """
 )
 
 # A value written without a header, given one (created now, absolute end ARGV[2] ms from
 # now, 0: none) if KEYS[1] still holds it (SHA-1 ARGV[1]); its lifetime capped. The new
-# value and Redis's time, or nil when it changed meanwhile.
+# value, Redis's time and the ms it has left, or nil when it changed meanwhile.
 STAMP = (
     PRELUDE
     + r"""
@@ -301,9 +302,10 @@ v = stamp(h) .. v
 local left = redis.call('PTTL', KEYS[1])
 redis.call('SET', KEYS[1], v, 'KEEPTTL')
 if left > 0 then
-  redis.call('PEXPIRE', KEYS[1], cap(h, left, now))
+  left = cap(h, left, now)
+  redis.call('PEXPIRE', KEYS[1], left)
 end
-return {v, ms(now)}
+return {v, ms(now), left}
 """
 )
 
