@@ -1068,7 +1068,7 @@ class RedisCore:
                 if _now_ms() < alias.grace_end:
                     sid = alias.target
                     continue
-                yield from self._stolen_steps(alias)
+                yield from self._stolen_steps(sid)
                 return self._got(None)
             data = self._read(key, blob)
             if data is None:
@@ -1106,7 +1106,7 @@ class RedisCore:
                 if now < parsed.grace_end:
                     sid = parsed.target
                     continue
-                yield from self._stolen_steps(parsed)
+                yield from self._stolen_steps(sid)
                 return self._missed()
             header, blob = parsed
             data = self._read(key, blob, counted=False)
@@ -1160,10 +1160,11 @@ class RedisCore:
             return Loaded(sid, data, left)
         return self._missed()
 
-    def _stolen_steps(self, alias: Alias) -> Steps[None]:
+    def _stolen_steps(self, replaced: str) -> Steps[None]:
         """An id replaced longer ago than its grace was presented: the session it was
-        replaced by is ended, and one WARNING says so (never an id; the owner if any)."""
-        ended, data = yield from self._end_steps(alias.target, want_value=True)
+        replaced by is ended, the id's alias dropped (a later read of it finds nothing),
+        and one WARNING says so (never an id; the owner if any)."""
+        ended, data = yield from self._end_steps(replaced, want_value=True)
         owner = None
         if data is not None and self.owner_key is not None:
             with contextlib.suppress(SerializationError):
@@ -1206,6 +1207,9 @@ class RedisCore:
                     target = alias.target
                     continue
                 ended, data = True, self._decode(value)
+                owners = self._stored_index(data)
+                if owners is not None and owners != index:
+                    yield ("send", [("ZREM", owners, target)])
             elif reply == _FOREIGN:
                 self._foreign([key])
             else:
@@ -1252,7 +1256,7 @@ class RedisCore:
                     sid = alias.target
                     continue
                 if counted:
-                    yield from self._stolen_steps(alias)
+                    yield from self._stolen_steps(sid)
                     self._got(None)
                 return False, None
             data = self._read(key, blob, counted)
@@ -1620,6 +1624,7 @@ class RedisCore:
         (``record.DROP``) and that value names ``owner`` (with its ZREM, and a WAIT with
         ``wait_replicas``); read again while other writes land between."""
         index = self._owner_index(owner)
+        sid = check_session_id(sid)
         if not _is_sid(sid):
             return False
         key = self._key(sid)
@@ -1730,7 +1735,9 @@ class RedisCore:
 
     def _sessions_info_steps(self, owner: str | int) -> Steps[list[SessionInfo]]:
         """As :meth:`_sessions_of_steps`, with each member's PTTL in its MGET's round
-        trip: the owner's sessions as :class:`SessionInfo`, most recently used first."""
+        trip: the owner's sessions as :class:`SessionInfo`, most recently used first (the
+        set's order: its scores are the last uses, kept to the millisecond, where a
+        header's ``last_seen`` is kept to the minute)."""
         index = self._owner_index(owner)
         members, blobs, ttls = yield from self._fetch_steps(index, with_ttl=True)
         live, stale = self._sort_members(index, members, blobs)
@@ -1745,7 +1752,6 @@ class RedisCore:
                 info = self._info(sid, _as_bytes(blob), left, now)
                 if info is not None:
                     infos.append(info)
-        infos.sort(key=lambda info: info.last_seen, reverse=True)
         return infos
 
     def _limit_steps(self, index: str, keep: str) -> Steps[None]:
@@ -1793,8 +1799,24 @@ class RedisCore:
         return found
 
     def _len_steps(self) -> Steps[int]:
-        keys = yield ("scan", "string")
-        return len(self._own_keys(keys))
+        """SCAN, then the first bytes of each key (a GETRANGE each, one round trip per
+        batch): aliases are no sessions."""
+        keys = self._own_keys((yield ("scan", "string")))
+        sessions = yield from self._sessions_among_steps(keys)
+        return len(sessions)
+
+    def _sessions_among_steps(self, keys: list[bytes]) -> Steps[list[bytes]]:
+        """The keys among ``keys`` that hold something other than an alias (and still
+        exist)."""
+        found: list[bytes] = []
+        for batch in _batches(keys):
+            heads = yield ("send", [("GETRANGE", key, 0, len(record.ALIAS) - 1) for key in batch])
+            found.extend(
+                key
+                for key, head in zip(batch, heads, strict=True)
+                if head and not _as_bytes(head).startswith(record.ALIAS)
+            )
+        return found
 
     def _clear_steps(self) -> Steps[None]:
         """Per batch of string keys, an MGET and a DEL of those that hold a session; then
@@ -1819,8 +1841,10 @@ class RedisCore:
             self._owners.clear()
 
     def _stats_steps(self) -> Steps[Stats]:
-        """SCAN, MEMORY USAGE per key (STRLEN where MEMORY is disabled), CONFIG GET."""
+        """SCAN, MEMORY USAGE per key (STRLEN where MEMORY is disabled), CONFIG GET; the
+        sessions counted leave out aliases (as ``len``), their bytes are in ``size``."""
         keys = self._own_keys((yield ("scan", "string")))
+        sessions = yield from self._sessions_among_steps(keys)
         size = 0
         for batch in _batches(keys):
             try:
@@ -1838,7 +1862,7 @@ class RedisCore:
             users = len(self._owner_keys((yield ("scan", "zset"))))
         # Redis expires and evicts keys itself and does not count them per prefix.
         return Stats(
-            sessions=len(keys),
+            sessions=len(sessions),
             size=size,
             max_size=_max_size(config),
             expired=0,
