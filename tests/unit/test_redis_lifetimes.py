@@ -375,6 +375,22 @@ def test_get_treats_a_replaced_id_after_its_grace_as_stolen_too(
     assert store.get(new) is None
 
 
+def test_an_old_id_presented_after_a_logout_warns_of_nothing(
+    make: Callable[..., RedisStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make()
+    old, new = new_session_id(), new_session_id()
+    store.set(old, {"a": 1})
+    assert store.rename(old, new, {"a": 1}, grace=30)
+    assert store.destroy(new)  # the user logged out
+    past = redis_now_ms(store) - 1
+    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    with caplog.at_level(logging.WARNING, logger="lembro"):
+        assert store.load(old) is None
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert raw_value(store, old) is None  # the alias is gone with it
+
+
 def test_destroying_the_old_id_during_its_grace_ends_the_new_session(
     make: Callable[..., RedisStore],
 ) -> None:
@@ -449,6 +465,36 @@ def test_a_logout_racing_a_renewal_never_leaves_a_session_behind(
             assert store.get(got.sid) is None
         assert store.get(old) is None
         assert len(store.all()) == 0
+
+
+def test_a_logout_racing_a_rename_with_grace_never_leaves_a_session_behind(
+    make: Callable[..., RedisStore],
+) -> None:
+    store = make(owner_key="user")
+    for _ in range(40):
+        old, new = new_session_id(), new_session_id()
+        store.set(old, {"user": "ana"})
+        start = threading.Barrier(2)
+        renamed: list[bool] = []
+
+        def rename(
+            old: str = old,
+            new: str = new,
+            start: threading.Barrier = start,
+            renamed: list[bool] = renamed,
+        ) -> None:
+            start.wait()
+            renamed.append(store.rename(old, new, {"user": "ana"}, grace=30))
+
+        thread = threading.Thread(target=rename)
+        thread.start()
+        start.wait()
+        assert store.destroy(old)
+        thread.join()
+        assert store.get(new) is None
+        assert store.get(old) is None
+        assert store.all() == {}
+        assert store.sessions_of("ana") == []
 
 
 def test_two_requests_renewing_one_session_at_once_end_on_one_new_id(

@@ -1163,14 +1163,16 @@ class RedisCore:
     def _stolen_steps(self, replaced: str) -> Steps[None]:
         """An id replaced longer ago than its grace was presented: the session it was
         replaced by is ended, the id's alias dropped (a later read of it finds nothing),
-        and one WARNING says so (never an id; the owner if any)."""
+        and, when a session was ended, one WARNING says so (never an id; the owner if
+        any), as MemoryStore logs one per session it ends so."""
         ended, data = yield from self._end_steps(replaced, want_value=True)
         owner = None
         if data is not None and self.owner_key is not None:
             with contextlib.suppress(SerializationError):
                 owner = owner_of(data, self.owner_key)
-        if ended:
-            self._count("logouts")
+        if not ended:  # it ended already (a logout): nothing was stolen from it since
+            return
+        self._count("logouts")
         log.warning(
             "Redis at %s: a session id replaced by a renewal was presented after its grace "
             "(a stolen cookie, or a client that kept a stale one); the session that "

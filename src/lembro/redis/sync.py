@@ -83,6 +83,20 @@ class RedisStore(RedisCore):
     str or an int, compared as a str (``42`` and ``"42"`` are one owner), and a write
     whose owner field holds anything else raises ``SerializationError``.
 
+    Lifetimes (issue 29): ``absolute_ttl`` (seconds, ``None``: none) ends a session that
+    long after its sign-in, however it is used: every operation that sets a session's
+    expiry sets it to the earlier of the idle ``ttl`` and the absolute end, in the same
+    script. ``renew_every`` (seconds, ``None``: never) makes :meth:`load` move a session
+    whose id is older than that to a fresh id, the old id answering as the new one for
+    ``renew_grace`` seconds and then reading as a stolen cookie (the session is ended,
+    with one WARNING). ``max_sessions_per_user`` (needs ``owner_key``) ends an owner's
+    sessions with the oldest sign-in beyond that many, after a write that gives the owner
+    one more: steps after the write, not one script (an owner's sessions live in other
+    hash slots on a Cluster), so two sign-ins at once may each end one, never leaving
+    more than the limit. Each session's created, renewed and last-seen times, absolute end
+    and device live in a small header inside its own value (no key more per session); a
+    value written by a version before it reads as a session first seen now.
+
     Memory is bounded by Redis itself: set ``maxmemory`` and a ``maxmemory-policy`` of
     ``volatile-lru`` (or ``allkeys-lru`` on a Redis that holds only sessions).
     Every method is thread-safe and costs the round trips it says.
