@@ -531,7 +531,8 @@ class SessionTable:
     def _cap_owner(self, entry: Entry, now: float) -> None:
         """``entry`` just joined its owner: while that owner has more than
         ``max_per_owner`` sessions, end its expired ones, then its oldest by ``created``
-        (never ``entry``); each a logout. O(sessions of that owner)."""
+        (never ``entry``); each a logout. O(k log k) in the owner's k sessions, done only
+        when a session joins an owner already at the limit."""
         limit = self.max_per_owner
         owner: Owner | None = getattr(entry, "owner", None)
         if limit is None or owner is None or owner.count <= limit:
@@ -546,6 +547,9 @@ class SessionTable:
             if other.expires <= now:
                 self._remove(other)
                 self.expired += 1
+        # Least recently used first, so that of sign-ins made at the same instant (a
+        # coarse clock) the one used least lately goes first.
+        others.reverse()
         live = sorted((e for e in others if e.expires > now), key=_created)
         for other in live:
             if owner.count <= limit:
