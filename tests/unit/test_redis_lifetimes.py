@@ -406,6 +406,24 @@ def test_destroying_the_old_id_during_its_grace_ends_the_new_session(
     assert store.sessions_of("ana") == []
 
 
+def test_a_write_through_an_id_in_its_grace_never_brings_back_a_logged_out_session(
+    make: Callable[..., RedisStore],
+) -> None:
+    store = make()
+    old, new = new_session_id(), new_session_id()
+    store.set(old, {"a": 1})
+    assert store.rename(old, new, {"a": 1}, grace=30)
+    store.set(old, {"a": 2})  # a request in flight with the old cookie
+    assert store.get(new) == {"a": 2}
+    assert store.destroy(new)  # the logout, from the new cookie
+    store.set(old, {"a": 3})
+    assert not store.replace(old, {"a": 4})
+    assert not store.update(old, {"a": 5})
+    assert not store.touch(old)
+    assert store.get(new) is None
+    assert store.get(old) is None
+
+
 def test_a_short_grace_ends_by_itself(make: Callable[..., RedisStore]) -> None:
     store = make()
     old, new = new_session_id(), new_session_id()

@@ -1288,7 +1288,8 @@ class RedisCore:
         written, then leaves the set of the owner it had (when this store knows it;
         otherwise reads prune it from there). In that order, so that on one server a
         write cut short leaves at worst a stale member, never a session missing from its
-        owner's set. An alias in its grace is written through to its session; one after
+        owner's set. An alias in its grace is written through to its session, if that
+        session is still there (a replace: a logout meanwhile is never undone); one after
         it is left alone (nothing written). With ``max_sessions_per_user``, a write that
         gives its owner one session more then ends the owner's oldest beyond the limit.
         Raises ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before
@@ -1296,10 +1297,10 @@ class RedisCore:
         key, blob, lifetime_ms = self._encode(sid, data, ttl)
         index = self._index_of(data)
         device_args = self._device(device)[1:]
+        mode = "XX" if flags else ""
         for _ in range(_HOPS):
             commands = self._join(index, sid, lifetime_ms) if index is not None else []
             at = len(commands)
-            mode = "XX" if flags else ""
             absolute = self._absolute_ms
             commands.append(
                 ("EVAL", record.PUT, 1, key, blob, lifetime_ms, mode, absolute, *device_args)
@@ -1315,6 +1316,9 @@ class RedisCore:
                 if alias is not None and int(reply[1]) < alias.grace_end:
                     sid = alias.target
                     key = self._key(sid)
+                    # Only over the session it names: one logged out meanwhile is never
+                    # written again through an id it had.
+                    mode = "XX"
                     continue
                 return False
             reply = int(reply)
