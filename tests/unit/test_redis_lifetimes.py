@@ -652,3 +652,34 @@ def test_the_async_store_has_every_lifetime_operation(url: str) -> None:
             await store.clear()
 
     asyncio.run(main())
+
+
+# ---- round trips ------------------------------------------------------------------------
+
+
+def test_load_is_one_round_trip_and_most_loads_write_nothing(redis_server: RedisServer) -> None:
+    import redis
+
+    from .test_redis import _CountingConnection, round_trips
+
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+    store = RedisStore(client=client, prefix=prefix, owner_key="user", renew_every=600)
+    try:
+        sid = new_session_id()
+        store.set(sid, {"user": "ana"})
+        before = raw_value(store, sid)
+        assert [round_trips(lambda: store.load(sid)) for _ in range(5)] == [1] * 5
+        assert round_trips(lambda: store.session_info(sid)) == 1
+        assert round_trips(lambda: store.sessions_of("ana", info=True)) == 2
+        assert raw_value(store, sid) == before  # last_seen is a minute old at most: unwritten
+        # A renewal due: the LOAD, then the rename, one script each on one server.
+        now = redis_now_ms(store)
+        write_raw(store, sid, {"user": "ana"}, created=now, renewed=now - 601_000, seen=now)
+        assert round_trips(lambda: store.load(sid)) == 2
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+        pool.disconnect()
