@@ -375,6 +375,24 @@ def test_get_treats_a_replaced_id_after_its_grace_as_stolen_too(
     assert store.get(new) is None
 
 
+def test_a_logout_with_an_id_past_its_grace_ends_the_session_as_a_stolen_cookie(
+    make: Callable[..., RedisStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make(owner_key="user")
+    old, new = new_session_id(), new_session_id()
+    store.set(old, {"user": "ana"})
+    assert store.rename(old, new, {"user": "ana"}, grace=30)
+    past = redis_now_ms(store) - 1
+    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    with caplog.at_level(logging.WARNING, logger="lembro"):
+        assert store.destroy(old)
+    assert store.get(new) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "stolen" in warnings[0]
+    assert "'ana'" in warnings[0]
+
+
 def test_an_old_id_presented_after_a_logout_warns_of_nothing(
     make: Callable[..., RedisStore], caplog: pytest.LogCaptureFixture
 ) -> None:

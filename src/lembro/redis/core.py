@@ -1163,16 +1163,20 @@ class RedisCore:
     def _stolen_steps(self, replaced: str) -> Steps[None]:
         """An id replaced longer ago than its grace was presented: the session it was
         replaced by is ended, the id's alias dropped (a later read of it finds nothing),
-        and, when a session was ended, one WARNING says so (never an id; the owner if
-        any), as MemoryStore logs one per session it ends so."""
-        ended, data = yield from self._end_steps(replaced, want_value=True)
+        and, when a session was ended, one WARNING says so (see :meth:`_stolen`)."""
+        ended, data, _ = yield from self._end_steps(replaced)
+        if ended:
+            self._count("logouts")
+            self._stolen(data)
+
+    def _stolen(self, data: dict[str, Any] | None) -> None:
+        """One WARNING for a session ended because an id it had before a renewal was
+        presented after its grace: its owner if any, never an id (a log must not hold a
+        usable one), as MemoryStore logs one per session it ends so."""
         owner = None
         if data is not None and self.owner_key is not None:
             with contextlib.suppress(SerializationError):
                 owner = owner_of(data, self.owner_key)
-        if not ended:  # it ended already (a logout): nothing was stolen from it since
-            return
-        self._count("logouts")
         log.warning(
             "Redis at %s: a session id replaced by a renewal was presented after its grace "
             "(a stolen cookie, or a client that kept a stale one); the session that "
@@ -1181,20 +1185,22 @@ class RedisCore:
             f" (owner {owner!r})" if owner is not None else "",
         )
 
-    def _end_steps(
-        self, sid: str, want_value: bool = False
-    ) -> Steps[tuple[bool, dict[str, Any] | None]]:
+    def _end_steps(self, sid: str) -> Steps[tuple[bool, dict[str, Any] | None, bool]]:
         """End session ``sid``, following aliases to the session they name (each key in
         one script, so a renewal racing it is either before, and followed, or after, and
-        finds nothing), then drop the aliases passed: whether a session was ended, and
-        (with ``want_value``) its data. One round trip for a session, with its owner's
-        ZREM and, with ``wait_replicas``, a WAIT."""
+        finds nothing), then drop the aliases passed: whether a session was ended, its
+        data when reached through an alias, and whether ``sid`` was an alias past its
+        grace (a stolen cookie). One round trip for a session, with its owner's ZREM
+        and, with ``wait_replicas``, a WAIT."""
         aliases: list[tuple[str, bytes]] = []
-        ended, data = False, None
+        ended, data, stale = False, None, False
         target = sid
         for _ in range(_HOPS):
             key = self._key(target)
-            commands: list[Command] = [("EVAL", record.DESTROY, 1, key, int(want_value))]
+            # A session's value comes back only when reached through an alias: for the
+            # owner its WARNING names, if that alias's grace is over.
+            want = int(bool(aliases))
+            commands: list[Command] = [("EVAL", record.DESTROY, 1, key, want)]
             index = self._recall(target)
             self._forget(target)
             if isinstance(index, str):
@@ -1205,6 +1211,8 @@ class RedisCore:
                 if int(reply[0]) == 2:
                     alias = record.split(value)
                     assert isinstance(alias, Alias)
+                    if not aliases:
+                        stale = _now_ms() >= alias.grace_end
                     aliases.append((key, value))
                     target = alias.target
                     continue
@@ -1220,7 +1228,7 @@ class RedisCore:
         if aliases:
             drops: list[Command] = [("EVAL", record.DROP, 1, k, v) for k, v in aliases]
             self._confirmed((yield ("send", self._durable(drops))))
-        return ended, data
+        return ended, data, stale
 
     def _renew_steps(self, sid: object, ttl: float | None) -> Steps[dict[str, Any] | None]:
         """``record.GETEX``: the session, its expiry moved in the same step (see
@@ -1617,12 +1625,15 @@ class RedisCore:
 
     def _destroy_steps(self, sid: object) -> Steps[bool]:
         """``record.DESTROY`` (see :meth:`_end_steps`): an alias's session is ended too
-        (a logout from a tab holding the old cookie is a logout)."""
+        (a logout from a tab holding the old cookie is a logout); through an alias past
+        its grace, with the stolen cookie's WARNING."""
         if not _is_sid(sid):
             return False
-        ended, _ = yield from self._end_steps(sid)
+        ended, data, stale = yield from self._end_steps(sid)
         if ended:
             self._count("logouts")
+            if stale:  # an id replaced longer ago than its grace: a stolen cookie too
+                self._stolen(data)
         return ended
 
     def _destroy_session_of_steps(self, owner: str | int, sid: object) -> Steps[bool]:
