@@ -272,6 +272,17 @@ def test_a_marker_of_an_id_reused_by_a_rename_is_dropped_alone() -> None:
     t.check()
 
 
+def test_a_rename_named_by_an_id_in_its_grace_to_the_id_the_session_has_keeps_it() -> None:
+    t = table()
+    t.write("a", b"x", NOW + 10, None, NOW, only_over_live=False)
+    assert t.rename("a", "b", b"x", NOW + 10, None, NOW, grace=5.0, reset_lifetime=False)
+    assert t.rename("a", "b", b"y", NOW + 10, None, NOW + 1, grace=5.0)
+    assert t.read("b", NOW + 1) == b"y"
+    assert t.read("a", NOW + 1) is None  # the sign-in forgot it
+    assert t.markers == {}
+    t.check()
+
+
 def test_the_cap_holds_with_devices_and_renewals_in_their_grace() -> None:
     """Every session records a device (a long user agent); sessions come back and are
     renewed, leaving markers in their grace: what they all cost is counted."""

@@ -448,26 +448,30 @@ class SessionTable:
         ended first), issued ``now``: its id so far becomes a marker for ``grace``
         seconds (0: none); ``reset_lifetime`` starts a new sign-in (created now, the
         markers of its earlier ids dropped). Its expiry is capped at its absolute end
-        and refiled; the caller recounts its cost."""
+        and refiled; the caller recounts its cost. (``new`` may be the id it has, when
+        the caller named it by an id in its grace: it then stays, with no marker.)"""
         old = entry.sid
-        del self.sessions[old]
-        taken = self.sessions.get(new)
-        if taken is not None:  # an id in use: written over, as ``write`` would
-            self._remove(taken)
-        elif new in self.markers:
-            self._drop_marker(self.markers[new])
+        moves = new != old
+        if moves:
+            del self.sessions[old]
+            taken = self.sessions.get(new)
+            if taken is not None:  # an id in use: written over, as ``write`` would
+                self._remove(taken)
+            elif new in self.markers:
+                self._drop_marker(self.markers[new])
         if reset_lifetime:
             entry.created = now  # and renewed, the same float (see ``add``)
             if entry.replaced is not None:
                 self._forget_markers(entry)
-        if grace > 0:
+        if grace > 0 and moves:
             marker = Marker(old, entry, now + grace, entry.replaced)
             entry.replaced = self.markers[old] = marker
             if len(self.markers) > self._most_markers:
                 self._most_markers = len(self.markers)
         entry.renewed = now
-        entry.sid = new
-        self.sessions[new] = entry
+        if moves:
+            entry.sid = new
+            self.sessions[new] = entry
         absolute_ttl = self.absolute_ttl
         if absolute_ttl is not None and entry.created + absolute_ttl < entry.expires:
             entry.expires = entry.created + absolute_ttl
