@@ -5,6 +5,7 @@ user, and the SessionTable that keeps all of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sys
@@ -272,6 +273,17 @@ def test_a_marker_of_an_id_reused_by_a_rename_is_dropped_alone() -> None:
     t.check()
 
 
+def test_a_rename_named_by_an_id_in_its_grace_to_the_id_the_session_has_keeps_it() -> None:
+    t = table()
+    t.write("a", b"x", NOW + 10, None, NOW, only_over_live=False)
+    assert t.rename("a", "b", b"x", NOW + 10, None, NOW, grace=5.0, reset_lifetime=False)
+    assert t.rename("a", "b", b"y", NOW + 10, None, NOW + 1, grace=5.0)
+    assert t.read("b", NOW + 1) == b"y"
+    assert t.read("a", NOW + 1) is None  # the sign-in forgot it
+    assert t.markers == {}
+    t.check()
+
+
 def test_the_cap_holds_with_devices_and_renewals_in_their_grace() -> None:
     """Every session records a device (a long user agent); sessions come back and are
     renewed, leaving markers in their grace: what they all cost is counted."""
@@ -413,3 +425,71 @@ def test_a_store_of_the_apps_still_works_through_the_async_faces(face: str) -> N
 
     asyncio.run(scenario())
     assert app.data == {"b": {"n": 2}}
+
+
+# ---- every path at once -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_mix_of_calls_keeps_every_structure_and_the_size_exact(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Random calls over a few ids and owners on a small store (so it prunes), with
+    renewals, graces, stolen ids, devices, an absolute end and a cap per owner: after
+    each, everything recounted from scratch agrees with what the store keeps."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    store = MemoryStore(
+        12_000,
+        None,
+        clock=clock,
+        owner_key=KEY,
+        absolute_ttl=300.0,
+        renew_every=20.0,
+        renew_grace=5.0,
+        max_sessions_per_user=3,
+    )
+    ids = [f"id{n}" for n in range(40)]
+    owners = [None, "ana", "bob", 7]
+
+    def data() -> dict[str, Any]:
+        owner = rng.choice(owners)
+        payload: dict[str, Any] = {"pad": "p" * rng.randrange(800)}
+        if owner is not None:
+            payload[KEY] = owner
+        return payload
+
+    def device() -> Device | None:
+        return rng.choice([None, Device("198.51.100.7", "ua" * rng.randrange(300))])
+
+    calls = [
+        lambda: store.set(rng.choice(ids), data(), rng.choice([None, 30.0]), device=device()),
+        lambda: store.get(rng.choice(ids)),
+        lambda: store.load(rng.choice(ids)),
+        lambda: store.touch(rng.choice(ids), rng.choice([5.0, 500.0])),
+        lambda: store.update(rng.choice(ids), {"n": rng.random()}),
+        lambda: store.replace(rng.choice(ids), data()),
+        lambda: store.destroy(rng.choice(ids)),
+        lambda: store.rename(
+            rng.choice(ids),
+            rng.choice(ids),
+            data(),
+            reset_lifetime=rng.random() < 0.5,
+            grace=rng.choice([0.0, 5.0]),
+            device=device(),
+        ),
+        lambda: store.destroy_session_of(rng.choice(owners[1:]), rng.choice(ids)),
+        lambda: store.sessions_of(rng.choice(owners[1:]), info=True),
+        lambda: store.session_info(rng.choice(ids)),
+        lambda: store.purge(),
+        lambda: clock.advance(rng.choice([0.5, 3.0, 10.0])),
+    ]
+    with caplog.at_level(logging.ERROR, logger="lembro"):  # thefts and evictions: expected
+        for _ in range(1500):
+            with contextlib.suppress(InvalidOption):  # a rename from an id to itself
+                rng.choice(calls)()
+            store.check()
+    stats = store.stats()
+    ended = stats.expired + stats.evicted + stats.logouts + stats.regenerates
+    assert stats.created - ended - stats.logouts_everywhere == stats.sessions
+    assert stats.evicted > 0  # the store was kept under its cap along the way

@@ -83,6 +83,23 @@ def test_a_session_whose_absolute_end_passed_is_not_loaded(tmp_path: Path) -> No
         assert info.ip == "198.51.100.7"
 
 
+def test_a_store_with_a_shorter_absolute_ttl_does_not_load_what_it_would_have_ended(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.snap"
+    old = (7200.0, 7200.0, 1.0, None, None, None)  # signed in two hours before the save
+    new = (60.0, 60.0, 1.0, None, None, None)
+    write_snapshot(
+        path, "msgpack", [("old", 600.0, 1.0, b"\x80", old), ("new", 600.0, 1.0, b"\x80", new)]
+    )
+    with MemoryStore("1M", None, snapshot=path, absolute_ttl=3600.0) as store:
+        assert list(store.all()) == ["new"]
+        assert store.stats().sessions == 1
+        left = store.time_left("new")
+        assert left is not None
+        assert left <= 600.0
+
+
 def test_odd_lifetimes_in_a_file_count_as_now_and_never_stop_a_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1068,6 +1068,9 @@ class MemoryStore:
                     now - lifetimes[2],
                 )
                 device = _stored_device(lifetimes[4], lifetimes[5])
+            absolute_ttl = self.absolute_ttl
+            if absolute_ttl is not None and created + absolute_ttl <= now:
+                return  # past this store's absolute end: as if it had expired
             with self._lock:
                 table = self._table
                 if sid in table.sessions:
