@@ -442,6 +442,26 @@ def test_a_write_through_an_id_in_its_grace_never_brings_back_a_logged_out_sessi
     assert store.get(old) is None
 
 
+def test_a_regenerate_from_an_id_in_its_grace_moves_the_session_it_names(
+    make: Callable[..., RedisStore],
+) -> None:
+    store = make(owner_key="user")
+    old, new, signed_in = new_session_id(), new_session_id(), new_session_id()
+    store.set(old, {"user": "ana"})
+    assert store.rename(old, new, {"user": "ana"}, grace=30, reset_lifetime=False)
+    created = store.stats().created
+    # A request in flight with the old cookie names the id the session has: in place.
+    assert store.rename(old, new, {"user": "ana", "n": 1})
+    assert store.get(new) == {"user": "ana", "n": 1}
+    assert store.stats().created == created
+    # It signs in: the session moves on from the id it has.
+    assert store.rename(old, signed_in, {"user": "ana", "n": 2})
+    assert store.get(new) is None
+    assert store.get(signed_in) == {"user": "ana", "n": 2}
+    assert store.sessions_of("ana") == [signed_in]
+    assert store.all() == {signed_in: {"user": "ana", "n": 2}}
+
+
 def test_a_short_grace_ends_by_itself(make: Callable[..., RedisStore]) -> None:
     store = make()
     old, new = new_session_id(), new_session_id()

@@ -216,7 +216,8 @@ redis.call('ZADD', KEYS[1], string.format('%d', -(now + tonumber(ARGV[2]))), ARG
 return 1
 """
 # Moves session KEYS[1] to KEYS[2] on one server, in one step: 0 (nothing changed) when
-# KEYS[1] holds no session (absent, an alias, or past its absolute end), or when ARGV[5]
+# KEYS[1] holds no session (absent, or past its absolute end; {alias} for an alias, left
+# for the caller to follow), or when ARGV[5]
 # says the new session joins KEYS[3] (its owner's set) and a logout everywhere of that
 # owner, which counts KEYS[1] among its sessions, is under way; -1 when KEYS[1] and -2
 # when KEYS[2] is another app's key; -3 when ARGV[9] is the SHA-1 of the value expected
@@ -242,7 +243,7 @@ if kind ~= 'none' and kind ~= 'string' then
 end
 local v = redis.call('GET', KEYS[1])
 if is_alias(v) then
-  return 0
+  return {v}
 end
 if ARGV[9] ~= '' and redis.sha1hex(v) ~= ARGV[9] then
   return -3
@@ -1456,7 +1457,7 @@ class RedisCore:
             self._count("created", "regenerates")
             if index is not None and self.max_sessions_per_user is not None:
                 yield from self._limit_steps(index, new)
-        return moved == 1
+        return moved in (1, 2)
 
     def _move_steps(
         self,
@@ -1472,6 +1473,71 @@ class RedisCore:
         expect: str,
         old_value: bytes | None,
     ) -> Steps[int]:
+        """:meth:`_move_once_steps`, from the session an ``old`` in its grace names (a
+        regenerate from a request in flight with the former cookie): 2 when that session
+        already has the id ``new`` (written in place, no session more), else as
+        :meth:`_move_once_steps`. A renewal (``expect``) never follows one."""
+        for _ in range(_HOPS):
+            reply = yield from self._move_once_steps(
+                old,
+                new,
+                blob,
+                lifetime_ms,
+                index,
+                reset=reset,
+                grace_ms=grace_ms,
+                device=device,
+                expect=expect,
+                old_value=old_value,
+            )
+            if not isinstance(reply, Alias):
+                return reply
+            if expect or _now_ms() >= reply.grace_end:
+                return 0
+            if reply.target == new:
+                kept: int = yield from self._keep_steps(new, blob, lifetime_ms, index)
+                return kept
+            old = reply.target
+        return 0
+
+    def _keep_steps(self, sid: str, blob: bytes, lifetime_ms: int, index: str | None) -> Steps[int]:
+        """``blob`` written over session ``sid`` (``record.PUT`` XX, after its owner's
+        join): 2 when written, else 0."""
+        commands = self._join(index, sid, lifetime_ms) if index is not None else []
+        put = (
+            "EVAL",
+            record.PUT,
+            1,
+            self._key(sid),
+            blob,
+            lifetime_ms,
+            "XX",
+            0,
+            "-1",
+            "",
+            "-1",
+            "",
+        )
+        reply = (yield ("send", [*commands, put]))[-1]
+        if isinstance(reply, list) or int(reply) <= 0:
+            return 0
+        self._remember(sid, index)
+        return 2
+
+    def _move_once_steps(
+        self,
+        old: str,
+        new: str,
+        blob: bytes,
+        lifetime_ms: int,
+        index: str | None,
+        *,
+        reset: bool,
+        grace_ms: int,
+        device: tuple[str, ...],
+        expect: str,
+        old_value: bytes | None,
+    ) -> Steps[int | Alias]:
         """``old`` moved to ``new`` holding ``blob``: 1 when done; 0 when ``old`` holds
         no session (or a logout everywhere of the owner is under way); -3 when ``expect``
         is the SHA-1 of the value ``old`` was read with and another write landed since.
@@ -1515,15 +1581,21 @@ class RedisCore:
             # With wait_replicas, the old id's end waits for replicas as a logout does: a
             # failover must not bring back the id a sign-in left.
             (reply,) = self._confirmed((yield ("send", self._durable([command]))))
+            if isinstance(reply, list):
+                alias = _alias(reply[0])
+                return alias if alias is not None else 0
             reply = int(reply)
             if reply == _FOREIGN or reply == _FOREIGN - 1:
                 self._foreign([old_key if reply == _FOREIGN else key])
                 if reply != _FOREIGN:
                     raise InvalidOption("new", new, "an id whose key holds no other app's data")
         else:
-            reply = yield from self._rename_in_steps(
+            moved = yield from self._rename_in_steps(
                 old, old_key, key, blob, lifetime_ms, index, lifetime, grace_ms, expect, old_value
             )
+            if isinstance(moved, Alias):
+                return moved
+            reply = moved
             leaving: list[Command] = [("ZREM", owners, old) for owners in (index, leave) if owners]
             if reply == 1 and leaving:
                 yield ("send", leaving)
@@ -1543,9 +1615,9 @@ class RedisCore:
         grace_ms: int,
         expect: str,
         old_value: bytes | None,
-    ) -> Steps[int]:
-        """A cluster's rename (see :meth:`_move_steps`): 1 when done, -3 when ``old``
-        changed since ``expect`` was read, else 0."""
+    ) -> Steps[int | Alias]:
+        """A cluster's rename (see :meth:`_move_once_steps`): 1 when done, -3 when ``old``
+        changed since ``expect`` was read, the alias ``old`` holds, else 0."""
         new = key[len(self.prefix) :]
         if old_value is None:
             try:
@@ -1555,8 +1627,11 @@ class RedisCore:
                     raise
                 self._foreign([old_key])
                 return 0
-            if current is None or _alias(current) is not None:
+            if current is None:
                 return 0
+            alias = _alias(current)
+            if alias is not None:
+                return alias
             old_value = _as_bytes(current)
         parsed = record.split(old_value)
         if isinstance(parsed, Alias):
