@@ -347,7 +347,7 @@ def test_an_id_presented_after_its_grace_is_a_stolen_cookie(
     assert store.rename(old, new, {"user": "ana"}, grace=30)
     # The grace ended: written as it would be then.
     past = redis_now_ms(store) - 1
-    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    store.client.set(store.prefix + old, record.alias_value(past, new), px=60_000)
     with caplog.at_level(logging.WARNING, logger="lembro"):
         assert store.load(old) is None
     assert store.get(new) is None  # the session it was replaced by is ended
@@ -369,7 +369,7 @@ def test_get_treats_a_replaced_id_after_its_grace_as_stolen_too(
     assert store.rename(old, new, {"a": 1}, grace=30)
     assert store.get(old) == {"a": 1}
     past = redis_now_ms(store) - 1
-    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    store.client.set(store.prefix + old, record.alias_value(past, new), px=60_000)
     assert store.get(old) is None
     assert store.get(new) is None
 
@@ -382,7 +382,7 @@ def test_a_logout_with_an_id_past_its_grace_ends_the_session_as_a_stolen_cookie(
     store.set(old, {"user": "ana"})
     assert store.rename(old, new, {"user": "ana"}, grace=30)
     past = redis_now_ms(store) - 1
-    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    store.client.set(store.prefix + old, record.alias_value(past, new), px=60_000)
     with caplog.at_level(logging.WARNING, logger="lembro"):
         assert store.destroy(old)
     assert store.get(new) is None
@@ -401,7 +401,7 @@ def test_an_old_id_presented_after_a_logout_warns_of_nothing(
     assert store.rename(old, new, {"a": 1}, grace=30)
     assert store.destroy(new)  # the user logged out
     past = redis_now_ms(store) - 1
-    store.client.set(store.prefix + old, record.ALIAS + f"{past} {new}".encode(), px=60_000)
+    store.client.set(store.prefix + old, record.alias_value(past, new), px=60_000)
     with caplog.at_level(logging.WARNING, logger="lembro"):
         assert store.load(old) is None
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -459,6 +459,29 @@ def test_a_regenerate_from_an_id_in_its_grace_moves_the_session_it_names(
     assert store.get(signed_in) == {"user": "ana", "n": 2}
     assert store.sessions_of("ana") == [signed_in]
     assert store.all() == {signed_in: {"user": "ana", "n": 2}}
+
+
+def test_a_sign_in_forgets_the_ids_its_session_had_before(
+    make: Callable[..., RedisStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A planted id renewed into the victim's session must not reach it once signed in,
+    # even through a sign-in that leaves a grace of its own.
+    store = make(owner_key="user")
+    planted, renewed, signed_in = new_session_id(), new_session_id(), new_session_id()
+    store.set(planted, {"theme": "dark"})
+    assert store.rename(planted, renewed, {"theme": "dark"}, grace=30, reset_lifetime=False)
+    assert store.get(planted) == {"theme": "dark"}  # in its grace
+    assert store.rename(renewed, signed_in, {"user": "ana"}, grace=30)
+    assert store.get(renewed) == {"user": "ana"}  # the signing-in browser's request in flight
+    with caplog.at_level(logging.WARNING, logger="lembro"):
+        assert store.get(planted) is None
+        assert store.load(planted) is None
+        assert not store.update(planted, {"n": 1})
+        assert not store.touch(planted)
+        assert store.session_info(planted) is None
+        assert not store.destroy(planted)
+    assert store.get(signed_in) == {"user": "ana"}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_a_short_grace_ends_by_itself(make: Callable[..., RedisStore]) -> None:

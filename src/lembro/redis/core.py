@@ -267,7 +267,7 @@ end
 local h = next_header(old, now, 11)
 local px = cap(h, tonumber(ARGV[2]), now)
 redis.call('SET', KEYS[2], stamp(h) .. ARGV[1], 'PX', px)
-retire(KEYS[1], ARGV[8], tonumber(ARGV[10]), px, h, now)
+retire(KEYS[1], ARGV[8], tonumber(ARGV[10]), px, h, now, ARGV[11])
 if owned then
   redis.call('ZREM', KEYS[3], ARGV[7])
 end
@@ -422,6 +422,15 @@ def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _answers(alias: Alias, now_ms: int, hops: int) -> bool | None:
+    """Whether an operation that followed ``hops`` aliases already follows ``alias``
+    (``True``), meets a stolen cookie (``False``: its grace is over), or finds nothing
+    (``None``: a sign-in since, which forgets the ids the session had before)."""
+    if hops and alias.sign_in:
+        return None
+    return now_ms < alias.grace_end
 
 
 def _alias(value: object) -> Alias | None:
@@ -1050,7 +1059,7 @@ class RedisCore:
         after it is a stolen cookie (see :meth:`_stolen_steps`)."""
         if not _is_sid(sid):
             return self._got(None)
-        for _ in range(_HOPS):
+        for hop in range(_HOPS):
             key = self._key(sid)
             index = self._recall(sid)
             commands: list[Command] = [("GET", key)]
@@ -1066,10 +1075,12 @@ class RedisCore:
             blob = replies[0]
             alias = _alias(blob)
             if alias is not None:
-                if _now_ms() < alias.grace_end:
+                verdict = _answers(alias, _now_ms(), hop)
+                if verdict:
                     sid = alias.target
                     continue
-                yield from self._stolen_steps(sid)
+                if verdict is False:
+                    yield from self._stolen_steps(sid)
                 return self._got(None)
             data = self._read(key, blob)
             if data is None:
@@ -1088,7 +1099,7 @@ class RedisCore:
         rename, one round trip more on one server)."""
         if not _is_sid(sid):
             return self._missed()
-        renewals = 0
+        renewals = hops = 0
         for _ in range(_HOPS + 2):
             key = self._key(sid)
             index = self._recall(sid)
@@ -1104,10 +1115,13 @@ class RedisCore:
             value, now, remaining = _as_bytes(reply[0]), int(reply[1]), int(reply[2])
             parsed = record.split(value)
             if isinstance(parsed, Alias):
-                if now < parsed.grace_end:
+                verdict = _answers(parsed, now, hops)
+                if verdict:
+                    hops += 1
                     sid = parsed.target
                     continue
-                yield from self._stolen_steps(sid)
+                if verdict is False:
+                    yield from self._stolen_steps(sid)
                 return self._missed()
             header, blob = parsed
             data = self._read(key, blob, counted=False)
@@ -1212,6 +1226,8 @@ class RedisCore:
                 if int(reply[0]) == 2:
                     alias = record.split(value)
                     assert isinstance(alias, Alias)
+                    if aliases and alias.sign_in:  # a sign-in since: not that session's
+                        break
                     if not aliases:
                         stale = _now_ms() >= alias.grace_end
                     aliases.append((key, value))
@@ -1250,7 +1266,7 @@ class RedisCore:
         grace is followed; one after it is a stolen cookie when ``counted`` (a read).
         Whether the key was there, and the session (``None`` when absent or not this
         store's)."""
-        for _ in range(_HOPS):
+        for hop in range(_HOPS):
             key = self._key(sid)
             index = self._recall(sid)
             commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
@@ -1263,11 +1279,13 @@ class RedisCore:
             blob = None if reply is None else _as_bytes(reply[0])
             alias = _alias(blob)
             if alias is not None:
-                if int(reply[1]) < alias.grace_end:
+                verdict = _answers(alias, int(reply[1]), hop)
+                if verdict:
                     sid = alias.target
                     continue
                 if counted:
-                    yield from self._stolen_steps(sid)
+                    if verdict is False:
+                        yield from self._stolen_steps(sid)
                     self._got(None)
                 return False, None
             data = self._read(key, blob, counted)
@@ -1307,7 +1325,7 @@ class RedisCore:
         index = self._index_of(data)
         device_args = self._device(device)[1:]
         mode = "XX" if flags else ""
-        for _ in range(_HOPS):
+        for hop in range(_HOPS):
             commands = self._join(index, sid, lifetime_ms) if index is not None else []
             at = len(commands)
             absolute = self._absolute_ms
@@ -1322,7 +1340,7 @@ class RedisCore:
             reply = replies[at]
             if isinstance(reply, list):
                 alias = _alias(reply[0])
-                if alias is not None and int(reply[1]) < alias.grace_end:
+                if alias is not None and _answers(alias, int(reply[1]), hop):
                     sid = alias.target
                     key = self._key(sid)
                     # Only over the session it names: one logged out meanwhile is never
@@ -1380,7 +1398,7 @@ class RedisCore:
                 return False
             alias = _alias(current)
             if alias is not None:
-                if hops < _HOPS and _now_ms() < alias.grace_end:
+                if hops < _HOPS and _answers(alias, _now_ms(), hops):
                     hops += 1
                     sid, key = alias.target, self._key(alias.target)
                     continue
@@ -1477,7 +1495,7 @@ class RedisCore:
         regenerate from a request in flight with the former cookie): 2 when that session
         already has the id ``new`` (written in place, no session more), else as
         :meth:`_move_once_steps`. A renewal (``expect``) never follows one."""
-        for _ in range(_HOPS):
+        for hop in range(_HOPS):
             reply = yield from self._move_once_steps(
                 old,
                 new,
@@ -1492,7 +1510,7 @@ class RedisCore:
             )
             if not isinstance(reply, Alias):
                 return reply
-            if expect or _now_ms() >= reply.grace_end:
+            if expect or not _answers(reply, _now_ms(), hop):
                 return 0
             if reply.target == new:
                 kept: int = yield from self._keep_steps(new, blob, lifetime_ms, index)
@@ -1656,7 +1674,19 @@ class RedisCore:
                     undo.pop()  # never joined
                     yield ("send", undo)
                     return 0
-            retire = ("EVAL", record.RETIRE, 1, old_key, expect, new, grace_ms, px, absolute_end)
+            sign_in = lifetime[0]
+            retire = (
+                "EVAL",
+                record.RETIRE,
+                1,
+                old_key,
+                expect,
+                new,
+                grace_ms,
+                px,
+                absolute_end,
+                sign_in,
+            )
             (taken,) = yield ("send", [retire])
         except Exception:
             # One command at a time, each on its own node: the node that failed may hold
@@ -1680,7 +1710,7 @@ class RedisCore:
         lifetime_ms = _ttl_ms(self._lifetime(ttl))
         if not _is_sid(sid):
             return False
-        for _ in range(_HOPS):
+        for hop in range(_HOPS):
             index = self._recall(sid)
             if isinstance(index, _Unknown):
                 found, _ = yield from self._extend_steps(sid, lifetime_ms, counted=False)
@@ -1691,7 +1721,7 @@ class RedisCore:
             reply = (yield ("send", commands))[-1]
             if isinstance(reply, list):
                 alias = _alias(reply[0])
-                if alias is not None and int(reply[1]) < alias.grace_end:
+                if alias is not None and _answers(alias, int(reply[1]), hop):
                     sid = alias.target
                     continue
                 return False

@@ -12,8 +12,10 @@ pickle starts with ``0x80``, so no value written before the header existed start
 it: such a value reads as a session first seen now, and ``load`` gives it a header.
 
 An id that a rename with ``grace`` replaced holds an *alias* in its own key until the new
-id ends: ``b"\\xc1L1>" grace_end b" " new_id``; read before ``grace_end`` it answers as the
-new id, read after it it is a stolen cookie.
+id ends: ``b"\\xc1L1>" grace_end b" " sign_in b" " new_id`` (``sign_in`` 1 for a rename
+that started a new sign-in, else 0); read before ``grace_end`` it answers as the new id,
+read after it it is a stolen cookie. An alias reached through another one is followed
+only if it is no sign-in's: a sign-in forgets the ids its session had before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "HEADER",
     "Alias",
     "Header",
+    "alias_value",
     "as_datetime",
     "device_args",
     "split",
@@ -35,7 +38,7 @@ __all__ = [
 HEADER = b"\xc1L1 "
 ALIAS = b"\xc1L1>"
 _HEADER = re.compile(rb"\xc1L1 (\d+) (\d+) (\d+) (\d+) (-?\d+) (-?\d+)\n")
-_ALIAS = re.compile(rb"\xc1L1>(\d+) (.+)", re.DOTALL)
+_ALIAS = re.compile(rb"\xc1L1>(\d+) ([01]) (.+)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +58,17 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Alias:
-    """An id replaced by ``target``: it answers as ``target`` until ``grace_end`` (ms)."""
+    """An id replaced by ``target``: it answers as ``target`` until ``grace_end`` (ms);
+    ``sign_in``: the rename started a new sign-in."""
 
     grace_end: int
     target: str
+    sign_in: bool = False
+
+
+def alias_value(grace_end: int, target: str, sign_in: bool = False) -> bytes:
+    """An alias as the store writes it."""
+    return ALIAS + f"{grace_end} {int(sign_in)} {target}".encode()
 
 
 def _text(raw: bytes, length: int) -> str | None:
@@ -74,7 +84,7 @@ def split(value: bytes) -> tuple[Header | None, bytes] | Alias:
         alias = _ALIAS.fullmatch(value)
         if alias is None:
             return None, value
-        return Alias(int(alias[1]), alias[2].decode(errors="replace"))
+        return Alias(int(alias[1]), alias[3].decode(errors="replace"), alias[2] == b"1")
     found = _HEADER.match(value)
     if found is None:
         return None, value
@@ -364,7 +374,7 @@ local function next_header(old, now, i)
 end
 -- What the old id holds once replaced: an alias of ``new`` for ``grace`` ms, kept as
 -- long as the new session can live (at least the grace).
-local function retire(key, new, grace, px, h, now)
+local function retire(key, new, grace, px, h, now, sign_in)
   if grace <= 0 then
     redis.call('DEL', key)
     return
@@ -374,7 +384,7 @@ local function retire(key, new, grace, px, h, now)
     keep = h.a - now
   end
   keep = math.max(keep, grace)
-  redis.call('SET', key, '\193L1>' .. ms(now + grace) .. ' ' .. new, 'PX', keep)
+  redis.call('SET', key, '\193L1>' .. ms(now + grace) .. ' ' .. sign_in .. ' ' .. new, 'PX', keep)
 end
 """
 NEXT = _NEXT
@@ -409,9 +419,9 @@ return {px, ms(now), ms(h.a)}
 
 # On a cluster, a rename's last write: the old session KEYS[1] deleted, or made an alias
 # of ARGV[2] for ARGV[3] ms (see retire; ARGV[4] the new session's lifetime in ms, ARGV[5]
-# its absolute end), only if it still holds a session (with ARGV[1], the value whose
-# SHA-1 that is): 1; 0 when it holds none (a logout won); -1 another app's key; -2
-# another write landed since it was read.
+# its absolute end, ARGV[6] '1' for a sign-in), only if it still holds a session (with
+# ARGV[1], the value whose SHA-1 that is): 1; 0 when it holds none (a logout won); -1
+# another app's key; -2 another write landed since it was read.
 RETIRE = (
     PRELUDE
     + NEXT
@@ -429,7 +439,8 @@ end
 if ARGV[1] ~= '' and redis.sha1hex(v) ~= ARGV[1] then
   return -2
 end
-retire(KEYS[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), {a = tonumber(ARGV[5])}, now_ms())
+local h = {a = tonumber(ARGV[5])}
+retire(KEYS[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), h, now_ms(), ARGV[6])
 return 1
 """
 )
