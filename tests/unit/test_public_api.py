@@ -19,6 +19,7 @@ MODULES = [
     "lembro.cli",
     "lembro.errors",
     "lembro.ids",
+    "lembro.lifetimes",
     "lembro.memory",
     "lembro.protocol",
     "lembro.serializers",

@@ -233,16 +233,16 @@ def test_each_call_is_one_round_trip(store: RedisStore, raw: redis.Redis) -> Non
             op()
         calls.append((command, delta(before, command_calls(raw))))
     # A write, touch or destroy is one script that checks the key's TYPE first, so that
-    # another app's key under the prefix is left alone; Redis counts the script's
-    # commands too.
+    # another app's key under the prefix is left alone, reads the session's header (its
+    # absolute end) and Redis's TIME; Redis counts the script's commands too.
     guarded = {"eval": 10, "type": 10}
     assert calls == [
-        ("set", {**guarded, "set": 10}),
+        ("set", {**guarded, "time": 10, "get": 9, "set": 10}),
         ("get", {"get": 10}),
         ("get", {"get": 10}),
-        ("pexpire", {**guarded, "pexpire": 10}),
-        ("type", {"type": 10}),
-        ("del", {**guarded, "del": 10}),
+        ("pexpire", {**guarded, "time": 10, "get": 10, "pexpire": 10}),
+        ("type", {**guarded, "getrange": 10, "pttl": 10}),
+        ("del", {**guarded, "get": 1, "del": 10}),
     ]
 
 
@@ -260,7 +260,7 @@ def test_async_store_calls_are_one_round_trip(redis_server: RedisServer, raw: re
             await s.clear()
             return seen
 
-    assert asyncio.run(main()) == [{"eval": 1, "type": 1, "set": 1}, {"get": 1}]
+    assert asyncio.run(main()) == [{"eval": 1, "type": 1, "time": 1, "set": 1}, {"get": 1}]
 
 
 def test_as_async_gives_an_async_redis_store_on_the_same_options(store: RedisStore) -> None:
@@ -746,11 +746,11 @@ def test_each_call_on_a_cluster_is_one_command_on_one_node(redis_cluster: Cluste
         store.clear()
     guarded = {"eval": 1, "type": 1}
     assert seen == [
-        {**guarded, "set": 1},
+        {**guarded, "time": 1, "set": 1},
         {"get": 1},
-        {**guarded, "set": 1},
-        {**guarded, "pexpire": 1},
-        {**guarded, "del": 1},
+        {**guarded, "time": 1, "get": 1, "set": 1},
+        {**guarded, "time": 1, "get": 1, "pexpire": 1},
+        {**guarded, "get": 1, "del": 1},
     ]
     for raw in raws:
         raw.close()
@@ -856,7 +856,8 @@ def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: red
     assert _each_op_round_trips(plain) == [1, 1, 1, 1, 1]
     after = command_calls(raw)
     guarded = {"eval": 4, "type": 4}  # set, replace, touch, destroy: see above
-    assert delta(before, after) == {**guarded, "set": 2, "get": 1, "pexpire": 1, "del": 1}
+    scripts = {**guarded, "time": 3, "get": 4}  # the header read; TIME but on destroy
+    assert delta(before, after) == {**scripts, "set": 2, "pexpire": 1, "del": 1}
     before = after
     assert _each_op_round_trips(owned) == [1, 1, 1, 1, 1]
     # The owner's set rides along: joined on each write and touch (a script: ZADD, and
@@ -865,7 +866,8 @@ def test_owner_key_costs_no_extra_round_trip(redis_server: RedisServer, raw: red
     used = delta(before, command_calls(raw))
     assert {k: n for k, n in used.items() if k not in ("pexpire", "pttl")} == {
         "set": 2,
-        "get": 1,
+        "get": 4,
+        "time": 3,
         "eval": 3 + 4,  # three joins, and the four guarded commands
         "type": 4,
         "zadd": 4,
@@ -988,12 +990,16 @@ def test_a_member_whose_session_is_gone_is_pruned_when_read(
 # ---- renew and time_left ----------------------------------------------------------------
 
 
-def test_renew_reads_and_moves_the_expiry_in_one_getex(store: RedisStore, raw: redis.Redis) -> None:
+def test_renew_reads_and_moves_the_expiry_in_one_script(
+    store: RedisStore, raw: redis.Redis
+) -> None:
     sid = new_session_id()
     store.set(sid, {"a": 1}, ttl=100)
     before = command_calls(raw)
     assert store.renew(sid, ttl=1000) == {"a": 1}
-    assert delta(before, command_calls(raw)) == {"getex": 1}
+    # One script: the value read, its lifetime capped at its absolute end (Redis's TIME).
+    used = delta(before, command_calls(raw))
+    assert used == {"eval": 1, "type": 1, "time": 1, "get": 1, "pexpire": 1}
     assert 999_000 < raw.pttl(store.prefix + sid) <= 1_000_000
     assert 999 < (store.time_left(sid) or 0) <= 1000
     assert store.renew(new_session_id()) is None

@@ -171,13 +171,20 @@ def test_sessions_added_and_removed_during_a_rebuild_keep_their_order() -> None:
     t.destroy("s105", NOW)
     t.write("s105", b"y", NOW + 100, None, NOW, only_over_live=False)  # made again: newest
     t.write("s107", b"z", NOW + 100, None, NOW, only_over_live=False)  # rewritten in place
+    assert t.rename("s109", "moved1", b"m", NOW + 100, None, NOW)  # copied, then moved
+    assert t.rename("s399", "moved2", b"n", NOW + 100, None, NOW)  # moved before its copy
     t.check()
     while t.rebuild_step(32):
         t.check()
-    kept = [f"s{i}" for i in range(101, 400, 2) if i not in (103, 105, 301)]
-    assert list(t.sessions) == [*kept, "new1", "s105"]
+    gone = (103, 105, 109, 301, 399)
+    kept = [f"s{i}" for i in range(101, 400, 2) if i not in gone]
+    assert sorted(t.sessions) == sorted([*kept, "new1", "s105", "moved1", "moved2"])
+    assert [sid for sid in t.sessions if sid in kept] == kept  # oldest first still
     assert t.read("s107", NOW) == b"z"
     assert t.read("s105", NOW) == b"y"
+    assert t.read("moved1", NOW) == b"m"
+    assert t.read("moved2", NOW) == b"n"
+    assert t.read("s109", NOW) is None
     assert not t.rebuild_due
     t.check()
 

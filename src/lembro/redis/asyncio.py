@@ -11,8 +11,9 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
+from ..lifetimes import Device, Loaded, SessionInfo
 from ..protocol import Stats
 from .core import (
     _SWITCH_CHANNEL,
@@ -58,14 +59,29 @@ class AsyncRedisStore(RedisCore):
         :meth:`RedisStore.get`."""
         return await self._run("get", sid, self._get_steps(sid), None)
 
+    async def load(self, sid: str) -> Loaded | None:
+        """The read a request makes, as :meth:`RedisStore.load`."""
+        return await self._run("load", sid, self._load_steps(sid), None)
+
+    async def session_info(self, sid: str) -> SessionInfo | None:
+        """What session ``sid`` is, or ``None``, as :meth:`RedisStore.session_info`."""
+        return await self._run("session_info", sid, self._session_info_steps(sid), None)
+
     async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
         """Return session ``sid`` and give it a new lifetime in one step, as
         :meth:`RedisStore.renew`."""
         return await self._run("renew", sid, self._renew_steps(sid, ttl), None)
 
-    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+    async def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None:
         """Store ``data`` under ``sid`` for ``ttl`` seconds, as :meth:`RedisStore.set`."""
-        await self._run("set", sid, self._write_steps(sid, data, ttl), False)
+        await self._run("set", sid, self._write_steps(sid, data, ttl, device=device), False)
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
@@ -83,11 +99,20 @@ class AsyncRedisStore(RedisCore):
         return await self._run("update", sid, self._update_steps(sid, changes, deleted, ttl), False)
 
     async def rename(
-        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        self,
+        old: str,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
     ) -> bool:
         """Move session ``old`` to the id ``new`` in one operation, as
         :meth:`RedisStore.rename`."""
-        return await self._run("rename", old, self._rename_steps(old, new, data, ttl), False)
+        steps = self._rename_steps(old, new, data, ttl, reset_lifetime, grace, device)
+        return await self._run("rename", old, steps, False)
 
     async def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds, as :meth:`RedisStore.touch`."""
@@ -102,10 +127,32 @@ class AsyncRedisStore(RedisCore):
         :meth:`RedisStore.destroy` (and, as it, fail closed and honour ``wait_replicas``)."""
         return await self._run("destroy", sid, self._destroy_steps(sid), False)
 
-    async def sessions_of(self, owner: str | int) -> list[str]:
-        """The ids of ``owner``'s live sessions, most recently used first, as
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    async def sessions_of(
+        self, owner: str | int, *, info: bool
+    ) -> list[str] | list[SessionInfo]: ...
+    async def sessions_of(
+        self, owner: str | int, *, info: bool = False
+    ) -> list[str] | list[SessionInfo]:
+        """The ids of ``owner``'s live sessions (with ``info=True``, each as a
+        :class:`~lembro.SessionInfo`), most recently used first, as
         :meth:`RedisStore.sessions_of`."""
+        if info:
+            infos: list[SessionInfo] = await self._run(
+                "sessions_of", None, self._sessions_info_steps(owner), []
+            )
+            return infos
         return await self._run("sessions_of", None, self._sessions_of_steps(owner), [])
+
+    async def destroy_session_of(self, owner: str | int, sid: str) -> bool:
+        """End session ``sid`` only if its owner is ``owner``, as
+        :meth:`RedisStore.destroy_session_of`."""
+        steps = self._destroy_session_of_steps(owner, sid)
+        return await self._run("destroy_session_of", sid, steps, False)
 
     async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every live session of ``owner`` but ``keep``; return how many this call

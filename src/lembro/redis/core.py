@@ -41,7 +41,8 @@ from ..checks import (
     owner_of,
 )
 from ..errors import InvalidOption, SerializationError, SessionTooLarge, StoreUnavailable
-from ..ids import redact
+from ..ids import new_session_id, redact
+from ..lifetimes import Loaded, SessionInfo, check_device, check_grace, check_max_sessions
 from ..protocol import Stats
 from ..serializers import (
     Serializer,
@@ -51,6 +52,8 @@ from ..serializers import (
     require_safe_serializer,
 )
 from ..size import parse_size
+from . import record
+from .record import Alias, Header
 
 __all__ = [
     "DEFAULT_MAX_SESSION_BYTES",
@@ -123,8 +126,23 @@ _CLIENT_LIBRARIES = ("redis", "valkey")
 _URL_FORMS = "a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
 # Operations that must not report success they did not have: a logout whose record may
 # still be live, a clear that may have left sessions, numbers that would be made up.
-_FAIL_CLOSED = frozenset({"destroy", "clear", "stats", "destroy_sessions_of", "rename"})
-_READS = frozenset({"get", "renew", "touch", "all", "len", "contains", "sessions_of", "time_left"})
+_FAIL_CLOSED = frozenset(
+    {"destroy", "clear", "stats", "destroy_sessions_of", "destroy_session_of", "rename"}
+)
+_READS = frozenset(
+    {
+        "get",
+        "load",
+        "renew",
+        "touch",
+        "all",
+        "len",
+        "contains",
+        "sessions_of",
+        "session_info",
+        "time_left",
+    }
+)
 # An owner's key ends with the separator, so it is never ``prefix + id`` of any store
 # (an id holds no separator), and the owner inside it is quoted, so holds none either.
 _OWNER_MARK = "owner:"
@@ -198,24 +216,43 @@ redis.call('ZADD', KEYS[1], string.format('%d', -(now + tonumber(ARGV[2]))), ARG
 return 1
 """
 # Moves session KEYS[1] to KEYS[2] on one server, in one step: 0 (nothing changed) when
-# KEYS[1] holds no session, or when ARGV[5] says the new session joins KEYS[3] (its
-# owner's set) and a logout everywhere of that owner, which counts KEYS[1] among its
-# sessions, is under way; -1 when KEYS[1] and -2 when KEYS[2] is another app's key. The
-# owner's set is joined first and the old record deleted last, so that a write Redis
-# refuses (a full Redis) changes no session; with ARGV[6], KEYS[4] is the set the old
-# session leaves.
+# KEYS[1] holds no session (absent, or past its absolute end; {alias} for an alias, left
+# for the caller to follow), or when ARGV[5]
+# says the new session joins KEYS[3] (its owner's set) and a logout everywhere of that
+# owner, which counts KEYS[1] among its sessions, is under way; -1 when KEYS[1] and -2
+# when KEYS[2] is another app's key; -3 when ARGV[9] is the SHA-1 of the value expected
+# in KEYS[1] and another write landed since it was read. The owner's set is joined first
+# and the old record deleted last, so that a write Redis refuses (a full Redis) changes
+# no session; with ARGV[6], KEYS[4] is the set the old session leaves. The new header is
+# made from the old one and ARGV[11..17] (see record.NEXT); with ARGV[10] ms of grace,
+# the old id becomes an alias of the new one instead of being deleted.
 _RENAME = (
-    _LIVE_MARKER
+    record.PRELUDE
+    + record.NEXT
+    + _LIVE_MARKER
     + """
-local kind = redis.call('TYPE', KEYS[1])['ok']
+local kind = kind_of(KEYS[1])
 if kind == 'none' then
   return 0
 elseif kind ~= 'string' then
   return -1
 end
-kind = redis.call('TYPE', KEYS[2])['ok']
+kind = kind_of(KEYS[2])
 if kind ~= 'none' and kind ~= 'string' then
   return -2
+end
+local v = redis.call('GET', KEYS[1])
+if is_alias(v) then
+  return {v}
+end
+if ARGV[9] ~= '' and redis.sha1hex(v) ~= ARGV[9] then
+  return -3
+end
+local now = now_ms()
+local old = parse(v)
+if over(old, now) then
+  redis.call('DEL', KEYS[1])
+  return 0
 end
 local owned = ARGV[5] == '1'
 if owned then
@@ -227,8 +264,10 @@ if owned then
     redis.call('PEXPIRE', KEYS[3], ARGV[4])
   end
 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[1])
+local h = next_header(old, now, 11)
+local px = cap(h, tonumber(ARGV[2]), now)
+redis.call('SET', KEYS[2], stamp(h) .. ARGV[1], 'PX', px)
+retire(KEYS[1], ARGV[8], tonumber(ARGV[10]), px, h, now, ARGV[11])
 if owned then
   redis.call('ZREM', KEYS[3], ARGV[7])
 end
@@ -254,24 +293,11 @@ end
 return 1
 """
 )
-# An update's write: SET KEYS[1] ARGV[2] PX ARGV[3] only if KEYS[1] still holds the
-# session whose SHA-1 is ARGV[1] (the one the update read and changed): 1 when written; 0
-# when KEYS[1] holds no session (destroyed meanwhile: never recreated); -1 when it is
-# another app's key; -2 when another write landed since the read (the update reads again).
-_SWAP = """
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind == 'none' then
-  return 0
-elseif kind ~= 'string' then
-  return -1
-end
-if redis.sha1hex(redis.call('GET', KEYS[1])) ~= ARGV[1] then
-  return -2
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
 _CHANGED = -2
+# How many aliases a read follows (an id renewed again within its former id's grace).
+_HOPS = 4
+# ms after which load writes a session's last_seen again: most reads write nothing.
+_SEEN_EVERY_MS = 60_000
 # How many times an update reads, changes and writes before it gives up: each failed try
 # means another write of the session landed in between, so every try lets one through.
 _UPDATE_TRIES = 16
@@ -394,6 +420,27 @@ def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
         yield batch
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _answers(alias: Alias, now_ms: int, hops: int) -> bool | None:
+    """Whether an operation that followed ``hops`` aliases already follows ``alias``
+    (``True``), meets a stolen cookie (``False``: its grace is over), or finds nothing
+    (``None``: a sign-in since, which forgets the ids the session had before)."""
+    if hops and alias.sign_in:
+        return None
+    return now_ms < alias.grace_end
+
+
+def _alias(value: object) -> Alias | None:
+    """The alias a stored value is, or ``None``."""
+    if not isinstance(value, (bytes, str)):
+        return None
+    parsed = record.split(_as_bytes(value))
+    return parsed if isinstance(parsed, Alias) else None
+
+
 def _as_bytes(value: bytes | str) -> bytes:
     # The store's own clients never decode replies; a given client is checked for it.
     return value if isinstance(value, bytes) else value.encode()
@@ -469,6 +516,10 @@ def _sentinel_nodes(url: str, hosts: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def _maybe_seconds(value: object, name: str) -> float | None:
+    return None if value is None else check_seconds(value, name)
+
+
 @dataclass(frozen=True)
 class RedisOptions:
     """Everything a Redis store is built from but its client, checked once.
@@ -480,8 +531,12 @@ class RedisOptions:
     512 MiB, Redis's default ``proto-max-bulk-len``. ``wait_replicas`` (0: none) is how
     many replicas must confirm a logout (``destroy``, ``destroy_sessions_of``, ``clear``)
     within ``wait_timeout`` seconds (less than ``socket_timeout``) before it is reported
-    done. Raises ``InvalidOption`` (or ``InvalidSize``) for a value outside what it
-    accepts.
+    done. ``absolute_ttl`` (seconds, ``None``: none) ends a session that long after its
+    sign-in whatever its use; ``renew_every`` (seconds, ``None``: never) moves a session
+    used that long after its id was issued to a fresh id on its next ``load``, the old
+    id answering for ``renew_grace`` seconds more; ``max_sessions_per_user`` (needs
+    ``owner_key``) ends an owner's oldest sessions beyond that many. Raises
+    ``InvalidOption`` (or ``InvalidSize``) for a value outside what it accepts.
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -496,6 +551,10 @@ class RedisOptions:
     max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES
     wait_replicas: int = 0
     wait_timeout: float = 0.1
+    absolute_ttl: float | None = None
+    renew_every: float | None = None
+    renew_grace: float = 10.0
+    max_sessions_per_user: int | None = None
     _resolved: Serializer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -535,7 +594,15 @@ class RedisOptions:
             )
         resolved = get_serializer(self.serializer)
         require_safe_serializer(resolved, "a Redis server", self.trust_pickle)
+        limit_per_user = check_max_sessions(
+            self.max_sessions_per_user, check_owner_key(self.owner_key)
+        )
+        grace = check_grace(self.renew_grace, "renew_grace")
         checked = {
+            "absolute_ttl": _maybe_seconds(self.absolute_ttl, "absolute_ttl"),
+            "renew_every": _maybe_seconds(self.renew_every, "renew_every"),
+            "renew_grace": grace,
+            "max_sessions_per_user": limit_per_user,
             "ttl": check_seconds(self.ttl, "ttl"),
             "socket_timeout": check_seconds(self.socket_timeout, "socket_timeout"),
             "connect_timeout": check_seconds(self.connect_timeout, "connect_timeout"),
@@ -625,6 +692,10 @@ class RedisCore:
         max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES,
         wait_replicas: int = 0,
         wait_timeout: float = 0.1,
+        absolute_ttl: float | None = None,
+        renew_every: float | None = None,
+        renew_grace: float = 10.0,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         options = RedisOptions(
             url=url,
@@ -639,6 +710,10 @@ class RedisCore:
             max_session_bytes=max_session_bytes,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
+            absolute_ttl=absolute_ttl,
+            renew_every=renew_every,
+            renew_grace=renew_grace,
+            max_sessions_per_user=max_sessions_per_user,
         )
         self._setup(options, client)
 
@@ -747,6 +822,27 @@ class RedisCore:
     def wait_timeout(self) -> float:
         """Seconds a logout waits for ``wait_replicas`` replicas to confirm it."""
         return self.options.wait_timeout
+
+    @property
+    def absolute_ttl(self) -> float | None:
+        """Seconds a session lives after its sign-in at most, whatever its use (``None``:
+        no bound)."""
+        return self.options.absolute_ttl
+
+    @property
+    def renew_every(self) -> float | None:
+        """Seconds after which ``load`` moves a session to a fresh id (``None``: never)."""
+        return self.options.renew_every
+
+    @property
+    def renew_grace(self) -> float:
+        """Seconds a renewed session's former id still answers as the new one."""
+        return self.options.renew_grace
+
+    @property
+    def max_sessions_per_user(self) -> int | None:
+        """How many sessions an owner may have at once (``None``: any number)."""
+        return self.options.max_sessions_per_user
 
     # ---- the client ---------------------------------------------------------------------
 
@@ -942,32 +1038,217 @@ class RedisCore:
 
     # ---- the operations, each written once (see the module) -----------------------------
 
+    @property
+    def _absolute_ms(self) -> int:
+        """The absolute lifetime as a script's argument: ms, 0 for none."""
+        absolute = self.absolute_ttl
+        return 0 if absolute is None else _ttl_ms(absolute)
+
+    def _device(self, device: object) -> tuple[str, ...]:
+        """``device`` as a script's arguments: ``"1"`` and its four fields, or ``"0"`` and
+        empty ones (keep the device known); raises ``InvalidOption`` for anything else."""
+        checked = check_device(device)
+        if checked is None:
+            return ("0", "-1", "", "-1", "")
+        il, ip, ul, ua = record.device_args(checked.ip, checked.user_agent)
+        return ("1", il, ip.decode(), ul, ua.decode())
+
     def _get_steps(self, sid: object) -> Steps[dict[str, Any] | None]:
         """GET (with ``owner_key``, pipelined with the ZADD XX that counts the use when
-        this store knows the owner)."""
+        this store knows the owner); an alias in its grace is followed (one GET more), one
+        after it is a stolen cookie (see :meth:`_stolen_steps`)."""
         if not _is_sid(sid):
             return self._got(None)
-        key = self._key(sid)
-        index = self._recall(sid)
-        commands: list[Command] = [("GET", key)]
-        if isinstance(index, str):
-            commands.append(("ZADD", index, "XX", time.time(), sid))
-        try:
-            replies = yield ("send", commands)
-        except self._refused as error:
-            if not _wrong_type(error):
-                raise
-            self._foreign([key])
-            return self._got(None)
-        data = self._read(key, replies[0])
-        if data is None:
-            self._forget(sid)
-        else:
-            self._remember(sid, self._stored_index(data))
-        return data
+        for hop in range(_HOPS):
+            key = self._key(sid)
+            index = self._recall(sid)
+            commands: list[Command] = [("GET", key)]
+            if isinstance(index, str):
+                commands.append(("ZADD", index, "XX", time.time(), sid))
+            try:
+                replies = yield ("send", commands)
+            except self._refused as error:
+                if not _wrong_type(error):
+                    raise
+                self._foreign([key])
+                return self._got(None)
+            blob = replies[0]
+            alias = _alias(blob)
+            if alias is not None:
+                verdict = _answers(alias, _now_ms(), hop)
+                if verdict:
+                    sid = alias.target
+                    continue
+                if verdict is False:
+                    yield from self._stolen_steps(sid)
+                return self._got(None)
+            data = self._read(key, blob)
+            if data is None:
+                self._forget(sid)
+            else:
+                self._remember(sid, self._stored_index(data))
+            return data
+        return self._got(None)
+
+    def _load_steps(self, sid: object) -> Steps[Loaded | None]:
+        """The read a request makes (see :meth:`RedisStore.load`): one script on the
+        session's key (``record.LOAD``: the value, Redis's time, last_seen written when a
+        minute old), with the owner's ZADD XX in the same round trip; an alias in its
+        grace followed, one after it a stolen cookie; a value written without a header
+        given one (one round trip more, once); a renewal due moved to a fresh id (a
+        rename, one round trip more on one server)."""
+        if not _is_sid(sid):
+            return self._missed()
+        renewals = hops = 0
+        for _ in range(_HOPS + 2):
+            key = self._key(sid)
+            index = self._recall(sid)
+            commands: list[Command] = [("EVAL", record.LOAD, 1, key, _SEEN_EVERY_MS)]
+            if isinstance(index, str):
+                commands.append(("ZADD", index, "XX", time.time(), sid))
+            reply = (yield ("send", commands))[0]
+            if reply is None or reply == _FOREIGN:
+                if reply == _FOREIGN:
+                    self._foreign([key])
+                self._forget(sid)
+                return self._missed()
+            value, now, remaining = _as_bytes(reply[0]), int(reply[1]), int(reply[2])
+            parsed = record.split(value)
+            if isinstance(parsed, Alias):
+                verdict = _answers(parsed, now, hops)
+                if verdict:
+                    hops += 1
+                    sid = parsed.target
+                    continue
+                if verdict is False:
+                    yield from self._stolen_steps(sid)
+                return self._missed()
+            header, blob = parsed
+            data = self._read(key, blob, counted=False)
+            if data is None:
+                self._forget(sid)
+                return self._missed()
+            if header is None:
+                digest = hashlib.sha1(value, usedforsecurity=False).hexdigest()
+                stamp = ("EVAL", record.STAMP, 1, key, digest, self._absolute_ms)
+                (stamped,) = yield ("send", [stamp])
+                if stamped is None:  # written meanwhile: read it again
+                    continue
+                value, now = _as_bytes(stamped[0]), int(stamped[1])
+                remaining = int(stamped[2])
+                parsed = record.split(value)
+                assert not isinstance(parsed, Alias)
+                header = parsed[0]
+            owners = self._stored_index(data)
+            self._remember(sid, owners)
+            every = self.renew_every
+            if (
+                every is not None
+                and header is not None
+                and now - header.renewed >= every * 1000
+                and renewals < 2
+            ):
+                renewals += 1
+                new = new_session_id()
+                digest = hashlib.sha1(value, usedforsecurity=False).hexdigest()
+                moved = yield from self._move_steps(
+                    sid,
+                    new,
+                    blob,
+                    # The new id keeps the session's expiry: a renewal is no use of it.
+                    remaining if remaining > 0 else _ttl_ms(self.ttl),
+                    owners,
+                    reset=False,
+                    grace_ms=round(self.renew_grace * 1000),
+                    device=self._device(None),
+                    expect=digest,
+                    old_value=value,
+                )
+                if moved != 1:  # another request renewed it, or wrote it: read again
+                    continue
+                self._count("created", "regenerates")
+                sid = new
+            left = None
+            if header is not None and header.absolute_end:
+                left = max(0.0, (header.absolute_end - now) / 1000)
+            self._got(data)
+            return Loaded(sid, data, left)
+        return self._missed()
+
+    def _stolen_steps(self, replaced: str) -> Steps[None]:
+        """An id replaced longer ago than its grace was presented: the session it was
+        replaced by is ended, the id's alias dropped (a later read of it finds nothing),
+        and, when a session was ended, one WARNING says so (see :meth:`_stolen`)."""
+        ended, data, _ = yield from self._end_steps(replaced)
+        if ended:
+            self._count("logouts")
+            self._stolen(data)
+
+    def _stolen(self, data: dict[str, Any] | None) -> None:
+        """One WARNING for a session ended because an id it had before a renewal was
+        presented after its grace: its owner if any, never an id (a log must not hold a
+        usable one), as MemoryStore logs one per session it ends so."""
+        owner = None
+        if data is not None and self.owner_key is not None:
+            with contextlib.suppress(SerializationError):
+                owner = owner_of(data, self.owner_key)
+        log.warning(
+            "Redis at %s: a session id replaced by a renewal was presented after its grace "
+            "(a stolen cookie, or a client that kept a stale one); the session that "
+            "replaced it is ended%s",
+            self._where,
+            f" (owner {owner!r})" if owner is not None else "",
+        )
+
+    def _end_steps(self, sid: str) -> Steps[tuple[bool, dict[str, Any] | None, bool]]:
+        """End session ``sid``, following aliases to the session they name (each key in
+        one script, so a renewal racing it is either before, and followed, or after, and
+        finds nothing), then drop the aliases passed: whether a session was ended, its
+        data when reached through an alias, and whether ``sid`` was an alias past its
+        grace (a stolen cookie). One round trip for a session, with its owner's ZREM
+        and, with ``wait_replicas``, a WAIT."""
+        aliases: list[tuple[str, bytes]] = []
+        ended, data, stale = False, None, False
+        target = sid
+        for _ in range(_HOPS):
+            key = self._key(target)
+            # A session's value comes back only when reached through an alias: for the
+            # owner its WARNING names, if that alias's grace is over.
+            want = int(bool(aliases))
+            commands: list[Command] = [("EVAL", record.DESTROY, 1, key, want)]
+            index = self._recall(target)
+            self._forget(target)
+            if isinstance(index, str):
+                commands.append(("ZREM", index, target))
+            reply = self._confirmed((yield ("send", self._durable(commands))))[0]
+            if isinstance(reply, list):
+                value = _as_bytes(reply[1])
+                if int(reply[0]) == 2:
+                    alias = record.split(value)
+                    assert isinstance(alias, Alias)
+                    if aliases and alias.sign_in:  # a sign-in since: not that session's
+                        break
+                    if not aliases:
+                        stale = _now_ms() >= alias.grace_end
+                    aliases.append((key, value))
+                    target = alias.target
+                    continue
+                ended, data = True, self._decode(value)
+                owners = self._stored_index(data)
+                if owners is not None and owners != index:
+                    yield ("send", [("ZREM", owners, target)])
+            elif reply == _FOREIGN:
+                self._foreign([key])
+            else:
+                ended = bool(int(reply))
+            break
+        if aliases:
+            drops: list[Command] = [("EVAL", record.DROP, 1, k, v) for k, v in aliases]
+            self._confirmed((yield ("send", self._durable(drops))))
+        return ended, data, stale
 
     def _renew_steps(self, sid: object, ttl: float | None) -> Steps[dict[str, Any] | None]:
-        """GETEX: the session, its expiry moved in the same command (see
+        """``record.GETEX``: the session, its expiry moved in the same step (see
         :meth:`_extend_steps`); a hit or a miss, as a get."""
         lifetime = self._lifetime(ttl)
         if not _is_sid(sid):
@@ -978,77 +1259,125 @@ class RedisCore:
     def _extend_steps(
         self, sid: str, lifetime_ms: int, counted: bool
     ) -> Steps[tuple[bool, dict[str, Any] | None]]:
-        """GETEX PX: ``sid``'s session read and its lifetime moved in one command, so a
-        write racing it is never undone; with ``owner_key``, the owner's set joined in
-        the same round trip when this store knows the owner, or in a second one once the
-        session named it. Whether the key was there, and the session (``None`` when
-        absent or not this store's)."""
-        key = self._key(sid)
-        index = self._recall(sid)
-        commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
-        at = len(commands)
-        commands.append(("GETEX", key, "PX", lifetime_ms))
-        try:
-            replies = yield ("send", commands)
-        except self._refused as error:
-            if not _wrong_type(error):
-                raise
-            self._foreign([key])
-            return False, self._got(None) if counted else None
-        blob = replies[at]
-        data = self._read(key, blob, counted)
-        if self.owner_key is not None:
-            found = self._stored_index(data)
-            if found is not None and found != index:
-                yield ("send", self._join(found, sid, lifetime_ms))
-            if data is None:
-                self._forget(sid)
-            else:
-                self._remember(sid, found)
-        return blob is not None, data
+        """``record.GETEX``: ``sid``'s session read and its lifetime moved (never past its
+        absolute end) in one step, so a write racing it is never undone; with
+        ``owner_key``, the owner's set joined in the same round trip when this store
+        knows the owner, or in a second one once the session named it. An alias in its
+        grace is followed; one after it is a stolen cookie when ``counted`` (a read).
+        Whether the key was there, and the session (``None`` when absent or not this
+        store's)."""
+        for hop in range(_HOPS):
+            key = self._key(sid)
+            index = self._recall(sid)
+            commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
+            at = len(commands)
+            commands.append(("EVAL", record.GETEX, 1, key, lifetime_ms))
+            reply = (yield ("send", commands))[at]
+            if reply == _FOREIGN:
+                self._foreign([key])
+                return False, self._got(None) if counted else None
+            blob = None if reply is None else _as_bytes(reply[0])
+            alias = _alias(blob)
+            if alias is not None:
+                verdict = _answers(alias, int(reply[1]), hop)
+                if verdict:
+                    sid = alias.target
+                    continue
+                if counted:
+                    if verdict is False:
+                        yield from self._stolen_steps(sid)
+                    self._got(None)
+                return False, None
+            data = self._read(key, blob, counted)
+            if self.owner_key is not None:
+                found = self._stored_index(data)
+                if found is not None and found != index:
+                    yield ("send", self._join(found, sid, lifetime_ms))
+                if data is None:
+                    self._forget(sid)
+                else:
+                    self._remember(sid, found)
+            return blob is not None, data
+        return False, self._got(None) if counted else None
 
     def _write_steps(
-        self, sid: str, data: dict[str, Any], ttl: float | None, *flags: str
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None,
+        *flags: str,
+        device: object = None,
     ) -> Steps[bool]:
-        """SET PX (``flags``: XX for a replace), guarded so that another app's key is
-        never overwritten. With ``owner_key``, in one pipeline: the session joins its
-        owner's set, is written, then leaves the set of the owner it had (when this store
-        knows it; otherwise reads prune it from there). In that order, so that on one
-        server a write cut short leaves at worst a stale member, never a session missing
-        from its owner's set. Raises ``InvalidOption``, ``SerializationError`` or
-        ``SessionTooLarge`` before anything is sent."""
+        """``record.PUT`` (``flags``: XX for a replace): the session written under the
+        header it has (a new one, with ``device``, when it is created), for its lifetime
+        capped at its absolute end, in a script that never overwrites another app's key.
+        With ``owner_key``, in one pipeline: the session joins its owner's set, is
+        written, then leaves the set of the owner it had (when this store knows it;
+        otherwise reads prune it from there). In that order, so that on one server a
+        write cut short leaves at worst a stale member, never a session missing from its
+        owner's set. An alias in its grace is written through to its session, if that
+        session is still there (a replace: a logout meanwhile is never undone); one after
+        it is left alone (nothing written). With ``max_sessions_per_user``, a write that
+        gives its owner one session more then ends the owner's oldest beyond the limit.
+        Raises ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before
+        anything is sent."""
         key, blob, lifetime_ms = self._encode(sid, data, ttl)
         index = self._index_of(data)
-        commands = self._join(index, sid, lifetime_ms) if index is not None else []
-        at = len(commands)
-        commands.append(_guarded("SET", key, blob, "PX", lifetime_ms, *flags))
-        before = self._recall(sid)
-        if isinstance(before, str) and before != index:
-            commands.append(("ZREM", before, sid))
-        self._forget(sid)  # until the write is known to have landed
-        replies = yield ("send", commands)
-        reply = replies[at]
-        if reply == _FOREIGN:
-            self._foreign([key])
-            if not flags:
-                raise InvalidOption("session id", sid, "an id whose key holds no other app's data")
-            return False
-        if reply is not None:
+        device_args = self._device(device)[1:]
+        mode = "XX" if flags else ""
+        for hop in range(_HOPS):
+            commands = self._join(index, sid, lifetime_ms) if index is not None else []
+            at = len(commands)
+            absolute = self._absolute_ms
+            commands.append(
+                ("EVAL", record.PUT, 1, key, blob, lifetime_ms, mode, absolute, *device_args)
+            )
+            before = self._recall(sid)
+            if isinstance(before, str) and before != index:
+                commands.append(("ZREM", before, sid))
+            self._forget(sid)  # until the write is known to have landed
+            replies = yield ("send", commands)
+            reply = replies[at]
+            if isinstance(reply, list):
+                alias = _alias(reply[0])
+                if alias is not None and _answers(alias, int(reply[1]), hop):
+                    sid = alias.target
+                    key = self._key(sid)
+                    # Only over the session it names: one logged out meanwhile is never
+                    # written again through an id it had.
+                    mode = "XX"
+                    continue
+                return False
+            reply = int(reply)
+            if reply == _FOREIGN:
+                self._foreign([key])
+                if not flags:
+                    raise InvalidOption(
+                        "session id", sid, "an id whose key holds no other app's data"
+                    )
+                return False
+            if reply <= 0:
+                return False
             self._remember(sid, index)
-            if not flags:  # a set: Redis does not say whether the id was new
+            if not flags:  # a set
                 self._count("created")
-        return reply is not None
+            moved_in = reply == 2 or (isinstance(before, str) and before != index)
+            if index is not None and moved_in and self.max_sessions_per_user is not None:
+                yield from self._limit_steps(index, sid)
+            return True
+        return False
 
     def _update_steps(
         self, sid: str, changes: dict[str, Any], deleted: Iterable[str], ttl: float | None
     ) -> Steps[bool]:
         """GET, then the changed session written by a script only if the session is still
-        the one read (:data:`_SWAP`), again from the GET while other writes land between
-        (at most :data:`_UPDATE_TRIES` times). With ``owner_key``, the owner's set is
-        joined in the script's round trip, and when the owner changed the session leaves
-        the old owner's set after the write. Raises ``InvalidOption``,
-        ``SerializationError`` or ``SessionTooLarge`` before anything is written, and
-        ``StoreUnavailable`` when every try met another write."""
+        the one read (``record.SWAP``, which keeps the header and caps the lifetime at the
+        absolute end), again from the GET while other writes land between (at most
+        :data:`_UPDATE_TRIES` times). An alias in its grace is followed. With
+        ``owner_key``, the owner's set is joined in the script's round trip, and when the
+        owner changed the session leaves the old owner's set after the write. Raises
+        ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
+        is written, and ``StoreUnavailable`` when every try met another write."""
         check_session_id(sid)
         if SEPARATOR in sid:
             raise InvalidOption("session id", sid, f"a str without {SEPARATOR!r}")
@@ -1058,6 +1387,7 @@ class RedisCore:
             touched: bool = yield from self._touch_steps(sid, lifetime)
             return touched
         key = self._key(sid)
+        hops = 0
         for _ in range(_UPDATE_TRIES):
             try:
                 (current,) = yield ("send", [("GET", key)])
@@ -1065,6 +1395,13 @@ class RedisCore:
                 if not _wrong_type(error):
                     raise
                 self._foreign([key])
+                return False
+            alias = _alias(current)
+            if alias is not None:
+                if hops < _HOPS and _answers(alias, _now_ms(), hops):
+                    hops += 1
+                    sid, key = alias.target, self._key(alias.target)
+                    continue
                 return False
             data = self._decode(current)
             if data is None:
@@ -1080,7 +1417,8 @@ class RedisCore:
             commands = self._join(index, sid, lifetime_ms) if index is not None else []
             at = len(commands)
             digest = hashlib.sha1(_as_bytes(current), usedforsecurity=False).hexdigest()
-            commands.append(("EVAL", _SWAP, 1, key, digest, blob, lifetime_ms))
+            swap = ("EVAL", record.SWAP, 1, key, digest, blob, lifetime_ms, self._absolute_ms)
+            commands.append(swap)
             self._forget(sid)  # until the write is known to have landed
             replies = yield ("send", commands)
             reply = int(replies[at])
@@ -1093,6 +1431,8 @@ class RedisCore:
                 if before is not None and before != index:
                     yield ("send", [("ZREM", before, sid)])
                 self._remember(sid, index)
+                if index is not None and before != index and self.max_sessions_per_user:
+                    yield from self._limit_steps(index, sid)
             return reply == 1
         raise StoreUnavailable(
             f"Redis at {self._where}: session {redact(sid)} changed by other writes "
@@ -1100,56 +1440,229 @@ class RedisCore:
         )
 
     def _rename_steps(
-        self, old: object, new: str, data: dict[str, Any], ttl: float | None
+        self,
+        old: object,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: object = None,
     ) -> Steps[bool]:
-        """Session ``old`` moved to ``new`` (see :meth:`RedisStore.rename`): one script on
-        one server. On a cluster, where the two keys (and the owner's set) may live on
-        different nodes: the new record is written, then joins its owner's set (refused
-        while a logout everywhere of that owner counts ``old``), then ``old`` is deleted
-        if it is still there; if it was not (a logout won meanwhile), the new record is
-        deleted again. Raises before anything is sent for bad arguments; an error after
-        the new record was written deletes it again (as far as Redis answers) and
-        rises."""
-        key, blob, lifetime_ms = self._encode(new, data, ttl)
+        """Session ``old`` moved to ``new`` (see :meth:`RedisStore.rename` and
+        :meth:`_move_steps`). Raises before anything is sent for bad arguments."""
+        _, blob, lifetime_ms = self._encode(new, data, ttl)
         if not _is_sid(old) or old == new:
             raise InvalidOption("old", old, f"a session id without {SEPARATOR!r}, other than new")
-        old_key = self._key(old)
+        if not isinstance(reset_lifetime, bool):
+            raise InvalidOption("reset_lifetime", reset_lifetime, "True or False")
+        grace = check_grace(grace, "grace")
+        device_args = self._device(device)
         index = self._index_of(data)
+        moved = yield from self._move_steps(
+            old,
+            new,
+            blob,
+            lifetime_ms,
+            index,
+            reset=reset_lifetime,
+            grace_ms=math.ceil(grace * 1000),
+            device=device_args,
+            expect="",
+            old_value=None,
+        )
+        if moved == 1:
+            self._count("created", "regenerates")
+            if index is not None and self.max_sessions_per_user is not None:
+                yield from self._limit_steps(index, new)
+        return moved in (1, 2)
+
+    def _move_steps(
+        self,
+        old: str,
+        new: str,
+        blob: bytes,
+        lifetime_ms: int,
+        index: str | None,
+        *,
+        reset: bool,
+        grace_ms: int,
+        device: tuple[str, ...],
+        expect: str,
+        old_value: bytes | None,
+    ) -> Steps[int]:
+        """:meth:`_move_once_steps`, from the session an ``old`` in its grace names (a
+        regenerate from a request in flight with the former cookie): 2 when that session
+        already has the id ``new`` (written in place, no session more), else as
+        :meth:`_move_once_steps`. A renewal (``expect``) never follows one."""
+        for hop in range(_HOPS):
+            reply = yield from self._move_once_steps(
+                old,
+                new,
+                blob,
+                lifetime_ms,
+                index,
+                reset=reset,
+                grace_ms=grace_ms,
+                device=device,
+                expect=expect,
+                old_value=old_value,
+            )
+            if not isinstance(reply, Alias):
+                return reply
+            if expect or not _answers(reply, _now_ms(), hop):
+                return 0
+            if reply.target == new:
+                kept: int = yield from self._keep_steps(new, blob, lifetime_ms, index)
+                return kept
+            old = reply.target
+        return 0
+
+    def _keep_steps(self, sid: str, blob: bytes, lifetime_ms: int, index: str | None) -> Steps[int]:
+        """``blob`` written over session ``sid`` (``record.PUT`` XX, after its owner's
+        join): 2 when written, else 0."""
+        commands = self._join(index, sid, lifetime_ms) if index is not None else []
+        put = (
+            "EVAL",
+            record.PUT,
+            1,
+            self._key(sid),
+            blob,
+            lifetime_ms,
+            "XX",
+            0,
+            "-1",
+            "",
+            "-1",
+            "",
+        )
+        reply = (yield ("send", [*commands, put]))[-1]
+        if isinstance(reply, list) or int(reply) <= 0:
+            return 0
+        self._remember(sid, index)
+        return 2
+
+    def _move_once_steps(
+        self,
+        old: str,
+        new: str,
+        blob: bytes,
+        lifetime_ms: int,
+        index: str | None,
+        *,
+        reset: bool,
+        grace_ms: int,
+        device: tuple[str, ...],
+        expect: str,
+        old_value: bytes | None,
+    ) -> Steps[int | Alias]:
+        """``old`` moved to ``new`` holding ``blob``: 1 when done; 0 when ``old`` holds
+        no session (or a logout everywhere of the owner is under way); -3 when ``expect``
+        is the SHA-1 of the value ``old`` was read with and another write landed since.
+        The new header keeps the old one's ``created`` and absolute end unless ``reset``;
+        ``device`` (see :meth:`_device`) replaces the old one's. With ``grace_ms``, ``old``
+        becomes an alias of ``new`` (see :mod:`.record`) instead of being deleted.
+
+        One script on one server (``_RENAME``). On a cluster, where the two keys (and the
+        owner's set) may live on different nodes: ``old`` is read (unless
+        ``old_value``), the new record written (``record.PUT_NEW``), then it joins its
+        owner's set (refused while a logout everywhere of that owner counts ``old``),
+        then ``old`` is deleted or made an alias if it still holds a session
+        (``record.RETIRE``); if it does not (a logout won meanwhile), the new record is
+        deleted again. An error after the new record was written deletes it again (as
+        far as Redis answers) and rises."""
+        old_key = self._key(old)
+        key = self._key(new)
         before = self._recall(old)
         leave = before if isinstance(before, str) and before != index else None
         joining = (time.time(), min(lifetime_ms + _ttl_ms(self.ttl), _MAX_TTL_MS))
         self._forget(old, new)
+        lifetime = ("1" if reset else "0", self._absolute_ms, *device)
         if self._keyslot is None:
             keys = (old_key, key, index or old_key, leave or old_key)
             flags = ("1" if index else "0", "1" if leave else "0")
-            command = ("EVAL", _RENAME, 4, *keys, blob, lifetime_ms, *joining, *flags, old, new)
+            command = (
+                "EVAL",
+                _RENAME,
+                4,
+                *keys,
+                blob,
+                lifetime_ms,
+                *joining,
+                *flags,
+                old,
+                new,
+                expect,
+                grace_ms,
+                *lifetime,
+            )
             # With wait_replicas, the old id's end waits for replicas as a logout does: a
             # failover must not bring back the id a sign-in left.
             (reply,) = self._confirmed((yield ("send", self._durable([command]))))
+            if isinstance(reply, list):
+                alias = _alias(reply[0])
+                return alias if alias is not None else 0
             reply = int(reply)
             if reply == _FOREIGN or reply == _FOREIGN - 1:
                 self._foreign([old_key if reply == _FOREIGN else key])
                 if reply != _FOREIGN:
                     raise InvalidOption("new", new, "an id whose key holds no other app's data")
         else:
-            reply = yield from self._rename_in_steps(old, old_key, key, blob, lifetime_ms, index)
+            moved = yield from self._rename_in_steps(
+                old, old_key, key, blob, lifetime_ms, index, lifetime, grace_ms, expect, old_value
+            )
+            if isinstance(moved, Alias):
+                return moved
+            reply = moved
             leaving: list[Command] = [("ZREM", owners, old) for owners in (index, leave) if owners]
-            if reply and leaving:
+            if reply == 1 and leaving:
                 yield ("send", leaving)
         if reply == 1:
             self._remember(new, index)
-            self._count("created", "regenerates")
-        return reply == 1
+        return reply if reply in (1, _CHANGED - 1) else 0
 
     def _rename_in_steps(
-        self, old: str, old_key: str, key: str, blob: bytes, lifetime_ms: int, index: str | None
-    ) -> Steps[int]:
-        """A cluster's rename (see :meth:`_rename_steps`): 1 when done, else 0."""
+        self,
+        old: str,
+        old_key: str,
+        key: str,
+        blob: bytes,
+        lifetime_ms: int,
+        index: str | None,
+        lifetime: tuple[Any, ...],
+        grace_ms: int,
+        expect: str,
+        old_value: bytes | None,
+    ) -> Steps[int | Alias]:
+        """A cluster's rename (see :meth:`_move_once_steps`): 1 when done, -3 when ``old``
+        changed since ``expect`` was read, the alias ``old`` holds, else 0."""
         new = key[len(self.prefix) :]
-        (written,) = yield ("send", [_guarded("SET", key, blob, "PX", lifetime_ms)])
+        if old_value is None:
+            try:
+                (current,) = yield ("send", [("GET", old_key)])
+            except self._refused as error:
+                if not _wrong_type(error):
+                    raise
+                self._foreign([old_key])
+                return 0
+            if current is None:
+                return 0
+            alias = _alias(current)
+            if alias is not None:
+                return alias
+            old_value = _as_bytes(current)
+        parsed = record.split(old_value)
+        if isinstance(parsed, Alias):
+            return 0
+        header = old_value[: len(old_value) - len(parsed[1])]
+        put = ("EVAL", record.PUT_NEW, 1, key, header, blob, lifetime_ms, *lifetime)
+        (written,) = yield ("send", [put])
         if written == _FOREIGN:
             self._foreign([key])
             raise InvalidOption("new", new, "an id whose key holds no other app's data")
+        if not isinstance(written, list):  # past its absolute end
+            return 0
+        px, absolute_end = int(written[0]), int(written[2])
         undo: list[Command] = [_guarded("DEL", key)]
         try:
             if index is not None:
@@ -1161,7 +1674,20 @@ class RedisCore:
                     undo.pop()  # never joined
                     yield ("send", undo)
                     return 0
-            (taken,) = yield ("send", [_guarded("DEL", old_key)])
+            sign_in = lifetime[0]
+            retire = (
+                "EVAL",
+                record.RETIRE,
+                1,
+                old_key,
+                expect,
+                new,
+                grace_ms,
+                px,
+                absolute_end,
+                sign_in,
+            )
+            (taken,) = yield ("send", [retire])
         except Exception:
             # One command at a time, each on its own node: the node that failed may hold
             # the owner's set, and the new record is deleted still.
@@ -1174,58 +1700,208 @@ class RedisCore:
         if taken == _FOREIGN:
             self._foreign([old_key])
         yield ("send", undo)
-        return 0
+        return _CHANGED - 1 if int(taken) == _CHANGED else 0
 
     def _touch_steps(self, sid: object, ttl: float | None) -> Steps[bool]:
-        """PEXPIRE, guarded (with ``owner_key``, after the owner's set's upkeep when this
-        store knows the owner; a GETEX when it does not, to learn it)."""
+        """``record.TOUCH``: the lifetime moved, never past the absolute end (with
+        ``owner_key``, after the owner's set's upkeep when this store knows the owner;
+        ``record.GETEX`` when it does not, to learn it). An alias in its grace is
+        followed."""
         lifetime_ms = _ttl_ms(self._lifetime(ttl))
         if not _is_sid(sid):
             return False
-        index = self._recall(sid)
-        if isinstance(index, _Unknown):
-            found, _ = yield from self._extend_steps(sid, lifetime_ms, counted=False)
-            return found
-        key = self._key(sid)
-        commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
-        commands.append(_guarded("PEXPIRE", key, lifetime_ms))
-        replies = yield ("send", commands)
-        return self._done(key, replies[-1])
+        for hop in range(_HOPS):
+            index = self._recall(sid)
+            if isinstance(index, _Unknown):
+                found, _ = yield from self._extend_steps(sid, lifetime_ms, counted=False)
+                return found
+            key = self._key(sid)
+            commands = self._join(index, sid, lifetime_ms) if isinstance(index, str) else []
+            commands.append(("EVAL", record.TOUCH, 1, key, lifetime_ms))
+            reply = (yield ("send", commands))[-1]
+            if isinstance(reply, list):
+                alias = _alias(reply[0])
+                if alias is not None and _answers(alias, int(reply[1]), hop):
+                    sid = alias.target
+                    continue
+                return False
+            return self._done(key, reply)
+        return False
 
     def _destroy_steps(self, sid: object) -> Steps[bool]:
-        """DEL, guarded (with ``owner_key``, and ZREM from the owner's set when this store
-        knows the owner; otherwise the next read of that set prunes it)."""
+        """``record.DESTROY`` (see :meth:`_end_steps`): an alias's session is ended too
+        (a logout from a tab holding the old cookie is a logout); through an alias past
+        its grace, with the stolen cookie's WARNING."""
         if not _is_sid(sid):
             return False
-        key = self._key(sid)
-        commands = [_guarded("DEL", key)]
-        index = self._recall(sid)
-        self._forget(sid)
-        if isinstance(index, str):
-            commands.append(("ZREM", index, sid))
-        replies = self._confirmed((yield ("send", self._durable(commands))))
-        ended = self._done(key, replies[0])
+        ended, data, stale = yield from self._end_steps(sid)
         if ended:
             self._count("logouts")
+            if stale:  # an id replaced longer ago than its grace: a stolen cookie too
+                self._stolen(data)
         return ended
 
-    def _contains_steps(self, sid: object) -> Steps[bool]:
-        """TYPE: whether a string (a session, not another app's key) is there."""
+    def _destroy_session_of_steps(self, owner: str | int, sid: object) -> Steps[bool]:
+        """A GET, then the session deleted only if it is still the value read
+        (``record.DROP``) and that value names ``owner`` (with its ZREM, and a WAIT with
+        ``wait_replicas``); read again while other writes land between."""
+        index = self._owner_index(owner)
+        sid = check_session_id(sid)
         if not _is_sid(sid):
             return False
-        (kind,) = yield ("send", [("TYPE", self._key(sid))])
-        return _as_bytes(kind) == b"string"
+        key = self._key(sid)
+        for _ in range(_UPDATE_TRIES):
+            try:
+                (current,) = yield ("send", [("GET", key)])
+            except self._refused as error:
+                if not _wrong_type(error):
+                    raise
+                self._foreign([key])
+                return False
+            if current is None or self._stored_index(self._decode(current)) != index:
+                return False
+            commands: list[Command] = [
+                ("EVAL", record.DROP, 1, key, _as_bytes(current)),
+                ("ZREM", index, sid),
+            ]
+            replies = self._confirmed((yield ("send", self._durable(commands))))
+            if int(replies[0]):
+                self._forget(sid)
+                self._count("logouts")
+                return True
+        raise StoreUnavailable(
+            f"Redis at {self._where}: session {redact(sid)} changed by other writes "
+            f"{_UPDATE_TRIES} times while it was ended; not ended"
+        )
+
+    def _contains_steps(self, sid: object) -> Steps[bool]:
+        """``record.PEEK``: whether a string that is no alias (a session, not another
+        app's key) is there."""
+        if not _is_sid(sid):
+            return False
+        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, self._key(sid))])
+        return int(reply[0]) == 1
 
     def _time_left_steps(self, sid: object) -> Steps[float | None]:
-        """TYPE and PTTL in one round trip: the seconds ``sid`` has left."""
+        """``record.PEEK``: the seconds ``sid`` has left (already capped at its absolute
+        end)."""
+        if not _is_sid(sid):
+            return None
+        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, self._key(sid))])
+        if int(reply[0]) != 1 or int(reply[1]) < 0:
+            # Absent, an alias, or a key without an expiry: no session of this store's.
+            return None
+        return int(reply[1]) / 1000
+
+    def _session_info_steps(self, sid: object) -> Steps[SessionInfo | None]:
+        """GET and PTTL, in one round trip: what ``sid`` is (``None``: no session); an id
+        in its grace answers as its session, in one round trip more."""
         if not _is_sid(sid):
             return None
         key = self._key(sid)
-        kind, left = yield ("send", [("TYPE", key), ("PTTL", key)])
-        if _as_bytes(kind) != b"string" or int(left) < 0:
-            # Absent (-2), or a key without an expiry: no session of this store's.
+        try:
+            blob, left = yield ("send", [("GET", key), ("PTTL", key)])
+        except self._refused as error:
+            if not _wrong_type(error):
+                raise
+            self._foreign([key])
             return None
-        return int(left) / 1000
+        if blob is None or int(left) < 0:
+            return None
+        alias = _alias(blob)
+        if alias is not None:  # an id in its grace answers as its session
+            if _now_ms() >= alias.grace_end:
+                return None
+            target = self._key(alias.target)
+            blob, left = yield ("send", [("GET", target), ("PTTL", target)])
+            if blob is None or int(left) < 0 or _alias(blob) is not None:
+                return None
+            sid = alias.target
+        return self._info(sid, _as_bytes(blob), int(left), _now_ms())
+
+    def _info(self, sid: str, value: bytes, left_ms: int, now_ms: int) -> SessionInfo | None:
+        """A stored value as a :class:`SessionInfo`; ``None`` for an alias or a value no
+        session. A value written without a header was first seen now."""
+        parsed = record.split(value)
+        if isinstance(parsed, Alias):
+            return None
+        header, blob = parsed
+        try:
+            data = loads_session(self._serializer, blob)
+        except SerializationError:
+            return None
+        if header is None:
+            header = Header(now_ms, now_ms, now_ms, 0, None, None)
+        expires = now_ms + left_ms
+        if header.absolute_end:
+            # PTTL was read a moment before now_ms: never report a time past the end.
+            expires = min(expires, header.absolute_end)
+        owner = None
+        if self.owner_key is not None:
+            value_of = data.get(self.owner_key)
+            if type(value_of) in (str, int):
+                owner = value_of
+        return SessionInfo(
+            id=sid,
+            owner=owner,
+            created=record.as_datetime(header.created),
+            renewed=record.as_datetime(header.renewed),
+            last_seen=record.as_datetime(header.last_seen),
+            expires=record.as_datetime(expires),
+            absolute_expires=(
+                record.as_datetime(header.absolute_end) if header.absolute_end else None
+            ),
+            ip=header.ip,
+            user_agent=header.user_agent,
+        )
+
+    def _sessions_info_steps(self, owner: str | int) -> Steps[list[SessionInfo]]:
+        """As :meth:`_sessions_of_steps`, with each member's PTTL in its MGET's round
+        trip: the owner's sessions as :class:`SessionInfo`, most recently used first (the
+        set's order: its scores are the last uses, kept to the millisecond, where a
+        header's ``last_seen`` is kept to the minute)."""
+        index = self._owner_index(owner)
+        members, blobs, ttls = yield from self._fetch_steps(index, with_ttl=True)
+        live, stale = self._sort_members(index, members, blobs)
+        if stale:
+            yield ("send", [self._prune_command(index, stale)])
+        now = _now_ms()
+        infos = []
+        for sid in live:
+            key = self._key(sid).encode()
+            blob, left = blobs.get(key), ttls.get(key, -2)
+            if blob is not None and left >= 0:
+                info = self._info(sid, _as_bytes(blob), left, now)
+                if info is not None:
+                    infos.append(info)
+        return infos
+
+    def _limit_steps(self, index: str, keep: str) -> Steps[None]:
+        """End the sessions of ``index``'s owner with the oldest ``created`` (never
+        ``keep``) until ``max_sessions_per_user`` remain: the set read and its sessions
+        fetched, then one pipeline of ``record.DESTROY`` per session ended."""
+        limit = self.max_sessions_per_user
+        assert limit is not None
+        members, blobs, _ = yield from self._fetch_steps(index)
+        live, _stale = self._sort_members(index, members, blobs)
+        if len(live) <= limit:
+            return
+
+        def created(sid: str) -> int:
+            blob = blobs.get(self._key(sid).encode())
+            parsed = record.split(_as_bytes(blob)) if blob is not None else None
+            if isinstance(parsed, tuple) and parsed[0] is not None:
+                return parsed[0].created
+            return 0  # written before headers: older than any that has one
+
+        others = sorted((sid for sid in live if sid != keep), key=created)
+        ended = others[: len(live) - limit]
+        if not ended:
+            return
+        commands: list[Command] = [("EVAL", record.DESTROY, 1, self._key(sid), 0) for sid in ended]
+        commands.append(("ZREM", index, *ended))
+        self._confirmed((yield ("send", self._durable(commands))))
+        self._forget(*ended)
 
     def _all_steps(self) -> Steps[dict[str, dict[str, Any]]]:
         """SCAN TYPE string (every primary of a cluster), then one MGET per batch of keys
@@ -1239,14 +1915,30 @@ class RedisCore:
                 data = self._decode(blob)
                 if data is not None:
                     found[key[len(self._prefix_bytes) :].decode()] = data
-                elif blob is not None:
+                elif blob is not None and _alias(blob) is None:
                     foreign.append(key)
         self._foreign(foreign)
         return found
 
     def _len_steps(self) -> Steps[int]:
-        keys = yield ("scan", "string")
-        return len(self._own_keys(keys))
+        """SCAN, then the first bytes of each key (a GETRANGE each, one round trip per
+        batch): aliases are no sessions."""
+        keys = self._own_keys((yield ("scan", "string")))
+        sessions = yield from self._sessions_among_steps(keys)
+        return len(sessions)
+
+    def _sessions_among_steps(self, keys: list[bytes]) -> Steps[list[bytes]]:
+        """The keys among ``keys`` that hold something other than an alias (and still
+        exist)."""
+        found: list[bytes] = []
+        for batch in _batches(keys):
+            heads = yield ("send", [("GETRANGE", key, 0, len(record.ALIAS) - 1) for key in batch])
+            found.extend(
+                key
+                for key, head in zip(batch, heads, strict=True)
+                if head and not _as_bytes(head).startswith(record.ALIAS)
+            )
+        return found
 
     def _clear_steps(self) -> Steps[None]:
         """Per batch of string keys, an MGET and a DEL of those that hold a session; then
@@ -1257,7 +1949,7 @@ class RedisCore:
             mgets = self._per_slot("MGET", batch)
             ours = []
             for key, blob in self._pairs(mgets, (yield ("send", mgets))):
-                if self._decode(blob) is not None:
+                if self._decode(blob) is not None or _alias(blob) is not None:
                     ours.append(key)
                 elif blob is not None:
                     foreign.append(key)
@@ -1271,8 +1963,10 @@ class RedisCore:
             self._owners.clear()
 
     def _stats_steps(self) -> Steps[Stats]:
-        """SCAN, MEMORY USAGE per key (STRLEN where MEMORY is disabled), CONFIG GET."""
+        """SCAN, MEMORY USAGE per key (STRLEN where MEMORY is disabled), CONFIG GET; the
+        sessions counted leave out aliases (as ``len``), their bytes are in ``size``."""
         keys = self._own_keys((yield ("scan", "string")))
+        sessions = yield from self._sessions_among_steps(keys)
         size = 0
         for batch in _batches(keys):
             try:
@@ -1290,7 +1984,7 @@ class RedisCore:
             users = len(self._owner_keys((yield ("scan", "zset"))))
         # Redis expires and evicts keys itself and does not count them per prefix.
         return Stats(
-            sessions=len(keys),
+            sessions=len(sessions),
             size=size,
             max_size=_max_size(config),
             expired=0,
@@ -1337,19 +2031,38 @@ class RedisCore:
         self, index: str, first: Command | None = None, first_reply: list[Any] | None = None
     ) -> Steps[tuple[list[str], list[tuple[str, bytes]]]]:
         """The owner's set read (after ``first``, in the same round trip, whose reply is
-        appended to ``first_reply``), and its members' sessions fetched."""
+        appended to ``first_reply``), and its members' sessions fetched: the live ones and
+        the stale ones (see :meth:`_sort_members`)."""
+        members, blobs, _ = yield from self._fetch_steps(index, first, first_reply)
+        return self._sort_members(index, members, blobs)
+
+    def _fetch_steps(
+        self,
+        index: str,
+        first: Command | None = None,
+        first_reply: list[Any] | None = None,
+        with_ttl: bool = False,
+    ) -> Steps[tuple[list[tuple[str, bytes]], dict[bytes, Any], dict[bytes, int]]]:
+        """The owner's set read (see :meth:`_look_up_steps`), then its members' values
+        (one MGET per batch, per slot on a cluster; with ``with_ttl``, each one's PTTL in
+        the same round trip): the members, and each key's value and ms left."""
         read: list[Command] = [("ZREVRANGE", index, 0, -1, "WITHSCORES")]
         if first is not None:
             read.insert(0, first)
         replies = yield ("send", read)
         if first_reply is not None:
             first_reply.extend(replies[:-1])
-        reply = replies[-1]
-        members = self._members(reply)
-        fetched = []
-        for mgets in self._mgets(self._member_keys(members)):
-            fetched.append((mgets, (yield ("send", mgets))))
-        return self._sort_members(index, members, fetched)
+        members = self._members(replies[-1])
+        blobs: dict[bytes, Any] = {}
+        ttls: dict[bytes, int] = {}
+        for batch in _batches(self._member_keys(members)):
+            mgets = self._per_slot("MGET", batch)
+            commands = mgets + [("PTTL", key) for key in batch] if with_ttl else mgets
+            replies = yield ("send", commands)
+            blobs.update(self._pairs(mgets, replies[: len(mgets)]))
+            if with_ttl:
+                ttls.update(zip(batch, (int(n) for n in replies[len(mgets) :]), strict=True))
+        return members, blobs, ttls
 
     # ---- the owner index's reads ----------------------------------------------------------
 
@@ -1382,7 +2095,7 @@ class RedisCore:
         self,
         index: str,
         members: list[tuple[str, bytes]],
-        fetched: Iterable[tuple[list[Command], list[Any]]],
+        blobs: dict[bytes, Any],
     ) -> tuple[list[str], list[tuple[str, bytes]]]:
         """The members still live and still the owner's, in the set's order, and the
         stale ones (expired, destroyed, or now someone else's) with their scores. A
@@ -1390,15 +2103,13 @@ class RedisCore:
         not have landed yet (the join goes first), and pruning it now would leave that
         session out of its owner's set for good."""
         recent = time.time() - _JOIN_GRACE
-        blobs: dict[bytes, Any] = {}
-        for commands, replies in fetched:
-            blobs.update(self._pairs(commands, replies))
         live, stale = [], []
         for (sid, score), key in zip(members, self._member_keys(members), strict=True):
             blob = blobs.get(key)
-            if blob is not None:
+            parsed = None if blob is None else record.split(_as_bytes(blob))
+            if isinstance(parsed, tuple):
                 try:
-                    data: dict[str, Any] | None = loads_session(self._serializer, _as_bytes(blob))
+                    data: dict[str, Any] | None = loads_session(self._serializer, parsed[1])
                 except SerializationError:
                     # A record no one can read: the set's word that it is the owner's
                     # stands, so a logout everywhere ends it too.
@@ -1440,11 +2151,6 @@ class RedisCore:
             slots.setdefault(self._keyslot(key), []).append(key)
         return [(name, *same_slot) for same_slot in slots.values()]
 
-    def _mgets(self, keys: list[bytes]) -> Iterator[list[Command]]:
-        """MGETs for ``keys``: one per batch, or per slot within a batch on a cluster."""
-        for batch in _batches(keys):
-            yield self._per_slot("MGET", batch)
-
     @staticmethod
     def _pairs(commands: list[Command], replies: list[Any]) -> Iterator[tuple[bytes, Any]]:
         """``(key, value)`` for each key of the MGETs ``commands`` and their replies."""
@@ -1458,8 +2164,11 @@ class RedisCore:
         string, or a record this store's serializer cannot read)."""
         if blob is None:
             return None
+        parsed = record.split(_as_bytes(blob))
+        if isinstance(parsed, Alias):
+            return None
         try:
-            return loads_session(self._serializer, _as_bytes(blob))
+            return loads_session(self._serializer, parsed[1])
         except SerializationError:
             return None
 
@@ -1469,9 +2178,14 @@ class RedisCore:
         """A GET (or GETEX) reply as a session, counted as a hit or a miss; a value that
         is no session is a miss, and logged."""
         data = self._decode(blob)
-        if data is None and blob is not None:
+        if data is None and blob is not None and _alias(blob) is None:
             self._foreign([key])
         return self._got(data) if counted else data
+
+    def _missed(self) -> Loaded | None:
+        """Count a miss: ``None``, a load's answer for no session."""
+        self._got(None)
+        return None
 
     def _got(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
         with self._lock:
@@ -1630,7 +2344,7 @@ class RedisCore:
         now = time.monotonic()
         with self._lock:
             self._outage = True
-            if op in ("get", "renew"):  # read as no session: a miss
+            if op in ("get", "renew", "load"):  # read as no session: a miss
                 self._counts.misses += 1
             loud = now - self._last_warning >= _WARN_EVERY
             if loud:

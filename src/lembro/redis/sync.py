@@ -12,8 +12,9 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
+from ..lifetimes import Device, Loaded, SessionInfo
 from ..protocol import AsyncSessionStore, Stats
 from .core import (
     _SWITCH_CHANNEL,
@@ -82,6 +83,20 @@ class RedisStore(RedisCore):
     str or an int, compared as a str (``42`` and ``"42"`` are one owner), and a write
     whose owner field holds anything else raises ``SerializationError``.
 
+    Lifetimes (issue 29): ``absolute_ttl`` (seconds, ``None``: none) ends a session that
+    long after its sign-in, however it is used: every operation that sets a session's
+    expiry sets it to the earlier of the idle ``ttl`` and the absolute end, in the same
+    script. ``renew_every`` (seconds, ``None``: never) makes :meth:`load` move a session
+    whose id is older than that to a fresh id, the old id answering as the new one for
+    ``renew_grace`` seconds and then reading as a stolen cookie (the session is ended,
+    with one WARNING). ``max_sessions_per_user`` (needs ``owner_key``) ends an owner's
+    sessions with the oldest sign-in beyond that many, after a write that gives the owner
+    one more: steps after the write, not one script (an owner's sessions live in other
+    hash slots on a Cluster), so two sign-ins at once may each end one, never leaving
+    more than the limit. Each session's created, renewed and last-seen times, absolute end
+    and device live in a small header inside its own value (no key more per session); a
+    value written by a version before it reads as a session first seen now.
+
     Memory is bounded by Redis itself: set ``maxmemory`` and a ``maxmemory-policy`` of
     ``volatile-lru`` (or ``allkeys-lru`` on a Redis that holds only sessions).
     Every method is thread-safe and costs the round trips it says.
@@ -100,6 +115,29 @@ class RedisStore(RedisCore):
         ``owner_key``, pipelined with the ZADD that counts the use)."""
         return self._run("get", sid, self._get_steps(sid), None)
 
+    def load(self, sid: str) -> Loaded | None:
+        """The read a request makes: session ``sid`` as :class:`~lembro.Loaded` (the id to
+        use from now on, the data, the seconds to its absolute end), or ``None``; a hit
+        or a miss, as :meth:`get`.
+
+        An id replaced by a renewal answers as the new one during its grace; one
+        replaced longer ago is a stolen cookie: the session that replaced it is ended,
+        one WARNING logged (no id; the owner if any), and the answer is ``None``. With
+        ``renew_every``, a session whose id was issued longer ago than that is moved to
+        a fresh id (a :meth:`rename` keeping its lifetime, the old id in grace for
+        ``renew_grace`` seconds). ``last_seen`` is written when the stored one is a
+        minute old. One script on the session's key (with ``owner_key``, pipelined with
+        the ZADD that counts the use): one round trip, one more to follow an alias or to
+        renew (a few on a cluster), one more once for a session written before lembro
+        kept lifetimes (it gets its header then).
+        """
+        return self._run("load", sid, self._load_steps(sid), None)
+
+    def session_info(self, sid: str) -> SessionInfo | None:
+        """What session ``sid`` is (:class:`~lembro.SessionInfo`), or ``None``; neither a
+        hit nor a miss. GET and PTTL in one round trip."""
+        return self._run("session_info", sid, self._session_info_steps(sid), None)
+
     def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
         """Return a fresh copy of session ``sid`` and give it a new lifetime of ``ttl``
         seconds (default: the store's ``ttl``) in the same step, or ``None`` when absent:
@@ -110,16 +148,27 @@ class RedisStore(RedisCore):
         ``InvalidOption`` for a bad ``ttl`` before anything is sent."""
         return self._run("renew", sid, self._renew_steps(sid, ttl), None)
 
-    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
+    def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None:
+        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``),
+        never past the session's absolute end; ``device`` is recorded when the session
+        is created here (a set of an id not held).
 
-        One SET with PX, in a script that leaves another app's key alone (with
-        ``owner_key``, pipelined with the owner's set's upkeep: one round trip). Raises
+        One script that SETs with PX and leaves another app's key alone (with
+        ``owner_key``, pipelined with the owner's set's upkeep: one round trip; with
+        ``max_sessions_per_user``, the owner's sessions read and the oldest beyond the
+        limit ended in two or three more when the owner gains one). Raises
         ``InvalidOption``, ``SerializationError`` or ``SessionTooLarge`` before anything
         is sent, so the stored session is unchanged; ``InvalidOption`` too when ``sid``'s
         key holds another app's data.
         """
-        self._run("set", sid, self._write_steps(sid, data, ttl), False)
+        self._run("set", sid, self._write_steps(sid, data, ttl, device=device), False)
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, only over a live session; ``False`` when absent. One SET XX."""
@@ -149,9 +198,26 @@ class RedisStore(RedisCore):
         """
         return self._run("update", sid, self._update_steps(sid, changes, deleted, ttl), False)
 
-    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+    def rename(
+        self,
+        old: str,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
+    ) -> bool:
         """Move session ``old`` to the id ``new`` (a fresh one), holding ``data`` for
-        ``ttl`` seconds: a regenerate as one operation. ``False``, and nothing written,
+        ``ttl`` seconds: a regenerate as one operation.
+
+        ``reset_lifetime=True`` is a sign-in: ``new`` starts a new absolute lifetime;
+        ``False`` is a privilege change or a renewal inside one sign-in: ``new`` keeps
+        ``old``'s ``created`` and absolute end. With ``grace`` seconds, ``old`` answers as
+        ``new`` for that long, then reads as a stolen cookie until ``new`` could end (a
+        key of its own, ``prefix + old``); ``destroy(old)`` meanwhile ends ``new`` too.
+        ``device`` is recorded on ``new`` (else ``old``'s is kept). ``False``, and nothing written,
         when ``old`` is absent (a logout won the race), or when a
         :meth:`destroy_sessions_of` of the owner ``data`` names, which counts ``old``, is
         under way. With ``owner_key``, ``new`` joins its owner's set in the same step.
@@ -165,7 +231,8 @@ class RedisStore(RedisCore):
         ``on_unavailable``: ``old`` is left as it was (on a cluster, unless the node of
         ``old`` deleted it and its answer was lost).
         """
-        return self._run("rename", old, self._rename_steps(old, new, data, ttl), False)
+        steps = self._rename_steps(old, new, data, ttl, reset_lifetime, grace, device)
+        return self._run("rename", old, steps, False)
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
         """Give ``sid`` a new lifetime of ``ttl`` seconds; ``False`` when absent. One PEXPIRE
@@ -187,8 +254,16 @@ class RedisStore(RedisCore):
         """
         return self._run("destroy", sid, self._destroy_steps(sid), False)
 
-    def sessions_of(self, owner: str | int) -> list[str]:
-        """The ids of ``owner``'s live sessions, most recently used first.
+    @overload
+    def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+    @overload
+    def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    def sessions_of(self, owner: str | int, *, info: bool) -> list[str] | list[SessionInfo]: ...
+    def sessions_of(self, owner: str | int, *, info: bool = False) -> list[str] | list[SessionInfo]:
+        """The ids of ``owner``'s live sessions, most recently used first; with
+        ``info=True``, each as a :class:`~lembro.SessionInfo`, the most recently seen
+        first (each one's PTTL in its MGET's round trip).
 
         ZREVRANGE of the owner's set, then MGET of its members (per slot on a cluster) to
         keep only the live sessions whose ``owner_key`` field still names ``owner``; the
@@ -196,7 +271,22 @@ class RedisStore(RedisCore):
         Raises ``InvalidOption`` on a store without ``owner_key`` or for an owner that is
         not a str or an int.
         """
+        if info:
+            infos: list[SessionInfo] = self._run(
+                "sessions_of", None, self._sessions_info_steps(owner), []
+            )
+            return infos
         return self._run("sessions_of", None, self._sessions_of_steps(owner), [])
+
+    def destroy_session_of(self, owner: str | int, sid: str) -> bool:
+        """End session ``sid`` only if its owner is ``owner`` (a user cannot end another
+        user's session by guessing its id); whether it did. Counted as a logout. A GET,
+        then a script that deletes the session only if it is still the one read (and a
+        WAIT with ``wait_replicas``). Raises ``InvalidOption`` as :meth:`sessions_of`,
+        and ``StoreUnavailable`` when Redis does not answer, whatever
+        ``on_unavailable``."""
+        steps = self._destroy_session_of_steps(owner, sid)
+        return self._run("destroy_session_of", sid, steps, False)
 
     def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every live session of ``owner`` but ``keep`` (the current session's id, for
