@@ -146,7 +146,8 @@ def test_a_table_that_held_many_more_sessions_is_rebuilt_small(held: int) -> Non
     assert not t.rebuild_due
     for i in range(held - 10):
         t.destroy(f"s{i}", NOW)
-    assert t.rebuild_due and t.upkeep_due
+    assert t.rebuild_due
+    assert t.upkeep_due
     while t.rebuild_step(16):
         pass
     assert not t.rebuild_due
