@@ -165,6 +165,12 @@ def test_a_value_written_before_the_header_still_reads_and_gets_one_on_load(
     store.client.set(store.prefix + sid, store._serializer.dumps({"old": True}), px=600_000)
     assert store.get(sid) == {"old": True}
     assert store.all() == {sid: {"old": True}}
+    assert len(store) == 1  # read whole to tell it from another app's string
+    assert store.stats().sessions == 1
+    assert sid in store
+    left = store.time_left(sid)
+    assert left is not None
+    assert 0 < left <= 600
     first_seen = redis_now_ms(store)
     info = store.session_info(sid)
     assert info is not None

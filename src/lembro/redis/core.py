@@ -294,6 +294,8 @@ return 1
 """
 )
 _CHANGED = -2
+# record.PEEK's answer for a string with neither a session's header nor an alias's.
+_HEADERLESS = 3
 # How many aliases a read follows (an id renewed again within its former id's grace).
 _HOPS = 4
 # ms after which load writes a session's last_seen again: most reads write nothing.
@@ -1775,11 +1777,14 @@ class RedisCore:
         )
 
     def _contains_steps(self, sid: object) -> Steps[bool]:
-        """``record.PEEK``: whether a string that is no alias (a session, not another
-        app's key) is there."""
+        """``record.PEEK``: whether a session is there (a string with a session's header;
+        one without, written before headers or by another app, is read to tell)."""
         if not _is_sid(sid):
             return False
-        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, self._key(sid))])
+        key = self._key(sid)
+        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, key)])
+        if int(reply[0]) == _HEADERLESS:
+            return (yield from self._headerless_sessions_steps([key.encode()])) != []
         return int(reply[0]) == 1
 
     def _time_left_steps(self, sid: object) -> Steps[float | None]:
@@ -1787,9 +1792,14 @@ class RedisCore:
         end)."""
         if not _is_sid(sid):
             return None
-        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, self._key(sid))])
-        if int(reply[0]) != 1 or int(reply[1]) < 0:
-            # Absent, an alias, or a key without an expiry: no session of this store's.
+        key = self._key(sid)
+        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, key)])
+        kind = int(reply[0])
+        if kind == _HEADERLESS and (yield from self._headerless_sessions_steps([key.encode()])):
+            kind = 1
+        if kind != 1 or int(reply[1]) < 0:
+            # Absent, an alias, another app's string or a key without an expiry: no
+            # session of this store's.
             return None
         return int(reply[1]) / 1000
 
@@ -1928,16 +1938,38 @@ class RedisCore:
         return len(sessions)
 
     def _sessions_among_steps(self, keys: list[bytes]) -> Steps[list[bytes]]:
-        """The keys among ``keys`` that hold something other than an alias (and still
-        exist)."""
+        """The keys among ``keys`` that hold a session (and still exist): the first bytes
+        of each tell a session's header from an alias; a string with neither, written
+        before headers or by another app, is read whole to tell (another app's is
+        logged)."""
         found: list[bytes] = []
+        headerless: list[bytes] = []
         for batch in _batches(keys):
-            heads = yield ("send", [("GETRANGE", key, 0, len(record.ALIAS) - 1) for key in batch])
-            found.extend(
-                key
-                for key, head in zip(batch, heads, strict=True)
-                if head and not _as_bytes(head).startswith(record.ALIAS)
-            )
+            heads = yield ("send", [("GETRANGE", key, 0, len(record.HEADER) - 1) for key in batch])
+            for key, head in zip(batch, heads, strict=True):
+                if not head:
+                    continue
+                head = _as_bytes(head)
+                if head == record.HEADER:
+                    found.append(key)
+                elif head != record.ALIAS:
+                    headerless.append(key)
+        found.extend((yield from self._headerless_sessions_steps(headerless)))
+        return found
+
+    def _headerless_sessions_steps(self, keys: list[bytes]) -> Steps[list[bytes]]:
+        """The keys among ``keys`` (strings without a header) whose value this store reads
+        as a session; another app's are logged."""
+        found: list[bytes] = []
+        foreign: list[bytes] = []
+        for batch in _batches(keys):
+            gets = self._per_slot("MGET", batch)
+            for key, blob in self._pairs(gets, (yield ("send", gets))):
+                if self._decode(blob) is not None:
+                    found.append(key)
+                elif blob is not None:
+                    foreign.append(key)
+        self._foreign(foreign)
         return found
 
     def _clear_steps(self) -> Steps[None]:

@@ -488,10 +488,13 @@ if kind == 'none' then
 elseif kind ~= 'string' then
   return {-1}
 end
-if redis.call('GETRANGE', KEYS[1], 0, 3) == '\193L1>' then
+local head = redis.call('GETRANGE', KEYS[1], 0, 3)
+if head == '\193L1>' then
   return {2}
+elseif head == '\193L1 ' then
+  return {1, redis.call('PTTL', KEYS[1])}
 end
-return {1, redis.call('PTTL', KEYS[1])}
+return {3, redis.call('PTTL', KEYS[1])}
 """
 
 __all__ += [
