@@ -19,6 +19,8 @@ MODULES = [
     "lembro.cli",
     "lembro.errors",
     "lembro.ids",
+    "lembro.clients",
+    "lembro.lifetimes",
     "lembro.memory",
     "lembro.protocol",
     "lembro.serializers",
