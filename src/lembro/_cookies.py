@@ -36,7 +36,7 @@ __all__ = [
     "VERIFIED_CACHE_SIZE",
     "CookieSigner",
     "RejectedCookies",
-    "absolute_ttl",
+    "store_absolute_ttl",
     "acreate",
     "aregenerate",
     "cookie_max_age",
@@ -289,7 +289,7 @@ async def aregenerate(
     return sid
 
 
-def absolute_ttl(store: object) -> float | None:
+def store_absolute_ttl(store: object) -> float | None:
     """The store's ``absolute_ttl`` (seconds a session lives from its sign-in at most), or
     ``None`` for none or a store without one."""
     value = getattr(store, "absolute_ttl", None)

@@ -36,7 +36,14 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
 from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
-from ._cookies import REJECTED, CookieSigner, absolute_ttl, cookie_value, create, is_current_owner
+from ._cookies import (
+    REJECTED,
+    CookieSigner,
+    cookie_value,
+    create,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from ._cookies import regenerate as _regenerate
 from .checks import check_owner
 from .clients import client_device, trusted_networks
@@ -237,7 +244,7 @@ class LembroSessionInterface(SessionInterface):
         # The read a request makes: load (which may renew the id) where the store has it.
         load = getattr(store, "load", None)
         self._load_loaded = load if callable(load) else None
-        self._absolute_ttl = absolute_ttl(store)
+        self._absolute_ttl = store_absolute_ttl(store)
         self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
 
     # ---- signing ----------------------------------------------------------------------
