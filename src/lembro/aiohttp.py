@@ -13,10 +13,15 @@ Beyond aiohttp-session's storages: :func:`regenerate` moves a session to a new i
 the session was read. Values come back as the store's serializer gives them: exactly, or
 refused with ``SerializationError`` (see :mod:`lembro.serializers`).
 
-Concurrency: each request loads its own copy of the session and writes it back whole when
-it changed; the last to finish wins. A destroy wins over both: a session destroyed
-meanwhile (a logout or a regenerate in another request) is not written back, and that
-request sets no cookie.
+Concurrency: each request loads its own copy of the session and writes back only the
+top-level keys it set, deleted or changed in place (a list appended to, a nested dict
+edited, with or without ``session.changed()``), applied to the stored session as it is
+then (the store's ``update``). So two concurrent requests of one session that change
+different keys both keep their change; of two that change one key, the later write wins;
+a key one deletes is not brought back by another that only read it. A store without
+``update`` gets the whole session, and the last request to finish wins. A destroy wins
+over all: a session destroyed meanwhile (a logout or a regenerate in another request) is
+not written back, and that request sets no cookie.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.aiohttp needs aiohttp-session: pip install 'lembro[aiohttp]'") from e
 
+from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
 from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
@@ -73,10 +79,28 @@ class LembroSession(Session):
 
     aiohttp-session saves a session only when it reports a change; this one always does,
     so that the storage sees every response of a request that used the session (for
-    ``Vary: Cookie``), and writes to the store only what really changed.
+    ``Vary: Cookie``), and writes to the store only what really changed: the keys set,
+    deleted, or changed in place. The first time a list, dict or other container is
+    handed out, that key's bytes are kept, and compared with what it holds when the
+    response is saved, so ``session["cart"].append(x)`` is written without ``changed()``.
     """
 
     _modified = False
+    # What the store gave, kept as loaded (the values are the session's own objects), and
+    # each container handed out: its key's fingerprint, taken before it was.
+    _loaded: dict[str, Any] = {}  # noqa: RUF012 - only read: a loaded session gets its own
+    _before: dict[str, object] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        # get, pop, setdefault, items and values all read through here.
+        value = self._mapping[key]
+        if type(value) not in PLAIN:
+            before = self._before
+            if before is None:
+                before = self._before = {}
+            if key not in before:
+                before[key] = fingerprint_key(key, value)
+        return value
 
     @property
     def _changed(self) -> bool:
@@ -91,6 +115,10 @@ class LembroSession(Session):
         """Whether the session was written (``session[k] = v``, ``del``, ``changed()``,
         ``invalidate()``) since it was loaded."""
         return self._modified
+
+    def changed_inside(self) -> bool:
+        """Whether a container handed out has changed since (always false if none was)."""
+        return changed_inside(self._mapping, self._before)
 
 
 class LembroStorage(AbstractStorage):
@@ -157,6 +185,9 @@ class LembroStorage(AbstractStorage):
         self.store: SessionStore | AsyncSessionStore = store
         self._store = as_async(store)
         self._renews = _supports(self._store, "renew")
+        # Whether a loaded session writes back only what it changed (see the module):
+        # asked of the store given, as the async face of a sync store has every method.
+        self._updates = _supports(store, "update")
         self.signer = CookieSigner(secret_key, secret_key_fallbacks)
 
     async def close(self) -> None:
@@ -208,7 +239,9 @@ class LembroStorage(AbstractStorage):
         request[_SID] = sid
         request[_COOKIE] = None if resign else cookie
         loaded = {"session": data, "created": int(time.time())}
-        return LembroSession(sid, data=loaded, new=False, max_age=self.max_age)  # type: ignore[arg-type]
+        session = LembroSession(sid, data=loaded, new=False, max_age=self.max_age)  # type: ignore[arg-type]
+        session._loaded = data
+        return session
 
     async def _discard(self, sid: str, error: Exception) -> None:
         """Drop a record that cannot be loaded, so it costs one warning, not a 500 each time."""
@@ -222,16 +255,21 @@ class LembroStorage(AbstractStorage):
         _vary_on_cookie(response)
         loaded = request.get(_LOADED)
         regenerate = request.pop(_REGENERATE, False)
-        modified = session.modified if isinstance(session, LembroSession) else True
-        if session is loaded and not (modified or regenerate):
+        if isinstance(session, LembroSession):
+            # Written through the session's methods, or a container handed out and changed.
+            changed = session.modified or session.changed_inside()
+            # Read as a plain dict: nothing is handed out.
+            data = dict(session._mapping)
+        else:
+            changed, data = True, dict(session)
+        if session is loaded and not (changed or regenerate):
             # Only read: nothing to write, and no cookie to send unless an older key
             # signed it (signed anew, so it outlives that key).
             sid = request.get(_SID)
             if sid is not None and request.get(_COOKIE) is None:
                 self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
             return
-        data = dict(session)
-        if modified and set(map(type, data)) - {str}:
+        if changed and set(map(type, data)) - {str}:
             key = next(k for k in data if type(k) is not str)
             raise SerializationError(f"session key {key!r}: session keys must be str")
         ttl = None if session.max_age is None else float(session.max_age)
@@ -266,10 +304,22 @@ class LembroStorage(AbstractStorage):
                 return
             self.save_cookie(response, self.signer.sign(new_sid), max_age=session.max_age)
             return
-        if not await self._store.replace(sid, data, ttl):
+        if not await self._write_back(sid, session, data, ttl):
             return  # destroyed since it was loaded: it stays destroyed, no cookie
         cookie = request.get(_COOKIE) or self.signer.sign(sid)
         self.save_cookie(response, cookie, max_age=session.max_age)
+
+    async def _write_back(
+        self, sid: str, session: Session, data: dict[str, Any], ttl: float | None
+    ) -> bool:
+        """Write a loaded session that changed back under ``sid``: only the keys it set,
+        deleted or changed in place, through the store's ``update`` (the whole session,
+        ``data``, by ``replace`` on a store without it); whether the record was still
+        there."""
+        if not self._updates or not isinstance(session, LembroSession):
+            return await self._store.replace(sid, data, ttl)
+        changes, deleted = changes_of(session._mapping, session._loaded, session._before)
+        return await self._store.update(sid, changes, deleted, ttl)
 
     async def _create(
         self,

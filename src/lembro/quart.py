@@ -12,10 +12,15 @@ Every store call is awaited: a ``MemoryStore`` is called inline (it never blocks
 ``RedisStore`` through its async twin, any other sync store in a worker thread (see
 :func:`lembro.as_async`), so the event loop never waits on the store.
 
-Concurrency: each request loads its own copy of the session and writes it back whole when
-it changed; the last to finish wins. A destroy wins over both: a session destroyed
-meanwhile (a logout or a regenerate in another request) is not written back, and that
-request sets no cookie.
+Concurrency: each request loads its own copy of the session and writes back only the
+top-level keys it set, deleted or changed in place (a list appended to, a nested dict
+edited), applied to the stored session as it is then (the store's ``update``), as
+:mod:`lembro.flask` does. So two concurrent requests of one session that change different
+keys both keep their change; of two that change one key, the later write wins; a key one
+deletes is not brought back by another that only read it. A store of the app's without
+``update`` gets the whole session, and the last request to finish wins. A destroy wins
+over all: a session destroyed meanwhile (a logout or a regenerate in another request) is
+not written back, and that request sets no cookie.
 
 Websockets: a websocket has no response to carry a cookie, so its session is written back
 only under the id it came with (a change of a stored session is kept; an emptied one is
@@ -35,13 +40,14 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.quart needs Quart: pip install 'lembro[quart]'") from e
 
+from ._changes import changes_of
 from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
 from .checks import check_owner
 from .errors import InvalidOption, SerializationError
 from .flask import Lembro as _FlaskLembro
 from .flask import LembroSession
 from .ids import new_session_id, redact
-from .protocol import AsyncSessionStore, SessionStore, _InlineAsync, as_async
+from .protocol import AsyncSessionStore, SessionStore, _InlineAsync, _supports, as_async
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -75,6 +81,10 @@ class LembroSessionInterface(SessionInterface):
     that cannot be reached raises ``lembro.StoreUnavailable`` from ``open_session``, before
     Quart's error handlers run: the server answers 500. Writing data the store cannot
     serialize raises ``lembro.SerializationError`` (a 500 too).
+
+    Concurrency: a request writes back only the keys it changed, so concurrent requests
+    of one session keep each other's changes (see the module; on a store with
+    ``update``).
     """
 
     session_class = LembroSession
@@ -84,6 +94,9 @@ class LembroSessionInterface(SessionInterface):
             raise InvalidOption("store", store, "a lembro SessionStore or AsyncSessionStore")
         self.store = store
         self._store = as_async(store)
+        # Whether a loaded session writes back only what it changed (see the module):
+        # asked of the store given, as the async face of a sync store has every method.
+        self._updates = _supports(store, "update")
         self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
 
     def get_signer(self, app: Quart) -> CookieSigner | None:
@@ -170,7 +183,9 @@ class LembroSessionInterface(SessionInterface):
 
         old_sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
-        _refuse_non_str_keys(session, old_sid)
+        # Written through the session's methods, or a container handed out and changed.
+        changed = session.modified or session.changed_inside()
+        _refuse_non_str_keys(session, old_sid, changed)
         if session.is_empty:
             if old_sid is not None and session.modified:
                 await self._store.destroy(old_sid)
@@ -179,7 +194,7 @@ class LembroSessionInterface(SessionInterface):
             return
 
         refresh = app.config["SESSION_REFRESH_EACH_REQUEST"]
-        resend = session.permanent and (session.modified or refresh)
+        resend = session.permanent and (changed or refresh)
         if old_sid is None:
             sid = new_session_id()
             await self._store.set(sid, dict(session))
@@ -192,10 +207,12 @@ class LembroSessionInterface(SessionInterface):
                 return
             sid = session.sid = new_sid
             session._cookie = None
-        elif session.modified:
+        elif changed:
             sid = old_sid
-            if not await self._store.replace(sid, dict(session)):
-                return  # destroyed since it was loaded: it stays destroyed
+            if not await self._write_back(sid, session):
+                # Destroyed since it was loaded (a logout or a regenerate in another
+                # request): it stays destroyed, and this request's changes go with it.
+                return
         elif refresh or session._cookie is None:
             sid = old_sid
             if not await self._store.touch(sid):
@@ -225,7 +242,8 @@ class LembroSessionInterface(SessionInterface):
         """Write a websocket's session back under the id it came with, if it changed."""
         sid = session.sid
         regenerate, session._regenerate = session._regenerate, False
-        if not session.modified:
+        changed = session.modified or session.changed_inside()
+        if not changed:
             return
         if sid is None:
             if not session.is_empty:
@@ -233,11 +251,20 @@ class LembroSessionInterface(SessionInterface):
             return
         if regenerate:
             log.warning("regenerate in a websocket is ignored: no cookie can carry a new id")
-        _refuse_non_str_keys(session, sid)
+        _refuse_non_str_keys(session, sid, changed)
         if session.is_empty:
             await self._store.destroy(sid)
         else:
-            await self._store.replace(sid, dict(session))
+            await self._write_back(sid, session)
+
+    async def _write_back(self, sid: str, session: LembroSession) -> bool:
+        """Write a loaded session that changed back under ``sid``: only the keys it set,
+        deleted or changed in place, through the store's ``update`` (the whole session by
+        ``replace`` on a store without it); whether the record was still there."""
+        if not self._updates:
+            return await self._store.replace(sid, dict(dict.items(session)))
+        changes, deleted = changes_of(session, session._loaded, session._before)
+        return await self._store.update(sid, changes, deleted)
 
     def _cookie_options(self, app: Quart) -> dict[str, Any]:
         """The cookie's attributes from the app's ``SESSION_COOKIE_*`` settings."""
@@ -257,10 +284,10 @@ class LembroSessionInterface(SessionInterface):
         _vary_on_cookie(response)
 
 
-def _refuse_non_str_keys(session: LembroSession, sid: str | None) -> None:
+def _refuse_non_str_keys(session: LembroSession, sid: str | None, changed: bool) -> None:
     """Raise ``SerializationError`` for a session about to be written with a key that is
     not a str: such a record would be discarded, whole, when read."""
-    if (session.modified or sid is None) and set(map(type, session)) - {str}:
+    if (changed or sid is None) and set(map(type, session)) - {str}:
         key = next(k for k in session if type(k) is not str)
         raise SerializationError(f"session key {key!r}: Quart session keys must be str")
 

@@ -1,6 +1,7 @@
 """Overlapping requests of one session never lose each other's changes (issue 28), under
 real servers: Flask and Django under gunicorn with threads, Starlette and Litestar under
-uvicorn, each on a MemoryStore and on a real redis-server.
+uvicorn, Quart under hypercorn, aiohttp under its own runner (``python -m aiohttp.web``),
+each on a MemoryStore and on a real redis-server.
 
 Each round sends 8 requests of one session at once; each view waits a few ms after the
 session was loaded, so they all hold the session before any writes it back. Each sets a
@@ -246,7 +247,110 @@ app = Litestar(
 """
 )
 
-APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP, "litestar": LITESTAR_APP}
+QUART_APP = (
+    STORE
+    + """
+import asyncio
+from quart import Quart, jsonify
+from lembro.quart import Lembro, session
+
+app = Quart(__name__)
+app.secret_key = "a test key"
+Lembro(app, store)
+
+
+@app.get("/")
+async def ready():
+    return "ok"
+
+
+@app.post("/start/<int:writers>")
+async def start(writers):
+    for i in range(writers):
+        session[f"cart{i}"] = []
+    return "ok"
+
+
+@app.post("/set/<int:i>/<int:value>")
+async def set_key(i, value):
+    await asyncio.sleep(0.005)
+    session[f"k{i}"] = value
+    return "ok"
+
+
+@app.post("/append/<int:i>/<int:value>")
+async def append(i, value):
+    cart = session[f"cart{i}"]
+    await asyncio.sleep(0.005)
+    cart.append(value)
+    return "ok"
+
+
+@app.get("/read")
+async def read():
+    return jsonify(dict(session))
+"""
+)
+
+AIOHTTP_APP = (
+    STORE
+    + """
+import asyncio
+from aiohttp import web
+from aiohttp_session import get_session, setup
+from lembro.aiohttp import LembroStorage
+
+
+async def ready(request):
+    return web.Response(text="ok")
+
+
+async def start(request):
+    session = await get_session(request)
+    for i in range(int(request.match_info["writers"])):
+        session[f"cart{i}"] = []
+    return web.Response(text="ok")
+
+
+async def set_key(request):
+    session = await get_session(request)
+    await asyncio.sleep(0.005)
+    session[f"k{request.match_info['i']}"] = int(request.match_info["value"])
+    return web.Response(text="ok")
+
+
+async def append(request):
+    session = await get_session(request)
+    cart = session[f"cart{request.match_info['i']}"]
+    await asyncio.sleep(0.005)
+    cart.append(int(request.match_info["value"]))  # in place: changed() is never called
+    return web.Response(text="ok")
+
+
+async def read(request):
+    return web.json_response(dict(await get_session(request)))
+
+
+def init_app(argv):
+    app = web.Application()
+    setup(app, LembroStorage(store, secret_key="a test key", cookie_name="session"))
+    app.router.add_get("/", ready)
+    app.router.add_post("/start/{writers}", start)
+    app.router.add_post("/set/{i}/{value}", set_key)
+    app.router.add_post("/append/{i}/{value}", append)
+    app.router.add_get("/read", read)
+    return app
+"""
+)
+
+APPS = {
+    "flask": FLASK_APP,
+    "starlette": ASGI_APP,
+    "django": DJANGO_APP,
+    "litestar": LITESTAR_APP,
+    "quart": QUART_APP,
+    "aiohttp": AIOHTTP_APP,
+}
 
 
 @pytest.fixture(
@@ -260,14 +364,18 @@ APPS = {"flask": FLASK_APP, "starlette": ASGI_APP, "django": DJANGO_APP, "litest
         "django-redis",
         "litestar-memory",
         "litestar-redis",
+        "quart-memory",
+        "quart-redis",
+        "aiohttp-memory",
+        "aiohttp-redis",
     ],
 )
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """The app served by gunicorn (8 threads, one worker; Flask, Django) or uvicorn, on a
-    MemoryStore or
-    the test session's redis-server (under a prefix of its own)."""
+    """The app served by gunicorn (8 threads, one worker; Flask, Django), uvicorn
+    (Starlette, Litestar), hypercorn (Quart) or aiohttp's runner, on a MemoryStore or the
+    test session's redis-server (under a prefix of its own)."""
     framework, kind = request.param.split("-")
     directory = tmp_path_factory.mktemp(request.param)
     (directory / "app.py").write_text(APPS[framework])
@@ -279,6 +387,10 @@ def server(
     if framework in ("flask", "django"):
         args = ["-m", "gunicorn", "-w", "1", "--threads", str(WRITERS), "app:app"]
         args += ["-b", f"127.0.0.1:{port}"]
+    elif framework == "quart":
+        args = ["-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "app:app"]
+    elif framework == "aiohttp":
+        args = ["-m", "aiohttp.web", "-H", "127.0.0.1", "-P", str(port), "app:init_app"]
     else:
         args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
     process = Server(args, directory, port, env, name=framework)

@@ -1,4 +1,5 @@
-"""Flask, Starlette, Django and Litestar write back only what a request changed (issue 28), with two
+"""Flask, Starlette, Django, Litestar, Quart and aiohttp write back only what a request
+changed (issue 28), with two
 requests of one session interleaved step by step: both load it, then finish in a chosen
 order. The rules: changes of different keys are both kept; a key one request deleted is
 not brought back by another that only read it; a destroyed session is not recreated; a
@@ -13,6 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp_session import get_session
+from aiohttp_session import setup as setup_aiohttp_session
 from flask import Flask, Response
 from litestar import Litestar, get
 from litestar import Request as LitestarRequest
@@ -21,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import lembro.quart
 from lembro import MemoryStore
+from lembro.aiohttp import LembroStorage
 from lembro.flask import Lembro, LembroSession
 from lembro.litestar import LembroSessionConfig, LembroStore
 from lembro.starlette import SessionMiddleware
@@ -246,12 +253,117 @@ def litestar_interleaved(
     return sid, None if value is None else json.loads(value)
 
 
-FRAMEWORKS = ["flask", "starlette", "django", "litestar"]
+# ---- Quart: two requests in flight, released in order ----------------------------------
+
+
+def quart_interleaved(
+    store: MemoryStore, first: Change, second: Change, between: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    from quart import Quart, session
+
+    gates = {"one": asyncio.Event(), "two": asyncio.Event()}
+    changes = {"one": first, "two": second}
+    arrived: list[str] = []
+    both_loaded = asyncio.Event()
+
+    app = Quart(__name__)
+    app.secret_key = SECRET
+    lembro.quart.Lembro(app, store)
+
+    @app.get("/start")
+    async def start() -> str:
+        session.update({"cart": [], "flash": "saved", "theme": "light"})
+        return "ok"
+
+    @app.get("/hold/<name>")
+    async def hold(name: str) -> str:
+        arrived.append(name)  # the session was opened with the request
+        if len(arrived) == 2:
+            both_loaded.set()
+        await gates[name].wait()
+        changes[name](session)
+        return "ok"
+
+    async def main() -> str:
+        client = app.test_client(use_cookies=False)
+        started = await client.get("/start")
+        cookie = started.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
+        headers = {"Cookie": f"session={cookie}"}
+        one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
+        two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
+        await both_loaded.wait()
+        sid = cookie.rsplit(".", 1)[0]
+        if between is not None:
+            between(sid)
+        gates["one"].set()
+        assert (await one).status_code == 200
+        gates["two"].set()
+        assert (await two).status_code == 200
+        return sid
+
+    sid = asyncio.run(main())
+    return sid, store.get(sid)
+
+
+# ---- aiohttp: two requests in flight under its test server, released in order ----------
+
+
+def aiohttp_interleaved(
+    store: MemoryStore, first: Change, second: Change, between: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    async def main() -> str:
+        gates = {"one": asyncio.Event(), "two": asyncio.Event()}
+        changes = {"one": first, "two": second}
+        arrived: list[str] = []
+        both_loaded = asyncio.Event()
+
+        async def start(request: web.Request) -> web.Response:
+            (await get_session(request)).update({"cart": [], "flash": "saved", "theme": "light"})
+            return web.Response(text="ok")
+
+        async def hold(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            session = await get_session(request)
+            arrived.append(name)
+            if len(arrived) == 2:
+                both_loaded.set()
+            await gates[name].wait()
+            changes[name](session)
+            return web.Response(text="ok")
+
+        app = web.Application()
+        setup_aiohttp_session(app, LembroStorage(store, secret_key=SECRET, cookie_name="session"))
+        app.router.add_get("/start", start)
+        app.router.add_get("/hold/{name}", hold)
+        async with TestClient(TestServer(app)) as client:
+            started = await client.get("/start")
+            cookie = started.cookies["session"].value
+            client.session.cookie_jar.clear()
+            headers = {"Cookie": f"session={cookie}"}
+            one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
+            two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
+            await both_loaded.wait()
+            sid = cookie.rsplit(".", 1)[0]
+            if between is not None:
+                between(sid)
+            gates["one"].set()
+            assert (await one).status == 200
+            gates["two"].set()
+            assert (await two).status == 200
+            return sid
+
+    sid = asyncio.run(main())
+    return sid, store.get(sid)
+
+
+FRAMEWORKS = ["flask", "starlette", "django", "litestar", "quart", "aiohttp"]
 RUNS = {
     "flask": flask_interleaved,
     "starlette": starlette_interleaved,
     "django": django_interleaved,
     "litestar": litestar_interleaved,
+    "quart": quart_interleaved,
+    "aiohttp": aiohttp_interleaved,
 }
 
 
@@ -356,3 +468,44 @@ def test_a_litestar_session_destroyed_meanwhile_is_not_recreated(store: MemorySt
     _, data = litestar_interleaved(store, set_theme, append_to_cart, between=logout)
     assert data is None
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("framework", ["quart", "aiohttp"])
+def test_an_async_session_destroyed_meanwhile_is_not_recreated(
+    framework: str, store: MemoryStore
+) -> None:
+    run = quart_interleaved if framework == "quart" else aiohttp_interleaved
+    sid, data = run(store, set_theme, append_to_cart, between=store.destroy)
+    assert data is None
+    assert sid not in store
+    assert len(store) == 0
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that notes each write it is asked for."""
+
+    writes: list[str]
+
+    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
+        self.writes.append("set")
+        super().set(sid, data, ttl)
+
+    def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+        self.writes.append("replace")
+        return super().replace(sid, data, ttl)
+
+    def update(
+        self, sid: str, changes: dict[str, Any], deleted: Any = (), ttl: float | None = None
+    ) -> bool:
+        self.writes.append("update")
+        return super().update(sid, changes, deleted, ttl)
+
+
+@pytest.mark.parametrize("framework", ["quart", "aiohttp"])
+def test_requests_that_only_read_write_nothing(framework: str) -> None:
+    run = quart_interleaved if framework == "quart" else aiohttp_interleaved
+    with CountingStore("1M", None) as store:
+        store.writes = []
+        _, data = run(store, read_only, read_only)
+        assert store.writes == ["set"]  # the session /start made, and nothing after
+        assert data == {"cart": [], "flash": "saved", "theme": "light"}
