@@ -1,0 +1,538 @@
+"""Session lifetimes, renewal and devices (issue 29) through real requests in Flask,
+Starlette, Django and Litestar.
+
+Each app counts visits in its session and has a sign-in (``regenerate``, a new absolute
+lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The store's clock
+is a fake one, so the absolute end, the renewal and the grace are reached by moving it,
+never by sleeping; the checks that need no passing of time run on a real redis-server
+too. A request is sent with the cookie the test chooses (never a jar's), so an old
+cookie can be played again as a thief would.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import flask
+import httpx
+import litestar
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
+from django.urls import path
+from litestar import Litestar
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import lembro.flask
+import lembro.litestar
+import lembro.starlette
+from lembro import MemoryStore, RedisStore
+from lembro.flask import Lembro
+from lembro.litestar import LembroSessionConfig, LembroStore
+from tests.conftest import FakeClock
+from tests.integrations.test_django import configure_django
+
+from ..redis_server import RedisServer
+
+configure_django()
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+import lembro.django  # noqa: E402 - after configure_django(), as Django needs
+
+FRAMEWORKS = ["flask", "starlette", "django", "litestar"]
+SECRET = "lembro-tests-only"
+PROXY = "127.0.0.1"
+TRUSTED = ["127.0.0.1/32"]
+ABSOLUTE = 600.0
+RENEW_EVERY = 100.0
+GRACE = 10.0
+
+
+# ---- one app per framework, the same views ------------------------------------------------
+
+
+def flask_app(store: Any) -> Any:
+    app = flask.Flask(__name__)
+    app.secret_key = SECRET
+    app.config["LEMBRO_TRUSTED_PROXIES"] = TRUSTED
+    Lembro(app, store)
+
+    @app.before_request
+    def permanent() -> None:
+        flask.session.permanent = True  # a cookie with an expiry, to see it capped
+
+    @app.get("/count")
+    def count() -> str:
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    @app.post("/login")
+    def login() -> str:
+        lembro.flask.regenerate()
+        flask.session["user"] = "ada"
+        return "in"
+
+    @app.post("/elevate")
+    def elevate() -> str:
+        lembro.flask.regenerate(reset_lifetime=False)
+        flask.session["sudo"] = True
+        return "sudo"
+
+    return app
+
+
+def starlette_app(store: Any) -> Any:
+    async def count(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    async def login(request: Request) -> PlainTextResponse:
+        lembro.starlette.regenerate(request)
+        request.session["user"] = "ada"
+        return PlainTextResponse("in")
+
+    async def elevate(request: Request) -> PlainTextResponse:
+        lembro.starlette.regenerate(request, reset_lifetime=False)
+        request.session["sudo"] = True
+        return PlainTextResponse("sudo")
+
+    app = Starlette(
+        routes=[
+            Route("/count", count),
+            Route("/login", login, methods=["POST"]),
+            Route("/elevate", elevate, methods=["POST"]),
+        ]
+    )
+    app.add_middleware(
+        lembro.starlette.SessionMiddleware,
+        secret_key=SECRET,
+        store=store,
+        trusted_proxies=TRUSTED,
+    )
+    return app
+
+
+def django_count(request: HttpRequest) -> HttpResponse:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return HttpResponse(str(request.session["n"]))
+
+
+def django_login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()  # what django.contrib.auth.login() does
+    request.session["user"] = "ada"
+    return HttpResponse("in")
+
+
+def django_elevate(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key(reset_lifetime=False)  # type: ignore[call-arg]
+    request.session["sudo"] = True
+    return HttpResponse("sudo")
+
+
+urlpatterns = [
+    path("count", django_count),
+    path("login", django_login),
+    path("elevate", django_elevate),
+]
+
+
+def litestar_app(store: Any) -> Any:
+    @litestar.get("/count")
+    async def count(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return str(request.session["n"])
+
+    @litestar.post("/login")
+    async def login(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request)
+        request.session["user"] = "ada"
+        return "in"
+
+    @litestar.post("/elevate")
+    async def elevate(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request, reset_lifetime=False)
+        request.session["sudo"] = True
+        return "sudo"
+
+    return Litestar(
+        route_handlers=[count, login, elevate],
+        middleware=[LembroSessionConfig(trusted_proxies=TRUSTED).middleware],
+        # Renewal needs the lembro store's own ids as the keys: no namespace.
+        stores={"sessions": LembroStore(store, namespace=None)},
+    )
+
+
+# ---- a browser with a cookie the test holds ------------------------------------------------
+
+
+@dataclass
+class Answer:
+    text: str
+    cookie: str | None  # the session cookie's new value, if the response set one
+    lifetime: float | None  # how long that cookie lives, seconds (None: till the browser closes)
+
+
+class Site:
+    """One framework's app on ``store``, driven in process; ``send`` makes a request from
+    ``peer`` with the session cookie ``cookie`` and returns what came back."""
+
+    def __init__(self, framework: str, store: Any) -> None:
+        self.framework = framework
+        self.store = store
+        self.cookie_name = "sessionid" if framework == "django" else "session"
+        self._clients: dict[str, httpx.Client] = {}
+        if framework == "flask":
+            self._app = flask_app(store)
+        elif framework == "starlette":
+            self._app = starlette_app(store)
+        elif framework == "litestar":
+            self._app = litestar_app(store)
+        else:
+            self._app = None  # Django's handler is made per client, under the test's settings
+
+    def _client(self, peer: str) -> httpx.Client:
+        client = self._clients.get(peer)
+        if client is None:
+            if self.framework == "flask":
+                transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
+                client = httpx.Client(transport=transport, base_url="http://testserver")
+            elif self.framework == "django":
+                transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
+                client = httpx.Client(transport=transport, base_url="http://testserver")
+            else:
+                client = TestClient(self._app, client=(peer, 50000))
+            self._clients[peer] = client
+        return client
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        cookie: str | None = None,
+        *,
+        peer: str = "203.0.113.7",
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        client = self._client(peer)
+        client.cookies.clear()  # only the cookie this call names goes out
+        sent = dict(headers or {})
+        if cookie is not None:
+            sent["Cookie"] = f"{self.cookie_name}={cookie}"
+        response = client.request(method, url, headers=sent)
+        assert response.status_code < 400, response.text
+        new, lifetime = None, None
+        for header in response.headers.get_list("set-cookie"):
+            if header.startswith(f"{self.cookie_name}="):
+                new, lifetime = _parse_set_cookie(header)
+        return Answer(response.text, new, lifetime)
+
+    def sid(self, cookie: str) -> str:
+        """The session id a cookie value carries (Flask and Starlette sign it)."""
+        return cookie.split(".")[0] if self.framework in ("flask", "starlette") else cookie
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def _parse_set_cookie(header: str) -> tuple[str, float | None]:
+    """A Set-Cookie header's value and its lifetime in seconds from now (Max-Age wins over
+    Expires, as in a browser; None: a browser-session cookie)."""
+    parts = [part.strip() for part in header.split(";")]
+    value = parts[0].partition("=")[2].strip('"')
+    max_age: float | None = None
+    expires: float | None = None
+    for part in parts[1:]:
+        name, _, attribute = part.partition("=")
+        if name.lower() == "max-age":
+            max_age = float(attribute)
+        elif name.lower() == "expires":
+            when = parsedate_to_datetime(attribute)
+            expires = (when - datetime.now(timezone.utc)).total_seconds()
+    return value, max_age if max_age is not None else expires
+
+
+@pytest.fixture
+def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
+    made: list[Site] = []
+
+    def make(store: Any) -> Site:
+        site = Site(framework, store)
+        made.append(site)
+        return site
+
+    if framework == "django":
+        with override_settings(
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=[
+                "django.contrib.sessions.middleware.SessionMiddleware",
+                "lembro.django.RecordDeviceMiddleware",
+            ],
+        ):
+            yield make
+    else:
+        yield make
+    for site in made:
+        site.close()
+
+
+@pytest.fixture
+def django_store_setting(framework: str) -> Callable[[Any], Any]:
+    """Hands the store to Django's engine (the other frameworks take it directly)."""
+
+    def use(store: Any) -> Any:
+        if framework == "django":
+            override = override_settings(LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED})
+            override.enable()
+            _overrides.append(override)
+        return store
+
+    return use
+
+
+_overrides: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _undo_overrides() -> Iterator[None]:
+    yield
+    while _overrides:
+        _overrides.pop().disable()
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def memory(
+    clock: FakeClock, django_store_setting: Callable[[Any], Any]
+) -> Iterator[Callable[..., MemoryStore]]:
+    """Builds MemoryStores on the fake clock, closed after."""
+    made: list[MemoryStore] = []
+
+    def make(**options: Any) -> MemoryStore:
+        store = MemoryStore("1M", None, ttl=3600.0, clock=clock, owner_key="user", **options)
+        made.append(store)
+        return django_store_setting(store)  # type: ignore[no-any-return]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+# ---- the absolute end ------------------------------------------------------------------
+
+
+def test_the_absolute_end_gives_a_fresh_session_and_the_cookie_never_outlives_it(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    first = site.send("GET", "/count")
+    assert first.text == "1"
+    assert first.cookie is not None
+    assert first.lifetime is not None
+    assert first.lifetime <= ABSOLUTE
+
+    clock.advance(ABSOLUTE - 50)
+    used = site.send("GET", "/count", first.cookie)
+    assert used.text == "2"  # still the same session...
+    if used.cookie is not None:  # ...whose cookie, when sent again, ends with it
+        assert used.cookie == first.cookie
+        assert used.lifetime is not None
+        assert used.lifetime <= 50
+
+    clock.advance(51)
+    after = site.send("GET", "/count", first.cookie)
+    assert after.text == "1"  # a fresh session: use never extends the absolute end
+    assert after.cookie is not None
+    assert site.sid(after.cookie) != site.sid(first.cookie)
+
+
+def test_regenerate_without_reset_keeps_the_absolute_end(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(300)
+    elevated = site.send("POST", "/elevate", cookie)
+    assert elevated.cookie is not None
+    assert site.sid(elevated.cookie) != site.sid(cookie or "")  # a new id...
+    assert elevated.lifetime is not None
+    assert elevated.lifetime <= ABSOLUTE - 300
+    clock.advance(ABSOLUTE - 300 + 1)
+    assert site.send("GET", "/count", elevated.cookie).text == "1"
+
+
+def test_a_sign_in_starts_a_new_absolute_lifetime(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(300)
+    signed_in = site.send("POST", "/login", cookie)
+    assert signed_in.cookie is not None
+    assert signed_in.lifetime is not None
+    assert signed_in.lifetime > ABSOLUTE - 300
+    clock.advance(ABSOLUTE - 300 + 1)  # past the first lifetime, inside the second
+    assert site.send("GET", "/count", signed_in.cookie).text == "2"
+
+
+# ---- renewal ---------------------------------------------------------------------------
+
+
+def test_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_refused(
+    site_factory: Callable[[Any], Site],
+    memory: Callable[..., MemoryStore],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = memory(renew_every=RENEW_EVERY, renew_grace=GRACE)
+    site = site_factory(store)
+    old = site.send("GET", "/count").cookie
+    assert old is not None
+
+    clock.advance(RENEW_EVERY + 1)
+    renewed = site.send("GET", "/count", old)
+    assert renewed.text == "2"
+    assert renewed.cookie is not None
+    new_sid = site.sid(renewed.cookie)
+    assert new_sid != site.sid(old)
+    assert store.get(new_sid) == {"n": 2}
+
+    # A request in flight with the old cookie still works, and learns the new id.
+    late = site.send("GET", "/count", old)
+    assert late.text == "3"
+    assert late.cookie is not None
+    assert site.sid(late.cookie) == new_sid
+    assert site.send("GET", "/count", renewed.cookie).text == "4"
+
+    clock.advance(GRACE + 1)
+    with caplog.at_level("WARNING", logger="lembro"):
+        stolen = site.send("GET", "/count", old)
+    assert stolen.text == "1"  # refused: a fresh session
+    assert store.get(new_sid) is None  # and the session it was replaced by is ended
+    assert site.send("GET", "/count", renewed.cookie).text == "1"
+    assert any(record.levelname == "WARNING" for record in caplog.records)
+    assert not any(new_sid in record.getMessage() for record in caplog.records)
+
+
+def test_a_session_used_within_renew_every_keeps_its_id(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(renew_every=RENEW_EVERY, renew_grace=GRACE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(RENEW_EVERY - 1)
+    again = site.send("GET", "/count", cookie)
+    assert again.text == "2"
+    assert again.cookie is None or site.sid(again.cookie) == site.sid(cookie or "")
+
+
+# ---- devices -----------------------------------------------------------------------------
+
+
+def test_the_device_is_recorded_when_the_session_is_created(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore]
+) -> None:
+    store = memory()
+    site = site_factory(store)
+    spoofed = {"User-Agent": "Firefox/140", "X-Forwarded-For": "198.51.100.1"}
+    direct = site.send("GET", "/count", peer="203.0.113.7", headers=spoofed).cookie
+    info = store.session_info(site.sid(direct or ""))
+    assert info is not None
+    # The peer is no trusted proxy: its X-Forwarded-For is the client's own claim.
+    assert (info.ip, info.user_agent) == ("203.0.113.7", "Firefox/140")
+
+    proxied = {"User-Agent": "Safari/18", "X-Forwarded-For": "10.9.9.9, 198.51.100.9"}
+    behind = site.send("GET", "/count", peer=PROXY, headers=proxied).cookie
+    info = store.session_info(site.sid(behind or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("198.51.100.9", "Safari/18")
+
+
+def test_the_device_is_recorded_again_when_the_session_is_regenerated(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore]
+) -> None:
+    store = memory()
+    site = site_factory(store)
+    cookie = site.send("GET", "/count", headers={"User-Agent": "old-browser"}).cookie
+    moved = site.send(
+        "POST", "/login", cookie, peer="192.0.2.44", headers={"User-Agent": "new-browser"}
+    ).cookie
+    info = store.session_info(site.sid(moved or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("192.0.2.44", "new-browser")
+
+
+# ---- on a real redis-server: what needs no passing of time ----------------------------------
+
+
+@pytest.fixture
+def redis_store(
+    redis_server: RedisServer, django_store_setting: Callable[[Any], Any]
+) -> Iterator[Callable[..., RedisStore]]:
+    made: list[RedisStore] = []
+
+    def make(**options: Any) -> RedisStore:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(redis_server.url, prefix=prefix, owner_key="user", **options)
+        made.append(store)
+        return django_store_setting(store)  # type: ignore[no-any-return]
+
+    yield make
+    for store in made:
+        store.clear()
+        store.close()
+
+
+def test_on_redis_the_device_is_recorded_behind_a_trusted_proxy(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    store = redis_store()
+    site = site_factory(store)
+    headers = {"User-Agent": "Safari/18", "X-Forwarded-For": "198.51.100.9"}
+    cookie = site.send("GET", "/count", peer=PROXY, headers=headers).cookie
+    info = store.session_info(site.sid(cookie or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("198.51.100.9", "Safari/18")
+    direct = site.send("GET", "/count", peer="203.0.113.7", headers=headers).cookie
+    info = store.session_info(site.sid(direct or ""))
+    assert info is not None
+    assert info.ip == "203.0.113.7"
+
+
+def test_on_redis_the_cookie_ends_no_later_than_the_absolute_end_a_privilege_step_keeps(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    store = redis_store(absolute_ttl=ABSOLUTE)
+    site = site_factory(store)
+    first = site.send("GET", "/count")
+    assert first.cookie is not None
+    assert first.lifetime is not None
+    assert first.lifetime <= ABSOLUTE
+    before = store.session_info(site.sid(first.cookie))
+    assert before is not None
+    elevated = site.send("POST", "/elevate", first.cookie)
+    assert elevated.cookie is not None
+    assert elevated.lifetime is not None
+    assert elevated.lifetime <= ABSOLUTE
+    after = store.session_info(site.sid(elevated.cookie))
+    assert after is not None
+    # reset_lifetime=False: the sign-in's creation, and so its absolute end, are kept.
+    assert after.created == before.created
+    assert after.absolute_expires == before.absolute_expires
+    assert site.send("GET", "/count", elevated.cookie).text == "2"
