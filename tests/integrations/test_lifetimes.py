@@ -536,3 +536,128 @@ def test_on_redis_the_cookie_ends_no_later_than_the_absolute_end_a_privilege_ste
     assert after.created == before.created
     assert after.absolute_expires == before.absolute_expires
     assert site.send("GET", "/count", elevated.cookie).text == "2"
+
+
+# ---- the settings reach the store each integration builds ----------------------------------
+
+LIFETIMES = {"absolute_ttl": 3600.0, "renew_every": 300.0, "renew_grace": 5.0}
+
+
+def lifetimes_of(store: Any) -> dict[str, Any]:
+    return {name: getattr(store, name) for name in LIFETIMES}
+
+
+def test_flask_settings_build_a_store_with_the_lifetimes() -> None:
+    app = flask.Flask(__name__)
+    app.secret_key = SECRET
+    for name, value in LIFETIMES.items():
+        app.config[f"LEMBRO_{name.upper()}"] = value
+    app.config["LEMBRO_MAX_SESSIONS_PER_USER"] = 3
+    Lembro(app)
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+        assert store.max_sessions_per_user == 3
+    finally:
+        store.close()
+
+
+def test_quart_reads_the_same_settings() -> None:
+    import quart
+
+    import lembro.quart
+
+    app = quart.Quart(__name__)
+    app.secret_key = SECRET
+    for name, value in LIFETIMES.items():
+        app.config[f"LEMBRO_{name.upper()}"] = value
+    lembro.quart.Lembro(app)
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+    finally:
+        store.close()
+
+
+def test_starlette_arguments_build_a_store_with_the_lifetimes() -> None:
+    middleware = lembro.starlette.SessionMiddleware(Starlette(), SECRET, **LIFETIMES)
+    try:
+        assert lifetimes_of(middleware.store) == LIFETIMES
+    finally:
+        middleware.store.close()  # type: ignore[unused-coroutine]
+
+
+def test_django_settings_build_a_store_with_the_lifetimes() -> None:
+    options = {name.upper(): value for name, value in LIFETIMES.items()}
+    store = lembro.django.build_store({**options, "MAX_SESSIONS_PER_USER": 2, "INTERVAL": None})
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+        assert store.max_sessions_per_user == 2  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_aiohttp_arguments_build_a_store_with_the_lifetimes() -> None:
+    import asyncio
+
+    import lembro.aiohttp
+
+    storage = lembro.aiohttp.LembroStorage(secret_key=SECRET, max_sessions_per_user=4, **LIFETIMES)
+    try:
+        assert lifetimes_of(storage.store) == LIFETIMES
+        assert storage.store.max_sessions_per_user == 4  # type: ignore[union-attr]
+    finally:
+        asyncio.run(storage.close())
+
+
+def test_lifetimes_beside_a_store_given_are_refused_not_ignored() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    import lembro.aiohttp
+    from lembro import InvalidOption
+
+    store = MemoryStore("1M", None, owner_key="user")
+    try:
+        with pytest.raises(InvalidOption, match="absolute_ttl"):
+            lembro.starlette.SessionMiddleware(Starlette(), SECRET, store=store, absolute_ttl=60)
+        with pytest.raises(InvalidOption, match="renew_every"):
+            lembro.aiohttp.LembroStorage(store, secret_key=SECRET, renew_every=60)
+        with pytest.raises(ImproperlyConfigured, match="ABSOLUTE_TTL"):
+            lembro.django.build_store({"STORE": store, "ABSOLUTE_TTL": 60})
+    finally:
+        store.close()
+
+
+def test_bad_trusted_proxies_are_refused_at_start_in_every_integration() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    import lembro.aiohttp
+    from lembro import InvalidOption
+
+    bad = ["proxy.internal"]
+    app = flask.Flask(__name__)
+    app.config["LEMBRO_TRUSTED_PROXIES"] = bad
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        Lembro(app, MemoryStore("1M", None))
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        lembro.starlette.SessionMiddleware(Starlette(), SECRET, trusted_proxies=bad)
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES"):
+        lembro.django.build_store({"TRUSTED_PROXIES": bad, "INTERVAL": None})
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        LembroSessionConfig(trusted_proxies=bad)
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        lembro.aiohttp.LembroStorage(secret_key=SECRET, trusted_proxies=bad)
+
+
+def test_litestar_refuses_renewal_on_a_namespaced_store() -> None:
+    from lembro import InvalidOption
+
+    store = MemoryStore("1M", None, renew_every=60)
+    try:
+        with pytest.raises(InvalidOption, match="namespace"):
+            LembroStore(store)  # "LITESTAR": renewed ids would be lost to it
+        with pytest.raises(InvalidOption, match="namespace"):
+            LembroStore(store, namespace=None).with_namespace("cache")
+        LembroStore(store, namespace=None)
+    finally:
+        store.close()
