@@ -286,7 +286,9 @@ def create_app(store: str, max_size: str = "4M") -> tuple[Flask, Callable[[], No
 
     elif store == "dict":
         plain = DictStore(ttl=3600.0)
-        Lembro(app, plain)
+        # A store of the app's, as the peers' are: without load, session_info and the
+        # devices, which the integration does without (the protocol's optional members).
+        Lembro(app, plain)  # type: ignore[arg-type]
         close = plain.close
 
         def stats() -> dict[str, Any]:

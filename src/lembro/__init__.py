@@ -11,6 +11,7 @@ from .errors import (
     SeveralProcesses,
     StoreUnavailable,
 )
+from .lifetimes import Device, Loaded, SessionInfo
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, Stats, as_async
 from .serializers import Serializer
@@ -22,13 +23,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncRedisStore",
     "AsyncSessionStore",
+    "Device",
     "InvalidOption",
     "InvalidSize",
     "LembroError",
+    "Loaded",
     "MemoryStore",
     "RedisStore",
     "SerializationError",
     "Serializer",
+    "SessionInfo",
     "SessionStore",
     "SessionTooLarge",
     "SeveralProcesses",

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 from .errors import InvalidOption
+from .lifetimes import Device, Loaded, SessionInfo
 
 __all__ = ["AsyncSessionStore", "SessionStore", "Stats", "as_async"]
 
@@ -28,8 +38,9 @@ class Stats:
 
     Counters since the store was made (on Redis, of what this process did through it and
     its ``as_async()`` twin): ``created`` sessions (a ``set`` of an id not held, on Redis
-    any ``set``, and each ``rename``'s new id); live sessions ended by ``destroy``
-    (``logouts``), by ``rename`` (``regenerates``: the old id) and by
+    any ``set``, and each ``rename``'s new id, a renewal's included); live sessions
+    ended by ``destroy``, ``destroy_session_of``, ``max_sessions_per_user`` or as a
+    stolen cookie (``logouts``), by ``rename`` (``regenerates``: the old id) and by
     ``destroy_sessions_of`` (``logouts_everywhere``); ``unavailable`` operations that
     failed because Redis did not answer. ``signed_in_users``: the owners with sessions
     (``None`` without ``owner_key``; on Redis, the owner sets, which outlive their last
@@ -104,6 +115,39 @@ class SessionStore(Protocol):
       place (compare each key's serialized value with what it loaded), never the whole
       session: a key it only read would undo another request's write of it.
 
+    Lifetimes and devices (issue 29), on every lembro store; a store of the app's may
+    lack them, and the integrations then use ``get`` and record no device:
+
+    - ``load(sid) -> Loaded | None``: the read a request makes, in one store step, a hit
+      or a miss as ``get``. It follows an id replaced by a renewal to its session during
+      its grace; treats an id replaced longer ago than its grace as a stolen cookie (the
+      session it was replaced by is ended, one WARNING is logged with its owner and never
+      an id, and the answer is ``None``); with the store's ``renew_every``, moves a
+      session whose id was issued longer ago than that to a fresh id, keeping its
+      lifetimes (its old id answers as it for ``renew_grace`` seconds); and notes the use
+      as its last seen (Redis: when the one stored is a minute old or more).
+      ``Loaded.sid`` is the id to use from now on (set the cookie when it differs from
+      ``sid``), ``Loaded.absolute_left`` the seconds to its absolute end (``None``: the
+      store has no ``absolute_ttl``). ``get`` follows an alias in its grace and treats a
+      replaced id after it as stolen too, without renewing.
+    - ``rename(old, new, data, ttl=None, *, reset_lifetime=True, grace=0.0,
+      device=None)``: ``reset_lifetime=True`` is a sign-in (the new id starts a new
+      absolute lifetime); ``False`` a privilege change or renewal inside one sign-in (the
+      session keeps its creation time, so its absolute end stays). ``grace`` seconds
+      (0: none): ``old`` answers as the session for that long, then marks a stolen cookie
+      until the session ends; ``destroy(old)`` during the grace ends the session.
+      ``device``: recorded for the session (else the one it had is kept).
+    - ``set(sid, data, ttl=None, *, device=None)``: ``device`` is recorded when the set
+      creates the session. ``update`` follows an alias in its grace.
+    - ``session_info(sid) -> SessionInfo | None``: one store read, neither a hit nor a
+      miss; ``sessions_of(owner, info=True)``: each of the owner's sessions as a
+      ``SessionInfo``, most recently used first.
+    - ``destroy_session_of(owner, sid) -> bool``: ends ``sid`` only if its owner is
+      ``owner`` (one device's "sign out"), counted as a logout.
+
+    No use, touch or write moves a session's expiry past its absolute end (its creation
+    plus the store's ``absolute_ttl``), and ``time_left`` reports the earlier of the two.
+
     Litestar's ``get(renew_for=...)`` uses ``renew`` and ``time_left`` (and a ``get``
     then a ``replace`` on a store without them); every integration's regenerate uses
     ``rename`` (a ``destroy`` then a ``set`` on a store without it, which a failed write
@@ -117,7 +161,14 @@ class SessionStore(Protocol):
         """The default lifetime of a session, in seconds."""
 
     def get(self, sid: str) -> dict[str, Any] | None: ...
-    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None: ...
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool: ...
     def touch(self, sid: str, ttl: float | None = None) -> bool: ...
     def destroy(self, sid: str) -> bool: ...
@@ -131,12 +182,28 @@ class SessionStore(Protocol):
 
     if TYPE_CHECKING:  # members for type checkers only: see the class docstring
 
-        def sessions_of(self, owner: str | int) -> list[str]: ...
+        @overload
+        def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+        @overload
+        def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+        @overload
+        def sessions_of(self, owner: str | int, *, info: bool) -> list[str] | list[SessionInfo]: ...
         def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
+        def destroy_session_of(self, owner: str | int, sid: str) -> bool: ...
+        def load(self, sid: str) -> Loaded | None: ...
+        def session_info(self, sid: str) -> SessionInfo | None: ...
         def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
         def time_left(self, sid: str) -> float | None: ...
         def rename(
-            self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+            self,
+            old: str,
+            new: str,
+            data: dict[str, Any],
+            ttl: float | None = None,
+            *,
+            reset_lifetime: bool = True,
+            grace: float = 0.0,
+            device: Device | None = None,
         ) -> bool: ...
         def update(
             self,
@@ -156,7 +223,14 @@ class AsyncSessionStore(Protocol):
         """The default lifetime of a session, in seconds."""
 
     async def get(self, sid: str) -> dict[str, Any] | None: ...
-    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None: ...
+    async def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None: ...
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool: ...
     async def touch(self, sid: str, ttl: float | None = None) -> bool: ...
     async def destroy(self, sid: str) -> bool: ...
@@ -170,12 +244,34 @@ class AsyncSessionStore(Protocol):
 
     if TYPE_CHECKING:  # members for type checkers only, as in SessionStore
 
-        async def sessions_of(self, owner: str | int) -> list[str]: ...
+        @overload
+        async def sessions_of(
+            self, owner: str | int, *, info: Literal[False] = False
+        ) -> list[str]: ...
+        @overload
+        async def sessions_of(
+            self, owner: str | int, *, info: Literal[True]
+        ) -> list[SessionInfo]: ...
+        @overload
+        async def sessions_of(
+            self, owner: str | int, *, info: bool
+        ) -> list[str] | list[SessionInfo]: ...
         async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int: ...
+        async def destroy_session_of(self, owner: str | int, sid: str) -> bool: ...
+        async def load(self, sid: str) -> Loaded | None: ...
+        async def session_info(self, sid: str) -> SessionInfo | None: ...
         async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None: ...
         async def time_left(self, sid: str) -> float | None: ...
         async def rename(
-            self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+            self,
+            old: str,
+            new: str,
+            data: dict[str, Any],
+            ttl: float | None = None,
+            *,
+            reset_lifetime: bool = True,
+            grace: float = 0.0,
+            device: Device | None = None,
         ) -> bool: ...
         async def update(
             self,
@@ -199,8 +295,26 @@ class _InlineAsync:
     async def get(self, sid: str) -> dict[str, Any] | None:
         return self.sync.get(sid)
 
-    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-        self.sync.set(sid, data, ttl)
+    async def load(self, sid: str) -> Loaded | None:
+        loaded: Loaded | None = _optional_method(self.sync, "load")(sid)
+        return loaded
+
+    async def session_info(self, sid: str) -> SessionInfo | None:
+        found: SessionInfo | None = _optional_method(self.sync, "session_info")(sid)
+        return found
+
+    async def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None:
+        if device is None:  # a store of the app's may not take one
+            self.sync.set(sid, data, ttl)
+        else:
+            self.sync.set(sid, data, ttl, device=device)
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         return self.sync.replace(sid, data, ttl)
@@ -211,12 +325,28 @@ class _InlineAsync:
     async def destroy(self, sid: str) -> bool:
         return self.sync.destroy(sid)
 
-    async def sessions_of(self, owner: str | int) -> list[str]:
-        ids: list[str] = _owner_method(self.sync, "sessions_of")(owner)
-        return ids
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    async def sessions_of(
+        self, owner: str | int, *, info: bool
+    ) -> list[str] | list[SessionInfo]: ...
+
+    async def sessions_of(
+        self, owner: str | int, *, info: bool = False
+    ) -> list[str] | list[SessionInfo]:
+        method = _owner_method(self.sync, "sessions_of")
+        found: list[str] | list[SessionInfo] = method(owner, info=True) if info else method(owner)
+        return found
 
     async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         ended: int = _owner_method(self.sync, "destroy_sessions_of")(owner, keep)
+        return ended
+
+    async def destroy_session_of(self, owner: str | int, sid: str) -> bool:
+        ended: bool = _owner_method(self.sync, "destroy_session_of")(owner, sid)
         return ended
 
     async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
@@ -228,9 +358,19 @@ class _InlineAsync:
         return left
 
     async def rename(
-        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        self,
+        old: str,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
     ) -> bool:
-        renamed: bool = _optional_method(self.sync, "rename")(old, new, data, ttl)
+        method = _optional_method(self.sync, "rename")
+        options = _rename_options(reset_lifetime, grace, device)
+        renamed: bool = method(old, new, data, ttl, **options)
         return renamed
 
     async def update(
@@ -271,8 +411,28 @@ class _ThreadAsync(_InlineAsync):
     async def get(self, sid: str) -> dict[str, Any] | None:
         return await _in_thread(self.sync.get, sid)
 
-    async def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-        await _in_thread(self.sync.set, sid, data, ttl)
+    async def load(self, sid: str) -> Loaded | None:
+        method = _optional_method(self.sync, "load")
+        loaded: Loaded | None = await _in_thread(method, sid)
+        return loaded
+
+    async def session_info(self, sid: str) -> SessionInfo | None:
+        method = _optional_method(self.sync, "session_info")
+        found: SessionInfo | None = await _in_thread(method, sid)
+        return found
+
+    async def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None:
+        if device is None:  # a store of the app's may not take one
+            await _in_thread(self.sync.set, sid, data, ttl)
+        else:
+            await _in_thread(self.sync.set, sid, data, ttl, device=device)
 
     async def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         return await _in_thread(self.sync.replace, sid, data, ttl)
@@ -283,14 +443,34 @@ class _ThreadAsync(_InlineAsync):
     async def destroy(self, sid: str) -> bool:
         return await _in_thread(self.sync.destroy, sid)
 
-    async def sessions_of(self, owner: str | int) -> list[str]:
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+    @overload
+    async def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    async def sessions_of(
+        self, owner: str | int, *, info: bool
+    ) -> list[str] | list[SessionInfo]: ...
+
+    async def sessions_of(
+        self, owner: str | int, *, info: bool = False
+    ) -> list[str] | list[SessionInfo]:
         method = _owner_method(self.sync, "sessions_of")
-        ids: list[str] = await _in_thread(method, owner)
-        return ids
+        found: list[str] | list[SessionInfo]
+        if info:
+            found = await _in_thread(method, owner, info=True)
+        else:
+            found = await _in_thread(method, owner)
+        return found
 
     async def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         method = _owner_method(self.sync, "destroy_sessions_of")
         ended: int = await _in_thread(method, owner, keep)
+        return ended
+
+    async def destroy_session_of(self, owner: str | int, sid: str) -> bool:
+        method = _owner_method(self.sync, "destroy_session_of")
+        ended: bool = await _in_thread(method, owner, sid)
         return ended
 
     async def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
@@ -304,10 +484,19 @@ class _ThreadAsync(_InlineAsync):
         return left
 
     async def rename(
-        self, old: str, new: str, data: dict[str, Any], ttl: float | None = None
+        self,
+        old: str,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
     ) -> bool:
         method = _optional_method(self.sync, "rename")
-        renamed: bool = await _in_thread(method, old, new, data, ttl)
+        options = _rename_options(reset_lifetime, grace, device)
+        renamed: bool = await _in_thread(method, old, new, data, ttl, **options)
         return renamed
 
     async def update(
@@ -343,9 +532,22 @@ class _ThreadAsync(_InlineAsync):
         return await _in_thread(self.sync.__contains__, sid)
 
 
+def _rename_options(reset_lifetime: bool, grace: float, device: Device | None) -> dict[str, Any]:
+    """The keywords of a ``rename`` that differ from its defaults: a store of the app's
+    written before them still takes a plain ``rename``."""
+    options: dict[str, Any] = {}
+    if reset_lifetime is not True:
+        options["reset_lifetime"] = reset_lifetime
+    if grace != 0.0:
+        options["grace"] = grace
+    if device is not None:
+        options["device"] = device
+    return options
+
+
 def _owner_method(store: object, name: str) -> Any:
-    """``store``'s method ``name`` (``sessions_of`` or ``destroy_sessions_of``), or
-    ``InvalidOption`` for a store that predates them."""
+    """``store``'s method ``name`` (``sessions_of``, ``destroy_sessions_of`` or
+    ``destroy_session_of``), or ``InvalidOption`` for a store that predates them."""
     method = getattr(store, name, None)
     if not callable(method):
         raise InvalidOption(
@@ -355,9 +557,9 @@ def _owner_method(store: object, name: str) -> Any:
 
 
 def _optional_method(store: object, name: str) -> Any:
-    """``store``'s optional operation ``name`` (``renew``, ``time_left``, ``rename`` or
-    ``update``), or ``InvalidOption`` for a store without it (ask :func:`_supports`
-    first)."""
+    """``store``'s optional operation ``name`` (``renew``, ``time_left``, ``rename``,
+    ``update``, ``load`` or ``session_info``), or ``InvalidOption`` for a store without
+    it (ask :func:`_supports` first)."""
     method = getattr(store, name, None)
     if not callable(method):
         raise InvalidOption("store", store, f"a store with {name}()")

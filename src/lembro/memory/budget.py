@@ -4,24 +4,47 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .entry import Entry
 
+if TYPE_CHECKING:
+    from ..lifetimes import Device
+
 __all__ = [
+    "DEVICE_OVERHEAD",
+    "MARKER_OVERHEAD",
     "OWNED_SESSION_OVERHEAD",
     "OWNER_OVERHEAD",
     "RECORD_OVERHEAD",
+    "RENEWED_OVERHEAD",
     "SESSION_OVERHEAD",
     "Budget",
+    "device_cost",
+    "markers_cost",
     "owner_cost",
     "session_cost",
 ]
 
 # Bytes each session costs beyond its id and its data's length, as tracemalloc counts
 # them: the bytes object's header, the Entry, its expiry and score floats, its cost (an
-# int object and its slot), and its slot in the store's table with the table's slack at
-# its fullest. The tracemalloc tests in tests/unit/test_memory.py hold the store to it.
-SESSION_OVERHEAD = 262
+# int object and its slot), its lifetimes' five slots and two of its times (created and
+# last seen, each its own float at worst), and its slot in the store's table with the
+# table's slack at its fullest. The tracemalloc tests in tests/unit/test_memory.py hold
+# the store to it.
+SESSION_OVERHEAD = 350
+
+# Bytes a session's third time costs once it is its own float: when it was renewed (a
+# rename inside one sign-in issued its id after it was created).
+RENEWED_OVERHEAD = 24
+
+# Bytes a session's recorded device costs beyond its two strs: the frozen Device.
+DEVICE_OVERHEAD = 48
+
+# Bytes each id a session had before a rename with a grace costs beyond the id's str:
+# the Marker, its grace's float, and its slot in the table of markers with the table's
+# slack at its fullest (rebuilt once half the markers it was sized for have left).
+MARKER_OVERHEAD = 208
 
 # Bytes each record in the expiry index costs, live or flagged: the Record, its float,
 # and its slot in the queue or the heap.
@@ -42,6 +65,28 @@ def session_cost(sid: str, data: bytes) -> int:
     """Bytes a session of id ``sid`` and serialized ``data`` costs, its record aside. The
     id counts at the bytes CPython holds for it, which depend on its widest character."""
     return sys.getsizeof(sid) + len(data) + SESSION_OVERHEAD
+
+
+def device_cost(device: Device | None) -> int:
+    """Bytes a session's recorded ``device`` costs (``None``: nothing)."""
+    if device is None:
+        return 0
+    cost = DEVICE_OVERHEAD
+    if device.ip is not None:
+        cost += sys.getsizeof(device.ip)
+    if device.user_agent is not None:
+        cost += sys.getsizeof(device.user_agent)
+    return cost
+
+
+def markers_cost(entry: Entry) -> int:
+    """Bytes the ids ``entry`` had before (its markers) cost. O(markers)."""
+    cost = 0
+    marker = entry.replaced
+    while marker is not None:
+        cost += sys.getsizeof(marker.sid) + MARKER_OVERHEAD
+        marker = marker.older
+    return cost
 
 
 def owner_cost(name: str) -> int:
@@ -81,22 +126,33 @@ class Budget:
 
     def cost(self, entry: Entry) -> int:
         """Bytes ``entry`` costs in this store, its record aside, recounted (``entry.cost``
-        is what was counted)."""
-        return self._session_cost(entry.sid, entry.data)
+        is what was counted): with its device and the ids it had before (its markers)."""
+        cost = self._session_cost(entry.sid, entry.data) + device_cost(entry.device)
+        if entry.renewed is not entry.created:  # the same float until a renewal
+            cost += RENEWED_OVERHEAD
+        return cost if entry.replaced is None else cost + markers_cost(entry)
+
+    def recount(self, entry: Entry) -> None:
+        """Count ``entry`` again after its id, device or markers changed."""
+        cost = self.cost(entry)
+        self.size += cost - entry.cost
+        entry.cost = cost
 
     def _session_cost(self, sid: str, data: bytes) -> int:
         """Bytes a session of id ``sid`` and ``data`` costs in this store, its record aside."""
         return sys.getsizeof(sid) + len(data) + self.session_overhead
 
     def freed_by(self, entry: Entry) -> int:
-        """Bytes removing ``entry`` frees once its record is dropped (its owner aside,
-        which it may or may not free)."""
+        """Bytes removing ``entry`` frees once its record is dropped (its markers
+        included; its owner aside, which it may or may not free)."""
         return entry.cost + RECORD_OVERHEAD
 
-    def new_session_cost(self, sid: str, data: bytes, owner: str | None = None) -> int:
-        """Bytes a new session costs, its record included, and its owner's when
-        ``owner`` names one."""
-        cost = self._session_cost(sid, data) + RECORD_OVERHEAD
+    def new_session_cost(
+        self, sid: str, data: bytes, owner: str | None = None, device: Device | None = None
+    ) -> int:
+        """Bytes a new session costs, its record and ``device`` included, and its owner's
+        when ``owner`` names one."""
+        cost = self._session_cost(sid, data) + RECORD_OVERHEAD + device_cost(device)
         return cost if owner is None else cost + owner_cost(owner)
 
     def first_capacity(self) -> int:

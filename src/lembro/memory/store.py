@@ -14,9 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from itertools import islice
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 from .. import background, hooks, processes
 from .._log import log
@@ -30,6 +31,15 @@ from ..checks import (
     owner_of,
 )
 from ..errors import InvalidOption, SerializationError, SessionTooLarge
+from ..ids import new_session_id
+from ..lifetimes import (
+    Device,
+    Loaded,
+    SessionInfo,
+    check_device,
+    check_grace,
+    check_max_sessions,
+)
 from ..protocol import Stats
 from ..serializers import (
     BUILTIN_SERIALIZERS,
@@ -101,6 +111,16 @@ class MemoryStore:
     write whose owner field holds anything else raises ``SerializationError``. The index
     counts against ``max_size``.
 
+    Lifetimes (issue 29, see README's "Lifetimes"): ``absolute_ttl`` (seconds, ``None``:
+    none) ends every session at its creation plus that, whatever uses, touches or
+    writes come meanwhile (``rename(reset_lifetime=True)``, a sign-in, starts a new
+    one). ``renew_every`` (seconds, ``None``: never): :meth:`load` moves a session whose
+    id was issued longer ago than that to a fresh id, and the old id answers as it for
+    ``renew_grace`` seconds (default 10), then marks a stolen cookie until the session
+    ends. ``max_sessions_per_user`` (needs ``owner_key``): a write that gives an owner
+    more sessions than that ends its oldest (by creation). The ids sessions had before a
+    rename with a grace count against ``max_size`` and leave with their session.
+
     Every method is thread-safe, and a fork never copies a change half done. Sessions are
     held serialized, so each ``get`` returns a fresh dict that no other request shares.
     No call holds the lock for work over more than ``batch_size`` sessions: a purge, a
@@ -128,8 +148,11 @@ class MemoryStore:
         "batch_size",
         "interval",
         "max_session_bytes",
+        "max_sessions_per_user",
         "on_error",
         "owner_key",
+        "renew_every",
+        "renew_grace",
         "snapshot",
         "snapshot_interval",
         "ttl",
@@ -152,11 +175,21 @@ class MemoryStore:
         trust_pickle: bool = False,
         owner_key: str | None = None,
         max_session_bytes: int | str = DEFAULT_MAX_SESSION_BYTES,
+        absolute_ttl: float | None = None,
+        renew_every: float | None = None,
+        renew_grace: float = 10.0,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         size = parse_size(max_size)
         self.max_session_bytes = parse_size(max_session_bytes)
         self.owner_key = check_owner_key(owner_key)
         self.ttl = check_seconds(ttl)
+        absolute = None if absolute_ttl is None else check_seconds(absolute_ttl, "absolute_ttl")
+        self.renew_every: float | None = (
+            None if renew_every is None else check_seconds(renew_every, "renew_every")
+        )
+        self.renew_grace = check_grace(renew_grace, "renew_grace")
+        self.max_sessions_per_user = check_max_sessions(max_sessions_per_user, self.owner_key)
         if (
             isinstance(low_water, bool)
             or not isinstance(low_water, (int, float))
@@ -186,7 +219,13 @@ class MemoryStore:
         self.on_error = on_error
         self.batch_size = 256
 
-        self._table = SessionTable(size, float(low_water), owners=owner_key is not None)
+        self._table = SessionTable(
+            size,
+            float(low_water),
+            owners=owner_key is not None,
+            absolute_ttl=absolute,
+            max_per_owner=self.max_sessions_per_user,
+        )
         smallest = self._table.budget.new_session_cost(_TYPICAL_ID, b"\x80")
         if size < smallest:
             raise InvalidOption(
@@ -221,6 +260,11 @@ class MemoryStore:
         return self._table.budget.max_size
 
     @property
+    def absolute_ttl(self) -> float | None:
+        """Seconds from a session's creation to its absolute end (``None``: none)."""
+        return self._table.absolute_ttl
+
+    @property
     def low_water(self) -> float:
         """The fraction of ``max_size`` a prune shrinks the store to."""
         return self._table.budget.low_water
@@ -231,7 +275,9 @@ class MemoryStore:
         ``SESSION_OVERHEAD`` (with ``owner_key``, ``OWNED_SESSION_OVERHEAD`` more); per
         record in the expiry index (one per session, and those left by removed sessions
         until they are dropped), ``RECORD_OVERHEAD``; with ``owner_key``, per owner, its
-        name as CPython holds it and ``OWNER_OVERHEAD``."""
+        name as CPython holds it and ``OWNER_OVERHEAD``; per recorded device, its strs
+        and ``DEVICE_OVERHEAD``; per id a session had before a rename with a grace, the
+        id and ``MARKER_OVERHEAD``."""
         return self._table.budget.size
 
     # ---- one session -----------------------------------------------------------------------
@@ -241,20 +287,89 @@ class MemoryStore:
     # lock would then never be released, hanging the snapshot written at exit.
 
     def get(self, sid: str) -> dict[str, Any] | None:
-        """Return a fresh copy of session ``sid``, or ``None`` when absent or expired."""
+        """Return a fresh copy of session ``sid``, or ``None`` when absent or expired.
+
+        An id a session had before a rename with a grace answers as the session during
+        the grace; presented after it, it is a stolen cookie: the session is ended, one
+        WARNING is logged, and the answer is ``None`` (see :meth:`load`)."""
         now = self._clock()
         with self._lock:
-            blob = self._table.read(sid, now)
+            table = self._table
+            blob = table.read(sid, now)
+            thefts = table.take_thefts() if blob is None and table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
         return None if blob is None else self._decode(blob)
 
-    def set(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> None:
-        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``).
+    def load(self, sid: str) -> Loaded | None:
+        """What a request reads: session ``sid`` as :class:`~lembro.Loaded` (the id to use
+        from now on, a fresh copy of the data, the seconds left until its absolute end),
+        or ``None`` when absent or expired; a hit or a miss, and a use, as ``get``. In one
+        hold of the lock, it
 
-        Raises ``SerializationError`` when ``data`` does not serialize and
-        ``SessionTooLarge`` when it cannot fit in ``max_size``; either way the store is
-        unchanged. Going over ``max_size`` prunes, never evicting ``sid`` itself.
+        1. follows an id replaced by a renewal to its session during its grace;
+        2. treats an id replaced longer ago than its grace as a stolen cookie: the
+           session is ended (a logout), one WARNING is logged (with its owner, never an
+           id) and the answer is ``None``;
+        3. renews: with ``renew_every``, a session whose id was issued longer ago than
+           that moves to a fresh id (``lembro.ids.new_session_id()``), keeping its
+           lifetimes, its expiry and its data, and its old id answers as it for
+           ``renew_grace`` seconds; ``Loaded.sid`` is then the new id;
+        4. notes the use as the session's last seen.
         """
-        self._put(sid, data, ttl, only_over_live=False)
+        now = self._clock()
+        renew_every = self.renew_every
+        if renew_every is not None and not self._changed:
+            self._first_change()
+        with self._lock:
+            table = self._table
+            entry = table.load(sid, now, renew_every, self.renew_grace, new_session_id)
+            if entry is None:
+                thefts = table.take_thefts() if table.thefts else None
+            else:
+                thefts = None
+                current, blob, end = entry.sid, entry.data, table.absolute_end(entry)
+                upkeep = current is not sid and table.upkeep_due
+        if entry is None:
+            if thefts:
+                _report_thefts(thefts)
+            return None
+        if upkeep:
+            self._upkeep(keep=current)
+        return Loaded(current, self._decode(blob), None if end is None else end - now)
+
+    def session_info(self, sid: str) -> SessionInfo | None:
+        """Session ``sid`` at a glance (:class:`~lembro.SessionInfo`: its owner, its
+        times in UTC, its device), or ``None`` when absent or expired (an id in its grace
+        answers as its session). Neither a hit nor a miss nor a use; changes nothing."""
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            entry = table.peek(sid, now)
+            if entry is None:
+                return None
+            fields = self._info_fields(table, entry)
+        return self._info(fields, now, time.time())
+
+    def set(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        device: Device | None = None,
+    ) -> None:
+        """Store ``data`` under ``sid`` for ``ttl`` seconds (default: the store's ``ttl``;
+        never past the session's absolute end). ``device``: the client, recorded when
+        this creates the session (an id not held).
+
+        Raises ``SerializationError`` when ``data`` does not serialize,
+        ``SessionTooLarge`` when it cannot fit in ``max_size`` and ``InvalidOption`` for
+        a bad argument; either way the store is unchanged. Going over ``max_size``
+        prunes, never evicting ``sid`` itself. With ``max_sessions_per_user``, a new
+        session of an owner who has that many already ends their oldest.
+        """
+        self._put(sid, data, ttl, only_over_live=False, device=check_device(device))
 
     def replace(self, sid: str, data: dict[str, Any], ttl: float | None = None) -> bool:
         """Like :meth:`set`, but only over a live session: ``False`` (and nothing written)
@@ -295,8 +410,12 @@ class MemoryStore:
         for _ in range(_UPDATE_TRIES):
             now = self._clock()
             with self._lock:
-                entry = self._table.live(sid, now)
+                table = self._table
+                entry = table.find(sid, now)
                 current = None if entry is None else entry.data
+                thefts = table.take_thefts() if table.thefts else None
+            if thefts:
+                _report_thefts(thefts)
             if current is None:
                 return False
             blob, _, owner = self._changed_blob(sid, current, changes, gone, lifetime)
@@ -304,21 +423,28 @@ class MemoryStore:
             with self._lock:
                 table = self._table
                 written = table.write_if(sid, current, blob, now + lifetime, owner, now)
-                upkeep = bool(written) and table.upkeep_due
+                keep = _kept(table, sid, now) if written and table.upkeep_due else None
             if written is not None:
                 break
         else:
             now = self._clock()
             with self._lock:
                 table = self._table
-                entry = table.live(sid, now)
+                entry = table.find(sid, now)
                 if entry is None:
-                    return False
-                blob, _, owner = self._changed_blob(sid, entry.data, changes, gone, lifetime)
-                written = table.write(sid, blob, now + lifetime, owner, now, only_over_live=True)
-                upkeep = table.upkeep_due
-        if upkeep:
-            self._upkeep(keep=sid)
+                    thefts = table.take_thefts() if table.thefts else None
+                else:
+                    thefts = None
+                    blob, _, owner = self._changed_blob(sid, entry.data, changes, gone, lifetime)
+                    expires = now + lifetime
+                    written = table.write(sid, blob, expires, owner, now, only_over_live=True)
+                    keep = _kept(table, sid, now) if table.upkeep_due else None
+            if entry is None:
+                if thefts:
+                    _report_thefts(thefts)
+                return False
+        if keep is not None:
+            self._upkeep(keep=keep)
         return bool(written)
 
     def _changed_blob(
@@ -335,27 +461,63 @@ class MemoryStore:
         apply_changes(data, changes, deleted)
         return self._encode(sid, data, lifetime)
 
-    def rename(self, old: str, new: str, data: dict[str, Any], ttl: float | None = None) -> bool:
+    def rename(
+        self,
+        old: str,
+        new: str,
+        data: dict[str, Any],
+        ttl: float | None = None,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
+    ) -> bool:
         """Move live session ``old`` to the id ``new`` (a fresh one), holding ``data`` for
         ``ttl`` seconds (default: the store's ``ttl``): a regenerate, in one hold of the
         lock. ``False``, and nothing changed, when ``old`` is absent or expired (a logout
         won the race), or when a :meth:`destroy_sessions_of` is ending its owner's
         sessions and ``data`` names that owner.
 
-        Raises ``InvalidOption`` (a bad id, or ``new`` equal to ``old``),
+        ``reset_lifetime=True``: a sign-in; the session starts a new absolute lifetime
+        (created now), and the ids it had before no longer answer. ``False``: a
+        privilege change or a renewal inside one sign-in; it keeps its creation time, so
+        its absolute end stays. ``grace`` (seconds, 0: none): ``old`` answers as the
+        session for that long (a request in flight with the old cookie), then marks a
+        stolen cookie until the session ends (see :meth:`load`); a ``destroy(old)``
+        during the grace ends the session. ``device``: recorded for the session (else it
+        keeps the one it had).
+
+        Raises ``InvalidOption`` (a bad id or argument, or ``new`` equal to ``old``),
         ``SerializationError`` or ``SessionTooLarge`` before anything changes: the user
         keeps the old session or gets the new one, never neither. A use of the session.
         """
-        blob, lifetime, owner = self._encode(new, data, ttl)
+        recorded = check_device(device)
+        blob, lifetime, owner = self._encode(new, data, ttl, recorded)
         if not isinstance(old, str) or not old or old == new:
             raise InvalidOption("old", old, "a non-empty str other than new")
+        if type(reset_lifetime) is not bool:
+            raise InvalidOption("reset_lifetime", reset_lifetime, "True or False")
+        seconds = check_grace(grace)
         if not self._changed:
             self._first_change()
         now = self._clock()
         with self._lock:
             table = self._table
-            renamed = table.rename(old, new, blob, now + lifetime, owner, now)
+            renamed = table.rename(
+                old,
+                new,
+                blob,
+                now + lifetime,
+                owner,
+                now,
+                reset_lifetime=reset_lifetime,
+                grace=seconds,
+                device=recorded,
+            )
             upkeep = renamed and table.upkeep_due
+            thefts = table.take_thefts() if not renamed and table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
         if upkeep:
             self._upkeep(keep=new)
         return renamed
@@ -371,9 +533,12 @@ class MemoryStore:
         with self._lock:
             table = self._table
             blob = table.renew(sid, now + lifetime, now)
-            upkeep = blob is not None and table.upkeep_due
-        if upkeep:
-            self._upkeep(keep=sid)
+            keep = _kept(table, sid, now) if blob is not None and table.upkeep_due else None
+            thefts = table.take_thefts() if blob is None and table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
+        if keep is not None:
+            self._upkeep(keep=keep)
         return None if blob is None else self._decode(blob)
 
     def time_left(self, sid: str) -> float | None:
@@ -395,56 +560,117 @@ class MemoryStore:
         with self._lock:
             table = self._table
             touched = table.touch(sid, now + lifetime, now)
-            upkeep = table.upkeep_due
-        if upkeep:
-            self._upkeep(keep=sid)
+            keep = _kept(table, sid, now) if table.upkeep_due else None
+            thefts = table.take_thefts() if not touched and table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
+        if keep is not None:
+            self._upkeep(keep=keep)
         return touched
 
     def destroy(self, sid: str) -> bool:
-        """Remove session ``sid``; return whether a live session was removed."""
+        """Remove session ``sid``; return whether a live session was removed. An id in
+        its grace after a rename ends the session it was replaced by (a logout from a tab
+        that still held the old cookie is a logout); one past its grace is a stolen
+        cookie (see :meth:`load`), and the answer is ``False``."""
         if not self._changed:
             self._first_change()
         now = self._clock()
         with self._lock:
-            return self._table.destroy(sid, now)
+            table = self._table
+            destroyed = table.destroy(sid, now)
+            thefts = table.take_thefts() if not destroyed and table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
+        return destroyed
 
     def __contains__(self, sid: object) -> bool:
-        """Whether ``sid`` is a live session; neither a hit nor a miss nor a use."""
+        """Whether ``sid`` is a live session (or an id in its grace after a rename);
+        neither a hit nor a miss nor a use."""
         if not isinstance(sid, str):
             return False
         now = self._clock()
         with self._lock:
             return self._table.holds(sid, now)
 
-    def _put(self, sid: str, data: dict[str, Any], ttl: float | None, only_over_live: bool) -> bool:
+    def _put(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        ttl: float | None,
+        only_over_live: bool,
+        device: Device | None = None,
+    ) -> bool:
         """What ``set`` and ``replace`` do: serialize outside the lock, then write under
         it, then prune if that took the store over its cap."""
-        blob, lifetime, owner = self._encode(sid, data, ttl)
+        blob, lifetime, owner = self._encode(sid, data, ttl, device)
         if not self._changed:
             self._first_change()
         now = self._clock()
         with self._lock:
             table = self._table
             written = table.write(
-                sid, blob, now + lifetime, owner, now, only_over_live=only_over_live
+                sid,
+                blob,
+                now + lifetime,
+                owner,
+                now,
+                only_over_live=only_over_live,
+                device=device,
             )
-            upkeep = table.upkeep_due
-        if upkeep:
-            self._upkeep(keep=sid)
+            keep = _kept(table, sid, now) if table.upkeep_due else None
+            thefts = table.take_thefts() if table.thefts else None
+        if thefts:
+            _report_thefts(thefts)
+        if keep is not None:
+            self._upkeep(keep=keep)
         return written
 
     # ---- sessions per owner (owner_key) ----------------------------------------------------
 
-    def sessions_of(self, owner: str | int) -> list[str]:
+    @overload
+    def sessions_of(self, owner: str | int, *, info: Literal[False] = False) -> list[str]: ...
+    @overload
+    def sessions_of(self, owner: str | int, *, info: Literal[True]) -> list[SessionInfo]: ...
+    @overload
+    def sessions_of(self, owner: str | int, *, info: bool) -> list[str] | list[SessionInfo]: ...
+
+    def sessions_of(self, owner: str | int, *, info: bool = False) -> list[str] | list[SessionInfo]:
         """The ids of ``owner``'s live sessions, most recently used first (a ``get``,
-        ``set``, ``replace`` or ``touch`` is a use). O(sessions of that owner).
+        ``load``, ``set``, ``replace`` or ``touch`` is a use); with ``info=True``, each
+        as a :class:`~lembro.SessionInfo` (for a devices page), in the same order.
+        O(sessions of that owner).
 
         Raises ``InvalidOption`` on a store without ``owner_key``, or for an owner that
         is not a str or an int."""
         name = self._owner_name(owner)
+        if type(info) is not bool:
+            raise InvalidOption("info", info, "True or False")
         now = self._clock()
         with self._lock:
-            return self._table.sessions_of(name, now)
+            table = self._table
+            if not info:
+                return table.sessions_of(name, now)
+            entries = [table.sessions[sid] for sid in table.sessions_of(name, now)]
+            fields = [self._info_fields(table, entry) for entry in entries]
+        wall = time.time()
+        return [self._info(f, now, wall) for f in fields]
+
+    def destroy_session_of(self, owner: str | int, sid: str) -> bool:
+        """End session ``sid`` only if its owner is ``owner`` (a devices page's "sign out
+        that device": a user cannot end another user's session by guessing its id);
+        return whether it ended a live session. Counted as a logout.
+
+        Raises ``InvalidOption``, before anything changes, on a store without
+        ``owner_key``, for an owner that is not a str or an int, or a ``sid`` that is
+        not a non-empty str."""
+        name = self._owner_name(owner)
+        check_session_id(sid)
+        if not self._changed:
+            self._first_change()
+        now = self._clock()
+        with self._lock:
+            return self._table.end_of(name, sid, now)
 
     def destroy_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
         """End every live session of ``owner`` but ``keep`` (the current session's id,
@@ -486,10 +712,51 @@ class MemoryStore:
             raise InvalidOption(
                 "owner_key",
                 None,
-                "a session field name: sessions_of and destroy_sessions_of need a store "
-                "built with owner_key='...'",
+                "a session field name: sessions_of, destroy_sessions_of and "
+                "destroy_session_of need a store built with owner_key='...'",
             )
         return check_owner(owner)
+
+    @staticmethod
+    def _info_fields(table: SessionTable, entry: Entry) -> _InfoFields:
+        """What a ``SessionInfo`` is made of, read under the lock (scalars only)."""
+        return (
+            entry.sid,
+            entry.data,
+            table.owner_name(entry),
+            entry.created,
+            entry.renewed,
+            entry.seen,
+            entry.expires,
+            table.absolute_end(entry),
+            entry.device,
+        )
+
+    def _info(self, fields: _InfoFields, now: float, wall: float) -> SessionInfo:
+        """A ``SessionInfo`` from ``fields`` read at ``now`` (the store's clock), with
+        clock times turned into UTC datetimes through ``wall`` (``time.time()`` then):
+        outside the lock, since the owner's exact value (a str or an int) is read from
+        the session's data."""
+        sid, blob, name, created, renewed, seen, expires, end, device = fields
+        owner: str | int | None = None
+        if name is not None and self.owner_key is not None:
+            value = self._decode(blob).get(self.owner_key)
+            owner = value if type(value) in (str, int) else name
+
+        def utc(t: float) -> datetime:
+            return datetime.fromtimestamp(wall - (now - t), timezone.utc)
+
+        return SessionInfo(
+            id=sid,
+            owner=owner,
+            created=utc(created),
+            renewed=utc(renewed),
+            last_seen=utc(seen),
+            expires=utc(expires),
+            absolute_expires=None if end is None else utc(end),
+            ip=None if device is None else device.ip,
+            user_agent=None if device is None else device.user_agent,
+        )
 
     # ---- the whole store -----------------------------------------------------------------
 
@@ -549,7 +816,13 @@ class MemoryStore:
         with self._lock:
             old = self._table
             budget = old.budget
-            table = SessionTable(budget.max_size, budget.low_water, owners=old.owners is not None)
+            table = SessionTable(
+                budget.max_size,
+                budget.low_water,
+                owners=old.owners is not None,
+                absolute_ttl=old.absolute_ttl,
+                max_per_owner=old.max_per_owner,
+            )
             table.keep_counters(old)
             self._table = table
         old.take_apart(self.batch_size)
@@ -701,7 +974,7 @@ class MemoryStore:
     # ---- outside the lock: arguments and serialization ----------------------------------
 
     def _encode(
-        self, sid: str, data: dict[str, Any], ttl: float | None
+        self, sid: str, data: dict[str, Any], ttl: float | None, device: Device | None = None
     ) -> tuple[bytes, float, str | None]:
         """Check a write's arguments, serialize ``data`` and, with ``owner_key``, read
         its owner from it (while it is still a dict); return (bytes, lifetime in seconds,
@@ -723,7 +996,7 @@ class MemoryStore:
             raise SessionTooLarge(len(blob), self.max_session_bytes)
         owner = None if self.owner_key is None else owner_of(data, self.owner_key)
         budget = self._table.budget
-        cost = budget.new_session_cost(sid, blob, owner)
+        cost = budget.new_session_cost(sid, blob, owner, device)
         if cost > budget.max_size:
             raise SessionTooLarge(cost, budget.max_size)
         return blob, lifetime, owner
@@ -787,7 +1060,7 @@ class MemoryStore:
                 table = self._table
                 if sid in table.sessions:
                     return
-                table.add(sid, data, now + left, uses, owner)
+                table.add(sid, data, now + left, uses, owner, created=now)
                 upkeep = table.upkeep_due
             loaded += 1
             if upkeep:
@@ -918,6 +1191,31 @@ class MemoryStore:
         return (
             f"<MemoryStore {len(self._table)} sessions, "
             f"{format_size(self.size)} of {format_size(self.max_size)}>"
+        )
+
+
+# A session as ``session_info`` reads it under the lock: id, data, owner's name, created,
+# renewed, last seen, expires, absolute end (clock seconds) and device.
+_InfoFields = tuple[
+    str, bytes, "str | None", float, float, float, float, "float | None", "Device | None"
+]
+
+
+def _kept(table: SessionTable, sid: str, now: float) -> str:
+    """The id of the session a write to ``sid`` wrote (``sid``, or the id it was replaced
+    by while in its grace), for the prune that follows to spare it."""
+    entry = table.peek(sid, now)
+    return sid if entry is None else entry.sid
+
+
+def _report_thefts(owners: list[str | None]) -> None:
+    """One WARNING per session ended because an id it had before a renewal was presented
+    after its grace: its owner, never an id (a log must not hold a usable one)."""
+    for owner in owners:
+        log.warning(
+            "a session id replaced by a renewal was presented after its grace: treated as "
+            "a stolen cookie, the session it was replaced by is ended (owner: %s)",
+            "none" if owner is None else repr(owner),
         )
 
 

@@ -4,7 +4,9 @@ The table composes the parts, each in its own module: the sessions (``Entry``, o
 first), the ``ExpiryIndex`` (who comes due when), the ``EvictionOrder`` (who goes first
 when over the cap), the ``Budget`` (the size, and what each session costs) and, with
 owners, the ``OwnerIndex`` (each signed-in user's sessions). Every change to them goes
-through ``_add`` and ``_remove`` here, so size, counts and indexes move together.
+through ``add``, ``_rekey`` and ``_remove`` here, so size, counts and indexes move
+together. Beside the sessions, the ids they had before a rename with a grace (their
+``Marker``s): each lasts as long as its session, and goes with it.
 
 The caller holds one lock around every call and passes the time in (clock seconds). Work
 over many sessions (a purge, a prune, a compaction, ending an owner's sessions) is done in
@@ -13,13 +15,18 @@ steps of at most ``limit`` sessions, so the caller can release its lock in betwe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from .budget import RECORD_OVERHEAD, Budget
-from .entry import Entry
+from .entry import Entry, Marker
 from .eviction import EvictionOrder
 from .expiry import ExpiryIndex
 from .owners import OwnedEntry, Owner, OwnerIndex
+
+if TYPE_CHECKING:
+    from ..lifetimes import Device
 
 __all__ = ["SMALL", "SessionTable"]
 
@@ -47,13 +54,22 @@ class SessionTable:
     """Sessions by id, with their expiry index, eviction order, budget and owner index.
 
     Counters (``hits``, ``misses``, ``expired``, ``evicted``, ``created``, and the
-    sessions ended by ``destroy`` (``logouts``), ``rename`` (``regenerates``) and
-    ``end_detached`` (``logouts_everywhere``)) count what the table saw.
+    sessions ended by ``destroy``, ``end_of``, a stolen cookie and ``max_per_owner``
+    (``logouts``), ``rename`` (``regenerates``) and ``end_detached``
+    (``logouts_everywhere``)) count what the table saw.
+
+    ``absolute_ttl`` (seconds, ``None``: none): no session lives past its ``created``
+    plus this, whatever sets its expiry. ``max_per_owner`` (``None``: no limit): a
+    write that gives an owner more sessions ends its oldest (by ``created``). ``thefts``
+    lists the owners (``None``: no owner) of the sessions ended because a replaced id
+    was presented after its grace, for the caller to report (``take_thefts``).
     """
 
     __slots__ = (
         "_most",
+        "_most_markers",
         "_new_entry",
+        "absolute_ttl",
         "budget",
         "created",
         "evicted",
@@ -63,14 +79,30 @@ class SessionTable:
         "hits",
         "logouts",
         "logouts_everywhere",
+        "markers",
+        "max_per_owner",
         "misses",
         "owners",
         "regenerates",
         "sessions",
+        "thefts",
     )
 
-    def __init__(self, max_size: int, low_water: float, owners: bool) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        low_water: float,
+        owners: bool,
+        absolute_ttl: float | None = None,
+        max_per_owner: int | None = None,
+    ) -> None:
         self.sessions: dict[str, Entry] = {}  # oldest first
+        # The ids sessions had before a rename with a grace, never an id in ``sessions``.
+        self.markers: dict[str, Marker] = {}
+        self._most_markers = 0
+        self.absolute_ttl = absolute_ttl
+        self.max_per_owner = max_per_owner
+        self.thefts: list[str | None] = []
         self.expiry = ExpiryIndex()
         self.budget = Budget(max_size, low_water, owners=owners)
         self.eviction = EvictionOrder(self.budget.first_capacity())
@@ -95,24 +127,94 @@ class SessionTable:
             return None
         return entry
 
-    def holds(self, sid: str, now: float) -> bool:
-        """Whether ``sid`` is a live session; changes nothing."""
+    def find(self, sid: str, now: float) -> Entry | None:
+        """The live session ``sid`` names: its own, or, for an id a session had before a
+        rename, that session while the id is in its grace. A replaced id past its grace
+        is a stolen cookie: the session it was replaced by is ended (a logout, noted in
+        ``thefts``) and the answer is ``None``. Expired sessions are removed on the way."""
         entry = self.sessions.get(sid)
-        return entry is not None and entry.expires > now
+        if entry is None:
+            markers = self.markers
+            if not markers:
+                return None
+            marker = markers.get(sid)
+            if marker is None:
+                return None
+            entry = marker.entry
+            assert entry is not None  # a marker leaves with its session
+            if entry.expires > now and now >= marker.grace_until:
+                self.thefts.append(self.owner_name(entry))
+                self._remove(entry)
+                self.logouts += 1
+                return None
+        if entry.expires <= now:
+            self._remove(entry)
+            self.expired += 1
+            return None
+        return entry
+
+    def peek(self, sid: str, now: float) -> Entry | None:
+        """As ``find``, changing nothing: a replaced id past its grace, or an expired
+        session, is ``None``."""
+        entry = self.sessions.get(sid)
+        if entry is None:
+            marker = self.markers.get(sid) if self.markers else None
+            if marker is None or now >= marker.grace_until:
+                return None
+            entry = marker.entry
+            assert entry is not None
+        return entry if entry.expires > now else None
+
+    def take_thefts(self) -> list[str | None]:
+        """The owners of the sessions ended as stolen since the last call (see ``find``)."""
+        thefts, self.thefts = self.thefts, []
+        return thefts
+
+    def holds(self, sid: str, now: float) -> bool:
+        """Whether ``sid`` names a live session (its own id, or one in its grace);
+        changes nothing."""
+        return self.peek(sid, now) is not None
 
     def read(self, sid: str, now: float) -> bytes | None:
-        """The data of live session ``sid`` (a use of it, and a hit), or ``None`` (a miss)."""
-        entry = self.live(sid, now)
+        """The data of the live session ``sid`` names (see ``find``; a use of it, and a
+        hit), or ``None`` (a miss)."""
+        entry = self.find(sid, now)
         if entry is None:
             self.misses += 1
             return None
-        self.use(entry)
+        self.use(entry, now)
         self.hits += 1
         return entry.data
 
-    def use(self, entry: Entry) -> None:
-        """``entry`` was used once more."""
+    def load(
+        self,
+        sid: str,
+        now: float,
+        renew_every: float | None,
+        grace: float,
+        new_id: Callable[[], str],
+    ) -> Entry | None:
+        """The live session ``sid`` names, as ``read`` (a use, a hit or a miss); when
+        ``renew_every`` is set and its id was issued more than that many seconds ago, it
+        moves to the id ``new_id()`` gives, keeping its lifetimes, and its id so far
+        answers as it for ``grace`` seconds. The caller reads the id from the entry."""
+        entry = self.find(sid, now)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.use(entry, now)
+        self.hits += 1
+        if renew_every is not None and now - entry.renewed > renew_every:
+            self._rekey(entry, new_id(), now, reset_lifetime=False, grace=grace)
+            self.budget.recount(entry)
+            self.created += 1
+            self.regenerates += 1
+        return entry
+
+    def use(self, entry: Entry, now: float) -> None:
+        """``entry`` was used once more, at ``now``."""
         self.eviction.used(entry)
+        entry.seen = now
         if self.owners is not None:
             self.owners.used(entry)
 
@@ -125,21 +227,29 @@ class SessionTable:
         now: float,
         *,
         only_over_live: bool,
+        device: Device | None = None,
     ) -> bool:
-        """Put ``data`` (of ``owner``, or none) under ``sid``, expiring at ``expires``: a
-        new session, or in place of the live one as one more use of it. ``False`` (and
-        nothing written) when ``only_over_live`` and ``sid`` is not a live session."""
-        old = self.live(sid, now)
+        """Put ``data`` (of ``owner``, or none) under ``sid``, expiring at ``expires`` (at
+        its absolute end if that comes first): a new session (recording ``device``), or
+        in place of the live session ``sid`` names (see ``find``) as one more use of it.
+        ``False`` (and nothing written) when ``only_over_live`` and there is none."""
+        old = self.find(sid, now)
         if old is None:
             if only_over_live:
                 return False
-            self.add(sid, data, expires, owner=owner)
+            entry = self.add(sid, data, expires, owner=owner, created=now, device=device)
             self.created += 1
+            if owner is not None and self.max_per_owner is not None:
+                self._cap_owner(entry, now)
             return True
         self.budget.replace_data(old, data)
         self.eviction.used(old)
+        old.seen = now
         if self.owners is not None:
+            before = getattr(old, "owner", None)
             self._own(old, owner)
+            if self.max_per_owner is not None and getattr(old, "owner", None) is not before:
+                self._cap_owner(old, now)
         self.extend(old, expires)
         return True
 
@@ -152,71 +262,115 @@ class SessionTable:
         owner: str | None,
         now: float,
     ) -> bool | None:
-        """Like ``write`` over a live session, only if ``sid`` still holds ``expected``
-        (the very bytes object read, so an equal write meanwhile counts as a change):
-        ``True`` when written, ``False`` when ``sid`` is not a live session, ``None``
-        (nothing written) when it holds other data now."""
-        entry = self.live(sid, now)
+        """Like ``write`` over a live session, only if the session ``sid`` names still
+        holds ``expected`` (the very bytes object read, so an equal write meanwhile
+        counts as a change): ``True`` when written, ``False`` when there is no live
+        session, ``None`` (nothing written) when it holds other data now."""
+        entry = self.find(sid, now)
         if entry is None:
             return False
         if entry.data is not expected:
             return None
-        return self.write(sid, data, expires, owner, now, only_over_live=True)
+        return self.write(entry.sid, data, expires, owner, now, only_over_live=True)
 
     def rename(
-        self, old: str, new: str, data: bytes, expires: float, owner: str | None, now: float
+        self,
+        old: str,
+        new: str,
+        data: bytes,
+        expires: float,
+        owner: str | None,
+        now: float,
+        *,
+        reset_lifetime: bool = True,
+        grace: float = 0.0,
+        device: Device | None = None,
     ) -> bool:
         """Put ``data`` (of ``owner``, or none) under ``new``, expiring at ``expires``, in
-        place of live session ``old``, which is removed: one step, so no moment has the
-        session under neither id (or under both), and the new id joins its owner's index
-        as the old one leaves it. The new session keeps the old one's uses. ``False``
-        (and nothing changed) when ``old`` is not a live session, or when its owner's
-        sessions are being ended (``detach_owner``) and ``new`` names that same owner:
-        the logout everywhere ends ``old``, and its successor would have survived it."""
-        entry = self.live(old, now)
+        place of the live session ``old`` names (see ``find``), which leaves its id: one
+        step, so no moment has the session under neither id (or under both), and the new
+        id takes the old one's place in its owner's index. The session keeps its uses
+        and its device (``device``: recorded in its place). ``reset_lifetime``: a new
+        sign-in, created now (the ids it had before are forgotten); else it keeps its
+        ``created``, so its absolute end stays. ``grace`` (seconds, 0: none): ``old``
+        answers as the session for that long, then marks a stolen cookie while the
+        session lives. ``False`` (and nothing changed) when ``old`` names no live
+        session, or when its owner's sessions are being ended (``detach_owner``) and
+        ``new`` names that same owner: the logout everywhere ends it, and its successor
+        would have survived it."""
+        entry = self.find(old, now)
         if entry is None:
             return False
         if owner is not None and self.owners is not None and self.owners.ending(entry) == owner:
             return False
-        uses = 2 if self.eviction.count(entry) > 1.0 else 1
-        self._remove(entry)
-        taken = self.sessions.get(new)
-        if taken is not None:  # an id in use: written over, as ``write`` would
-            self._remove(taken)
-        self.add(new, data, expires, uses, owner)
+        self.eviction.created(entry, 2 if self.eviction.count(entry) > 1.0 else 1)
+        entry.seen = now
+        entry.expires = expires  # capped below, once ``created`` is settled
+        self._rekey(entry, new, now, reset_lifetime=reset_lifetime, grace=grace)
+        entry.data = data
+        if device is not None:
+            entry.device = device
+        self.budget.recount(entry)
+        if self.owners is not None:
+            before = getattr(entry, "owner", None)
+            self._own(entry, owner)
+            if self.max_per_owner is not None and getattr(entry, "owner", None) is not before:
+                self._cap_owner(entry, now)
         self.created += 1
         self.regenerates += 1
         return True
 
     def touch(self, sid: str, expires: float, now: float) -> bool:
-        """Make live session ``sid`` expire at ``expires``, as a use; ``False`` when absent."""
-        entry = self.live(sid, now)
+        """Make the live session ``sid`` names expire at ``expires`` (at its absolute end
+        if that comes first), as a use; ``False`` when there is none."""
+        entry = self.find(sid, now)
         if entry is None:
             return False
-        self.use(entry)
+        self.use(entry, now)
         self.extend(entry, expires)
         return True
 
     def renew(self, sid: str, expires: float, now: float) -> bytes | None:
-        """The data of live session ``sid``, which now expires at ``expires`` (a use of
-        it, and a hit), or ``None`` (a miss)."""
-        data = self.read(sid, now)
-        if data is not None:
-            self.extend(self.sessions[sid], expires)
-        return data
+        """The data of the live session ``sid`` names, which now expires at ``expires``
+        (at its absolute end if that comes first; a use of it, and a hit), or ``None``
+        (a miss)."""
+        entry = self.find(sid, now)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.use(entry, now)
+        self.hits += 1
+        self.extend(entry, expires)
+        return entry.data
 
     def time_left(self, sid: str, now: float) -> float | None:
-        """Seconds until live session ``sid`` expires, or ``None``; changes nothing."""
-        entry = self.sessions.get(sid)
-        if entry is None or entry.expires <= now:
-            return None
-        return entry.expires - now
+        """Seconds until the live session ``sid`` names expires, or ``None``; changes
+        nothing."""
+        entry = self.peek(sid, now)
+        return None if entry is None else entry.expires - now
+
+    def absolute_end(self, entry: Entry) -> float | None:
+        """When ``entry`` ends whatever happens (clock seconds), or ``None``: never."""
+        absolute_ttl = self.absolute_ttl
+        return None if absolute_ttl is None else entry.created + absolute_ttl
 
     def destroy(self, sid: str, now: float) -> bool:
-        """Remove session ``sid``; return whether a live session was removed."""
+        """Remove the session ``sid`` names (an id in its grace ends the session it was
+        replaced by: a logout from a tab that still held it); return whether a live
+        session was removed. A replaced id past its grace is a stolen cookie, as in
+        ``find``: the session is ended and the answer is ``False``."""
         entry = self.sessions.get(sid)
         if entry is None:
-            return False
+            marker = self.markers.get(sid) if self.markers else None
+            if marker is None:
+                return False
+            entry = marker.entry
+            assert entry is not None
+            if entry.expires > now and now >= marker.grace_until:
+                self.thefts.append(self.owner_name(entry))
+                self._remove(entry)
+                self.logouts += 1
+                return False
         self._remove(entry)
         if entry.expires > now:
             self.logouts += 1
@@ -224,12 +378,48 @@ class SessionTable:
         self.expired += 1
         return False
 
+    def end_of(self, name: str, sid: str, now: float) -> bool:
+        """End the live session ``sid`` names (see ``peek``) only if its owner is
+        ``name``; return whether it did (a logout)."""
+        entry = self.peek(sid, now)
+        if entry is None or self.owner_name(entry) != name:
+            return False
+        self._remove(entry)
+        self.logouts += 1
+        return True
+
+    def owner_name(self, entry: Entry) -> str | None:
+        """The name of ``entry``'s owner, or ``None`` (none, or a table without owners)."""
+        owner: Owner | None = getattr(entry, "owner", None)
+        return None if owner is None else owner.name
+
     def add(
-        self, sid: str, data: bytes, expires: float, uses: float = 1.0, owner: str | None = None
+        self,
+        sid: str,
+        data: bytes,
+        expires: float,
+        uses: float = 1.0,
+        owner: str | None = None,
+        *,
+        created: float = 0.0,
+        renewed: float | None = None,
+        seen: float | None = None,
+        device: Device | None = None,
     ) -> Entry:
-        """Add a session not held now, with ``uses`` uses and ``owner`` (``None``: none);
-        give it an expiry record; count the bytes of all three."""
+        """Add a session not held now, with ``uses`` uses, ``owner`` (``None``: none), its
+        lifetimes (``renewed`` and ``seen``: ``created`` when not given) and ``device``;
+        it expires at ``expires`` or at its absolute end, whichever comes first. Give it
+        an expiry record; count the bytes of all of it."""
+        absolute_ttl = self.absolute_ttl
+        if absolute_ttl is not None and created + absolute_ttl < expires:
+            expires = created + absolute_ttl
         entry = self._new_entry(sid, data, expires, self.expiry.add(sid, expires))
+        entry.created = created
+        # The same float as ``created`` until renewed: the budget counts a third float
+        # only for a session renewed inside its sign-in.
+        entry.renewed = created if renewed is None or renewed == created else renewed
+        entry.seen = created if seen is None else seen
+        entry.device = device
         self.eviction.created(entry, uses)
         self.sessions[sid] = entry
         if len(self.sessions) > self._most:
@@ -240,21 +430,60 @@ class SessionTable:
         return entry
 
     def extend(self, entry: Entry, expires: float) -> None:
-        """Make ``entry`` expire at ``expires``. Its record stays when it comes due no
-        later (a purge then finds it extended and gives it a new one); an earlier expiry
-        needs a new record, or the session would be purged late."""
+        """Make ``entry`` expire at ``expires``, or at its absolute end if that comes
+        first. Its record stays when it comes due no later (a purge then finds it
+        extended and gives it a new one); an earlier expiry needs a new record, or the
+        session would be purged late."""
+        absolute_ttl = self.absolute_ttl
+        if absolute_ttl is not None and entry.created + absolute_ttl < expires:
+            expires = entry.created + absolute_ttl
         entry.expires = expires
         if expires < entry.record.expires:
             self._refile(entry)
 
+    def _rekey(
+        self, entry: Entry, new: str, now: float, *, reset_lifetime: bool, grace: float
+    ) -> None:
+        """Move live ``entry`` to the id ``new`` (a session or marker held under it is
+        ended first), issued ``now``: its id so far becomes a marker for ``grace``
+        seconds (0: none); ``reset_lifetime`` starts a new sign-in (created now, the
+        markers of its earlier ids dropped). Its expiry is capped at its absolute end
+        and refiled; the caller recounts its cost."""
+        old = entry.sid
+        del self.sessions[old]
+        taken = self.sessions.get(new)
+        if taken is not None:  # an id in use: written over, as ``write`` would
+            self._remove(taken)
+        elif new in self.markers:
+            self._drop_marker(self.markers[new])
+        if reset_lifetime:
+            entry.created = now  # and renewed, the same float (see ``add``)
+            if entry.replaced is not None:
+                self._forget_markers(entry)
+        if grace > 0:
+            marker = Marker(old, entry, now + grace, entry.replaced)
+            entry.replaced = self.markers[old] = marker
+            if len(self.markers) > self._most_markers:
+                self._most_markers = len(self.markers)
+        entry.renewed = now
+        entry.sid = new
+        self.sessions[new] = entry
+        absolute_ttl = self.absolute_ttl
+        if absolute_ttl is not None and entry.created + absolute_ttl < entry.expires:
+            entry.expires = entry.created + absolute_ttl
+        self._refile(entry)
+
     def _remove(self, entry: Entry) -> None:
-        """Remove a held session; its record is flagged (and stays counted until the
-        index drops it). A table that held twice as many sessions as it does now is
-        rebuilt, since a dict never shrinks: so it holds at most twice their slots."""
+        """Remove a held session, and the markers of the ids it had; its record is flagged
+        (and stays counted until the index drops it). A table that held twice as many
+        sessions as it does now is rebuilt, since a dict never shrinks: so it holds at
+        most twice their slots."""
         sessions = self.sessions
         del sessions[entry.sid]
         self.expiry.remove(entry.record)
         self.budget.remove_session(entry)
+        if entry.replaced is not None:
+            self._forget_markers(entry)
         if self.owners is not None:
             dropped = self.owners.leave(entry)
             if dropped is not None:
@@ -262,6 +491,67 @@ class SessionTable:
         if len(sessions) * 2 < self._most and self._most > _SMALL_TABLE:
             self.sessions = dict(sessions)
             self._most = len(sessions)
+
+    def _forget_markers(self, entry: Entry) -> None:
+        """Drop every marker of ``entry`` (whose cost the caller recounts), clearing their
+        links: no cycle between a session and its markers outlives them."""
+        markers = self.markers
+        marker = entry.replaced
+        entry.replaced = None
+        while marker is not None:
+            del markers[marker.sid]
+            older = marker.older
+            marker.entry = marker.older = None
+            marker = older
+        self._shrink_markers()
+
+    def _drop_marker(self, dropped: Marker) -> None:
+        """Drop one marker from its session's list (an id reused: never by lembro's ids)."""
+        entry = dropped.entry
+        assert entry is not None
+        if entry.replaced is dropped:
+            entry.replaced = dropped.older
+        else:
+            marker = entry.replaced
+            while marker is not None and marker.older is not dropped:
+                marker = marker.older
+            if marker is not None:
+                marker.older = dropped.older
+        del self.markers[dropped.sid]
+        dropped.entry = dropped.older = None
+        self.budget.recount(entry)
+        self._shrink_markers()
+
+    def _shrink_markers(self) -> None:
+        markers = self.markers
+        if len(markers) * 2 < self._most_markers and self._most_markers > _SMALL_TABLE:
+            self.markers = dict(markers)
+            self._most_markers = len(markers)
+
+    def _cap_owner(self, entry: Entry, now: float) -> None:
+        """``entry`` just joined its owner: while that owner has more than
+        ``max_per_owner`` sessions, end its expired ones, then its oldest by ``created``
+        (never ``entry``); each a logout. O(sessions of that owner)."""
+        limit = self.max_per_owner
+        owner: Owner | None = getattr(entry, "owner", None)
+        if limit is None or owner is None or owner.count <= limit:
+            return
+        others: list[Entry] = []
+        member = owner.newest
+        while member is not None:
+            if member is not entry:
+                others.append(member)
+            member = member.older
+        for other in others:
+            if other.expires <= now:
+                self._remove(other)
+                self.expired += 1
+        live = sorted((e for e in others if e.expires > now), key=_created)
+        for other in live:
+            if owner.count <= limit:
+                break
+            self._remove(other)
+            self.logouts += 1
 
     def _own(self, entry: Entry, owner: str | None) -> None:
         """Make ``owner`` (``None``: no one) the owner of ``entry``; count an owner added or
@@ -459,12 +749,27 @@ class SessionTable:
                 raise AssertionError(f"session {sid[:8]!r} has no live record")
             if record.expires > entry.expires:
                 raise AssertionError(f"session {sid[:8]!r} is due after it expires")
+            end = self.absolute_end(entry)
+            if end is not None and entry.expires > end:
+                raise AssertionError(f"session {sid[:8]!r} expires after its absolute end")
             self.eviction.check(entry)
         live = self.expiry.live_records()
         if len(live) != len(entries) or {id(r) for r in live} != {id(e.record) for e in entries}:
             raise AssertionError(
                 f"{len(entries)} sessions but {len(live)} live records in the expiry index"
             )
+        listed = 0
+        for entry in entries:
+            marker = entry.replaced
+            while marker is not None:
+                listed += 1
+                if self.markers.get(marker.sid) is not marker or marker.entry is not entry:
+                    raise AssertionError(f"session {entry.sid[:8]!r} lists a marker not held")
+                if marker.sid in self.sessions:
+                    raise AssertionError(f"marker {marker.sid[:8]!r} is also a session")
+                marker = marker.older
+        if listed != len(self.markers):
+            raise AssertionError(f"{len(self.markers)} markers, {listed} listed by sessions")
         owners: list[str] = []
         if self.owners is not None:
             self.owners.check(entries)
@@ -475,8 +780,18 @@ class SessionTable:
         """Free a table no one else uses any more, ``step`` sessions and records at a
         time, so that no single call frees them all while other threads wait for the
         interpreter."""
+        markers = self.markers
+        while markers:
+            for _ in range(min(step, len(markers))):
+                _, marker = markers.popitem()
+                if marker.entry is not None:
+                    marker.entry.replaced = None  # no cycle left for the collector
+                marker.entry = marker.older = None
         sessions = self.sessions
         while sessions:
             for _ in range(min(step, len(sessions))):
                 sessions.popitem()
         self.expiry.take_apart(step)
+
+
+_created = attrgetter("created")
