@@ -24,12 +24,10 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 
 from .errors import InvalidOption
-from .lifetimes import Device
+from .lifetimes import MAX_USER_AGENT, Device
 
 __all__ = ["MAX_USER_AGENT", "Headers", "TrustedProxies", "client_device", "trusted_networks"]
 
-#: How many characters of a ``User-Agent`` are kept.
-MAX_USER_AGENT = 512
 #: An ``X-Forwarded-For`` longer than this (characters) names no client (a proxy chain
 #: is a few addresses; only a client's own padding makes it long).
 _MAX_FORWARDED = 2048
