@@ -203,7 +203,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
         for info in infos:
             if user is not None and hmac.compare_digest(handle(info.id), wanted):
                 # Ends it only if it is this user's: another user's id, even guessed, is not.
-                store.destroy_session_of(user, info.id)  # type: ignore[attr-defined]
+                store.destroy_session_of(user, info.id)
         return redirect("/devices", code=303)
 
     @app.post("/flood")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .checks import owner_of
 from .errors import SerializationError
 from .ids import new_session_id
-from .protocol import _supports
+from .protocol import _InlineAsync, _supports
 
 if TYPE_CHECKING:
     from .lifetimes import Device
@@ -177,7 +177,11 @@ def cookie_value(header: str, name: str, *, last: bool = False) -> str | None:
 
 def _takes(method: Any, name: str) -> bool:
     """Whether ``method`` accepts the keyword argument ``name`` (lembro's stores do; a
-    store of the app's written before it may not), looked up once per class."""
+    store of the app's written before it may not), looked up once per class. The async
+    face of a sync store passes it on: the sync store's own method is asked."""
+    face = getattr(method, "__self__", None)
+    if isinstance(face, _InlineAsync):
+        method = getattr(face.sync, method.__name__, method)
     owner = type(getattr(method, "__self__", method))
     key = (owner, getattr(method, "__name__", ""), name)
     known = _TAKES.get(key)

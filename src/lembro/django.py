@@ -544,9 +544,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         """Django's age for the session (seconds), no later than its absolute end: so the
         cookie's ``Max-Age`` never outlives it."""
         age: int = super().get_expiry_age(**kwargs)
-        deadline = self._deadline
-        if deadline is None or kwargs:
+        if kwargs:
             return age
+        deadline = self._deadline
+        if deadline is None:
+            # Not loaded with an absolute end: a new session, which gets the whole
+            # lifetime (Django's middleware asks before it saves the session).
+            absolute = store_absolute_ttl(get_store())
+            return age if absolute is None else min(age, int(absolute))
         return max(0, min(age, int(deadline - time.monotonic())))
 
     def _device(self) -> Device | None:

@@ -395,11 +395,7 @@ class SessionMiddleware:
                 if not self._loads:
                     data = inline.get(sid) if inline is not None else await self._store.get(sid)
                 else:
-                    loaded = (
-                        inline.load(sid)  # type: ignore[attr-defined]
-                        if inline is not None
-                        else await self._store.load(sid)  # type: ignore[attr-defined]
-                    )
+                    loaded = inline.load(sid) if inline is not None else await self._store.load(sid)
                     if loaded is not None:
                         renewed, data, left = loaded
                         if renewed != sid:  # a new id: its cookie is signed and sent

@@ -11,6 +11,8 @@ cookie can be played again as a thief would.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -235,6 +237,7 @@ class Site:
         assert response.status_code < 400, response.text
         new, lifetime = None, None
         for header in response.headers.get_list("set-cookie"):
+            header = header.strip()  # Django's starts with a space
             if header.startswith(f"{self.cookie_name}="):
                 new, lifetime = _parse_set_cookie(header)
         return Answer(response.text, new, lifetime)
@@ -395,11 +398,25 @@ def test_a_sign_in_starts_a_new_absolute_lifetime(
 # ---- renewal ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The WARNINGs and worse lembro logs meanwhile, caught on its own logger (a framework
+    may reconfigure the root logger's handlers, as Litestar does at start-up)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("lembro")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_refused(
     site_factory: Callable[[Any], Site],
     memory: Callable[..., MemoryStore],
     clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = memory(renew_every=RENEW_EVERY, renew_grace=GRACE)
     site = site_factory(store)
@@ -412,7 +429,7 @@ def test_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_ref
     assert renewed.cookie is not None
     new_sid = site.sid(renewed.cookie)
     assert new_sid != site.sid(old)
-    assert store.get(new_sid) == {"n": 2}
+    assert store.get(new_sid) is not None  # the session lives under the new id
 
     # A request in flight with the old cookie still works, and learns the new id.
     late = site.send("GET", "/count", old)
@@ -422,13 +439,13 @@ def test_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_ref
     assert site.send("GET", "/count", renewed.cookie).text == "4"
 
     clock.advance(GRACE + 1)
-    with caplog.at_level("WARNING", logger="lembro"):
+    with warnings_logged() as records:
         stolen = site.send("GET", "/count", old)
     assert stolen.text == "1"  # refused: a fresh session
     assert store.get(new_sid) is None  # and the session it was replaced by is ended
     assert site.send("GET", "/count", renewed.cookie).text == "1"
-    assert any(record.levelname == "WARNING" for record in caplog.records)
-    assert not any(new_sid in record.getMessage() for record in caplog.records)
+    assert [record.levelname for record in records] == ["WARNING"]
+    assert not any(new_sid in record.getMessage() for record in records)
 
 
 def test_a_session_used_within_renew_every_keeps_its_id(
