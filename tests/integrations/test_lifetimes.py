@@ -1,5 +1,5 @@
 """Session lifetimes, renewal and devices (issue 29) through real requests in Flask,
-Starlette, Django and Litestar.
+Starlette, Django and Litestar, and Quart (an ASGI app, driven the same way).
 
 Each app counts visits in its session and has a sign-in (``regenerate``, a new absolute
 lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The store's clock
@@ -54,7 +54,7 @@ with warnings.catch_warnings():
 
 import lembro.django  # noqa: E402 - after configure_django(), as Django needs
 
-FRAMEWORKS = ["flask", "starlette", "django", "litestar"]
+FRAMEWORKS = ["flask", "starlette", "django", "litestar", "quart"]
 SECRET = "lembro-tests-only"
 PROXY = "127.0.0.1"
 TRUSTED = ["127.0.0.1/32"]
@@ -91,6 +91,41 @@ def flask_app(store: Any) -> Any:
     def elevate() -> str:
         lembro.flask.regenerate(reset_lifetime=False)
         flask.session["sudo"] = True
+        return "sudo"
+
+    return app
+
+
+def quart_app(store: Any) -> Any:
+    import quart
+
+    import lembro.quart
+
+    app = quart.Quart(__name__)
+    app.secret_key = SECRET
+    app.config["LEMBRO_TRUSTED_PROXIES"] = TRUSTED
+    lembro.quart.Lembro(app, store)
+    session = lembro.quart.session
+
+    @app.before_request
+    async def permanent() -> None:
+        session.permanent = True
+
+    @app.get("/count")
+    async def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.post("/login")
+    async def login() -> str:
+        lembro.quart.regenerate()
+        session["user"] = "ada"
+        return "in"
+
+    @app.post("/elevate")
+    async def elevate() -> str:
+        lembro.quart.regenerate(reset_lifetime=False)
+        session["sudo"] = True
         return "sudo"
 
     return app
@@ -202,6 +237,8 @@ class Site:
             self._app = starlette_app(store)
         elif framework == "litestar":
             self._app = litestar_app(store)
+        elif framework == "quart":
+            self._app = quart_app(store)
         else:
             self._app = None  # Django's handler is made per client, under the test's settings
 
@@ -244,7 +281,8 @@ class Site:
 
     def sid(self, cookie: str) -> str:
         """The session id a cookie value carries (Flask and Starlette sign it)."""
-        return cookie.split(".")[0] if self.framework in ("flask", "starlette") else cookie
+        signed = self.framework in ("flask", "starlette", "quart")
+        return cookie.split(".")[0] if signed else cookie
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -676,5 +714,80 @@ def test_litestar_refuses_renewal_on_a_namespaced_store() -> None:
         with pytest.raises(InvalidOption, match="namespace"):
             LembroStore(store, namespace=None).with_namespace("cache")
         LembroStore(store, namespace=None)
+    finally:
+        store.close()
+
+
+# ---- aiohttp, through its own test server ------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_aiohttp_renews_caps_the_cookie_and_records_the_device(clock: FakeClock) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient as AiohttpClient
+    from aiohttp.test_utils import TestServer
+    from aiohttp_session import get_session, setup
+
+    import lembro.aiohttp
+
+    async def count(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["n"] = session.get("n", 0) + 1
+        return web.Response(text=str(session["n"]))
+
+    store = MemoryStore(
+        "1M",
+        None,
+        clock=clock,
+        absolute_ttl=ABSOLUTE,
+        renew_every=RENEW_EVERY,
+        renew_grace=GRACE,
+    )
+    storage = lembro.aiohttp.LembroStorage(
+        store, secret_key=SECRET, max_age=14 * 86400, trusted_proxies=TRUSTED
+    )
+    app = web.Application()
+    setup(app, storage)
+    app.router.add_get("/count", count)
+
+    async def send(client: Any, cookie: str | None, **headers: str) -> Answer:
+        client.session.cookie_jar.clear()
+        if cookie is not None:
+            headers["Cookie"] = f"AIOHTTP_SESSION={cookie}"
+        response = await client.get("/count", headers=headers)
+        found = [h for h in response.headers.getall("Set-Cookie", []) if "AIOHTTP_SESSION=" in h]
+        value, lifetime = _parse_set_cookie(found[-1]) if found else (None, None)
+        return Answer(await response.text(), value, lifetime)
+
+    try:
+        async with AiohttpClient(TestServer(app)) as client:
+            agent = {"User-Agent": "Aiohttp/3", "X-Forwarded-For": "198.51.100.9"}
+            first = await send(client, None, **agent)
+            assert first.cookie is not None
+            assert first.lifetime is not None
+            assert first.lifetime <= ABSOLUTE
+            info = store.session_info(first.cookie.split(".")[0])
+            assert info is not None
+            assert (info.ip, info.user_agent) == ("198.51.100.9", "Aiohttp/3")
+
+            clock.advance(RENEW_EVERY + 1)
+            renewed = await send(client, first.cookie)
+            assert renewed.text == "2"
+            assert renewed.cookie is not None
+            assert renewed.cookie.split(".")[0] != first.cookie.split(".")[0]
+            assert renewed.lifetime is not None
+            assert renewed.lifetime <= ABSOLUTE - RENEW_EVERY
+            late = await send(client, first.cookie)  # in flight with the old cookie
+            assert late.text == "3"
+            assert late.cookie == renewed.cookie
+
+            clock.advance(GRACE + 1)
+            assert (await send(client, first.cookie)).text == "1"  # stolen: refused
+            assert (await send(client, renewed.cookie)).text == "1"  # and its session ended
     finally:
         store.close()
