@@ -243,7 +243,11 @@ class Site:
             self._app = None  # Django's handler is made per client, under the test's settings
 
     def _client(self, peer: str) -> httpx.Client:
-        client = self._clients.get(peer)
+        asgi = self.framework not in ("flask", "django")
+        # One ASGI client, so one event loop, for the site: a Redis store's async twin
+        # keeps its connections on the loop it first ran on. The peer goes in a header.
+        key = "asgi" if asgi else peer
+        client = self._clients.get(key)
         if client is None:
             if self.framework == "flask":
                 transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
@@ -252,8 +256,9 @@ class Site:
                 transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             else:
-                client = TestClient(self._app, client=(peer, 50000))
-            self._clients[peer] = client
+                client = TestClient(_with_peer(self._app))
+                client.__enter__()  # one event loop from here to close()
+            self._clients[key] = client
         return client
 
     def send(
@@ -267,7 +272,7 @@ class Site:
     ) -> Answer:
         client = self._client(peer)
         client.cookies.clear()  # only the cookie this call names goes out
-        sent = dict(headers or {})
+        sent = {**(headers or {}), _PEER: peer}
         if cookie is not None:
             sent["Cookie"] = f"{self.cookie_name}={cookie}"
         response = client.request(method, url, headers=sent)
@@ -285,8 +290,28 @@ class Site:
         return cookie.split(".")[0] if signed else cookie
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        for key, client in self._clients.items():
+            if key == "asgi":
+                client.__exit__(None, None, None)
+            else:
+                client.close()
+
+
+_PEER = "X-Test-Peer"
+
+
+def _with_peer(app: Any) -> Any:
+    """``app`` with each request's peer address (``scope["client"]``) taken from the
+    test's ``X-Test-Peer`` header, as a server would fill it from the connection."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == _PEER.lower().encode():
+                    scope = {**scope, "client": (value.decode(), 50000)}
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def _parse_set_cookie(header: str) -> tuple[str, float | None]:
