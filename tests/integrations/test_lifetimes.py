@@ -234,7 +234,9 @@ class Site:
         if framework == "flask":
             self._app = flask_app(store)
         elif framework == "starlette":
-            self._app = starlette_app(store)
+            # A RedisStore's async twin, given so that it can be closed on its loop.
+            self._face = store.as_async() if isinstance(store, RedisStore) else None
+            self._app = starlette_app(self._face or store)
         elif framework == "litestar":
             self._app = litestar_app(store)
         elif framework == "quart":
@@ -292,6 +294,9 @@ class Site:
     def close(self) -> None:
         for key, client in self._clients.items():
             if key == "asgi":
+                face = getattr(self, "_face", None)
+                if face is not None:
+                    client.portal.call(face.close)  # type: ignore[attr-defined]
                 client.__exit__(None, None, None)
             else:
                 client.close()
