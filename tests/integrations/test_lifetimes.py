@@ -40,6 +40,7 @@ import lembro.litestar
 import lembro.starlette
 from lembro import MemoryStore, RedisStore
 from lembro.flask import Lembro
+from lembro.ids import new_session_id
 from lembro.litestar import LembroSessionConfig, LembroStore
 from tests.conftest import FakeClock
 from tests.integrations.test_django import configure_django
@@ -821,3 +822,22 @@ async def test_aiohttp_renews_caps_the_cookie_and_records_the_device(clock: Fake
             assert (await send(client, renewed.cookie)).text == "1"  # and its session ended
     finally:
         store.close()
+
+
+def test_on_redis_an_id_in_its_grace_answers_and_the_response_sends_the_new_one(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    # A renewal as the store makes it (Redis keeps time itself: no clock to move here).
+    store = redis_store()
+    site = site_factory(store)
+    old = site.send("GET", "/count").cookie
+    assert old is not None
+    old_sid, new_sid = site.sid(old), new_session_id()
+    data = store.get(old_sid)
+    assert data is not None
+    assert store.rename(old_sid, new_sid, data, reset_lifetime=False, grace=60.0)
+    late = site.send("GET", "/count", old)
+    assert late.text == "2"
+    assert late.cookie is not None
+    assert site.sid(late.cookie) == new_sid
+    assert site.send("GET", "/count", late.cookie).text == "3"
