@@ -296,9 +296,9 @@ async def aregenerate(
 def store_absolute_ttl(store: object) -> float | None:
     """The store's ``absolute_ttl`` (seconds a session lives from its sign-in at most), or
     ``None`` for none or a store without one."""
+    if isinstance(store, _InlineAsync):  # an async face of a sync store
+        store = store.sync
     value = getattr(store, "absolute_ttl", None)
-    if value is None and hasattr(store, "sync"):  # an async face of a sync store
-        value = getattr(cast(Any, store).sync, "absolute_ttl", None)
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 

@@ -266,6 +266,19 @@ def _redis_store(
     )
 
 
+def _absolute_ttl() -> float | None:
+    """The process-wide store's ``absolute_ttl``, looked up once per store."""
+    global _absolute
+    store = get_store()
+    known = _absolute
+    if known is None or known[0] is not store:
+        known = _absolute = (store, store_absolute_ttl(store))
+    return known[1]
+
+
+_absolute: tuple[StoreProtocol, float | None] | None = None
+
+
 def get_store() -> StoreProtocol:
     """The process-wide store the engine uses, built from ``settings.LEMBRO`` on first call."""
     store = _store
@@ -550,7 +563,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if deadline is None:
             # Not loaded with an absolute end: a new session, which gets the whole
             # lifetime (Django's middleware asks before it saves the session).
-            absolute = store_absolute_ttl(get_store())
+            absolute = _absolute_ttl()
             return age if absolute is None else min(age, int(absolute))
         return max(0, min(age, int(deadline - time.monotonic())))
 
