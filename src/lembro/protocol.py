@@ -38,7 +38,7 @@ class Stats:
 
     Counters since the store was made (on Redis, of what this process did through it and
     its ``as_async()`` twin): ``created`` sessions (a ``set`` of an id not held, on Redis
-    any ``set``, and each ``rename``'s new id, a renewal's included); live sessions
+    any ``set``, and each ``rename``'s new id not held, a renewal's included); live sessions
     ended by ``destroy``, ``destroy_session_of``, ``max_sessions_per_user`` or as a
     stolen cookie (``logouts``), by ``rename`` (``regenerates``: the old id) and by
     ``destroy_sessions_of`` (``logouts_everywhere``); ``unavailable`` operations that

@@ -3,10 +3,15 @@
 The file is a 16-byte magic and a sequence of frames, each a 4-byte length, a CRC-32 of
 its payload and the payload, in msgpack: first ``[version, saved_at, serializer]`` (the
 save's wall-clock time, the serializer's name), then each session as ``[sid,
-seconds_left, uses, data]`` (``uses``: its count of uses as the eviction order fades
-them, so a load gives back each session's rank whatever the order of the file), and last
-their count, so a file cut at a frame's end is still seen to be cut. Frames are written
-and read one at a time: neither a save nor a load holds the whole file in memory.
+seconds_left, uses, data, lifetimes]`` (``uses``: its count of uses as the eviction order
+fades them, so a load gives back each session's rank whatever the order of the file;
+``lifetimes``: see ``Lifetimes``), and last their count, so a file cut at a frame's end
+is still seen to be cut. Frames are written and read one at a time: neither a save nor a
+load holds the whole file in memory.
+
+Version 3 (``LEMBRO-SNAPSHOT3``) added each session's lifetimes and device; a file of
+version 2 (``LEMBRO-SNAPSHOT2``, whose sessions have no ``lifetimes``) still loads, each
+session then as created at the load.
 
 A save writes a fresh temporary file next to the target (``mkstemp``: a unique name,
 ``O_EXCL``, so no symlink planted there is followed), mode 0600, fsyncs it and renames it
@@ -38,6 +43,7 @@ from .errors import InvalidOption
 
 __all__ = [
     "FileIdentity",
+    "Lifetimes",
     "SnapshotRecord",
     "check_snapshot_path",
     "file_identity",
@@ -49,17 +55,25 @@ __all__ = [
 ]
 
 
-_MAGIC = b"LEMBRO-SNAPSHOT2"
+_MAGIC = b"LEMBRO-SNAPSHOT3"
 _FRAME = 8  # a frame's length and CRC-32, 4 bytes each, big-endian
-_VERSION = 2
+_VERSION = 3
+# Files of these versions load too, with their own magic.
+_OLDER = {b"LEMBRO-SNAPSHOT2": 2}
 
 # A save's temporary file: ".<name>.tmp-<pid>-<random>", so a later start can tell a
 # killed writer's leftover (its pid is gone) from a live writer's file.
 _TEMPORARY = ".{name}.tmp-{pid}-"
 
+# A session's lifetimes at save time, in seconds: how long ago it was created, renewed
+# (its id issued) and last seen, how long until its absolute end (None: none), and the
+# device recorded for it (its ip and user agent, None: unknown).
+Lifetimes = tuple[float, float, float, "float | None", "str | None", "str | None"]
+
 # sid, seconds of life left at save time, its faded count of uses (a bool, from a file
-# that says only whether it was used again: 2 or 1), data
-SnapshotRecord = tuple[str, float, float, bytes]
+# that says only whether it was used again: 2 or 1), data, and its lifetimes (None: from
+# a file of version 2, which has none)
+SnapshotRecord = tuple[str, float, float, bytes, "Lifetimes | None"]
 
 # A file's inode, modification time (nanoseconds) and size: a save replaces all three.
 FileIdentity = tuple[int, int, int]
@@ -71,7 +85,23 @@ class _Header(msgspec.Struct, array_like=True):
     serializer: str
 
 
-_Session = tuple[str, float, float | bool, bytes]
+class _Lifetimes(msgspec.Struct, array_like=True):
+    created: float
+    renewed: float
+    seen: float
+    absolute_left: float | None
+    ip: str | None
+    user_agent: str | None
+
+
+class _Session(msgspec.Struct, array_like=True):
+    sid: str
+    left: float
+    uses: float | bool
+    data: bytes
+    lifetimes: _Lifetimes | None = None  # version 2 has none
+
+
 # The last frame is an int: how many sessions the file holds.
 
 
@@ -294,7 +324,8 @@ def _load(
             head = handle.read(len(_MAGIC))
             if not head:
                 raise _Unusable("empty")
-            if head != _MAGIC:
+            version = _VERSION if head == _MAGIC else _OLDER.get(head)
+            if version is None:
                 if len(head) == len(_MAGIC) and head.startswith(_MAGIC[:-1]):
                     raise _Unusable("written by another version of lembro")
                 if _MAGIC.startswith(head):
@@ -302,7 +333,7 @@ def _load(
                 raise _Unusable("not a lembro snapshot")
             if max_bytes is not None and info.st_size > max_bytes:
                 raise _Unusable(f"{info.st_size} bytes, more than the {max_bytes} it may hold")
-            _read_frames(handle, info.st_size, serializer, max_lifetime, take)
+            _read_frames(handle, info.st_size, version, serializer, max_lifetime, take)
         except OSError as e:  # EIO
             raise _Unusable(e.strerror or str(e)) from None
 
@@ -310,6 +341,7 @@ def _load(
 def _read_frames(
     handle: Any,
     size: int,
+    version: int,
     serializer: str,
     max_lifetime: float,
     take: Callable[[SnapshotRecord], None],
@@ -317,8 +349,8 @@ def _read_frames(
     limit = size  # no frame is longer than the file was when opened: it may not grow
     read_frame = _frame_reader(handle, limit)
     header = _decode(read_frame(), _Header)
-    if header.version != _VERSION:
-        raise _Unusable(f"version {header.version}, expected {_VERSION}")
+    if header.version != version:
+        raise _Unusable(f"version {header.version}, expected {version}")
     if header.serializer != serializer:
         raise _Unusable(
             f"written with serializer {header.serializer!r}, this store uses {serializer!r}"
@@ -339,7 +371,7 @@ def _read_frames(
                 raise _Unusable("more after its end")
             return
         count += 1
-        sid, left, uses, data = item
+        left, uses = item.left, item.uses
         if not math.isfinite(left):  # inf would live forever; nan compares false to everything
             continue
         if isinstance(uses, bool):
@@ -347,8 +379,31 @@ def _read_frames(
         elif not (0.0 < uses < math.inf):
             uses = 1.0  # a count no save writes: as a new session's
         left = min(left - elapsed, max_lifetime)
+        lifetimes = None if item.lifetimes is None else _aged(item.lifetimes, elapsed)
+        if lifetimes is not None and lifetimes[3] is not None:
+            left = min(left, lifetimes[3])  # never past its absolute end
         if left > 0:
-            take((sid, left, uses, data))
+            take((item.sid, left, uses, item.data, lifetimes))
+
+
+def _aged(saved: _Lifetimes, elapsed: float) -> Lifetimes:
+    """A session's lifetimes as they are ``elapsed`` seconds after the save. A time that
+    is not a finite number, or in the future, counts as now; an absolute end that is not
+    a finite number, as none."""
+
+    def ago(seconds: float) -> float:
+        return seconds + elapsed if 0.0 <= seconds < math.inf else elapsed
+
+    end = saved.absolute_left
+    absolute_left = end - elapsed if end is not None and math.isfinite(end) else None
+    return (
+        ago(saved.created),
+        ago(saved.renewed),
+        ago(saved.seen),
+        absolute_left,
+        saved.ip,
+        saved.user_agent,
+    )
 
 
 def _frame_reader(handle: Any, limit: int) -> Callable[[], bytes]:

@@ -51,7 +51,7 @@ from ..serializers import (
     serializer_name,
 )
 from ..size import format_size, parse_size
-from ..snapshot import SnapshotRecord, check_snapshot_path
+from ..snapshot import Lifetimes, SnapshotRecord, check_snapshot_path
 from .entry import Entry
 from .eviction import EvictionOrder
 from .persistence import SnapshotFile
@@ -1031,15 +1031,17 @@ class MemoryStore:
 
     def _records(self) -> Iterator[SnapshotRecord]:
         """The live sessions as snapshot records, each with its faded count of uses (a
-        load gives back the ranks from them), read ``batch_size`` per hold of the lock
-        and handed on as they are read, so a save holds one batch at a time."""
+        load gives back the ranks from them) and its lifetimes, read ``batch_size`` per
+        hold of the lock and handed on as they are read, so a save holds one batch at a
+        time. The ids sessions had before a rename are not saved: a restart ends their
+        grace, and with it the stolen-cookie check of those ids."""
         for batch in self._in_batches(self._entries()):
             now = self._clock()
             with self._lock:
                 table = self._table
-                sessions, count = table.sessions, table.eviction.count
+                sessions, count, end = table.sessions, table.eviction.count, table.absolute_end
                 records = [
-                    (e.sid, e.expires - now, count(e), e.data)
+                    (e.sid, e.expires - now, count(e), e.data, _lifetimes(e, end(e), now))
                     for e in batch
                     if sessions.get(e.sid) is e and e.expires > now
                 ]
@@ -1054,13 +1056,36 @@ class MemoryStore:
 
         def take(record: SnapshotRecord) -> None:
             nonlocal loaded
-            sid, left, uses, data = record
+            sid, left, uses, data, lifetimes = record
             owner = self._stored_owner(data)
+            if lifetimes is None:  # a file of version 2: as created now
+                created = renewed = seen = now
+                device = None
+            else:
+                created, renewed, seen = (
+                    now - lifetimes[0],
+                    now - lifetimes[1],
+                    now - lifetimes[2],
+                )
+                device = _stored_device(lifetimes[4], lifetimes[5])
+            absolute_ttl = self.absolute_ttl
+            if absolute_ttl is not None and created + absolute_ttl <= now:
+                return  # past this store's absolute end: as if it had expired
             with self._lock:
                 table = self._table
                 if sid in table.sessions:
                     return
-                table.add(sid, data, now + left, uses, owner, created=now)
+                table.add(
+                    sid,
+                    data,
+                    now + left,
+                    uses,
+                    owner,
+                    created=created,
+                    renewed=renewed,
+                    seen=seen,
+                    device=device,
+                )
                 upkeep = table.upkeep_due
             loaded += 1
             if upkeep:
@@ -1199,6 +1224,32 @@ class MemoryStore:
 _InfoFields = tuple[
     str, bytes, "str | None", float, float, float, float, "float | None", "Device | None"
 ]
+
+
+def _lifetimes(entry: Entry, end: float | None, now: float) -> Lifetimes:
+    """``entry``'s lifetimes as a snapshot keeps them: seconds since it was created,
+    renewed and last seen, seconds to its absolute end ``end`` (``None``: none), and its
+    device's ip and user agent."""
+    device = entry.device
+    return (
+        now - entry.created,
+        now - entry.renewed,
+        now - entry.seen,
+        None if end is None else end - now,
+        None if device is None else device.ip,
+        None if device is None else device.user_agent,
+    )
+
+
+def _stored_device(ip: str | None, user_agent: str | None) -> Device | None:
+    """The device a snapshot recorded for a session (``None``: none, or one no store
+    would have recorded: a file never makes a load raise)."""
+    if ip is None and user_agent is None:
+        return None
+    try:
+        return check_device(Device(ip, user_agent))
+    except InvalidOption:
+        return None
 
 
 def _kept(table: SessionTable, sid: str, now: float) -> str:

@@ -306,7 +306,8 @@ class SessionTable:
         self.eviction.created(entry, 2 if self.eviction.count(entry) > 1.0 else 1)
         entry.seen = now
         entry.expires = expires  # capped below, once ``created`` is settled
-        self._rekey(entry, new, now, reset_lifetime=reset_lifetime, grace=grace)
+        moves = new != entry.sid
+        replaced = self._rekey(entry, new, now, reset_lifetime=reset_lifetime, grace=grace)
         entry.data = data
         if device is not None:
             entry.device = device
@@ -316,8 +317,10 @@ class SessionTable:
             self._own(entry, owner)
             if self.max_per_owner is not None and getattr(entry, "owner", None) is not before:
                 self._cap_owner(entry, now)
-        self.created += 1
-        self.regenerates += 1
+        if moves:  # its old id ended; the new one is a new session unless it was held
+            self.regenerates += 1
+            if not replaced:
+                self.created += 1
         return True
 
     def touch(self, sid: str, expires: float, now: float) -> bool:
@@ -443,35 +446,42 @@ class SessionTable:
 
     def _rekey(
         self, entry: Entry, new: str, now: float, *, reset_lifetime: bool, grace: float
-    ) -> None:
+    ) -> bool:
         """Move live ``entry`` to the id ``new`` (a session or marker held under it is
         ended first), issued ``now``: its id so far becomes a marker for ``grace``
         seconds (0: none); ``reset_lifetime`` starts a new sign-in (created now, the
         markers of its earlier ids dropped). Its expiry is capped at its absolute end
-        and refiled; the caller recounts its cost."""
+        and refiled; the caller recounts its cost. (``new`` may be the id it has, when
+        the caller named it by an id in its grace: it then stays, with no marker.) Return
+        whether ``new`` was the id of another session, which it replaced."""
         old = entry.sid
-        del self.sessions[old]
-        taken = self.sessions.get(new)
-        if taken is not None:  # an id in use: written over, as ``write`` would
-            self._remove(taken)
-        elif new in self.markers:
-            self._drop_marker(self.markers[new])
+        moves = new != old
+        taken = None
+        if moves:
+            del self.sessions[old]
+            taken = self.sessions.get(new)
+            if taken is not None:  # an id in use: written over, as ``write`` would
+                self._remove(taken)
+            elif new in self.markers:
+                self._drop_marker(self.markers[new])
         if reset_lifetime:
             entry.created = now  # and renewed, the same float (see ``add``)
             if entry.replaced is not None:
                 self._forget_markers(entry)
-        if grace > 0:
+        if grace > 0 and moves:
             marker = Marker(old, entry, now + grace, entry.replaced)
             entry.replaced = self.markers[old] = marker
             if len(self.markers) > self._most_markers:
                 self._most_markers = len(self.markers)
         entry.renewed = now
-        entry.sid = new
-        self.sessions[new] = entry
+        if moves:
+            entry.sid = new
+            self.sessions[new] = entry
         absolute_ttl = self.absolute_ttl
         if absolute_ttl is not None and entry.created + absolute_ttl < entry.expires:
             entry.expires = entry.created + absolute_ttl
         self._refile(entry)
+        return taken is not None
 
     def _remove(self, entry: Entry) -> None:
         """Remove a held session, and the markers of the ids it had; its record is flagged
@@ -531,7 +541,8 @@ class SessionTable:
     def _cap_owner(self, entry: Entry, now: float) -> None:
         """``entry`` just joined its owner: while that owner has more than
         ``max_per_owner`` sessions, end its expired ones, then its oldest by ``created``
-        (never ``entry``); each a logout. O(sessions of that owner)."""
+        (never ``entry``); each a logout. O(k log k) in the owner's k sessions, done only
+        when a session joins an owner already at the limit."""
         limit = self.max_per_owner
         owner: Owner | None = getattr(entry, "owner", None)
         if limit is None or owner is None or owner.count <= limit:
@@ -546,6 +557,9 @@ class SessionTable:
             if other.expires <= now:
                 self._remove(other)
                 self.expired += 1
+        # Least recently used first, so that of sign-ins made at the same instant (a
+        # coarse clock) the one used least lately goes first.
+        others.reverse()
         live = sorted((e for e in others if e.expires > now), key=_created)
         for other in live:
             if owner.count <= limit:
