@@ -31,7 +31,7 @@ DEFAULT_MARKDOWN = HERE.parent / "docs" / "benchmarks.md"
 # In the order they run and print. A missing module is skipped, so a section may be
 # listed before its file exists.
 # "requests" first: it configures Django for its apps, which the others only read.
-SECTIONS = ("requests", "memory_stores", "flood", "stalls", "redis_stores")
+SECTIONS = ("requests", "quart_aiohttp", "memory_stores", "flood", "stalls", "redis_stores")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -153,7 +153,8 @@ class LembroStorage(AbstractStorage):
     ``max_age`` (seconds; ``None``, the default, ends the cookie with the browser
     session). A record lives ``max_age`` seconds (``session.max_age`` if the app set it;
     the store's ``ttl`` without either) after its last use: each request that loads a
-    session renews it, and each write sends the cookie again.
+    session renews it, and with ``max_age`` each write sends the cookie again (a cookie
+    that ends with the browser is sent only when its id is new or signed anew).
 
     Lifetimes (issue 29): ``absolute_ttl``, ``renew_every``, ``renew_grace`` and
     ``max_sessions_per_user`` configure the ``MemoryStore`` built when no store is given
@@ -372,8 +373,10 @@ class LembroStorage(AbstractStorage):
             return
         if not await self._write_back(sid, session, data, ttl):
             return  # destroyed since it was loaded: it stays destroyed, no cookie
-        cookie = request.get(_COOKIE) or self.signer.sign(sid)
-        self._send(request, response, session, cookie)
+        cookie = request.get(_COOKIE)
+        if cookie is not None and session.max_age is None:
+            return  # the same id in a cookie that ends with the browser: nothing new to say
+        self._send(request, response, session, cookie or self.signer.sign(sid))
 
     def device(self, request: web.Request) -> Device:
         """The client of ``request`` (see :func:`lembro.clients.client_device`)."""

@@ -35,6 +35,13 @@ STORES = (
     "Django cache (LocMem)",
     "Django signed_cookies",
     "Django db (SQLite)",
+    # Quart's and aiohttp's sessions beside lembro's, in process and on Redis.
+    "Quart cookie",
+    "quart-session (dict backend)",
+    "aiohttp-session SimpleCookieStorage",
+    "aiohttp-session EncryptedCookieStorage",
+    "quart-session redis",
+    "aiohttp-session RedisStorage",
 )
 # Round trips are counted, not timed, so they are exact even in a smoke run.
 ROUND_TRIPS = ("[1 RT: GET]", "[1 RT: SET]", "[1 RT: PEXPIRE]", "[1 RT: DEL]", "[2 RT: GET, SET]")
@@ -68,6 +75,8 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
     assert "get (hit)" in done.stdout
     assert "session cost per request (µs)" in done.stdout
     assert "Starlette under uvicorn (requests/s)" in done.stdout
+    assert "Quart: lembro's cost at most half of every peer's" in done.stdout
+    assert "aiohttp: lembro's cost at most half of every peer's" in done.stdout
     assert "Targets:" in done.stdout
     for trips in ROUND_TRIPS:
         assert trips in done.stdout, done.stdout

@@ -231,6 +231,27 @@ async def test_an_unchanged_session_is_not_written_and_its_cookie_not_resent(
     assert "Cookie" in response.headers["Vary"]
 
 
+async def test_a_write_resends_a_browser_session_cookie_only_when_it_changes(
+    client: TestClient[Any, Any], store: MemoryStore
+) -> None:
+    assert set_cookie(await client.get("/inc")) is not None  # a new id
+    response = await client.get("/inc")
+    assert await response.text() == "2"
+    assert set_cookie(response) is None  # the same id, no expiry to move
+    assert list(store.all().values()) == [{"n": 2}]
+
+
+async def test_with_max_age_each_write_resends_the_cookie(store: MemoryStore) -> None:
+    app = make_app(LembroStorage(store, secret_key=SECRET, max_age=600))
+    async with TestClient(TestServer(app)) as client:
+        first = set_cookie(await client.get("/inc"))
+        again = set_cookie(await client.get("/inc"))
+        assert first is not None
+        assert again is not None
+        assert "Max-Age=600" in again
+        assert first.split(";")[0] == again.split(";")[0]
+
+
 async def test_a_redirect_raised_still_saves_the_session(client: TestClient[Any, Any]) -> None:
     response = await client.get("/redirect")
     assert response.status == 200
@@ -440,7 +461,7 @@ async def test_a_fallback_key_keeps_the_session_and_the_cookie_is_signed_anew(
         assert cookie_of(client) == sign(sid, "rotated")
         response = await client.get("/inc")
         assert await response.text() == "42"
-        assert set_cookie(response) is not None
+        assert set_cookie(response) is None  # it came signed with the current key
         assert cookie_of(client) == sign(sid, "rotated")
         assert store.get(sid) == {"n": 42}
 

@@ -579,6 +579,35 @@ async def test_a_websocket_writes_a_stored_session_back_under_its_id(
     assert store.all() == {sid: {"n": 11}}
 
 
+async def test_a_websocket_writes_back_only_what_it_changed_in_place(
+    app: Quart, store: MemoryStore
+) -> None:
+    @app.post("/start")
+    async def start() -> str:
+        session["seen"] = []
+        return "ok"
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        from quart import websocket
+
+        seen = session["seen"]
+        await websocket.send("loaded")
+        await websocket.receive()  # meanwhile a request of the session sets "n"
+        seen.append("ws")  # in place, session.modified never set
+        await websocket.send("done")
+
+    client = app.test_client()
+    await client.post("/start")
+    sid = cookie_sid(client)
+    async with client.websocket("/ws") as socket:
+        assert await socket.receive() == "loaded"
+        assert await text(await client.get("/inc")) == "1"
+        await socket.send("go")
+        assert await socket.receive() == "done"
+    assert store.all() == {sid: {"seen": ["ws"], "n": 1}}
+
+
 async def test_a_new_session_in_a_websocket_stores_nothing(app: Quart, store: MemoryStore) -> None:
     @app.websocket("/ws")
     async def ws() -> None:
