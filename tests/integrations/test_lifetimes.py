@@ -841,3 +841,28 @@ def test_on_redis_an_id_in_its_grace_answers_and_the_response_sends_the_new_one(
     assert late.cookie is not None
     assert site.sid(late.cookie) == new_sid
     assert site.send("GET", "/count", late.cookie).text == "3"
+
+
+@pytest.mark.anyio
+async def test_django_records_the_device_under_asgi_too() -> None:
+    from django.test import AsyncClient
+
+    store = MemoryStore("1M", None, owner_key="user")
+    try:
+        with override_settings(
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=[
+                "django.contrib.sessions.middleware.SessionMiddleware",
+                "lembro.django.RecordDeviceMiddleware",
+            ],
+            LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED},
+        ):
+            client = AsyncClient()  # its requests come from 127.0.0.1, a trusted proxy here
+            headers = {"User-Agent": "Async/1", "X-Forwarded-For": "203.0.113.8"}
+            response = await client.get("/count", headers=headers)
+            assert response.status_code == 200
+            info = store.session_info(response.cookies["sessionid"].value)
+            assert info is not None
+            assert (info.ip, info.user_agent) == ("203.0.113.8", "Async/1")
+    finally:
+        store.close()
