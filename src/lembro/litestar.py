@@ -589,7 +589,12 @@ class LembroSessionBackend(ServerSideSessionBackend):
                 if isinstance(store, LembroStore):
                     max_age = self.config.max_age
                     renew = int(max_age) if self.config.renew_on_access and max_age else None
-                    loaded = await store.load_session(sid, renew_for=renew)
+                    # A websocket never renews: no response of its can carry the new id.
+                    loaded = (
+                        await store.load_session(sid, renew_for=renew)
+                        if scope["type"] != "websocket"
+                        else _no_renewal(sid, await store.get_session(sid, renew_for=renew))
+                    )
                     data = None
                     if loaded is not None:
                         sid, data, parts, left = loaded  # sid: another after a renewal
@@ -707,6 +712,14 @@ class LembroSessionBackend(ServerSideSessionBackend):
         inner = store._store if isinstance(store, LembroStore) else None
         absolute = store_absolute_ttl(inner)
         return None if absolute is None else time.monotonic() + absolute
+
+
+def _no_renewal(
+    key: str, found: tuple[bytes, dict[str, str] | None] | None
+) -> tuple[str, bytes, dict[str, str] | None, float | None] | None:
+    """What :meth:`LembroStore.get_session` found, in :meth:`LembroStore.load_session`'s
+    shape: the same key, no absolute end known."""
+    return None if found is None else (key, found[0], found[1], None)
 
 
 async def _remove(store: Store, key: str) -> bool:

@@ -138,13 +138,15 @@ class LembroSessionInterface(SessionInterface):
         """Whether the cookie is ``Partitioned``: ``SESSION_COOKIE_PARTITIONED``."""
         return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
 
-    async def _load(self, sid: str) -> tuple[str, dict[str, Any], float | None] | None:
+    async def _load(
+        self, sid: str, renew: bool = True
+    ) -> tuple[str, dict[str, Any], float | None] | None:
         """The stored session ``sid``: the id to use from now on (another after a
-        renewal), its data, and the seconds left until its absolute end (``None``: no
-        such end); ``None`` when absent or corrupt."""
+        renewal; never with ``renew=False``), its data, and the seconds left until its
+        absolute end (``None``: no such end); ``None`` when absent or corrupt."""
         left: float | None = None
         try:
-            if self._loads:
+            if self._loads and renew:
                 loaded = await cast(Any, self._store).load(sid)
                 if loaded is None:
                     return None
@@ -183,7 +185,8 @@ class LembroSessionInterface(SessionInterface):
         sid, resign = signer.unsign(cookie)
         if sid is None:
             return self.session_class(new=True)
-        found = await self._load(sid)
+        # A websocket never renews: no response of its can carry the new id.
+        found = await self._load(sid, renew=request.scope.get("type") != "websocket")
         if found is None:
             REJECTED.unknown_id += 1
             return self.session_class(new=True)

@@ -392,7 +392,8 @@ class SessionMiddleware:
         if sid is not None:
             try:  # a store that never blocks is called directly: no coroutine
                 inline = self._inline
-                if not self._loads:
+                # A websocket never renews: no response of its can carry the new id.
+                if not self._loads or scope["type"] == "websocket":
                     data = inline.get(sid) if inline is not None else await self._store.get(sid)
                 else:
                     loaded = inline.load(sid) if inline is not None else await self._store.load(sid)

@@ -866,3 +866,35 @@ async def test_django_records_the_device_under_asgi_too() -> None:
             assert (info.ip, info.user_agent) == ("203.0.113.8", "Async/1")
     finally:
         store.close()
+
+
+def test_a_websocket_never_renews_the_id_it_cannot_send(clock: FakeClock) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def count(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(str(websocket.session.get("n")))
+        await websocket.close()
+
+    store = MemoryStore("1M", None, clock=clock, renew_every=RENEW_EVERY, renew_grace=GRACE)
+    app = Starlette(routes=[Route("/count", count), WebSocketRoute("/ws", socket)])
+    app.add_middleware(lembro.starlette.SessionMiddleware, secret_key=SECRET, store=store)
+    try:
+        with TestClient(app) as client:
+            client.get("/count")
+            sid = client.cookies["session"].split(".")[0]
+            clock.advance(RENEW_EVERY + 1)
+            with client.websocket_connect("/ws") as websocket:
+                assert websocket.receive_text() == "1"
+            info = store.session_info(sid)
+            assert info is not None
+            assert info.id == sid  # still the session's own id, not one in its grace
+            client.get("/count")  # the next response can carry a new id: renewed there
+            assert client.cookies["session"].split(".")[0] != sid
+    finally:
+        store.close()
