@@ -5,7 +5,8 @@ http://127.0.0.1:8000 with a threaded WSGI server. One page shows a visit counte
 that rotates the session id and a logout that removes the session, beside the store's live
 counters and a bar of bytes held against the cap, refreshed every second. A button floods
 the store with 100,000 anonymous sessions. Signed in, the page lists every session of your
-name (log in as one name from two browsers to see two) and a button signs out the others.
+name (log in as one name from two browsers to see two) and a button signs out the others;
+``/devices`` lists them with their browser, IP and last use, each with a button that ends it.
 ``/metrics`` serves the store's metrics to Prometheus (``lembro.metrics``).
 
 A visit is one view of the page: the buttons post, then redirect to the page, which counts
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
+import hmac
 import html
 import logging
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 try:
     from flask import Flask, jsonify, redirect, request
@@ -37,6 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without Flask
 
 from lembro.flask import Lembro, logout_everywhere, session
 from lembro.ids import new_session_id, redact
+from lembro.lifetimes import SessionInfo
 from lembro.memory import MemoryStore
 from lembro.metrics import LembroCollector
 from lembro.protocol import SessionStore
@@ -162,6 +167,45 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
             logout_everywhere(user)  # keeps this session, ends the name's others
         return redirect("/", code=303)
 
+    # A device is named in the page by a keyed hash of its session id, never the id: a
+    # page (or a script injected into it) must not hold another session's id.
+    handle_key = new_session_id().encode()
+
+    def handle(sid: str) -> str:
+        return hmac.new(handle_key, sid.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def sessions_of_user() -> tuple[str | None, list[SessionInfo]]:
+        user = session.get(OWNER_KEY)
+        if not indexed or not isinstance(user, str):
+            return None, []
+        infos: list[SessionInfo] = store.sessions_of(user, info=True)
+        return user, infos
+
+    @app.get("/devices")
+    def devices_page() -> str:
+        user, infos = sessions_of_user()
+        current = getattr(session, "sid", None)
+        rows = "".join(_device_row(info, info.id == current, handle(info.id)) for info in infos)
+        if user is None:
+            body = '<p>Sign in on <a href="/">the main page</a> to see your devices.</p>'
+        else:
+            body = (
+                f"<p>Every session signed in as <b>{html.escape(user)}</b>, most recently "
+                f'used first.</p><ul id="device-list">{rows}</ul>'
+                '<p><a href="/">Back</a></p>'
+            )
+        return _DEVICES_PAGE.replace("{{body}}", body)
+
+    @app.post("/devices/end")
+    def end_device() -> Response:
+        user, infos = sessions_of_user()
+        wanted = request.form.get("device", "")
+        for info in infos:
+            if user is not None and hmac.compare_digest(handle(info.id), wanted):
+                # Ends it only if it is this user's: another user's id, even guessed, is not.
+                store.destroy_session_of(user, info.id)
+        return redirect("/devices", code=303)
+
     @app.post("/flood")
     def flood() -> Response:
         count = min(request.args.get("count", FLOOD_SIZE, type=int) or FLOOD_SIZE, FLOOD_SIZE)
@@ -171,6 +215,37 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
         return jsonify(created=count, seconds=round(time.perf_counter() - started, 3))
 
     return app
+
+
+def _ago(when: object) -> str:
+    """How long ago ``when`` (an aware datetime) was, in words."""
+    if not isinstance(when, datetime):
+        return "unknown"
+    seconds = max(0, int((datetime.now(timezone.utc) - when).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def _device_row(info: SessionInfo, current: bool, token: str) -> str:
+    """One device of the devices page: what it is, and a button that ends it."""
+    agent = html.escape(info.user_agent or "unknown browser")
+    ip = html.escape(info.ip or "unknown IP")
+    seen = f"last seen {_ago(info.last_seen)}"
+    if current:
+        action = '<span class="this">this device</span>'
+    else:
+        action = (
+            '<form method="post" action="/devices/end">'
+            f'<input type="hidden" name="device" value="{token}">'
+            "<button>End this session</button></form>"
+        )
+    return (
+        f'<li class="device"><span class="agent">{agent}</span>'
+        f'<span class="ip">{ip}</span><span class="seen">{seen}</span>{action}</li>'
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size", type=size_option, default="4M", help="the store's cap, e.g. 4M (bytes)"
     )
     parser.add_argument("--ttl", type=float, default=1800.0, help="session lifetime, seconds")
+    parser.add_argument(
+        "--absolute-ttl",
+        type=float,
+        default=12 * 3600.0,
+        help="seconds from sign-in after which a session ends however it is used",
+    )
+    parser.add_argument(
+        "--renew-every",
+        type=float,
+        default=None,
+        help="seconds after which a session gets a new id on its next request (default never)",
+    )
     parser.add_argument(
         "--secret-key",
         default="lembro demo: not a secret",
@@ -239,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshot=args.snapshot or None,
         snapshot_interval=args.snapshot_interval if args.snapshot else None,
         owner_key=OWNER_KEY,
+        absolute_ttl=args.absolute_ttl,
+        renew_every=args.renew_every,
     )
     app = create_app(store, secret_key=args.secret_key)
     server = make_server(args.host, args.port, app, threaded=True)
@@ -316,6 +405,7 @@ flood-resistant.</p>
    <form method="post" action="/logout-others" id="logout-others">
     <button>Sign out other devices</button>
    </form>
+   <p><a href="/devices">See each device</a></p>
   </div>
  </div>
  <div class="card">
@@ -373,6 +463,29 @@ $("flood").onclick = async () => {
 };
 refresh(); setInterval(refresh, 1000);
 </script>
+</body></html>
+"""
+
+
+_DEVICES_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>lembro demo: your devices</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font: 16px/1.45 system-ui, sans-serif; max-width: 48rem; margin: 2rem auto;
+        padding: 0 1rem; color: #1d2430; background: #f7f8fa; }
+ ul { list-style: none; padding: 0; }
+ li.device { display: grid; grid-template-columns: 1fr auto auto auto; gap: .8rem;
+             align-items: center; background: #fff; border: 1px solid #dde2ea;
+             border-radius: 8px; padding: .5rem .8rem; margin-bottom: .4rem; }
+ .agent { overflow-wrap: anywhere; } .ip, .seen { color: #5b6575; }
+ .this { color: #2f7d5b; font-weight: 600; } form { margin: 0; }
+ button { font: inherit; padding: .25rem .7rem; border-radius: 6px;
+          border: 1px solid #99a3b3; background: #fff; cursor: pointer; }
+</style></head>
+<body>
+<h1>Your devices</h1>
+{{body}}
 </body></html>
 """
 

@@ -17,15 +17,17 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .checks import owner_of
 from .errors import SerializationError
 from .ids import new_session_id
-from .protocol import _supports
+from .protocol import _InlineAsync, _supports
 
 if TYPE_CHECKING:
+    from .lifetimes import Device
     from .protocol import AsyncSessionStore, SessionStore
 
 __all__ = [
@@ -34,8 +36,12 @@ __all__ = [
     "VERIFIED_CACHE_SIZE",
     "CookieSigner",
     "RejectedCookies",
+    "store_absolute_ttl",
+    "acreate",
     "aregenerate",
+    "cookie_max_age",
     "cookie_value",
+    "create",
     "is_current_owner",
     "regenerate",
 ]
@@ -169,8 +175,80 @@ def cookie_value(header: str, name: str, *, last: bool = False) -> str | None:
     return found
 
 
+def _takes(method: Any, name: str) -> bool:
+    """Whether ``method`` accepts the keyword argument ``name`` (lembro's stores do; a
+    store of the app's written before it may not), looked up once per class. The async
+    face of a sync store passes it on: the sync store's own method is asked."""
+    face = getattr(method, "__self__", None)
+    if isinstance(face, _InlineAsync):
+        method = getattr(face.sync, method.__name__, method)
+    owner = type(getattr(method, "__self__", method))
+    key = (owner, getattr(method, "__name__", ""), name)
+    known = _TAKES.get(key)
+    if known is None:
+        try:
+            parameters = inspect.signature(method).parameters
+        except (TypeError, ValueError):  # no signature to read: call it as before
+            known = False
+        else:
+            known = name in parameters or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+            )
+        _TAKES[key] = known
+    return known
+
+
+_TAKES: dict[tuple[type, str, str], bool] = {}
+
+
+def _lifetime_options(method: Any, reset_lifetime: bool, device: Device | None) -> dict[str, Any]:
+    """The keyword arguments of a ``rename`` call that ``method`` takes."""
+    options: dict[str, Any] = {}
+    if not reset_lifetime or _takes(method, "reset_lifetime"):
+        # reset_lifetime=False is never dropped silently: a store without it raises.
+        options["reset_lifetime"] = reset_lifetime
+    if device is not None and _takes(method, "device"):
+        options["device"] = device
+    return options
+
+
+def create(
+    store: SessionStore,
+    sid: str,
+    data: dict[str, Any],
+    ttl: float | None = None,
+    device: Device | None = None,
+) -> None:
+    """Store a new session ``sid``, with the ``device`` it was created from where the
+    store records one."""
+    if device is not None and _takes(store.set, "device"):
+        cast(Any, store).set(sid, data, ttl, device=device)
+    else:
+        store.set(sid, data, ttl)
+
+
+async def acreate(
+    store: AsyncSessionStore,
+    sid: str,
+    data: dict[str, Any],
+    ttl: float | None = None,
+    device: Device | None = None,
+) -> None:
+    """:func:`create` for an async store."""
+    if device is not None and _takes(store.set, "device"):
+        await cast(Any, store).set(sid, data, ttl, device=device)
+    else:
+        await store.set(sid, data, ttl)
+
+
 def regenerate(
-    store: SessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
+    store: SessionStore,
+    old_sid: str,
+    data: dict[str, Any],
+    ttl: float | None = None,
+    *,
+    reset_lifetime: bool = True,
+    device: Device | None = None,
 ) -> str | None:
     """Move ``data`` from ``old_sid`` to a new id; return the new id, or ``None`` when the
     old record was already gone (a logout in another request won: nothing is written).
@@ -179,30 +257,62 @@ def regenerate(
     the new one comes in one step, so a failed write leaves the old session, and a logout
     everywhere never falls between the two. On a store without it, the old record is
     destroyed first, so that no moment has the session under both ids, and ``destroy``'s
-    answer says whether it was still there.
+    answer says whether it was still there. ``reset_lifetime`` and ``device`` go to the
+    store's ``rename`` (see :meth:`lembro.MemoryStore.rename`).
     """
     sid = new_session_id()
     rename = getattr(store, "rename", None)
     if callable(rename):
-        return sid if rename(old_sid, sid, data, ttl) else None
+        options = _lifetime_options(rename, reset_lifetime, device)
+        return sid if rename(old_sid, sid, data, ttl, **options) else None
     if not store.destroy(old_sid):
         return None
-    store.set(sid, data, ttl)
+    create(store, sid, data, ttl, device)
     return sid
 
 
 async def aregenerate(
-    store: AsyncSessionStore, old_sid: str, data: dict[str, Any], ttl: float | None = None
+    store: AsyncSessionStore,
+    old_sid: str,
+    data: dict[str, Any],
+    ttl: float | None = None,
+    *,
+    reset_lifetime: bool = True,
+    device: Device | None = None,
 ) -> str | None:
     """:func:`regenerate` for an async store."""
     sid = new_session_id()
     if _supports(store, "rename"):
-        renamed: bool = await cast(Any, store).rename(old_sid, sid, data, ttl)
+        rename = cast(Any, store).rename
+        options = _lifetime_options(rename, reset_lifetime, device)
+        renamed: bool = await rename(old_sid, sid, data, ttl, **options)
         return sid if renamed else None
     if not await store.destroy(old_sid):
         return None
-    await store.set(sid, data, ttl)
+    await acreate(store, sid, data, ttl, device)
     return sid
+
+
+def store_absolute_ttl(store: object) -> float | None:
+    """The store's ``absolute_ttl`` (seconds a session lives from its sign-in at most), or
+    ``None`` for none or a store without one."""
+    if isinstance(store, _InlineAsync):  # an async face of a sync store
+        store = store.sync
+    value = getattr(store, "absolute_ttl", None)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def cookie_max_age(max_age: float | None, deadline: float | None, now: float) -> int | None:
+    """The ``Max-Age`` (whole seconds) of a session cookie whose session ends for good at
+    ``deadline`` (``time.monotonic()`` seconds; ``None`` for no absolute end): ``max_age``
+    or less, rounded down, so the cookie never outlives the session. ``None`` keeps a
+    browser-session cookie (no ``max_age``) one: it ends when the browser closes, and the
+    server refuses it after the deadline."""
+    if max_age is None:
+        return None
+    if deadline is None:
+        return int(max_age)
+    return max(0, min(int(max_age), int(deadline - now)))
 
 
 def is_current_owner(store: object, data: Mapping[str, Any], owner: str) -> bool:

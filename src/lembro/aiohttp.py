@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     from aiohttp import web
@@ -38,12 +38,25 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.aiohttp needs aiohttp-session: pip install 'lembro[aiohttp]'") from e
 
 from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
-from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import (
+    REJECTED,
+    CookieSigner,
+    acreate,
+    aregenerate,
+    cookie_max_age,
+    cookie_value,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from .checks import check_owner
+from .clients import TrustedProxies, client_device, trusted_networks
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, _InlineAsync, _supports, as_async
+
+if TYPE_CHECKING:
+    from .lifetimes import Device
 
 __all__ = [
     "AIOHTTP_SECURITY_OWNER_KEY",
@@ -72,6 +85,9 @@ _SID = _request_key("lembro.sid", str)  # the id the cookie named and the store 
 _COOKIE = _request_key("lembro.cookie", str)  # that cookie, re-sent as is (None: sign anew)
 _LOADED = _request_key("lembro.session", Session)  # the session load_session returned
 _REGENERATE = _request_key("lembro.regenerate", bool)
+_RESET_LIFETIME = _request_key("lembro.reset_lifetime", bool)
+# When the loaded session ends for good (time.monotonic() seconds), if it does.
+_DEADLINE = _request_key("lembro.deadline", float)
 
 
 class LembroSession(Session):
@@ -140,6 +156,14 @@ class LembroStorage(AbstractStorage):
     session renews it, and with ``max_age`` each write sends the cookie again (a cookie
     that ends with the browser is sent only when its id is new or signed anew).
 
+    Lifetimes (issue 29): ``absolute_ttl``, ``renew_every``, ``renew_grace`` and
+    ``max_sessions_per_user`` configure the ``MemoryStore`` built when no store is given
+    (a store given keeps its own; giving both is an ``InvalidOption``). The cookie's
+    ``Max-Age`` never outlives a session's absolute end, and a renewed id is sent as a
+    new cookie. Devices: ``trusted_proxies`` (the networks of the app's reverse proxies,
+    whose ``X-Forwarded-For`` is believed) and ``truncate_ip`` (keep the /24 or /48 of the
+    IP recorded with a session).
+
     Errors: a cookie that is missing, malformed, badly signed, unknown or expired, and a
     stored record that no longer deserializes, all give a fresh, empty session. A store
     that cannot be reached raises ``lembro.StoreUnavailable`` from ``get_session``; data
@@ -160,6 +184,12 @@ class LembroStorage(AbstractStorage):
         secure: bool = False,
         httponly: bool = True,
         samesite: str | None = "Lax",
+        absolute_ttl: float | None = None,
+        renew_every: float | None = None,
+        renew_grace: float | None = None,
+        max_sessions_per_user: int | None = None,
+        trusted_proxies: TrustedProxies = (),
+        truncate_ip: bool = False,
     ) -> None:
         if not secret_key or not isinstance(secret_key, (str, bytes)):
             raise InvalidOption("secret_key", secret_key, "a non-empty str or bytes")
@@ -176,16 +206,37 @@ class LembroStorage(AbstractStorage):
             httponly=httponly,
             samesite=samesite,
         )
+        lifetimes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("absolute_ttl", absolute_ttl),
+                ("renew_every", renew_every),
+                ("renew_grace", renew_grace),
+                ("max_sessions_per_user", max_sessions_per_user),
+            )
+            if value is not None
+        }
+        if store is not None and lifetimes:
+            name = next(iter(lifetimes))
+            raise InvalidOption(name, lifetimes[name], "None with store= (set it on the store)")
+        self._trusted = trusted_networks(trusted_proxies)
+        self._truncate_ip = bool(truncate_ip)
         self._owns_store = store is None
         if store is None:
             store = MemoryStore(
-                "4M", ttl=float(max_age or 86400), owner_key=AIOHTTP_SECURITY_OWNER_KEY
+                "4M",
+                ttl=float(max_age or 86400),
+                owner_key=AIOHTTP_SECURITY_OWNER_KEY,
+                **lifetimes,
             )
         elif not isinstance(store, (SessionStore, AsyncSessionStore)):
             raise InvalidOption("store", store, "a lembro SessionStore or AsyncSessionStore")
         self.store: SessionStore | AsyncSessionStore = store
         self._store = as_async(store)
         self._renews = _supports(self._store, "renew")
+        # The read a request makes: load (which may renew the id) where the store has it.
+        self._loads = _supports(store, "load")
+        self._absolute_ttl = store_absolute_ttl(store)
         # Whether a loaded session writes back only what it changed (see the module):
         # asked of the store given, as the async face of a sync store has every method.
         self._updates = _supports(store, "update")
@@ -222,9 +273,17 @@ class LembroStorage(AbstractStorage):
         sid, resign = self.signer.unsign(cookie)
         if sid is None:
             return await self.new_session()
+        current, left = sid, None
         try:
-            if self._renews:
-                data: dict[str, Any] | None = await self._store.renew(sid, self.max_age)
+            if self._loads:
+                loaded = await cast(Any, self._store).load(sid)
+                data: dict[str, Any] | None = None
+                if loaded is not None:
+                    current, data, left = loaded  # current: another id after a renewal
+                    if self._renews:  # each use slides the record's life, as renew does
+                        await self._store.touch(current, self.max_age)
+            elif self._renews:
+                data = await self._store.renew(sid, self.max_age)
             else:
                 data = await self._store.get(sid)
         except SerializationError as e:
@@ -237,10 +296,12 @@ class LembroStorage(AbstractStorage):
         if set(map(type, data)) != {str}:
             await self._discard(sid, TypeError("stored session is not a dict of str keys"))
             return await self.new_session()
-        request[_SID] = sid
-        request[_COOKIE] = None if resign else cookie
-        loaded = {"session": data, "created": int(time.time())}
-        session = LembroSession(sid, data=loaded, new=False, max_age=self.max_age)  # type: ignore[arg-type]
+        request[_SID] = current
+        request[_COOKIE] = None if resign or current != sid else cookie
+        if left is not None:
+            request[_DEADLINE] = time.monotonic() + left
+        state = {"session": data, "created": int(time.time())}
+        session = LembroSession(current, data=state, new=False, max_age=self.max_age)  # type: ignore[arg-type]
         session._loaded = data
         return session
 
@@ -268,7 +329,7 @@ class LembroStorage(AbstractStorage):
             # signed it (signed anew, so it outlives that key).
             sid = request.get(_SID)
             if sid is not None and request.get(_COOKIE) is None:
-                self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
+                self._send(request, response, session, self.signer.sign(sid))
             return
         if changed and set(map(type, data)) - {str}:
             key = next(k for k in data if type(k) is not str)
@@ -286,31 +347,64 @@ class LembroStorage(AbstractStorage):
                 if old is not None:
                     self.save_cookie(response, "", max_age=session.max_age)
                 return
-            await self._create(response, session, data, ttl)
+            await self._create(request, response, session, data, ttl)
             return
 
         sid = request.get(_SID)
         if sid is None:  # a new session
             if data:
-                await self._create(response, session, data, ttl)
+                await self._create(request, response, session, data, ttl)
             return
         if not data:  # emptied: end it
             await self._store.destroy(sid)
             self.save_cookie(response, "", max_age=session.max_age)
             return
         if regenerate:
-            new_sid = await aregenerate(self._store, sid, data, ttl)
+            reset = request.pop(_RESET_LIFETIME, True)
+            new_sid = await aregenerate(
+                self._store, sid, data, ttl, reset_lifetime=reset, device=self.device(request)
+            )
             if new_sid is None:  # logged out meanwhile: the logout wins
                 self.save_cookie(response, "", max_age=session.max_age)
                 return
-            self.save_cookie(response, self.signer.sign(new_sid), max_age=session.max_age)
+            if reset:
+                self._new_lifetime(request)
+            self._send(request, response, session, self.signer.sign(new_sid))
             return
         if not await self._write_back(sid, session, data, ttl):
             return  # destroyed since it was loaded: it stays destroyed, no cookie
         cookie = request.get(_COOKIE)
         if cookie is not None and session.max_age is None:
             return  # the same id in a cookie that ends with the browser: nothing new to say
-        self.save_cookie(response, cookie or self.signer.sign(sid), max_age=session.max_age)
+        self._send(request, response, session, cookie or self.signer.sign(sid))
+
+    def device(self, request: web.Request) -> Device:
+        """The client of ``request`` (see :func:`lembro.clients.client_device`)."""
+        return client_device(
+            request.remote,
+            request.raw_headers,
+            trusted_proxies=self._trusted,
+            truncate=self._truncate_ip,
+        )
+
+    def _new_lifetime(self, request: web.Request) -> None:
+        """The request's session starts now: it ends for good ``absolute_ttl`` from now."""
+        absolute = self._absolute_ttl
+        if absolute is None:
+            request.pop(_DEADLINE, None)
+        else:
+            request[_DEADLINE] = time.monotonic() + absolute
+
+    def _send(
+        self, request: web.Request, response: web.StreamResponse, session: Session, value: str
+    ) -> None:
+        """Set the session cookie to ``value``: its ``Max-Age`` never past the session's
+        absolute end."""
+        deadline = request.get(_DEADLINE)
+        max_age = session.max_age
+        if deadline is not None:
+            max_age = cookie_max_age(max_age, deadline, time.monotonic())
+        self.save_cookie(response, value, max_age=max_age)
 
     async def _write_back(
         self, sid: str, session: Session, data: dict[str, Any], ttl: float | None
@@ -326,16 +420,18 @@ class LembroStorage(AbstractStorage):
 
     async def _create(
         self,
+        request: web.Request,
         response: web.StreamResponse,
         session: Session,
         data: dict[str, Any],
         ttl: float | None,
     ) -> None:
         sid = new_session_id()
-        await self._store.set(sid, data, ttl)
+        await acreate(self._store, sid, data, ttl, self.device(request))
         if session.new:
             session.set_new_identity(sid)
-        self.save_cookie(response, self.signer.sign(sid), max_age=session.max_age)
+        self._new_lifetime(request)
+        self._send(request, response, session, self.signer.sign(sid))
 
     def _cookie_sid(self, request: web.Request) -> str | None:
         """The session id the request's cookie carries, if this server signed it."""
@@ -359,15 +455,21 @@ def _storage(request: web.Request, caller: str) -> LembroStorage:
     return storage
 
 
-async def regenerate(request: web.Request) -> None:
+async def regenerate(request: web.Request, reset_lifetime: bool = True) -> None:
     """Move the request's session to a new id when the response is saved, destroying the
     old record (call it at login): the data is kept, an id known before (planted or
     leaked) is worth nothing after. If the old record is gone by then (a logout in
     another request), the logout wins: nothing is written and the cookie is deleted.
-    Raises ``RuntimeError`` without a :class:`LembroStorage` set up."""
+    Raises ``RuntimeError`` without a :class:`LembroStorage` set up.
+
+    ``reset_lifetime=True`` (the default) is a sign-in: the new id starts a new absolute
+    lifetime (the store's ``absolute_ttl`` from now). ``False`` is a change of privilege
+    inside one sign-in: the session keeps the absolute end it had. The client's device
+    is recorded on the new id either way."""
     _storage(request, "regenerate")
     session = await get_session(request)
     request[_REGENERATE] = True
+    request[_RESET_LIFETIME] = reset_lifetime
     session.changed()
 
 

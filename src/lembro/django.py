@@ -13,7 +13,20 @@ Options come from the ``LEMBRO`` settings dict (every key optional)::
         "PREFIX": "lembro:",    # Redis key prefix, for "STORE": "redis"
         "OWNER_KEY": "_auth_user_id",       # the session field naming the user; None: no index
         "LOGOUT_ON_PASSWORD_CHANGE": False,  # end the user's other sessions on a password change
+        "ABSOLUTE_TTL": None,   # seconds from sign-in after which a session ends, used or not
+        "RENEW_EVERY": None,    # seconds after which a session gets a new key on its next request
+        "RENEW_GRACE": None,    # seconds the replaced key still answers; None: the store's (10)
+        "MAX_SESSIONS_PER_USER": None,  # a user's sign-in beyond this ends their oldest session
+        "TRUSTED_PROXIES": (),  # networks whose X-Forwarded-For is believed, e.g. ["10.0.0.0/8"]
+        "TRUNCATE_IP": False,   # keep the /24 or /48 of the IP recorded with a session
     }
+
+The four lifetime options configure a store built here ("memory" or "redis"); a store
+object keeps its own. The cookie's age never outlives the session's absolute end, and a
+renewed key is saved and sent as a new cookie by Django's ``SessionMiddleware``. To
+record each session's device (IP, user agent: see :mod:`lembro.clients`), add
+``"lembro.django.RecordDeviceMiddleware"`` to ``MIDDLEWARE`` right after
+``SessionMiddleware``.
 
 The store is built once per process, on first use, and rebuilt when ``LEMBRO`` changes
 (``override_settings`` in tests). Each session record lives ``get_expiry_age()`` seconds
@@ -54,12 +67,13 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
-    from asgiref.sync import sync_to_async
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
     from django.apps import AppConfig
     from django.conf import settings
     from django.contrib.auth import HASH_SESSION_KEY
@@ -72,15 +86,24 @@ except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
 from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
-from ._cookies import REJECTED
+from ._cookies import REJECTED, _lifetime_options, create, store_absolute_ttl
 from .checks import check_owner, check_owner_key
+from .clients import client_device, trusted_networks
 from .errors import InvalidOption, LembroError, SerializationError
 from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
 from .protocol import SessionStore as StoreProtocol
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from django.http import HttpRequest, HttpResponse
+
+    from .lifetimes import Device
+
 __all__ = [
     "LembroConfig",
+    "RecordDeviceMiddleware",
     "SessionStore",
     "build_store",
     "check_engine",
@@ -106,8 +129,15 @@ _OPTIONS = frozenset(
         "PREFIX",
         "OWNER_KEY",
         "LOGOUT_ON_PASSWORD_CHANGE",
+        "ABSOLUTE_TTL",
+        "RENEW_EVERY",
+        "RENEW_GRACE",
+        "MAX_SESSIONS_PER_USER",
+        "TRUSTED_PROXIES",
+        "TRUNCATE_IP",
     }
 )
+_LIFETIMES = ("ABSOLUTE_TTL", "RENEW_EVERY", "RENEW_GRACE", "MAX_SESSIONS_PER_USER")
 
 _lock = threading.Lock()
 _NOT_GIVEN: Any = object()  # pop's default when none is given
@@ -134,6 +164,17 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
         owner_key = check_owner_key(options.get("OWNER_KEY", USER_SESSION_KEY))
     except LembroError as e:
         raise ImproperlyConfigured(f"LEMBRO['OWNER_KEY']: {e}") from e
+    try:
+        trusted_networks(options.get("TRUSTED_PROXIES") or ())
+    except LembroError as e:
+        raise ImproperlyConfigured(f"LEMBRO['TRUSTED_PROXIES']: {e}") from e
+    if not isinstance(options.get("TRUNCATE_IP", False), bool):
+        raise ImproperlyConfigured(
+            f"LEMBRO['TRUNCATE_IP'] is {options['TRUNCATE_IP']!r}: expected True or False"
+        )
+    lifetimes = {
+        name.lower(): options[name] for name in _LIFETIMES if options.get(name) is not None
+    }
     on_password = options.get("LOGOUT_ON_PASSWORD_CHANGE", False)
     if not isinstance(on_password, bool):
         raise ImproperlyConfigured(
@@ -142,6 +183,11 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
     kind = options.get("STORE", "memory")
     if isinstance(kind, StoreProtocol):
         _check_store_owner(kind, options, on_password)
+        if lifetimes:
+            raise ImproperlyConfigured(
+                f"LEMBRO['{next(iter(lifetimes)).upper()}'] with a store object in "
+                "LEMBRO['STORE']: set it on the store only"
+            )
         return kind
     if on_password and owner_key != USER_SESSION_KEY:
         raise ImproperlyConfigured(
@@ -164,9 +210,10 @@ def build_store(options: Mapping[str, Any]) -> StoreProtocol:
                 snapshot_interval=options.get("SNAPSHOT_INTERVAL"),
                 trust_pickle=options.get("TRUST_PICKLE", False),
                 owner_key=owner_key,
+                **lifetimes,
             )
         if kind == "redis":
-            return _redis_store(options, ttl, serializer, owner_key)
+            return _redis_store(options, ttl, serializer, owner_key, lifetimes)
     except LembroError as e:
         raise ImproperlyConfigured(f"LEMBRO: {e}") from e
     raise ImproperlyConfigured(
@@ -191,7 +238,11 @@ def _check_store_owner(store: StoreProtocol, options: Mapping[str, Any], on_pass
 
 
 def _redis_store(
-    options: Mapping[str, Any], ttl: float, serializer: Any, owner_key: str | None
+    options: Mapping[str, Any],
+    ttl: float,
+    serializer: Any,
+    owner_key: str | None,
+    lifetimes: Mapping[str, Any],
 ) -> StoreProtocol:
     """The hook for ``"STORE": "redis"``: imported only when asked for, so Redis stays optional."""
     url = options.get("URL")
@@ -211,7 +262,21 @@ def _redis_store(
         serializer=serializer,
         trust_pickle=options.get("TRUST_PICKLE", False),
         owner_key=owner_key,
+        **lifetimes,
     )
+
+
+def _absolute_ttl() -> float | None:
+    """The process-wide store's ``absolute_ttl``, looked up once per store."""
+    global _absolute
+    store = get_store()
+    known = _absolute
+    if known is None or known[0] is not store:
+        known = _absolute = (store, store_absolute_ttl(store))
+    return known[1]
+
+
+_absolute: tuple[StoreProtocol, float | None] | None = None
 
 
 def get_store() -> StoreProtocol:
@@ -357,6 +422,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     _loaded: dict[str, Any] | None = None
     _before: dict[str, object] | None = None
     _modified = False
+    # The request's META, for the device recorded when the session is created or its key
+    # cycled (RecordDeviceMiddleware sets it), and when the session ends for good
+    # (time.monotonic() seconds), if it does: the cookie never outlives it.
+    client: Mapping[str, Any] | None = None
+    _deadline: float | None = None
 
     @property
     def modified(self) -> bool:
@@ -378,8 +448,22 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         key = self.session_key
         data: dict[str, Any] | None = None
         if is_session_id(key):
+            store = get_store()
+            load = getattr(store, "load", None)
             try:
-                data = get_store().get(key)
+                if callable(load):
+                    loaded = load(key)
+                    if loaded is not None:
+                        current, data, left = loaded
+                        if left is not None:
+                            self._deadline = time.monotonic() + left
+                        if current != key:
+                            # Renewed: saved under its new key, which the middleware then
+                            # sends as the cookie.
+                            self._session_key = current
+                            self._modified = True
+                else:
+                    data = store.get(key)
             except SerializationError:
                 log.warning("session %s does not deserialize: starting a new one", redact(key))
         if data is None:
@@ -469,6 +553,38 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             if type(value) not in PLAIN:
                 self._hand_out(key, value)
 
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        """Django's age for the session (seconds), no later than its absolute end: so the
+        cookie's ``Max-Age`` never outlives it."""
+        age: int = super().get_expiry_age(**kwargs)
+        if kwargs:
+            return age
+        deadline = self._deadline
+        if deadline is None:
+            # Not loaded with an absolute end: a new session, which gets the whole
+            # lifetime (Django's middleware asks before it saves the session).
+            absolute = _absolute_ttl()
+            return age if absolute is None else min(age, int(absolute))
+        return max(0, min(age, int(deadline - time.monotonic())))
+
+    def _device(self) -> Device | None:
+        """The client of the request this session belongs to, when the middleware said."""
+        meta = self.client
+        if meta is None:
+            return None
+        options = getattr(settings, "LEMBRO", None) or {}
+        return client_device(
+            meta.get("REMOTE_ADDR"),
+            meta,
+            trusted_proxies=options.get("TRUSTED_PROXIES") or (),
+            truncate=bool(options.get("TRUNCATE_IP")),
+        )
+
+    def _new_lifetime(self, store: StoreProtocol) -> None:
+        """A session that starts now: it ends for good ``absolute_ttl`` seconds from now."""
+        absolute = store_absolute_ttl(store)
+        self._deadline = None if absolute is None else time.monotonic() + absolute
+
     def exists(self, session_key: str | None) -> bool:
         """Whether the store holds a live session under ``session_key``."""
         return is_session_id(session_key) and session_key in get_store()
@@ -506,12 +622,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             store.destroy(key)
             self._unwritten = key
             return
-        if must_create:
-            if key in store:
+        if must_create or key == self._unwritten:
+            if must_create and key in store:
                 raise CreateError
-            store.set(key, data, ttl=age)
-        elif key == self._unwritten:
-            store.set(key, data, ttl=age)
+            create(store, key, data, age, self._device())
+            self._new_lifetime(store)
         elif not self._write_back(store, key, data, age):
             raise UpdateError  # removed meanwhile, by a logout in another request
         self._unwritten = None
@@ -557,8 +672,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._loaded_auth = (None, None)
         self._ended_meanwhile = False
 
-    def cycle_key(self) -> None:
+    def cycle_key(self, reset_lifetime: bool = True) -> None:
         """Move the data to a new key and remove the old record (``login()`` runs this).
+
+        ``reset_lifetime=True`` (the default, and what ``login()`` does) is a sign-in: the
+        new key starts a new absolute lifetime (``ABSOLUTE_TTL`` from now). ``False`` is a
+        change of privilege inside one sign-in: the session keeps the absolute end it had.
+        The device is recorded on the new key either way (with
+        :class:`RecordDeviceMiddleware`).
 
         One ``rename`` in the store (a ``destroy`` then a ``create`` on a store without
         it): a failed write leaves the old record, and a logout everywhere never falls
@@ -585,9 +706,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self._session_cache = data
             return
         new = self._get_new_session_key()
-        if not rename(key, new, data, ttl=age):
+        options = _lifetime_options(rename, reset_lifetime, self._device())
+        if not rename(key, new, data, ttl=age, **options):
             self._logged_out()
             return
+        if reset_lifetime:
+            self._new_lifetime(store)
         self._session_key = new
         self._session_cache = data
         self.modified = True
@@ -601,9 +725,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self.modified = True
         self._ended_meanwhile = True
 
-    async def acycle_key(self) -> None:
+    async def acycle_key(self, reset_lifetime: bool = True) -> None:
         """:meth:`cycle_key`, from async code."""
-        await sync_to_async(self.cycle_key)()
+        await sync_to_async(self.cycle_key)(reset_lifetime)
 
     def delete(self, session_key: str | None = None) -> None:
         """Remove the record under ``session_key`` (default: this session's key)."""
@@ -643,3 +767,27 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     async def _aget_new_session_key(self) -> str:
         return new_session_id()
+
+
+class RecordDeviceMiddleware:
+    """Records each session's device (IP and user agent, see :mod:`lembro.clients`) when
+    the session is created or its key cycled: put ``"lembro.django.RecordDeviceMiddleware"``
+    right after ``SessionMiddleware`` in ``MIDDLEWARE``. ``LEMBRO['TRUSTED_PROXIES']``
+    and ``LEMBRO['TRUNCATE_IP']`` say how the IP is read. It hands the request's
+    ``META`` to the session, nothing more, so it costs next to nothing per request."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+    ) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        session = getattr(request, "session", None)
+        if isinstance(session, SessionStore):
+            session.client = request.META
+        return self.get_response(request)

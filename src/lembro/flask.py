@@ -22,7 +22,9 @@ and that request sets no cookie.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 try:
@@ -34,9 +36,17 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.flask needs Flask: pip install lembro[flask]") from e
 
 from ._changes import PLAIN, changed_inside, changes_of, fingerprint_key
-from ._cookies import REJECTED, CookieSigner, cookie_value, is_current_owner
+from ._cookies import (
+    REJECTED,
+    CookieSigner,
+    cookie_value,
+    create,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from ._cookies import regenerate as _regenerate
 from .checks import check_owner
+from .clients import client_device, trusted_networks
 from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
@@ -46,6 +56,8 @@ if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_values
 
     from flask import Request, Response
+
+    from .lifetimes import Device
 
 __all__ = [
     "FLASK_LOGIN_OWNER_KEY",
@@ -100,6 +112,10 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.accessed = False
         self._regenerate = False
+        self._reset_lifetime = True
+        # When the session ends for good (time.monotonic() seconds), if it does: the
+        # cookie never outlives it.
+        self._deadline: float | None = None
         # What the store gave, kept as loaded (the values are the session's own objects),
         # and each container handed out: its key's fingerprint, taken before it was.
         self._loaded: dict[str, Any] = initial if type(initial) is dict else {}
@@ -172,15 +188,21 @@ class LembroSession(CallbackDict[str, Any], SessionMixin):
         """Whether a container handed out has changed since (always false if none was)."""
         return changed_inside(self, self._before)
 
-    def regenerate(self) -> None:
+    def regenerate(self, reset_lifetime: bool = True) -> None:
         """Move this session to a fresh id when the response is saved.
 
         The data is kept; the old id's record is destroyed, so a planted or leaked id
         stops working. Call it on login and on any change of privilege. If the old record
         is gone by then (a logout in another request), the logout wins: nothing is written
         and the cookie is deleted.
+
+        ``reset_lifetime=True`` (the default) is a sign-in: the new id starts a new
+        absolute lifetime (the store's ``absolute_ttl`` from now). ``False`` is a change of
+        privilege inside one sign-in (a sudo step, a role change): the session keeps the
+        absolute end it had. The client's device is recorded on the new id either way.
         """
         self._regenerate = True
+        self._reset_lifetime = reset_lifetime
         self.modified = True
 
     @property
@@ -219,6 +241,10 @@ class LembroSessionInterface(SessionInterface):
         self.store = store
         # Whether a loaded session writes back only what it changed (see the module).
         self._updates = _supports(store, "update")
+        # The read a request makes: load (which may renew the id) where the store has it.
+        load = getattr(store, "load", None)
+        self._load_loaded = load if callable(load) else None
+        self._absolute_ttl = store_absolute_ttl(store)
         self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
 
     # ---- signing ----------------------------------------------------------------------
@@ -243,17 +269,29 @@ class LembroSessionInterface(SessionInterface):
         """Whether the cookie is ``Partitioned``: ``SESSION_COOKIE_PARTITIONED``."""
         return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
 
-    def _load(self, sid: str) -> dict[str, Any] | None:
-        """The stored session ``sid``; ``None`` when absent or corrupt."""
+    def _load(self, sid: str) -> tuple[str, dict[str, Any], float | None] | None:
+        """The stored session ``sid``: the id to use from now on (another after a
+        renewal), its data, and the seconds left until its absolute end (``None``: no
+        such end); ``None`` when absent or corrupt."""
+        load = self._load_loaded
+        left: float | None = None
         try:
-            data = self.store.get(sid)
+            if load is not None:
+                loaded = load(sid)
+                if loaded is None:
+                    return None
+                sid, data, left = loaded
+            else:
+                data = self.store.get(sid)
         except SerializationError as e:
             self._discard(sid, e)
+            return None
+        if data is None:
             return None
         if data and set(map(type, data)) != {str}:
             self._discard(sid, TypeError("stored session is not a dict of str keys"))
             return None
-        return data
+        return sid, data, left
 
     def _discard(self, sid: str, error: Exception) -> None:
         """Drop a record that cannot be loaded, so it costs one warning, not a 500 each time."""
@@ -274,14 +312,38 @@ class LembroSessionInterface(SessionInterface):
         sid, resign = signer.unsign(cookie)
         if sid is None:
             return self.session_class(new=True)
-        data = self._load(sid)
-        if data is None:
+        found = self._load(sid)
+        if found is None:
             REJECTED.unknown_id += 1
             return self.session_class(new=True)
-        session = self.session_class(data, sid)
-        if not resign:
+        current, data, left = found
+        session = self.session_class(data, current)
+        if left is not None:
+            session._deadline = time.monotonic() + left
+        if not resign and current == sid:  # a renewed id gets its cookie signed
             session._cookie = cookie
         return session
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        """Flask's expiry for a permanent session's cookie, brought forward to the
+        session's absolute end when it comes first (so the cookie never outlives it)."""
+        expires = super().get_expiration_time(app, session)
+        deadline = getattr(session, "_deadline", None)
+        if expires is None or deadline is None:
+            return expires
+        left = max(0, int(deadline - time.monotonic()))
+        return min(expires, datetime.now(timezone.utc) + timedelta(seconds=left))
+
+    def device(self, app: Flask) -> Device:
+        """The current request's client, as the app's ``LEMBRO_TRUSTED_PROXIES`` and
+        ``LEMBRO_TRUNCATE_IP`` say to read it (see :func:`lembro.clients.client_device`)."""
+        environ = flask.request.environ
+        return client_device(
+            environ.get("REMOTE_ADDR"),
+            environ,
+            trusted_proxies=app.config.get("LEMBRO_TRUSTED_PROXIES") or (),
+            truncate=bool(app.config.get("LEMBRO_TRUNCATE_IP")),
+        )
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Write back what changed, and set, refresh or delete the cookie to match."""
@@ -310,16 +372,22 @@ class LembroSessionInterface(SessionInterface):
         resend = session.permanent and (changed or app.config["SESSION_REFRESH_EACH_REQUEST"])
         if old_sid is None:
             sid = new_session_id()
-            self.store.set(sid, dict(session))
+            create(self.store, sid, dict(session), device=self.device(app))
             session.sid, session._cookie = sid, None
+            session._deadline = self._new_deadline()
         elif regenerate:
-            new_sid = _regenerate(self.store, old_sid, dict(session))
+            reset = session._reset_lifetime
+            new_sid = _regenerate(
+                self.store, old_sid, dict(session), reset_lifetime=reset, device=self.device(app)
+            )
             if new_sid is None:  # logged out meanwhile: the logout wins
                 session.sid = None
                 self._delete_cookie(app, response)
                 return
             sid = session.sid = new_sid
             session._cookie = None
+            if reset:
+                session._deadline = self._new_deadline()
         elif changed:
             sid = old_sid
             if not self._write_back(sid, session):
@@ -350,6 +418,11 @@ class LembroSessionInterface(SessionInterface):
             **self._cookie_options(app),
         )
         _vary_on_cookie(response)
+
+    def _new_deadline(self) -> float | None:
+        """When a session that starts now ends for good (``time.monotonic()`` seconds)."""
+        absolute = self._absolute_ttl
+        return None if absolute is None else time.monotonic() + absolute
 
     def _write_back(self, sid: str, session: LembroSession) -> bool:
         """Write a loaded session that changed back under ``sid``: only the keys it set,
@@ -387,13 +460,16 @@ def _vary_on_cookie(response: Response) -> None:
         response.headers["Vary"] = f"{vary}, Cookie"
 
 
-def regenerate() -> None:
+def regenerate(reset_lifetime: bool = True) -> None:
     """Move the current request's session to a fresh id when the response is saved: the
-    typed form of ``session.regenerate()`` (see :meth:`LembroSession.regenerate`)."""
+    typed form of ``session.regenerate()`` (see :meth:`LembroSession.regenerate`).
+
+    ``reset_lifetime=True``: a sign-in, the new id starts a new absolute lifetime;
+    ``False``: a change of privilege inside one sign-in, the absolute end is kept."""
     current = flask.session._get_current_object()  # type: ignore[attr-defined]
     if not isinstance(current, LembroSession):
         raise RuntimeError("regenerate() needs lembro.flask.Lembro(app) installed")
-    current.regenerate()
+    current.regenerate(reset_lifetime)
 
 
 def logout_everywhere(user_id: str | int, keep_current: bool = True) -> int:
@@ -450,8 +526,17 @@ class Lembro:
     ``LEMBRO_SNAPSHOT_INTERVAL`` (seconds), ``LEMBRO_TRUST_PICKLE`` (``True`` to
     allow pickle with a snapshot file) and ``LEMBRO_OWNER_KEY`` (the session field that
     names the signed-in user, for :func:`logout_everywhere`; default Flask-Login's
-    ``"_user_id"``; ``None`` for no owner index). A store passed in keeps its own
-    ``owner_key``. ``store`` is the store of the app last initialized.
+    ``"_user_id"``; ``None`` for no owner index). Lifetimes (issue 29):
+    ``LEMBRO_ABSOLUTE_TTL`` (seconds from sign-in after which a session ends whatever
+    its use; default none), ``LEMBRO_RENEW_EVERY`` (seconds after which a session gets a
+    new id on its next request; default none) and ``LEMBRO_RENEW_GRACE`` (seconds the
+    replaced id still answers; default the store's, 10), ``LEMBRO_MAX_SESSIONS_PER_USER``
+    (a user's sign-in beyond this many ends their oldest session; default none). A store
+    passed in keeps its own ``owner_key`` and lifetimes. Devices, on any store:
+    ``LEMBRO_TRUSTED_PROXIES`` (the networks of the app's reverse proxies, whose
+    ``X-Forwarded-For`` is believed, e.g. ``["127.0.0.1/32"]``; default none) and
+    ``LEMBRO_TRUNCATE_IP`` (``True`` keeps the /24 or /48 of the IP recorded with a
+    session). ``store`` is the store of the app last initialized.
     ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it unset;
     ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
     each app's own store.
@@ -469,6 +554,9 @@ class Lembro:
             store = self._given_store
         if store is None:  # not ``or``: an empty store is falsy
             store = self._store_from_config(app)
+        trusted = app.config.setdefault("LEMBRO_TRUSTED_PROXIES", ())
+        trusted_networks(trusted or ())  # a bad network is an error at start, not at login
+        app.config.setdefault("LEMBRO_TRUNCATE_IP", False)
         app.session_interface = LembroSessionInterface(store)
         app.extensions["lembro"] = self
         # Flask leaves SameSite off unless asked; a session cookie should not ride along
@@ -489,6 +577,11 @@ class Lembro:
         config.setdefault("LEMBRO_SNAPSHOT_INTERVAL", None)
         config.setdefault("LEMBRO_TRUST_PICKLE", False)
         config.setdefault("LEMBRO_OWNER_KEY", FLASK_LOGIN_OWNER_KEY)
+        lifetimes: dict[str, Any] = {}
+        for option in ("absolute_ttl", "renew_every", "renew_grace", "max_sessions_per_user"):
+            value = config.setdefault(f"LEMBRO_{option.upper()}", None)
+            if value is not None:  # unset: the store's own default
+                lifetimes[option] = value
         return MemoryStore(
             config["LEMBRO_MAX_SIZE"],
             config["LEMBRO_INTERVAL"],
@@ -499,4 +592,5 @@ class Lembro:
             snapshot_interval=config["LEMBRO_SNAPSHOT_INTERVAL"],
             trust_pickle=config["LEMBRO_TRUST_PICKLE"],
             owner_key=config["LEMBRO_OWNER_KEY"],
+            **lifetimes,
         )

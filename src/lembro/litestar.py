@@ -31,7 +31,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,8 +48,16 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
 
-from ._cookies import REJECTED, is_current_owner
+from ._cookies import (
+    REJECTED,
+    _lifetime_options,
+    acreate,
+    cookie_max_age,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from .checks import check_owner, owner_of
+from .clients import client_device, trusted_networks
 from .errors import InvalidOption, SerializationError
 from .ids import is_session_id, new_session_id, redact
 from .memory import MemoryStore
@@ -59,6 +68,8 @@ if TYPE_CHECKING:
     from litestar.stores.base import Store
     from litestar.types import Message, ScopeSession
     from typing_extensions import Self
+
+    from .lifetimes import Device
 
 __all__ = [
     "LembroSessionBackend",
@@ -122,7 +133,7 @@ class LembroStore(NamespacedStore):
     says of a value "set without an expiry". The cap and the purge are the lembro store's.
     """
 
-    __slots__ = ("_clock", "_owner_key", "_store")
+    __slots__ = ("_clock", "_loads", "_owner_key", "_renews", "_store")
 
     def __init__(
         self,
@@ -148,7 +159,16 @@ class LembroStore(NamespacedStore):
             raise InvalidOption(
                 "owner_key", owner_key, "a field name other than 's', 'b', 'x', not starting '='"
             )
+        renews = getattr(store, "renew_every", None) is not None
+        if renews and namespace is not None:
+            # A renewal gives the session a fresh id of the store's, outside any namespace:
+            # this store could not find it again under a key of its own.
+            raise InvalidOption(
+                "namespace", namespace, "None on a store with renew_every (renewed ids have none)"
+            )
         self._store = as_async(store)
+        self._loads = _supports(store, "load")
+        self._renews = renews
         self._owner_key: str | None = owner_key if isinstance(owner_key, str) else None
         self._clock = clock
         self.namespace = namespace
@@ -250,10 +270,12 @@ class LembroStore(NamespacedStore):
         expires_in: int,
         owner: str | None = None,
         parts: dict[str, str] | None = None,
+        device: Device | None = None,
     ) -> None:
         """As :meth:`set`, for a session that belongs to ``owner`` (None: no one); with
         ``parts`` (each key of the session as its own JSON object), kept a key at a time,
-        so that :meth:`update_session` can write back only what a request changed."""
+        so that :meth:`update_session` can write back only what a request changed;
+        ``device``: the client it was created from, recorded by the lembro store."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
         record = (
@@ -261,7 +283,7 @@ class LembroStore(NamespacedStore):
             if parts is None
             else self._session_record(parts, expires, owner)
         )
-        await self._store.set(self._key(key), record, seconds)
+        await acreate(self._store, self._key(key), record, seconds, device)
 
     async def get_session(
         self, key: str, renew_for: int | timedelta | None = None
@@ -272,6 +294,31 @@ class LembroStore(NamespacedStore):
         if record is None:
             return None
         return self._value(record), self._parts(record)
+
+    async def load_session(
+        self, key: str, renew_for: int | timedelta | None = None
+    ) -> tuple[str, bytes, dict[str, str] | None, float | None] | None:
+        """The read a request makes: as :meth:`get_session`, through the lembro store's
+        ``load`` where it has one, and with two more answers first and last: the key the
+        session lives under from now on (another after a renewal: see
+        :meth:`lembro.MemoryStore.load`), and the seconds left until its absolute end
+        (``None``: no such end)."""
+        if not self._loads:
+            found = await self.get_session(key, renew_for)
+            return None if found is None else (key, found[0], found[1], None)
+        full = self._key(key)
+        loaded = await cast(Any, self._store).load(full)
+        if loaded is None:
+            return None
+        current, record, left = loaded
+        if current != full:
+            # Renewed: only a store without a namespace renews (see __init__), so its
+            # keys are the ids themselves.
+            key = full = current
+        seconds = _seconds(renew_for)
+        if seconds is not None:  # renew_on_access: one more step, only when asked
+            await self._store.touch(full, seconds if record.get("x") is not None else None)
+        return key, self._value(record), self._parts(record), left
 
     async def update_session(
         self,
@@ -307,11 +354,15 @@ class LembroStore(NamespacedStore):
         expires_in: int,
         owner: str | None = None,
         parts: dict[str, str] | None = None,
+        *,
+        reset_lifetime: bool = True,
+        device: Device | None = None,
     ) -> bool:
         """Move the session under ``key`` to ``new_key`` with ``value`` (a regenerate);
         whether ``key``'s value was there (if not, nothing is written: a logout won). One
         ``rename`` on a lembro store that has it, so a failed write leaves the old value
-        and a logout everywhere never falls between the two; else a delete then a set."""
+        and a logout everywhere never falls between the two; else a delete then a set.
+        ``reset_lifetime`` and ``device``: as :func:`lembro.litestar.regenerate` says."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
         record = (
@@ -321,11 +372,13 @@ class LembroStore(NamespacedStore):
         )
         full, new_full = self._key(key), self._key(new_key)
         if _supports(self._store, "rename"):
-            renamed: bool = await cast(Any, self._store).rename(full, new_full, record, seconds)
+            rename = cast(Any, self._store).rename
+            options = _lifetime_options(rename, reset_lifetime, device)
+            renamed: bool = await rename(full, new_full, record, seconds, **options)
             return renamed
         if not await self._store.destroy(full):
             return False
-        await self._store.set(new_full, record, seconds)
+        await acreate(self._store, new_full, record, seconds, device)
         return True
 
     async def end_sessions_of(self, owner: str | int, keep: str | None = None) -> int:
@@ -420,7 +473,11 @@ class LembroStore(NamespacedStore):
             raise InvalidOption("namespace", namespace, "a non-empty str without \\x1e, \\x1f")
         child = namespace if self.namespace is None else f"{self.namespace}{_CHILD}{namespace}"
         new = type(self).__new__(type(self))
+        if self._renews:
+            raise InvalidOption("namespace", namespace, "no namespace on a store with renew_every")
         new._store = self._store
+        new._loads = self._loads
+        new._renews = self._renews
         new._owner_key = self._owner_key
         new._clock = self._clock
         new.namespace = child
@@ -440,6 +497,9 @@ _SID = "lembro.sid"
 _LOADED = "lembro.loaded"
 _PARTS = "lembro.parts"
 _REGENERATE = "lembro.regenerate"
+_RESET_LIFETIME = "lembro.reset_lifetime"
+# When the loaded session ends for good (time.monotonic() seconds), if it does.
+_DEADLINE = "lembro.deadline"
 _BACKEND = "lembro.backend"
 
 
@@ -479,11 +539,17 @@ def _vary_on_cookie(headers: MutableScopeHeaders) -> None:
         headers.extend_header_value("Vary", "Cookie")
 
 
-def regenerate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+def regenerate(connection: ASGIConnection[Any, Any, Any, Any], reset_lifetime: bool = True) -> None:
     """Move this request's session to a new id when its response is sent, destroying the
     old record (call it at login). If the old record is already gone (a logout in another
-    request), nothing is written and the cookie is left as that logout set it."""
+    request), nothing is written and the cookie is left as that logout set it.
+
+    ``reset_lifetime=True`` (the default) is a sign-in: the new id starts a new absolute
+    lifetime (the lembro store's ``absolute_ttl`` from now). ``False`` is a change of
+    privilege inside one sign-in: the session keeps the absolute end it had. The client's
+    device is recorded on the new id either way."""
     connection.scope[_REGENERATE] = True  # type: ignore[literal-required]
+    connection.scope[_RESET_LIFETIME] = reset_lifetime  # type: ignore[literal-required]
     session = connection.scope.get("session")
     if isinstance(session, _Session):
         session.accessed = True
@@ -523,8 +589,17 @@ class LembroSessionBackend(ServerSideSessionBackend):
                 if isinstance(store, LembroStore):
                     max_age = self.config.max_age
                     renew = int(max_age) if self.config.renew_on_access and max_age else None
-                    found = await store.get_session(sid, renew_for=renew)
-                    data, parts = (None, None) if found is None else found
+                    # A websocket never renews: no response of its can carry the new id.
+                    loaded = (
+                        await store.load_session(sid, renew_for=renew)
+                        if scope["type"] != "websocket"
+                        else _no_renewal(sid, await store.get_session(sid, renew_for=renew))
+                    )
+                    data = None
+                    if loaded is not None:
+                        sid, data, parts, left = loaded  # sid: another after a renewal
+                        if left is not None:
+                            scope[_DEADLINE] = time.monotonic() + left
                 else:
                     data = await self.get(sid, store=store)
             except SerializationError:
@@ -587,11 +662,18 @@ class LembroSessionBackend(ServerSideSessionBackend):
             data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
         if scope.get(_REGENERATE):
             new_sid = self.generate_session_id()
+            reset = scope.get(_RESET_LIFETIME, True)
+            device = self._device(connection)
             if not loaded:
-                await _set(store, new_sid, data, expires_in, owner, parts)
-            elif not await _rename(store, sid, new_sid, data, expires_in, owner, parts):
+                await _set(store, new_sid, data, expires_in, owner, parts, device)
+                reset = True
+            elif not await _rename(
+                store, sid, new_sid, data, expires_in, owner, parts, reset, device
+            ):
                 return  # a logout won: never bring its session back under a new id
             sid = scope[_SID] = new_sid
+            if reset:
+                scope[_DEADLINE] = self._new_deadline(store)
         elif loaded:
             before = scope.get(_PARTS)
             if parts is not None and before is not None:
@@ -603,9 +685,41 @@ class LembroSessionBackend(ServerSideSessionBackend):
             elif not await _replace(store, sid, data, expires_in, owner, parts):
                 return  # ended by another request meanwhile: not brought back
         else:
-            await _set(store, sid, data, expires_in, owner, parts)
+            await _set(store, sid, data, expires_in, owner, parts, self._device(connection))
+            scope[_DEADLINE] = self._new_deadline(store)
+        deadline = scope.get(_DEADLINE)
+        if deadline is not None:  # the cookie never outlives the session's absolute end
+            cookie_params["max_age"] = cookie_max_age(
+                self.config.max_age, deadline, time.monotonic()
+            )
         cookie = Cookie(value=sid, key=self.config.key, **cookie_params)
         headers.add("Set-Cookie", cookie.to_header(header=""))
+
+    def _device(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Device:
+        """The client of ``connection`` (see :mod:`lembro.clients`)."""
+        scope = cast(dict[str, Any], connection.scope)
+        client = scope.get("client")
+        return client_device(
+            client[0] if client else None,
+            scope.get("headers", ()),
+            trusted_proxies=self.config.trusted_proxies,
+            truncate=self.config.truncate_ip,
+        )
+
+    @staticmethod
+    def _new_deadline(store: Store) -> float | None:
+        """When a session that starts now ends for good (``time.monotonic()`` seconds)."""
+        inner = store._store if isinstance(store, LembroStore) else None
+        absolute = store_absolute_ttl(inner)
+        return None if absolute is None else time.monotonic() + absolute
+
+
+def _no_renewal(
+    key: str, found: tuple[bytes, dict[str, str] | None] | None
+) -> tuple[str, bytes, dict[str, str] | None, float | None] | None:
+    """What :meth:`LembroStore.get_session` found, in :meth:`LembroStore.load_session`'s
+    shape: the same key, no absolute end known."""
+    return None if found is None else (key, found[0], found[1], None)
 
 
 async def _remove(store: Store, key: str) -> bool:
@@ -626,11 +740,22 @@ async def _rename(
     expires_in: int,
     owner: str | None,
     parts: dict[str, str] | None = None,
+    reset_lifetime: bool = True,
+    device: Device | None = None,
 ) -> bool:
     """Move ``key``'s session to ``new_key``; whether ``key``'s value was there (a
     ``LembroStore`` does it in one store operation, another store removes then sets)."""
     if isinstance(store, LembroStore):
-        return await store.rename_session(key, new_key, data, expires_in, owner, parts)
+        return await store.rename_session(
+            key,
+            new_key,
+            data,
+            expires_in,
+            owner,
+            parts,
+            reset_lifetime=reset_lifetime,
+            device=device,
+        )
     if not await _remove(store, key):
         return False
     await store.set(new_key, data, expires_in=expires_in)
@@ -651,9 +776,10 @@ async def _set(
     expires_in: int,
     owner: str | None,
     parts: dict[str, str] | None = None,
+    device: Device | None = None,
 ) -> None:
     if isinstance(store, LembroStore):
-        await store.set_session(key, data, expires_in, owner, parts)
+        await store.set_session(key, data, expires_in, owner, parts, device)
     else:
         await store.set(key, data, expires_in=expires_in)
 
@@ -704,9 +830,27 @@ async def logout_everywhere(
     return ended
 
 
+@dataclass
 class LembroSessionConfig(ServerSideSessionConfig):
     """Litestar's ``ServerSideSessionConfig`` (same fields: ``key``, ``max_age``,
     ``secure``, ``samesite``, ``store`` naming the app's store...) with lembro's backend.
-    Give the app a ``LembroStore`` under the name in ``store`` (default ``"sessions"``)."""
+    Give the app a ``LembroStore`` under the name in ``store`` (default ``"sessions"``).
+
+    Lifetimes (``absolute_ttl``, ``renew_every``, ``renew_grace``,
+    ``max_sessions_per_user``) are the lembro store's: build it with them. The cookie's
+    ``Max-Age`` never outlives a session's absolute end, and a renewed id is sent as a
+    new cookie. Renewal needs the ``LembroStore`` built with ``namespace=None``. Two more
+    fields, for the device recorded with each session: ``trusted_proxies`` (the networks
+    of the app's reverse proxies, whose ``X-Forwarded-For`` is believed) and
+    ``truncate_ip`` (keep the /24 or /48 of the IP)."""
 
     _backend_class = LembroSessionBackend
+
+    trusted_proxies: Sequence[str] = field(default=())
+    """Networks of the app's reverse proxies, e.g. ``("127.0.0.1/32", "10.0.0.0/8")``."""
+    truncate_ip: bool = field(default=False)
+    """Keep only the /24 (IPv4) or /48 (IPv6) of the IP recorded with a session."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        trusted_networks(self.trusted_proxies)  # a bad network is an error at start

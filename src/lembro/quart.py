@@ -31,6 +31,8 @@ with a warning.
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 try:
@@ -41,8 +43,17 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.quart needs Quart: pip install 'lembro[quart]'") from e
 
 from ._changes import changes_of
-from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import (
+    REJECTED,
+    CookieSigner,
+    acreate,
+    aregenerate,
+    cookie_value,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from .checks import check_owner
+from .clients import client_device, trusted_networks
 from .errors import InvalidOption, SerializationError
 from .flask import Lembro as _FlaskLembro
 from .flask import LembroSession
@@ -53,6 +64,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from quart.wrappers import BaseRequestWebsocket, Response
     from werkzeug.wrappers import Response as WerkzeugResponse
+
+    from .lifetimes import Device
 
 __all__ = [
     "Lembro",
@@ -98,6 +111,9 @@ class LembroSessionInterface(SessionInterface):
         # asked of the store given, as the async face of a sync store has every method.
         self._updates = _supports(store, "update")
         self._signer: tuple[tuple[str | bytes, ...], CookieSigner] | None = None
+        # The read a request makes: load (which may renew the id) where the store has it.
+        self._loads = _supports(store, "load")
+        self._absolute_ttl = store_absolute_ttl(store)
 
     def get_signer(self, app: Quart) -> CookieSigner | None:
         """The signer of session ids, or ``None`` when the app has no ``secret_key``; it
@@ -122,17 +138,30 @@ class LembroSessionInterface(SessionInterface):
         """Whether the cookie is ``Partitioned``: ``SESSION_COOKIE_PARTITIONED``."""
         return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
 
-    async def _load(self, sid: str) -> dict[str, Any] | None:
-        """The stored session ``sid``; ``None`` when absent or corrupt."""
+    async def _load(
+        self, sid: str, renew: bool = True
+    ) -> tuple[str, dict[str, Any], float | None] | None:
+        """The stored session ``sid``: the id to use from now on (another after a
+        renewal; never with ``renew=False``), its data, and the seconds left until its
+        absolute end (``None``: no such end); ``None`` when absent or corrupt."""
+        left: float | None = None
         try:
-            data = await self._store.get(sid)
+            if self._loads and renew:
+                loaded = await cast(Any, self._store).load(sid)
+                if loaded is None:
+                    return None
+                sid, data, left = loaded
+            else:
+                data = await self._store.get(sid)
         except SerializationError as e:
             await self._discard(sid, e)
+            return None
+        if data is None:
             return None
         if data and set(map(type, data)) != {str}:
             await self._discard(sid, TypeError("stored session is not a dict of str keys"))
             return None
-        return data
+        return sid, data, left
 
     async def _discard(self, sid: str, error: Exception) -> None:
         """Drop a record that cannot be loaded, so it costs one warning, not a 500 each time."""
@@ -156,14 +185,45 @@ class LembroSessionInterface(SessionInterface):
         sid, resign = signer.unsign(cookie)
         if sid is None:
             return self.session_class(new=True)
-        data = await self._load(sid)
-        if data is None:
+        # A websocket never renews: no response of its can carry the new id.
+        found = await self._load(sid, renew=request.scope.get("type") != "websocket")
+        if found is None:
             REJECTED.unknown_id += 1
             return self.session_class(new=True)
-        session = self.session_class(data, sid)
-        if not resign:
+        current, data, left = found
+        session = self.session_class(data, current)
+        if left is not None:
+            session._deadline = time.monotonic() + left
+        if not resign and current == sid:  # a renewed id gets its cookie signed
             session._cookie = cookie
         return session
+
+    def get_expiration_time(self, app: Quart, session: SessionMixin) -> datetime | None:
+        """Quart's expiry for a permanent session's cookie, brought forward to the
+        session's absolute end when it comes first (so the cookie never outlives it)."""
+        expires = super().get_expiration_time(app, session)
+        deadline = getattr(session, "_deadline", None)
+        if expires is None or deadline is None:
+            return expires
+        left = max(0, int(deadline - time.monotonic()))
+        return min(expires, datetime.now(timezone.utc) + timedelta(seconds=left))
+
+    def device(self, app: Quart) -> Device:
+        """The current request's client, as the app's ``LEMBRO_TRUSTED_PROXIES`` and
+        ``LEMBRO_TRUNCATE_IP`` say to read it (see :func:`lembro.clients.client_device`)."""
+        scope: Any = quart.request.scope if quart.has_request_context() else {}
+        client = scope.get("client")
+        return client_device(
+            client[0] if client else None,
+            scope.get("headers", ()),
+            trusted_proxies=app.config.get("LEMBRO_TRUSTED_PROXIES") or (),
+            truncate=bool(app.config.get("LEMBRO_TRUNCATE_IP")),
+        )
+
+    def _new_deadline(self) -> float | None:
+        """When a session that starts now ends for good (``time.monotonic()`` seconds)."""
+        absolute = self._absolute_ttl
+        return None if absolute is None else time.monotonic() + absolute
 
     async def save_session(
         self,
@@ -197,16 +257,22 @@ class LembroSessionInterface(SessionInterface):
         resend = session.permanent and (changed or refresh)
         if old_sid is None:
             sid = new_session_id()
-            await self._store.set(sid, dict(session))
+            await acreate(self._store, sid, dict(session), device=self.device(app))
             session.sid, session._cookie = sid, None
+            session._deadline = self._new_deadline()
         elif regenerate:
-            new_sid = await aregenerate(self._store, old_sid, dict(session))
+            reset = session._reset_lifetime
+            new_sid = await aregenerate(
+                self._store, old_sid, dict(session), reset_lifetime=reset, device=self.device(app)
+            )
             if new_sid is None:  # logged out meanwhile: the logout wins
                 session.sid = None
                 self._delete_cookie(app, response)
                 return
             sid = session.sid = new_sid
             session._cookie = None
+            if reset:
+                session._deadline = self._new_deadline()
         elif changed:
             sid = old_sid
             if not await self._write_back(sid, session):
@@ -309,15 +375,18 @@ def _current_session() -> LembroSession | None:
     return found if isinstance(found, LembroSession) else None
 
 
-def regenerate() -> None:
+def regenerate(reset_lifetime: bool = True) -> None:
     """Move the current request's session to a fresh id when the response is saved,
     destroying the old record (call it at login): the typed form of
     ``session.regenerate()``. If the old record is gone by then (a logout in another
-    request), the logout wins: nothing is written and the cookie is deleted."""
+    request), the logout wins: nothing is written and the cookie is deleted.
+
+    ``reset_lifetime=True``: a sign-in, the new id starts a new absolute lifetime;
+    ``False``: a change of privilege inside one sign-in, the absolute end is kept."""
     current = _current_session()
     if current is None:
         raise RuntimeError("regenerate() needs lembro.quart.Lembro(app) installed")
-    current.regenerate()
+    current.regenerate(reset_lifetime)
 
 
 async def logout_everywhere(user_id: str | int, keep_current: bool = True) -> int:
@@ -359,7 +428,9 @@ class Lembro:
 
     With no ``store``, each app gets a ``MemoryStore`` built from its config, with the
     settings and defaults of :class:`lembro.flask.Lembro` (``LEMBRO_MAX_SIZE`` ``"4M"``,
-    ``LEMBRO_TTL`` ``PERMANENT_SESSION_LIFETIME``, ``LEMBRO_OWNER_KEY`` ``"_user_id"``...).
+    ``LEMBRO_TTL`` ``PERMANENT_SESSION_LIFETIME``, ``LEMBRO_OWNER_KEY`` ``"_user_id"``,
+    the lifetimes ``LEMBRO_ABSOLUTE_TTL``, ``LEMBRO_RENEW_EVERY``... and the devices'
+    ``LEMBRO_TRUSTED_PROXIES``, ``LEMBRO_TRUNCATE_IP``).
     ``SESSION_COOKIE_SAMESITE`` is set to ``"Lax"`` when the app left it unset;
     ``app.extensions["lembro"]`` is this extension and ``app.session_interface.store``
     each app's own store. When the app stops serving, the connections of the store's
@@ -382,6 +453,9 @@ class Lembro:
             store = self._given_store
         if store is None:  # not ``or``: an empty store is falsy
             store = _FlaskLembro._store_from_config(cast("Flask", app))
+        trusted = app.config.setdefault("LEMBRO_TRUSTED_PROXIES", ())
+        trusted_networks(trusted or ())  # a bad network is an error at start, not at login
+        app.config.setdefault("LEMBRO_TRUNCATE_IP", False)
         interface = LembroSessionInterface(store)
         app.session_interface = interface  # type: ignore[assignment]
         app.after_serving(interface.close)

@@ -22,9 +22,19 @@ except ImportError as e:  # pragma: no cover - depends on what is installed
 
 from ._changes import PLAIN as _PLAIN
 from ._changes import changed_inside, changes_of, fingerprint_key
-from ._cookies import REJECTED, CookieSigner, aregenerate, cookie_value, is_current_owner
+from ._cookies import (
+    REJECTED,
+    CookieSigner,
+    acreate,
+    aregenerate,
+    cookie_max_age,
+    cookie_value,
+    is_current_owner,
+    store_absolute_ttl,
+)
 from .checks import check_owner
-from .errors import SerializationError
+from .clients import TrustedProxies, client_device, trusted_networks
+from .errors import InvalidOption, SerializationError
 from .ids import new_session_id, redact
 from .memory import MemoryStore
 from .protocol import AsyncSessionStore, SessionStore, _supports, as_async
@@ -32,6 +42,8 @@ from .serializers import SessionDict
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
+
+    from .lifetimes import Device
 
 __all__ = ["Session", "SessionMiddleware", "logout_everywhere", "regenerate"]
 
@@ -67,6 +79,7 @@ class Session(SessionDict):
         "_loaded",
         "_middleware",
         "_regenerate",
+        "_reset_lifetime",
         "_sid",
         "accessed",
         "modified",
@@ -83,6 +96,7 @@ class Session(SessionDict):
         self.accessed = False
         self.modified = False
         self._regenerate = False
+        self._reset_lifetime = True
         # Each container handed out: its key's fingerprint, taken before it was.
         self._before: dict[str, object] | None = None
         # What the store gave, kept as loaded: the values are the session's own objects.
@@ -208,18 +222,24 @@ class Session(SessionDict):
         return super().__ior__(other)
 
 
-def regenerate(connection: HTTPConnection) -> None:
+def regenerate(connection: HTTPConnection, reset_lifetime: bool = True) -> None:
     """Give the session a new id when the response starts and destroy the old record.
 
     Call it on login and on any change of privilege, so an id known before (planted or
     leaked) is worth nothing after. The data is kept; clear the session too on logout.
     If the old record is gone by then (a logout in another request), the logout wins: no
     record is written and the cookie is cleared.
+
+    ``reset_lifetime=True`` (the default) is a sign-in: the new id starts a new absolute
+    lifetime (the store's ``absolute_ttl`` from now). ``False`` is a change of privilege
+    inside one sign-in: the session keeps the absolute end it had. The client's device
+    is recorded on the new id either way.
     """
     session = connection.scope.get("session")
     if not isinstance(session, Session):
         raise RuntimeError("regenerate() needs lembro.starlette.SessionMiddleware installed")
     session._regenerate = True
+    session._reset_lifetime = reset_lifetime
     session.mark_accessed()
 
 
@@ -265,6 +285,15 @@ class SessionMiddleware:
     thread, so the event loop never waits on it. A store built with ``owner_key=``
     indexes sessions by user, for :func:`logout_everywhere`.
 
+    Lifetimes (issue 29): ``absolute_ttl`` (seconds from sign-in after which a session
+    ends whatever its use), ``renew_every`` (seconds after which a session gets a new id
+    on its next request) and ``renew_grace`` (seconds the replaced id still answers)
+    configure the ``MemoryStore`` the middleware builds; a store passed in keeps its own
+    (giving both is an ``InvalidOption``). The cookie's ``Max-Age`` never outlives the
+    session's absolute end. Devices: ``trusted_proxies`` (the networks of the app's
+    reverse proxies, whose ``X-Forwarded-For`` is believed, e.g. ``["127.0.0.1/32"]``)
+    and ``truncate_ip`` (keep the /24 or /48 of the IP recorded with a session).
+
     Concurrent requests of one session never lose each other's changes: each writes back
     only the top-level keys it set, deleted or changed in place, applied to the record
     as it is then (the store's ``update``). Two requests that change different keys
@@ -289,6 +318,11 @@ class SessionMiddleware:
         *,
         store: SessionStore | AsyncSessionStore | None = None,
         secret_key_fallbacks: Sequence[str | Secret] = (),
+        absolute_ttl: float | None = None,
+        renew_every: float | None = None,
+        renew_grace: float | None = None,
+        trusted_proxies: TrustedProxies = (),
+        truncate_ip: bool = False,
     ) -> None:
         self.app = app
         self.signer = CookieSigner(str(secret_key), [str(key) for key in secret_key_fallbacks])
@@ -302,7 +336,26 @@ class SessionMiddleware:
             self.security_flags += f"; domain={domain}"
         if partitioned:
             self.security_flags += "; partitioned"
-        self.store: SessionStore | AsyncSessionStore = MemoryStore() if store is None else store
+        lifetimes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("absolute_ttl", absolute_ttl),
+                ("renew_every", renew_every),
+                ("renew_grace", renew_grace),
+            )
+            if value is not None
+        }
+        if store is not None and lifetimes:
+            name = next(iter(lifetimes))
+            raise InvalidOption(name, lifetimes[name], "None with store= (set it on the store)")
+        self.store: SessionStore | AsyncSessionStore = (
+            MemoryStore(**lifetimes) if store is None else store
+        )
+        self._trusted = trusted_networks(trusted_proxies)
+        self._truncate_ip = bool(truncate_ip)
+        self._absolute_ttl = store_absolute_ttl(self.store)
+        # The read a request makes: load (which may renew the id) where the store has it.
+        self._loads = _supports(self.store, "load")
         self._store = as_async(self.store)
         # A store that never blocks (MemoryStore) is called directly on the hot path
         # (load, write back), saving a coroutine per call.
@@ -335,10 +388,19 @@ class SessionMiddleware:
 
         sid, cookie = self._session_cookie(scope)
         data: dict[str, Any] | None = None
+        left: float | None = None
         if sid is not None:
             try:  # a store that never blocks is called directly: no coroutine
                 inline = self._inline
-                data = inline.get(sid) if inline is not None else await self._store.get(sid)
+                # A websocket never renews: no response of its can carry the new id.
+                if not self._loads or scope["type"] == "websocket":
+                    data = inline.get(sid) if inline is not None else await self._store.get(sid)
+                else:
+                    loaded = inline.load(sid) if inline is not None else await self._store.load(sid)
+                    if loaded is not None:
+                        renewed, data, left = loaded
+                        if renewed != sid:  # a new id: its cookie is signed and sent
+                            sid, cookie = renewed, None
             except SerializationError:
                 log.warning("session %s cannot be read back; starting a new one", redact(sid))
             if not data:  # unknown or expired: never adopted, a new id is made on write
@@ -346,6 +408,8 @@ class SessionMiddleware:
                     REJECTED.unknown_id += 1
                 sid = cookie = None
         scope["session"] = Session(data or {}, sid, self)  # positional: no keyword dict
+        # When the session ends for good (time.monotonic() seconds), if it does.
+        deadline = None if left is None else time.monotonic() + left
         if scope["type"] == "websocket":
             # No response headers to carry a cookie: a websocket's session is read-only.
             await self.app(scope, receive, send)
@@ -354,7 +418,7 @@ class SessionMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message["headers"] = list(message.get("headers", ()))
-                await self._commit(scope["session"], sid, cookie, headers)
+                await self._commit(scope["session"], sid, cookie, headers, scope, deadline)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -398,8 +462,12 @@ class SessionMiddleware:
         sid: str | None,
         cookie: str | None,
         headers: list[tuple[bytes, bytes]],
+        scope: Scope,
+        deadline: float | None,
     ) -> None:
-        """Write what changed to the store and the cookie, as the response starts."""
+        """Write what changed to the store and the cookie, as the response starts;
+        ``deadline``: when the loaded session ends for good (``time.monotonic()``
+        seconds), if it does."""
         whole = not isinstance(session, Session)
         if whole:  # the app replaced it: take it as written, whole
             session = Session(session)
@@ -425,15 +493,30 @@ class SessionMiddleware:
                 await self._store.touch(sid)
             return
         if sid is not None and session._regenerate:
-            sid = await aregenerate(self._store, sid, data, self._ttl) if self._persist else None
+            reset = session._reset_lifetime
+            sid = (
+                await aregenerate(
+                    self._store,
+                    sid,
+                    data,
+                    self._ttl,
+                    reset_lifetime=reset,
+                    device=self._device(scope),
+                )
+                if self._persist
+                else None
+            )
             if sid is None:  # logged out meanwhile: the logout wins
                 headers.append(self._cookie("null", _CLEARED))
                 return
             cookie = None
+            if reset:
+                deadline = self._new_deadline()
         elif sid is None:
             sid = new_session_id()
             if self._persist:
-                await self._store.set(sid, data, self._ttl)
+                await acreate(self._store, sid, data, self._ttl, self._device(scope))
+            deadline = self._new_deadline()
         elif self._persist and not (
             await self._write_back(sid, session, data, whole)
             if changed
@@ -449,10 +532,33 @@ class SessionMiddleware:
             return  # same id, a cookie that ends with the browser: nothing to re-send
         elif self._sent_lately(sid):
             return  # same id, and an expiry that would move by under RESEND_FRACTION
-        headers.append((b"set-cookie", self._cookie_prefix + cookie.encode() + self._cookie_suffix))
+        suffix = self._cookie_suffix
+        if deadline is not None and self.max_age is not None:
+            # The cookie never outlives the session's absolute end.
+            max_age = cookie_max_age(self.max_age, deadline, time.monotonic())
+            if max_age != self.max_age:
+                suffix = suffix.replace(
+                    f"Max-Age={self.max_age}; ".encode(), f"Max-Age={max_age}; ".encode(), 1
+                )
+        headers.append((b"set-cookie", self._cookie_prefix + cookie.encode() + suffix))
         if len(self._sent) >= SENT_COOKIES_REMEMBERED:
             self._sent.clear()  # forgotten ids only get their cookie once more
         self._sent[sid] = time.monotonic()
+
+    def _new_deadline(self) -> float | None:
+        """When a session that starts now ends for good (``time.monotonic()`` seconds)."""
+        absolute = self._absolute_ttl
+        return None if absolute is None else time.monotonic() + absolute
+
+    def _device(self, scope: Scope) -> Device:
+        """The client of the request ``scope`` (see :mod:`lembro.clients`)."""
+        client = scope.get("client")
+        return client_device(
+            client[0] if client else None,
+            scope.get("headers", ()),
+            trusted_proxies=self._trusted,
+            truncate=self._truncate_ip,
+        )
 
     async def _write_back(
         self, sid: str, session: Session, data: dict[str, Any], whole: bool

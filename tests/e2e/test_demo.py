@@ -172,6 +172,8 @@ def test_demo_help_names_the_command_and_explains_every_option() -> None:
         "--port",
         "--max-size",
         "--ttl",
+        "--absolute-ttl",
+        "--renew-every",
         "--secret-key",
         "--snapshot",
         "--snapshot-interval",

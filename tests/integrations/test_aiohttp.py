@@ -438,6 +438,9 @@ async def test_a_store_that_is_down_is_a_500(clock: FakeClock) -> None:
         def renew(self, sid: str, ttl: float | None = None) -> dict[str, Any] | None:
             raise StoreUnavailable("redis at 127.0.0.1:1 refused the connection")
 
+        def load(self, sid: str) -> Any:  # the read a request makes
+            raise StoreUnavailable("redis at 127.0.0.1:1 refused the connection")
+
     with DownStore("1M", None, clock=clock) as down:
         app = make_app(LembroStorage(down, secret_key=SECRET))
         async with TestClient(TestServer(app)) as client:

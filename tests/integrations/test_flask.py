@@ -677,6 +677,9 @@ class DownStore(MemoryStore):
     def get(self, sid: str) -> dict[str, Any] | None:
         raise StoreUnavailable("redis at 127.0.0.1:1 refused the connection")
 
+    def load(self, sid: str) -> Any:  # the read a request makes
+        raise StoreUnavailable("redis at 127.0.0.1:1 refused the connection")
+
 
 def test_store_unavailable_propagates_as_itself(clock: FakeClock) -> None:
     with DownStore("1M", None, clock=clock) as store:

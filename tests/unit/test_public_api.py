@@ -19,6 +19,7 @@ MODULES = [
     "lembro.cli",
     "lembro.errors",
     "lembro.ids",
+    "lembro.clients",
     "lembro.lifetimes",
     "lembro.memory",
     "lembro.protocol",

@@ -1,0 +1,900 @@
+"""Session lifetimes, renewal and devices (issue 29) through real requests in Flask,
+Starlette, Django and Litestar, and Quart (an ASGI app, driven the same way).
+
+Each app counts visits in its session and has a sign-in (``regenerate``, a new absolute
+lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The store's clock
+is a fake one, so the absolute end, the renewal and the grace are reached by moving it,
+never by sleeping; the checks that need no passing of time run on a real redis-server
+too. A request is sent with the cookie the test chooses (never a jar's), so an old
+cookie can be played again as a thief would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import flask
+import httpx
+import litestar
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
+from django.urls import path
+from litestar import Litestar
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import lembro.flask
+import lembro.litestar
+import lembro.starlette
+from lembro import MemoryStore, RedisStore
+from lembro.flask import Lembro
+from lembro.ids import new_session_id
+from lembro.litestar import LembroSessionConfig, LembroStore
+from tests.conftest import FakeClock
+from tests.integrations.test_django import configure_django
+
+from ..redis_server import RedisServer
+
+configure_django()
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+import lembro.django  # noqa: E402 - after configure_django(), as Django needs
+
+FRAMEWORKS = ["flask", "starlette", "django", "litestar", "quart"]
+SECRET = "lembro-tests-only"
+PROXY = "127.0.0.1"
+TRUSTED = ["127.0.0.1/32"]
+ABSOLUTE = 600.0
+RENEW_EVERY = 100.0
+GRACE = 10.0
+
+
+# ---- one app per framework, the same views ------------------------------------------------
+
+
+def flask_app(store: Any) -> Any:
+    app = flask.Flask(__name__)
+    app.secret_key = SECRET
+    app.config["LEMBRO_TRUSTED_PROXIES"] = TRUSTED
+    Lembro(app, store)
+
+    @app.before_request
+    def permanent() -> None:
+        flask.session.permanent = True  # a cookie with an expiry, to see it capped
+
+    @app.get("/count")
+    def count() -> str:
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    @app.post("/login")
+    def login() -> str:
+        lembro.flask.regenerate()
+        flask.session["user"] = "ada"
+        return "in"
+
+    @app.post("/elevate")
+    def elevate() -> str:
+        lembro.flask.regenerate(reset_lifetime=False)
+        flask.session["sudo"] = True
+        return "sudo"
+
+    return app
+
+
+def quart_app(store: Any) -> Any:
+    import quart
+
+    import lembro.quart
+
+    app = quart.Quart(__name__)
+    app.secret_key = SECRET
+    app.config["LEMBRO_TRUSTED_PROXIES"] = TRUSTED
+    lembro.quart.Lembro(app, store)
+    session = lembro.quart.session
+
+    @app.before_request
+    async def permanent() -> None:
+        session.permanent = True
+
+    @app.get("/count")
+    async def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.post("/login")
+    async def login() -> str:
+        lembro.quart.regenerate()
+        session["user"] = "ada"
+        return "in"
+
+    @app.post("/elevate")
+    async def elevate() -> str:
+        lembro.quart.regenerate(reset_lifetime=False)
+        session["sudo"] = True
+        return "sudo"
+
+    return app
+
+
+def starlette_app(store: Any) -> Any:
+    async def count(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    async def login(request: Request) -> PlainTextResponse:
+        lembro.starlette.regenerate(request)
+        request.session["user"] = "ada"
+        return PlainTextResponse("in")
+
+    async def elevate(request: Request) -> PlainTextResponse:
+        lembro.starlette.regenerate(request, reset_lifetime=False)
+        request.session["sudo"] = True
+        return PlainTextResponse("sudo")
+
+    app = Starlette(
+        routes=[
+            Route("/count", count),
+            Route("/login", login, methods=["POST"]),
+            Route("/elevate", elevate, methods=["POST"]),
+        ]
+    )
+    app.add_middleware(
+        lembro.starlette.SessionMiddleware,
+        secret_key=SECRET,
+        store=store,
+        trusted_proxies=TRUSTED,
+    )
+    return app
+
+
+def django_count(request: HttpRequest) -> HttpResponse:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return HttpResponse(str(request.session["n"]))
+
+
+def django_login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()  # what django.contrib.auth.login() does
+    request.session["user"] = "ada"
+    return HttpResponse("in")
+
+
+def django_elevate(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key(reset_lifetime=False)  # type: ignore[call-arg]
+    request.session["sudo"] = True
+    return HttpResponse("sudo")
+
+
+urlpatterns = [
+    path("count", django_count),
+    path("login", django_login),
+    path("elevate", django_elevate),
+]
+
+
+def litestar_app(store: Any) -> Any:
+    @litestar.get("/count")
+    async def count(request: litestar.Request[Any, Any, Any]) -> str:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return str(request.session["n"])
+
+    @litestar.post("/login")
+    async def login(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request)
+        request.session["user"] = "ada"
+        return "in"
+
+    @litestar.post("/elevate")
+    async def elevate(request: litestar.Request[Any, Any, Any]) -> str:
+        lembro.litestar.regenerate(request, reset_lifetime=False)
+        request.session["sudo"] = True
+        return "sudo"
+
+    return Litestar(
+        route_handlers=[count, login, elevate],
+        middleware=[LembroSessionConfig(trusted_proxies=TRUSTED).middleware],
+        # Renewal needs the lembro store's own ids as the keys: no namespace.
+        stores={"sessions": LembroStore(store, namespace=None)},
+    )
+
+
+# ---- a browser with a cookie the test holds ------------------------------------------------
+
+
+@dataclass
+class Answer:
+    text: str
+    cookie: str | None  # the session cookie's new value, if the response set one
+    lifetime: float | None  # how long that cookie lives, seconds (None: till the browser closes)
+
+
+class Site:
+    """One framework's app on ``store``, driven in process; ``send`` makes a request from
+    ``peer`` with the session cookie ``cookie`` and returns what came back."""
+
+    def __init__(self, framework: str, store: Any) -> None:
+        self.framework = framework
+        self.store = store
+        self.cookie_name = "sessionid" if framework == "django" else "session"
+        self._clients: dict[str, httpx.Client] = {}
+        if framework == "flask":
+            self._app = flask_app(store)
+        elif framework == "starlette":
+            # A RedisStore's async twin, given so that it can be closed on its loop.
+            self._face = store.as_async() if isinstance(store, RedisStore) else None
+            self._app = starlette_app(self._face or store)
+        elif framework == "litestar":
+            self._app = litestar_app(store)
+        elif framework == "quart":
+            self._app = quart_app(store)
+        else:
+            self._app = None  # Django's handler is made per client, under the test's settings
+
+    def _client(self, peer: str) -> httpx.Client:
+        asgi = self.framework not in ("flask", "django")
+        # One ASGI client, so one event loop, for the site: a Redis store's async twin
+        # keeps its connections on the loop it first ran on. The peer goes in a header.
+        key = "asgi" if asgi else peer
+        client = self._clients.get(key)
+        if client is None:
+            if self.framework == "flask":
+                transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
+                client = httpx.Client(transport=transport, base_url="http://testserver")
+            elif self.framework == "django":
+                transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
+                client = httpx.Client(transport=transport, base_url="http://testserver")
+            else:
+                client = TestClient(_with_peer(self._app))
+                client.__enter__()  # one event loop from here to close()
+            self._clients[key] = client
+        return client
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        cookie: str | None = None,
+        *,
+        peer: str = "203.0.113.7",
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        client = self._client(peer)
+        client.cookies.clear()  # only the cookie this call names goes out
+        sent = {**(headers or {}), _PEER: peer}
+        if cookie is not None:
+            sent["Cookie"] = f"{self.cookie_name}={cookie}"
+        response = client.request(method, url, headers=sent)
+        assert response.status_code < 400, response.text
+        new, lifetime = None, None
+        for header in response.headers.get_list("set-cookie"):
+            header = header.strip()  # Django's starts with a space
+            if header.startswith(f"{self.cookie_name}="):
+                new, lifetime = _parse_set_cookie(header)
+        return Answer(response.text, new, lifetime)
+
+    def sid(self, cookie: str) -> str:
+        """The session id a cookie value carries (Flask and Starlette sign it)."""
+        signed = self.framework in ("flask", "starlette", "quart")
+        return cookie.split(".")[0] if signed else cookie
+
+    def close(self) -> None:
+        for key, client in self._clients.items():
+            if key == "asgi":
+                face = getattr(self, "_face", None)
+                if face is not None:
+                    client.portal.call(face.close)  # type: ignore[attr-defined]
+                client.__exit__(None, None, None)
+            else:
+                client.close()
+
+
+_PEER = "X-Test-Peer"
+
+
+def _with_peer(app: Any) -> Any:
+    """``app`` with each request's peer address (``scope["client"]``) taken from the
+    test's ``X-Test-Peer`` header, as a server would fill it from the connection."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == _PEER.lower().encode():
+                    scope = {**scope, "client": (value.decode(), 50000)}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def _parse_set_cookie(header: str) -> tuple[str, float | None]:
+    """A Set-Cookie header's value and its lifetime in seconds from now (Max-Age wins over
+    Expires, as in a browser; None: a browser-session cookie)."""
+    parts = [part.strip() for part in header.split(";")]
+    value = parts[0].partition("=")[2].strip('"')
+    max_age: float | None = None
+    expires: float | None = None
+    for part in parts[1:]:
+        name, _, attribute = part.partition("=")
+        if name.lower() == "max-age":
+            max_age = float(attribute)
+        elif name.lower() == "expires":
+            when = parsedate_to_datetime(attribute)
+            expires = (when - datetime.now(timezone.utc)).total_seconds()
+    return value, max_age if max_age is not None else expires
+
+
+@pytest.fixture
+def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
+    made: list[Site] = []
+
+    def make(store: Any) -> Site:
+        site = Site(framework, store)
+        made.append(site)
+        return site
+
+    if framework == "django":
+        with override_settings(
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=[
+                "django.contrib.sessions.middleware.SessionMiddleware",
+                "lembro.django.RecordDeviceMiddleware",
+            ],
+        ):
+            yield make
+    else:
+        yield make
+    for site in made:
+        site.close()
+
+
+@pytest.fixture
+def django_store_setting(framework: str) -> Callable[[Any], Any]:
+    """Hands the store to Django's engine (the other frameworks take it directly)."""
+
+    def use(store: Any) -> Any:
+        if framework == "django":
+            override = override_settings(LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED})
+            override.enable()
+            _overrides.append(override)
+        return store
+
+    return use
+
+
+_overrides: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _undo_overrides() -> Iterator[None]:
+    yield
+    while _overrides:
+        _overrides.pop().disable()
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def memory(
+    clock: FakeClock, django_store_setting: Callable[[Any], Any]
+) -> Iterator[Callable[..., MemoryStore]]:
+    """Builds MemoryStores on the fake clock, closed after."""
+    made: list[MemoryStore] = []
+
+    def make(**options: Any) -> MemoryStore:
+        store = MemoryStore("1M", None, ttl=3600.0, clock=clock, owner_key="user", **options)
+        made.append(store)
+        return django_store_setting(store)  # type: ignore[no-any-return]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+# ---- the absolute end ------------------------------------------------------------------
+
+
+def test_the_absolute_end_gives_a_fresh_session_and_the_cookie_never_outlives_it(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    first = site.send("GET", "/count")
+    assert first.text == "1"
+    assert first.cookie is not None
+    assert first.lifetime is not None
+    assert first.lifetime <= ABSOLUTE
+
+    clock.advance(ABSOLUTE - 50)
+    used = site.send("GET", "/count", first.cookie)
+    assert used.text == "2"  # still the same session...
+    if used.cookie is not None:  # ...whose cookie, when sent again, ends with it
+        assert used.cookie == first.cookie
+        assert used.lifetime is not None
+        assert used.lifetime <= 50
+
+    clock.advance(51)
+    after = site.send("GET", "/count", first.cookie)
+    assert after.text == "1"  # a fresh session: use never extends the absolute end
+    assert after.cookie is not None
+    assert site.sid(after.cookie) != site.sid(first.cookie)
+
+
+def test_regenerate_without_reset_keeps_the_absolute_end(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(300)
+    elevated = site.send("POST", "/elevate", cookie)
+    assert elevated.cookie is not None
+    assert site.sid(elevated.cookie) != site.sid(cookie or "")  # a new id...
+    assert elevated.lifetime is not None
+    assert elevated.lifetime <= ABSOLUTE - 300
+    clock.advance(ABSOLUTE - 300 + 1)
+    assert site.send("GET", "/count", elevated.cookie).text == "1"
+
+
+def test_a_sign_in_starts_a_new_absolute_lifetime(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(absolute_ttl=ABSOLUTE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(300)
+    signed_in = site.send("POST", "/login", cookie)
+    assert signed_in.cookie is not None
+    assert signed_in.lifetime is not None
+    assert signed_in.lifetime > ABSOLUTE - 300
+    clock.advance(ABSOLUTE - 300 + 1)  # past the first lifetime, inside the second
+    assert site.send("GET", "/count", signed_in.cookie).text == "2"
+
+
+# ---- renewal ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The WARNINGs and worse lembro logs meanwhile, caught on its own logger (a framework
+    may reconfigure the root logger's handlers, as Litestar does at start-up)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("lembro")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_refused(
+    site_factory: Callable[[Any], Site],
+    memory: Callable[..., MemoryStore],
+    clock: FakeClock,
+) -> None:
+    store = memory(renew_every=RENEW_EVERY, renew_grace=GRACE)
+    site = site_factory(store)
+    old = site.send("GET", "/count").cookie
+    assert old is not None
+
+    clock.advance(RENEW_EVERY + 1)
+    renewed = site.send("GET", "/count", old)
+    assert renewed.text == "2"
+    assert renewed.cookie is not None
+    new_sid = site.sid(renewed.cookie)
+    assert new_sid != site.sid(old)
+    assert store.get(new_sid) is not None  # the session lives under the new id
+
+    # A request in flight with the old cookie still works, and learns the new id.
+    late = site.send("GET", "/count", old)
+    assert late.text == "3"
+    assert late.cookie is not None
+    assert site.sid(late.cookie) == new_sid
+    assert site.send("GET", "/count", renewed.cookie).text == "4"
+
+    clock.advance(GRACE + 1)
+    with warnings_logged() as records:
+        stolen = site.send("GET", "/count", old)
+    assert stolen.text == "1"  # refused: a fresh session
+    assert store.get(new_sid) is None  # and the session it was replaced by is ended
+    assert site.send("GET", "/count", renewed.cookie).text == "1"
+    assert [record.levelname for record in records] == ["WARNING"]
+    assert not any(new_sid in record.getMessage() for record in records)
+
+
+def test_a_session_used_within_renew_every_keeps_its_id(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    site = site_factory(memory(renew_every=RENEW_EVERY, renew_grace=GRACE))
+    cookie = site.send("GET", "/count").cookie
+    clock.advance(RENEW_EVERY - 1)
+    again = site.send("GET", "/count", cookie)
+    assert again.text == "2"
+    assert again.cookie is None or site.sid(again.cookie) == site.sid(cookie or "")
+
+
+# ---- devices -----------------------------------------------------------------------------
+
+
+def test_the_device_is_recorded_when_the_session_is_created(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore]
+) -> None:
+    store = memory()
+    site = site_factory(store)
+    spoofed = {"User-Agent": "Firefox/140", "X-Forwarded-For": "198.51.100.1"}
+    direct = site.send("GET", "/count", peer="203.0.113.7", headers=spoofed).cookie
+    info = store.session_info(site.sid(direct or ""))
+    assert info is not None
+    # The peer is no trusted proxy: its X-Forwarded-For is the client's own claim.
+    assert (info.ip, info.user_agent) == ("203.0.113.7", "Firefox/140")
+
+    proxied = {"User-Agent": "Safari/18", "X-Forwarded-For": "10.9.9.9, 198.51.100.9"}
+    behind = site.send("GET", "/count", peer=PROXY, headers=proxied).cookie
+    info = store.session_info(site.sid(behind or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("198.51.100.9", "Safari/18")
+
+
+def test_the_device_is_recorded_again_when_the_session_is_regenerated(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore]
+) -> None:
+    store = memory()
+    site = site_factory(store)
+    cookie = site.send("GET", "/count", headers={"User-Agent": "old-browser"}).cookie
+    moved = site.send(
+        "POST", "/login", cookie, peer="192.0.2.44", headers={"User-Agent": "new-browser"}
+    ).cookie
+    info = store.session_info(site.sid(moved or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("192.0.2.44", "new-browser")
+
+
+# ---- on a real redis-server: what needs no passing of time ----------------------------------
+
+
+@pytest.fixture
+def redis_store(
+    redis_server: RedisServer, django_store_setting: Callable[[Any], Any]
+) -> Iterator[Callable[..., RedisStore]]:
+    made: list[RedisStore] = []
+
+    def make(**options: Any) -> RedisStore:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(redis_server.url, prefix=prefix, owner_key="user", **options)
+        made.append(store)
+        return django_store_setting(store)  # type: ignore[no-any-return]
+
+    yield make
+    for store in made:
+        store.clear()
+        store.close()
+
+
+def test_on_redis_the_device_is_recorded_behind_a_trusted_proxy(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    store = redis_store()
+    site = site_factory(store)
+    headers = {"User-Agent": "Safari/18", "X-Forwarded-For": "198.51.100.9"}
+    cookie = site.send("GET", "/count", peer=PROXY, headers=headers).cookie
+    info = store.session_info(site.sid(cookie or ""))
+    assert info is not None
+    assert (info.ip, info.user_agent) == ("198.51.100.9", "Safari/18")
+    direct = site.send("GET", "/count", peer="203.0.113.7", headers=headers).cookie
+    info = store.session_info(site.sid(direct or ""))
+    assert info is not None
+    assert info.ip == "203.0.113.7"
+
+
+def test_on_redis_the_cookie_ends_no_later_than_the_absolute_end_a_privilege_step_keeps(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    store = redis_store(absolute_ttl=ABSOLUTE)
+    site = site_factory(store)
+    first = site.send("GET", "/count")
+    assert first.cookie is not None
+    assert first.lifetime is not None
+    assert first.lifetime <= ABSOLUTE
+    before = store.session_info(site.sid(first.cookie))
+    assert before is not None
+    elevated = site.send("POST", "/elevate", first.cookie)
+    assert elevated.cookie is not None
+    assert elevated.lifetime is not None
+    assert elevated.lifetime <= ABSOLUTE
+    after = store.session_info(site.sid(elevated.cookie))
+    assert after is not None
+    # reset_lifetime=False: the sign-in's creation, and so its absolute end, are kept.
+    assert after.created == before.created
+    assert after.absolute_expires == before.absolute_expires
+    assert site.send("GET", "/count", elevated.cookie).text == "2"
+
+
+# ---- the settings reach the store each integration builds ----------------------------------
+
+LIFETIMES = {"absolute_ttl": 3600.0, "renew_every": 300.0, "renew_grace": 5.0}
+
+
+def lifetimes_of(store: Any) -> dict[str, Any]:
+    return {name: getattr(store, name) for name in LIFETIMES}
+
+
+def test_flask_settings_build_a_store_with_the_lifetimes() -> None:
+    app = flask.Flask(__name__)
+    app.secret_key = SECRET
+    for name, value in LIFETIMES.items():
+        app.config[f"LEMBRO_{name.upper()}"] = value
+    app.config["LEMBRO_MAX_SESSIONS_PER_USER"] = 3
+    Lembro(app)
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+        assert store.max_sessions_per_user == 3
+    finally:
+        store.close()
+
+
+def test_quart_reads_the_same_settings() -> None:
+    import quart
+
+    import lembro.quart
+
+    app = quart.Quart(__name__)
+    app.secret_key = SECRET
+    for name, value in LIFETIMES.items():
+        app.config[f"LEMBRO_{name.upper()}"] = value
+    lembro.quart.Lembro(app)
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+    finally:
+        store.close()
+
+
+def test_starlette_arguments_build_a_store_with_the_lifetimes() -> None:
+    middleware = lembro.starlette.SessionMiddleware(Starlette(), SECRET, **LIFETIMES)
+    try:
+        assert lifetimes_of(middleware.store) == LIFETIMES
+    finally:
+        middleware.store.close()  # type: ignore[unused-coroutine]
+
+
+def test_django_settings_build_a_store_with_the_lifetimes() -> None:
+    options = {name.upper(): value for name, value in LIFETIMES.items()}
+    store = lembro.django.build_store({**options, "MAX_SESSIONS_PER_USER": 2, "INTERVAL": None})
+    try:
+        assert lifetimes_of(store) == LIFETIMES
+        assert store.max_sessions_per_user == 2  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_aiohttp_arguments_build_a_store_with_the_lifetimes() -> None:
+    import asyncio
+
+    import lembro.aiohttp
+
+    storage = lembro.aiohttp.LembroStorage(secret_key=SECRET, max_sessions_per_user=4, **LIFETIMES)
+    try:
+        assert lifetimes_of(storage.store) == LIFETIMES
+        assert storage.store.max_sessions_per_user == 4  # type: ignore[union-attr]
+    finally:
+        asyncio.run(storage.close())
+
+
+def test_lifetimes_beside_a_store_given_are_refused_not_ignored() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    import lembro.aiohttp
+    from lembro import InvalidOption
+
+    store = MemoryStore("1M", None, owner_key="user")
+    try:
+        with pytest.raises(InvalidOption, match="absolute_ttl"):
+            lembro.starlette.SessionMiddleware(Starlette(), SECRET, store=store, absolute_ttl=60)
+        with pytest.raises(InvalidOption, match="renew_every"):
+            lembro.aiohttp.LembroStorage(store, secret_key=SECRET, renew_every=60)
+        with pytest.raises(ImproperlyConfigured, match="ABSOLUTE_TTL"):
+            lembro.django.build_store({"STORE": store, "ABSOLUTE_TTL": 60})
+    finally:
+        store.close()
+
+
+def test_bad_trusted_proxies_are_refused_at_start_in_every_integration() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    import lembro.aiohttp
+    from lembro import InvalidOption
+
+    bad = ["proxy.internal"]
+    app = flask.Flask(__name__)
+    app.config["LEMBRO_TRUSTED_PROXIES"] = bad
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        Lembro(app, MemoryStore("1M", None))
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        lembro.starlette.SessionMiddleware(Starlette(), SECRET, trusted_proxies=bad)
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES"):
+        lembro.django.build_store({"TRUSTED_PROXIES": bad, "INTERVAL": None})
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        LembroSessionConfig(trusted_proxies=bad)
+    with pytest.raises(InvalidOption, match="trusted_proxies"):
+        lembro.aiohttp.LembroStorage(secret_key=SECRET, trusted_proxies=bad)
+
+
+def test_litestar_refuses_renewal_on_a_namespaced_store() -> None:
+    from lembro import InvalidOption
+
+    store = MemoryStore("1M", None, renew_every=60)
+    try:
+        with pytest.raises(InvalidOption, match="namespace"):
+            LembroStore(store)  # "LITESTAR": renewed ids would be lost to it
+        with pytest.raises(InvalidOption, match="namespace"):
+            LembroStore(store, namespace=None).with_namespace("cache")
+        LembroStore(store, namespace=None)
+    finally:
+        store.close()
+
+
+# ---- aiohttp, through its own test server ------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_aiohttp_renews_caps_the_cookie_and_records_the_device(clock: FakeClock) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient as AiohttpClient
+    from aiohttp.test_utils import TestServer
+    from aiohttp_session import get_session, setup
+
+    import lembro.aiohttp
+
+    async def count(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["n"] = session.get("n", 0) + 1
+        return web.Response(text=str(session["n"]))
+
+    store = MemoryStore(
+        "1M",
+        None,
+        clock=clock,
+        absolute_ttl=ABSOLUTE,
+        renew_every=RENEW_EVERY,
+        renew_grace=GRACE,
+    )
+    storage = lembro.aiohttp.LembroStorage(
+        store, secret_key=SECRET, max_age=14 * 86400, trusted_proxies=TRUSTED
+    )
+    app = web.Application()
+    setup(app, storage)
+    app.router.add_get("/count", count)
+
+    async def send(client: Any, cookie: str | None, **headers: str) -> Answer:
+        client.session.cookie_jar.clear()
+        if cookie is not None:
+            headers["Cookie"] = f"AIOHTTP_SESSION={cookie}"
+        response = await client.get("/count", headers=headers)
+        found = [h for h in response.headers.getall("Set-Cookie", []) if "AIOHTTP_SESSION=" in h]
+        value, lifetime = _parse_set_cookie(found[-1]) if found else (None, None)
+        return Answer(await response.text(), value, lifetime)
+
+    try:
+        async with AiohttpClient(TestServer(app)) as client:
+            agent = {"User-Agent": "Aiohttp/3", "X-Forwarded-For": "198.51.100.9"}
+            first = await send(client, None, **agent)
+            assert first.cookie is not None
+            assert first.lifetime is not None
+            assert first.lifetime <= ABSOLUTE
+            info = store.session_info(first.cookie.split(".")[0])
+            assert info is not None
+            assert (info.ip, info.user_agent) == ("198.51.100.9", "Aiohttp/3")
+
+            clock.advance(RENEW_EVERY + 1)
+            renewed = await send(client, first.cookie)
+            assert renewed.text == "2"
+            assert renewed.cookie is not None
+            assert renewed.cookie.split(".")[0] != first.cookie.split(".")[0]
+            assert renewed.lifetime is not None
+            assert renewed.lifetime <= ABSOLUTE - RENEW_EVERY
+            late = await send(client, first.cookie)  # in flight with the old cookie
+            assert late.text == "3"
+            assert late.cookie == renewed.cookie
+
+            clock.advance(GRACE + 1)
+            assert (await send(client, first.cookie)).text == "1"  # stolen: refused
+            assert (await send(client, renewed.cookie)).text == "1"  # and its session ended
+    finally:
+        store.close()
+
+
+def test_on_redis_an_id_in_its_grace_answers_and_the_response_sends_the_new_one(
+    site_factory: Callable[[Any], Site], redis_store: Callable[..., RedisStore]
+) -> None:
+    # A renewal as the store makes it (Redis keeps time itself: no clock to move here).
+    store = redis_store()
+    site = site_factory(store)
+    old = site.send("GET", "/count").cookie
+    assert old is not None
+    old_sid, new_sid = site.sid(old), new_session_id()
+    data = store.get(old_sid)
+    assert data is not None
+    assert store.rename(old_sid, new_sid, data, reset_lifetime=False, grace=60.0)
+    late = site.send("GET", "/count", old)
+    assert late.text == "2"
+    assert late.cookie is not None
+    assert site.sid(late.cookie) == new_sid
+    assert site.send("GET", "/count", late.cookie).text == "3"
+
+
+@pytest.mark.anyio
+async def test_django_records_the_device_under_asgi_too() -> None:
+    from django.test import AsyncClient
+
+    store = MemoryStore("1M", None, owner_key="user")
+    try:
+        with override_settings(
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=[
+                "django.contrib.sessions.middleware.SessionMiddleware",
+                "lembro.django.RecordDeviceMiddleware",
+            ],
+            LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED},
+        ):
+            client = AsyncClient()  # its requests come from 127.0.0.1, a trusted proxy here
+            headers = {"User-Agent": "Async/1", "X-Forwarded-For": "203.0.113.8"}
+            response = await client.get("/count", headers=headers)
+            assert response.status_code == 200
+            info = store.session_info(response.cookies["sessionid"].value)
+            assert info is not None
+            assert (info.ip, info.user_agent) == ("203.0.113.8", "Async/1")
+    finally:
+        store.close()
+
+
+def test_a_websocket_never_renews_the_id_it_cannot_send(clock: FakeClock) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def count(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(str(websocket.session.get("n")))
+        await websocket.close()
+
+    store = MemoryStore("1M", None, clock=clock, renew_every=RENEW_EVERY, renew_grace=GRACE)
+    app = Starlette(routes=[Route("/count", count), WebSocketRoute("/ws", socket)])
+    app.add_middleware(lembro.starlette.SessionMiddleware, secret_key=SECRET, store=store)
+    try:
+        with TestClient(app) as client:
+            client.get("/count")
+            sid = client.cookies["session"].split(".")[0]
+            clock.advance(RENEW_EVERY + 1)
+            with client.websocket_connect("/ws") as websocket:
+                assert websocket.receive_text() == "1"
+            info = store.session_info(sid)
+            assert info is not None
+            assert info.id == sid  # still the session's own id, not one in its grace
+            client.get("/count")  # the next response can carry a new id: renewed there
+            assert client.cookies["session"].split(".")[0] != sid
+    finally:
+        store.close()
