@@ -275,9 +275,11 @@ def flask_app(kind: str) -> Any:
 
 FLASK_KINDS = [NONE, LEMBRO, "Flask cookie", "Flask-Session cachelib"]
 STARLETTE_KINDS = [NONE, LEMBRO, "Starlette cookie", "starsessions InMemoryStore"]
+LEMBRO_DJANGO_MIDDLEWARE = "lembro engine, Django's middleware"
 DJANGO_ENGINES = {
     NONE: None,
     LEMBRO: "lembro.django",
+    LEMBRO_DJANGO_MIDDLEWARE: "lembro.django",
     "Django cache (LocMem)": "django.contrib.sessions.backends.cache",
     "Django signed_cookies": "django.contrib.sessions.backends.signed_cookies",
     "Django db (SQLite)": "django.contrib.sessions.backends.db",
@@ -348,8 +350,15 @@ def django_app(kind: str) -> tuple[Any, str]:
     if engine is None:
         with override_settings(MIDDLEWARE=[]):
             return WSGIHandler(), "/bare"
+    # lembro with its own middleware; the other engines (and lembro's engine alone, for
+    # comparison) with Django's.
+    middleware = (
+        "lembro.django.SessionMiddleware"
+        if kind == LEMBRO
+        else "django.contrib.sessions.middleware.SessionMiddleware"
+    )
     # SessionMiddleware takes its engine when the handler is built.
-    with override_settings(SESSION_ENGINE=engine):
+    with override_settings(SESSION_ENGINE=engine, MIDDLEWARE=[middleware]):
         return WSGIHandler(), "/"
 
 

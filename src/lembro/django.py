@@ -68,6 +68,7 @@ try:
     from django.core import checks
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
+    from django.utils.module_loading import import_string
 except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
@@ -81,6 +82,7 @@ from .protocol import SessionStore as StoreProtocol
 
 __all__ = [
     "LembroConfig",
+    "SessionMiddleware",
     "SessionStore",
     "build_store",
     "check_engine",
@@ -358,6 +360,38 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     _before: dict[str, object] | None = None
     _modified = False
 
+    def __init__(self, session_key: str | None = None) -> None:
+        # SessionBase's, but for the serializer: lembro's store serializes, so Django's
+        # SESSION_SERIALIZER is imported only if asked for (see serializer).
+        self._session_key = session_key
+        self.accessed = False
+        self._modified = False
+
+    @property
+    def serializer(self) -> Any:
+        """Django's ``SESSION_SERIALIZER`` class, as ``SessionBase`` sets it (used by
+        ``encode``/``decode`` only: the store serializes the session itself)."""
+        found = self.__dict__.get("_serializer")
+        if found is None:
+            found = self.__dict__["_serializer"] = import_string(settings.SESSION_SERIALIZER)
+        return found
+
+    @serializer.setter
+    def serializer(self, value: Any) -> None:
+        self.__dict__["_serializer"] = value
+
+    def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        # SessionBase's, without raising and catching AttributeError at each request's
+        # first access.
+        self.accessed = True
+        cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
+        if cache is None:
+            cache = {} if no_load or self.session_key is None else self.load()
+            self._session_cache = cache
+        return cache
+
+    _session = property(_get_session)
+
     @property
     def modified(self) -> bool:
         """Whether the session changed: written through its methods (or set so), or a
@@ -492,6 +526,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         An expiry in the past removes the record. After a ``cycle_key()`` that found the
         record ended meanwhile, raises ``UpdateError`` (until the session is flushed).
         """
+        self._save(must_create, None)
+
+    def _save_with(self, age: int | None) -> None:
+        """:meth:`save`, for ``age`` seconds when given (what ``get_expiry_age()`` gives,
+        which lembro's middleware has just computed)."""
+        self._save(False, age)
+
+    def _save(self, must_create: bool, age: int | None) -> None:
         if self._ended_meanwhile:
             raise UpdateError  # Django's middleware answers 400 (SessionInterrupted)
         data = self._get_session(no_load=must_create)
@@ -501,7 +543,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.create()
             return
         store = get_store()
-        age = self.get_expiry_age()
+        if age is None:
+            age = self.get_expiry_age()
         if age <= 0:  # an expiry in the past: no record
             store.destroy(key)
             self._unwritten = key
@@ -643,3 +686,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     async def _aget_new_session_key(self) -> str:
         return new_session_id()
+
+
+# The middleware subclasses Django's and serves SessionStore above: imported last.
+from ._django_middleware import SessionMiddleware  # noqa: E402
