@@ -124,6 +124,9 @@ def _http_date(when: float) -> str:
 _rendered: tuple[dict[str, Any], str] = ({}, "")
 
 
+_UNBUILT = ("", "", None)
+
+
 class _SessionCookie(Morsel[str]):
     """The session cookie as ``set_cookie`` would leave it on a new Morsel. Rendered as
     the last cookie with the same attributes was, while it is still as built: a change
@@ -137,9 +140,11 @@ class _SessionCookie(Morsel[str]):
         self._built = (name, key, attributes)
 
     def OutputString(self, attrs: Any = None) -> str:
-        name, key, attributes = self._built
+        # A copy made by pickle or copy has no _built: rendered as any Morsel.
+        name, key, attributes = self.__dict__.get("_built", _UNBUILT)
         if (
             attrs is not None
+            or attributes is None
             or self._key != name
             or self._coded_value != key
             or not dict.__eq__(self, attributes)

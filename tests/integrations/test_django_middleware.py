@@ -9,6 +9,8 @@ every session it does not know how to serve.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 import time
 import types
@@ -299,3 +301,10 @@ def test_a_session_the_view_put_in_place_is_left_to_djangos_path(
 def test_the_middleware_is_djangos(engine_store: MemoryStore) -> None:
     assert issubclass(SessionMiddleware, DjangoSessionMiddleware)
     assert lembro.django.SessionMiddleware is SessionMiddleware
+
+
+def test_a_response_pickled_and_back_renders_the_same_cookie(engine_store: MemoryStore) -> None:
+    response = _respond(SessionMiddleware, _writes)  # Django's cache middleware pickles
+    again = pickle.loads(pickle.dumps(response))  # noqa: S301 - its own bytes
+    assert str(again.cookies) == str(response.cookies)
+    assert copy.copy(response.cookies[COOKIE]).output() == response.cookies[COOKIE].output()
