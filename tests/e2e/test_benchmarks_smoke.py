@@ -35,6 +35,9 @@ STORES = (
     "Django cache (LocMem)",
     "Django signed_cookies",
     "Django db (SQLite)",
+    "lembro engine, Django's middleware",
+    "Litestar server-side MemoryStore",
+    "Litestar cookie",
 )
 # Round trips are counted, not timed, so they are exact even in a smoke run.
 ROUND_TRIPS = ("[1 RT: GET]", "[1 RT: SET]", "[1 RT: PEXPIRE]", "[1 RT: DEL]", "[2 RT: GET, SET]")
@@ -68,6 +71,8 @@ def test_quick_run_prints_and_writes_a_table_with_every_store(tmp_path: Path) ->
     assert "get (hit)" in done.stdout
     assert "session cost per request (µs)" in done.stdout
     assert "Starlette under uvicorn (requests/s)" in done.stdout
+    for framework in ("Starlette", "Flask", "Django", "Litestar"):
+        assert f"{framework} (best peer: " in done.stdout  # lembro beside its best peer
     assert "Targets:" in done.stdout
     for trips in ROUND_TRIPS:
         assert trips in done.stdout, done.stdout

@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
@@ -46,6 +48,17 @@ globals().update(
         if name.startswith("test_") or hasattr(value, "_fixture_function_marker")
     }
 )
+
+
+@pytest.fixture(scope="module")
+def auth_db() -> Iterator[None]:
+    """test_django's, leaving no users behind: its tests create the same ones, and an
+    in-memory test database can outlive one module's fixture."""
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    get_user_model().objects.all().delete()
+    yield
+    get_user_model().objects.all().delete()
+    connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
 @pytest.fixture(autouse=True)
