@@ -770,6 +770,9 @@ def run(config: Config) -> Section:
         "apps interleaved, one client whose cookie is kept. The session holds a logged-in "
         "user's fields (about 250 bytes as msgpack, as in the store tables); each request "
         "reads it and counts one more visit.",
+        "Django: lembro is lembro.django.SessionMiddleware with the lembro.django engine; "
+        "\"lembro engine, Django's middleware\" is the same engine under Django's own "
+        "SessionMiddleware (not a peer), beside Django's engines under theirs.",
         "Real servers: each app in a child process of its own, all of a framework's apps up "
         "at once and measured in rounds (5 in a full run, the order rotating; cells are "
         "medians); the clients run in this process, on the same cores, so requests/s "
