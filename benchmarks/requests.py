@@ -490,6 +490,7 @@ import importlib.util, sys, logging
 sys.path.insert(0, {here!r})
 spec = importlib.util.spec_from_file_location("lembro_bench_requests", {file!r})
 module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # Django's ROOT_URLCONF and Litestar's type hints import it
 spec.loader.exec_module(module)
 logging.disable(logging.CRITICAL)
 """
@@ -649,6 +650,8 @@ def _counting(framework: str, kind: str, n: int, warm: int) -> subprocess.Popen[
 def _collected(process: subprocess.Popen[str]) -> int:
     """The instructions callgrind counted in ``process``'s whole run."""
     _out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the counted child failed (exit {process.returncode}): {err[-800:]}")
     for line in err.splitlines():
         if "Collected :" in line:
             return int(line.split("Collected :")[1].split()[0])
