@@ -12,8 +12,17 @@ what is timed is the framework, the session machinery and the view.
   ``InMemoryStore`` (``load_session`` in the view, as it asks).
 - Flask: ``lembro.flask.Lembro`` (a ``MemoryStore``), Flask's cookie sessions,
   Flask-Session on cachelib's ``SimpleCache``.
-- Django: ``lembro.django`` (the memory store), and Django's ``cache`` engine on
-  ``LocMemCache``, ``signed_cookies`` and ``db`` on SQLite (a file, persistent connection).
+- Django: ``lembro.django.SessionMiddleware`` with the ``lembro.django`` engine (the
+  memory store); lembro's engine under Django's own ``SessionMiddleware``, for
+  comparison (not a peer); Django's ``cache`` engine on ``LocMemCache``,
+  ``signed_cookies`` and ``db`` on SQLite (a file, persistent connection), under Django's
+  ``SessionMiddleware``.
+- Litestar: ``lembro.litestar`` (``LembroSessionConfig``, a ``LembroStore`` on a
+  ``MemoryStore``), Litestar's ``ServerSideSessionConfig`` on its own ``MemoryStore``,
+  and its ``CookieBackendConfig``.
+
+A table then puts each framework's lembro cost beside its best peer's (the peer with the
+lowest cost in that run), with the ratio lembro/best peer.
 
 Then one run on real servers on 127.0.0.1: uvicorn for Starlette and werkzeug's threaded
 server for Flask, each app in a child process, driven by keep-alive clients in threads;
@@ -273,11 +282,45 @@ def flask_app(kind: str) -> Any:
     return app
 
 
+def litestar_app(kind: str) -> Any:
+    """The Litestar app with ``kind``'s sessions (``NONE`` for none)."""
+    from litestar import Litestar, Request, get
+
+    @get("/", sync_to_thread=False)
+    def count(request: Request[Any, Any, Any]) -> str:
+        if kind == NONE:
+            return "1"
+        return str(_count(request.session))
+
+    middleware: list[Any] = []
+    stores: dict[str, Any] = {}
+    if kind == LEMBRO:
+        from lembro import MemoryStore
+        from lembro.litestar import LembroSessionConfig, LembroStore
+
+        middleware = [LembroSessionConfig().middleware]
+        stores = {"sessions": LembroStore(MemoryStore("64M", None))}
+    elif kind == "Litestar server-side MemoryStore":
+        from litestar.middleware.session.server_side import ServerSideSessionConfig
+        from litestar.stores.memory import MemoryStore as LitestarMemoryStore
+
+        middleware = [ServerSideSessionConfig().middleware]
+        stores = {"sessions": LitestarMemoryStore()}
+    elif kind == "Litestar cookie":
+        from litestar.middleware.session.client_side import CookieBackendConfig
+
+        middleware = [CookieBackendConfig(secret=SECRET.encode()[:32]).middleware]
+    return Litestar([count], middleware=middleware, stores=stores, logging_config=None)
+
+
 FLASK_KINDS = [NONE, LEMBRO, "Flask cookie", "Flask-Session cachelib"]
+LITESTAR_KINDS = [NONE, LEMBRO, "Litestar server-side MemoryStore", "Litestar cookie"]
 STARLETTE_KINDS = [NONE, LEMBRO, "Starlette cookie", "starsessions InMemoryStore"]
+LEMBRO_DJANGO_MIDDLEWARE = "lembro engine, Django's middleware"
 DJANGO_ENGINES = {
     NONE: None,
     LEMBRO: "lembro.django",
+    LEMBRO_DJANGO_MIDDLEWARE: "lembro.django",
     "Django cache (LocMem)": "django.contrib.sessions.backends.cache",
     "Django signed_cookies": "django.contrib.sessions.backends.signed_cookies",
     "Django db (SQLite)": "django.contrib.sessions.backends.db",
@@ -348,8 +391,15 @@ def django_app(kind: str) -> tuple[Any, str]:
     if engine is None:
         with override_settings(MIDDLEWARE=[]):
             return WSGIHandler(), "/bare"
+    # lembro with its own middleware; the other engines (and lembro's engine alone, for
+    # comparison) with Django's.
+    middleware = (
+        "lembro.django.SessionMiddleware"
+        if kind == LEMBRO
+        else "django.contrib.sessions.middleware.SessionMiddleware"
+    )
     # SessionMiddleware takes its engine when the handler is built.
-    with override_settings(SESSION_ENGINE=engine):
+    with override_settings(SESSION_ENGINE=engine, MIDDLEWARE=[middleware]):
         return WSGIHandler(), "/"
 
 
@@ -382,24 +432,35 @@ def _table(framework: str, cases: dict[str, Case[Any]], config: Config) -> Table
     return table
 
 
-def _in_process(config: Config) -> list[Table]:
-    loop = asyncio.new_event_loop()
-    try:
-        starlette = _table(
-            "Starlette",
-            {kind: _asgi_case(starlette_app(kind), loop) for kind in STARLETTE_KINDS},
-            config,
+FRAMEWORKS = ("starlette", "flask", "django", "litestar")
+
+
+def _framework_table(framework: str, config: Config) -> Table:
+    """The in-process table of one framework (a name of ``FRAMEWORKS``)."""
+    if framework in ("starlette", "litestar"):
+        build, kinds = (
+            (starlette_app, STARLETTE_KINDS)
+            if framework == "starlette"
+            else (litestar_app, LITESTAR_KINDS)
         )
-    finally:
-        loop.close()
-    flask = _table("Flask", {kind: _wsgi_case(flask_app(kind)) for kind in FLASK_KINDS}, config)
+        loop = asyncio.new_event_loop()
+        try:
+            cases = {kind: _asgi_case(build(kind), loop) for kind in kinds}
+            return _table(framework.capitalize(), cases, config)
+        finally:
+            loop.close()
+    if framework == "flask":
+        return _table("Flask", {kind: _wsgi_case(flask_app(kind)) for kind in FLASK_KINDS}, config)
     _configure_django()
     django_cases: dict[str, Case[Any]] = {}
     for kind in DJANGO_ENGINES:
         handler, path = django_app(kind)
         django_cases[kind] = _path_case(handler, path)
-    django = _table("Django", django_cases, config)
-    return [starlette, flask, django]
+    return _table("Django", django_cases, config)
+
+
+def _in_process(config: Config) -> list[Table]:
+    return [_framework_table(framework, config) for framework in FRAMEWORKS]
 
 
 def _path_case(app: Any, path: str) -> Case[int]:
@@ -429,6 +490,7 @@ import importlib.util, sys, logging
 sys.path.insert(0, {here!r})
 spec = importlib.util.spec_from_file_location("lembro_bench_requests", {file!r})
 module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # Django's ROOT_URLCONF and Litestar's type hints import it
 spec.loader.exec_module(module)
 logging.disable(logging.CRITICAL)
 """
@@ -552,16 +614,22 @@ def _servers(config: Config) -> Table:
 _COUNT = """
 import asyncio
 count = {warm} + {n}
-if {framework!r} == "starlette":
-    client = module.AsgiClient(module.starlette_app({kind!r}))
+if {framework!r} in ("starlette", "litestar"):
+    app = getattr(module, {framework!r} + "_app")({kind!r})
+    client = module.AsgiClient(app)
     async def batch():
         for _ in range(count):
             await client.get("/")
     asyncio.new_event_loop().run_until_complete(batch())
 else:
-    client = module.WsgiClient(module.flask_app({kind!r}))
+    if {framework!r} == "django":
+        module._configure_django()
+        app, path = module.django_app({kind!r})
+    else:
+        app, path = module.flask_app({kind!r}), "/"
+    client = module.WsgiClient(app)
     for _ in range(count):
-        client.get("/")
+        client.get(path)
 """
 
 _VALGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
@@ -582,6 +650,8 @@ def _counting(framework: str, kind: str, n: int, warm: int) -> subprocess.Popen[
 def _collected(process: subprocess.Popen[str]) -> int:
     """The instructions callgrind counted in ``process``'s whole run."""
     _out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the counted child failed (exit {process.returncode}): {err[-800:]}")
     for line in err.splitlines():
         if "Collected :" in line:
             return int(line.split("Collected :")[1].split()[0])
@@ -595,51 +665,101 @@ def _instructions(config: Config) -> Table | None:
     if config.quick or shutil.which("valgrind") is None:
         return None
     n, warm = 500, 50
-    rows: list[Row] = []
-    for framework, kinds in (("starlette", STARLETTE_KINDS), ("flask", FLASK_KINDS)):
+    table = Table(
+        "Instructions per request, counted by valgrind (callgrind): lembro beside the best peer",
+        [LEMBRO, "best peer"],
+        LEMBRO,
+    )
+    django_kinds = [kind for kind in DJANGO_ENGINES if kind != "Django db (SQLite)"]
+    for framework, kinds in (
+        ("starlette", STARLETTE_KINDS),
+        ("flask", FLASK_KINDS),
+        ("django", django_kinds),
+        ("litestar", LITESTAR_KINDS),
+    ):
         progress(f"requests: {framework}, instructions per request under callgrind")
         per_request: dict[str, float] = {}
         for kind in kinds:  # two children at once: the runs and the baseline
             short, long = _counting(framework, kind, 0, warm), _counting(framework, kind, n, warm)
             per_request[kind] = (_collected(long) - _collected(short)) / n
         base = per_request.pop(NONE)
-        rows.append(
-            Row(
-                f"{framework.capitalize()}: session cost per request",
-                "instructions",
-                {kind: count - base for kind, count in per_request.items()},
-            )
+        costs = {kind: count - base for kind, count in per_request.items()}
+        peers = [kind for kind in costs if kind not in (LEMBRO, LEMBRO_DJANGO_MIDDLEWARE)]
+        best = min(peers, key=lambda kind: costs[kind])
+        label = (
+            f"{framework.capitalize()}: session cost per request (best peer: {best}; "
+            f"lembro/best peer {costs[LEMBRO] / costs[best]:.2f})"
         )
-    columns = [LEMBRO, *[k for k in STARLETTE_KINDS + FLASK_KINDS if k not in (NONE, LEMBRO)]]
-    table = Table("Instructions per request, counted by valgrind (callgrind)", columns, LEMBRO)
-    table.rows += rows
+        table.rows.append(
+            Row(label, "instructions", {LEMBRO: costs[LEMBRO], "best peer": costs[best]})
+        )
     return table
 
 
 # ---- the section ----
 
 
+def _peers(table: Table) -> list[str]:
+    """The peers of a framework's table: its columns but no sessions and lembro's own."""
+    return [name for name in table.columns if name not in (NONE, LEMBRO, LEMBRO_DJANGO_MIDDLEWARE)]
+
+
+def _best_peer(table: Table) -> str:
+    """The peer with the lowest session cost in ``table``."""
+    row = table.row("session cost per request")
+    return min(_peers(table), key=lambda peer: row.values.get(peer) or float("inf"))
+
+
 def _target(table: Table, framework: str, bound: float, goal: str) -> Target:
     row = table.row("session cost per request")
-    peers = [name for name in table.columns if name not in (NONE, LEMBRO)]
-    ratios = {peer: row.ratio(LEMBRO, peer) for peer in peers}
+    ratios = {peer: row.ratio(LEMBRO, peer) for peer in _peers(table)}
+    best = _best_peer(table)
     detail = ", ".join(
-        f"lembro/{peer} {ratio:.2f}" for peer, ratio in ratios.items() if ratio is not None
+        f"lembro/{peer}{' (best peer)' if peer == best else ''} {ratio:.2f}"
+        for peer, ratio in ratios.items()
+        if ratio is not None
     )
     ok = all(ratio is not None and ratio <= bound for ratio in ratios.values())
     return Target(f"{framework}: {goal}", ok, detail)
+
+
+def _side_by_side(tables: list[Table]) -> Table:
+    """Each framework's lembro cost beside its best peer's, from the tables of this run."""
+    table = Table(
+        "Session cost per request, lembro beside the best peer of each framework (this run)",
+        [LEMBRO, "best peer"],
+        LEMBRO,
+    )
+    for framework_table in tables:
+        row = framework_table.row("session cost per request")
+        best = _best_peer(framework_table)
+        ratio = row.ratio(LEMBRO, best)
+        framework = framework_table.title.split(":", 1)[0]
+        label = f"{framework} (best peer: {best}; lembro/best peer {ratio:.2f})"
+        table.rows.append(
+            Row(
+                label,
+                "µs",
+                {LEMBRO: row.values.get(LEMBRO), "best peer": row.values.get(best)},
+                samples={LEMBRO: row.samples[LEMBRO], "best peer": row.samples[best]},
+            )
+        )
+    return table
 
 
 def run(config: Config) -> Section:
     """Measure the request-level session cost of each integration and its peers."""
     logging.getLogger("lembro").setLevel(logging.ERROR)
     tables = _in_process(config)
-    starlette, flask, django = tables
+    starlette, flask, django, litestar = tables
+    half = "lembro's cost at most half of every peer's"
     targets = [
-        _target(starlette, "Starlette", 0.5, "lembro's cost at most half of every peer's"),
-        _target(flask, "Flask", 0.5, "lembro's cost at most half of every peer's"),
-        _target(django, "Django", 1.0, "lembro's cost below every engine's"),
+        _target(starlette, "Starlette", 0.5, half),
+        _target(flask, "Flask", 0.5, half),
+        _target(django, "Django", 0.5, "lembro's cost at most half of every engine's"),
+        _target(litestar, "Litestar", 0.5, half),
     ]
+    tables.insert(0, _side_by_side(tables))
     tables.append(_servers(config))
     counted = _instructions(config)
     if counted is not None:
@@ -653,6 +773,9 @@ def run(config: Config) -> Section:
         "apps interleaved, one client whose cookie is kept. The session holds a logged-in "
         "user's fields (about 250 bytes as msgpack, as in the store tables); each request "
         "reads it and counts one more visit.",
+        "Django: lembro is lembro.django.SessionMiddleware with the lembro.django engine; "
+        "\"lembro engine, Django's middleware\" is the same engine under Django's own "
+        "SessionMiddleware (not a peer), beside Django's engines under theirs.",
         "Real servers: each app in a child process of its own, all of a framework's apps up "
         "at once and measured in rounds (5 in a full run, the order rotating; cells are "
         "medians); the clients run in this process, on the same cores, so requests/s "
@@ -668,6 +791,21 @@ def run(config: Config) -> Section:
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look without run.py
+    # python benchmarks/requests.py              the whole section, smoke sizes
+    # python benchmarks/requests.py django ...   only these frameworks' in-process tables,
+    #                                            full sizes
     from harness import render_text
 
-    print(render_text(run(Config.smoke())))
+    chosen = sys.argv[1:]
+    if not chosen:
+        print(render_text(run(Config.smoke())))
+    else:
+        logging.getLogger("lembro").setLevel(logging.ERROR)
+        unknown = set(chosen) - set(FRAMEWORKS)
+        if unknown:
+            sys.exit(f"unknown framework(s) {sorted(unknown)}: choose from {FRAMEWORKS}")
+        config = Config()
+        chosen_tables = [_framework_table(framework, config) for framework in chosen]
+        targets = [_target(t, t.title.split(":")[0], 0.5, "at most half") for t in chosen_tables]
+        chosen_tables.insert(0, _side_by_side(chosen_tables))
+        print(render_text(Section("Request-level session cost", chosen_tables, targets)))

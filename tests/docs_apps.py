@@ -112,19 +112,17 @@ def drive_litestar(app: Any) -> None:
 
 def drive_django(namespace: Mapping[str, Any]) -> None:
     """The block holds a settings module's lines and the views ``login``, ``home`` and
-    ``logout``; this supplies the rest of a project (URLs, the session middleware)."""
+    ``logout``; this supplies the rest of a project (URLs, and Django's session middleware
+    unless the block names its own ``MIDDLEWARE``)."""
     import django
     from django.conf import settings
     from django.test import Client
     from django.urls import path
 
     given = {name: value for name, value in namespace.items() if name.isupper()}
+    given.setdefault("MIDDLEWARE", ["django.contrib.sessions.middleware.SessionMiddleware"])
     settings.configure(
-        SECRET_KEY="docs example",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
-        **given,
+        SECRET_KEY="docs example", ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, **given
     )
     django.setup()
     global urlpatterns

@@ -7,7 +7,8 @@ counters and a bar of bytes held against the cap, refreshed every second. A butt
 the store with 100,000 anonymous sessions. Signed in, the page lists every session of your
 name (log in as one name from two browsers to see two) and a button signs out the others;
 ``/devices`` lists them with their browser, IP and last use, each with a button that ends it.
-``/metrics`` serves the store's metrics to Prometheus (``lembro.metrics``).
+``/metrics`` serves the store's metrics to Prometheus (``lembro.metrics``). ``/together``
+changes a theme and a cart in overlapping requests, and keeps both (tools/demo_together.py).
 
 A visit is one view of the page: the buttons post, then redirect to the page, which counts
 that view once. Right after a logout the page says the session ended and starts no new one;
@@ -46,6 +47,7 @@ from lembro.memory import MemoryStore
 from lembro.metrics import LembroCollector
 from lembro.protocol import SessionStore
 from lembro.size import format_size
+from tools.demo_together import add_together_page
 from tools.options import size_option
 from tools.serving import serve_until_stopped
 
@@ -214,6 +216,7 @@ def create_app(store: SessionStore | None = None, *, secret_key: str | None = No
             store.set(new_session_id(), {"bot": i, "ua": "crawler/1.0"})
         return jsonify(created=count, seconds=round(time.perf_counter() - started, 3))
 
+    add_together_page(app)
     return app
 
 
@@ -378,7 +381,8 @@ _PAGE = """<!doctype html>
 <body>
 <h1>lembro</h1>
 <p class="sub">Server-side sessions in one process's memory: capped, self-purging,
-flood-resistant.</p>
+flood-resistant. <a href="/together">Two tabs at once</a>: a theme and a cart changed
+together, nothing lost.</p>
 <div class="grid">
  <div class="card">
   <h2>Your session</h2>

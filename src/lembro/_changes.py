@@ -48,7 +48,18 @@ def changes_of(
     out and changed since ``before`` fingerprinted it) with their values, and the keys
     deleted. Read through ``dict``'s own methods, so a session class's bookkeeping is not
     touched."""
-    changes: dict[str, Any] = {}
+    if type(data) is dict:  # no bookkeeping to avoid: the same, in comprehensions
+        changes = {k: v for k, v in data.items() if v is not loaded.get(k, _MISSING)}
+        if before:
+            for key, then in before.items():
+                if key not in changes and key in data:
+                    value = data[key]
+                    if fingerprint_key(key, value) != then:
+                        changes[key] = value
+        if loaded.keys() <= data.keys():
+            return changes, []
+        return changes, [key for key in loaded if key not in data]
+    changes = {}
     seen = before or {}
     for key, value in dict.items(data):
         old = loaded.get(key, _MISSING)

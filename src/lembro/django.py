@@ -82,6 +82,7 @@ try:
     from django.core import checks
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
+    from django.utils.module_loading import import_string
 except ImportError as e:  # pragma: no cover - exercised only without Django
     raise ImportError("lembro.django needs Django: pip install lembro[django]") from e
 
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LembroConfig",
     "RecordDeviceMiddleware",
+    "SessionMiddleware",
     "SessionStore",
     "build_store",
     "check_engine",
@@ -427,6 +429,41 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     # (time.monotonic() seconds), if it does: the cookie never outlives it.
     client: Mapping[str, Any] | None = None
     _deadline: float | None = None
+    # Whether the store moved the session to a new key as it loaded it (renew_every): the
+    # new key must reach the browser, whatever the response.
+    renewed = False
+
+    def __init__(self, session_key: str | None = None) -> None:
+        # SessionBase's, but for the serializer: lembro's store serializes, so Django's
+        # SESSION_SERIALIZER is imported only if asked for (see serializer).
+        self._session_key = session_key
+        self.accessed = False
+        self._modified = False
+
+    @property
+    def serializer(self) -> Any:
+        """Django's ``SESSION_SERIALIZER`` class, as ``SessionBase`` sets it (used by
+        ``encode``/``decode`` only: the store serializes the session itself)."""
+        found = self.__dict__.get("_serializer")
+        if found is None:
+            found = self.__dict__["_serializer"] = import_string(settings.SESSION_SERIALIZER)
+        return found
+
+    @serializer.setter
+    def serializer(self, value: Any) -> None:
+        self.__dict__["_serializer"] = value
+
+    def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        # SessionBase's, without raising and catching AttributeError at each request's
+        # first access.
+        self.accessed = True
+        cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
+        if cache is None:
+            cache = {} if no_load or self.session_key is None else self.load()
+            self._session_cache = cache
+        return cache
+
+    _session = property(_get_session)
 
     @property
     def modified(self) -> bool:
@@ -462,6 +499,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                             # sends as the cookie.
                             self._session_key = current
                             self._modified = True
+                            self.renewed = True
                 else:
                     data = store.get(key)
             except SerializationError:
@@ -559,6 +597,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         age: int = super().get_expiry_age(**kwargs)
         if kwargs:
             return age
+        return self.capped(age)
+
+    def capped(self, age: int) -> int:
+        """``age`` seconds, or fewer: no later than the session's absolute end."""
         deadline = self._deadline
         if deadline is None:
             # Not loaded with an absolute end: a new session, which gets the whole
@@ -608,6 +650,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         An expiry in the past removes the record. After a ``cycle_key()`` that found the
         record ended meanwhile, raises ``UpdateError`` (until the session is flushed).
         """
+        self._save(must_create, None)
+
+    def _save_with(self, age: int | None) -> None:
+        """:meth:`save`, for ``age`` seconds when given (what ``get_expiry_age()`` gives,
+        which lembro's middleware has just computed)."""
+        self._save(False, age)
+
+    def _save(self, must_create: bool, age: int | None) -> None:
         if self._ended_meanwhile:
             raise UpdateError  # Django's middleware answers 400 (SessionInterrupted)
         data = self._get_session(no_load=must_create)
@@ -617,7 +667,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.create()
             return
         store = get_store()
-        age = self.get_expiry_age()
+        if age is None:
+            age = self.get_expiry_age()
         if age <= 0:  # an expiry in the past: no record
             store.destroy(key)
             self._unwritten = key
@@ -791,3 +842,7 @@ class RecordDeviceMiddleware:
         if isinstance(session, SessionStore):
             session.client = request.META
         return self.get_response(request)
+
+
+# The middleware subclasses Django's and serves SessionStore above: imported last.
+from ._django_middleware import SessionMiddleware  # noqa: E402

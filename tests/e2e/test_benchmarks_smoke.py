@@ -42,6 +42,9 @@ SECTION_STORES = {
         "Django cache (LocMem)",
         "Django signed_cookies",
         "Django db (SQLite)",
+        "lembro engine, Django's middleware",
+        "Litestar server-side MemoryStore",
+        "Litestar cookie",
     ),
     # Quart's and aiohttp's sessions beside lembro's, in process and on Redis.
     "quart_aiohttp": (
@@ -66,7 +69,15 @@ SECTION_TEXT = {
         "[1 RT: DEL]",
         "[2 RT: GET, SET]",
     ),
-    "requests": ("session cost per request (µs)", "Starlette under uvicorn (requests/s)"),
+    "requests": (
+        "session cost per request (µs)",
+        "Starlette under uvicorn (requests/s)",
+        # lembro beside its best peer, in each framework
+        *(
+            f"{framework} (best peer: "
+            for framework in ("Starlette", "Flask", "Django", "Litestar")
+        ),
+    ),
     "quart_aiohttp": (
         "Quart: lembro's cost at most half of every peer's",
         "aiohttp: lembro's cost at most half of every peer's",

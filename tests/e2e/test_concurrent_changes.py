@@ -343,10 +343,16 @@ def init_app(argv):
 """
 )
 
+# The same Django app behind lembro's own middleware instead of Django's.
+DJANGO_MIDDLEWARE_APP = DJANGO_APP.replace(
+    "django.contrib.sessions.middleware.SessionMiddleware", "lembro.django.SessionMiddleware"
+)
+
 APPS = {
     "flask": FLASK_APP,
     "starlette": ASGI_APP,
     "django": DJANGO_APP,
+    "djangomw": DJANGO_MIDDLEWARE_APP,
     "litestar": LITESTAR_APP,
     "quart": QUART_APP,
     "aiohttp": AIOHTTP_APP,
@@ -362,6 +368,8 @@ APPS = {
         "starlette-redis",
         "django-memory",
         "django-redis",
+        "djangomw-memory",
+        "djangomw-redis",
         "litestar-memory",
         "litestar-redis",
         "quart-memory",
@@ -384,7 +392,7 @@ def server(
         redis: RedisServer = request.getfixturevalue("redis_server")
         env["REDIS_URL"] = redis.url
     port = free_port()
-    if framework in ("flask", "django"):
+    if framework in ("flask", "django", "djangomw"):
         args = ["-m", "gunicorn", "-w", "1", "--threads", str(WRITERS), "app:app"]
         args += ["-b", f"127.0.0.1:{port}"]
     elif framework == "quart":

@@ -3,7 +3,8 @@
 Source: ``tests/sessions_tests/tests.py`` in the sdist of the installed Django (fetched by
 tests/upstream.py, never committed). Its ``SessionTestsMixin`` runs against
 ``lembro.django.SessionStore`` exactly as Django binds ``CacheSessionTests`` to its cache
-engine, and its ``SessionMiddlewareTests`` run with ``SESSION_ENGINE = "lembro.django"``.
+engine, and its ``SessionMiddlewareTests`` run with ``SESSION_ENGINE = "lembro.django"``,
+under Django's ``SessionMiddleware`` and again under ``lembro.django.SessionMiddleware``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,21 @@ class LembroSessionMiddlewareTests(_upstream.SessionMiddlewareTests):  # type: i
             super().test_empty_session_saved()
         finally:
             _upstream.Session = model
+
+
+class LembroMiddlewareUpstreamTests(LembroSessionMiddlewareTests):
+    """Django's SessionMiddlewareTests again, with ``lembro.django.SessionMiddleware``
+    where they build Django's (their module's ``SessionMiddleware`` name, swapped for
+    each test)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        django_middleware = _upstream.SessionMiddleware
+        _upstream.SessionMiddleware = lembro.django.SessionMiddleware
+        self.addCleanup(setattr, _upstream, "SessionMiddleware", django_middleware)
+
+    def test_bound_to_lembros_middleware(self) -> None:
+        assert _upstream.SessionMiddleware is lembro.django.SessionMiddleware
 
 
 def test_the_upstream_suite_was_loaded_whole() -> None:
