@@ -55,7 +55,8 @@ with warnings.catch_warnings():
 
 import lembro.django  # noqa: E402 - after configure_django(), as Django needs
 
-FRAMEWORKS = ["flask", "starlette", "django", "litestar", "quart"]
+# "djangomw": Django behind lembro.django.SessionMiddleware, in place of Django's.
+FRAMEWORKS = ["flask", "starlette", "django", "djangomw", "litestar", "quart"]
 SECRET = "lembro-tests-only"
 PROXY = "127.0.0.1"
 TRUSTED = ["127.0.0.1/32"]
@@ -180,7 +181,13 @@ def django_elevate(request: HttpRequest) -> HttpResponse:
     return HttpResponse("sudo")
 
 
+def django_broken(request: HttpRequest) -> HttpResponse:
+    request.session.get("n")  # reads the session, then fails
+    return HttpResponse("broken", status=500)
+
+
 urlpatterns = [
+    path("broken", django_broken),
     path("count", django_count),
     path("login", django_login),
     path("elevate", django_elevate),
@@ -230,7 +237,7 @@ class Site:
     def __init__(self, framework: str, store: Any) -> None:
         self.framework = framework
         self.store = store
-        self.cookie_name = "sessionid" if framework == "django" else "session"
+        self.cookie_name = "sessionid" if framework.startswith("django") else "session"
         self._clients: dict[str, httpx.Client] = {}
         if framework == "flask":
             self._app = flask_app(store)
@@ -246,7 +253,7 @@ class Site:
             self._app = None  # Django's handler is made per client, under the test's settings
 
     def _client(self, peer: str) -> httpx.Client:
-        asgi = self.framework not in ("flask", "django")
+        asgi = self.framework not in ("flask", "django", "djangomw")
         # One ASGI client, so one event loop, for the site: a Redis store's async twin
         # keeps its connections on the loop it first ran on. The peer goes in a header.
         key = "asgi" if asgi else peer
@@ -255,7 +262,7 @@ class Site:
             if self.framework == "flask":
                 transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
-            elif self.framework == "django":
+            elif self.framework.startswith("django"):
                 transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             else:
@@ -272,6 +279,7 @@ class Site:
         *,
         peer: str = "203.0.113.7",
         headers: dict[str, str] | None = None,
+        status: int = 200,
     ) -> Answer:
         client = self._client(peer)
         client.cookies.clear()  # only the cookie this call names goes out
@@ -279,7 +287,7 @@ class Site:
         if cookie is not None:
             sent["Cookie"] = f"{self.cookie_name}={cookie}"
         response = client.request(method, url, headers=sent)
-        assert response.status_code < 400, response.text
+        assert response.status_code == status, response.text
         new, lifetime = None, None
         for header in response.headers.get_list("set-cookie"):
             header = header.strip()  # Django's starts with a space
@@ -347,13 +355,14 @@ def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
         return site
 
     if framework == "django":
-        with override_settings(
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=[
-                "django.contrib.sessions.middleware.SessionMiddleware",
-                "lembro.django.RecordDeviceMiddleware",
-            ],
-        ):
+        middleware = [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "lembro.django.RecordDeviceMiddleware",
+        ]
+    else:  # lembro's drop-in hands the session its device itself
+        middleware = ["lembro.django.SessionMiddleware"]
+    if framework.startswith("django"):
+        with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=middleware):
             yield make
     else:
         yield make
@@ -366,7 +375,7 @@ def django_store_setting(framework: str) -> Callable[[Any], Any]:
     """Hands the store to Django's engine (the other frameworks take it directly)."""
 
     def use(store: Any) -> Any:
-        if framework == "django":
+        if framework.startswith("django"):
             override = override_settings(LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED})
             override.enable()
             _overrides.append(override)
@@ -898,3 +907,23 @@ def test_a_websocket_never_renews_the_id_it_cannot_send(clock: FakeClock) -> Non
             assert client.cookies["session"].split(".")[0] != sid
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("framework", ["djangomw"])
+def test_a_renewal_reaches_the_browser_even_on_a_server_error(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    # lembro's middleware saves nothing on a 5xx, as Django's does, but the store already
+    # moved the session as the request read it: the new id must reach the browser, or its
+    # next request after the grace looks like a stolen cookie.
+    store = memory(renew_every=RENEW_EVERY, renew_grace=GRACE)
+    site = site_factory(store)
+    old = site.send("GET", "/count").cookie
+    assert old is not None
+    clock.advance(RENEW_EVERY + 1)
+    failed = site.send("GET", "/broken", old, status=500)
+    assert failed.cookie is not None
+    new_sid = site.sid(failed.cookie)
+    assert new_sid != site.sid(old)
+    clock.advance(GRACE + 1)
+    assert site.send("GET", "/count", failed.cookie).text == "2"  # still signed in
