@@ -24,9 +24,7 @@ def claim(words: str) -> None:
 
 
 def test_absolute_ttl_ends_a_session_however_it_is_used(clock: FakeClock) -> None:
-    claim(
-        "`absolute_ttl` ends a session at its creation plus that many seconds, however it is used."
-    )
+    claim("`absolute_ttl` ends a session at its creation plus that many seconds, whatever its use.")
     with MemoryStore("4M", None, clock=clock, ttl=60, absolute_ttl=600) as store:
         store.set("sid", {"user": "ada"})
         for _ in range(59):
@@ -43,8 +41,8 @@ def test_load_renews_and_the_old_id_answers_for_the_grace_then_is_a_stolen_cooki
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     claim("With `renew_every`, `store.load(sid)` moves an older id to a new one (`.sid`)")
-    claim("the old id answers for `renew_grace` seconds, then counts as a stolen cookie:")
-    claim("the session ends, with a WARNING.")
+    claim("the old id answers for `renew_grace` seconds, then counts as a stolen cookie")
+    claim("(the session ends).")
     with MemoryStore("4M", None, clock=clock, renew_every=900, renew_grace=10) as store:
         store.set("sid", {"user": "ada"})
         clock.advance(901)
@@ -112,7 +110,7 @@ def test_destroy_session_of_ends_a_session_only_if_it_is_that_users() -> None:
 
 
 def test_max_sessions_per_user_ends_the_oldest_sign_in_beyond_n(clock: FakeClock) -> None:
-    claim("`max_sessions_per_user=N` ends the oldest sign-in beyond N.")
+    claim("`max_sessions_per_user=N` ends sign-ins beyond N, oldest first.")
     with MemoryStore("4M", None, clock=clock, owner_key="user", max_sessions_per_user=3) as store:
         for n in range(4):
             store.set(f"sign-in-{n}", {"user": "ada"})
