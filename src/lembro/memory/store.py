@@ -467,6 +467,8 @@ class MemoryStore:
         merge = self._merge
         if merge is not None:  # msgpack: the values kept are never decoded nor walked
             blob, merged = merge(current, changes, deleted)
+            if self.owner_key is None and len(blob) <= min(len(current), self.max_session_bytes):
+                return blob, lifetime, None  # no larger than the bytes it replaces: it fits
             return blob, lifetime, self._owner_if_fits(sid, blob, merged)
         data = self._decode(current)
         apply_changes(data, changes, deleted)
