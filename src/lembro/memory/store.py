@@ -335,7 +335,8 @@ class MemoryStore:
                 thefts = table.take_thefts() if table.thefts else None
             else:
                 thefts = None
-                current, blob, end = entry.sid, entry.data, table.absolute_end(entry)
+                current, blob = entry.sid, entry.data
+                end = None if table.absolute_ttl is None else table.absolute_end(entry)
                 upkeep = current != sid and table.upkeep_due  # a renewal added a marker
         if entry is None:
             if thefts:
