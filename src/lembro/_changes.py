@@ -48,23 +48,17 @@ def changes_of(
     out and changed since ``before`` fingerprinted it) with their values, and the keys
     deleted. Read through ``dict``'s own methods, so a session class's bookkeeping is not
     touched."""
-    if type(data) is dict:  # no bookkeeping to avoid: the same, in comprehensions
-        changes = {k: v for k, v in data.items() if v is not loaded.get(k, _MISSING)}
-        if before:
-            for key, then in before.items():
-                if key not in changes and key in data:
-                    value = data[key]
-                    if fingerprint_key(key, value) != then:
-                        changes[key] = value
-        if loaded.keys() <= data.keys():
-            return changes, []
-        return changes, [key for key in loaded if key not in data]
-    changes = {}
-    seen = before or {}
-    for key, value in dict.items(data):
-        old = loaded.get(key, _MISSING)
-        # Another object was assigned; or the one loaded, handed out, changed inside.
-        if value is not old or (key in seen and fingerprint_key(key, value) != seen[key]):
-            changes[key] = value
-    deleted = [key for key in loaded if not dict.__contains__(data, key)]
-    return changes, deleted
+    # Another object was assigned (or the key is new): an identity test per key, which
+    # is all most requests need; only the containers handed out are encoded again.
+    was = loaded.get
+    changes = {key: value for key, value in dict.items(data) if value is not was(key, _MISSING)}
+    if before:
+        for key, then in before.items():
+            if key not in changes and dict.__contains__(data, key):
+                value = dict.__getitem__(data, key)
+                if fingerprint_key(key, value) != then:
+                    changes[key] = value
+    kept = dict.keys(data)
+    if kept >= loaded.keys():  # nothing deleted: one comparison, without a list
+        return changes, []
+    return changes, [key for key in loaded if key not in kept]

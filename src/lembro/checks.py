@@ -86,6 +86,8 @@ def check_changes(changes: object, deleted: object) -> tuple[str, ...]:
     before anything changes."""
     if not isinstance(changes, dict):
         raise InvalidOption("changes", changes, "a dict of the top-level keys set")
+    if isinstance(deleted, (list, tuple)):  # what integrations pass: no ABC check
+        return tuple(deleted)
     if isinstance(deleted, (str, bytes)) or not isinstance(deleted, Iterable):
         raise InvalidOption("deleted", deleted, "an iterable of the top-level keys deleted")
     return tuple(deleted)

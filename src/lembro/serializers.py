@@ -19,6 +19,7 @@ import base64
 import math
 import pickle
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -66,17 +67,54 @@ class MsgpackSerializer:
     def __init__(self) -> None:
         self._encode_into = msgspec.msgpack.Encoder().encode_into
         self.loads = msgspec.msgpack.Decoder(ext_hook=_from_ext).decode
+        # Extension values (the tagged ones: a datetime, a set...) stay as they were
+        # encoded, and are written back so.
+        self._loads_tagged = msgspec.msgpack.Decoder().decode
 
     def dumps(self, obj: Any) -> bytes:
         try:
             return _exact_length(self._encode_into, _exact(obj, _to_ext, _MSGPACK_KEYS))
         except OverflowError:
-            path = _big_int_path(obj)
-            if path is None:
-                raise
-            raise SerializationError(
-                f"session{path}: int outside the 64 bits msgpack holds", path=path
-            ) from None
+            _name_big_int(obj)
+            raise
+
+    def updated(
+        self, blob: bytes, changes: dict[str, Any], deleted: Iterable[Any] = ()
+    ) -> tuple[bytes, dict[Any, Any]]:
+        """The session ``blob`` holds, with ``changes`` (top-level keys) set and then
+        ``deleted`` removed: its bytes, and its top level as they encode it (a tagged
+        value stays a ``msgspec.msgpack.Ext``; plain values are as ``loads`` gives them).
+
+        Only the values changed are checked and tagged: those kept are written back as
+        they were read, so an update costs what its changes do, not a walk of the whole
+        session. Raises :class:`SerializationError` for a change it cannot carry, or
+        bytes that do not hold a session."""
+        try:
+            data = self._loads_tagged(blob)
+        except Exception as e:
+            raise SerializationError(f"stored session does not deserialize: {e}") from e
+        if type(data) is not dict:
+            raise SerializationError("stored session is not a dict")
+        # A dict subclass of changes is read as the plain dict of its items.
+        plain = changes if type(changes) is dict else dict(changes.items())
+        data.update(_exact(plain, _to_ext, _MSGPACK_KEYS))
+        for key in deleted:
+            data.pop(key, None)
+        try:
+            return _exact_length(self._encode_into, data), data
+        except OverflowError:
+            _name_big_int(changes)
+            raise
+
+
+def _name_big_int(obj: Any) -> None:
+    """Raise :class:`SerializationError` naming where in ``obj`` an int lies outside the
+    64 bits msgpack holds, if one does (msgspec raised ``OverflowError``)."""
+    path = _big_int_path(obj)
+    if path is not None:
+        raise SerializationError(
+            f"session{path}: int outside the 64 bits msgpack holds", path=path
+        ) from None
 
 
 class JsonSerializer:

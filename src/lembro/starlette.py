@@ -517,15 +517,18 @@ class SessionMiddleware:
             if self._persist:
                 await acreate(self._store, sid, data, self._ttl, self._device(scope))
             deadline = self._new_deadline()
-        elif self._persist and not (
-            await self._write_back(sid, session, data, whole)
-            if changed
-            else await self._store.touch(sid, self._ttl)
-        ):
-            # Destroyed since it was loaded (a logout or a regenerate in another request):
-            # it stays destroyed, this request's changes go with it, and the cookie is left
-            # as the other request set it.
-            return
+        elif self._persist:
+            if not changed:
+                written = await self._store.touch(sid, self._ttl)
+            elif self._inline is not None:  # a store that never blocks: no coroutine
+                written = self._write_back_inline(sid, session, data, whole)
+            else:
+                written = await self._write_back(sid, session, data, whole)
+            if not written:
+                # Destroyed since it was loaded (a logout or a regenerate in another
+                # request): it stays destroyed, this request's changes go with it, and the
+                # cookie is left as the other request set it.
+                return
         if cookie is None:
             cookie = self.signer.sign(sid)
         elif self.max_age is None:
@@ -567,15 +570,21 @@ class SessionMiddleware:
         deleted or changed in place, through the store's ``update`` (or the whole of it,
         ``data``, by ``replace``, on a store without ``update`` or when the app replaced
         the session); whether the record was still there."""
-        inline = self._inline
         if whole or not self._updates:
-            if inline is not None:
-                return inline.replace(sid, data, self._ttl)
             return await self._store.replace(sid, data, self._ttl)
         changes, deleted = changes_of(session, session._loaded, session._before)
-        if inline is not None:
-            return inline.update(sid, changes, deleted, self._ttl)
         return await self._store.update(sid, changes, deleted, self._ttl)
+
+    def _write_back_inline(
+        self, sid: str, session: Session, data: dict[str, Any], whole: bool
+    ) -> bool:
+        """``_write_back`` on a store that never blocks, called directly: no coroutine."""
+        inline = self._inline
+        assert inline is not None
+        if whole or not self._updates:
+            return inline.replace(sid, data, self._ttl)
+        changes, deleted = changes_of(session, session._loaded, session._before)
+        return inline.update(sid, changes, deleted, self._ttl)
 
     def _sent_lately(self, sid: str) -> bool:
         """Whether this process sent ``sid``'s cookie less than ``RESEND_FRACTION`` of

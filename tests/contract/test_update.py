@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -55,6 +59,23 @@ def test_a_deleted_key_is_not_brought_back_by_a_request_that_only_read_it(store:
     reader["cart"].append(7)
     assert store.update(s, {"cart": reader["cart"]}) is True
     assert store.get(s) == {"cart": [7]}
+
+
+def test_an_update_leaves_the_values_it_did_not_change_as_they_were(store: Any) -> None:
+    s = sid()
+    kept = {
+        "when": datetime(2024, 3, 31, 1, 30, tzinfo=ZoneInfo("Europe/Lisbon")),
+        "tags": {"a", "b"},
+        "pair": (1, "x"),
+        "id": UUID(int=7),
+        "nested": {"at": [date(2024, 1, 2), Decimal("1.10")]},
+    }
+    store.set(s, {**kept, "n": 1})
+    assert store.update(s, {"n": 2}) is True
+    back = store.get(s)
+    assert back == {**kept, "n": 2}
+    assert back["when"].tzinfo == ZoneInfo("Europe/Lisbon")
+    assert type(back["pair"]) is tuple
 
 
 def test_a_destroyed_session_is_not_recreated_by_an_update(store: Any) -> None:

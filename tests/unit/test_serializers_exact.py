@@ -442,3 +442,56 @@ def test_what_one_format_cannot_carry_deep_inside_is_refused_naming_the_path(
 ) -> None:
     with pytest.raises(SerializationError, match=rf"{INNER}: {what}"):
         serializer.dumps(realistic_session(value))
+
+
+# ---- msgpack's update of encoded bytes --------------------------------------------------
+
+TAGGED: dict[Any, Any] = {
+    "when": datetime(2024, 3, 31, 1, 30, tzinfo=ZoneInfo("Europe/Lisbon")),
+    "day": date(2024, 1, 2),
+    "tags": {"a", "b"},
+    "pair": (1, "x"),
+    "id": UUID(int=7),
+    "price": Decimal("1.10"),
+    "raw": b"\x00\xff",
+    "nested": {"at": [time(1, 2, fold=1), frozenset({1})], 3: None},
+    7: "int key",
+    "plain": "text",
+}
+
+
+def test_an_update_of_msgpack_bytes_writes_what_the_whole_session_would() -> None:
+    serializer = MsgpackSerializer()
+    changes = {"plain": "other", "new": [timedelta(seconds=5)], "tags": {"c"}}
+    blob, _ = serializer.updated(serializer.dumps(TAGGED), changes, ["day"])
+    merged = {**TAGGED, **changes}
+    del merged["day"]
+    assert blob == serializer.dumps(merged)
+    assert serializer.loads(blob) == merged
+
+
+def test_an_update_of_msgpack_bytes_leaves_the_values_kept_exactly_as_they_were() -> None:
+    serializer = MsgpackSerializer()
+    blob, _ = serializer.updated(serializer.dumps(TAGGED), {"visits": 2})
+    back = serializer.loads(blob)
+    assert back == {**TAGGED, "visits": 2}
+    assert back["when"].tzinfo == ZoneInfo("Europe/Lisbon")
+    assert type(back["pair"]) is tuple
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [({"level": Level.HIGH}, r"\['level'\]: Level"), ({"big": [2**64]}, r"\['big'\]\[0\]: int")],
+    ids=["enum", "big-int"],
+)
+def test_an_update_of_msgpack_bytes_refuses_a_change_naming_its_path(
+    change: dict[str, Any], what: str
+) -> None:
+    serializer = MsgpackSerializer()
+    with pytest.raises(SerializationError, match=rf"session{what}"):
+        serializer.updated(serializer.dumps({"a": 1}), change)
+
+
+def test_an_update_of_bytes_that_hold_no_session_raises() -> None:
+    with pytest.raises(SerializationError):
+        MsgpackSerializer().updated(msgspec.msgpack.encode([1, 2]), {"a": 1})

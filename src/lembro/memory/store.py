@@ -43,6 +43,7 @@ from ..lifetimes import (
 from ..protocol import Stats
 from ..serializers import (
     BUILTIN_SERIALIZERS,
+    MsgpackSerializer,
     Serializer,
     dumps_session,
     get_serializer,
@@ -134,6 +135,7 @@ class MemoryStore:
         "_clock",
         "_closed",
         "_lock",
+        "_merge",
         "_next_purge",
         "_next_snapshot",
         "_purges",
@@ -215,6 +217,11 @@ class MemoryStore:
             require_safe_serializer(self._serializer, "a snapshot file", trust_pickle)
         # The built-in serializers return exact bytes and dicts back; others are checked.
         self._trusted = type(self._serializer) in BUILTIN_SERIALIZERS
+        # How an update applies its changes to a session's bytes, when the serializer
+        # can without decoding what it keeps (see MsgpackSerializer.updated).
+        self._merge = (
+            self._serializer.updated if type(self._serializer) is MsgpackSerializer else None
+        )
         self._clock = clock
         self.on_error = on_error
         self.batch_size = 256
@@ -328,8 +335,9 @@ class MemoryStore:
                 thefts = table.take_thefts() if table.thefts else None
             else:
                 thefts = None
-                current, blob, end = entry.sid, entry.data, table.absolute_end(entry)
-                upkeep = current is not sid and table.upkeep_due
+                current, blob = entry.sid, entry.data
+                end = None if table.absolute_ttl is None else table.absolute_end(entry)
+                upkeep = current != sid and table.upkeep_due  # a renewal added a marker
         if entry is None:
             if thefts:
                 _report_thefts(thefts)
@@ -457,6 +465,12 @@ class MemoryStore:
     ) -> tuple[bytes, float, str | None]:
         """Session bytes ``current`` with an update's changes applied, encoded (see
         :meth:`_encode`)."""
+        merge = self._merge
+        if merge is not None:  # msgpack: the values kept are never decoded nor walked
+            blob, merged = merge(current, changes, deleted)
+            if self.owner_key is None and len(blob) <= min(len(current), self.max_session_bytes):
+                return blob, lifetime, None  # no larger than the bytes it replaces: it fits
+            return blob, lifetime, self._owner_if_fits(sid, blob, merged)
         data = self._decode(current)
         apply_changes(data, changes, deleted)
         return self._encode(sid, data, lifetime)
@@ -1000,6 +1014,14 @@ class MemoryStore:
             # A serializer of the app's may return bytes with room to spare (msgspec's
             # encode does): a copy holds exactly what the budget counts.
             blob = bytes(memoryview(dumps_session(self._serializer, data)))
+        return blob, lifetime, self._owner_if_fits(sid, blob, data, device)
+
+    def _owner_if_fits(
+        self, sid: str, blob: bytes, data: dict[str, Any], device: Device | None = None
+    ) -> str | None:
+        """The owner of session ``data`` (``None`` without ``owner_key``), once its bytes
+        ``blob`` are known to fit: raises ``SessionTooLarge`` when a new session of them
+        would not fit in ``max_size``."""
         if len(blob) > self.max_session_bytes:
             raise SessionTooLarge(len(blob), self.max_session_bytes)
         owner = None if self.owner_key is None else owner_of(data, self.owner_key)
@@ -1007,7 +1029,7 @@ class MemoryStore:
         cost = budget.new_session_cost(sid, blob, owner, device)
         if cost > budget.max_size:
             raise SessionTooLarge(cost, budget.max_size)
-        return blob, lifetime, owner
+        return owner
 
     def _decode(self, blob: bytes) -> dict[str, Any]:
         if not self._trusted:

@@ -284,16 +284,23 @@ class SessionTable:
             if owner is not None and self.max_per_owner is not None:
                 self._cap_owner(entry, now)
             return True
-        self.budget.replace_data(old, data)
-        self.eviction.used(old)
-        old.seen = now
-        if self.owners is not None:
-            before = getattr(old, "owner", None)
-            self._own(old, owner)
-            if self.max_per_owner is not None and getattr(old, "owner", None) is not before:
-                self._cap_owner(old, now)
-        self.extend(old, expires)
+        self._write_over(old, data, expires, owner, now)
         return True
+
+    def _write_over(
+        self, entry: Entry, data: bytes, expires: float, owner: str | None, now: float
+    ) -> None:
+        """Put ``data`` (of ``owner``, or none) in live ``entry``, expiring at ``expires``
+        (at its absolute end if that comes first), as one more use of it."""
+        self.budget.replace_data(entry, data)
+        self.eviction.used(entry)
+        entry.seen = now
+        if self.owners is not None:
+            before = getattr(entry, "owner", None)
+            self._own(entry, owner)
+            if self.max_per_owner is not None and getattr(entry, "owner", None) is not before:
+                self._cap_owner(entry, now)
+        self.extend(entry, expires)
 
     def write_if(
         self,
@@ -313,7 +320,8 @@ class SessionTable:
             return False
         if entry.data is not expected:
             return None
-        return self.write(entry.sid, data, expires, owner, now, only_over_live=True)
+        self._write_over(entry, data, expires, owner, now)
+        return True
 
     def rename(
         self,
