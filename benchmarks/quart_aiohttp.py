@@ -30,12 +30,22 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from harness import Case, Config, Row, Section, Table, Target, measure, progress, ticks
-from requests import LEMBRO, NONE, SECRET, _cookie_from, _cost_rows, _count
+from requests import (
+    LEMBRO,
+    NONE,
+    SECRET,
+    AsgiClient,
+    _asgi_case,
+    _cookie_from,
+    _cost_rows,
+    _count,
+)
 
 __all__ = ["run"]
 
@@ -219,39 +229,13 @@ def _aiohttp_case(app: Any, loop: asyncio.AbstractEventLoop) -> Case[int]:
     return Case(prepare=lambda n: n, run=lambda n: loop.run_until_complete(batch(n)))
 
 
-class QuartClient:
-    """Calls a Quart app directly with a GET, as an ASGI server would, keeping the cookie.
+class QuartClient(AsgiClient):
+    """An :class:`AsgiClient` for Quart, which reads the request's messages in a task of
+    its own until the client goes away: the body is handed over once, and later reads
+    wait until Quart cancels them (an answer at once would have that task spin)."""
 
-    Quart reads the request's messages in a task of its own until the client goes away:
-    the body is handed over once, and later reads wait until Quart cancels them (an
-    answer at once would have that task spin)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.cookie: str | None = None
-
-    async def get(self, path: str) -> None:
-        headers = [(b"host", b"bench")]
-        if self.cookie is not None:
-            headers.append((b"cookie", self.cookie.encode("latin-1")))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("bench", 80),
-            "state": {},
-            "extensions": {},
-        }
+    def receiver(self) -> Callable[[], Awaitable[dict[str, Any]]]:
         sent = [False]
-        status = [0]
 
         async def receive() -> dict[str, Any]:
             if not sent[0]:
@@ -260,29 +244,11 @@ class QuartClient:
             await asyncio.get_running_loop().create_future()  # until Quart cancels it
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"set-cookie":
-                        self.cookie = _cookie_from(value.decode("latin-1"))
-
-        await self.app(scope, receive, send)
-        assert status[0] == 200, status[0]
+        return receive
 
 
-def _asgi_case(app: Any, loop: asyncio.AbstractEventLoop) -> Case[int]:
-    client = QuartClient(app)
-
-    async def batch(n: int) -> int:
-        get = client.get
-        start = ticks()
-        for _ in range(n):
-            await get("/")
-        return ticks() - start
-
-    loop.run_until_complete(client.get("/"))  # the first request creates the session
-    return Case(prepare=lambda n: n, run=lambda n: loop.run_until_complete(batch(n)))
+def _quart_case(app: Any, loop: asyncio.AbstractEventLoop) -> Case[int]:
+    return _asgi_case(app, loop, QuartClient)
 
 
 def _table(title: str, cases: dict[str, Case[Any]], config: Config, baseline: str) -> Table:
@@ -311,7 +277,7 @@ def _in_process(config: Config) -> list[Table]:
     try:
         quart = _table(
             "Quart: one session read and written per request",
-            {kind: _asgi_case(quart_app(kind), loop) for kind in QUART_KINDS},
+            {kind: _quart_case(quart_app(kind), loop) for kind in QUART_KINDS},
             config,
             LEMBRO,
         )
@@ -345,9 +311,9 @@ def _on_redis(config: Config) -> tuple[list[Table], str] | None:
         quart = _table(
             "Quart on a local redis-server (wall clock)",
             {
-                NONE: _asgi_case(quart_app(NONE), loop),
-                LEMBRO_REDIS: _asgi_case(quart_app(LEMBRO_REDIS, url, "lq:"), loop),
-                QUART_SESSION_REDIS: _asgi_case(quart_app(QUART_SESSION_REDIS, url, "qs:"), loop),
+                NONE: _quart_case(quart_app(NONE), loop),
+                LEMBRO_REDIS: _quart_case(quart_app(LEMBRO_REDIS, url, "lq:"), loop),
+                QUART_SESSION_REDIS: _quart_case(quart_app(QUART_SESSION_REDIS, url, "qs:"), loop),
             },
             config,
             LEMBRO_REDIS,

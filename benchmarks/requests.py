@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,14 @@ class AsgiClient:
         self.app = app
         self.cookie: str | None = None
 
+    def receiver(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A request's ``receive``: the empty body, at every read."""
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        return receive
+
     async def get(self, path: str) -> None:
         headers = [(b"host", b"bench")]
         if self.cookie is not None:
@@ -124,10 +133,9 @@ class AsgiClient:
             "client": ("127.0.0.1", 50000),
             "server": ("bench", 80),
             "state": {},
+            "extensions": {},
         }
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
+        receive = self.receiver()
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -183,8 +191,10 @@ class WsgiClient:
             close()
 
 
-def _asgi_case(app: Any, loop: asyncio.AbstractEventLoop) -> Case[int]:
-    client = AsgiClient(app)
+def _asgi_case(
+    app: Any, loop: asyncio.AbstractEventLoop, client_class: type[AsgiClient] = AsgiClient
+) -> Case[int]:
+    client = client_class(app)
 
     async def batch(n: int) -> int:
         get = client.get
