@@ -253,6 +253,29 @@ def litestar_interleaved(
     return sid, None if value is None else json.loads(value)
 
 
+async def release_in_order(
+    send: Callable[[str], Awaitable[int]],
+    cookie: str,
+    gates: dict[str, asyncio.Event],
+    both_loaded: asyncio.Event,
+    between: Callable[[str], None] | None,
+) -> str:
+    """Send ``/hold/one`` and ``/hold/two`` at once (``send`` answers the status), run
+    ``between`` once both have loaded the session, then let ``one`` finish before
+    ``two``; both succeed. Return the session's id (the signed cookie's first part)."""
+    one = asyncio.ensure_future(send("/hold/one"))
+    two = asyncio.ensure_future(send("/hold/two"))
+    await both_loaded.wait()
+    sid = cookie.rsplit(".", 1)[0]
+    if between is not None:
+        between(sid)
+    gates["one"].set()
+    assert await one == 200
+    gates["two"].set()
+    assert await two == 200
+    return sid
+
+
 # ---- Quart: two requests in flight, released in order ----------------------------------
 
 
@@ -289,17 +312,11 @@ def quart_interleaved(
         started = await client.get("/start")
         cookie = started.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
         headers = {"Cookie": f"session={cookie}"}
-        one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
-        two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
-        await both_loaded.wait()
-        sid = cookie.rsplit(".", 1)[0]
-        if between is not None:
-            between(sid)
-        gates["one"].set()
-        assert (await one).status_code == 200
-        gates["two"].set()
-        assert (await two).status_code == 200
-        return sid
+
+        async def send(path: str) -> int:
+            return (await client.get(path, headers=headers)).status_code
+
+        return await release_in_order(send, cookie, gates, both_loaded, between)
 
     sid = asyncio.run(main())
     return sid, store.get(sid)
@@ -340,17 +357,11 @@ def aiohttp_interleaved(
             cookie = started.cookies["session"].value
             client.session.cookie_jar.clear()
             headers = {"Cookie": f"session={cookie}"}
-            one = asyncio.ensure_future(client.get("/hold/one", headers=headers))
-            two = asyncio.ensure_future(client.get("/hold/two", headers=headers))
-            await both_loaded.wait()
-            sid = cookie.rsplit(".", 1)[0]
-            if between is not None:
-                between(sid)
-            gates["one"].set()
-            assert (await one).status == 200
-            gates["two"].set()
-            assert (await two).status == 200
-            return sid
+
+            async def send(path: str) -> int:
+                return (await client.get(path, headers=headers)).status
+
+            return await release_in_order(send, cookie, gates, both_loaded, between)
 
     sid = asyncio.run(main())
     return sid, store.get(sid)
