@@ -898,7 +898,7 @@ class MemoryStore:
             compact, rebuild = self._table.compaction_due, self._table.rebuild_due
         if compact:
             self._until_done(lambda now: self._table.compact_step(self.batch_size))
-        if rebuild or compact:
+        if rebuild:
             self._until_done(lambda now: self._table.rebuild_step(self.batch_size))
 
     def _prune_in_steps(self, keep: str | None) -> int:
