@@ -1777,31 +1777,37 @@ class RedisCore:
         )
 
     def _contains_steps(self, sid: object) -> Steps[bool]:
-        """``record.PEEK``: whether a session is there (a string with a session's header;
-        one without, written before headers or by another app, is read to tell)."""
+        """Whether a session is there (see :meth:`_peek_steps`)."""
         if not _is_sid(sid):
             return False
-        key = self._key(sid)
-        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, key)])
-        if int(reply[0]) == _HEADERLESS:
-            return (yield from self._headerless_sessions_steps([key.encode()])) != []
-        return int(reply[0]) == 1
+        held, _ = yield from self._peek_steps(sid)
+        return held
 
     def _time_left_steps(self, sid: object) -> Steps[float | None]:
-        """``record.PEEK``: the seconds ``sid`` has left (already capped at its absolute
-        end)."""
+        """The seconds ``sid`` has left (already capped at its absolute end; see
+        :meth:`_peek_steps`)."""
         if not _is_sid(sid):
             return None
-        key = self._key(sid)
-        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, key)])
-        kind = int(reply[0])
-        if kind == _HEADERLESS and (yield from self._headerless_sessions_steps([key.encode()])):
-            kind = 1
-        if kind != 1 or int(reply[1]) < 0:
+        held, pttl = yield from self._peek_steps(sid)
+        if not held or pttl < 0:
             # Absent, an alias, another app's string or a key without an expiry: no
             # session of this store's.
             return None
-        return int(reply[1]) / 1000
+        return pttl / 1000
+
+    def _peek_steps(self, sid: str) -> Steps[tuple[bool, int]]:
+        """``record.PEEK``: whether ``sid`` holds a session, and its key's PTTL (ms). A
+        string with a session's header holds one; a string with neither a session's
+        header nor an alias's (written before headers, or by another app) is read to
+        tell."""
+        key = self._key(sid)
+        (reply,) = yield ("send", [("EVAL", record.PEEK, 1, key)])
+        kind = int(reply[0])
+        if kind == _HEADERLESS:
+            held = (yield from self._headerless_sessions_steps([key.encode()])) != []
+        else:
+            held = kind == 1
+        return held, int(reply[1]) if held else -1
 
     def _session_info_steps(self, sid: object) -> Steps[SessionInfo | None]:
         """GET and PTTL, in one round trip: what ``sid`` is (``None``: no session); an id
