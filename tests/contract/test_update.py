@@ -178,13 +178,17 @@ def test_an_update_whose_owner_field_is_of_a_bad_type_raises(backend: Backend) -
     assert store.sessions_of("ana") == [s]
 
 
-def test_concurrent_writers_of_their_own_keys_lose_nothing(backend: Backend) -> None:
+# A small session is changed in one step; a large one (in memory: over a few KiB) is
+# changed outside the lock and written only if no other write landed meanwhile.
+@pytest.mark.parametrize("padding", [0, 20_000], ids=["small", "large"])
+def test_concurrent_writers_of_their_own_keys_lose_nothing(backend: Backend, padding: int) -> None:
     if backend.loop is not None:
         pytest.skip("threads drive the sync stores; the async ones have their own test")
     store = backend.new()
+    first = {"user": "ana", "pad": "x" * padding}
     for _ in range(ROUNDS):
         s = sid()
-        store.set(s, {"user": "ana"})
+        store.set(s, first)
         start = threading.Barrier(WRITERS)
         errors: list[BaseException] = []
 
@@ -206,7 +210,7 @@ def test_concurrent_writers_of_their_own_keys_lose_nothing(backend: Backend) -> 
         for t in threads:
             t.join()
         assert errors == []
-        assert store.get(s) == {"user": "ana", **{f"k{i}": i for i in range(WRITERS)}}
+        assert store.get(s) == {**first, **{f"k{i}": i for i in range(WRITERS)}}
 
 
 def test_concurrent_async_writers_of_their_own_keys_lose_nothing(backend: Backend) -> None:

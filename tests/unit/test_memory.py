@@ -1193,3 +1193,30 @@ def test_bots_that_come_back_more_often_than_users_never_evict_a_signed_in_user(
     assert all(store.get(sid) is not None for sid in users)
     store.check()
     store.close()
+
+
+# ---- update: a large session changed outside the lock -------------------------------------
+
+
+def test_a_large_update_that_another_write_overtakes_keeps_both_changes() -> None:
+    """A session too large to change in one hold is changed outside the lock, and written
+    only if no other write landed meanwhile: here another request's update lands between
+    the read and the write (from the clock, which the update reads in between), so the
+    first reads again and both changes are kept."""
+    calls: list[int] = []
+    s = new_session_id()
+
+    def clock() -> float:
+        calls.append(1)
+        if len(calls) == overtaken_at:
+            store.update(s, {"theirs": 1})  # another request's write, in between
+        return 1000.0
+
+    overtaken_at = -1
+    store = MemoryStore("1M", None, clock=clock)
+    store.set(s, {"pad": "x" * 20_000})
+    overtaken_at = len(calls) + 2  # the update's second clock read: after its read
+    assert store.update(s, {"mine": 2}) is True
+    assert store.get(s) == {"pad": "x" * 20_000, "theirs": 1, "mine": 2}
+    store.check()
+    store.close()

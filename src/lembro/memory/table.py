@@ -284,10 +284,10 @@ class SessionTable:
             if owner is not None and self.max_per_owner is not None:
                 self._cap_owner(entry, now)
             return True
-        self._write_over(old, data, expires, owner, now)
+        self.write_over(old, data, expires, owner, now)
         return True
 
-    def _write_over(
+    def write_over(
         self, entry: Entry, data: bytes, expires: float, owner: str | None, now: float
     ) -> None:
         """Put ``data`` (of ``owner``, or none) in live ``entry``, expiring at ``expires``
@@ -320,7 +320,7 @@ class SessionTable:
             return False
         if entry.data is not expected:
             return None
-        self._write_over(entry, data, expires, owner, now)
+        self.write_over(entry, data, expires, owner, now)
         return True
 
     def rename(
