@@ -11,6 +11,7 @@ cookie can be played again as a thief would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -194,7 +195,7 @@ urlpatterns = [
 ]
 
 
-def litestar_app(store: Any) -> Any:
+def litestar_app(sessions: LembroStore) -> Any:
     @litestar.get("/count")
     async def count(request: litestar.Request[Any, Any, Any]) -> str:
         request.session["n"] = request.session.get("n", 0) + 1
@@ -215,8 +216,7 @@ def litestar_app(store: Any) -> Any:
     return Litestar(
         route_handlers=[count, login, elevate],
         middleware=[LembroSessionConfig(trusted_proxies=TRUSTED).middleware],
-        # Renewal needs the lembro store's own ids as the keys: no namespace.
-        stores={"sessions": LembroStore(store, namespace=None)},
+        stores={"sessions": sessions},
     )
 
 
@@ -246,7 +246,10 @@ class Site:
             self._face = store.as_async() if isinstance(store, RedisStore) else None
             self._app = starlette_app(self._face or store)
         elif framework == "litestar":
-            self._app = litestar_app(store)
+            # Litestar's sessions live under a namespace ("LITESTAR" by default), unless
+            # the test gives a LembroStore of its own.
+            self._sessions = store if isinstance(store, LembroStore) else LembroStore(store)
+            self._app = litestar_app(self._sessions)
         elif framework == "quart":
             self._app = quart_app(store)
         else:
@@ -299,8 +302,11 @@ class Site:
         return Answer(response.text, new, lifetime)
 
     def sid(self, cookie: str) -> str:
-        """The session id a cookie value carries (Flask and Starlette sign it)."""
+        """The store's id of the session a cookie value names (Flask, Starlette and Quart
+        sign it; Litestar keeps it under its LembroStore's namespace)."""
         signed = self.framework in ("flask", "starlette", "quart")
+        if self.framework == "litestar":
+            return self._sessions._key(cookie)
         return cookie.split(".")[0] if signed else cookie
 
     def close(self) -> None:
@@ -696,8 +702,6 @@ def test_django_settings_build_a_store_with_the_lifetimes() -> None:
 
 
 def test_aiohttp_arguments_build_a_store_with_the_lifetimes() -> None:
-    import asyncio
-
     import lembro.aiohttp
 
     storage = lembro.aiohttp.LembroStorage(secret_key=SECRET, max_sessions_per_user=4, **LIFETIMES)
@@ -747,18 +751,56 @@ def test_bad_trusted_proxies_are_refused_at_start_in_every_integration() -> None
         lembro.aiohttp.LembroStorage(secret_key=SECRET, trusted_proxies=bad)
 
 
-def test_litestar_refuses_renewal_on_a_namespaced_store() -> None:
-    from lembro import InvalidOption
+def test_litestar_renews_in_a_namespace_and_the_parents_delete_all_ends_the_renewed_session(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore("1M", None, clock=clock, renew_every=RENEW_EVERY, renew_grace=GRACE)
+    parent = LembroStore(store, clock=clock)  # "LITESTAR", as Litestar's stores
+    sessions = parent.with_namespace("sessions")
+    site = Site("litestar", sessions)
+    try:
+        old = site.send("GET", "/count").cookie
+        assert old is not None
+        clock.advance(RENEW_EVERY + 1)
+        renewed = site.send("GET", "/count", old)
+        assert renewed.text == "2"
+        assert renewed.cookie is not None
+        assert renewed.cookie != old
+        # The renewed session stays in the namespace: found there, and nowhere else.
+        assert list(store.all()) == [site.sid(renewed.cookie)]
+        assert site.sid(renewed.cookie).startswith(sessions._key(""))
+        late = site.send("GET", "/count", old)  # in flight with the old cookie
+        assert late.text == "3"
+        assert late.cookie == renewed.cookie
 
-    store = MemoryStore("1M", None, renew_every=60)
+        asyncio.run(parent.delete_all())
+        assert site.send("GET", "/count", renewed.cookie).text == "1"
+        assert site.send("GET", "/count", old).text == "1"
+    finally:
+        site.close()
+        store.close()
+
+
+def test_litestar_refuses_a_namespace_on_a_store_that_renews_to_ids_of_its_own() -> None:
+    from lembro import InvalidOption, Loaded
+
+    class OwnIds(MemoryStore):
+        """A store of the app's whose load renews to ids it makes itself."""
+
+        def load(self, sid: str) -> Loaded | None:  # type: ignore[override]
+            return super().load(sid)
+
+    store, lembros = OwnIds("1M", None, renew_every=60), MemoryStore("1M", None, renew_every=60)
     try:
         with pytest.raises(InvalidOption, match="namespace"):
             LembroStore(store)  # "LITESTAR": renewed ids would be lost to it
         with pytest.raises(InvalidOption, match="namespace"):
             LembroStore(store, namespace=None).with_namespace("cache")
         LembroStore(store, namespace=None)
+        LembroStore(lembros).with_namespace("cache")  # lembro's own stores take new_id
     finally:
         store.close()
+        lembros.close()
 
 
 # ---- aiohttp, through its own test server ------------------------------------------------
@@ -844,7 +886,7 @@ def test_on_redis_an_id_in_its_grace_answers_and_the_response_sends_the_new_one(
     site = site_factory(store)
     old = site.send("GET", "/count").cookie
     assert old is not None
-    old_sid, new_sid = site.sid(old), new_session_id()
+    old_sid, new_sid = site.sid(old), site.sid(new_session_id())
     data = store.get(old_sid)
     assert data is not None
     assert store.rename(old_sid, new_sid, data, reset_lifetime=False, grace=60.0)
