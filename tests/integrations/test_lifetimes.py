@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from lembro.litestar import LembroSessionConfig, LembroStore
 from tests.conftest import FakeClock
 from tests.integrations.test_django import configure_django
 
+from ..contract.lifetimes import ShortLives
 from ..redis_server import RedisServer
 
 configure_django()
@@ -58,6 +60,14 @@ import lembro.django  # noqa: E402 - after configure_django(), as Django needs
 
 # "djangomw": Django behind lembro.django.SessionMiddleware, in place of Django's.
 FRAMEWORKS = ["flask", "starlette", "django", "djangomw", "litestar", "quart"]
+DJANGO_MIDDLEWARE = {
+    "django": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "lembro.django.RecordDeviceMiddleware",
+    ],
+    # lembro's drop-in hands the session its device itself
+    "djangomw": ["lembro.django.SessionMiddleware"],
+}
 SECRET = "lembro-tests-only"
 PROXY = "127.0.0.1"
 TRUSTED = ["127.0.0.1/32"]
@@ -266,7 +276,10 @@ class Site:
                 transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             elif self.framework.startswith("django"):
-                transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
+                # Django's handler builds its middleware chain as it is made.
+                with override_settings(MIDDLEWARE=DJANGO_MIDDLEWARE[self.framework]):
+                    handler = WSGIHandler()
+                transport = httpx.WSGITransport(app=handler, remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             else:
                 client = TestClient(_with_peer(self._app))
@@ -363,15 +376,8 @@ def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
         made.append(site)
         return site
 
-    if framework == "django":
-        middleware = [
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "lembro.django.RecordDeviceMiddleware",
-        ]
-    else:  # lembro's drop-in hands the session its device itself
-        middleware = ["lembro.django.SessionMiddleware"]
     if framework.startswith("django"):
-        with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=middleware):
+        with override_settings(ROOT_URLCONF=__name__):
             yield make
     else:
         yield make
@@ -640,6 +646,160 @@ def test_on_redis_the_cookie_ends_no_later_than_the_absolute_end_a_privilege_ste
     assert after.created == before.created
     assert after.absolute_expires == before.absolute_expires
     assert site.send("GET", "/count", elevated.cookie).text == "2"
+
+
+# ---- on a real Redis, one node and Cluster, as real time passes ----------------------------
+#
+# Redis's scripts read the server's own TIME, so no fake clock reaches them: here the
+# lifetimes are fractions of a second and the test waits them out, for every framework's
+# site at once (one wait serves them all). A stall of the loaded machine between a step and
+# the check that had to follow it within a lifetime runs the scenario again with longer
+# lifetimes (ShortLives.in_time); a failure in time still fails.
+
+SHORT = 0.25  # seconds: the lifetimes these tests wait out (five times longer on a retry)
+SLACK = 0.05  # seconds waited past an end, for Redis's millisecond expiries
+
+
+class RealTime(ShortLives):
+    """Lifetimes of ``short`` seconds on a real Redis; ``wait`` sleeps."""
+
+    kind = "redis"
+
+    def __init__(self) -> None:
+        self.short = SHORT
+        self._first_wait: float | None = None
+
+    def wait(self, seconds: float) -> None:
+        self._note_first_wait()
+        time.sleep(seconds)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A real redis-server's URL, or a real 3-primary Redis Cluster's (shared per session)."""
+    name = "redis_server" if request.param == "redis" else "redis_cluster"
+    server = request.getfixturevalue(name)
+    return str(server.url)
+
+
+@pytest.fixture
+def every_site(redis_url: str) -> Iterator[Callable[..., list[Site]]]:
+    """Builds a RedisStore with the options given (a prefix of its own) and a site of every
+    framework on it, each site warmed by one request first, so the first requests a test
+    times pay no framework's start-up; all closed, and the store cleared, after."""
+    stores: list[RedisStore] = []
+    sites: list[Site] = []
+
+    def make(**options: Any) -> list[Site]:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(redis_url, prefix=prefix, owner_key="user", **options)
+        stores.append(store)
+        override = override_settings(
+            ROOT_URLCONF=__name__, LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED}
+        )
+        override.enable()
+        _overrides.append(override)
+        made = [Site(framework, store) for framework in FRAMEWORKS]
+        sites.extend(made)
+        for site in made:
+            site.send("GET", "/count")
+        return made
+
+    yield make
+    for site in sites:
+        site.close()
+    for store in stores:
+        store.clear()
+        store.close()
+
+
+def test_on_redis_a_session_used_all_along_ends_at_its_absolute_end_in_every_framework(
+    every_site: Callable[..., list[Site]],
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        # Over a second: Django's engine keeps a session whole seconds (its cookie's
+        # Max-Age), so one with less than a second left is written as ended.
+        absolute = 1 + 2 * lives.short
+        sites = every_site(absolute_ttl=absolute)
+        began, cookies = {}, {}
+        for site in sites:
+            began[site.framework] = time.monotonic()
+            first = site.send("GET", "/count")
+            assert first.text == "1", site.framework
+            assert first.cookie is not None, site.framework
+            assert first.lifetime is not None, site.framework
+            assert first.lifetime <= absolute, site.framework
+            cookies[site.framework] = first.cookie
+
+        lives.wait(lives.short)
+        for site in sites:
+            cookie = cookies[site.framework]
+            used = site.send("GET", "/count", cookie)
+            lives.within(began[site.framework], 2 * lives.short)
+            assert used.text == "2", site.framework  # the same session, still alive...
+            if used.cookie is not None:  # ...whose cookie, sent again, ends with it
+                assert site.sid(used.cookie) == site.sid(cookie), site.framework
+                assert used.lifetime is not None, site.framework
+                assert used.lifetime <= absolute - lives.short, site.framework
+
+        lives.wait(absolute - lives.short + SLACK)  # past every session's absolute end
+        for site in sites:
+            cookie = cookies[site.framework]
+            after = site.send("GET", "/count", cookie)
+            assert after.text == "1", site.framework  # a fresh session: use never extends it
+            assert after.cookie is not None, site.framework
+            assert site.sid(after.cookie) != site.sid(cookie), site.framework
+
+    lives.in_time(scenario)
+
+
+def test_on_redis_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_refused(
+    every_site: Callable[..., list[Site]],
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        every = grace = lives.short
+        sites = every_site(renew_every=every, renew_grace=grace)
+        old = {}
+        for site in sites:
+            cookie = site.send("GET", "/count").cookie
+            assert cookie is not None, site.framework
+            old[site.framework] = cookie
+
+        lives.wait(every + SLACK)  # every session is due a renewal
+        renewed = {}
+        for site in sites:
+            cookie = old[site.framework]
+            sent = time.monotonic()
+            answer = site.send("GET", "/count", cookie)
+            assert answer.text == "2", site.framework
+            assert answer.cookie is not None, site.framework
+            new_sid = site.sid(answer.cookie)
+            assert new_sid != site.sid(cookie), site.framework
+            # A request in flight with the old cookie still works, and learns the new id.
+            late = site.send("GET", "/count", cookie)
+            lives.within(sent, grace)
+            assert late.text == "3", site.framework
+            assert late.cookie is not None, site.framework
+            assert site.sid(late.cookie) == new_sid, site.framework
+            renewed[site.framework] = answer.cookie
+
+        lives.wait(grace + SLACK)  # every old id's grace is over
+        for site in sites:
+            with warnings_logged() as records:
+                stolen = site.send("GET", "/count", old[site.framework])
+            assert stolen.text == "1", site.framework  # refused: a fresh session
+            cookie = renewed[site.framework]
+            # ...and the session the old id was replaced by is ended.
+            assert site.store.get(site.sid(cookie)) is None, site.framework
+            assert site.send("GET", "/count", cookie).text == "1", site.framework
+            levels = [record.levelname for record in records]
+            assert levels == ["WARNING"], site.framework
+
+    lives.in_time(scenario)
 
 
 # ---- the settings reach the store each integration builds ----------------------------------
