@@ -314,6 +314,11 @@ class Site:
                 new, lifetime = _parse_set_cookie(header)
         return Answer(response.text, new, lifetime)
 
+    def run(self, function: Callable[[], Any]) -> Any:
+        """Await ``function()`` on an ASGI site's event loop (where the connections of a
+        Redis store's async twin live)."""
+        return self._client("").portal.call(function)  # type: ignore[attr-defined]
+
     def sid(self, cookie: str) -> str:
         """The store's id of the session a cookie value names (Flask, Starlette and Quart
         sign it; Litestar keeps it under its LembroStore's namespace)."""
@@ -939,6 +944,44 @@ def test_litestar_renews_in_a_namespace_and_the_parents_delete_all_ends_the_rene
     finally:
         site.close()
         store.close()
+
+
+def test_on_redis_litestar_renews_in_a_namespace_and_the_parents_delete_all_ends_it(
+    redis_server: RedisServer,
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(
+            redis_server.url, prefix=prefix, renew_every=lives.short, renew_grace=GRACE
+        )
+        parent = LembroStore(store)
+        site = Site("litestar", parent.with_namespace("sessions"))
+        try:
+            old = site.send("GET", "/count").cookie
+            assert old is not None
+            lives.wait(lives.short + SLACK)
+            sent = time.monotonic()
+            renewed = site.send("GET", "/count", old)
+            assert renewed.text == "2"
+            assert renewed.cookie is not None
+            assert renewed.cookie != old
+            assert list(store.all()) == [site.sid(renewed.cookie)]  # in the namespace
+            late = site.send("GET", "/count", old)
+            lives.within(sent, lives.short)  # before the new id is due a renewal itself
+            assert late.text == "3"
+            assert late.cookie == renewed.cookie
+
+            site.run(parent.delete_all)
+            assert site.send("GET", "/count", renewed.cookie).text == "1"
+            assert site.send("GET", "/count", old).text == "1"
+        finally:
+            site.close()
+            store.clear()
+            store.close()
+
+    lives.in_time(scenario)
 
 
 def test_litestar_refuses_a_namespace_on_a_store_that_renews_to_ids_of_its_own() -> None:
