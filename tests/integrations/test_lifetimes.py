@@ -2,11 +2,14 @@
 Starlette, Django and Litestar, and Quart (an ASGI app, driven the same way).
 
 Each app counts visits in its session and has a sign-in (``regenerate``, a new absolute
-lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The store's clock
-is a fake one, so the absolute end, the renewal and the grace are reached by moving it,
-never by sleeping; the checks that need no passing of time run on a real redis-server
-too. A request is sent with the cookie the test chooses (never a jar's), so an old
-cookie can be played again as a thief would.
+lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The MemoryStore's
+clock is a fake one, so the absolute end, the renewal and the grace are reached by moving
+it, never by sleeping. Redis's scripts read the server's own time: on a real
+redis-server and a real Redis Cluster the absolute end and renewal are reached by
+waiting out lifetimes of a fraction of a second, every framework's site at once per
+wait, retried with longer ones only when a stall of the machine made a check late
+(``ShortLives.in_time``). A request is sent with the cookie the test chooses (never a
+jar's), so an old cookie can be played again as a thief would.
 """
 
 from __future__ import annotations
