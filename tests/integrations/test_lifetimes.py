@@ -731,6 +731,7 @@ def test_on_redis_a_session_used_all_along_ends_at_its_absolute_end_in_every_fra
         # Max-Age), so one with less than a second left is written as ended.
         absolute = 1 + 2 * lives.short
         sites = every_site(absolute_ttl=absolute)
+        lives.begin()
         began, cookies = {}, {}
         for site in sites:
             began[site.framework] = time.monotonic()
@@ -771,6 +772,7 @@ def test_on_redis_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_th
     def scenario() -> None:
         every = grace = lives.short
         sites = every_site(renew_every=every, renew_grace=grace)
+        lives.begin()
         old = {}
         for site in sites:
             cookie = site.send("GET", "/count").cookie
