@@ -167,10 +167,12 @@ class LembroStore(NamespacedStore):
             )
         loads = _supports(store, "load")
         # A renewal moves a session to the id the store's load(new_id=) makes: this store
-        # asks for one under its namespace, so it finds the session there again. A store
-        # of the app's whose load takes no new_id renews to ids outside any namespace.
-        new_ids = loads and _takes(cast(Any, store).load, "new_id")
-        bare = getattr(store, "renew_every", None) is not None and loads and not new_ids
+        # asks for one under its namespace (only of a store that renews: a load that
+        # never renews is spared making the callable), so it finds the session there
+        # again. A store of the app's whose load takes no new_id renews to bare ids.
+        renews = loads and getattr(store, "renew_every", None) is not None
+        new_ids = renews and _takes(cast(Any, store).load, "new_id")
+        bare = renews and not new_ids
         if bare and namespace is not None:
             raise InvalidOption(
                 "namespace",

@@ -336,7 +336,9 @@ class MemoryStore:
         renew_every = self.renew_every
         if renew_every is not None and not self._changed:
             self._first_change()
-        make = new_session_id if new_id is None else functools.partial(made_id, new_id, sid)
+        make = new_session_id
+        if new_id is not None and renew_every is not None:
+            make = functools.partial(made_id, new_id, sid)
         with self._lock:
             table = self._table
             entry = table.load(sid, now, renew_every, self.renew_grace, make)
