@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import InvalidOption, SerializationError
@@ -15,6 +15,7 @@ __all__ = [
     "check_owner_key",
     "check_seconds",
     "check_session_id",
+    "made_id",
     "owner_of",
 ]
 
@@ -33,6 +34,16 @@ def check_session_id(sid: object) -> str:
     if not isinstance(sid, str) or not sid:
         raise InvalidOption("session id", sid, "a non-empty str")
     return sid
+
+
+def made_id(new_id: Callable[[], str], old: str) -> str:
+    """The id ``new_id()`` makes for a renewal of session ``old`` (see the stores'
+    ``load``); raises ``InvalidOption`` for one that is not a non-empty ``str`` other
+    than ``old``."""
+    made = new_id()
+    if not isinstance(made, str) or not made or made == old:
+        raise InvalidOption("new_id", made, "a callable returning a fresh non-empty str id")
+    return made
 
 
 def check_owner_key(value: object) -> str | None:

@@ -51,6 +51,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from ._cookies import (
     REJECTED,
     _lifetime_options,
+    _takes,
     acreate,
     cookie_max_age,
     is_current_owner,
@@ -131,9 +132,14 @@ class LembroStore(NamespacedStore):
     A value set without an expiry is kept as long as the lembro store's ``ttl`` (lembro
     bounds every record) and ``expires_in`` reports ``-1`` for it, as Litestar's contract
     says of a value "set without an expiry". The cap and the purge are the lembro store's.
+
+    A session the lembro store renews (``renew_every``) keeps its namespace: its new id is
+    one this store makes under it (the store's ``load(new_id=)``). A store of the app's
+    whose ``load`` renews without taking ``new_id`` can renew only with ``namespace=None``
+    (``InvalidOption`` otherwise).
     """
 
-    __slots__ = ("_clock", "_loads", "_owner_key", "_renews", "_store")
+    __slots__ = ("_bare_renewals", "_clock", "_loads", "_new_ids", "_owner_key", "_store")
 
     def __init__(
         self,
@@ -159,16 +165,24 @@ class LembroStore(NamespacedStore):
             raise InvalidOption(
                 "owner_key", owner_key, "a field name other than 's', 'b', 'x', not starting '='"
             )
-        renews = getattr(store, "renew_every", None) is not None
-        if renews and namespace is not None:
-            # A renewal gives the session a fresh id of the store's, outside any namespace:
-            # this store could not find it again under a key of its own.
+        loads = _supports(store, "load")
+        # A renewal moves a session to the id the store's load(new_id=) makes: this store
+        # asks for one under its namespace (only of a store that renews: a load that
+        # never renews is spared making the callable), so it finds the session there
+        # again. A store of the app's whose load takes no new_id renews to bare ids.
+        renews = loads and getattr(store, "renew_every", None) is not None
+        new_ids = renews and _takes(cast(Any, store).load, "new_id")
+        bare = renews and not new_ids
+        if bare and namespace is not None:
             raise InvalidOption(
-                "namespace", namespace, "None on a store with renew_every (renewed ids have none)"
+                "namespace",
+                namespace,
+                "None on a store whose load renews ids without taking new_id=",
             )
         self._store = as_async(store)
-        self._loads = _supports(store, "load")
-        self._renews = renews
+        self._loads = loads
+        self._new_ids = new_ids
+        self._bare_renewals = bare
         self._owner_key: str | None = owner_key if isinstance(owner_key, str) else None
         self._clock = clock
         self.namespace = namespace
@@ -178,6 +192,11 @@ class LembroStore(NamespacedStore):
     def _key(self, key: str) -> str:
         key = _escape(key)
         return key if self.namespace is None else f"{_escape(self.namespace)}{_KEY}{key}"
+
+    def _new_key(self) -> str:
+        """The lembro store's id for a renewed session: a fresh session id (which needs no
+        escaping) under this namespace."""
+        return self._key(new_session_id())
 
     @property
     def owner_key(self) -> str | None:
@@ -307,14 +326,16 @@ class LembroStore(NamespacedStore):
             found = await self.get_session(key, renew_for)
             return None if found is None else (key, found[0], found[1], None)
         full = self._key(key)
-        loaded = await cast(Any, self._store).load(full)
+        store = cast(Any, self._store)
+        if self.namespace is None or not self._new_ids:
+            loaded = await store.load(full)
+        else:
+            loaded = await store.load(full, new_id=self._new_key)
         if loaded is None:
             return None
         current, record, left = loaded
-        if current != full:
-            # Renewed: only a store without a namespace renews (see __init__), so its
-            # keys are the ids themselves.
-            key = full = current
+        if current != full:  # renewed, to an id under this namespace (see _new_key)
+            key, full = current[len(self._key("")) :], current
         seconds = _seconds(renew_for)
         if seconds is not None:  # renew_on_access: one more step, only when asked
             await self._store.touch(full, seconds if record.get("x") is not None else None)
@@ -473,11 +494,14 @@ class LembroStore(NamespacedStore):
             raise InvalidOption("namespace", namespace, "a non-empty str without \\x1e, \\x1f")
         child = namespace if self.namespace is None else f"{self.namespace}{_CHILD}{namespace}"
         new = type(self).__new__(type(self))
-        if self._renews:
-            raise InvalidOption("namespace", namespace, "no namespace on a store with renew_every")
+        if self._bare_renewals:
+            raise InvalidOption(
+                "namespace", namespace, "none on a store whose load renews ids without new_id="
+            )
         new._store = self._store
         new._loads = self._loads
-        new._renews = self._renews
+        new._new_ids = self._new_ids
+        new._bare_renewals = self._bare_renewals
         new._owner_key = self._owner_key
         new._clock = self._clock
         new.namespace = child
@@ -839,7 +863,7 @@ class LembroSessionConfig(ServerSideSessionConfig):
     Lifetimes (``absolute_ttl``, ``renew_every``, ``renew_grace``,
     ``max_sessions_per_user``) are the lembro store's: build it with them. The cookie's
     ``Max-Age`` never outlives a session's absolute end, and a renewed id is sent as a
-    new cookie. Renewal needs the ``LembroStore`` built with ``namespace=None``. Two more
+    new cookie (the session stays in the ``LembroStore``'s namespace). Two more
     fields, for the device recorded with each session: ``trusted_proxies`` (the networks
     of the app's reverse proxies, whose ``X-Forwarded-For`` is believed) and
     ``truncate_ip`` (keep the /24 or /48 of the IP)."""

@@ -129,7 +129,10 @@ class SessionStore(Protocol):
       ``Loaded.sid`` is the id to use from now on (set the cookie when it differs from
       ``sid``), ``Loaded.absolute_left`` the seconds to its absolute end (``None``: the
       store has no ``absolute_ttl``). ``get`` follows an alias in its grace and treats a
-      replaced id after it as stolen too, without renewing.
+      replaced id after it as stolen too, without renewing. lembro's stores also take
+      ``load(sid, new_id=...)``: a callable that makes the renewed id (default
+      ``lembro.ids.new_session_id``), for a caller that keeps its ids under a prefix
+      (Litestar's namespaces) and must find a renewed session under it again.
     - ``rename(old, new, data, ttl=None, *, reset_lifetime=True, grace=0.0,
       device=None)``: ``reset_lifetime=True`` is a sign-in (the new id starts a new
       absolute lifetime); ``False`` a privilege change or renewal inside one sign-in (the
@@ -295,8 +298,10 @@ class _InlineAsync:
     async def get(self, sid: str) -> dict[str, Any] | None:
         return self.sync.get(sid)
 
-    async def load(self, sid: str) -> Loaded | None:
-        loaded: Loaded | None = _optional_method(self.sync, "load")(sid)
+    async def load(self, sid: str, *, new_id: Callable[[], str] | None = None) -> Loaded | None:
+        method = _optional_method(self.sync, "load")
+        # new_id only when given: a store of the app's may not take it
+        loaded: Loaded | None = method(sid) if new_id is None else method(sid, new_id=new_id)
         return loaded
 
     async def session_info(self, sid: str) -> SessionInfo | None:
@@ -411,9 +416,12 @@ class _ThreadAsync(_InlineAsync):
     async def get(self, sid: str) -> dict[str, Any] | None:
         return await _in_thread(self.sync.get, sid)
 
-    async def load(self, sid: str) -> Loaded | None:
+    async def load(self, sid: str, *, new_id: Callable[[], str] | None = None) -> Loaded | None:
         method = _optional_method(self.sync, "load")
-        loaded: Loaded | None = await _in_thread(method, sid)
+        if new_id is None:
+            loaded: Loaded | None = await _in_thread(method, sid)
+        else:
+            loaded = await _in_thread(method, sid, new_id=new_id)
         return loaded
 
     async def session_info(self, sid: str) -> SessionInfo | None:

@@ -277,6 +277,26 @@ def test_load_renews_an_id_issued_longer_ago_than_renew_every(
     backend.in_time(scenario)
 
 
+def test_load_renews_to_the_id_new_id_makes(backend: Backend, stores: Stores) -> None:
+    # What Litestar's namespaced store asks: the renewed id under the prefix its keys have.
+    store = stores.new(renew_every=backend.short / 20, renew_grace=LONG)
+    prefix = "sessions\x1e"
+    s, kept = prefix + sid(), prefix + sid()
+    store.set(s, {"n": 1}, ttl=LONG)
+    store.set(kept, {"n": 2}, ttl=LONG)
+    backend.wait(backend.short / 10)  # both are due a renewal
+    renewed = store.load(s, new_id=lambda: prefix + sid())
+    assert renewed is not None
+    assert renewed.sid != s
+    assert renewed.sid.startswith(prefix)
+    assert renewed.data == {"n": 1}
+    assert store.get(renewed.sid) == {"n": 1}
+    with pytest.raises(InvalidOption, match="new_id"):
+        store.load(kept, new_id=lambda: kept)  # no fresh id: not renewed
+    assert store.get(kept) == {"n": 2}
+    assert sorted(store.all()) == sorted([renewed.sid, kept])
+
+
 def test_get_never_renews(backend: Backend, stores: Stores) -> None:
     def scenario() -> None:
         store = stores.new(renew_every=backend.short)

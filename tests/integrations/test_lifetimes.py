@@ -2,17 +2,22 @@
 Starlette, Django and Litestar, and Quart (an ASGI app, driven the same way).
 
 Each app counts visits in its session and has a sign-in (``regenerate``, a new absolute
-lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The store's clock
-is a fake one, so the absolute end, the renewal and the grace are reached by moving it,
-never by sleeping; the checks that need no passing of time run on a real redis-server
-too. A request is sent with the cookie the test chooses (never a jar's), so an old
-cookie can be played again as a thief would.
+lifetime) and a privilege step (``regenerate(reset_lifetime=False)``). The MemoryStore's
+clock is a fake one, so the absolute end, the renewal and the grace are reached by moving
+it, never by sleeping. Redis's scripts read the server's own time: on a real
+redis-server and a real Redis Cluster the absolute end and renewal are reached by
+waiting out lifetimes of a fraction of a second, every framework's site at once per
+wait, retried with longer ones only when a stall of the machine made a check late
+(``ShortLives.in_time``). A request is sent with the cookie the test chooses (never a
+jar's), so an old cookie can be played again as a thief would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,6 +50,7 @@ from lembro.litestar import LembroSessionConfig, LembroStore
 from tests.conftest import FakeClock
 from tests.integrations.test_django import configure_django
 
+from ..contract.lifetimes import ShortLives
 from ..redis_server import RedisServer
 
 configure_django()
@@ -57,6 +63,14 @@ import lembro.django  # noqa: E402 - after configure_django(), as Django needs
 
 # "djangomw": Django behind lembro.django.SessionMiddleware, in place of Django's.
 FRAMEWORKS = ["flask", "starlette", "django", "djangomw", "litestar", "quart"]
+DJANGO_MIDDLEWARE = {
+    "django": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "lembro.django.RecordDeviceMiddleware",
+    ],
+    # lembro's drop-in hands the session its device itself
+    "djangomw": ["lembro.django.SessionMiddleware"],
+}
 SECRET = "lembro-tests-only"
 PROXY = "127.0.0.1"
 TRUSTED = ["127.0.0.1/32"]
@@ -194,7 +208,7 @@ urlpatterns = [
 ]
 
 
-def litestar_app(store: Any) -> Any:
+def litestar_app(sessions: LembroStore) -> Any:
     @litestar.get("/count")
     async def count(request: litestar.Request[Any, Any, Any]) -> str:
         request.session["n"] = request.session.get("n", 0) + 1
@@ -215,8 +229,7 @@ def litestar_app(store: Any) -> Any:
     return Litestar(
         route_handlers=[count, login, elevate],
         middleware=[LembroSessionConfig(trusted_proxies=TRUSTED).middleware],
-        # Renewal needs the lembro store's own ids as the keys: no namespace.
-        stores={"sessions": LembroStore(store, namespace=None)},
+        stores={"sessions": sessions},
     )
 
 
@@ -246,7 +259,10 @@ class Site:
             self._face = store.as_async() if isinstance(store, RedisStore) else None
             self._app = starlette_app(self._face or store)
         elif framework == "litestar":
-            self._app = litestar_app(store)
+            # Litestar's sessions live under a namespace ("LITESTAR" by default), unless
+            # the test gives a LembroStore of its own.
+            self._sessions = store if isinstance(store, LembroStore) else LembroStore(store)
+            self._app = litestar_app(self._sessions)
         elif framework == "quart":
             self._app = quart_app(store)
         else:
@@ -263,7 +279,10 @@ class Site:
                 transport = httpx.WSGITransport(app=self._app, remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             elif self.framework.startswith("django"):
-                transport = httpx.WSGITransport(app=WSGIHandler(), remote_addr=peer)
+                # Django's handler builds its middleware chain as it is made.
+                with override_settings(MIDDLEWARE=DJANGO_MIDDLEWARE[self.framework]):
+                    handler = WSGIHandler()
+                transport = httpx.WSGITransport(app=handler, remote_addr=peer)
                 client = httpx.Client(transport=transport, base_url="http://testserver")
             else:
                 client = TestClient(_with_peer(self._app))
@@ -298,9 +317,17 @@ class Site:
                 new, lifetime = _parse_set_cookie(header)
         return Answer(response.text, new, lifetime)
 
+    def run(self, function: Callable[[], Any]) -> Any:
+        """Await ``function()`` on an ASGI site's event loop (where the connections of a
+        Redis store's async twin live)."""
+        return self._client("").portal.call(function)  # type: ignore[attr-defined]
+
     def sid(self, cookie: str) -> str:
-        """The session id a cookie value carries (Flask and Starlette sign it)."""
+        """The store's id of the session a cookie value names (Flask, Starlette and Quart
+        sign it; Litestar keeps it under its LembroStore's namespace)."""
         signed = self.framework in ("flask", "starlette", "quart")
+        if self.framework == "litestar":
+            return self._sessions._key(cookie)
         return cookie.split(".")[0] if signed else cookie
 
     def close(self) -> None:
@@ -357,15 +384,8 @@ def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
         made.append(site)
         return site
 
-    if framework == "django":
-        middleware = [
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "lembro.django.RecordDeviceMiddleware",
-        ]
-    else:  # lembro's drop-in hands the session its device itself
-        middleware = ["lembro.django.SessionMiddleware"]
     if framework.startswith("django"):
-        with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=middleware):
+        with override_settings(ROOT_URLCONF=__name__):
             yield make
     else:
         yield make
@@ -636,6 +656,163 @@ def test_on_redis_the_cookie_ends_no_later_than_the_absolute_end_a_privilege_ste
     assert site.send("GET", "/count", elevated.cookie).text == "2"
 
 
+# ---- on a real Redis, one node and Cluster, as real time passes ----------------------------
+#
+# Redis's scripts read the server's own TIME, so no fake clock reaches them: here the
+# lifetimes are fractions of a second and the test waits them out, for every framework's
+# site at once (one wait serves them all). A stall of the loaded machine between a step and
+# the check that had to follow it within a lifetime runs the scenario again with longer
+# lifetimes (ShortLives.in_time); a failure in time still fails.
+
+SHORT = 0.25  # seconds: the lifetimes these tests wait out (five times longer on a retry)
+SLACK = 0.05  # seconds waited past an end, for Redis's millisecond expiries
+
+
+class RealTime(ShortLives):
+    """Lifetimes of ``short`` seconds on a real Redis; ``wait`` sleeps."""
+
+    kind = "redis"
+
+    def __init__(self) -> None:
+        self.short = SHORT
+        self._first_wait: float | None = None
+
+    def wait(self, seconds: float) -> None:
+        self._note_first_wait()
+        time.sleep(seconds)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A real redis-server's URL, or a real 3-primary Redis Cluster's (shared per session)."""
+    name = "redis_server" if request.param == "redis" else "redis_cluster"
+    server = request.getfixturevalue(name)
+    return str(server.url)
+
+
+@pytest.fixture
+def every_site(redis_url: str) -> Iterator[Callable[..., list[Site]]]:
+    """Builds a RedisStore with the options given (a prefix of its own) and a site of every
+    framework on it, each site warmed by one request first, so the first requests a test
+    times pay no framework's start-up; all closed, and the store cleared, after."""
+    stores: list[RedisStore] = []
+    sites: list[Site] = []
+
+    def make(**options: Any) -> list[Site]:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(redis_url, prefix=prefix, owner_key="user", **options)
+        stores.append(store)
+        override = override_settings(
+            ROOT_URLCONF=__name__, LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED}
+        )
+        override.enable()
+        _overrides.append(override)
+        made = [Site(framework, store) for framework in FRAMEWORKS]
+        sites.extend(made)
+        for site in made:
+            site.send("GET", "/count")
+        return made
+
+    yield make
+    for site in sites:
+        site.close()
+    for store in stores:
+        store.clear()
+        store.close()
+
+
+def test_on_redis_a_session_used_all_along_ends_at_its_absolute_end_in_every_framework(
+    every_site: Callable[..., list[Site]],
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        # Over a second: Django's engine keeps a session whole seconds (its cookie's
+        # Max-Age), so one with less than a second left is written as ended.
+        absolute = 1 + 2 * lives.short
+        sites = every_site(absolute_ttl=absolute)
+        lives.begin()
+        began, cookies = {}, {}
+        for site in sites:
+            began[site.framework] = time.monotonic()
+            first = site.send("GET", "/count")
+            assert first.text == "1", site.framework
+            assert first.cookie is not None, site.framework
+            assert first.lifetime is not None, site.framework
+            assert first.lifetime <= absolute, site.framework
+            cookies[site.framework] = first.cookie
+
+        lives.wait(lives.short)
+        for site in sites:
+            cookie = cookies[site.framework]
+            used = site.send("GET", "/count", cookie)
+            # Late, it could find the session past Django's first whole second.
+            lives.within(began[site.framework], 2 * lives.short)
+            assert used.text == "2", site.framework  # the same session, still alive...
+            if used.cookie is not None:  # ...whose cookie, sent again, ends with it
+                assert site.sid(used.cookie) == site.sid(cookie), site.framework
+                assert used.lifetime is not None, site.framework
+                assert used.lifetime <= absolute - lives.short, site.framework
+
+        lives.wait(absolute - lives.short + SLACK)  # past every session's absolute end
+        for site in sites:
+            cookie = cookies[site.framework]
+            after = site.send("GET", "/count", cookie)
+            assert after.text == "1", site.framework  # a fresh session: use never extends it
+            assert after.cookie is not None, site.framework
+            assert site.sid(after.cookie) != site.sid(cookie), site.framework
+
+    lives.in_time(scenario)
+
+
+def test_on_redis_renewal_sends_a_new_cookie_the_old_one_answers_in_its_grace_then_is_refused(
+    every_site: Callable[..., list[Site]],
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        every = grace = lives.short
+        sites = every_site(renew_every=every, renew_grace=grace)
+        lives.begin()
+        old = {}
+        for site in sites:
+            cookie = site.send("GET", "/count").cookie
+            assert cookie is not None, site.framework
+            old[site.framework] = cookie
+
+        lives.wait(every + SLACK)  # every session is due a renewal
+        renewed = {}
+        for site in sites:
+            cookie = old[site.framework]
+            sent = time.monotonic()
+            answer = site.send("GET", "/count", cookie)
+            assert answer.text == "2", site.framework
+            assert answer.cookie is not None, site.framework
+            new_sid = site.sid(answer.cookie)
+            assert new_sid != site.sid(cookie), site.framework
+            # A request in flight with the old cookie still works, and learns the new id.
+            late = site.send("GET", "/count", cookie)
+            lives.within(sent, grace)
+            assert late.text == "3", site.framework
+            assert late.cookie is not None, site.framework
+            assert site.sid(late.cookie) == new_sid, site.framework
+            renewed[site.framework] = answer.cookie
+
+        lives.wait(grace + SLACK)  # every old id's grace is over
+        for site in sites:
+            with warnings_logged() as records:
+                stolen = site.send("GET", "/count", old[site.framework])
+            assert stolen.text == "1", site.framework  # refused: a fresh session
+            cookie = renewed[site.framework]
+            # ...and the session the old id was replaced by is ended.
+            assert site.store.get(site.sid(cookie)) is None, site.framework
+            assert site.send("GET", "/count", cookie).text == "1", site.framework
+            levels = [record.levelname for record in records]
+            assert levels == ["WARNING"], site.framework
+
+    lives.in_time(scenario)
+
+
 # ---- the settings reach the store each integration builds ----------------------------------
 
 LIFETIMES = {"absolute_ttl": 3600.0, "renew_every": 300.0, "renew_grace": 5.0}
@@ -696,8 +873,6 @@ def test_django_settings_build_a_store_with_the_lifetimes() -> None:
 
 
 def test_aiohttp_arguments_build_a_store_with_the_lifetimes() -> None:
-    import asyncio
-
     import lembro.aiohttp
 
     storage = lembro.aiohttp.LembroStorage(secret_key=SECRET, max_sessions_per_user=4, **LIFETIMES)
@@ -747,18 +922,94 @@ def test_bad_trusted_proxies_are_refused_at_start_in_every_integration() -> None
         lembro.aiohttp.LembroStorage(secret_key=SECRET, trusted_proxies=bad)
 
 
-def test_litestar_refuses_renewal_on_a_namespaced_store() -> None:
-    from lembro import InvalidOption
+def test_litestar_renews_in_a_namespace_and_the_parents_delete_all_ends_the_renewed_session(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore("1M", None, clock=clock, renew_every=RENEW_EVERY, renew_grace=GRACE)
+    parent = LembroStore(store, clock=clock)  # "LITESTAR", as Litestar's stores
+    sessions = parent.with_namespace("sessions")
+    site = Site("litestar", sessions)
+    try:
+        old = site.send("GET", "/count").cookie
+        assert old is not None
+        clock.advance(RENEW_EVERY + 1)
+        renewed = site.send("GET", "/count", old)
+        assert renewed.text == "2"
+        assert renewed.cookie is not None
+        assert renewed.cookie != old
+        # The renewed session stays in the namespace: found there, and nowhere else.
+        assert list(store.all()) == [site.sid(renewed.cookie)]
+        assert site.sid(renewed.cookie).startswith(sessions._key(""))
+        late = site.send("GET", "/count", old)  # in flight with the old cookie
+        assert late.text == "3"
+        assert late.cookie == renewed.cookie
 
-    store = MemoryStore("1M", None, renew_every=60)
+        asyncio.run(parent.delete_all())
+        assert site.send("GET", "/count", renewed.cookie).text == "1"
+        assert site.send("GET", "/count", old).text == "1"
+    finally:
+        site.close()
+        store.close()
+
+
+def test_on_redis_litestar_renews_in_a_namespace_and_the_parents_delete_all_ends_it(
+    redis_server: RedisServer,
+) -> None:
+    lives = RealTime()
+
+    def scenario() -> None:
+        prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
+        store = RedisStore(
+            redis_server.url, prefix=prefix, renew_every=lives.short, renew_grace=GRACE
+        )
+        parent = LembroStore(store)
+        site = Site("litestar", parent.with_namespace("sessions"))
+        try:
+            old = site.send("GET", "/count").cookie
+            assert old is not None
+            lives.wait(lives.short + SLACK)
+            sent = time.monotonic()
+            renewed = site.send("GET", "/count", old)
+            assert renewed.text == "2"
+            assert renewed.cookie is not None
+            assert renewed.cookie != old
+            assert list(store.all()) == [site.sid(renewed.cookie)]  # in the namespace
+            late = site.send("GET", "/count", old)
+            lives.within(sent, lives.short)  # before the new id is due a renewal itself
+            assert late.text == "3"
+            assert late.cookie == renewed.cookie
+
+            site.run(parent.delete_all)
+            assert site.send("GET", "/count", renewed.cookie).text == "1"
+            assert site.send("GET", "/count", old).text == "1"
+        finally:
+            site.close()
+            store.clear()
+            store.close()
+
+    lives.in_time(scenario)
+
+
+def test_litestar_refuses_a_namespace_on_a_store_that_renews_to_ids_of_its_own() -> None:
+    from lembro import InvalidOption, Loaded
+
+    class OwnIds(MemoryStore):
+        """A store of the app's whose load renews to ids it makes itself."""
+
+        def load(self, sid: str) -> Loaded | None:  # type: ignore[override]
+            return super().load(sid)
+
+    store, lembros = OwnIds("1M", None, renew_every=60), MemoryStore("1M", None, renew_every=60)
     try:
         with pytest.raises(InvalidOption, match="namespace"):
             LembroStore(store)  # "LITESTAR": renewed ids would be lost to it
         with pytest.raises(InvalidOption, match="namespace"):
             LembroStore(store, namespace=None).with_namespace("cache")
         LembroStore(store, namespace=None)
+        LembroStore(lembros).with_namespace("cache")  # lembro's own stores take new_id
     finally:
         store.close()
+        lembros.close()
 
 
 # ---- aiohttp, through its own test server ------------------------------------------------
@@ -844,7 +1095,7 @@ def test_on_redis_an_id_in_its_grace_answers_and_the_response_sends_the_new_one(
     site = site_factory(store)
     old = site.send("GET", "/count").cookie
     assert old is not None
-    old_sid, new_sid = site.sid(old), new_session_id()
+    old_sid, new_sid = site.sid(old), site.sid(new_session_id())
     data = store.get(old_sid)
     assert data is not None
     assert store.rename(old_sid, new_sid, data, reset_lifetime=False, grace=60.0)

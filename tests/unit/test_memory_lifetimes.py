@@ -403,6 +403,11 @@ def test_the_async_faces_pass_every_new_argument_on(clock: FakeClock, face: str)
         assert await front.get(loaded.sid) == {KEY: "ana"}  # in its grace
         assert await front.destroy_session_of("bob", "b") is False
         assert await front.destroy_session_of("ana", "b") is True
+        await front.set("c", {"n": 1})
+        clock.advance(11)
+        renewed = await front.load("c", new_id=lambda: "ns:c2")
+        assert renewed is not None
+        assert renewed.sid == "ns:c2"
 
     asyncio.run(scenario())
     store.check()

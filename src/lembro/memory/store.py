@@ -9,6 +9,7 @@ process-wide hooks (``lembro.hooks``) and the several-processes check
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -28,6 +29,7 @@ from ..checks import (
     check_owner_key,
     check_seconds,
     check_session_id,
+    made_id,
     owner_of,
 )
 from ..errors import InvalidOption, SerializationError, SessionTooLarge
@@ -312,7 +314,7 @@ class MemoryStore:
             _report_thefts(thefts)
         return None if blob is None else self._decode(blob)
 
-    def load(self, sid: str) -> Loaded | None:
+    def load(self, sid: str, *, new_id: Callable[[], str] | None = None) -> Loaded | None:
         """What a request reads: session ``sid`` as :class:`~lembro.Loaded` (the id to use
         from now on, a fresh copy of the data, the seconds left until its absolute end),
         or ``None`` when absent or expired; a hit or a miss, and a use, as ``get``. In one
@@ -323,18 +325,27 @@ class MemoryStore:
            session is ended (a logout), one WARNING is logged (with its owner, never an
            id) and the answer is ``None``;
         3. renews: with ``renew_every``, a session whose id was issued longer ago than
-           that moves to a fresh id (``lembro.ids.new_session_id()``), keeping its
-           lifetimes, its expiry and its data, and its old id answers as it for
-           ``renew_grace`` seconds; ``Loaded.sid`` is then the new id;
+           that moves to a fresh id (``new_id()``, by default
+           ``lembro.ids.new_session_id()``), keeping its lifetimes, its expiry and its
+           data, and its old id answers as it for ``renew_grace`` seconds;
+           ``Loaded.sid`` is then the new id;
         4. notes the use as the session's last seen.
+
+        ``new_id`` is for a caller that keeps its ids under a prefix of its own (Litestar's
+        namespaces): it must return a fresh, unguessable id each call, e.g. the prefix
+        and a ``new_session_id()``; one that is no non-empty str other than ``sid``
+        raises ``InvalidOption`` (the session is then not renewed).
         """
         now = self._clock()
         renew_every = self.renew_every
         if renew_every is not None and not self._changed:
             self._first_change()
+        make = new_session_id
+        if new_id is not None and renew_every is not None:
+            make = functools.partial(made_id, new_id, sid)
         with self._lock:
             table = self._table
-            entry = table.load(sid, now, renew_every, self.renew_grace, new_session_id)
+            entry = table.load(sid, now, renew_every, self.renew_grace, make)
             if entry is None:
                 thefts = table.take_thefts() if table.thefts else None
             else:

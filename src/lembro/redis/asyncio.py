@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 from ..lifetimes import Device, Loaded, SessionInfo
@@ -59,9 +59,9 @@ class AsyncRedisStore(RedisCore):
         :meth:`RedisStore.get`."""
         return await self._run("get", sid, self._get_steps(sid), None)
 
-    async def load(self, sid: str) -> Loaded | None:
-        """The read a request makes, as :meth:`RedisStore.load`."""
-        return await self._run("load", sid, self._load_steps(sid), None)
+    async def load(self, sid: str, *, new_id: Callable[[], str] | None = None) -> Loaded | None:
+        """The read a request makes, as :meth:`RedisStore.load` (``new_id`` too)."""
+        return await self._run("load", sid, self._load_steps(sid, new_id), None)
 
     async def session_info(self, sid: str) -> SessionInfo | None:
         """What session ``sid`` is, or ``None``, as :meth:`RedisStore.session_info`."""

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any, Literal, TypeGuard, TypeVar
@@ -38,6 +38,7 @@ from ..checks import (
     check_owner_key,
     check_seconds,
     check_session_id,
+    made_id,
     owner_of,
 )
 from ..errors import InvalidOption, SerializationError, SessionTooLarge, StoreUnavailable
@@ -1092,13 +1093,16 @@ class RedisCore:
             return data
         return self._got(None)
 
-    def _load_steps(self, sid: object) -> Steps[Loaded | None]:
+    def _load_steps(
+        self, sid: object, new_id: Callable[[], str] | None = None
+    ) -> Steps[Loaded | None]:
         """The read a request makes (see :meth:`RedisStore.load`): one script on the
         session's key (``record.LOAD``: the value, Redis's time, last_seen written when a
         minute old), with the owner's ZADD XX in the same round trip; an alias in its
         grace followed, one after it a stolen cookie; a value written without a header
-        given one (one round trip more, once); a renewal due moved to a fresh id (a
-        rename, one round trip more on one server)."""
+        given one (one round trip more, once); a renewal due moved to a fresh id
+        (``new_id()``, default ``new_session_id()``: a rename, one round trip more on one
+        server)."""
         if not _is_sid(sid):
             return self._missed()
         renewals = hops = 0
@@ -1151,7 +1155,10 @@ class RedisCore:
                 and renewals < 2
             ):
                 renewals += 1
-                new = new_session_id()
+                new = new_session_id() if new_id is None else made_id(new_id, sid)
+                if not _is_sid(new):
+                    expected = f"a callable returning ids without {SEPARATOR!r}"
+                    raise InvalidOption("new_id", new, expected)
                 digest = hashlib.sha1(value, usedforsecurity=False).hexdigest()
                 moved = yield from self._move_steps(
                     sid,

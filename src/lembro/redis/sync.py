@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 from ..lifetimes import Device, Loaded, SessionInfo
@@ -115,7 +115,7 @@ class RedisStore(RedisCore):
         ``owner_key``, pipelined with the ZADD that counts the use)."""
         return self._run("get", sid, self._get_steps(sid), None)
 
-    def load(self, sid: str) -> Loaded | None:
+    def load(self, sid: str, *, new_id: Callable[[], str] | None = None) -> Loaded | None:
         """The read a request makes: session ``sid`` as :class:`~lembro.Loaded` (the id to
         use from now on, the data, the seconds to its absolute end), or ``None``; a hit
         or a miss, as :meth:`get`.
@@ -125,13 +125,17 @@ class RedisStore(RedisCore):
         one WARNING logged (no id; the owner if any), and the answer is ``None``. With
         ``renew_every``, a session whose id was issued longer ago than that is moved to
         a fresh id (a :meth:`rename` keeping its lifetime, the old id in grace for
-        ``renew_grace`` seconds). ``last_seen`` is written when the stored one is a
-        minute old. One script on the session's key (with ``owner_key``, pipelined with
-        the ZADD that counts the use): one round trip, one more to follow an alias or to
-        renew (a few on a cluster), one more once for a session written before lembro
-        kept lifetimes (it gets its header then).
+        ``renew_grace`` seconds): ``new_id()``, by default ``new_session_id()``; a
+        caller that keeps its ids under a prefix of its own (Litestar's namespaces)
+        gives one that returns a fresh, unguessable id under it each call (a bad one
+        raises ``InvalidOption``, as :meth:`lembro.MemoryStore.load` says).
+        ``last_seen`` is written when the stored one is a minute old. One script on the
+        session's key (with ``owner_key``, pipelined with the ZADD that counts the use):
+        one round trip, one more to follow an alias or to renew (a few on a cluster), one
+        more once for a session written before lembro kept lifetimes (it gets its header
+        then).
         """
-        return self._run("load", sid, self._load_steps(sid), None)
+        return self._run("load", sid, self._load_steps(sid, new_id), None)
 
     def session_info(self, sid: str) -> SessionInfo | None:
         """What session ``sid`` is (:class:`~lembro.SessionInfo`), or ``None``; neither a
