@@ -596,6 +596,41 @@ def test_the_device_is_recorded_again_when_the_session_is_regenerated(
     assert (info.ip, info.user_agent) == ("192.0.2.44", "new-browser")
 
 
+# ---- sessions per user, through real sign-ins -----------------------------------------------
+
+
+def sign_in_on_three_devices(site: Site) -> list[str]:
+    """Three devices (peers 203.0.113.1 to .3) each open a session and sign in as the
+    app's one user, one after the other: the cookies of their signed-in sessions."""
+    cookies = []
+    for device in (1, 2, 3):
+        peer = f"203.0.113.{device}"
+        anonymous = site.send("GET", "/count", peer=peer).cookie
+        signed = site.send("POST", "/login", anonymous, peer=peer).cookie
+        assert signed is not None, site.framework
+        cookies.append(signed)
+    return cookies
+
+
+def check_the_first_sign_in_was_ended(site: Site, store: Any, cookies: list[str]) -> None:
+    """With ``max_sessions_per_user=2``: the devices view lists the two later sign-ins,
+    newest first, each with its device; the first device's cookie opens a fresh session."""
+    first, second, third = cookies
+    devices = store.sessions_of("ada", info=True)
+    assert [d.id for d in devices] == [site.sid(third), site.sid(second)], site.framework
+    assert [d.ip for d in devices] == ["203.0.113.3", "203.0.113.2"], site.framework
+    assert site.send("GET", "/count", first).text == "1", site.framework  # ended
+    assert int(site.send("GET", "/count", second).text) > 1, site.framework  # kept
+
+
+def test_a_third_sign_in_ends_the_oldest_with_max_sessions_per_user_two(
+    site_factory: Callable[[Any], Site], memory: Callable[..., MemoryStore]
+) -> None:
+    store = memory(max_sessions_per_user=2)
+    site = site_factory(store)
+    check_the_first_sign_in_was_ended(site, store, sign_in_on_three_devices(site))
+
+
 # ---- on a real redis-server: what needs no passing of time ----------------------------------
 
 
@@ -1181,3 +1216,10 @@ def test_a_renewal_reaches_the_browser_even_on_a_server_error(
     assert new_sid != site.sid(old)
     clock.advance(GRACE + 1)
     assert site.send("GET", "/count", failed.cookie).text == "2"  # still signed in
+
+
+def test_on_redis_a_third_sign_in_ends_the_oldest_in_every_framework(
+    every_site: Callable[..., list[Site]],
+) -> None:
+    for site in every_site(max_sessions_per_user=2):  # one store: each site in turn
+        check_the_first_sign_in_was_ended(site, site.store, sign_in_on_three_devices(site))
