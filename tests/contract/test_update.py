@@ -160,12 +160,14 @@ def test_an_update_that_signs_in_moves_the_session_into_its_owners_index(
     store.set(s, {"cart": [1]})
     assert store.update(s, {"user": "ana"}) is True  # a login in place
     assert store.sessions_of("ana") == [s]
+    assert store.update(s, {"cart": [2]}) is True  # a change of another key keeps the owner
+    assert store.sessions_of("ana") == [s]
     assert store.update(s, {"user": "bob"}) is True  # signed in as someone else
     assert store.sessions_of("ana") == []
     assert store.sessions_of("bob") == [s]
     assert store.update(s, {}, ["user"]) is True  # a logout that keeps the session
     assert store.sessions_of("bob") == []
-    assert store.get(s) == {"cart": [1]}
+    assert store.get(s) == {"cart": [2]}
 
 
 def test_an_update_whose_owner_field_is_of_a_bad_type_raises(backend: Backend) -> None:

@@ -484,8 +484,12 @@ class MemoryStore:
         merge = self._merge
         if merge is not None:  # msgpack: the values kept are never decoded nor walked
             blob, merged = merge(current, changes, deleted)
-            if self.owner_key is None and len(blob) <= min(len(current), self.max_session_bytes):
-                return blob, lifetime, None  # no larger than the bytes it replaces: it fits
+            key = self.owner_key
+            if len(blob) <= min(len(current), self.max_session_bytes):
+                if key is None:
+                    return blob, lifetime, None  # no larger than the bytes it replaces
+                if key not in changes and key not in deleted:  # nor its owner changed
+                    return blob, lifetime, owner_of(merged, key)
             return blob, lifetime, self._owner_if_fits(sid, blob, merged)
         data = self._decode(current)
         apply_changes(data, changes, deleted)
