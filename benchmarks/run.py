@@ -6,7 +6,12 @@ line saying so, which is how ``redis_stores`` plugs in: add the file, nothing el
 
     python benchmarks/run.py                 # full run, writes docs/benchmarks.md
     python benchmarks/run.py --quick         # smoke run: small sizes, writes nothing
-    python benchmarks/run.py --markdown out.md --section memory_stores
+    python benchmarks/run.py --section stalls                 # prints, writes nothing
+    python benchmarks/run.py --section stalls --markdown out.md
+
+Only a full run of every section writes docs/benchmarks.md by default: a run of some
+sections (``--section``) or a quick one writes markdown only where ``--markdown`` says,
+so it never replaces the page's other tables with nothing.
 """
 
 from __future__ import annotations
@@ -41,13 +46,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--markdown",
         metavar="PATH",
         type=Path,
-        help=f"write the tables as markdown here (full runs default to {DEFAULT_MARKDOWN})",
+        help="write the tables as markdown here (default: a full run of every section "
+        f"writes {DEFAULT_MARKDOWN}; a run with --section or --quick writes nothing)",
     )
     parser.add_argument(
         "--section",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all",
+        help="run only this section (repeatable; default: all); writes no markdown "
+        "without --markdown",
     )
     parser.add_argument("--repeats", type=int, help="timed batches per store and operation")
     parser.add_argument(
@@ -124,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"({elapsed:.0f} s{', quick run: sizes are small' if config.quick else ''})")
 
-    path = args.markdown or (None if config.quick else DEFAULT_MARKDOWN)
+    # Only a full run may replace the whole page: a partial one would erase the others.
+    whole = not config.quick and not args.section
+    path = args.markdown or (DEFAULT_MARKDOWN if whole else None)
     if path is not None:
         body = _header(config, started)
         for section in sections:
@@ -132,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(body) + "\n", encoding="utf-8")
         print(f"wrote {path}")
+    elif args.section and not config.quick:
+        print(
+            f"(wrote no markdown: a run of some sections leaves {DEFAULT_MARKDOWN.name} as "
+            "it is; --markdown PATH writes its tables)"
+        )
     return 0
 
 

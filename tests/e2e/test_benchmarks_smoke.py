@@ -6,9 +6,11 @@ No timing is asserted: the numbers of a smoke run on a shared machine mean nothi
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -145,3 +147,47 @@ def test_a_ratio_is_the_median_of_the_ratios_repeat_by_repeat() -> None:
     assert row.ratio("absent", "floor") is None
     # Values not timed together (no samples) fall back to the ratio of the values.
     assert Row("purge", "ms", {"mine": 3.0, "floor": 30.0}).ratio("mine", "floor") == 0.1
+
+
+def _run_module(monkeypatch: pytest.MonkeyPatch, default: Path) -> ModuleType:
+    """benchmarks/run.py as a module, its default markdown at ``default`` and one section,
+    ``stalls``, that measures nothing."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setattr(run, "DEFAULT_MARKDOWN", default)
+    monkeypatch.setattr(run, "SECTIONS", ("stalls",))
+    section = ModuleType("stalls")
+    section.run = lambda config: run.Section("Stalls", [])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stalls", section)
+    return run
+
+
+def test_a_run_of_some_sections_leaves_the_benchmarks_page_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("every section's tables\n", encoding="utf-8")
+    run = _run_module(monkeypatch, page)
+
+    assert run.main(["--section", "stalls"]) == 0
+    assert page.read_text(encoding="utf-8") == "every section's tables\n"
+
+    elsewhere = tmp_path / "stalls.md"
+    assert run.main(["--section", "stalls", "--markdown", str(elsewhere)]) == 0
+    assert "## Stalls" in elsewhere.read_text(encoding="utf-8")
+    assert page.read_text(encoding="utf-8") == "every section's tables\n"
+
+
+def test_a_full_run_writes_the_benchmarks_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("last run's tables\n", encoding="utf-8")
+    run = _run_module(monkeypatch, page)
+
+    assert run.main([]) == 0
+    assert "## Stalls" in page.read_text(encoding="utf-8")

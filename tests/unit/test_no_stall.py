@@ -10,6 +10,7 @@ against another thread's ``get()``.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from lembro import MemoryStore
+from lembro.memory import store as memory_store
 
 from ..conftest import FakeClock
 
@@ -139,3 +141,62 @@ def test_a_compaction_of_many_flagged_records_runs_in_steps(half_expired: Memory
     most = most_lines_in_one_hold(store, lambda: store.set("v" * 43, {"user": "bo"}))
     store.check()
     assert most <= MOST_LINES_PER_HOLD, f"{most} lines in one hold of the lock"
+
+
+def young_containers_of_most_sessions() -> list[int]:
+    """The sizes of the lists, dicts and tuples that CPython's next young collections
+    will walk and that hold more than half the sessions."""
+    return [
+        len(found)
+        for generation in (0, 1)
+        for found in gc.get_objects(generation)
+        if isinstance(found, (list, dict, tuple)) and len(found) > SESSIONS // 2
+    ]
+
+
+@pytest.mark.parametrize("name", ["all", "save_snapshot"])
+def test_a_call_through_every_session_makes_no_young_container_of_them(
+    half_expired: MemoryStore, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each young collection walks every reference a new container holds, stopping every
+    thread meanwhile: a fresh list of every session would stop them twice for a time
+    that grows with the store."""
+    store = half_expired
+    gc.collect()  # what the store holds is old now, as in a store long in use
+    seen: list[list[int]] = []
+
+    def pause() -> None:  # between two batches, the lock released
+        seen.append(young_containers_of_most_sessions())
+
+    monkeypatch.setattr(memory_store, "_pause", pause)
+    CALLS[name](store)
+    assert len(seen) > SESSIONS // BATCH // 2  # it went through the store in batches
+    assert seen[0] == []
+    assert not any(seen)
+
+
+def test_two_calls_through_every_session_at_once_each_see_every_live_one(
+    half_expired: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = half_expired
+    live = {f"s{i:042d}" for i in range(1, SESSIONS, 2)}
+    saved: list[int] = []
+    pauses = 0
+
+    def pause() -> None:  # a save made between two of all()'s batches
+        nonlocal pauses
+        pauses += 1
+        if pauses == 1:
+            saved.append(store.save_snapshot())
+
+    monkeypatch.setattr(memory_store, "_pause", pause)
+    everything = store.all()
+    assert set(everything) == live
+    assert everything[f"s{1:042d}"] == {"user": "ana", "n": 1}
+    assert saved == [len(live)]
+    store.check()
+    again = MemoryStore("64M", None, clock=store._clock, snapshot=store.snapshot)
+    try:
+        assert set(again.all()) == live
+    finally:
+        again.close()

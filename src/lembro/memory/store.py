@@ -85,6 +85,10 @@ _CHANGED_IN_ONE_HOLD = 4096
 # The id a store's smallest session is measured with: as long as the ids lembro draws.
 _TYPICAL_ID = "x" * 43
 
+# How many emptied lists a store keeps for copies of its entries: one per call that may
+# go through every session at the same time as another (a save beside an all()).
+_COPIES = 2
+
 
 class MemoryStore:
     """A session store in this process's memory, capped at ``max_size`` bytes.
@@ -140,6 +144,7 @@ class MemoryStore:
         "_changed",
         "_clock",
         "_closed",
+        "_copies",
         "_lock",
         "_merge",
         "_next_purge",
@@ -250,6 +255,9 @@ class MemoryStore:
         self._purges = 0
         self._warned_evicting = False
         self._closed = False
+        # Lists that copies of every entry are made in, kept empty between calls (see
+        # _every_entry): one to begin with, so it is old by the time the store is large.
+        self._copies: list[list[Entry]] = [[]]
         # Whether this process changed the sessions since they were loaded or it forked
         # (the first change after either checks for other processes serving).
         self._changed = False
@@ -796,18 +804,22 @@ class MemoryStore:
     # ---- the whole store -----------------------------------------------------------------
 
     def all(self) -> dict[str, dict[str, Any]]:
-        """Return a fresh copy of every live session, by id."""
-        blobs: list[tuple[str, bytes]] = []
-        for batch in self._in_batches(self._entries()):
+        """Return a fresh copy of every live session, by id: read ``batch_size`` per
+        hold of the lock, each batch decoded outside it before the next is read."""
+        found: dict[str, dict[str, Any]] = {}
+        serializer = self._serializer
+        for batch in self._every_entry():
             now = self._clock()
             with self._lock:
                 sessions = self._table.sessions
-                blobs.extend(
+                blobs = [
                     (entry.sid, entry.data)
                     for entry in batch
                     if sessions.get(entry.sid) is entry and entry.expires > now
-                )
-        return {sid: loads_session(self._serializer, blob) for sid, blob in blobs}
+                ]
+            for sid, blob in blobs:
+                found[sid] = loads_session(serializer, blob)
+        return found
 
     def __len__(self) -> int:
         """The number of live sessions (expired ones are purged first, in batches)."""
@@ -997,10 +1009,36 @@ class MemoryStore:
                 return
             _pause()
 
-    def _entries(self) -> list[Entry]:
-        """Every session held, as a list copied in one step (a C-level copy)."""
-        with self._lock:
-            return self._table.entries()
+    def _every_entry(self) -> Iterator[list[Entry]]:
+        """Every session held when this begins, in lists of at most ``batch_size``, with a
+        pause between two (see ``_pause``); the caller checks each is still held.
+
+        The entries are copied in one hold of the lock (one C-level copy) into a list kept
+        from an earlier call, and each batch's part of it is let go as the batch is handed
+        on. Why a kept list: CPython's next two young collections walk every reference of
+        a new container, which stops every thread for a time that grows with the
+        sessions, while a list that has outlived them is walked only by a full one."""
+        copies = self._copies
+        try:
+            entries = copies.pop()
+        except IndexError:  # another call has it
+            entries = []
+        try:
+            with self._lock:
+                entries.extend(self._table.sessions.values())
+            size = self.batch_size
+            for start in range(0, len(entries), size):
+                if start:
+                    _pause()
+                batch = entries[start : start + size]
+                # Let go of the batch's part now rather than of every entry in one step
+                # at the end: only its length is kept.
+                entries[start : start + size] = [None] * len(batch)  # type: ignore[list-item]
+                yield batch
+        finally:
+            entries.clear()
+            if len(copies) < _COPIES:
+                copies.append(entries)
 
     def _in_batches(self, entries: Iterable[Entry]) -> Iterator[list[Entry]]:
         """``entries`` in lists of at most ``batch_size``, for one hold of the lock each,
@@ -1085,7 +1123,7 @@ class MemoryStore:
         hold of the lock and handed on as they are read, so a save holds one batch at a
         time. The ids sessions had before a rename are not saved: a restart ends their
         grace, and with it the stolen-cookie check of those ids."""
-        for batch in self._in_batches(self._entries()):
+        for batch in self._every_entry():
             now = self._clock()
             with self._lock:
                 table = self._table
