@@ -39,6 +39,28 @@ DEFAULT_MARKDOWN = HERE.parent / "docs" / "benchmarks.md"
 SECTIONS = ("requests", "quart_aiohttp", "memory_stores", "flood", "stalls", "redis_stores")
 
 
+# Dated: a check made once by hand, not by each run; a later run keeps the text as it is.
+WHY_BY_HAND = (
+    "Why `benchmarks/harness.py` times by hand rather than with pyperf or pytest-benchmark: "
+    "both time one benchmark at a time (pyperf in worker processes of its own, one "
+    "benchmark after another; pytest-benchmark one test at a time) and compare results "
+    "across runs, so two stores compared that way are timed seconds apart, and on a shared "
+    "machine its speed changes in between. These tables are ratios of stores, so the "
+    "harness times the stores moments apart: each repeat runs every store's batch once, in "
+    "a rotating order, and a ratio is the median of the stores' ratios repeat by repeat, so "
+    "what the machine does to a whole repeat cancels. Checked on 2026-12-07, with lembro's "
+    "`MemoryStore.get` over a floor's (a lock, a dict, bare msgspec; 10,000 sessions of "
+    "about 250 bytes), the same timed batch both ways, alternated, five runs each, twice "
+    "(the machine otherwise quiet). pyperf (`--fast`, about 18 s a run; the ratio of the "
+    "two benchmarks' medians) gave ratios spread by max/min 1.12 and 1.30 on the wall clock "
+    "(medians of the five 1.44 and 1.37), and 1.43 and 1.85 on the thread's CPU time (1.44 "
+    "and 1.23); `harness.measure` (21 repeats, under a second of timing a run) gave 1.10 "
+    "and 1.08 on CPU time (1.44 and 1.43), and 1.08 and 1.08 on the wall clock (1.44 and "
+    "1.45). Where pyperf serves, one benchmark followed from run to run, `make bench` has "
+    "none."
+)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -105,9 +127,13 @@ def _header(config: Config, started: datetime.datetime) -> list[str]:
         f"{'CPU time of the benchmark thread' if config.clock == 'cpu' else 'wall clock'}"
         " unless a table's title says otherwise (the Redis tables: the wall clock).",
         "",
+        "## Method",
+        "",
         "The machine is shared and noisy: read the ratios, which come from stores measured "
         "side by side in one process and one run, more than the absolute times. Times are "
         "medians per operation over repeated batches.",
+        "",
+        WHY_BY_HAND,
     ]
 
 
