@@ -150,6 +150,7 @@ class Server:
         env: dict[str, str] | None = None,
         name: str = "server",
     ) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = directory / f"{name}-{port}.log"
         with open(self.log, "wb") as out:
