@@ -247,6 +247,7 @@ def test_a_pool_of_forked_workers_that_never_touch_sessions_says_nothing(tmp_pat
     result = run_script("import runpy; runpy.run_path('pool.py', run_name='__main__')", tmp_path)
     assert result.returncode == 0, result.stderr
     assert SEVERAL not in result.stderr
+    assert "forked" not in result.stderr  # nor that the workers hold a copy of the sessions
 
 
 # Two programs of one shell, one directory: started alike (``python -c``, same arguments),

@@ -804,7 +804,9 @@ def test_no_interval_means_no_thread() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads
-def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock) -> None:
+def test_purge_thread_restarts_in_a_forked_child_and_its_first_change_warns(
+    clock: FakeClock,
+) -> None:
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -827,8 +829,13 @@ def test_purge_thread_restarts_in_a_forked_child_with_a_warning(clock: FakeClock
                         and s._thread.is_alive()
                         and wait_for(lambda: s.size < full, 3)
                         and s.get("a") == SESSION
-                        and any("forked" in r.getMessage() for r in records)
+                        # said once the child changes a session, not before
+                        and not any("forked" in r.getMessage() for r in records)
                     )
+                    s.set("b", SESSION)
+                    s.set("c", SESSION)
+                    said = [r.getMessage() for r in records if "forked" in r.getMessage()]
+                    ok = ok and len(said) == 1 and f"process {os.getpid()} now" in said[0]
                     os.write(write, b"ok" if ok else b"no")
                 finally:
                     os._exit(0)

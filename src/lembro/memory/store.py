@@ -145,6 +145,7 @@ class MemoryStore:
         "_clock",
         "_closed",
         "_copies",
+        "_forked_from",
         "_lock",
         "_merge",
         "_next_purge",
@@ -261,6 +262,9 @@ class MemoryStore:
         # Whether this process changed the sessions since they were loaded or it forked
         # (the first change after either checks for other processes serving).
         self._changed = False
+        # (the parent's pid, the sessions held) when a fork gave this process a copy of
+        # them: said once this process changes one (see _first_change).
+        self._forked_from: tuple[int, int] | None = None
         self._snapshot = (
             SnapshotFile(self.snapshot, serializer_name(self._serializer))
             if self.snapshot is not None
@@ -1205,6 +1209,15 @@ class MemoryStore:
         so check for siblings first (which may raise ``SeveralProcesses``)."""
         processes.check()
         self._changed = True
+        forked, self._forked_from = self._forked_from, None
+        if forked is not None:
+            log.warning(
+                "MemoryStore forked from process %d with %d sessions: process %d now has its "
+                "own copy, and sessions written in one worker are not seen by another. Run "
+                "one worker process (with threads), or use lembro.RedisStore for several.",
+                *forked,
+                os.getpid(),
+            )
         if self._snapshot is not None:  # a forked child's sessions are now its to write
             hooks.install_sigterm()
 
@@ -1249,7 +1262,7 @@ class MemoryStore:
 
     def _after_fork_in_child(self) -> None:
         """Give the child fresh locks and its own thread; reload a snapshot replaced since
-        its parent loaded it; say that sessions split."""
+        its parent loaded it; note that sessions split, said at the child's first change."""
         self._lock = threading.Lock()
         self._upkeep_lock = threading.Lock()
         self._thread = None
@@ -1257,16 +1270,10 @@ class MemoryStore:
         if self._snapshot is not None and self._snapshot.stale_in_child(changed):
             self._clear()
             self._load_snapshot(self._snapshot)
+        # A worker that serves sessions changes them: said then, not here, so a fork
+        # that never touches them (a multiprocessing pool's worker) says nothing.
         held = len(self._table)
-        if held:
-            log.warning(
-                "MemoryStore forked from process %d with %d sessions: process %d now has its "
-                "own copy, and sessions written in one worker are not seen by another. Run "
-                "one worker process (with threads), or use lembro.RedisStore for several.",
-                os.getppid(),
-                held,
-                os.getpid(),
-            )
+        self._forked_from = (os.getppid(), held) if held else None
         self._start_thread()
 
     # ---- the store's lifetime --------------------------------------------------------------
