@@ -64,6 +64,8 @@ _FLAT_TOLERANCE = 0.10  # lembro's final RSS within 10% of its RSS at warm-up
 _GROWTH = 0.10  # the unbounded store's final RSS at least 10% above its RSS at warm-up
 
 _HTTP_TIMEOUT = 10.0  # seconds a request may take before it counts as an error
+_START_AFTER = 0.1  # seconds from the load generator's threads started to the load
+_LOAD_STARTS_WITHIN = 60.0  # seconds a load generator may take to start its interpreter
 _START_TIMEOUT = 30.0  # seconds a server may take to print its port
 
 
@@ -201,10 +203,12 @@ def _load_main(
     connections: int,
     flood: float,
     seed: int,
-    start: float,
     duration: float,
 ) -> None:
-    """The load generator process: run the client threads, send back a summary."""
+    """The load generator process: send the instant the load starts (its threads are
+    started, on the monotonic clock both processes share), run the client threads, send
+    back a summary."""
+    start = time.monotonic() + _START_AFTER
     stop = start + duration
     tallies = [_Tally() for _ in range(connections)]
     threads = [
@@ -218,6 +222,7 @@ def _load_main(
     ]
     for thread in threads:
         thread.start()
+    conn.send(start)
     for thread in threads:
         # A request has a timeout, so a thread ends within it of the deadline.
         thread.join(max(1.0, stop - time.monotonic()) + 3 * _HTTP_TIMEOUT)
@@ -350,18 +355,20 @@ def _run_store(store: str, args: argparse.Namespace) -> _Result:
     try:
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
-        # Both processes count from one instant on the shared monotonic clock, after
-        # the load generator has had time to start its interpreter.
-        start = time.monotonic() + 1.5
         load = context.Process(
             target=_load_main,
-            args=(sender, port, args.users, args.connections, args.flood, args.seed, start),
+            args=(sender, port, args.users, args.connections, args.flood, args.seed),
             kwargs={"duration": args.duration},
             name=f"lembro-soak-load-{store}",
             daemon=True,
         )
         load.start()
         sender.close()
+        # Both processes count from the instant the load generator names, once its
+        # interpreter is up.
+        if not receiver.poll(_LOAD_STARTS_WITHIN):
+            raise RuntimeError(f"the load generator for {store} did not start")
+        start: float = receiver.recv()
         samples: list[_Sample] = []
         stats_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=_HTTP_TIMEOUT)
         tick = 0
