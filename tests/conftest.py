@@ -45,10 +45,37 @@ def pytest_configure(config: pytest.Config) -> None:
     # As /tmp (sticky): a test that gives up root makes its own entries, as on a real machine.
     os.chmod(directory, 0o1777)  # noqa: S103
     config.stash[_TMPDIR] = (os.environ.get("TMPDIR"), directory)
+    config.stash[_TRUST] = {name: os.environ.get(name) for name in _TRUST_VARIABLES}
     os.environ["TMPDIR"] = directory
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     os.environ.pop("LEMBRO_RUNTIME_DIR", None)
     os.environ.pop("XDG_RUNTIME_DIR", None)
+    _trust_one_certificate(Path(directory))
+
+
+# The environment's trust store settings before _trust_one_certificate, to restore.
+_TRUST = pytest.StashKey[dict[str, str | None]]()
+_TRUST_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def _trust_one_certificate(directory: Path) -> None:
+    """Point OpenSSL's default trust store at one certificate, for this test process and
+    what it starts.
+
+    Every TLS peer of the suite is one of its own on 127.0.0.1, verified against the CA
+    its test names (``ssl_ca_certs``, a context of its own), so the system's trust store
+    is never what decides. Yet redis-py builds a default context per TLS connection and
+    httpx one per client, and each reads every certificate of the system's store: most
+    of what a TLS connection or a client costs here. One certificate (the first of
+    certifi's bundle: a default context needs a valid one) keeps that read short."""
+    import certifi
+
+    bundle = Path(certifi.where()).read_text(encoding="ascii")
+    end = "-----END CERTIFICATE-----"
+    (directory / "trust.pem").write_text(bundle[: bundle.index(end) + len(end)] + "\n")
+    (directory / "trust.d").mkdir()
+    os.environ["SSL_CERT_FILE"] = str(directory / "trust.pem")
+    os.environ["SSL_CERT_DIR"] = str(directory / "trust.d")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -56,10 +83,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if saved is None:
         return
     before, directory = saved
-    if before is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = before
+    restored = {"TMPDIR": before, **config.stash.get(_TRUST, {})}
+    for name, value in restored.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     tempfile.tempdir = None
     shutil.rmtree(directory, ignore_errors=True)
 
