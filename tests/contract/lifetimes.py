@@ -5,6 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# The Redis kinds that differ from another kind only in how they connect: the tests marked
+# ``lifetimes`` are left out for them (see conftest.py).
+CONNECTION_ONLY = frozenset(
+    {"tls", "async-tls", "tls-cluster", "sentinel", "async-sentinel", "valkey-url", "async-valkey"}
+)
+
 
 class ShortLives:
     """A binding whose tests write sessions of lifetime ``short`` seconds and wait them
@@ -17,6 +23,9 @@ class ShortLives:
     _started = 0.0
 
     def _note_first_wait(self) -> None:
+        assert self.kind not in CONNECTION_ONLY, (
+            "a test that waits out lifetimes is marked @pytest.mark.lifetimes"
+        )
         if self._first_wait is None:
             self._first_wait = time.monotonic()
 

@@ -243,6 +243,7 @@ def test_set_replaces_the_whole_session(store: Any) -> None:
     assert len(store) == 1
 
 
+@pytest.mark.lifetimes
 def test_session_expires_after_its_ttl(backend: Backend) -> None:
     def scenario() -> None:
         store, short, long = backend.new(), sid(), sid()
@@ -260,6 +261,7 @@ def test_session_expires_after_its_ttl(backend: Backend) -> None:
     backend.in_time(scenario)
 
 
+@pytest.mark.lifetimes
 def test_store_ttl_is_the_default_lifetime(backend: Backend) -> None:
     store = backend.new(ttl=SHORT)
     s = sid()
@@ -269,6 +271,7 @@ def test_store_ttl_is_the_default_lifetime(backend: Backend) -> None:
     assert store.get(s) is None
 
 
+@pytest.mark.lifetimes
 def test_touch_extends_the_lifetime(backend: Backend) -> None:
     def scenario() -> None:
         store, touched, control = backend.new(), sid(), sid()
@@ -299,6 +302,7 @@ def renewing(store: Any) -> Any:
     return store
 
 
+@pytest.mark.lifetimes
 def test_renew_returns_the_session_and_gives_it_a_new_lifetime(
     backend: Backend, store: Any
 ) -> None:
@@ -315,6 +319,7 @@ def test_renew_returns_the_session_and_gives_it_a_new_lifetime(
     assert store.ttl - 5 < store.time_left(control) <= store.ttl
 
 
+@pytest.mark.lifetimes
 def test_renew_and_time_left_of_an_absent_session_are_none_and_create_nothing(
     backend: Backend, store: Any
 ) -> None:
@@ -347,6 +352,7 @@ def test_renew_with_a_bad_ttl_raises_and_changes_nothing(store: Any, ttl: Any) -
     assert store.get(s) == {"v": 1}
 
 
+@pytest.mark.lifetimes
 def test_replace_writes_only_over_a_live_session(backend: Backend, store: Any) -> None:
     live, gone, expired = sid(), sid(), sid()
     store.set(live, {"v": 1})
@@ -361,6 +367,7 @@ def test_replace_writes_only_over_a_live_session(backend: Backend, store: Any) -
     assert len(store) == 1
 
 
+@pytest.mark.lifetimes
 def test_replace_sets_a_new_lifetime(backend: Backend) -> None:
     def scenario() -> None:
         store, s, control = backend.new(), sid(), sid()
@@ -385,6 +392,7 @@ def test_destroy_removes_and_is_idempotent(store: Any) -> None:
     assert store.all() == {kept: {"b": 2}}
 
 
+@pytest.mark.lifetimes
 def test_all_len_and_contains_see_live_sessions_only(backend: Backend) -> None:
     def scenario() -> None:
         store = backend.new()
@@ -468,6 +476,7 @@ def test_stats_count_hits_and_misses(store: Any) -> None:
     assert stats.size > 100  # bytes: at least the larger payload
 
 
+@pytest.mark.lifetimes
 def test_purge_leaves_live_sessions(backend: Backend, store: Any) -> None:
     live, dead = sid(), sid()
     store.set(live, {"a": 1}, ttl=LONG)
@@ -507,6 +516,7 @@ def test_rename_after_a_logout_is_false_and_writes_nothing(store: Any) -> None:
     assert store.all() == {}
 
 
+@pytest.mark.lifetimes
 def test_rename_of_an_expired_session_is_false(backend: Backend, store: Any) -> None:
     old, new = sid(), sid()
     store.set(old, {"cart": [1]}, ttl=SHORT)
@@ -515,6 +525,7 @@ def test_rename_of_an_expired_session_is_false(backend: Backend, store: Any) -> 
     assert new not in store
 
 
+@pytest.mark.lifetimes
 def test_rename_gives_the_new_session_its_lifetime(backend: Backend, store: Any) -> None:
     old, new = sid(), sid()
     store.set(old, {"n": 1}, ttl=LONG)

@@ -87,6 +87,7 @@ def lembro_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 # ---- the absolute lifetime -------------------------------------------------------------
 
 
+@pytest.mark.lifetimes
 def test_no_use_touch_or_write_moves_the_expiry_past_the_absolute_end(
     backend: Backend, stores: Stores
 ) -> None:
@@ -150,6 +151,7 @@ def test_load_says_how_long_until_the_absolute_end(stores: Stores) -> None:
     assert bounded.load(sid()) is None
 
 
+@pytest.mark.lifetimes
 def test_a_sign_in_starts_a_new_absolute_lifetime_and_a_privilege_change_keeps_it(
     backend: Backend, stores: Stores
 ) -> None:
@@ -217,6 +219,7 @@ def test_without_a_grace_the_old_id_is_simply_gone(stores: Stores) -> None:
     assert store.get(new) == {"n": 1}  # a late request with the old id ended nothing
 
 
+@pytest.mark.lifetimes
 def test_a_replaced_id_after_its_grace_is_a_stolen_cookie(
     backend: Backend, stores: Stores, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -247,6 +250,7 @@ def test_a_replaced_id_after_its_grace_is_a_stolen_cookie(
 # ---- renewal -------------------------------------------------------------------------
 
 
+@pytest.mark.lifetimes
 def test_load_renews_an_id_issued_longer_ago_than_renew_every(
     backend: Backend, stores: Stores
 ) -> None:
@@ -277,6 +281,7 @@ def test_load_renews_an_id_issued_longer_ago_than_renew_every(
     backend.in_time(scenario)
 
 
+@pytest.mark.lifetimes
 def test_load_renews_to_the_id_new_id_makes(backend: Backend, stores: Stores) -> None:
     # What Litestar's namespaced store asks: the renewed id under the prefix its keys have.
     store = stores.new(renew_every=backend.short / 20, renew_grace=LONG)
@@ -297,6 +302,7 @@ def test_load_renews_to_the_id_new_id_makes(backend: Backend, stores: Stores) ->
     assert sorted(store.all()) == sorted([renewed.sid, kept])
 
 
+@pytest.mark.lifetimes
 def test_get_never_renews(backend: Backend, stores: Stores) -> None:
     def scenario() -> None:
         store = stores.new(renew_every=backend.short)
@@ -387,6 +393,7 @@ def test_a_long_user_agent_is_cut_not_refused(stores: Stores) -> None:
 # ---- sessions per user ------------------------------------------------------------------
 
 
+@pytest.mark.lifetimes
 def test_sessions_of_with_info_lists_each_session_most_recently_used_first(
     backend: Backend, stores: Stores
 ) -> None:
@@ -418,6 +425,7 @@ def test_destroy_session_of_ends_only_the_owners_own_session(stores: Stores) -> 
     assert store.stats().logouts == logouts + 1
 
 
+@pytest.mark.lifetimes
 def test_max_sessions_per_user_ends_the_oldest_sign_in(backend: Backend, stores: Stores) -> None:
     store = stores.new(owner_key=USER, max_sessions_per_user=2)
     first, second, third, fourth, guest, bob = (sid() for _ in range(6))
@@ -439,6 +447,7 @@ def test_max_sessions_per_user_ends_the_oldest_sign_in(backend: Backend, stores:
     assert sorted(store.sessions_of("ana")) == sorted([third, fourth])
 
 
+@pytest.mark.lifetimes
 def test_an_update_that_signs_in_counts_toward_max_sessions_per_user(
     backend: Backend, stores: Stores
 ) -> None:

@@ -297,6 +297,7 @@ def test_destroy_sessions_of_ends_all_but_the_kept_one(binding: Binding, store: 
     assert store.sessions_of("bob") == [bobs]
 
 
+@pytest.mark.lifetimes
 def test_destroy_sessions_of_counts_only_what_it_ended(binding: Binding, store: Any) -> None:
     live, expired, destroyed = sid(), sid(), sid()
     store.set(live, {OWNER_KEY: "ana"}, ttl=LONG)
@@ -308,6 +309,7 @@ def test_destroy_sessions_of_counts_only_what_it_ended(binding: Binding, store: 
     assert store.get(live) is None
 
 
+@pytest.mark.lifetimes
 def test_expired_sessions_leave_the_index(binding: Binding) -> None:
     def scenario() -> None:
         store, short, long = binding.new(owner_key=OWNER_KEY), sid(), sid()
@@ -320,6 +322,7 @@ def test_expired_sessions_leave_the_index(binding: Binding) -> None:
     binding.in_time(scenario)
 
 
+@pytest.mark.lifetimes
 def test_a_session_kept_alive_by_touch_stays_in_the_index(binding: Binding) -> None:
     # The owner's set must outlive a member whose lifetime touch moved past the write's.
     def scenario() -> None:
@@ -339,6 +342,7 @@ def test_a_session_kept_alive_by_touch_stays_in_the_index(binding: Binding) -> N
     binding.in_time(scenario)
 
 
+@pytest.mark.lifetimes
 def test_a_session_kept_alive_by_renew_stays_in_the_index_as_most_recent(
     binding: Binding,
 ) -> None:

@@ -89,6 +89,7 @@ def test_a_destroyed_session_is_not_recreated_by_an_update(store: Any) -> None:
     assert store.all() == {}
 
 
+@pytest.mark.lifetimes
 def test_an_update_of_an_expired_session_is_false(backend: Backend) -> None:
     store = backend.new()
     s = sid()
