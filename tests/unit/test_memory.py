@@ -617,7 +617,7 @@ def test_memory_held_stays_between_60_and_100_percent_of_the_cap(payload: int, m
             elif mode == "logouts" and i % 4 == 1:
                 store.destroy(old)
             del sid, old
-            if store.stats().evicted and i % 47 == 0:
+            if i % 47 == 0 and store.stats().evicted:
                 ratios.append((tracemalloc.get_traced_memory()[0] - base) / store.max_size)
         store.close()
     finally:
