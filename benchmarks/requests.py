@@ -32,6 +32,7 @@ requests per second, bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import http.client
 import io
 import logging
@@ -55,7 +56,6 @@ __all__ = ["run"]
 
 SECRET = "bench-secret-key-bench-secret-key"
 HERE = Path(__file__).resolve().parent
-_DB_DIR = tempfile.mkdtemp(prefix="lembro-bench-")
 
 NONE = "no sessions"
 LEMBRO = "lembro"
@@ -362,6 +362,9 @@ def _configure_django() -> None:
         raise RuntimeError(
             "Django was configured before benchmarks/requests.py: run this section first"
         )
+    # Django's db engine's SQLite file, removed when the run ends.
+    directory = tempfile.mkdtemp(prefix="lembro-bench-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     settings.configure(
         LEMBRO_BENCH=True,
         SECRET_KEY=SECRET,
@@ -371,7 +374,7 @@ def _configure_django() -> None:
         DATABASES={
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(_DB_DIR, "sessions.sqlite3"),
+                "NAME": os.path.join(directory, "sessions.sqlite3"),
                 "CONN_MAX_AGE": None,
             }
         },
