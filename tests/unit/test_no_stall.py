@@ -25,7 +25,7 @@ from lembro.memory import store as memory_store
 
 from ..conftest import FakeClock
 
-SESSIONS = 20_000
+SESSIONS = 5_000
 BATCH = 64
 # Lines of lembro's code one session's step may run (a purge, an eviction, a copy).
 LINES_PER_SESSION = 80
