@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,15 @@ def tls_cluster(certificate: tuple[Path, Path]) -> Iterator[Cluster]:
     cluster = start_cluster(certificate)
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _django_settings_restored() -> Iterator[None]:
+    """Each test leaves Django's settings as it found them: an override left enabled (one
+    undone out of order) would change what every later Django test in the process sees,
+    so the suite would pass or fail by how its tests fall to the workers."""
+    conf = sys.modules.get("django.conf")
+    before = getattr(conf.settings, "_wrapped", None) if conf is not None else None
+    yield
+    if before is not None and conf is not None:
+        assert conf.settings._wrapped is before, "a Django settings override outlived its test"

@@ -394,27 +394,25 @@ def site_factory(framework: str) -> Iterator[Callable[[Any], Site]]:
 
 
 @pytest.fixture
-def django_store_setting(framework: str) -> Callable[[Any], Any]:
-    """Hands the store to Django's engine (the other frameworks take it directly)."""
+def django_store_setting(
+    framework: str, site_factory: Callable[[Any], Site]
+) -> Iterator[Callable[[Any], Any]]:
+    """Hands the store to Django's engine (the other frameworks take it directly). Its
+    overrides are undone in reverse at its teardown, which comes before site_factory's
+    (it depends on it): undone out of order, site_factory's URLconf would outlive the
+    test and serve this module's views to every later Django test in the process."""
+    overrides: list[Any] = []
 
     def use(store: Any) -> Any:
         if framework.startswith("django"):
             override = override_settings(LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED})
             override.enable()
-            _overrides.append(override)
+            overrides.append(override)
         return store
 
-    return use
-
-
-_overrides: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _undo_overrides() -> Iterator[None]:
-    yield
-    while _overrides:
-        _overrides.pop().disable()
+    yield use
+    while overrides:
+        overrides.pop().disable()
 
 
 @pytest.fixture(params=FRAMEWORKS)
@@ -732,6 +730,7 @@ def every_site(redis_url: str) -> Iterator[Callable[..., list[Site]]]:
     times pay no framework's start-up; all closed, and the store cleared, after."""
     stores: list[RedisStore] = []
     sites: list[Site] = []
+    overrides: list[Any] = []
 
     def make(**options: Any) -> list[Site]:
         prefix = f"lembro-test:{uuid.uuid4().hex[:12]}:"
@@ -741,7 +740,7 @@ def every_site(redis_url: str) -> Iterator[Callable[..., list[Site]]]:
             ROOT_URLCONF=__name__, LEMBRO={"STORE": store, "TRUSTED_PROXIES": TRUSTED}
         )
         override.enable()
-        _overrides.append(override)
+        overrides.append(override)
         made = [Site(framework, store) for framework in FRAMEWORKS]
         sites.extend(made)
         for site in made:
@@ -749,6 +748,8 @@ def every_site(redis_url: str) -> Iterator[Callable[..., list[Site]]]:
         return made
 
     yield make
+    while overrides:
+        overrides.pop().disable()
     for site in sites:
         site.close()
     for store in stores:
