@@ -53,10 +53,13 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check src tools
 	$(PY) -m mypy
 
-# Tests run in parallel (pytest-xdist), one worker per CPU; worksteal rebalances the
-# long end-to-end tests when one worker runs out of work. The site is built too (a few
-# seconds): a broken link or docstring fails the run.
-PYTEST_PARALLEL := -n auto --dist worksteal
+# Tests run in parallel (pytest-xdist), one worker more than there are CPUs: many tests
+# spend much of their time waiting (servers starting, real lifetimes on Redis, a
+# Cluster's first seconds), which leaves a CPU idle with one worker per CPU. worksteal
+# rebalances the long end-to-end tests when one worker runs out of work. The site is
+# built too (a few seconds): a broken link or docstring fails the run.
+PYTEST_WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$((n + 1)))
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
 
 test: $(VENV)/.dev redis-server lint docs
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15
