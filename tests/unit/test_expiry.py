@@ -73,8 +73,10 @@ def test_compaction_drops_every_flagged_record_and_only_them() -> None:
     for record in records[::2]:
         index.remove(record)
     assert index.should_compact(live=500) is False  # as many stale as live: not yet
+    assert index.compaction_due(live=500) is False
     index.remove(records[1])
     assert index.should_compact(live=499) is True
+    assert index.compaction_due(live=499) is True
     assert index.compact() == 501
     assert len(index) == 499
     assert index.stale == 0
@@ -89,6 +91,7 @@ def test_a_few_stale_records_do_not_trigger_compaction() -> None:
     for _ in range(200):
         index.remove(index.add("x", 5.0))
     assert index.should_compact(live=1) is False
+    assert index.compaction_due(live=1) is False
 
 
 def test_clear_drops_everything() -> None:
@@ -120,6 +123,8 @@ def test_a_compaction_in_steps_drops_flagged_records_and_keeps_every_live_one_du
     assert index.stale == 500
     index.start_compaction()
     assert index.compacting
+    assert index.compaction_due(live=10_000)  # under way, however many are live
+    assert not index.should_compact(live=0)  # none to start while one is under way
     index.add("during", 2000.0)  # records keep coming during a compaction
     dropped, more = index.compact_step(100)
     assert (dropped, more) == (50, True)
@@ -134,6 +139,7 @@ def test_a_compaction_in_steps_drops_flagged_records_and_keeps_every_live_one_du
     assert total == 500
     assert index.stale == 0
     assert not index.compacting
+    assert not index.compaction_due(live=0)
     index.check()
     times = {f"s{t}": float(t) for t in range(1000)}
     times.update({"late999": 999.5, "late500": 500.5, "during": 2000.0})

@@ -139,6 +139,15 @@ class ExpiryIndex:
         times = [records[0].expires for records in held if records]
         return min(times) if times else None
 
+    def compaction_due(self, live: int) -> bool:
+        """Whether ``compact_step`` has work, with ``live`` sessions held: a compaction
+        under way, or one that should start (flagged records outnumber the live ones,
+        and enough of them to matter)."""
+        if self._old_queue or self._old_heap:
+            return True
+        stale = self._stale
+        return stale > live and stale > _MIN_STALE_TO_COMPACT
+
     def should_compact(self, live: int) -> bool:
         """Whether flagged records outnumber the live ones (and enough of them to matter),
         and no compaction is under way."""

@@ -295,11 +295,14 @@ class SessionTable:
         self.budget.replace_data(entry, data)
         self.eviction.used(entry)
         entry.seen = now
-        if self.owners is not None:
-            before = getattr(entry, "owner", None)
-            self._own(entry, owner)
-            if self.max_per_owner is not None and getattr(entry, "owner", None) is not before:
-                self._cap_owner(entry, now)
+        owners = self.owners
+        if owners is not None:
+            if owner == self.owner_name(entry):
+                owners.used(entry)  # the same owner: its most recent session, as any use
+            else:
+                self._own(entry, owner)
+                if self.max_per_owner is not None and owner is not None:
+                    self._cap_owner(entry, now)
         self.extend(entry, expires)
 
     def write_if(
@@ -643,13 +646,14 @@ class SessionTable:
     def upkeep_due(self) -> bool:
         """Whether the table is over its cap or its index needs compacting: the caller
         then runs ``purge``, ``prune`` and ``compact_step`` until they are done."""
-        return self.budget.over or self.compaction_due or self.rebuild_due
+        return (
+            self.budget.over or self.expiry.compaction_due(len(self.sessions)) or self.rebuild_due
+        )
 
     @property
     def compaction_due(self) -> bool:
         """Whether the expiry index is being compacted, or should be (``compact_step``)."""
-        expiry = self.expiry
-        return expiry.compacting or expiry.should_compact(len(self.sessions))
+        return self.expiry.compaction_due(len(self.sessions))
 
     @property
     def rebuild_due(self) -> bool:
