@@ -1227,3 +1227,55 @@ def test_a_large_update_that_another_write_overtakes_keeps_both_changes() -> Non
     assert store.get(s) == {"pad": "x" * 20_000, "theirs": 1, "mine": 2}
     store.check()
     store.close()
+
+
+# ---- update: the upkeep a small session's update can make due -----------------------------
+
+
+def test_updates_that_take_the_store_over_its_cap_prune_it_back() -> None:
+    store = MemoryStore("64K", None)
+    ids = [new_session_id() for _ in range(100)]
+    for s in ids:
+        store.set(s, {"n": 0})
+    for s in ids:  # each grows its session, in one hold of the lock
+        store.update(s, {"pad": "x" * 1000})
+        assert store.size <= store.max_size
+    assert store.stats().evicted > 0
+    store.check()
+    store.close()
+
+
+def test_an_update_that_files_a_new_expiry_record_can_start_the_compaction() -> None:
+    """Each update to an earlier expiry files a new record and flags the old one. The one
+    that flags enough to compact here makes the session smaller by more than a record
+    costs, so the store does not grow: it still compacts."""
+    clock = FakeClock()
+    s = new_session_id()
+
+    def store_of_one() -> MemoryStore:
+        store = MemoryStore("1M", None, clock=clock)
+        store.set(s, {"pad": "x" * 1000, "n": 0}, ttl=10_000)
+        return store
+
+    # How many updates to earlier expiries it takes to compact, each growing the store.
+    probe = store_of_one()
+    needed = 0
+    while True:
+        before = probe.size
+        probe.update(s, {"n": needed}, ttl=9_000 - needed)
+        needed += 1
+        if probe.size < before:
+            break
+    probe.close()
+
+    store = store_of_one()
+    for i in range(needed - 1):
+        store.update(s, {"n": i}, ttl=9_000 - i)
+    shrunk = {"pad": "x" * (1000 - 2 * RECORD_OVERHEAD)}
+    assert store.update(s, shrunk, ttl=8_000)  # the one that flags enough
+    fresh = MemoryStore("1M", None, clock=clock)
+    fresh.set(s, store.get(s), ttl=8_000)
+    assert store.size == fresh.size  # the flagged records were dropped
+    store.check()
+    store.close()
+    fresh.close()
