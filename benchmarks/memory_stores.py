@@ -222,6 +222,19 @@ class Floor:
             self._data[sid] = (item[0], now + (self.ttl if ttl is None else ttl))
             return True
 
+    def update(self, sid: str, changes: dict[str, Any], ttl: float | None = None) -> bool:
+        """Set ``changes`` in live session ``sid`` in one hold of the lock (decoded, changed,
+        encoded again) and give it a new lifetime; whether it was live."""
+        now = self._clock()
+        with self._lock:
+            item = self._data.get(sid)
+            if item is None or item[1] <= now:
+                return False
+            data = self._decode(item[0])
+            data.update(changes)
+            self._data[sid] = (self._encode(data), now + (self.ttl if ttl is None else ttl))
+            return True
+
     def destroy(self, sid: str) -> bool:
         """Remove ``sid``; whether a live session was removed, as the protocol asks (a
         regenerate must know whether a logout won the race)."""
@@ -306,6 +319,9 @@ class Driver:
     purge: Callable[[], object] | None
     count: Callable[[], int]
     close: Callable[[], None] = lambda: None
+    # What a request that changed one key writes back, in one step (a store without one
+    # would read and write the whole session: ``None``).
+    update: Callable[[str], object] | None = None
 
 
 _django_names = itertools.count()
@@ -325,13 +341,13 @@ def build(
         store = MemoryStore(BIG if capacity is None else capacity * per_session, None, clock=tick)
         return Driver(
             store.get, store.set, store.set, store.touch, store.destroy, store.purge,
-            lambda: len(store), store.close,
+            lambda: len(store), store.close, lambda sid: store.update(sid, ONE_KEY),
         )  # fmt: skip
     if name == FLOOR:
         floor = Floor(clock=tick, max_entries=capacity)
         return Driver(
             floor.get, floor.set, floor.set, floor.touch, floor.destroy, floor.purge,
-            floor.__len__,
+            floor.__len__, update=lambda sid: floor.update(sid, ONE_KEY),
         )  # fmt: skip
     if name == CACHETOOLS:
         tlru = LockedTLRU(BIG if capacity is None else capacity * BLOB, timer=tick)
@@ -421,6 +437,8 @@ def _cases(
             cases[name] = Case(lambda n: _pairs(_ids(n), variants), _loop_set(drv.set))
         elif op == "set_replace":
             cases[name] = Case(lambda n: _pairs(_sample(held, n), variants), _loop_set(drv.set))
+        elif op == "update" and drv.update is not None:
+            cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.update))
         elif op == "touch" and drv.touch is not None:
             cases[name] = Case(lambda n: _sample(held, n), _loop_get(drv.touch))
         elif op == "destroy":
@@ -533,16 +551,22 @@ class _Starsessions:
 
 # ---- the rows ------------------------------------------------------------------------------
 
-OPS = ("get", "set_new", "set_replace", "touch", "destroy")
+OPS = ("get", "set_new", "set_replace", "update", "touch", "destroy")
 LABELS = {
     "get": "get (hit)",
     "set_new": "set, new id, below the cap",
     "set_replace": "set, replacing an id",
+    "update": "update, one key",
     "touch": "touch",
     "destroy": "destroy",
     "set_cap": "set at the cap (churn)",
 }
 NO_TOUCH = "no touch"
+NO_UPDATE = "no update"
+# The async table adds an await to each: update's cost is the sync table's.
+ASYNC_OPS = tuple(op for op in OPS if op != "update")
+# The change an update writes back: one key of a request's, as a visit counter's.
+ONE_KEY: dict[str, Any] = {"visits": 7}
 # The rows timed again on realistic sessions: the ones whose cost grows with the session.
 REALISTIC_OPS = ("get", "set_new", "set_replace")
 REALISTIC_LABEL = ", realistic session"
@@ -561,8 +585,9 @@ def _sync_table(config: Config, notes: list[str]) -> Table:
         progress(f"sync: {LABELS[op]}")
         timed = measure(_cases(op, drivers, held), config)
         row = Row.timed(LABELS[op], "µs", timed, list(SYNC))
-        if op == "touch":
-            row.notes = {name: NO_TOUCH for name in SYNC if name not in timed}
+        if op in ("touch", "update"):
+            missing = NO_TOUCH if op == "touch" else NO_UPDATE
+            row.notes = {name: missing for name in SYNC if name not in timed}
         table.rows.append(row)
     for op in REALISTIC_OPS:
         label = LABELS[op] + REALISTIC_LABEL
@@ -714,7 +739,7 @@ def _async_table(config: Config, sync: Table) -> Table:
         loop.run_until_complete(star.fill(_pairs(held)))
         _freeze()
 
-        for op in OPS:
+        for op in ASYNC_OPS:
             progress(f"async: {LABELS[op]}")
             cases: dict[str, Case[Any]] = {}
             for name, front in fronts.items():
