@@ -221,9 +221,12 @@ def tls_cluster(certificate: tuple[Path, Path]) -> Iterator[Cluster]:
 def _django_settings_restored() -> Iterator[None]:
     """Each test leaves Django's settings as it found them: an override left enabled (one
     undone out of order) would change what every later Django test in the process sees,
-    so the suite would pass or fail by how its tests fall to the workers."""
+    so the suite would pass or fail by how its tests fall to the workers. A test that
+    configures Django for the first time in its process is free to."""
     conf = sys.modules.get("django.conf")
-    before = getattr(conf.settings, "_wrapped", None) if conf is not None else None
+    if conf is None or not conf.settings.configured:
+        yield
+        return
+    before = conf.settings._wrapped
     yield
-    if before is not None and conf is not None:
-        assert conf.settings._wrapped is before, "a Django settings override outlived its test"
+    assert conf.settings._wrapped is before, "a Django settings override outlived its test"
