@@ -1279,3 +1279,43 @@ def test_an_update_that_files_a_new_expiry_record_can_start_the_compaction() -> 
     store.check()
     store.close()
     fresh.close()
+
+
+def test_a_sign_in_by_update_that_ends_the_users_other_session_can_start_the_compaction() -> None:
+    """With ``max_sessions_per_user=1``, an update that signs a session in ends the user's
+    other session: its record is flagged. When that flags enough to compact, the store
+    compacts, though the update made the session smaller and the table did not grow."""
+    clock = FakeClock()
+    s, user_s, t = new_session_id(), new_session_id(), new_session_id()
+
+    def store_of_three() -> MemoryStore:
+        store = MemoryStore("1M", None, clock=clock, owner_key="user", max_sessions_per_user=1)
+        store.set(s, {"n": 0}, ttl=10_000)
+        store.set(user_s, {"user": "ada"}, ttl=10_000)
+        store.set(t, {"pad": "x" * 1000}, ttl=10_000)
+        return store
+
+    # How many updates to earlier expiries it takes to compact, each growing the store.
+    probe = store_of_three()
+    needed = 0
+    while True:
+        before = probe.size
+        probe.update(s, {"n": needed}, ttl=9_000 - needed)
+        needed += 1
+        if probe.size < before:
+            break
+    probe.close()
+
+    store = store_of_three()
+    for i in range(needed - 1):
+        store.update(s, {"n": i}, ttl=9_000 - i)
+    signed_in = {"user": "ada", "pad": "x"}
+    assert store.update(t, signed_in, ttl=10_000)  # ends user_s, whose record is flagged
+    assert store.get(user_s) is None
+    fresh = MemoryStore("1M", None, clock=clock, owner_key="user")
+    fresh.set(s, store.get(s), ttl=9_000 - (needed - 2))
+    fresh.set(t, store.get(t), ttl=10_000)
+    assert store.size == fresh.size  # the flagged records were dropped
+    store.check()
+    store.close()
+    fresh.close()

@@ -460,12 +460,8 @@ class MemoryStore:
                     # Collided too often, or small and decoded by lembro's own code (never
                     # an app's, which could call back into the store): all in this hold.
                     blob, _, owner = self._changed_blob(sid, entry.data, changes, gone, lifetime)
-                    size, record = table.budget.size, entry.record
-                    table.write_over(entry, blob, now + lifetime, owner, now)
-                    # Only a write that grew the table (over the cap?) or filed a new
-                    # expiry record (a compaction due?) can have made upkeep due.
-                    grew = table.budget.size > size or entry.record is not record
-                    keep = entry.sid if grew and table.upkeep_due else None
+                    changed = table.write_over(entry, blob, now + lifetime, owner, now)
+                    keep = entry.sid if changed and table.upkeep_due else None
                     written = True
                 else:
                     current = entry.data

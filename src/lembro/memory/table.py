@@ -289,21 +289,26 @@ class SessionTable:
 
     def write_over(
         self, entry: Entry, data: bytes, expires: float, owner: str | None, now: float
-    ) -> None:
+    ) -> bool:
         """Put ``data`` (of ``owner``, or none) in live ``entry``, expiring at ``expires``
-        (at its absolute end if that comes first), as one more use of it."""
+        (at its absolute end if that comes first), as one more use of it. Whether it may
+        have made upkeep due (``upkeep_due``): it grew the table, filed a new expiry
+        record, or gave the session another owner (whose cap may end other sessions).
+        A write that did none of these adds nothing upkeep acts on."""
+        size, record = self.budget.size, entry.record
         self.budget.replace_data(entry, data)
         self.eviction.used(entry)
         entry.seen = now
         owners = self.owners
-        if owners is not None:
-            if owner == self.owner_name(entry):
-                owners.used(entry)  # the same owner: its most recent session, as any use
-            else:
-                self._own(entry, owner)
-                if self.max_per_owner is not None and owner is not None:
-                    self._cap_owner(entry, now)
+        new_owner = owners is not None and owner != self.owner_name(entry)
+        if new_owner:
+            self._own(entry, owner)
+            if self.max_per_owner is not None and owner is not None:
+                self._cap_owner(entry, now)
+        elif owners is not None:
+            owners.used(entry)  # the same owner: its most recent session, as any use
         self.extend(entry, expires)
+        return new_owner or self.budget.size > size or entry.record is not record
 
     def write_if(
         self,
