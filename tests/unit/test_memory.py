@@ -1229,6 +1229,55 @@ def test_a_large_update_that_another_write_overtakes_keeps_both_changes() -> Non
     store.close()
 
 
+def test_a_large_update_overtaken_at_every_try_is_done_in_one_hold() -> None:
+    """Another write lands between each read and write of a large update: after its tries
+    outside the lock, the update does all of it in one hold, and every change is kept."""
+    s = new_session_id()
+    theirs: list[int] = []
+
+    def clock() -> float:
+        if overtaking and len(theirs) < 10:
+            theirs.append(len(theirs))
+            store.update(s, {f"theirs{len(theirs)}": 1})  # another request's write
+        return 1000.0
+
+    overtaking = False
+    store = MemoryStore("1M", None, clock=clock)
+    store.set(s, {"pad": "x" * 20_000})
+    overtaking = True
+    assert store.update(s, {"mine": 2}) is True
+    overtaking = False
+    data = store.get(s)
+    assert data is not None and data["mine"] == 2
+    assert {key for key in data if key.startswith("theirs")} == {
+        f"theirs{n + 1}" for n in range(len(theirs))
+    }
+    assert len(theirs) >= 3  # it was overtaken at each try outside the lock
+    store.check()
+    store.close()
+
+
+def test_a_large_update_never_recreates_a_session_destroyed_meanwhile() -> None:
+    calls: list[int] = []
+    s = new_session_id()
+
+    def clock() -> float:
+        calls.append(1)
+        if len(calls) == logout_at:
+            store.destroy(s)  # a logout in another request, between the read and the write
+        return 1000.0
+
+    logout_at = -1
+    store = MemoryStore("1M", None, clock=clock)
+    store.set(s, {"pad": "x" * 20_000})
+    logout_at = len(calls) + 2  # the update's second clock read: after its read
+    assert store.update(s, {"mine": 2}) is False
+    assert store.get(s) is None
+    assert len(store) == 0
+    store.check()
+    store.close()
+
+
 # ---- update: the upkeep a small session's update can make due -----------------------------
 
 

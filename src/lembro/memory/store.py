@@ -58,7 +58,7 @@ from ..snapshot import Lifetimes, SnapshotRecord, check_snapshot_path
 from .entry import Entry
 from .eviction import EvictionOrder
 from .persistence import SnapshotFile
-from .table import SMALL, SessionTable
+from .table import SAME_OWNER, SMALL, SessionTable, WrittenOwner
 
 __all__ = ["MemoryStore"]
 
@@ -443,69 +443,100 @@ class MemoryStore:
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
         if not self._changed:
             self._first_change()
-        thefts: list[str | None] | None = None
-        keep: str | None = None
-        written: bool | None = None
-        for tries in range(_UPDATE_TRIES + 1):
+        blob: bytes | None = None
+        now = self._clock()
+        with self._lock:
+            table = self._table
+            entry = table.find(sid, now)
+            if entry is None:
+                thefts = table.take_thefts() if table.thefts else None
+            elif self._trusted and len(entry.data) <= _CHANGED_IN_ONE_HOLD:
+                # Small, and decoded by lembro's own code (never an app's, which could call
+                # back into the store): all in this hold.
+                blob, owner = self._changed_blob(sid, entry.data, changes, gone)
+                if table.write_over(entry, blob, now + lifetime, owner, now) and table.upkeep_due:
+                    keep = entry.sid
+                else:
+                    return True
+            else:
+                current = entry.data
+        if entry is None:
+            if thefts:
+                _report_thefts(thefts)
+            return False
+        if blob is None:
+            return self._update_outside(sid, current, changes, gone, lifetime)
+        self._upkeep(keep=keep)
+        return True
+
+    def _update_outside(
+        self,
+        sid: str,
+        current: bytes,
+        changes: dict[str, Any],
+        gone: tuple[str, ...],
+        lifetime: float,
+    ) -> bool:
+        """:meth:`update` of a large session (or one an app's serializer decodes): changed
+        outside the lock from ``current`` (the bytes read), and written only if no other
+        write landed meanwhile, else read again; after ``_UPDATE_TRIES`` such tries, one
+        hold does all of it."""
+        for _ in range(_UPDATE_TRIES):
+            blob, owner = self._changed_blob(sid, current, changes, gone)
+            now = self._clock()
+            with self._lock:
+                table = self._table
+                written = table.write_if(sid, current, blob, now + lifetime, owner, now)
+                if written is None:  # another write landed: read it
+                    entry = table.find(sid, now)
+                    if entry is not None:
+                        current = entry.data
+                        continue
+                    written = False
+                keep = _kept(table, sid, now) if written and table.upkeep_due else None
+                thefts = table.take_thefts() if table.thefts else None
+            break
+        else:
+            # Collided too often: all in one hold.
             now = self._clock()
             with self._lock:
                 table = self._table
                 entry = table.find(sid, now)
                 if entry is None:
-                    thefts = table.take_thefts() if table.thefts else None
-                    written = False
-                elif tries == _UPDATE_TRIES or (
-                    self._trusted and len(entry.data) <= _CHANGED_IN_ONE_HOLD
-                ):
-                    # Collided too often, or small and decoded by lembro's own code (never
-                    # an app's, which could call back into the store): all in this hold.
-                    blob, _, owner = self._changed_blob(sid, entry.data, changes, gone, lifetime)
-                    changed = table.write_over(entry, blob, now + lifetime, owner, now)
-                    keep = entry.sid if changed and table.upkeep_due else None
-                    written = True
+                    written, keep = False, None
                 else:
-                    current = entry.data
-            if written is not None:
-                break
-            # Changed outside the lock, written only if no other write landed meanwhile
-            # (else read again).
-            blob, _, owner = self._changed_blob(sid, current, changes, gone, lifetime)
-            now = self._clock()
-            with self._lock:
-                table = self._table
-                written = table.write_if(sid, current, blob, now + lifetime, owner, now)
-                keep = _kept(table, sid, now) if written and table.upkeep_due else None
-            if written is not None:
-                break
+                    blob, owner = self._changed_blob(sid, entry.data, changes, gone)
+                    changed = table.write_over(entry, blob, now + lifetime, owner, now)
+                    written, keep = True, entry.sid if changed and table.upkeep_due else None
+                thefts = table.take_thefts() if table.thefts else None
         if thefts:
             _report_thefts(thefts)
         if keep is not None:
             self._upkeep(keep=keep)
-        return bool(written)
+        return written
 
     def _changed_blob(
-        self,
-        sid: str,
-        current: bytes,
-        changes: dict[str, Any],
-        deleted: tuple[str, ...],
-        lifetime: float,
-    ) -> tuple[bytes, float, str | None]:
-        """Session bytes ``current`` with an update's changes applied, encoded (see
-        :meth:`_encode`)."""
+        self, sid: str, current: bytes, changes: dict[str, Any], deleted: tuple[str, ...]
+    ) -> tuple[bytes, WrittenOwner]:
+        """Session bytes ``current`` with an update's changes applied, encoded, and their
+        owner: ``SAME_OWNER`` when the changes leave the owner's field as it was. Raises
+        as :meth:`set` does when the result does not serialize or fit."""
         merge = self._merge
         if merge is not None:  # msgpack: the values kept are never decoded nor walked
             blob, merged = merge(current, changes, deleted)
             key = self.owner_key
-            if len(blob) <= min(len(current), self.max_session_bytes):
-                if key is None:
-                    return blob, lifetime, None  # no larger than the bytes it replaces
-                if key not in changes and key not in deleted:  # nor its owner changed
-                    return blob, lifetime, owner_of(merged, key)
-            return blob, lifetime, self._owner_if_fits(sid, blob, merged)
+            # No larger than the bytes it replaces (so it fits), nor its owner changed.
+            if (
+                len(blob) <= len(current)
+                and len(blob) <= self.max_session_bytes
+                and (key is None or (key not in changes and key not in deleted))
+            ):
+                return blob, SAME_OWNER
+            return blob, self._owner_if_fits(sid, blob, merged)
         data = self._decode(current)
         apply_changes(data, changes, deleted)
-        return self._encode(sid, data, lifetime)
+        blob, _, owner = self._encode(sid, data, None)
+        return blob, owner
 
     def rename(
         self,

@@ -15,9 +15,10 @@ steps of at most ``limit`` sessions, so the caller can release its lock in betwe
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 from .budget import RECORD_OVERHEAD, Budget
 from .entry import Entry, Marker
@@ -28,7 +29,18 @@ from .owners import OwnedEntry, Owner, OwnerIndex
 if TYPE_CHECKING:
     from ..lifetimes import Device
 
-__all__ = ["SMALL", "SessionTable"]
+__all__ = ["SAME_OWNER", "SMALL", "SessionTable", "WrittenOwner"]
+
+
+class _Same(enum.Enum):
+    OWNER = "the owner the session has"
+
+
+# What a write passes as its data's owner when the data leaves the owner's field as it
+# was: the table then reads nothing to find that the owner did not change.
+SAME_OWNER: Final = _Same.OWNER
+# The owner a write names for its data: a name, ``None`` (none), or ``SAME_OWNER``.
+WrittenOwner = str | None | Literal[_Same.OWNER]
 
 # A store of at most this many sessions is pruned in one step, exactly lowest score first;
 # a larger one a batch at a time, against a cutoff score found from a sample.
@@ -288,20 +300,29 @@ class SessionTable:
         return True
 
     def write_over(
-        self, entry: Entry, data: bytes, expires: float, owner: str | None, now: float
+        self,
+        entry: Entry,
+        data: bytes,
+        expires: float,
+        owner: WrittenOwner,
+        now: float,
     ) -> bool:
-        """Put ``data`` (of ``owner``, or none) in live ``entry``, expiring at ``expires``
-        (at its absolute end if that comes first), as one more use of it. Whether it may
-        have made upkeep due (``upkeep_due``): it grew the table, filed a new expiry
-        record, or gave the session another owner (whose cap may end other sessions).
-        A write that did none of these adds nothing upkeep acts on."""
+        """Put ``data`` (of ``owner``, or none; ``SAME_OWNER``: of the owner ``entry``
+        has) in live ``entry``, expiring at ``expires`` (at its absolute end if that
+        comes first), as one more use of it. Whether it may have made upkeep due
+        (``upkeep_due``): it grew the table, filed a new expiry record, or gave the
+        session another owner (whose cap may end other sessions). A write that did none
+        of these adds nothing upkeep acts on."""
         size, record = self.budget.size, entry.record
         self.budget.replace_data(entry, data)
         self.eviction.used(entry)
         entry.seen = now
         owners = self.owners
-        new_owner = owners is not None and owner != self.owner_name(entry)
+        new_owner = (
+            owners is not None and owner is not SAME_OWNER and owner != self.owner_name(entry)
+        )
         if new_owner:
+            assert owner is not SAME_OWNER
             self._own(entry, owner)
             if self.max_per_owner is not None and owner is not None:
                 self._cap_owner(entry, now)
@@ -316,7 +337,7 @@ class SessionTable:
         expected: bytes,
         data: bytes,
         expires: float,
-        owner: str | None,
+        owner: WrittenOwner,
         now: float,
     ) -> bool | None:
         """Like ``write`` over a live session, only if the session ``sid`` names still
