@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,11 +22,19 @@ __all__ = [
 
 def check_seconds(value: object, name: str = "ttl") -> float:
     """Return ``value`` as a positive, finite number of seconds, or raise ``InvalidOption``."""
-    if type(value) is float and 0.0 < value < math.inf:
-        return value  # what the integrations pass on every write
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+    if (type(value) is float or type(value) is int) and 0 < value < _MOST_SECONDS:
+        return float(value)  # what the integrations pass on every write
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0 < value < _MOST_SECONDS)
+    ):
         raise InvalidOption(name, value, "a positive finite number of seconds")
     return float(value)
+
+
+# The largest float: an int above it has no float (float() would raise OverflowError).
+_MOST_SECONDS = sys.float_info.max
 
 
 def check_session_id(sid: object) -> str:
@@ -95,9 +103,11 @@ def check_changes(changes: object, deleted: object) -> tuple[str, ...]:
     """Check an ``update``'s arguments (``changes`` a dict, ``deleted`` an iterable of
     keys, not a str) and return the keys to delete as a tuple; raise ``InvalidOption``
     before anything changes."""
+    if type(changes) is dict and (type(deleted) is list or type(deleted) is tuple):
+        return tuple(deleted)  # what the integrations pass
     if not isinstance(changes, dict):
         raise InvalidOption("changes", changes, "a dict of the top-level keys set")
-    if isinstance(deleted, (list, tuple)):  # what integrations pass: no ABC check
+    if isinstance(deleted, (list, tuple)):
         return tuple(deleted)
     if isinstance(deleted, (str, bytes)) or not isinstance(deleted, Iterable):
         raise InvalidOption("deleted", deleted, "an iterable of the top-level keys deleted")

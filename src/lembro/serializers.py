@@ -97,7 +97,11 @@ class MsgpackSerializer:
             raise SerializationError("stored session is not a dict")
         # A dict subclass of changes is read as the plain dict of its items.
         plain = changes if type(changes) is dict else dict(changes.items())
-        data.update(_exact(plain, _to_ext, _MSGPACK_KEYS))
+        for key, value in plain.items():
+            if type(key) is not str or type(value) not in _MSGPACK_LEAVES:
+                plain = _exact(plain, _to_ext, _MSGPACK_KEYS)  # something to tag or refuse
+                break
+        data.update(plain)
         for key in deleted:
             data.pop(key, None)
         try:

@@ -1248,7 +1248,8 @@ def test_a_large_update_overtaken_at_every_try_is_done_in_one_hold() -> None:
     assert store.update(s, {"mine": 2}) is True
     overtaking = False
     data = store.get(s)
-    assert data is not None and data["mine"] == 2
+    assert data is not None
+    assert data["mine"] == 2
     assert {key for key in data if key.startswith("theirs")} == {
         f"theirs{n + 1}" for n in range(len(theirs))
     }
