@@ -27,6 +27,7 @@ session's field of that name), so :func:`logout_everywhere` can end a user's ses
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -44,10 +45,10 @@ try:
     )
     from litestar.stores.base import NamespacedStore
     from litestar.types import Empty
-    from litestar.utils.dataclass import extract_dataclass_items
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("lembro.litestar needs Litestar: pip install 'lembro[litestar]'") from e
 
+from ._changes import PLAIN
 from ._cookies import (
     REJECTED,
     _lifetime_options,
@@ -525,6 +526,47 @@ _RESET_LIFETIME = "lembro.reset_lifetime"
 # When the loaded session ends for good (time.monotonic() seconds), if it does.
 _DEADLINE = "lembro.deadline"
 _BACKEND = "lembro.backend"
+# The session's values as loaded (see LembroSessionBackend._parts_of).
+_VALUES = "lembro.values"
+_GONE = object()
+
+
+@functools.cache
+def _cookie_fields(config: type[LembroSessionConfig]) -> tuple[str, ...]:
+    """The fields of a session config class that Litestar passes on to its ``Cookie``: as
+    ``extract_dataclass_items(config, include=Cookie.__dict__.keys())`` picks them."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.name in Cookie.__dict__)
+
+
+def _cookie_params(config: LembroSessionConfig) -> dict[str, Any]:
+    """The ``Cookie`` arguments ``config`` gives, those not ``None`` (what Litestar's
+    backends read from their config at each response)."""
+    params = {}
+    for name in _cookie_fields(type(config)):
+        value = getattr(config, name)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+# The last session cookie rendered: its name and attributes, and the header's text before
+# and after its value. A new one replaces it whole, so threads never see half of it.
+_rendered: tuple[tuple[Any, ...], str, str] = ((), "", "")
+_PLACEHOLDER = "lembroSessionIdPlaceholder"
+
+
+def _session_cookie(key: str, sid: str, params: dict[str, Any]) -> str:
+    """``Cookie(value=sid, key=key, **params).to_header(header="")``, rendered once for a
+    name and attributes: each session id (of lembro's URL-safe shape, which a cookie never
+    quotes) goes in between."""
+    global _rendered
+    attributes = (key, *params.items())
+    rendered = _rendered
+    if rendered[0] != attributes:
+        text = Cookie(value=_PLACEHOLDER, key=key, **params).to_header(header="")
+        before, _, after = text.partition(_PLACEHOLDER)
+        rendered = _rendered = (attributes, before, after)
+    return rendered[1] + sid + rendered[2]
 
 
 class _Session(dict[str, Any]):
@@ -633,7 +675,10 @@ class LembroSessionBackend(ServerSideSessionBackend):
                 scope[_SID] = sid
                 scope[_LOADED] = True
                 scope[_PARTS] = parts  # what a write-back compares with
-                return _Session(self.deserialize_data(data))
+                values = self.deserialize_data(data)
+                if parts is not None:  # the values as loaded, to tell the unchanged ones
+                    scope[_VALUES] = values
+                return _Session(values)  # a dict of its own, of the same values
             REJECTED.unknown_id += 1
         return _Session({})
 
@@ -653,9 +698,7 @@ class LembroSessionBackend(ServerSideSessionBackend):
         headers = MutableScopeHeaders.from_message(message)
         if not isinstance(scope_session, _Session) or scope_session.accessed:
             _vary_on_cookie(headers)
-        cookie_params = dict(
-            extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys())
-        )
+        cookie_params = _cookie_params(self.config)
         loaded = bool(scope.get(_LOADED))
         sid = self.get_session_id(connection)
 
@@ -672,15 +715,12 @@ class LembroSessionBackend(ServerSideSessionBackend):
         expires_in = int(self.config.max_age)
         owner = _owner(store, session)
         # On a lembro store with update, a session is kept a key at a time: each key is
-        # serialized alone (together as costly as the whole), and a loaded session writes
-        # back only the keys whose bytes changed, so concurrent requests keep each other's
-        # changes. On another store, the whole session, and the last request wins.
+        # serialized alone, and a loaded session writes back only the keys whose bytes
+        # changed, so concurrent requests keep each other's changes. On another store, the
+        # whole session, and the last request wins.
         parts: dict[str, str] | None = None
         if isinstance(store, LembroStore) and _supports(store._store, "update"):
-            parts = {
-                key: self.serialize_data({key: value}, scope).decode("utf-8")  # type: ignore[arg-type]
-                for key, value in dict.items(session)
-            }
+            parts = self._parts_of(session, scope)
             data = ("{" + ",".join(part[1:-1] for part in parts.values()) + "}").encode()
         else:
             data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
@@ -716,8 +756,21 @@ class LembroSessionBackend(ServerSideSessionBackend):
             cookie_params["max_age"] = cookie_max_age(
                 self.config.max_age, deadline, time.monotonic()
             )
-        cookie = Cookie(value=sid, key=self.config.key, **cookie_params)
-        headers.add("Set-Cookie", cookie.to_header(header=""))
+        headers.add("Set-Cookie", _session_cookie(self.config.key, sid, cookie_params))
+
+    def _parts_of(self, session: dict[str, Any], scope: dict[str, Any]) -> dict[str, str]:
+        """Each key of ``session`` as its own JSON object. A key that still holds the very
+        value it was loaded with, one that cannot change in place (a str, a number...),
+        keeps the text it was loaded from; every other key is serialized again."""
+        values: dict[str, Any] = scope.get(_VALUES) or {}
+        before: dict[str, str] = scope.get(_PARTS) or {}
+        parts = {}
+        for key, value in dict.items(session):
+            part = before.get(key)
+            if part is None or type(value) not in PLAIN or value is not values.get(key, _GONE):
+                part = self.serialize_data({key: value}, scope).decode("utf-8")  # type: ignore[arg-type]
+            parts[key] = part
+        return parts
 
     def _device(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Device:
         """The client of ``connection`` (see :mod:`lembro.clients`)."""

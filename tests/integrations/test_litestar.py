@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 from litestar import Litestar, Request, get, post
+from litestar.datastructures import Cookie
 from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.stores.base import NamespacedStore, Store
 from litestar.stores.memory import MemoryStore as LitestarMemoryStore
 from litestar.testing import TestClient
+from litestar.utils.dataclass import extract_dataclass_items
 
 from lembro import InvalidOption, MemoryStore, RedisStore
 from lembro._cookies import REJECTED
@@ -342,6 +344,37 @@ def test_sessions_count_and_the_cookie_is_an_http_only_lax_lembro_id(
     assert "httponly" in header
     assert "samesite=lax" in header
     assert stored_ids(memory) == {sid}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"secure": True, "samesite": "strict", "domain": "example.org", "path": "/"},
+        {"httponly": False, "samesite": "none", "secure": True, "max_age": 60},
+    ],
+    ids=["defaults", "strict-domain", "none-60s"],
+)
+def test_the_cookie_is_rendered_as_litestars_cookie_renders_it(
+    memory: MemoryStore, options: dict[str, Any]
+) -> None:
+    """Each session cookie is the header Litestar's ``Cookie`` renders for the config,
+    with apps of other configs answering in between (the rendering is kept for one)."""
+    configs = [LembroSessionConfig(key="s", **options), LembroSessionConfig(key="t")]
+    apps = [make_app(LembroStore(memory), config) for config in configs]
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        for _ in range(2):
+            for test_client, config in ((first, configs[0]), (second, configs[1])):
+                response = test_client.get("/count")
+                header = response.headers["set-cookie"]
+                name, _, rest = header.partition("=")
+                sid = rest.split(";", 1)[0]
+                assert (name, is_session_id(sid)) == (config.key, True)
+                params = extract_dataclass_items(
+                    config, exclude_none=True, include=Cookie.__dict__.keys()
+                )
+                expected = Cookie(value=sid, key=config.key, **dict(params))
+                assert header == expected.to_header(header="")
 
 
 def test_a_request_that_only_reads_stores_nothing_and_sets_no_cookie(
