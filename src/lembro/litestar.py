@@ -721,7 +721,7 @@ class LembroSessionBackend(ServerSideSessionBackend):
         parts: dict[str, str] | None = None
         if isinstance(store, LembroStore) and _supports(store._store, "update"):
             parts = self._parts_of(session, scope)
-            data = ("{" + ",".join(part[1:-1] for part in parts.values()) + "}").encode()
+            data = b""  # not read: a LembroStore given parts keeps them, not the bytes
         else:
             data = self.serialize_data(scope_session, scope)  # type: ignore[arg-type]
         if scope.get(_REGENERATE):
