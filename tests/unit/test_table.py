@@ -23,7 +23,9 @@ def test_a_write_read_touch_and_destroy_keep_every_part_in_step() -> None:
     assert t.read("a", NOW) == b"one"
     assert t.read("b", NOW) is None
     assert (t.hits, t.misses) == (1, 1)
-    assert t.touch("a", NOW + 5, NOW)  # earlier: a new record, the old one flagged
+    assert t.touch("a", NOW + 5, NOW) == (True, True)  # earlier: a new record, the old flagged
+    assert t.touch("a", NOW + 5, NOW) == (True, False)  # the same expiry: the record stays
+    assert t.touch("b", NOW + 5, NOW) == (False, False)
     assert t.budget.size == session_cost("a", b"one") + 2 * RECORD_OVERHEAD
     t.check()
     assert t.time_left("a", NOW) == 5

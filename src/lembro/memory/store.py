@@ -636,8 +636,8 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             table = self._table
-            touched = table.touch(sid, now + lifetime, now)
-            keep = _kept(table, sid, now) if table.upkeep_due else None
+            touched, refiled = table.touch(sid, now + lifetime, now)
+            keep = _kept(table, sid, now) if refiled and table.upkeep_due else None
             thefts = table.take_thefts() if not touched and table.thefts else None
         if thefts:
             _report_thefts(thefts)

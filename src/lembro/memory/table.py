@@ -402,15 +402,18 @@ class SessionTable:
                 self.created += 1
         return True
 
-    def touch(self, sid: str, expires: float, now: float) -> bool:
+    def touch(self, sid: str, expires: float, now: float) -> tuple[bool, bool]:
         """Make the live session ``sid`` names expire at ``expires`` (at its absolute end
-        if that comes first), as a use; ``False`` when there is none."""
+        if that comes first), as a use. Whether there was one, and whether the touch
+        filed it a new expiry record: the only change of a touch upkeep acts on (see
+        ``upkeep_due``)."""
         entry = self.find(sid, now)
         if entry is None:
-            return False
+            return False, False
         self.use(entry, now)
+        record = entry.record
         self.extend(entry, expires)
-        return True
+        return True, entry.record is not record
 
     def renew(self, sid: str, expires: float, now: float) -> bytes | None:
         """The data of the live session ``sid`` names, which now expires at ``expires``
