@@ -219,16 +219,20 @@ class LembroStore(NamespacedStore):
             record[owner_key] = owner
         return record
 
-    @staticmethod
-    def _value(record: dict[str, Any]) -> bytes:
+    @classmethod
+    def _value(cls, record: dict[str, Any]) -> bytes:
         text = record.get("s")
         if text is not None:
             return cast(str, text).encode("utf-8")
         if "b" in record:
             return bytes(record["b"])
-        # A session kept a key at a time: each part is '{"key":value}'.
-        inner = ",".join(part[1:-1] for field, part in record.items() if field[:1] == _PART)
-        return ("{" + inner + "}").encode("utf-8")
+        return _joined(cls._parts(record) or {})
+
+    @classmethod
+    def _value_and_parts(cls, record: dict[str, Any]) -> tuple[bytes, dict[str, str] | None]:
+        """The record's bytes, and its parts when it is a session kept a key at a time."""
+        parts = cls._parts(record)
+        return (cls._value(record) if parts is None else _joined(parts)), parts
 
     def _session_record(
         self, parts: dict[str, str], expires: float | None, owner: str | None
@@ -313,7 +317,7 @@ class LembroStore(NamespacedStore):
         record = await self._get_record(key, renew_for)
         if record is None:
             return None
-        return self._value(record), self._parts(record)
+        return self._value_and_parts(record)
 
     async def load_session(
         self, key: str, renew_for: int | timedelta | None = None
@@ -340,7 +344,7 @@ class LembroStore(NamespacedStore):
         seconds = _seconds(renew_for)
         if seconds is not None:  # renew_on_access: one more step, only when asked
             await self._store.touch(full, seconds if record.get("x") is not None else None)
-        return key, self._value(record), self._parts(record), left
+        return key, *self._value_and_parts(record), left
 
     async def update_session(
         self,
@@ -789,6 +793,11 @@ class LembroSessionBackend(ServerSideSessionBackend):
         inner = store._store if isinstance(store, LembroStore) else None
         absolute = store_absolute_ttl(inner)
         return None if absolute is None else time.monotonic() + absolute
+
+
+def _joined(parts: dict[str, str]) -> bytes:
+    """The bytes of a session kept a key at a time: each part is '{"key":value}'."""
+    return ("{" + ",".join(part[1:-1] for part in parts.values()) + "}").encode("utf-8")
 
 
 def _no_renewal(
