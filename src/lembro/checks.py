@@ -22,12 +22,12 @@ __all__ = [
 
 def check_seconds(value: object, name: str = "ttl") -> float:
     """Return ``value`` as a positive, finite number of seconds, or raise ``InvalidOption``."""
-    if (type(value) is float or type(value) is int) and 0 < value < _MOST_SECONDS:
+    if (type(value) is float or type(value) is int) and 0 < value <= _MOST_SECONDS:
         return float(value)  # what the integrations pass on every write
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not (0 < value < _MOST_SECONDS)
+        or not (0 < value <= _MOST_SECONDS)
     ):
         raise InvalidOption(name, value, "a positive finite number of seconds")
     return float(value)

@@ -277,7 +277,8 @@ class LembroStore(NamespacedStore):
         """As :meth:`set`, but only over a live value; returns whether it was written
         (lembro's write-back: a value deleted meanwhile is not brought back). ``owner``:
         the user the value (a session) belongs to, kept for :meth:`end_sessions_of`;
-        ``parts``: the session a key at a time (see :meth:`set_session`)."""
+        ``parts``: the session a key at a time (see :meth:`set_session`), kept in place
+        of ``value``, which is then not read."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
         record = (
@@ -297,8 +298,9 @@ class LembroStore(NamespacedStore):
         device: Device | None = None,
     ) -> None:
         """As :meth:`set`, for a session that belongs to ``owner`` (None: no one); with
-        ``parts`` (each key of the session as its own JSON object), kept a key at a time,
-        so that :meth:`update_session` can write back only what a request changed;
+        ``parts`` (each key of the session as its own JSON object), kept a key at a time
+        (``value`` is then not read), so that :meth:`update_session` can write back only
+        what a request changed;
         ``device``: the client it was created from, recorded by the lembro store."""
         seconds = _seconds(expires_in)
         expires = None if seconds is None else self._clock() + seconds
@@ -384,8 +386,9 @@ class LembroStore(NamespacedStore):
         reset_lifetime: bool = True,
         device: Device | None = None,
     ) -> bool:
-        """Move the session under ``key`` to ``new_key`` with ``value`` (a regenerate);
-        whether ``key``'s value was there (if not, nothing is written: a logout won). One
+        """Move the session under ``key`` to ``new_key`` with ``value`` (or ``parts``,
+        kept as :meth:`set_session` keeps them), a regenerate; whether ``key``'s value
+        was there (if not, nothing is written: a logout won). One
         ``rename`` on a lembro store that has it, so a failed write leaves the old value
         and a logout everywhere never falls between the two; else a delete then a set.
         ``reset_lifetime`` and ``device``: as :func:`lembro.litestar.regenerate` says."""
@@ -564,7 +567,8 @@ def _session_cookie(key: str, sid: str, params: dict[str, Any]) -> str:
     name and attributes: each session id (of lembro's URL-safe shape, which a cookie never
     quotes) goes in between."""
     global _rendered
-    attributes = (key, *params.items())
+    # The types too: 60 and 60.0 are equal, but render as "60" and "60.0".
+    attributes = (key, *params.items(), *map(type, params.values()))
     rendered = _rendered
     if rendered[0] != attributes:
         text = Cookie(value=_PLACEHOLDER, key=key, **params).to_header(header="")

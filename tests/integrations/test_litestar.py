@@ -28,7 +28,12 @@ from litestar.utils.dataclass import extract_dataclass_items
 from lembro import InvalidOption, MemoryStore, RedisStore
 from lembro._cookies import REJECTED
 from lembro.ids import is_session_id, new_session_id
-from lembro.litestar import LembroSessionConfig, LembroStore, regenerate
+from lembro.litestar import (
+    LembroSessionBackend,
+    LembroSessionConfig,
+    LembroStore,
+    regenerate,
+)
 from tests.conftest import FakeClock
 from tests.redis_server import RedisServer
 
@@ -361,6 +366,23 @@ def test_the_cookie_is_rendered_as_litestars_cookie_renders_it(
     """Each session cookie is the header Litestar's ``Cookie`` renders for the config,
     with apps of other configs answering in between (the rendering is kept for one)."""
     configs = [LembroSessionConfig(key="s", **options), LembroSessionConfig(key="t")]
+    assert_cookies_as_litestar_renders_them(memory, configs)
+
+
+def test_configs_whose_attributes_are_equal_but_render_apart_get_their_own_cookie(
+    memory: MemoryStore,
+) -> None:
+    """60 and 60.0 are equal, and Litestar renders them as "60" and "60.0"."""
+    configs = [
+        LembroSessionConfig(key="s", max_age=60),
+        LembroSessionConfig(key="s", max_age=60.0),  # type: ignore[arg-type]
+    ]
+    assert_cookies_as_litestar_renders_them(memory, configs)
+
+
+def assert_cookies_as_litestar_renders_them(
+    memory: MemoryStore, configs: list[LembroSessionConfig]
+) -> None:
     apps = [make_app(LembroStore(memory), config) for config in configs]
     with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
         for _ in range(2):
@@ -375,6 +397,42 @@ def test_the_cookie_is_rendered_as_litestars_cookie_renders_it(
                 )
                 expected = Cookie(value=sid, key=config.key, **dict(params))
                 assert header == expected.to_header(header="")
+
+
+@get("/cart")
+async def cart(request: Request[Any, Any, Any]) -> dict[str, int]:
+    session = request.session
+    session.setdefault("name", "Ada")
+    session.setdefault("items", [])
+    session["visits"] = session.get("visits", 0) + 1
+    return {"visits": session["visits"]}
+
+
+def test_a_write_back_serializes_again_only_the_keys_that_may_have_changed(
+    memory: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain value still the object loaded keeps its loaded text; a new value and a
+    container (which may have changed in place) are serialized again."""
+    serialized: list[str] = []
+    serialize = LembroSessionBackend.serialize_data
+
+    def counting(data: Any, scope: Any = None) -> bytes:
+        serialized.extend(data)
+        return serialize(data, scope)
+
+    monkeypatch.setattr(LembroSessionBackend, "serialize_data", staticmethod(counting))
+    app = Litestar(
+        route_handlers=[cart],
+        middleware=[LembroSessionConfig().middleware],
+        stores={"sessions": LembroStore(memory)},
+    )
+    with TestClient(app) as test_client:
+        assert test_client.get("/cart").json() == {"visits": 1}
+        assert sorted(serialized) == ["items", "name", "visits"]  # a new session: all
+        serialized.clear()
+        assert test_client.get("/cart").json() == {"visits": 2}
+        assert sorted(serialized) == ["items", "visits"]  # "name" kept its text
+    assert next(iter(memory.all().values()))["=name"] == '{"name":"Ada"}'
 
 
 def test_a_request_that_only_reads_stores_nothing_and_sets_no_cookie(

@@ -11,6 +11,7 @@ import threading
 import time
 import tracemalloc
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from lembro import (
 )
 from lembro.ids import new_session_id
 from lembro.memory import RECORD_OVERHEAD
+from lembro.memory.store import _UPDATE_TRIES
 from tests.conftest import FakeClock
 
 SESSION = {"user": 42, "name": "Ada Lovelace", "roles": ["admin", "editor"], "csrf": "x" * 43}
@@ -1229,50 +1231,88 @@ def test_a_large_update_that_another_write_overtakes_keeps_both_changes() -> Non
     store.close()
 
 
-def test_a_large_update_overtaken_at_every_try_is_done_in_one_hold() -> None:
-    """Another write lands between each read and write of a large update: after its tries
-    outside the lock, the update does all of it in one hold, and every change is kept."""
-    s = new_session_id()
-    theirs: list[int] = []
+def overtaking_store(
+    s: str, overtake: Callable[[MemoryStore, int], None]
+) -> tuple[MemoryStore, Callable[[bool], None]]:
+    """A store of one large session ``s`` whose clock, once switched on, calls
+    ``overtake(store, n)`` at its ``n``-th read (from 1): another request's write between
+    an update's reads and writes (an update reads the clock before each step)."""
+    reads = 0
+    on = False
 
     def clock() -> float:
-        if overtaking and len(theirs) < 10:
-            theirs.append(len(theirs))
-            store.update(s, {f"theirs{len(theirs)}": 1})  # another request's write
+        nonlocal reads, on
+        if on:
+            reads += 1
+            on = False  # the other request's own clock reads do not overtake it
+            overtake(store, reads)
+            on = True
         return 1000.0
 
-    overtaking = False
+    def switch(value: bool) -> None:
+        nonlocal on
+        on = value
+
     store = MemoryStore("1M", None, clock=clock)
     store.set(s, {"pad": "x" * 20_000})
-    overtaking = True
-    assert store.update(s, {"mine": 2}) is True
-    overtaking = False
+    return store, switch
+
+
+def test_a_large_update_overtaken_at_every_try_is_done_in_one_hold() -> None:
+    """Another write lands before each of a large update's steps: after its tries outside
+    the lock, each overtaken, the update does all of it in one hold, and every change is
+    kept (the clock is read once before the first read, once before each try's write, and
+    once before the hold)."""
+    s = new_session_id()
+    theirs: list[str] = []
+
+    def overtake(store: MemoryStore, n: int) -> None:
+        theirs.append(f"theirs{n}")
+        store.update(s, {f"theirs{n}": n})
+
+    store, switch = overtaking_store(s, overtake)
+    switch(True)
+    assert store.update(s, {"mine": 0}) is True
+    switch(False)
+    assert len(theirs) == _UPDATE_TRIES + 2  # every try overtaken, then the one hold
     data = store.get(s)
     assert data is not None
-    assert data["mine"] == 2
-    assert {key for key in data if key.startswith("theirs")} == {
-        f"theirs{n + 1}" for n in range(len(theirs))
-    }
-    assert len(theirs) >= 3  # it was overtaken at each try outside the lock
+    assert data["mine"] == 0
+    assert {key for key in data if key.startswith("theirs")} == set(theirs)
+    store.check()
+    store.close()
+
+
+def test_a_large_update_never_recreates_a_session_destroyed_before_its_last_hold() -> None:
+    s = new_session_id()
+
+    def overtake(store: MemoryStore, n: int) -> None:
+        if n <= _UPDATE_TRIES:
+            store.update(s, {f"theirs{n}": n})
+        else:
+            store.destroy(s)  # a logout in another request, before the update's last hold
+
+    store, switch = overtaking_store(s, overtake)
+    switch(True)
+    assert store.update(s, {"mine": 0}) is False
+    switch(False)
+    assert store.get(s) is None
+    assert len(store) == 0
     store.check()
     store.close()
 
 
 def test_a_large_update_never_recreates_a_session_destroyed_meanwhile() -> None:
-    calls: list[int] = []
     s = new_session_id()
 
-    def clock() -> float:
-        calls.append(1)
-        if len(calls) == logout_at:
-            store.destroy(s)  # a logout in another request, between the read and the write
-        return 1000.0
+    def overtake(store: MemoryStore, n: int) -> None:
+        if n == 2:  # the update's second clock read: after its read, before its write
+            store.destroy(s)  # a logout in another request
 
-    logout_at = -1
-    store = MemoryStore("1M", None, clock=clock)
-    store.set(s, {"pad": "x" * 20_000})
-    logout_at = len(calls) + 2  # the update's second clock read: after its read
+    store, switch = overtaking_store(s, overtake)
+    switch(True)
     assert store.update(s, {"mine": 2}) is False
+    switch(False)
     assert store.get(s) is None
     assert len(store) == 0
     store.check()

@@ -78,7 +78,7 @@ def test_the_table_caps_every_expiry_it_is_given() -> None:
     assert t.time_left("a", NOW) == 10.0
     t.write("a", b"y", NOW + 100, None, NOW + 5, only_over_live=False)
     assert t.time_left("a", NOW + 5) == 5.0
-    assert t.touch("a", NOW + 100, NOW + 6)
+    assert t.touch("a", NOW + 100, NOW + 6) == (True, False)  # capped: the same expiry
     assert t.renew("a", NOW + 100, NOW + 6) == b"y"
     assert t.time_left("a", NOW + 6) == 4.0
     assert t.rename("a", "b", b"z", NOW + 100, None, NOW + 7, reset_lifetime=False)

@@ -487,12 +487,11 @@ class MemoryStore:
             with self._lock:
                 table = self._table
                 written = table.write_if(sid, current, blob, now + lifetime, owner, now)
-                if written is None:  # another write landed: read it
+                if written is None:  # another write landed: read it, in this hold
                     entry = table.find(sid, now)
-                    if entry is not None:
-                        current = entry.data
-                        continue
-                    written = False
+                    assert entry is not None  # write_if has just found it live
+                    current = entry.data
+                    continue
                 keep = _kept(table, sid, now) if written and table.upkeep_due else None
                 thefts = table.take_thefts() if table.thefts else None
             break
@@ -637,7 +636,11 @@ class MemoryStore:
         with self._lock:
             table = self._table
             touched, refiled = table.touch(sid, now + lifetime, now)
-            keep = _kept(table, sid, now) if refiled and table.upkeep_due else None
+            # A touch that filed a new expiry record, or whose look-up removed an expired
+            # or stolen session, may have made upkeep due; one that only moved the expiry
+            # of a live session later did not.
+            due = (refiled or not touched) and table.upkeep_due
+            keep = _kept(table, sid, now) if due else None
             thefts = table.take_thefts() if not touched and table.thefts else None
         if thefts:
             _report_thefts(thefts)

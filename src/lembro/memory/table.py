@@ -405,8 +405,8 @@ class SessionTable:
     def touch(self, sid: str, expires: float, now: float) -> tuple[bool, bool]:
         """Make the live session ``sid`` names expire at ``expires`` (at its absolute end
         if that comes first), as a use. Whether there was one, and whether the touch
-        filed it a new expiry record: the only change of a touch upkeep acts on (see
-        ``upkeep_due``)."""
+        filed it a new expiry record (which grows the table and flags the old record, so
+        it may make upkeep due: see ``upkeep_due``)."""
         entry = self.find(sid, now)
         if entry is None:
             return False, False
