@@ -1283,35 +1283,24 @@ def test_a_large_update_overtaken_at_every_try_is_done_in_one_hold() -> None:
     store.close()
 
 
-def test_a_large_update_never_recreates_a_session_destroyed_before_its_last_hold() -> None:
+# The clock read before which a logout in another request lands: the update's second
+# (after its read, before its first write), or its last (before its one hold, each try
+# before it overtaken).
+@pytest.mark.parametrize(
+    "logout_at", [2, _UPDATE_TRIES + 2], ids=["before-its-write", "before-its-last-hold"]
+)
+def test_a_large_update_never_recreates_a_session_destroyed_meanwhile(logout_at: int) -> None:
     s = new_session_id()
 
     def overtake(store: MemoryStore, n: int) -> None:
-        if n <= _UPDATE_TRIES:
+        if n == logout_at:
+            store.destroy(s)
+        elif n > 1:
             store.update(s, {f"theirs{n}": n})
-        else:
-            store.destroy(s)  # a logout in another request, before the update's last hold
 
     store, switch = overtaking_store(s, overtake)
     switch(True)
     assert store.update(s, {"mine": 0}) is False
-    switch(False)
-    assert store.get(s) is None
-    assert len(store) == 0
-    store.check()
-    store.close()
-
-
-def test_a_large_update_never_recreates_a_session_destroyed_meanwhile() -> None:
-    s = new_session_id()
-
-    def overtake(store: MemoryStore, n: int) -> None:
-        if n == 2:  # the update's second clock read: after its read, before its write
-            store.destroy(s)  # a logout in another request
-
-    store, switch = overtaking_store(s, overtake)
-    switch(True)
-    assert store.update(s, {"mine": 2}) is False
     switch(False)
     assert store.get(s) is None
     assert len(store) == 0
