@@ -443,7 +443,7 @@ class MemoryStore:
         lifetime = self.ttl if ttl is None else check_seconds(ttl)
         if not self._changed:
             self._first_change()
-        blob: bytes | None = None
+        current: bytes | None = None  # a large session's bytes, changed outside the lock
         now = self._clock()
         with self._lock:
             table = self._table
@@ -453,10 +453,8 @@ class MemoryStore:
             elif self._trusted and len(entry.data) <= _CHANGED_IN_ONE_HOLD:
                 # Small, and decoded by lembro's own code (never an app's, which could call
                 # back into the store): all in this hold.
-                blob, owner = self._changed_blob(sid, entry.data, changes, gone)
-                if table.write_over(entry, blob, now + lifetime, owner, now) and table.upkeep_due:
-                    keep = entry.sid
-                else:
+                keep = self._write_changes(table, sid, entry, changes, gone, lifetime, now)
+                if keep is None:
                     return True
             else:
                 current = entry.data
@@ -464,10 +462,27 @@ class MemoryStore:
             if thefts:
                 _report_thefts(thefts)
             return False
-        if blob is None:
+        if current is not None:
             return self._update_outside(sid, current, changes, gone, lifetime)
         self._upkeep(keep=keep)
         return True
+
+    def _write_changes(
+        self,
+        table: SessionTable,
+        sid: str,
+        entry: Entry,
+        changes: dict[str, Any],
+        gone: tuple[str, ...],
+        lifetime: float,
+        now: float,
+    ) -> str | None:
+        """An update's changes applied to live ``entry`` (the session ``sid`` names) and
+        written, in the hold of the lock the caller is in; the id the upkeep that follows
+        must spare, or ``None`` when the write made no upkeep due."""
+        blob, owner = self._changed_blob(sid, entry.data, changes, gone)
+        changed = table.write_over(entry, blob, now + lifetime, owner, now)
+        return entry.sid if changed and table.upkeep_due else None
 
     def _update_outside(
         self,
@@ -504,9 +519,8 @@ class MemoryStore:
                 if entry is None:
                     written, keep = False, None
                 else:
-                    blob, owner = self._changed_blob(sid, entry.data, changes, gone)
-                    changed = table.write_over(entry, blob, now + lifetime, owner, now)
-                    written, keep = True, entry.sid if changed and table.upkeep_due else None
+                    written = True
+                    keep = self._write_changes(table, sid, entry, changes, gone, lifetime, now)
                 thefts = table.take_thefts() if table.thefts else None
         if thefts:
             _report_thefts(thefts)

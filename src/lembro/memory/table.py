@@ -675,9 +675,7 @@ class SessionTable:
     def upkeep_due(self) -> bool:
         """Whether the table is over its cap or its index needs compacting: the caller
         then runs ``purge``, ``prune`` and ``compact_step`` until they are done."""
-        return (
-            self.budget.over or self.expiry.compaction_due(len(self.sessions)) or self.rebuild_due
-        )
+        return self.budget.over or self.compaction_due or self.rebuild_due
 
     @property
     def compaction_due(self) -> bool:
