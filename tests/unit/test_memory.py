@@ -1324,6 +1324,21 @@ def test_updates_that_take_the_store_over_its_cap_prune_it_back() -> None:
     store.close()
 
 
+def updates_to_compact(probe: MemoryStore, s: str) -> int:
+    """How many updates of session ``s`` to ever earlier expiries it takes ``probe`` to
+    compact its expiry index (each files a new record, growing the store, until the one
+    after which it compacts and shrinks); ``probe`` is closed."""
+    needed = 0
+    while True:
+        before = probe.size
+        probe.update(s, {"n": needed}, ttl=9_000 - needed)
+        needed += 1
+        if probe.size < before:
+            break
+    probe.close()
+    return needed
+
+
 def test_an_update_that_files_a_new_expiry_record_can_start_the_compaction() -> None:
     """Each update to an earlier expiry files a new record and flags the old one. The one
     that flags enough to compact here makes the session smaller by more than a record
@@ -1336,16 +1351,7 @@ def test_an_update_that_files_a_new_expiry_record_can_start_the_compaction() -> 
         store.set(s, {"pad": "x" * 1000, "n": 0}, ttl=10_000)
         return store
 
-    # How many updates to earlier expiries it takes to compact, each growing the store.
-    probe = store_of_one()
-    needed = 0
-    while True:
-        before = probe.size
-        probe.update(s, {"n": needed}, ttl=9_000 - needed)
-        needed += 1
-        if probe.size < before:
-            break
-    probe.close()
+    needed = updates_to_compact(store_of_one(), s)
 
     store = store_of_one()
     for i in range(needed - 1):
@@ -1374,16 +1380,7 @@ def test_a_sign_in_by_update_that_ends_the_users_other_session_can_start_the_com
         store.set(t, {"pad": "x" * 1000}, ttl=10_000)
         return store
 
-    # How many updates to earlier expiries it takes to compact, each growing the store.
-    probe = store_of_three()
-    needed = 0
-    while True:
-        before = probe.size
-        probe.update(s, {"n": needed}, ttl=9_000 - needed)
-        needed += 1
-        if probe.size < before:
-            break
-    probe.close()
+    needed = updates_to_compact(store_of_three(), s)
 
     store = store_of_three()
     for i in range(needed - 1):
